@@ -1,0 +1,17 @@
+//! The content-addressed object store on local disk, shared by the server and the endpoint.
+//!
+//! Objects are framed by `format::object` and named by the digest of their uncompressed content.
+//! Every insert is verified (the digest is computed here, or checked against the caller's), and
+//! written to `tmp/` then renamed into place, so a killed process never leaves a half-written
+//! object visible. Renames are not fsynced one by one; `Store::sync` is the durability barrier
+//! that callers pass before they publish anything that refers to the objects.
+#![warn(missing_docs)]
+
+mod error;
+mod store;
+
+pub use error::{GetError, InsertError, OpenError};
+pub use store::{Inserted, Store};
+
+#[cfg(test)]
+mod tests;

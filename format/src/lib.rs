@@ -1,0 +1,21 @@
+//! The image model every side of imaged agrees on: digests, object framing, chunking, trees and
+//! generation manifests. This crate does no IO; callers hand it bytes and get bytes back.
+#![warn(missing_docs)]
+
+pub mod chunking;
+mod codec;
+pub mod digest;
+pub mod manifest;
+pub mod name;
+pub mod object;
+pub mod tree;
+
+pub use chunking::ChunkParams;
+pub use codec::DecodeError;
+pub use digest::Digest;
+pub use manifest::{Manifest, Stats};
+pub use name::{GenSpec, ImageName, NameError};
+pub use tree::{DirMeta, Entry, EntryKind, Extent, Tree, Xattr};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! Unit tests for the codecs: round trips, canonical bytes, and rejection of malformed input.
+
+use crate::object::{self, ObjectError};
+use crate::*;
+
+/// Pseudo-random bytes (blake3 in XOF mode), incompressible and without period.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut out);
+    out
+}
+
+fn entry(name: &str, kind: EntryKind) -> Entry {
+    Entry {
+        name: name.as_bytes().to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 123,
+        link_group: 0,
+        link_count: 1,
+        xattrs: vec![],
+        kind,
+    }
+}
+
+fn sample_tree() -> Tree {
+    let d = Digest::of(b"x");
+    let mut setuid = entry("su", EntryKind::Regular { size: 10, extents: vec![Extent { offset: 0, len: 10, digest: d }] });
+    setuid.mode = 0o4755;
+    setuid.xattrs = vec![
+        Xattr { name: b"user.b".to_vec(), value: b"2".to_vec() },
+        Xattr { name: b"security.capability".to_vec(), value: vec![1, 0, 0, 2] },
+    ];
+    let mut linked = entry("hl", EntryKind::Regular { size: 0, extents: vec![] });
+    linked.link_group = 1;
+    linked.link_count = 2;
+    let mut t = Tree {
+        entries: vec![
+            setuid,
+            entry("dir", EntryKind::Directory { tree: d }),
+            entry("link", EntryKind::Symlink { target: b"../x".to_vec() }),
+            entry("null", EntryKind::CharDevice { major: 1, minor: 3 }),
+            entry("sda", EntryKind::BlockDevice { major: 8, minor: 0 }),
+            entry("fifo", EntryKind::Fifo),
+            entry("sock", EntryKind::Socket),
+            Entry { name: vec![0xff, 0xfe], ..entry("", EntryKind::Fifo) },
+            linked,
+            entry("sparse", EntryKind::Regular {
+                size: 100 << 20,
+                extents: vec![Extent { offset: 4096, len: 5, digest: d }, Extent { offset: 50 << 20, len: 7, digest: d }],
+            }),
+        ],
+    };
+    t.canonicalize();
+    t
+}
+
+#[test]
+fn tree_round_trips_every_kind() {
+    let t = sample_tree();
+    let bytes = t.encode().unwrap();
+    assert_eq!(Tree::decode(&bytes).unwrap(), t);
+}
+
+#[test]
+fn tree_encoding_is_canonical_whatever_the_build_order() {
+    let t = sample_tree();
+    let mut shuffled = t.clone();
+    shuffled.entries.reverse();
+    for e in &mut shuffled.entries {
+        e.xattrs.reverse();
+    }
+    shuffled.canonicalize();
+    assert_eq!(Digest::of(&shuffled.encode().unwrap()), Digest::of(&t.encode().unwrap()));
+}
+
+#[test]
+fn every_truncation_of_a_tree_is_an_error() {
+    let bytes = sample_tree().encode().unwrap();
+    for n in 0..bytes.len() {
+        assert!(Tree::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(Tree::decode(&longer), Err(DecodeError::Trailing(1)));
+}
+
+fn check_invalid(mutate: impl FnOnce(&mut Tree), what: &str) {
+    let mut t = sample_tree();
+    mutate(&mut t);
+    match t.encode() {
+        Err(DecodeError::Invalid { what: w, .. }) => assert_eq!(w, what),
+        other => panic!("expected invalid {what}, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_trees_are_refused() {
+    check_invalid(|t| t.entries[0].name = b"..".to_vec(), "entry name");
+    check_invalid(|t| t.entries[0].name = b"a/b".to_vec(), "entry name");
+    check_invalid(|t| t.entries.swap(0, 1), "entry order");
+    check_invalid(|t| t.entries[0].mode = 0o100644, "mode");
+    check_invalid(|t| t.entries[0].mtime_nsec = 1_000_000_000, "mtime nsec");
+    check_invalid(
+        |t| {
+            let e = t.entries.iter_mut().find(|e| e.name == b"sparse").unwrap();
+            e.kind = EntryKind::Regular { size: 3, extents: vec![Extent { offset: 0, len: 5, digest: Digest::of(b"") }] };
+        },
+        "extent",
+    );
+    check_invalid(
+        |t| {
+            let e = t.entries.iter_mut().find(|e| e.name == b"link").unwrap();
+            e.kind = EntryKind::Symlink { target: vec![] };
+        },
+        "symlink target",
+    );
+}
+
+#[test]
+fn huge_declared_entry_count_is_refused_without_allocating() {
+    let mut bytes = b"IMGT\x01".to_vec();
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(Tree::decode(&bytes), Err(DecodeError::Invalid { what: "entry count", .. })));
+}
+
+fn sample_manifest() -> Manifest {
+    Manifest {
+        image: ImageName::new("debian").unwrap(),
+        generation: 2,
+        root: Digest::of(b"root"),
+        root_meta: DirMeta { mode: 0o755, uid: 0, gid: 0, mtime_sec: 5, mtime_nsec: 6, xattrs: vec![Xattr { name: b"user.a".to_vec(), value: b"1".to_vec() }] },
+        parent: Some(Digest::of(b"parent")),
+        created: 1_700_000_000,
+        message: "patch: openssl".into(),
+        chunking: ChunkParams::default(),
+        stats: Stats { files: 5, directories: 2, symlinks: 1, other: 0, bytes: 100, objects: 7, new_objects: 3, new_bytes: 40 },
+        extensions: vec![("arch".into(), b"amd64".to_vec())],
+    }
+}
+
+#[test]
+fn manifest_round_trips() {
+    let m = sample_manifest();
+    let bytes = m.encode();
+    assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    for n in 0..bytes.len() {
+        assert!(Manifest::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+    }
+}
+
+#[test]
+fn manifest_with_bad_chunking_is_refused() {
+    let mut m = sample_manifest();
+    m.chunking = ChunkParams { min: 10, avg: 5, max: 1 };
+    assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { what: "chunking", .. })));
+}
+
+#[test]
+fn object_round_trips_compressed_and_raw() {
+    let text = b"hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
+    let framed = object::encode(&text, 3);
+    assert_eq!(object::parse_header(&framed).unwrap().codec, object::Codec::Zstd);
+    assert!(framed.len() < text.len());
+    assert_eq!(object::decode(&framed, &Digest::of(&text), 1 << 20).unwrap(), text);
+
+    let noise = noise(4096, 1);
+    let framed = object::encode(&noise, 3);
+    assert_eq!(object::parse_header(&framed).unwrap().codec, object::Codec::Raw);
+    assert_eq!(object::decode(&framed, &Digest::of(&noise), 1 << 20).unwrap(), noise);
+}
+
+#[test]
+fn object_with_wrong_digest_is_refused() {
+    let framed = object::encode(b"good bytes", 3);
+    let err = object::decode(&framed, &Digest::of(b"other"), 1 << 20).unwrap_err();
+    assert!(matches!(err, ObjectError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn zstd_bomb_stops_at_declared_length() {
+    // A real zstd frame of 64 MiB of zeros, declared as 1 KiB: decoding must fail, not inflate.
+    let zeros = vec![0u8; 64 << 20];
+    let mut framed = object::encode(&zeros, 3);
+    framed[8..16].copy_from_slice(&1024u64.to_le_bytes());
+    let err = object::decode(&framed, &Digest::of(&zeros), 1 << 30).unwrap_err();
+    assert!(matches!(err, ObjectError::Decompress { declared: 1024, .. }), "{err}");
+    // And a declared length over the caller's cap is refused before decoding.
+    let framed = object::encode(&zeros, 3);
+    let err = object::decode(&framed, &Digest::of(&zeros), 1 << 20).unwrap_err();
+    assert!(matches!(err, ObjectError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn chunking_is_deterministic_and_bounded() {
+    let p = ChunkParams::default();
+    let data = noise(3_000_000, 2);
+    let a = p.split(&data);
+    assert_eq!(a, p.split(&data));
+    assert_eq!(a.iter().sum::<usize>(), data.len());
+    assert!(a.len() > 10);
+    for (i, len) in a.iter().enumerate() {
+        assert!(*len <= p.max as usize);
+        if i + 1 < a.len() {
+            assert!(*len >= p.min as usize);
+        }
+    }
+    // An insertion near the front leaves most later chunks unchanged (content-defined).
+    let mut edited = data.clone();
+    edited.splice(1000..1000, b"inserted".iter().copied());
+    let b = p.split(&edited);
+    let tail = |v: &[usize]| v[v.len() / 2..].to_vec();
+    assert_eq!(tail(&a), tail(&b));
+    assert_eq!(p.split(&data[..100]), vec![100]);
+    assert!(p.split(&[]).is_empty());
+}
+
+#[test]
+fn chunk_params_are_validated() {
+    assert!(ChunkParams::default().validate().is_ok());
+    assert_eq!(ChunkParams::default(), ChunkParams { min: 16384, avg: 65536, max: 262144 });
+    assert!(ChunkParams { min: 1, avg: 2, max: 3 }.validate().is_err());
+    assert!(ChunkParams { min: 4096, avg: 1024, max: 8192 }.validate().is_err());
+}
+
+fn check_spec(s: &str, expect: Option<&str>) {
+    match (s.parse::<GenSpec>(), expect) {
+        (Ok(spec), Some(e)) => assert_eq!(spec.to_string(), e),
+        (Err(_), None) => {}
+        (got, want) => panic!("{s}: got {got:?}, want {want:?}"),
+    }
+}
+
+#[test]
+fn generation_addresses_parse() {
+    check_spec("debian@3", Some("debian@3"));
+    check_spec("debian@latest", Some("debian@latest"));
+    check_spec("debian", Some("debian@latest"));
+    let d = Digest::of(b"m").to_hex();
+    check_spec(&d, Some(&d));
+    check_spec("debian@0", None);
+    check_spec("debian@x", None);
+    check_spec("../etc@1", None);
+    check_spec("", None);
+    check_spec("-x@1", None);
+}
