@@ -49,7 +49,12 @@ impl Store {
         let root = root.into();
         let objects = root.join("objects");
         let tmp = root.join("tmp");
-        let mk = |p: &Path| fs::create_dir_all(p).map_err(|source| OpenError { path: p.to_path_buf(), source });
+        let mk = |p: &Path| {
+            fs::create_dir_all(p).map_err(|source| OpenError {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
         mk(&tmp)?;
         for i in 0..=255u8 {
             let dir = objects.join(format!("{i:02x}"));
@@ -57,7 +62,12 @@ impl Store {
                 mk(&dir)?;
             }
         }
-        Ok(Store { root, objects, tmp, counter: AtomicU64::new(0) })
+        Ok(Store {
+            root,
+            objects,
+            tmp,
+            counter: AtomicU64::new(0),
+        })
     }
 
     /// The store's directory.
@@ -80,41 +90,76 @@ impl Store {
     pub fn insert(&self, data: &[u8], level: i32) -> Result<Inserted, InsertError> {
         let digest = Digest::of(data);
         if self.contains(&digest) {
-            return Ok(Inserted { digest, new: false, stored_len: 0 });
+            return Ok(Inserted {
+                digest,
+                new: false,
+                stored_len: 0,
+            });
         }
         let framed = object::encode(data, level);
         self.write_framed(&digest, &framed)
     }
 
     /// Stores already framed bytes after checking that they decode to `digest` within `limit`.
-    pub fn insert_framed(&self, digest: &Digest, framed: &[u8], limit: u64) -> Result<Inserted, InsertError> {
+    pub fn insert_framed(
+        &self,
+        digest: &Digest,
+        framed: &[u8],
+        limit: u64,
+    ) -> Result<Inserted, InsertError> {
         if self.contains(digest) {
-            return Ok(Inserted { digest: *digest, new: false, stored_len: 0 });
+            return Ok(Inserted {
+                digest: *digest,
+                new: false,
+                stored_len: 0,
+            });
         }
-        object::decode(framed, digest, limit.min(MAX_OBJECT))
-            .map_err(|source| InsertError::Invalid { digest: *digest, source })?;
+        object::decode(framed, digest, limit.min(MAX_OBJECT)).map_err(|source| {
+            InsertError::Invalid {
+                digest: *digest,
+                source,
+            }
+        })?;
         self.write_framed(digest, framed)
     }
 
     fn write_framed(&self, digest: &Digest, framed: &[u8]) -> Result<Inserted, InsertError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!("{}.{}.{n}", digest.to_hex(), std::process::id()));
+        let tmp = self
+            .tmp
+            .join(format!("{}.{}.{n}", digest.to_hex(), std::process::id()));
         let dest = self.object_path(digest);
-        let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: *digest, path: path.to_path_buf(), source };
+        let io_err = |path: &Path, source: io::Error| InsertError::Io {
+            digest: *digest,
+            path: path.to_path_buf(),
+            source,
+        };
         let guard = TmpGuard(Some(&tmp));
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, e))?;
         f.write_all(framed).map_err(|e| io_err(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
         std::mem::forget(guard);
-        Ok(Inserted { digest: *digest, new: true, stored_len: framed.len() as u64 })
+        Ok(Inserted {
+            digest: *digest,
+            new: true,
+            stored_len: framed.len() as u64,
+        })
     }
 
     /// Reads and verifies an object.
     pub fn get(&self, digest: &Digest) -> Result<Vec<u8>, GetError> {
         let path = self.object_path(digest);
         let framed = self.get_framed(digest)?;
-        object::decode(&framed, digest, MAX_OBJECT).map_err(|source| GetError::Corrupt { digest: *digest, path, source })
+        object::decode(&framed, digest, MAX_OBJECT).map_err(|source| GetError::Corrupt {
+            digest: *digest,
+            path,
+            source,
+        })
     }
 
     /// Reads an object's framed bytes without decoding them.
@@ -123,7 +168,11 @@ impl Store {
         match fs::read(&path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(GetError::NotFound(*digest)),
-            Err(source) => Err(GetError::Io { digest: *digest, path, source }),
+            Err(source) => Err(GetError::Io {
+                digest: *digest,
+                path,
+                source,
+            }),
         }
     }
 

@@ -13,12 +13,28 @@ fn store() -> (tempfile::TempDir, Store) {
 #[test]
 fn insert_then_get_round_trips_and_dedups() {
     let (_d, s) = store();
-    let a = s.insert(b"some content some content some content some content some content", 3).unwrap();
+    let a = s
+        .insert(
+            b"some content some content some content some content some content",
+            3,
+        )
+        .unwrap();
     assert!(a.new);
-    assert_eq!(a.digest, Digest::of(b"some content some content some content some content some content"));
-    let again = s.insert(b"some content some content some content some content some content", 3).unwrap();
+    assert_eq!(
+        a.digest,
+        Digest::of(b"some content some content some content some content some content")
+    );
+    let again = s
+        .insert(
+            b"some content some content some content some content some content",
+            3,
+        )
+        .unwrap();
     assert!(!again.new);
-    assert_eq!(s.get(&a.digest).unwrap(), b"some content some content some content some content some content");
+    assert_eq!(
+        s.get(&a.digest).unwrap(),
+        b"some content some content some content some content some content"
+    );
     assert_eq!(s.list().unwrap(), vec![a.digest]);
 }
 
@@ -51,5 +67,8 @@ fn framed_insert_with_wrong_digest_stores_nothing() {
 #[test]
 fn missing_object_is_not_found() {
     let (_d, s) = store();
-    assert!(matches!(s.get(&Digest::of(b"nope")), Err(GetError::NotFound(_))));
+    assert!(matches!(
+        s.get(&Digest::of(b"nope")),
+        Err(GetError::NotFound(_))
+    ));
 }

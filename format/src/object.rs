@@ -71,13 +71,19 @@ pub enum ObjectError {
 /// Parses the header of framed bytes.
 pub fn parse_header(framed: &[u8]) -> Result<Header, ObjectError> {
     if framed.len() < HEADER_LEN {
-        return Err(ObjectError::BadHeader(format!("{} bytes is shorter than a header", framed.len())));
+        return Err(ObjectError::BadHeader(format!(
+            "{} bytes is shorter than a header",
+            framed.len()
+        )));
     }
     if &framed[..4] != MAGIC {
         return Err(ObjectError::BadHeader("bad magic".into()));
     }
     if framed[4] != VERSION {
-        return Err(ObjectError::BadHeader(format!("unknown version {}", framed[4])));
+        return Err(ObjectError::BadHeader(format!(
+            "unknown version {}",
+            framed[4]
+        )));
     }
     let codec = match framed[5] {
         0 => Codec::Raw,
@@ -124,28 +130,44 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
 pub fn decode(framed: &[u8], expected: &Digest, limit: u64) -> Result<Vec<u8>, ObjectError> {
     let h = parse_header(framed)?;
     if h.raw_len > limit {
-        return Err(ObjectError::TooLarge { declared: h.raw_len, limit });
+        return Err(ObjectError::TooLarge {
+            declared: h.raw_len,
+            limit,
+        });
     }
     let payload = &framed[HEADER_LEN..];
     let data = match h.codec {
         Codec::Raw => {
             if payload.len() as u64 != h.raw_len {
-                return Err(ObjectError::Decompress { declared: h.raw_len, why: format!("{} raw bytes", payload.len()) });
+                return Err(ObjectError::Decompress {
+                    declared: h.raw_len,
+                    why: format!("{} raw bytes", payload.len()),
+                });
             }
             payload.to_vec()
         }
         Codec::Zstd => {
-            let data = zstd::bulk::decompress(payload, h.raw_len as usize)
-                .map_err(|e| ObjectError::Decompress { declared: h.raw_len, why: e.to_string() })?;
+            let data = zstd::bulk::decompress(payload, h.raw_len as usize).map_err(|e| {
+                ObjectError::Decompress {
+                    declared: h.raw_len,
+                    why: e.to_string(),
+                }
+            })?;
             if data.len() as u64 != h.raw_len {
-                return Err(ObjectError::Decompress { declared: h.raw_len, why: format!("got {} bytes", data.len()) });
+                return Err(ObjectError::Decompress {
+                    declared: h.raw_len,
+                    why: format!("got {} bytes", data.len()),
+                });
             }
             data
         }
     };
     let actual = Digest::of(&data);
     if actual != *expected {
-        return Err(ObjectError::DigestMismatch { expected: *expected, actual });
+        return Err(ObjectError::DigestMismatch {
+            expected: *expected,
+            actual,
+        });
     }
     Ok(data)
 }

@@ -1,1 +1,84 @@
+//! The library behind `imgctl`: import a tree into a local repository, read generations back
+//! (ls, cat, export), compare them, and verify the store.
+#![warn(missing_docs)]
 
+use std::io;
+use std::path::PathBuf;
+
+pub mod browse;
+mod build;
+pub mod diff;
+pub mod export;
+pub mod import;
+mod index;
+mod ingest;
+pub mod repo;
+mod scan;
+mod tar_scan;
+pub mod verify;
+
+pub use repo::{Generation, Repo, RepoError};
+
+/// Why an import failed. Nothing is published when it does: no ref names a partial generation.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A source file or directory could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The source holds something imaged cannot represent.
+    #[error("{path}: {what}")]
+    Unsupported {
+        /// The path.
+        path: PathBuf,
+        /// What.
+        what: String,
+    },
+    /// An archive entry would land outside the image root.
+    #[error("{archive}: refused entry {entry:?}: {why}")]
+    UnsafePath {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's path as written in the archive.
+        entry: String,
+        /// Why it is unsafe.
+        why: String,
+    },
+    /// The archive is truncated or corrupt.
+    #[error("{archive}: corrupt or truncated archive at entry {entry}")]
+    Archive {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry being read.
+        entry: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing to the store failed (a full disk, say).
+    #[error("storing content of {path}")]
+    Store {
+        /// The file whose content was being stored.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: cache::InsertError,
+    },
+    /// A directory could not be encoded (a name or attribute the format forbids).
+    #[error("directory containing {path} cannot be encoded")]
+    Tree {
+        /// A path in the offending directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: format::DecodeError,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}

@@ -1,1 +1,360 @@
-fn main(){}
+//! `imgctl`: the image engineer's command line. Parses arguments, calls the `tools` library,
+//! prints text or JSON, and maps expected failures to documented exit codes.
+
+mod cli;
+mod exit_codes;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use format::{ChunkParams, EntryKind, GenSpec, ImageName};
+use serde_json::json;
+use tools::browse::{self, display_bytes, mode_string, utc_string, Located, ReadError};
+use tools::import::{ImportOptions, Progress};
+use tools::{diff, export, verify, ImportError, Repo, RepoError};
+
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("imgctl: error: {e:#}");
+            classify(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Maps an error to its exit code by looking for the library's typed errors in the chain.
+fn classify(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(RepoError::NotFound(_)) = cause.downcast_ref() {
+            return exit_codes::NOT_FOUND;
+        }
+        if let Some(ReadError::NotFound(_) | ReadError::NotADirectory(_) | ReadError::NotAFile(_)) =
+            cause.downcast_ref()
+        {
+            return exit_codes::NOT_FOUND;
+        }
+        if let Some(
+            ImportError::UnsafePath { .. }
+            | ImportError::Archive { .. }
+            | ImportError::Unsupported { .. }
+            | ImportError::Tree { .. },
+        ) = cause.downcast_ref()
+        {
+            return exit_codes::BAD_INPUT;
+        }
+        if cause.downcast_ref::<format::NameError>().is_some() {
+            return exit_codes::BAD_INPUT;
+        }
+    }
+    exit_codes::FAILURE
+}
+
+fn default_store() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("imaged/store"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --store, IMGCTL_STORE, XDG_DATA_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/imaged/store"))
+}
+
+/// Splits `GEN[:PATH]`.
+fn split_target(target: &str) -> Result<(GenSpec, &str)> {
+    let (gen, path) = target.split_once(':').unwrap_or((target, ""));
+    Ok((gen.parse()?, path))
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let store = match cli.store {
+        Some(s) => s,
+        None => default_store()?,
+    };
+    let repo = Repo::open(&store).with_context(|| format!("opening store {}", store.display()))?;
+    let json = cli.json;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Import {
+            src,
+            image,
+            message,
+            chunk_avg,
+            level,
+        } => {
+            let image = ImageName::new(&image)?;
+            let created = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64)
+                });
+            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} importing {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap(),
+                );
+                bar
+            });
+            let progress_bar = bar.clone();
+            let opts = ImportOptions {
+                image,
+                message,
+                chunking: chunk_avg.map(ChunkParams::with_average),
+                level,
+                created,
+                progress: progress_bar.map(|b| {
+                    Box::new(move |p: Progress| match p {
+                        Progress::Total(n) => b.set_length(n),
+                        Progress::Advance(n) => b.inc(n),
+                    }) as Box<dyn Fn(Progress) + Sync>
+                }),
+            };
+            let start = Instant::now();
+            let report = tools::import::import(&repo, &src, &opts)
+                .with_context(|| format!("importing {}", src.display()))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let g = &report.generation;
+            if json {
+                let v = json!({
+                    "generation": g.label(),
+                    "manifest": g.digest,
+                    "root": g.manifest.root,
+                    "parent": g.manifest.parent,
+                    "stats": g.manifest.stats,
+                    "files_read": report.files_read,
+                    "files_reused": report.files_reused,
+                    "read_bytes": report.read_bytes,
+                    "stored_bytes": report.stored_bytes,
+                    "seconds": secs,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                let s = &g.manifest.stats;
+                writeln!(out, "{}", g.label())?;
+                eprintln!(
+                    "manifest {} root {}\n{} files, {} dirs, {} symlinks, {} bytes; {} new objects ({} bytes, {} stored); {} files read, {} unchanged; {:.2} s",
+                    g.digest, g.manifest.root, s.files, s.directories, s.symlinks, s.bytes, s.new_objects, s.new_bytes, report.stored_bytes, report.files_read, report.files_reused, secs
+                );
+            }
+        }
+        Command::Log { image } => {
+            let image = ImageName::new(&image)?;
+            let numbers = repo.numbers(&image)?;
+            if numbers.is_empty() {
+                return Err(RepoError::NotFound(image.to_string()).into());
+            }
+            let mut rows = Vec::new();
+            for n in numbers.iter().rev() {
+                let g = repo.resolve(&GenSpec::Number(image.clone(), *n))?;
+                rows.push(g);
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|g| json!({"generation": g.label(), "manifest": g.digest, "root": g.manifest.root, "parent": g.manifest.parent, "created": g.manifest.created, "message": g.manifest.message, "stats": g.manifest.stats}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))?;
+            } else {
+                for g in rows {
+                    let s = &g.manifest.stats;
+                    writeln!(
+                        out,
+                        "{:<16} {}  {}  {} files {} bytes (+{} new)  {}",
+                        g.label(),
+                        &g.digest.to_hex()[..12],
+                        utc_string(g.manifest.created),
+                        s.files,
+                        s.bytes,
+                        s.new_bytes,
+                        g.manifest.message
+                    )?;
+                }
+            }
+        }
+        Command::Ls { target } => {
+            let (spec, path) = split_target(&target)?;
+            let g = repo.resolve(&spec)?;
+            let entries = match browse::locate(&repo.store, &g.manifest, path.as_bytes())? {
+                Located::Root(_, digest) => browse::load_tree(&repo.store, &digest)?.entries,
+                Located::Entry(e) => match &e.kind {
+                    EntryKind::Directory { tree } => browse::load_tree(&repo.store, tree)?.entries,
+                    _ => vec![e],
+                },
+            };
+            if json {
+                let v: Vec<_> = entries
+                    .iter()
+                    .map(|e| {
+                        let mut o = json!({"name": display_bytes(&e.name), "type": e.kind.letter().to_string(), "mode": format!("{:04o}", e.mode), "uid": e.uid, "gid": e.gid, "size": e.size(), "mtime": e.mtime_sec, "mtime_nsec": e.mtime_nsec});
+                        if let EntryKind::Symlink { target } = &e.kind {
+                            o["target"] = json!(display_bytes(target));
+                        }
+                        o
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))?;
+            } else {
+                for e in entries {
+                    let tail = match &e.kind {
+                        EntryKind::Symlink { target } => format!(" -> {}", display_bytes(target)),
+                        _ => String::new(),
+                    };
+                    let size = match &e.kind {
+                        EntryKind::CharDevice { major, minor }
+                        | EntryKind::BlockDevice { major, minor } => format!("{major}, {minor}"),
+                        _ => e.size().to_string(),
+                    };
+                    writeln!(
+                        out,
+                        "{} {:>5} {:>5} {:>12} {} {}{}",
+                        mode_string(e.kind.letter(), e.mode),
+                        e.uid,
+                        e.gid,
+                        size,
+                        utc_string(e.mtime_sec),
+                        display_bytes(&e.name),
+                        tail
+                    )?;
+                }
+            }
+        }
+        Command::Cat { target } => {
+            let (spec, path) = split_target(&target)?;
+            let g = repo.resolve(&spec)?;
+            match browse::locate(&repo.store, &g.manifest, path.as_bytes())? {
+                Located::Entry(e) => browse::write_content(&repo.store, &e, &mut out)?,
+                Located::Root(..) => return Err(ReadError::NotAFile("/".into()).into()),
+            }
+        }
+        Command::Export { generation, dest } => {
+            let g = repo.resolve(&generation.parse()?)?;
+            let start = Instant::now();
+            let r = export::export(&repo.store, &g, &dest)
+                .with_context(|| format!("exporting {} to {}", g.label(), dest.display()))?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"generation": g.label(), "entries": r.entries, "bytes": r.bytes, "seconds": start.elapsed().as_secs_f64()})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "exported {} to {}: {} entries, {} bytes",
+                    g.label(),
+                    dest.display(),
+                    r.entries,
+                    r.bytes
+                )?;
+            }
+        }
+        Command::Diff { from, to } => {
+            let a = repo.resolve(&from.parse()?)?;
+            let b = repo.resolve(&to.parse()?)?;
+            let changes = diff::diff(&repo.store, &a.manifest, &b.manifest)?;
+            let packages = match (
+                diff::installed_packages(&repo.store, &a.manifest)?,
+                diff::installed_packages(&repo.store, &b.manifest)?,
+            ) {
+                (Some(pa), Some(pb)) => Some(diff::package_changes(&pa, &pb)),
+                _ => None,
+            };
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"from": a.label(), "to": b.label(), "changes": changes, "packages": packages})
+                )?;
+            } else {
+                for c in &changes {
+                    match c {
+                        diff::Change::Added { path, size } => {
+                            writeln!(out, "A {path} ({size} bytes)")?
+                        }
+                        diff::Change::Removed { path, size } => {
+                            writeln!(out, "D {path} ({size} bytes)")?
+                        }
+                        diff::Change::Modified {
+                            path,
+                            old_size,
+                            new_size,
+                            what,
+                        } => writeln!(
+                            out,
+                            "M {path} ({old_size} -> {new_size} bytes; {})",
+                            what.join(", ")
+                        )?,
+                    }
+                }
+                if let Some(pk) = packages {
+                    writeln!(out, "packages:")?;
+                    for p in pk {
+                        match (&p.old, &p.new) {
+                            (None, Some(v)) => writeln!(out, "  + {} {v}", p.package)?,
+                            (Some(v), None) => writeln!(out, "  - {} {v}", p.package)?,
+                            (Some(o), Some(n)) => writeln!(out, "  ~ {} {o} -> {n}", p.package)?,
+                            (None, None) => {}
+                        }
+                    }
+                }
+            }
+        }
+        Command::Verify { dry_run } => {
+            let r = verify::verify(&repo, !dry_run)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "checked {} objects and {} generations",
+                    r.objects_checked, r.generations_checked
+                )?;
+                for (d, why) in &r.corrupt {
+                    writeln!(out, "corrupt object {d}: {why}")?;
+                }
+                if r.quarantined > 0 {
+                    writeln!(
+                        out,
+                        "moved {} corrupt objects to {}",
+                        r.quarantined,
+                        repo.root().join("quarantine").display()
+                    )?;
+                }
+                if r.tmp_removed > 0 {
+                    writeln!(
+                        out,
+                        "removed {} temporary files left by interrupted writers",
+                        r.tmp_removed
+                    )?;
+                }
+                for (label, missing) in &r.incomplete {
+                    writeln!(out, "generation {label} is missing {} objects (first: {}); re-import its source or fetch it from a server", missing.len(), missing[0])?;
+                }
+                if r.corrupt.is_empty() && r.incomplete.is_empty() {
+                    writeln!(out, "all good")?;
+                }
+            }
+            return Ok(if r.healthy(!dry_run) {
+                exit_codes::OK
+            } else {
+                exit_codes::VERIFY_FAILED
+            });
+        }
+    }
+    Ok(exit_codes::OK)
+}

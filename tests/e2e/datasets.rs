@@ -1,0 +1,99 @@
+//! Round trips on real data: the debootstrapped Debian roots and the Rust toolchain tree built
+//! by `shared/datasets/make-datasets.sh` (scripts/test.sh builds them first).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tests::{compare_trees, Imgctl};
+
+fn datasets() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into()),
+    );
+    for set in ["gen1", "gen2", "rust"] {
+        assert!(dir.join(format!(".{set}.done")).exists(), "dataset {set} missing under {}: run shared/datasets/make-datasets.sh (scripts/test.sh does)", dir.display());
+    }
+    dir
+}
+
+fn objects(store: &Path) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for prefix in fs::read_dir(store.join("objects")).unwrap() {
+        let prefix = prefix.unwrap();
+        for f in fs::read_dir(prefix.path()).unwrap() {
+            out.insert(format!(
+                "{}{}",
+                prefix.file_name().to_string_lossy(),
+                f.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    out
+}
+
+fn round_trip(t: &Imgctl, src: &Path, image: &str) -> serde_json::Value {
+    let report = t.import(src, image);
+    let out = t.path(&format!("export-{image}"));
+    t.ok(["export", &format!("{image}@latest"), out.to_str().unwrap()]);
+    let diffs = compare_trees(src, &out);
+    assert!(
+        diffs.is_empty(),
+        "{image}: {} differences, first: {}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    fs::remove_dir_all(&out).unwrap();
+    report
+}
+
+#[test]
+fn debian_generations_round_trip_and_gen2_stores_only_new_content() {
+    let d = datasets();
+    let t = Imgctl::new();
+    let g1 = round_trip(&t, &d.join("gen1"), "debian");
+    let after_gen1 = objects(&t.store);
+    let g2 = round_trip(&t, &d.join("gen2"), "debian");
+    let after_gen2 = objects(&t.store);
+
+    // A store holding only gen2 tells which of gen2's objects gen1 lacked.
+    let alone = Imgctl::new();
+    let g2_alone = alone.import(&d.join("gen2"), "debian");
+    assert_eq!(
+        g2_alone["root"], g2["root"],
+        "gen2's identity depends on what the store held"
+    );
+    let gen2_objects = objects(&alone.store);
+    let needed: HashSet<_> = gen2_objects.difference(&after_gen1).cloned().collect();
+    let written: HashSet<_> = after_gen2.difference(&after_gen1).cloned().collect();
+    // Only the manifests differ (parent and time), so compare data and trees alone.
+    let manifest_of = |r: &serde_json::Value| r["manifest"].as_str().unwrap().to_string();
+    let needed: HashSet<_> = needed
+        .into_iter()
+        .filter(|d| *d != manifest_of(&g2_alone))
+        .collect();
+    let written: HashSet<_> = written
+        .into_iter()
+        .filter(|d| *d != manifest_of(&g2))
+        .collect();
+    assert_eq!(
+        written, needed,
+        "gen2 stored objects gen1 already had, or missed some"
+    );
+    assert!(
+        g2["stats"]["new_bytes"].as_u64().unwrap() < g1["stats"]["new_bytes"].as_u64().unwrap() / 3
+    );
+}
+
+#[test]
+fn rust_toolchain_tree_round_trips() {
+    let d = datasets();
+    let t = Imgctl::new();
+    let r = round_trip(&t, &d.join("rust"), "rust");
+    assert!(r["stats"]["files"].as_u64().unwrap() > 40_000);
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `imgctl` binary on real files, as root.
+
+mod bad_input;
+mod datasets;
+mod roundtrip;
+mod store;

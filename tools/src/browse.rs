@@ -1,0 +1,202 @@
+//! Reading a generation back: finding a path, listing a directory, reading a file, walking the
+//! tree. Every object is verified against its digest as it is read.
+
+use std::io::{self, Write};
+
+use cache::Store;
+use format::{Digest, DirMeta, Entry, EntryKind, Manifest, Tree};
+
+/// Why reading a generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// An object is missing or corrupt.
+    #[error(transparent)]
+    Object(#[from] cache::GetError),
+    /// A tree object does not parse.
+    #[error("tree object {digest} is malformed")]
+    Decode {
+        /// The tree.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: format::DecodeError,
+    },
+    /// No such path in the generation.
+    #[error("no such path: {0}")]
+    NotFound(String),
+    /// A path component is not a directory.
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    /// The path is not a regular file.
+    #[error("not a regular file: {0}")]
+    NotAFile(String),
+    /// Writing the output failed.
+    #[error("cannot write output")]
+    Write(#[source] io::Error),
+}
+
+/// Loads and parses a tree object.
+pub fn load_tree(store: &Store, digest: &Digest) -> Result<Tree, ReadError> {
+    let bytes = store.get(digest)?;
+    Tree::decode(&bytes).map_err(|source| ReadError::Decode {
+        digest: *digest,
+        source,
+    })
+}
+
+/// What a path names.
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// The root directory.
+    Root(DirMeta, Digest),
+    /// An entry somewhere below it.
+    Entry(Entry),
+}
+
+/// Splits a user path ("/usr/bin", "usr/bin/", "") into components.
+pub fn split_path(path: &[u8]) -> Vec<&[u8]> {
+    path.split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect()
+}
+
+/// Finds `path` in the generation.
+pub fn locate(store: &Store, manifest: &Manifest, path: &[u8]) -> Result<Located, ReadError> {
+    let parts = split_path(path);
+    let shown = || display_bytes(path);
+    let mut current: Option<Entry> = None;
+    let mut tree_digest = manifest.root;
+    for part in parts {
+        if let Some(e) = &current {
+            match e.kind {
+                EntryKind::Directory { tree } => tree_digest = tree,
+                _ => return Err(ReadError::NotADirectory(shown())),
+            }
+        }
+        let tree = load_tree(store, &tree_digest)?;
+        current = Some(
+            tree.get(part)
+                .cloned()
+                .ok_or_else(|| ReadError::NotFound(shown()))?,
+        );
+    }
+    Ok(match current {
+        None => Located::Root(manifest.root_meta.clone(), manifest.root),
+        Some(e) => Located::Entry(e),
+    })
+}
+
+/// Writes a regular file's content to `out`, holes as zeros.
+pub fn write_content(store: &Store, entry: &Entry, out: &mut dyn Write) -> Result<(), ReadError> {
+    let EntryKind::Regular { size, extents } = &entry.kind else {
+        return Err(ReadError::NotAFile(display_bytes(&entry.name)));
+    };
+    let zeros = [0u8; 65536];
+    let mut pos = 0u64;
+    let fill = |out: &mut dyn Write, mut n: u64| -> io::Result<()> {
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    };
+    for x in extents {
+        fill(out, x.offset - pos).map_err(ReadError::Write)?;
+        let data = store.get(&x.digest)?;
+        out.write_all(&data).map_err(ReadError::Write)?;
+        pos = x.offset + u64::from(x.len);
+    }
+    fill(out, size - pos).map_err(ReadError::Write)
+}
+
+/// Visits every entry below `root` depth-first in name order, with its full path.
+pub fn walk(
+    store: &Store,
+    root: &Digest,
+    visit: &mut dyn FnMut(&[u8], &Entry) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    fn go(
+        store: &Store,
+        digest: &Digest,
+        prefix: &mut Vec<u8>,
+        visit: &mut dyn FnMut(&[u8], &Entry) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
+        let tree = load_tree(store, digest)?;
+        for e in &tree.entries {
+            let len = prefix.len();
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(&e.name);
+            visit(prefix, e)?;
+            if let EntryKind::Directory { tree } = &e.kind {
+                go(store, tree, prefix, visit)?;
+            }
+            prefix.truncate(len);
+        }
+        Ok(())
+    }
+    go(store, root, &mut Vec::new(), visit)
+}
+
+/// Shows path bytes as text, escaping bytes that are not UTF-8 as `\xNN`.
+pub fn display_bytes(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// `rwxr-xr-x` with setuid, setgid and sticky shown as `ls` does.
+pub fn mode_string(kind: char, mode: u16) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let set = mode & bit != 0;
+        let special = match i {
+            2 if mode & 0o4000 != 0 => Some(if set { 's' } else { 'S' }),
+            5 if mode & 0o2000 != 0 => Some(if set { 's' } else { 'S' }),
+            8 if mode & 0o1000 != 0 => Some(if set { 't' } else { 'T' }),
+            _ => None,
+        };
+        s.push(special.unwrap_or(if set { *c } else { '-' }));
+    }
+    s
+}
+
+/// UTC `YYYY-MM-DD HH:MM:SS` for seconds since the epoch (Hinnant's civil-from-days).
+pub fn utc_string(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

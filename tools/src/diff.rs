@@ -1,0 +1,283 @@
+//! `diff`: what changed between two generations, path by path, skipping identical subtrees by
+//! digest; for Debian-based trees also the package changes read from `var/lib/dpkg/status`.
+
+use std::collections::BTreeMap;
+
+use cache::Store;
+use format::{Digest, Entry, EntryKind, Manifest};
+
+use crate::browse::{self, display_bytes, load_tree, Located, ReadError};
+
+/// One changed path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub enum Change {
+    /// Only in the newer generation.
+    Added {
+        /// Path.
+        path: String,
+        /// Size in the newer generation.
+        size: u64,
+    },
+    /// Only in the older generation.
+    Removed {
+        /// Path.
+        path: String,
+        /// Size in the older generation.
+        size: u64,
+    },
+    /// In both, different.
+    Modified {
+        /// Path.
+        path: String,
+        /// Old size.
+        old_size: u64,
+        /// New size.
+        new_size: u64,
+        /// Which aspects changed: type, content, mode, owner, mtime, xattrs, target, device, links.
+        what: Vec<&'static str>,
+    },
+}
+
+/// A package change between two dpkg status files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PackageChange {
+    /// Package name (with `:arch` for foreign architectures).
+    pub package: String,
+    /// Version before, if installed.
+    pub old: Option<String>,
+    /// Version after, if installed.
+    pub new: Option<String>,
+}
+
+/// Path changes from `a` to `b`, in path order.
+pub fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<Vec<Change>, ReadError> {
+    let mut out = Vec::new();
+    if a.root_meta != b.root_meta {
+        out.push(Change::Modified {
+            path: "/".into(),
+            old_size: 0,
+            new_size: 0,
+            what: vec!["metadata"],
+        });
+    }
+    diff_trees(store, &a.root, &b.root, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = prefix.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn diff_trees(
+    store: &Store,
+    a: &Digest,
+    b: &Digest,
+    prefix: &mut Vec<u8>,
+    out: &mut Vec<Change>,
+) -> Result<(), ReadError> {
+    if a == b {
+        return Ok(());
+    }
+    let (ta, tb) = (load_tree(store, a)?, load_tree(store, b)?);
+    let mut ia = ta.entries.iter().peekable();
+    let mut ib = tb.entries.iter().peekable();
+    loop {
+        let order = match (ia.peek(), ib.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let e = ia.next().unwrap();
+                every(store, &join(prefix, &e.name), e, &mut |path, e| {
+                    out.push(Change::Removed {
+                        path,
+                        size: e.size(),
+                    })
+                })?;
+            }
+            std::cmp::Ordering::Greater => {
+                let e = ib.next().unwrap();
+                every(store, &join(prefix, &e.name), e, &mut |path, e| {
+                    out.push(Change::Added {
+                        path,
+                        size: e.size(),
+                    })
+                })?;
+            }
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (ia.next().unwrap(), ib.next().unwrap());
+                let path = join(prefix, &x.name);
+                let what = differences(x, y);
+                if let (EntryKind::Directory { tree: da }, EntryKind::Directory { tree: db }) =
+                    (&x.kind, &y.kind)
+                {
+                    if !what.is_empty() {
+                        out.push(Change::Modified {
+                            path: display_bytes(&path),
+                            old_size: 0,
+                            new_size: 0,
+                            what,
+                        });
+                    }
+                    let mut p = path;
+                    diff_trees(store, da, db, &mut p, out)?;
+                } else if what.contains(&"type") {
+                    every(store, &path, x, &mut |path, e| {
+                        out.push(Change::Removed {
+                            path,
+                            size: e.size(),
+                        })
+                    })?;
+                    every(store, &path, y, &mut |path, e| {
+                        out.push(Change::Added {
+                            path,
+                            size: e.size(),
+                        })
+                    })?;
+                } else if !what.is_empty() {
+                    out.push(Change::Modified {
+                        path: display_bytes(&path),
+                        old_size: x.size(),
+                        new_size: y.size(),
+                        what,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` for an entry and, for a directory, everything below it.
+fn every(
+    store: &Store,
+    path: &[u8],
+    e: &Entry,
+    f: &mut dyn FnMut(String, &Entry),
+) -> Result<(), ReadError> {
+    f(display_bytes(path), e);
+    if let EntryKind::Directory { tree } = &e.kind {
+        browse::walk(store, tree, &mut |rel, child| {
+            f(display_bytes(&join(path, rel)), child);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn differences(x: &Entry, y: &Entry) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if std::mem::discriminant(&x.kind) != std::mem::discriminant(&y.kind) {
+        return vec!["type"];
+    }
+    match (&x.kind, &y.kind) {
+        (
+            EntryKind::Regular {
+                size: sa,
+                extents: ea,
+            },
+            EntryKind::Regular {
+                size: sb,
+                extents: eb,
+            },
+        ) if sa != sb || ea != eb => what.push("content"),
+        (EntryKind::Symlink { target: a }, EntryKind::Symlink { target: b }) if a != b => {
+            what.push("target")
+        }
+        (
+            EntryKind::CharDevice { major: a, minor: b },
+            EntryKind::CharDevice { major: c, minor: d },
+        )
+        | (
+            EntryKind::BlockDevice { major: a, minor: b },
+            EntryKind::BlockDevice { major: c, minor: d },
+        ) if (a, b) != (c, d) => what.push("device"),
+        _ => {}
+    }
+    if x.mode != y.mode {
+        what.push("mode");
+    }
+    if (x.uid, x.gid) != (y.uid, y.gid) {
+        what.push("owner");
+    }
+    if (x.mtime_sec, x.mtime_nsec) != (y.mtime_sec, y.mtime_nsec) {
+        what.push("mtime");
+    }
+    if x.xattrs != y.xattrs {
+        what.push("xattrs");
+    }
+    if x.link_count != y.link_count {
+        what.push("links");
+    }
+    what
+}
+
+/// Installed packages (name → version) from a generation's dpkg status file; None if it has none.
+pub fn installed_packages(
+    store: &Store,
+    m: &Manifest,
+) -> Result<Option<BTreeMap<String, String>>, ReadError> {
+    let entry = match browse::locate(store, m, b"var/lib/dpkg/status") {
+        Ok(Located::Entry(e)) if matches!(e.kind, EntryKind::Regular { .. }) => e,
+        Ok(_) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    browse::write_content(store, &entry, &mut bytes)?;
+    Ok(Some(parse_dpkg_status(&String::from_utf8_lossy(&bytes))))
+}
+
+/// Parses a dpkg status file into installed package → version.
+pub fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for para in text.split("\n\n") {
+        let (mut name, mut version, mut arch, mut installed) = (None, None, None, false);
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                name = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Architecture: ") {
+                arch = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Status: ") {
+                installed = v.trim().ends_with(" installed");
+            }
+        }
+        if let (Some(n), Some(v), true) = (name, version, installed) {
+            let key = match arch {
+                Some(a) if a != "all" && out.contains_key(n) => format!("{n}:{a}"),
+                _ => n.to_string(),
+            };
+            out.insert(key, v.to_string());
+        }
+    }
+    out
+}
+
+/// Package changes from `a` to `b`.
+pub fn package_changes(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+) -> Vec<PackageChange> {
+    let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|n| a.get(*n) != b.get(*n))
+        .map(|n| PackageChange {
+            package: n.clone(),
+            old: a.get(n).cloned(),
+            new: b.get(n).cloned(),
+        })
+        .collect()
+}

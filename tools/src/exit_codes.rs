@@ -1,0 +1,15 @@
+//! Exit codes of `imgctl`, documented in the README so scripts can branch on them.
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any failure not listed below (IO errors, a full disk).
+pub const FAILURE: i32 = 1;
+/// Bad command-line usage (clap's own code).
+#[allow(dead_code)]
+pub const USAGE: i32 = 2;
+/// The named generation or path does not exist.
+pub const NOT_FOUND: i32 = 3;
+/// Verification found corrupt or missing objects.
+pub const VERIFY_FAILED: i32 = 4;
+/// The input was refused: an unsafe or corrupt archive, an unsupported file, a bad name.
+pub const BAD_INPUT: i32 = 5;

@@ -1,0 +1,272 @@
+//! The in-memory picture of a tree being imported, and the scan of a directory into it.
+//!
+//! A scan records names, metadata and where each regular file's bytes come from; the bytes are
+//! read later, in parallel, by `ingest`. Hard links share one entry of `Scan::files`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use format::{DirMeta, Extent, Xattr};
+
+use crate::ImportError;
+
+/// Metadata every node carries.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Permission bits.
+    pub mode: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Seconds.
+    pub mtime_sec: i64,
+    /// Nanoseconds.
+    pub mtime_nsec: u32,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Meta {
+    /// The root directory's metadata in manifest form.
+    pub fn dir_meta(&self) -> DirMeta {
+        DirMeta {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime_sec: self.mtime_sec,
+            mtime_nsec: self.mtime_nsec,
+            xattrs: self.xattrs.clone(),
+        }
+    }
+}
+
+/// A node of the scanned tree.
+#[derive(Debug)]
+pub struct Node {
+    /// Its metadata (for hard links, the shared inode's).
+    pub meta: Meta,
+    /// Its kind.
+    pub kind: NodeKind,
+}
+
+/// Kinds of node, as in `format::EntryKind` but with children held in memory.
+#[derive(Debug)]
+pub enum NodeKind {
+    /// Children by name bytes (sorted, as the tree format wants).
+    Dir(BTreeMap<Vec<u8>, Node>),
+    /// Index into `Scan::files`.
+    File(usize),
+    /// Target bytes.
+    Symlink(Vec<u8>),
+    /// Character device (major, minor).
+    Char(u32, u32),
+    /// Block device (major, minor).
+    Block(u32, u32),
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+/// What identifies an unchanged file between imports, as git's index does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatKey {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size.
+    pub size: u64,
+    /// mtime in nanoseconds.
+    pub mtime_ns: i64,
+    /// ctime in nanoseconds.
+    pub ctime_ns: i64,
+}
+
+/// Where a regular file's content comes from.
+#[derive(Debug)]
+pub enum FileSource {
+    /// To be read from disk.
+    Path {
+        /// Absolute path.
+        path: PathBuf,
+        /// Path relative to the import root, the index key.
+        rel: Vec<u8>,
+        /// Stat at scan time.
+        key: StatKey,
+    },
+    /// Already stored (tar import, or an index hit).
+    Ready {
+        /// Logical size.
+        size: u64,
+        /// Stored extents.
+        extents: Vec<Extent>,
+    },
+}
+
+/// A scanned tree: the root directory and the table of distinct regular files.
+#[derive(Debug)]
+pub struct Scan {
+    /// The root, always a `NodeKind::Dir`.
+    pub root: Node,
+    /// Distinct regular files (one per inode).
+    pub files: Vec<FileSource>,
+}
+
+pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, ImportError> {
+    let read_err = |source: io::Error| ImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(value) = xattr::get(path, &name).map_err(read_err)? {
+            out.push(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn meta_of(md: &fs::Metadata, xattrs: Vec<Xattr>) -> Meta {
+    Meta {
+        mode: (md.mode() & 0o7777) as u16,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        xattrs,
+    }
+}
+
+fn stat_key(md: &fs::Metadata) -> StatKey {
+    StatKey {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+    }
+}
+
+/// Scans the directory `src` (not following symlinks).
+pub fn scan_dir(src: &Path) -> Result<Scan, ImportError> {
+    let md = fs::symlink_metadata(src).map_err(|source| ImportError::Read {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    if !md.is_dir() {
+        return Err(ImportError::Unsupported {
+            path: src.to_path_buf(),
+            what: "import source is not a directory or archive".into(),
+        });
+    }
+    let mut scanner = DirScanner {
+        files: Vec::new(),
+        inodes: HashMap::new(),
+    };
+    let children = scanner.children(src, &mut Vec::new())?;
+    let root = Node {
+        meta: meta_of(&md, read_xattrs(src)?),
+        kind: NodeKind::Dir(children),
+    };
+    Ok(Scan {
+        root,
+        files: scanner.files,
+    })
+}
+
+struct DirScanner {
+    files: Vec<FileSource>,
+    inodes: HashMap<(u64, u64), usize>,
+}
+
+impl DirScanner {
+    fn children(
+        &mut self,
+        dir: &Path,
+        rel: &mut Vec<u8>,
+    ) -> Result<BTreeMap<Vec<u8>, Node>, ImportError> {
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ImportError::Read { path, source }
+        };
+        let mut out = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(read_err(dir))? {
+            let entry = entry.map_err(read_err(dir))?;
+            let name = entry.file_name().as_bytes().to_vec();
+            let path = entry.path();
+            let md = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            let rel_len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            let kind = if ft.is_dir() {
+                NodeKind::Dir(self.children(&path, rel)?)
+            } else if ft.is_file() {
+                let inode = (md.dev(), md.ino());
+                let known = if md.nlink() > 1 {
+                    self.inodes.get(&inode).copied()
+                } else {
+                    None
+                };
+                NodeKind::File(match known {
+                    Some(i) => i,
+                    None => {
+                        self.files.push(FileSource::Path {
+                            path: path.clone(),
+                            rel: rel.clone(),
+                            key: stat_key(&md),
+                        });
+                        let i = self.files.len() - 1;
+                        if md.nlink() > 1 {
+                            self.inodes.insert(inode, i);
+                        }
+                        i
+                    }
+                })
+            } else if ft.is_symlink() {
+                NodeKind::Symlink(
+                    fs::read_link(&path)
+                        .map_err(read_err(&path))?
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if ft.is_char_device() {
+                NodeKind::Char(libc::major(md.rdev()), libc::minor(md.rdev()))
+            } else if ft.is_block_device() {
+                NodeKind::Block(libc::major(md.rdev()), libc::minor(md.rdev()))
+            } else if ft.is_fifo() {
+                NodeKind::Fifo
+            } else if ft.is_socket() {
+                NodeKind::Socket
+            } else {
+                return Err(ImportError::Unsupported {
+                    path,
+                    what: "unknown file type".into(),
+                });
+            };
+            rel.truncate(rel_len);
+            let meta = meta_of(&md, read_xattrs(&path)?);
+            out.insert(name, Node { meta, kind });
+        }
+        Ok(out)
+    }
+}
