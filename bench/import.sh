@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${IMAGED_DATASETS:-/var/tmp/imgbench}
 for s in gen1 gen2 rust; do [[ -e $D/.$s.done ]] || { echo "dataset $s missing in $D: run ../shared/datasets/make-datasets.sh" >&2; exit 1; }; done
-need=(); for c in casync:casync ostree:ostree mksquashfs:squashfs-tools; do command -v "${c%%:*}" >/dev/null || need+=("${c#*:}"); done
+need=(); for c in casync:casync ostree:ostree mksquashfs:squashfs-tools bc:bc; do command -v "${c%%:*}" >/dev/null || need+=("${c#*:}"); done
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release -p tools --locked -q
 IMGCTL=${CARGO_TARGET_DIR:-target}/release/imgctl
@@ -68,10 +68,12 @@ casync make --store="$W/cas.castr" "$W/g1.caidx" "$g1" >/dev/null
 c=$(du -sb --apparent-size "$W/cas.castr" | cut -f1)
 casync make --store="$W/cas.castr" "$W/g2.caidx" "$g2" >/dev/null
 e=$(du -sb --apparent-size "$W/cas.castr" | cut -f1)
+# ostree refuses device nodes and fifos: give it hard-linked copies without them (0 bytes each).
+for s in gen1 gen2; do cp -al "$D/$s" "$W/$s-ost"; find "$W/$s-ost" \( -type b -o -type c -o -type p -o -type s \) -delete; done
 ostree init --repo="$W/ost" --mode=archive
-ostree commit --repo="$W/ost" --branch=debian --tree=dir="$g1" >/dev/null
+ostree commit --repo="$W/ost" --branch=debian --tree=dir="$W/gen1-ost" >/dev/null
 f=$(du -sb --apparent-size "$W/ost/objects" | cut -f1)
-ostree commit --repo="$W/ost" --branch=debian --tree=dir="$g2" >/dev/null
+ostree commit --repo="$W/ost" --branch=debian --tree=dir="$W/gen2-ost" >/dev/null
 g=$(du -sb --apparent-size "$W/ost/objects" | cut -f1)
 n_img=$(echo "($b - $a) / 1048576" | bc -l | xargs printf '%.1f')
 n_cas=$(echo "($e - $c) / 1048576" | bc -l | xargs printf '%.1f')

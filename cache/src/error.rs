@@ -47,6 +47,14 @@ pub enum GetError {
     /// The store does not hold it.
     #[error("object {0} is not in the store")]
     NotFound(Digest),
+    /// The object was compressed with a zstd dictionary the store does not hold (intact).
+    #[error("object {digest} needs dictionary {dictionary}, which the store lacks")]
+    MissingDictionary {
+        /// The object.
+        digest: Digest,
+        /// The dictionary object.
+        dictionary: Digest,
+    },
     /// The stored bytes do not verify.
     #[error("object {digest} at {path} is corrupt")]
     Corrupt {

@@ -13,28 +13,12 @@ fn store() -> (tempfile::TempDir, Store) {
 #[test]
 fn insert_then_get_round_trips_and_dedups() {
     let (_d, s) = store();
-    let a = s
-        .insert(
-            b"some content some content some content some content some content",
-            3,
-        )
-        .unwrap();
+    let a = s.insert(b"some content some content some content some content some content", 3).unwrap();
     assert!(a.new);
-    assert_eq!(
-        a.digest,
-        Digest::of(b"some content some content some content some content some content")
-    );
-    let again = s
-        .insert(
-            b"some content some content some content some content some content",
-            3,
-        )
-        .unwrap();
+    assert_eq!(a.digest, Digest::of(b"some content some content some content some content some content"));
+    let again = s.insert(b"some content some content some content some content some content", 3).unwrap();
     assert!(!again.new);
-    assert_eq!(
-        s.get(&a.digest).unwrap(),
-        b"some content some content some content some content some content"
-    );
+    assert_eq!(s.get(&a.digest).unwrap(), b"some content some content some content some content some content");
     assert_eq!(s.list().unwrap(), vec![a.digest]);
 }
 
@@ -67,8 +51,27 @@ fn framed_insert_with_wrong_digest_stores_nothing() {
 #[test]
 fn missing_object_is_not_found() {
     let (_d, s) = store();
-    assert!(matches!(
-        s.get(&Digest::of(b"nope")),
-        Err(GetError::NotFound(_))
-    ));
+    assert!(matches!(s.get(&Digest::of(b"nope")), Err(GetError::NotFound(_))));
+}
+
+#[test]
+fn dictionary_compressed_objects_need_and_use_their_dictionary() {
+    let (_d, s) = store();
+    let samples: Vec<Vec<u8>> =
+        (0..300).map(|i| format!("<div class=\"item\">entry number {i} in the index of the docs</div>").into_bytes()).collect();
+    let dict = zstd::dict::from_samples(&samples, 2048).unwrap();
+    let data: Vec<u8> =
+        (0..6).flat_map(|i| format!("<div class=\"item\">entry number {} in the index of the docs</div>", 7919 * i).into_bytes()).collect();
+    let dict_digest = Digest::of(&dict);
+    let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict).unwrap();
+    let ins = s.insert_with(&data, |d| format::object::encode_with_dict(d, &mut c, &dict_digest)).unwrap();
+    assert_eq!(format::object::parse_header(&s.get_framed(&ins.digest).unwrap()).unwrap().dict, Some(dict_digest));
+    // Without the dictionary object the store says exactly what is missing.
+    match s.get(&ins.digest) {
+        Err(GetError::MissingDictionary { dictionary, .. }) => assert_eq!(dictionary, dict_digest),
+        other => panic!("expected a missing dictionary, got {other:?}"),
+    }
+    s.insert(&dict, 3).unwrap();
+    assert_eq!(s.get(&ins.digest).unwrap(), data);
+    assert_eq!(s.get(&ins.digest).unwrap(), data, "a pooled decompressor decodes again");
 }

@@ -127,26 +127,16 @@ impl<'a> Reader<'a> {
         let n = self.u16(what)? as usize;
         self.take(n, what)
     }
-    pub(crate) fn bytes32(
-        &mut self,
-        what: &'static str,
-        max: usize,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes32(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
         let n = self.u32(what)? as usize;
         if n > max {
-            return Err(DecodeError::Invalid {
-                what,
-                why: format!("length {n} exceeds {max}"),
-            });
+            return Err(DecodeError::Invalid { what, why: format!("length {n} exceeds {max}") });
         }
         self.take(n, what)
     }
     pub(crate) fn string16(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let b = self.bytes16(what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid {
-            what,
-            why: "not UTF-8".into(),
-        })
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid { what, why: "not UTF-8".into() })
     }
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos

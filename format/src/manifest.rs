@@ -88,16 +88,7 @@ impl Manifest {
         w.u32(self.chunking.avg);
         w.u32(self.chunking.max);
         let s = &self.stats;
-        for v in [
-            s.files,
-            s.directories,
-            s.symlinks,
-            s.other,
-            s.bytes,
-            s.objects,
-            s.new_objects,
-            s.new_bytes,
-        ] {
+        for v in [s.files, s.directories, s.symlinks, s.other, s.bytes, s.objects, s.new_objects, s.new_bytes] {
             w.u64(v);
         }
         let mut ext: Vec<_> = self.extensions.iter().collect();
@@ -116,16 +107,10 @@ impl Manifest {
         r.magic(MAGIC)?;
         let version = r.u8("manifest version")?;
         if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: "manifest",
-                version,
-            });
+            return Err(DecodeError::UnsupportedVersion { what: "manifest", version });
         }
         let image = r.string16("image name")?;
-        let image = ImageName::new(&image).map_err(|e| DecodeError::Invalid {
-            what: "image name",
-            why: e.to_string(),
-        })?;
+        let image = ImageName::new(&image).map_err(|e| DecodeError::Invalid { what: "image name", why: e.to_string() })?;
         let generation = r.u64("generation")?;
         let root = r.digest("root")?;
         let root_meta = DirMeta {
@@ -138,38 +123,18 @@ impl Manifest {
         };
         validate_xattrs(&root_meta.xattrs)?;
         if root_meta.mode & !0o7777 != 0 || root_meta.mtime_nsec >= 1_000_000_000 {
-            return Err(DecodeError::Invalid {
-                what: "root metadata",
-                why: "mode or mtime out of range".into(),
-            });
+            return Err(DecodeError::Invalid { what: "root metadata", why: "mode or mtime out of range".into() });
         }
         let parent = match r.u8("parent flag")? {
             0 => None,
             1 => Some(r.digest("parent")?),
-            f => {
-                return Err(DecodeError::Invalid {
-                    what: "parent flag",
-                    why: f.to_string(),
-                })
-            }
+            f => return Err(DecodeError::Invalid { what: "parent flag", why: f.to_string() }),
         };
         let created = r.i64("created")?;
-        let message =
-            String::from_utf8(r.bytes32("message", MAX_MESSAGE)?.to_vec()).map_err(|_| {
-                DecodeError::Invalid {
-                    what: "message",
-                    why: "not UTF-8".into(),
-                }
-            })?;
-        let chunking = ChunkParams {
-            min: r.u32("chunk min")?,
-            avg: r.u32("chunk avg")?,
-            max: r.u32("chunk max")?,
-        };
-        chunking.validate().map_err(|why| DecodeError::Invalid {
-            what: "chunking",
-            why,
-        })?;
+        let message = String::from_utf8(r.bytes32("message", MAX_MESSAGE)?.to_vec())
+            .map_err(|_| DecodeError::Invalid { what: "message", why: "not UTF-8".into() })?;
+        let chunking = ChunkParams { min: r.u32("chunk min")?, avg: r.u32("chunk avg")?, max: r.u32("chunk max")? };
+        chunking.validate().map_err(|why| DecodeError::Invalid { what: "chunking", why })?;
         let mut v = [0u64; 8];
         for slot in &mut v {
             *slot = r.u64("stats")?;
@@ -190,25 +155,11 @@ impl Manifest {
             let k = r.string16("extension key")?;
             let val = r.bytes32("extension value", MAX_EXTENSION)?.to_vec();
             if extensions.last().is_some_and(|(prev, _)| *prev >= k) {
-                return Err(DecodeError::Invalid {
-                    what: "extension order",
-                    why: k,
-                });
+                return Err(DecodeError::Invalid { what: "extension order", why: k });
             }
             extensions.push((k, val));
         }
         r.finish()?;
-        Ok(Manifest {
-            image,
-            generation,
-            root,
-            root_meta,
-            parent,
-            created,
-            message,
-            chunking,
-            stats,
-            extensions,
-        })
+        Ok(Manifest { image, generation, root, root_meta, parent, created, message, chunking, stats, extensions })
     }
 }

@@ -13,9 +13,7 @@ pub struct ImageName(String);
 #[derive(Debug, thiserror::Error)]
 pub enum NameError {
     /// The image name breaks the naming rule.
-    #[error(
-        "invalid image name {0:?}: use 1-64 of [A-Za-z0-9._-], starting with a letter or digit"
-    )]
+    #[error("invalid image name {0:?}: use 1-64 of [A-Za-z0-9._-], starting with a letter or digit")]
     BadImage(String),
     /// The generation address is neither `NAME@N`, `NAME@latest` nor a digest.
     #[error("invalid generation {0:?}: expected NAME@NUMBER, NAME@latest or a 64-hex digest")]
@@ -28,8 +26,7 @@ impl ImageName {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
         if ok {
             Ok(ImageName(s.to_string()))
         } else {

@@ -6,10 +6,7 @@ use crate::*;
 /// Pseudo-random bytes (blake3 in XOF mode), incompressible and without period.
 fn noise(len: usize, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
+    blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut out);
     out
 }
 
@@ -30,72 +27,31 @@ fn entry(name: &str, kind: EntryKind) -> Entry {
 
 fn sample_tree() -> Tree {
     let d = Digest::of(b"x");
-    let mut setuid = entry(
-        "su",
-        EntryKind::Regular {
-            size: 10,
-            extents: vec![Extent {
-                offset: 0,
-                len: 10,
-                digest: d,
-            }],
-        },
-    );
+    let mut setuid = entry("su", EntryKind::Regular { size: 10, extents: vec![Extent { offset: 0, len: 10, digest: d }] });
     setuid.mode = 0o4755;
     setuid.xattrs = vec![
-        Xattr {
-            name: b"user.b".to_vec(),
-            value: b"2".to_vec(),
-        },
-        Xattr {
-            name: b"security.capability".to_vec(),
-            value: vec![1, 0, 0, 2],
-        },
+        Xattr { name: b"user.b".to_vec(), value: b"2".to_vec() },
+        Xattr { name: b"security.capability".to_vec(), value: vec![1, 0, 0, 2] },
     ];
-    let mut linked = entry(
-        "hl",
-        EntryKind::Regular {
-            size: 0,
-            extents: vec![],
-        },
-    );
+    let mut linked = entry("hl", EntryKind::Regular { size: 0, extents: vec![] });
     linked.link_group = 1;
     linked.link_count = 2;
     let mut t = Tree {
         entries: vec![
             setuid,
             entry("dir", EntryKind::Directory { tree: d }),
-            entry(
-                "link",
-                EntryKind::Symlink {
-                    target: b"../x".to_vec(),
-                },
-            ),
+            entry("link", EntryKind::Symlink { target: b"../x".to_vec() }),
             entry("null", EntryKind::CharDevice { major: 1, minor: 3 }),
             entry("sda", EntryKind::BlockDevice { major: 8, minor: 0 }),
             entry("fifo", EntryKind::Fifo),
             entry("sock", EntryKind::Socket),
-            Entry {
-                name: vec![0xff, 0xfe],
-                ..entry("", EntryKind::Fifo)
-            },
+            Entry { name: vec![0xff, 0xfe], ..entry("", EntryKind::Fifo) },
             linked,
             entry(
                 "sparse",
                 EntryKind::Regular {
                     size: 100 << 20,
-                    extents: vec![
-                        Extent {
-                            offset: 4096,
-                            len: 5,
-                            digest: d,
-                        },
-                        Extent {
-                            offset: 50 << 20,
-                            len: 7,
-                            digest: d,
-                        },
-                    ],
+                    extents: vec![Extent { offset: 4096, len: 5, digest: d }, Extent { offset: 50 << 20, len: 7, digest: d }],
                 },
             ),
         ],
@@ -120,20 +76,14 @@ fn tree_encoding_is_canonical_whatever_the_build_order() {
         e.xattrs.reverse();
     }
     shuffled.canonicalize();
-    assert_eq!(
-        Digest::of(&shuffled.encode().unwrap()),
-        Digest::of(&t.encode().unwrap())
-    );
+    assert_eq!(Digest::of(&shuffled.encode().unwrap()), Digest::of(&t.encode().unwrap()));
 }
 
 #[test]
 fn every_truncation_of_a_tree_is_an_error() {
     let bytes = sample_tree().encode().unwrap();
     for n in 0..bytes.len() {
-        assert!(
-            Tree::decode(&bytes[..n]).is_err(),
-            "prefix of {n} bytes decoded"
-        );
+        assert!(Tree::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -159,14 +109,7 @@ fn invalid_trees_are_refused() {
     check_invalid(
         |t| {
             let e = t.entries.iter_mut().find(|e| e.name == b"sparse").unwrap();
-            e.kind = EntryKind::Regular {
-                size: 3,
-                extents: vec![Extent {
-                    offset: 0,
-                    len: 5,
-                    digest: Digest::of(b""),
-                }],
-            };
+            e.kind = EntryKind::Regular { size: 3, extents: vec![Extent { offset: 0, len: 5, digest: Digest::of(b"") }] };
         },
         "extent",
     );
@@ -183,13 +126,7 @@ fn invalid_trees_are_refused() {
 fn huge_declared_entry_count_is_refused_without_allocating() {
     let mut bytes = b"IMGT\x01".to_vec();
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(
-        Tree::decode(&bytes),
-        Err(DecodeError::Invalid {
-            what: "entry count",
-            ..
-        })
-    ));
+    assert!(matches!(Tree::decode(&bytes), Err(DecodeError::Invalid { what: "entry count", .. })));
 }
 
 fn sample_manifest() -> Manifest {
@@ -203,25 +140,13 @@ fn sample_manifest() -> Manifest {
             gid: 0,
             mtime_sec: 5,
             mtime_nsec: 6,
-            xattrs: vec![Xattr {
-                name: b"user.a".to_vec(),
-                value: b"1".to_vec(),
-            }],
+            xattrs: vec![Xattr { name: b"user.a".to_vec(), value: b"1".to_vec() }],
         },
         parent: Some(Digest::of(b"parent")),
         created: 1_700_000_000,
         message: "patch: openssl".into(),
         chunking: ChunkParams::default(),
-        stats: Stats {
-            files: 5,
-            directories: 2,
-            symlinks: 1,
-            other: 0,
-            bytes: 100,
-            objects: 7,
-            new_objects: 3,
-            new_bytes: 40,
-        },
+        stats: Stats { files: 5, directories: 2, symlinks: 1, other: 0, bytes: 100, objects: 7, new_objects: 3, new_bytes: 40 },
         extensions: vec![("arch".into(), b"amd64".to_vec())],
     }
 }
@@ -232,55 +157,29 @@ fn manifest_round_trips() {
     let bytes = m.encode();
     assert_eq!(Manifest::decode(&bytes).unwrap(), m);
     for n in 0..bytes.len() {
-        assert!(
-            Manifest::decode(&bytes[..n]).is_err(),
-            "prefix of {n} bytes decoded"
-        );
+        assert!(Manifest::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
     }
 }
 
 #[test]
 fn manifest_with_bad_chunking_is_refused() {
     let mut m = sample_manifest();
-    m.chunking = ChunkParams {
-        min: 10,
-        avg: 5,
-        max: 1,
-    };
-    assert!(matches!(
-        Manifest::decode(&m.encode()),
-        Err(DecodeError::Invalid {
-            what: "chunking",
-            ..
-        })
-    ));
+    m.chunking = ChunkParams { min: 10, avg: 5, max: 1 };
+    assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { what: "chunking", .. })));
 }
 
 #[test]
 fn object_round_trips_compressed_and_raw() {
-    let text =
-        b"hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
+    let text = b"hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
     let framed = object::encode(&text, 3);
-    assert_eq!(
-        object::parse_header(&framed).unwrap().codec,
-        object::Codec::Zstd
-    );
+    assert_eq!(object::parse_header(&framed).unwrap().codec, object::Codec::Zstd);
     assert!(framed.len() < text.len());
-    assert_eq!(
-        object::decode(&framed, &Digest::of(&text), 1 << 20).unwrap(),
-        text
-    );
+    assert_eq!(object::decode(&framed, &Digest::of(&text), 1 << 20).unwrap(), text);
 
     let noise = noise(4096, 1);
     let framed = object::encode(&noise, 3);
-    assert_eq!(
-        object::parse_header(&framed).unwrap().codec,
-        object::Codec::Raw
-    );
-    assert_eq!(
-        object::decode(&framed, &Digest::of(&noise), 1 << 20).unwrap(),
-        noise
-    );
+    assert_eq!(object::parse_header(&framed).unwrap().codec, object::Codec::Raw);
+    assert_eq!(object::decode(&framed, &Digest::of(&noise), 1 << 20).unwrap(), noise);
 }
 
 #[test]
@@ -297,10 +196,7 @@ fn zstd_bomb_stops_at_declared_length() {
     let mut framed = object::encode(&zeros, 3);
     framed[8..16].copy_from_slice(&1024u64.to_le_bytes());
     let err = object::decode(&framed, &Digest::of(&zeros), 1 << 30).unwrap_err();
-    assert!(
-        matches!(err, ObjectError::Decompress { declared: 1024, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ObjectError::Decompress { declared: 1024, .. }), "{err}");
     // And a declared length over the caller's cap is refused before decoding.
     let framed = object::encode(&zeros, 3);
     let err = object::decode(&framed, &Digest::of(&zeros), 1 << 20).unwrap_err();
@@ -334,28 +230,9 @@ fn chunking_is_deterministic_and_bounded() {
 #[test]
 fn chunk_params_are_validated() {
     assert!(ChunkParams::default().validate().is_ok());
-    assert_eq!(
-        ChunkParams::default(),
-        ChunkParams {
-            min: 16384,
-            avg: 65536,
-            max: 262144
-        }
-    );
-    assert!(ChunkParams {
-        min: 1,
-        avg: 2,
-        max: 3
-    }
-    .validate()
-    .is_err());
-    assert!(ChunkParams {
-        min: 4096,
-        avg: 1024,
-        max: 8192
-    }
-    .validate()
-    .is_err());
+    assert_eq!(ChunkParams::default(), ChunkParams { min: 16384, avg: 65536, max: 262144 });
+    assert!(ChunkParams { min: 1, avg: 2, max: 3 }.validate().is_err());
+    assert!(ChunkParams { min: 4096, avg: 1024, max: 8192 }.validate().is_err());
 }
 
 fn check_spec(s: &str, expect: Option<&str>) {
@@ -378,4 +255,28 @@ fn generation_addresses_parse() {
     check_spec("../etc@1", None);
     check_spec("", None);
     check_spec("-x@1", None);
+}
+
+#[test]
+fn dictionary_objects_round_trip_and_need_their_dictionary() {
+    let samples: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            format!("<html><head><title>page {i}</title></head><body class=\"docblock\">item {i} of the standard library</body></html>")
+                .into_bytes()
+        })
+        .collect();
+    let dict = zstd::dict::from_samples(&samples, 4096).unwrap();
+    let dict_digest = Digest::of(&dict);
+    let data =
+        b"<html><head><title>page 9999</title></head><body class=\"docblock\">item 9999 of the standard library</body></html>".to_vec();
+    let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict).unwrap();
+    let framed = object::encode_with_dict(&data, &mut c, &dict_digest);
+    let h = object::parse_header(&framed).unwrap();
+    assert_eq!((h.codec, h.dict), (object::Codec::ZstdDict, Some(dict_digest)));
+    assert!(framed.len() < object::encode(&data, 3).len(), "the dictionary did not help");
+    assert!(matches!(object::decode(&framed, &Digest::of(&data), 1 << 20), Err(ObjectError::NeedsDictionary(d)) if d == dict_digest));
+    let mut d = zstd::bulk::Decompressor::with_dictionary(&dict).unwrap();
+    assert_eq!(object::decode_with_dict(&framed, &Digest::of(&data), 1 << 20, &mut d).unwrap(), data);
+    // A truncated dictionary digest is a header error, not a panic.
+    assert!(object::parse_header(&framed[..20]).is_err());
 }

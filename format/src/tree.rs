@@ -209,10 +209,7 @@ impl Tree {
 
     /// Looks up an entry by name (binary search; entries are sorted).
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
-        self.entries
-            .binary_search_by(|e| e.name.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
     }
 
     /// The canonical bytes of this tree. Fails if the tree breaks an invariant.
@@ -247,8 +244,7 @@ impl Tree {
                 }
                 EntryKind::Directory { tree } => w.digest(tree),
                 EntryKind::Symlink { target } => w.bytes16(target),
-                EntryKind::CharDevice { major, minor }
-                | EntryKind::BlockDevice { major, minor } => {
+                EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                     w.u32(*major);
                     w.u32(*minor);
                 }
@@ -264,19 +260,13 @@ impl Tree {
         r.magic(MAGIC)?;
         let version = r.u8("tree version")?;
         if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: "tree",
-                version,
-            });
+            return Err(DecodeError::UnsupportedVersion { what: "tree", version });
         }
         let count = r.u32("entry count")? as usize;
         // Every entry takes at least 34 bytes, so a count the input cannot hold is rejected
         // before anything is allocated for it.
         if count > MAX_ENTRIES || count > r.remaining() / 34 {
-            return Err(DecodeError::Invalid {
-                what: "entry count",
-                why: format!("{count} entries cannot fit"),
-            });
+            return Err(DecodeError::Invalid { what: "entry count", why: format!("{count} entries cannot fit") });
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
@@ -288,70 +278,33 @@ impl Tree {
             let mtime_sec = r.i64("mtime")?;
             let mtime_nsec = r.u32("mtime nsec")?;
             let link_group = r.u32("link group")?;
-            let link_count = if link_group != 0 {
-                r.u32("link count")?
-            } else {
-                1
-            };
+            let link_count = if link_group != 0 { r.u32("link count")? } else { 1 };
             let xattrs = read_xattrs(&mut r)?;
             let kind = match code {
                 1 => {
                     let size = r.u64("file size")?;
                     let n = r.u32("extent count")? as usize;
                     if n > r.remaining() / 44 {
-                        return Err(DecodeError::Invalid {
-                            what: "extent count",
-                            why: format!("{n} extents cannot fit"),
-                        });
+                        return Err(DecodeError::Invalid { what: "extent count", why: format!("{n} extents cannot fit") });
                     }
                     let mut extents = Vec::with_capacity(n);
                     for _ in 0..n {
                         let offset = r.u64("extent offset")?;
                         let len = r.u32("extent length")?;
                         let digest = r.digest("extent digest")?;
-                        extents.push(Extent {
-                            offset,
-                            len,
-                            digest,
-                        });
+                        extents.push(Extent { offset, len, digest });
                     }
                     EntryKind::Regular { size, extents }
                 }
-                2 => EntryKind::Directory {
-                    tree: r.digest("tree digest")?,
-                },
-                3 => EntryKind::Symlink {
-                    target: r.bytes16("symlink target")?.to_vec(),
-                },
-                4 => EntryKind::CharDevice {
-                    major: r.u32("major")?,
-                    minor: r.u32("minor")?,
-                },
-                5 => EntryKind::BlockDevice {
-                    major: r.u32("major")?,
-                    minor: r.u32("minor")?,
-                },
+                2 => EntryKind::Directory { tree: r.digest("tree digest")? },
+                3 => EntryKind::Symlink { target: r.bytes16("symlink target")?.to_vec() },
+                4 => EntryKind::CharDevice { major: r.u32("major")?, minor: r.u32("minor")? },
+                5 => EntryKind::BlockDevice { major: r.u32("major")?, minor: r.u32("minor")? },
                 6 => EntryKind::Fifo,
                 7 => EntryKind::Socket,
-                other => {
-                    return Err(DecodeError::Invalid {
-                        what: "entry kind",
-                        why: format!("unknown code {other}"),
-                    })
-                }
+                other => return Err(DecodeError::Invalid { what: "entry kind", why: format!("unknown code {other}") }),
             };
-            entries.push(Entry {
-                name,
-                mode,
-                uid,
-                gid,
-                mtime_sec,
-                mtime_nsec,
-                link_group,
-                link_count,
-                xattrs,
-                kind,
-            });
+            entries.push(Entry { name, mode, uid, gid, mtime_sec, mtime_nsec, link_group, link_count, xattrs, kind });
         }
         r.finish()?;
         let tree = Tree { entries };
@@ -364,18 +317,12 @@ impl Tree {
     pub fn validate(&self) -> Result<(), DecodeError> {
         let invalid = |what: &'static str, why: String| DecodeError::Invalid { what, why };
         if self.entries.len() > MAX_ENTRIES {
-            return Err(invalid(
-                "entry count",
-                format!("{} > {MAX_ENTRIES}", self.entries.len()),
-            ));
+            return Err(invalid("entry count", format!("{} > {MAX_ENTRIES}", self.entries.len())));
         }
         for (i, e) in self.entries.iter().enumerate() {
             check_name(&e.name).map_err(|why| invalid("entry name", why))?;
             if i > 0 && self.entries[i - 1].name >= e.name {
-                return Err(invalid(
-                    "entry order",
-                    format!("{:?} not after previous", String::from_utf8_lossy(&e.name)),
-                ));
+                return Err(invalid("entry order", format!("{:?} not after previous", String::from_utf8_lossy(&e.name))));
             }
             if e.mode & !0o7777 != 0 {
                 return Err(invalid("mode", format!("{:o} has type bits", e.mode)));
@@ -384,10 +331,7 @@ impl Tree {
                 return Err(invalid("mtime nsec", e.mtime_nsec.to_string()));
             }
             if e.link_group != 0 && e.link_count < 2 {
-                return Err(invalid(
-                    "link count",
-                    format!("{} for a hard-link group", e.link_count),
-                ));
+                return Err(invalid("link count", format!("{} for a hard-link group", e.link_count)));
             }
             validate_xattrs(&e.xattrs)?;
             match &e.kind {
@@ -395,15 +339,9 @@ impl Tree {
                     let mut end = 0u64;
                     for x in extents {
                         if x.len == 0 || x.offset < end {
-                            return Err(invalid(
-                                "extent",
-                                format!("offset {} len {} overlaps or is empty", x.offset, x.len),
-                            ));
+                            return Err(invalid("extent", format!("offset {} len {} overlaps or is empty", x.offset, x.len)));
                         }
-                        end = x
-                            .offset
-                            .checked_add(u64::from(x.len))
-                            .ok_or_else(|| invalid("extent", "overflow".into()))?;
+                        end = x.offset.checked_add(u64::from(x.len)).ok_or_else(|| invalid("extent", "overflow".into()))?;
                     }
                     if end > *size {
                         return Err(invalid("extent", format!("ends at {end} past size {size}")));
@@ -447,19 +385,13 @@ pub(crate) fn validate_xattrs(xattrs: &[Xattr]) -> Result<(), DecodeError> {
     }
     for (j, x) in xattrs.iter().enumerate() {
         if x.name.is_empty() || x.name.len() > MAX_NAME || x.name.contains(&0) {
-            return Err(invalid(
-                "xattr name",
-                String::from_utf8_lossy(&x.name).into_owned(),
-            ));
+            return Err(invalid("xattr name", String::from_utf8_lossy(&x.name).into_owned()));
         }
         if x.value.len() > MAX_XATTR_VALUE {
             return Err(invalid("xattr value", format!("{} bytes", x.value.len())));
         }
         if j > 0 && xattrs[j - 1].name >= x.name {
-            return Err(invalid(
-                "xattr order",
-                String::from_utf8_lossy(&x.name).into_owned(),
-            ));
+            return Err(invalid("xattr order", String::from_utf8_lossy(&x.name).into_owned()));
         }
     }
     Ok(())

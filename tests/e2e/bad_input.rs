@@ -32,18 +32,10 @@ fn assert_refused(t: &Imgctl, archive: &Path, code: i32, needle: &str) {
     let out = t.run(["import", archive.to_str().unwrap(), "--image", "evil"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(
-        err.contains(needle),
-        "error does not mention {needle:?}: {err}"
-    );
+    assert!(err.contains(needle), "error does not mention {needle:?}: {err}");
     // Nothing was published.
     let log = t.run(["log", "evil"]);
-    assert_eq!(
-        log.status.code(),
-        Some(NOT_FOUND),
-        "a generation was published: {}",
-        String::from_utf8_lossy(&log.stdout)
-    );
+    assert_eq!(log.status.code(), Some(NOT_FOUND), "a generation was published: {}", String::from_utf8_lossy(&log.stdout));
 }
 
 #[test]
@@ -52,35 +44,12 @@ fn tar_entries_escaping_the_root_are_refused() {
     let t = Imgctl::new();
     let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str, &[u8])>, &str)> = vec![
         ("dotdot.tar", vec![("../escape", Regular, "", b"x")], "'..'"),
-        (
-            "nested-dotdot.tar",
-            vec![("a/../../etc/passwd", Regular, "", b"x")],
-            "'..'",
-        ),
-        (
-            "absolute.tar",
-            vec![("/etc/passwd", Regular, "", b"x")],
-            "absolute",
-        ),
+        ("nested-dotdot.tar", vec![("a/../../etc/passwd", Regular, "", b"x")], "'..'"),
+        ("absolute.tar", vec![("/etc/passwd", Regular, "", b"x")], "absolute"),
         // A symlink to outside, then a file "through" it: extracting would write /etc/passwd.
-        (
-            "symlink-trick.tar",
-            vec![
-                ("link", Symlink, "/etc", b""),
-                ("link/passwd", Regular, "", b"x"),
-            ],
-            "not a directory",
-        ),
-        (
-            "hardlink-out.tar",
-            vec![("h", Link, "../../etc/shadow", b"")],
-            "'..'",
-        ),
-        (
-            "hardlink-missing.tar",
-            vec![("h", Link, "nothing-here", b"")],
-            "hard link",
-        ),
+        ("symlink-trick.tar", vec![("link", Symlink, "/etc", b""), ("link/passwd", Regular, "", b"x")], "not a directory"),
+        ("hardlink-out.tar", vec![("h", Link, "../../etc/shadow", b"")], "'..'"),
+        ("hardlink-missing.tar", vec![("h", Link, "nothing-here", b"")], "hard link"),
     ];
     for (name, entries, needle) in cases {
         let p = t.path(name);
@@ -97,29 +66,13 @@ fn truncated_and_corrupt_archives_are_refused() {
     fs::write(src.join("a"), noise(200_000, 1)).unwrap();
     fs::write(src.join("b"), noise(200_000, 2)).unwrap();
     let full = t.path("full.tar.gz");
-    assert!(Command::new("tar")
-        .args(["-czf"])
-        .arg(&full)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("tar").args(["-czf"]).arg(&full).arg("-C").arg(&src).arg(".").status().unwrap().success());
     let bytes = fs::read(&full).unwrap();
     let cut = t.path("cut.tar.gz");
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert_refused(&t, &cut, BAD_INPUT, "corrupt or truncated");
     let plain = t.path("full.tar");
-    assert!(Command::new("tar")
-        .args(["-cf"])
-        .arg(&plain)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("tar").args(["-cf"]).arg(&plain).arg("-C").arg(&src).arg(".").status().unwrap().success());
     let bytes = fs::read(&plain).unwrap();
     let cut = t.path("cut.tar");
     fs::write(&cut, &bytes[..700]).unwrap();
@@ -152,10 +105,7 @@ fn unreadable_file_is_named_and_nothing_is_published() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("secret") && err.contains("Permission denied"),
-        "{err}"
-    );
+    assert!(err.contains("secret") && err.contains("Permission denied"), "{err}");
     assert!(!store.join("refs/x").exists(), "a ref was written");
 }
 
@@ -164,25 +114,14 @@ fn full_disk_fails_cleanly_and_keeps_the_previous_generation() {
     let t = Imgctl::new();
     let mnt = t.path("small-fs");
     fs::create_dir(&mnt).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
+    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&mnt).status().unwrap();
     assert!(status.success(), "mounting a tmpfs needs root");
     let store = mnt.join("store");
     let run = |src: &Path| {
         Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&store)
-            .args([
-                "import",
-                src.to_str().unwrap(),
-                "--image",
-                "img",
-                "--level",
-                "0",
-            ])
+            .args(["import", src.to_str().unwrap(), "--image", "img", "--level", "0"])
             .output()
             .unwrap()
     };
@@ -194,39 +133,17 @@ fn full_disk_fails_cleanly_and_keeps_the_previous_generation() {
     fs::create_dir(&big).unwrap();
     fs::write(big.join("f"), noise(4 << 20, 9)).unwrap();
     let second = run(&big);
-    let tmp_left = fs::read_dir(store.join("tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let refs: Vec<_> = fs::read_dir(store.join("refs/img"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let verify = Command::new(tests::bin("imgctl"))
-        .arg("--store")
-        .arg(&store)
-        .args(["verify"])
-        .output()
-        .unwrap();
+    let tmp_left = fs::read_dir(store.join("tmp")).map(|d| d.count()).unwrap_or(0);
+    let refs: Vec<_> = fs::read_dir(store.join("refs/img")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let verify = Command::new(tests::bin("imgctl")).arg("--store").arg(&store).args(["verify"]).output().unwrap();
     let _ = Command::new("umount").arg(&mnt).status();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(tmp_left, 0, "a half-written object was left in tmp/");
-    assert_eq!(
-        refs,
-        vec![std::ffi::OsString::from("1")],
-        "only the first generation may be published"
-    );
-    assert!(
-        verify.status.success(),
-        "store damaged after a full disk: {}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_eq!(refs, vec![std::ffi::OsString::from("1")], "only the first generation may be published");
+    assert!(verify.status.success(), "store damaged after a full disk: {}", String::from_utf8_lossy(&verify.stdout));
 }
 
 #[test]
@@ -235,25 +152,11 @@ fn bad_names_and_unknown_generations_have_their_own_exit_codes() {
     let src = t.path("src");
     fs::create_dir(&src).unwrap();
     let out = t.run(["import", src.to_str().unwrap(), "--image", "../bad"]);
-    assert_eq!(
-        out.status.code(),
-        Some(BAD_INPUT),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(BAD_INPUT), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid image name"));
-    for args in [
-        vec!["ls", "nope@1"],
-        vec!["cat", "nope@latest:x"],
-        vec!["log", "nope"],
-    ] {
+    for args in [vec!["ls", "nope@1"], vec!["cat", "nope@latest:x"], vec!["log", "nope"]] {
         let out = t.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(NOT_FOUND),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(NOT_FOUND), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     t.import(&src, "img");
     let out = t.run(["cat", "img@1:missing/file"]);

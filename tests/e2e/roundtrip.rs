@@ -15,20 +15,12 @@ fn special_tree_round_trips_with_every_field() {
     assert_eq!(report["generation"], "special@1");
     t.ok(["export", "special@1", t.path("out").to_str().unwrap()]);
     let diffs = compare_trees(&src, &t.path("out"));
-    assert!(
-        diffs.is_empty(),
-        "differences after round trip:\n{}",
-        diffs.join("\n")
-    );
+    assert!(diffs.is_empty(), "differences after round trip:\n{}", diffs.join("\n"));
     // The sparse file came back sparse: 100 MB logical, little allocated.
     let md = fs::metadata(t.path("out/sparse.img")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(md.size(), 100 << 20);
-    assert!(
-        md.blocks() * 512 < 1 << 20,
-        "sparse file exported with {} blocks",
-        md.blocks()
-    );
+    assert!(md.blocks() * 512 < 1 << 20, "sparse file exported with {} blocks", md.blocks());
 }
 
 #[test]
@@ -39,19 +31,13 @@ fn same_tree_gives_same_root_in_any_store_and_reimport_reads_nothing() {
     let (a, b) = (Imgctl::new(), Imgctl::new());
     let first = a.import(&src, "img");
     let other_store = b.import(&src, "img");
-    assert_eq!(
-        first["root"], other_store["root"],
-        "root digest depends on the store"
-    );
+    assert_eq!(first["root"], other_store["root"], "root digest depends on the store");
     // Wait past the index's racy window so the files just created count as settled.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let again = a.import(&src, "img");
     let again2 = a.import(&src, "img");
     assert_eq!(again["root"], first["root"]);
-    assert_eq!(
-        again2["files_read"], 0,
-        "unchanged re-import read files: {again2}"
-    );
+    assert_eq!(again2["files_read"], 0, "unchanged re-import read files: {again2}");
     assert_eq!(again2["stats"]["new_objects"], 0);
     assert!(again2["files_reused"].as_u64().unwrap() > 10);
     // One changed file is the only one read, and the root moves.
@@ -64,13 +50,7 @@ fn same_tree_gives_same_root_in_any_store_and_reimport_reads_nothing() {
 
 fn tar_of(src: &std::path::Path, dest: &std::path::Path, extra: &[&str]) {
     let status = Command::new("tar")
-        .args([
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--numeric-owner",
-        ])
+        .args(["--format=posix", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner"])
         .args(extra)
         .arg("-C")
         .arg(src)
@@ -91,18 +71,11 @@ fn tar_archives_import_like_the_directory() {
     fs::remove_file(src.join("socket")).unwrap();
     fs::remove_file(src.join("sparse.img")).unwrap();
     let from_dir = t.import(&src, "dir");
-    for (name, extra) in [
-        ("plain.tar", vec![]),
-        ("gz.tar.gz", vec!["-z"]),
-        ("zst.tar.zst", vec!["--zstd"]),
-    ] {
+    for (name, extra) in [("plain.tar", vec![]), ("gz.tar.gz", vec!["-z"]), ("zst.tar.zst", vec!["--zstd"])] {
         let archive = t.path(name);
         tar_of(&src, &archive, &extra);
         let from_tar = t.import(&archive, "tar");
-        assert_eq!(
-            from_tar["root"], from_dir["root"],
-            "{name} imports differently from the directory"
-        );
+        assert_eq!(from_tar["root"], from_dir["root"], "{name} imports differently from the directory");
     }
     t.ok(["export", "tar@latest", t.path("out").to_str().unwrap()]);
     let diffs = compare_trees(&src, &t.path("out"));
@@ -121,46 +94,24 @@ fn ls_cat_log_and_diff_show_the_generation() {
     t.import(&src, "img");
 
     let ls = t.ok(["ls", "img@1:dir"]);
-    assert!(
-        ls.lines()
-            .any(|l| l.ends_with(" big.bin") && l.contains(&(3 << 20).to_string())),
-        "{ls}"
-    );
+    assert!(ls.lines().any(|l| l.ends_with(" big.bin") && l.contains(&(3 << 20).to_string())), "{ls}");
     let root = t.ok(["ls", "img@1"]);
-    assert!(
-        root.lines()
-            .any(|l| l.starts_with("-rwsr-xr-x") && l.ends_with("setuid-bin")),
-        "{root}"
-    );
-    assert!(
-        root.lines()
-            .any(|l| l.starts_with('c') && l.contains("1, 3") && l.ends_with(" null")),
-        "{root}"
-    );
+    assert!(root.lines().any(|l| l.starts_with("-rwsr-xr-x") && l.ends_with("setuid-bin")), "{root}");
+    assert!(root.lines().any(|l| l.starts_with('c') && l.contains("1, 3") && l.ends_with(" null")), "{root}");
     assert!(root.contains("loop-a -> loop-b"), "{root}");
-    assert!(
-        root.contains("caf\\xe9-\\xff"),
-        "non-UTF-8 name not escaped: {root}"
-    );
+    assert!(root.contains("caf\\xe9-\\xff"), "non-UTF-8 name not escaped: {root}");
     assert_eq!(t.ok(["cat", "img@1:small.txt"]), "hello imaged\n");
     assert_eq!(t.ok(["cat", "img@latest:/small.txt"]), "new content\n");
     let log = t.ok(["log", "img"]);
     assert!(log.lines().next().unwrap().starts_with("img@2"), "{log}");
     assert_eq!(log.lines().count(), 2);
     let diff = t.ok(["diff", "img@1", "img@2"]);
-    assert!(
-        diff.contains("M small.txt (13 -> 12 bytes; content"),
-        "{diff}"
-    );
+    assert!(diff.contains("M small.txt (13 -> 12 bytes; content"), "{diff}");
     assert!(diff.contains("A added (1 bytes)"), "{diff}");
     assert!(diff.contains("D owned (18 bytes)"), "{diff}");
     assert!(!diff.contains("big.bin"), "unchanged file reported: {diff}");
     // The manifest digest addresses a generation too.
-    let log_json: serde_json::Value =
-        serde_json::from_str(&t.ok(["--json", "log", "img"])).unwrap();
+    let log_json: serde_json::Value = serde_json::from_str(&t.ok(["--json", "log", "img"])).unwrap();
     let digest = log_json[1]["manifest"].as_str().unwrap().to_string();
-    assert_eq!(
-        t.ok(["cat", &format!("{digest}:small.txt")]),
-        "hello imaged\n"
-    );
+    assert_eq!(t.ok(["cat", &format!("{digest}:small.txt")]), "hello imaged\n");
 }

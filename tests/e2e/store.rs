@@ -22,11 +22,7 @@ fn corrupt_object_is_reported_quarantined_and_restored_by_reimport() {
 
     // Flip one byte of the victim's object (the only object of that size).
     let digest = blake3::hash(&noise(100_000, 5)).to_hex().to_string();
-    let obj = t
-        .store
-        .join("objects")
-        .join(&digest[..2])
-        .join(&digest[2..]);
+    let obj = t.store.join("objects").join(&digest[..2]).join(&digest[2..]);
     let mut bytes = fs::read(&obj).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -34,11 +30,7 @@ fn corrupt_object_is_reported_quarantined_and_restored_by_reimport() {
 
     let out = t.run(["cat", "img@1:victim"]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("object {digest}")),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("object {digest}")), "{}", String::from_utf8_lossy(&out.stderr));
     let dry = t.run(["verify", "--dry-run"]);
     assert_eq!(dry.status.code(), Some(VERIFY_FAILED));
     assert!(obj.exists(), "dry run changed the store");
@@ -46,20 +38,13 @@ fn corrupt_object_is_reported_quarantined_and_restored_by_reimport() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(VERIFY_FAILED), "{text}");
     assert!(text.contains(&format!("corrupt object {digest}")), "{text}");
-    assert!(
-        text.contains("generation img@1 is missing 1 objects"),
-        "{text}"
-    );
+    assert!(text.contains("generation img@1 is missing 1 objects"), "{text}");
     assert!(!obj.exists() && t.store.join("quarantine").join(&digest).exists());
 
     // Re-importing the source restores the object (in a new generation; img@1 is whole again).
     t.import(&src, "img");
     let out = t.run(["verify"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(t.ok(["cat", "img@1:other"]), "other");
 }
 
@@ -87,14 +72,7 @@ fn kill_during_import_never_publishes_a_partial_generation() {
         let mut child = Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&t.store)
-            .args([
-                "import",
-                src.to_str().unwrap(),
-                "--image",
-                "img",
-                "--level",
-                "19",
-            ])
+            .args(["import", src.to_str().unwrap(), "--image", "img", "--level", "19"])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -107,15 +85,9 @@ fn kill_during_import_never_publishes_a_partial_generation() {
             "round {round} (kill after {delay_ms} ms, finished: {finished}): {}",
             String::from_utf8_lossy(&verify.stdout)
         );
-        let published = fs::read_dir(t.store.join("refs/img"))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let published = fs::read_dir(t.store.join("refs/img")).map(|d| d.count()).unwrap_or(0);
         if published > 0 {
-            t.ok([
-                "export",
-                "img@latest",
-                t.path(&format!("out{round}")).to_str().unwrap(),
-            ]);
+            t.ok(["export", "img@latest", t.path(&format!("out{round}")).to_str().unwrap()]);
             let diffs = tests::compare_trees(&src, &t.path(&format!("out{round}")));
             assert!(diffs.is_empty(), "{}", diffs.join("\n"));
         }

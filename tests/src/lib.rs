@@ -13,16 +13,9 @@ use std::process::{Command, Output};
 /// Where the workspace's binaries are: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
     path
 }
 
@@ -54,13 +47,7 @@ impl Imgctl {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Command::new(bin("imgctl"))
-            .arg("--store")
-            .arg(&self.store)
-            .args(args)
-            .env_remove("IMGCTL_STORE")
-            .output()
-            .unwrap()
+        Command::new(bin("imgctl")).arg("--store").arg(&self.store).args(args).env_remove("IMGCTL_STORE").output().unwrap()
     }
 
     /// Runs and asserts success; returns stdout.
@@ -70,24 +57,13 @@ impl Imgctl {
         S: AsRef<OsStr>,
     {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "imgctl failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "imgctl failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Imports `src` with `--json` and returns the parsed report.
     pub fn import(&self, src: &Path, image: &str) -> serde_json::Value {
-        let out = self.ok([
-            OsStr::new("--json"),
-            OsStr::new("import"),
-            src.as_os_str(),
-            OsStr::new("--image"),
-            OsStr::new(image),
-        ]);
+        let out = self.ok([OsStr::new("--json"), OsStr::new("import"), src.as_os_str(), OsStr::new("--image"), OsStr::new(image)]);
         serde_json::from_str(&out).unwrap()
     }
 
@@ -99,32 +75,18 @@ impl Imgctl {
 
 /// Sets an xattr, panicking with the path on failure.
 fn setx(path: &Path, name: &str, value: &[u8]) {
-    xattr::set(path, name, value)
-        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
+    xattr::set(path, name, value).unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
 }
 
 fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     let t = nix::sys::time::TimeSpec::new(sec, nsec);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
+    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
 }
 
 /// A POSIX access ACL granting user 1000 read, in the kernel's xattr encoding.
 pub fn sample_acl() -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [
-        (1u16, 7u16, u32::MAX),
-        (2, 4, 1000),
-        (4, 5, u32::MAX),
-        (0x10, 5, u32::MAX),
-        (0x20, 5, u32::MAX),
-    ] {
+    for (tag, perm, id) in [(1u16, 7u16, u32::MAX), (2, 4, 1000), (4, 5, u32::MAX), (0x10, 5, u32::MAX), (0x20, 5, u32::MAX)] {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -134,10 +96,7 @@ pub fn sample_acl() -> Vec<u8> {
 
 /// Pseudo-random bytes that do not compress.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -188,20 +147,8 @@ pub fn build_special_tree(root: &Path) {
     setx(&root.join("dir"), "system.posix_acl_access", &sample_acl());
     // Devices, fifo, socket.
     use nix::sys::stat::{mknod, Mode, SFlag};
-    mknod(
-        &root.join("null"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o666),
-        libc::makedev(1, 3),
-    )
-    .unwrap();
-    mknod(
-        &root.join("loop0"),
-        SFlag::S_IFBLK,
-        Mode::from_bits_truncate(0o660),
-        libc::makedev(7, 0),
-    )
-    .unwrap();
+    mknod(&root.join("null"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(1, 3)).unwrap();
+    mknod(&root.join("loop0"), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), libc::makedev(7, 0)).unwrap();
     nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
     drop(std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap());
     // Symlinks: a loop, a dangling absolute one, a relative one.
@@ -210,11 +157,7 @@ pub fn build_special_tree(root: &Path) {
     symlink("/nonexistent/target", root.join("dangling")).unwrap();
     symlink("dir/sub/text", root.join("rel-link")).unwrap();
     // A name that is not UTF-8.
-    fs::write(
-        root.join(OsStr::from_bytes(b"caf\xe9-\xff")),
-        b"latin-1 name",
-    )
-    .unwrap();
+    fs::write(root.join(OsStr::from_bytes(b"caf\xe9-\xff")), b"latin-1 name").unwrap();
     // A sparse 100 MB file with data at both ends and the middle.
     let f = fs::File::create(root.join("sparse.img")).unwrap();
     f.set_len(100 << 20).unwrap();
@@ -278,14 +221,8 @@ fn facts(path: &Path, md: &fs::Metadata) -> Facts {
         // Linux keeps symlink mtimes, so they are compared too.
         mtime: (md.mtime(), md.mtime_nsec()),
         size: if ft.is_dir() { 0 } else { md.size() },
-        rdev: if ft.is_char_device() || ft.is_block_device() {
-            md.rdev()
-        } else {
-            0
-        },
-        target: ft
-            .is_symlink()
-            .then(|| fs::read_link(path).unwrap().as_os_str().as_bytes().to_vec()),
+        rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
+        target: ft.is_symlink().then(|| fs::read_link(path).unwrap().as_os_str().as_bytes().to_vec()),
         xattrs,
         sparse: ft.is_file() && md.blocks() * 512 < md.size(),
     }
@@ -297,8 +234,7 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
     let mut diffs = Vec::new();
     let la = list(a);
     let lb = list(b);
-    let (mut groups_a, mut groups_b): (HashMap<u64, Vec<PathBuf>>, HashMap<u64, Vec<PathBuf>>) =
-        Default::default();
+    let (mut groups_a, mut groups_b): (HashMap<u64, Vec<PathBuf>>, HashMap<u64, Vec<PathBuf>>) = Default::default();
     for rel in la.keys().filter(|k| !lb.contains_key(*k)) {
         diffs.push(format!("only in {}: {}", a.display(), rel.display()));
     }
@@ -325,12 +261,7 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
             }
             // An exported sparse file must not take much more space than its source.
             if fa.sparse && mb.blocks() > ma.blocks() * 2 + 64 {
-                diffs.push(format!(
-                    "{}: {} blocks exported for {} in source",
-                    rel.display(),
-                    mb.blocks(),
-                    ma.blocks()
-                ));
+                diffs.push(format!("{}: {} blocks exported for {} in source", rel.display(), mb.blocks(), ma.blocks()));
             }
         }
     }

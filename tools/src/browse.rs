@@ -38,10 +38,7 @@ pub enum ReadError {
 /// Loads and parses a tree object.
 pub fn load_tree(store: &Store, digest: &Digest) -> Result<Tree, ReadError> {
     let bytes = store.get(digest)?;
-    Tree::decode(&bytes).map_err(|source| ReadError::Decode {
-        digest: *digest,
-        source,
-    })
+    Tree::decode(&bytes).map_err(|source| ReadError::Decode { digest: *digest, source })
 }
 
 /// What a path names.
@@ -55,9 +52,7 @@ pub enum Located {
 
 /// Splits a user path ("/usr/bin", "usr/bin/", "") into components.
 pub fn split_path(path: &[u8]) -> Vec<&[u8]> {
-    path.split(|&b| b == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect()
+    path.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".").collect()
 }
 
 /// Finds `path` in the generation.
@@ -74,11 +69,7 @@ pub fn locate(store: &Store, manifest: &Manifest, path: &[u8]) -> Result<Located
             }
         }
         let tree = load_tree(store, &tree_digest)?;
-        current = Some(
-            tree.get(part)
-                .cloned()
-                .ok_or_else(|| ReadError::NotFound(shown()))?,
-        );
+        current = Some(tree.get(part).cloned().ok_or_else(|| ReadError::NotFound(shown()))?);
     }
     Ok(match current {
         None => Located::Root(manifest.root_meta.clone(), manifest.root),
@@ -111,11 +102,7 @@ pub fn write_content(store: &Store, entry: &Entry, out: &mut dyn Write) -> Resul
 }
 
 /// Visits every entry below `root` depth-first in name order, with its full path.
-pub fn walk(
-    store: &Store,
-    root: &Digest,
-    visit: &mut dyn FnMut(&[u8], &Entry) -> Result<(), ReadError>,
-) -> Result<(), ReadError> {
+pub fn walk(store: &Store, root: &Digest, visit: &mut dyn FnMut(&[u8], &Entry) -> Result<(), ReadError>) -> Result<(), ReadError> {
     fn go(
         store: &Store,
         digest: &Digest,
@@ -156,17 +143,8 @@ pub fn display_bytes(b: &[u8]) -> String {
 pub fn mode_string(kind: char, mode: u16) -> String {
     let mut s = String::with_capacity(10);
     s.push(kind);
-    let bits = [
-        (0o400, 'r'),
-        (0o200, 'w'),
-        (0o100, 'x'),
-        (0o040, 'r'),
-        (0o020, 'w'),
-        (0o010, 'x'),
-        (0o004, 'r'),
-        (0o002, 'w'),
-        (0o001, 'x'),
-    ];
+    let bits =
+        [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o040, 'r'), (0o020, 'w'), (0o010, 'x'), (0o004, 'r'), (0o002, 'w'), (0o001, 'x')];
     for (i, (bit, c)) in bits.iter().enumerate() {
         let set = mode & bit != 0;
         let special = match i {
@@ -193,10 +171,5 @@ pub fn utc_string(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }

@@ -20,11 +20,7 @@ pub struct Built {
 }
 
 /// Builds and stores every tree object under `root`. `contents[i]` is file `i`'s size and extents.
-pub fn build_trees(
-    root: &Node,
-    contents: &[(u64, Vec<Extent>)],
-    storing: &Storing<'_>,
-) -> Result<Built, ImportError> {
+pub fn build_trees(root: &Node, contents: &[(u64, Vec<Extent>)], storing: &Storing<'_>) -> Result<Built, ImportError> {
     let mut link_counts = vec![0u32; contents.len()];
     count_links(root, &mut link_counts);
     let mut b = Builder {
@@ -36,18 +32,13 @@ pub fn build_trees(
         objects: HashSet::new(),
         stats: Stats::default(),
     };
-    let NodeKind::Dir(_) = &root.kind else {
-        unreachable!("root is a directory")
-    };
+    let NodeKind::Dir(_) = &root.kind else { unreachable!("root is a directory") };
     let digest = b.dir(root)?;
     b.stats.directories += 1;
     b.stats.objects = b.objects.len() as u64;
     b.stats.new_objects = storing.counters.new_objects.load(Ordering::Relaxed);
     b.stats.new_bytes = storing.counters.new_bytes.load(Ordering::Relaxed);
-    Ok(Built {
-        root: digest,
-        stats: b.stats,
-    })
+    Ok(Built { root: digest, stats: b.stats })
 }
 
 fn count_links(node: &Node, counts: &mut [u32]) {
@@ -70,20 +61,14 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn dir(&mut self, node: &Node) -> Result<Digest, ImportError> {
-        let NodeKind::Dir(children) = &node.kind else {
-            unreachable!()
-        };
-        let mut tree = Tree {
-            entries: Vec::with_capacity(children.len()),
-        };
+        let NodeKind::Dir(children) = &node.kind else { unreachable!() };
+        let mut tree = Tree { entries: Vec::with_capacity(children.len()) };
         for (name, child) in children {
             let (mut link_group, mut link_count) = (0, 1);
             let kind = match &child.kind {
                 NodeKind::Dir(_) => {
                     self.stats.directories += 1;
-                    EntryKind::Directory {
-                        tree: self.dir(child)?,
-                    }
+                    EntryKind::Directory { tree: self.dir(child)? }
                 }
                 NodeKind::File(i) => {
                     let (size, extents) = &self.contents[*i];
@@ -98,35 +83,18 @@ impl Builder<'_> {
                         link_group = self.groups[*i];
                         link_count = self.link_counts[*i];
                     }
-                    EntryKind::Regular {
-                        size: *size,
-                        extents: extents.clone(),
-                    }
+                    EntryKind::Regular { size: *size, extents: extents.clone() }
                 }
                 NodeKind::Symlink(target) => {
                     self.stats.symlinks += 1;
-                    EntryKind::Symlink {
-                        target: target.clone(),
-                    }
+                    EntryKind::Symlink { target: target.clone() }
                 }
-                NodeKind::Char(major, minor) => EntryKind::CharDevice {
-                    major: *major,
-                    minor: *minor,
-                },
-                NodeKind::Block(major, minor) => EntryKind::BlockDevice {
-                    major: *major,
-                    minor: *minor,
-                },
+                NodeKind::Char(major, minor) => EntryKind::CharDevice { major: *major, minor: *minor },
+                NodeKind::Block(major, minor) => EntryKind::BlockDevice { major: *major, minor: *minor },
                 NodeKind::Fifo => EntryKind::Fifo,
                 NodeKind::Socket => EntryKind::Socket,
             };
-            if matches!(
-                kind,
-                EntryKind::CharDevice { .. }
-                    | EntryKind::BlockDevice { .. }
-                    | EntryKind::Fifo
-                    | EntryKind::Socket
-            ) {
+            if matches!(kind, EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo | EntryKind::Socket) {
                 self.stats.other += 1;
             }
             let m = &child.meta;
@@ -144,39 +112,18 @@ impl Builder<'_> {
             });
         }
         let bytes = tree.encode().map_err(|source| ImportError::Tree {
-            path: PathBuf::from(
-                String::from_utf8_lossy(
-                    &tree
-                        .entries
-                        .first()
-                        .map(|e| e.name.clone())
-                        .unwrap_or_default(),
-                )
-                .into_owned(),
-            ),
+            path: PathBuf::from(String::from_utf8_lossy(&tree.entries.first().map(|e| e.name.clone()).unwrap_or_default()).into_owned()),
             source,
         })?;
         let ins = self
             .storing
             .store
             .insert(&bytes, self.storing.level)
-            .map_err(|source| ImportError::Store {
-                path: PathBuf::from("(tree object)"),
-                source,
-            })?;
+            .map_err(|source| ImportError::Store { path: PathBuf::from("(tree object)"), source })?;
         if ins.new {
-            self.storing
-                .counters
-                .new_objects
-                .fetch_add(1, Ordering::Relaxed);
-            self.storing
-                .counters
-                .new_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            self.storing
-                .counters
-                .stored_bytes
-                .fetch_add(ins.stored_len, Ordering::Relaxed);
+            self.storing.counters.new_objects.fetch_add(1, Ordering::Relaxed);
+            self.storing.counters.new_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.storing.counters.stored_bytes.fetch_add(ins.stored_len, Ordering::Relaxed);
         }
         self.objects.insert(ins.digest);
         Ok(ins.digest)

@@ -54,12 +54,7 @@ pub struct PackageChange {
 pub fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<Vec<Change>, ReadError> {
     let mut out = Vec::new();
     if a.root_meta != b.root_meta {
-        out.push(Change::Modified {
-            path: "/".into(),
-            old_size: 0,
-            new_size: 0,
-            what: vec!["metadata"],
-        });
+        out.push(Change::Modified { path: "/".into(), old_size: 0, new_size: 0, what: vec!["metadata"] });
     }
     diff_trees(store, &a.root, &b.root, &mut Vec::new(), &mut out)?;
     Ok(out)
@@ -74,13 +69,7 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-fn diff_trees(
-    store: &Store,
-    a: &Digest,
-    b: &Digest,
-    prefix: &mut Vec<u8>,
-    out: &mut Vec<Change>,
-) -> Result<(), ReadError> {
+fn diff_trees(store: &Store, a: &Digest, b: &Digest, prefix: &mut Vec<u8>, out: &mut Vec<Change>) -> Result<(), ReadError> {
     if a == b {
         return Ok(());
     }
@@ -97,59 +86,27 @@ fn diff_trees(
         match order {
             std::cmp::Ordering::Less => {
                 let e = ia.next().unwrap();
-                every(store, &join(prefix, &e.name), e, &mut |path, e| {
-                    out.push(Change::Removed {
-                        path,
-                        size: e.size(),
-                    })
-                })?;
+                every(store, &join(prefix, &e.name), e, &mut |path, e| out.push(Change::Removed { path, size: e.size() }))?;
             }
             std::cmp::Ordering::Greater => {
                 let e = ib.next().unwrap();
-                every(store, &join(prefix, &e.name), e, &mut |path, e| {
-                    out.push(Change::Added {
-                        path,
-                        size: e.size(),
-                    })
-                })?;
+                every(store, &join(prefix, &e.name), e, &mut |path, e| out.push(Change::Added { path, size: e.size() }))?;
             }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (ia.next().unwrap(), ib.next().unwrap());
                 let path = join(prefix, &x.name);
                 let what = differences(x, y);
-                if let (EntryKind::Directory { tree: da }, EntryKind::Directory { tree: db }) =
-                    (&x.kind, &y.kind)
-                {
+                if let (EntryKind::Directory { tree: da }, EntryKind::Directory { tree: db }) = (&x.kind, &y.kind) {
                     if !what.is_empty() {
-                        out.push(Change::Modified {
-                            path: display_bytes(&path),
-                            old_size: 0,
-                            new_size: 0,
-                            what,
-                        });
+                        out.push(Change::Modified { path: display_bytes(&path), old_size: 0, new_size: 0, what });
                     }
                     let mut p = path;
                     diff_trees(store, da, db, &mut p, out)?;
                 } else if what.contains(&"type") {
-                    every(store, &path, x, &mut |path, e| {
-                        out.push(Change::Removed {
-                            path,
-                            size: e.size(),
-                        })
-                    })?;
-                    every(store, &path, y, &mut |path, e| {
-                        out.push(Change::Added {
-                            path,
-                            size: e.size(),
-                        })
-                    })?;
+                    every(store, &path, x, &mut |path, e| out.push(Change::Removed { path, size: e.size() }))?;
+                    every(store, &path, y, &mut |path, e| out.push(Change::Added { path, size: e.size() }))?;
                 } else if !what.is_empty() {
-                    out.push(Change::Modified {
-                        path: display_bytes(&path),
-                        old_size: x.size(),
-                        new_size: y.size(),
-                        what,
-                    });
+                    out.push(Change::Modified { path: display_bytes(&path), old_size: x.size(), new_size: y.size(), what });
                 }
             }
         }
@@ -158,12 +115,7 @@ fn diff_trees(
 }
 
 /// Calls `f` for an entry and, for a directory, everything below it.
-fn every(
-    store: &Store,
-    path: &[u8],
-    e: &Entry,
-    f: &mut dyn FnMut(String, &Entry),
-) -> Result<(), ReadError> {
+fn every(store: &Store, path: &[u8], e: &Entry, f: &mut dyn FnMut(String, &Entry)) -> Result<(), ReadError> {
     f(display_bytes(path), e);
     if let EntryKind::Directory { tree } = &e.kind {
         browse::walk(store, tree, &mut |rel, child| {
@@ -180,27 +132,16 @@ fn differences(x: &Entry, y: &Entry) -> Vec<&'static str> {
         return vec!["type"];
     }
     match (&x.kind, &y.kind) {
-        (
-            EntryKind::Regular {
-                size: sa,
-                extents: ea,
-            },
-            EntryKind::Regular {
-                size: sb,
-                extents: eb,
-            },
-        ) if sa != sb || ea != eb => what.push("content"),
-        (EntryKind::Symlink { target: a }, EntryKind::Symlink { target: b }) if a != b => {
-            what.push("target")
+        (EntryKind::Regular { size: sa, extents: ea }, EntryKind::Regular { size: sb, extents: eb }) if sa != sb || ea != eb => {
+            what.push("content")
         }
-        (
-            EntryKind::CharDevice { major: a, minor: b },
-            EntryKind::CharDevice { major: c, minor: d },
-        )
-        | (
-            EntryKind::BlockDevice { major: a, minor: b },
-            EntryKind::BlockDevice { major: c, minor: d },
-        ) if (a, b) != (c, d) => what.push("device"),
+        (EntryKind::Symlink { target: a }, EntryKind::Symlink { target: b }) if a != b => what.push("target"),
+        (EntryKind::CharDevice { major: a, minor: b }, EntryKind::CharDevice { major: c, minor: d })
+        | (EntryKind::BlockDevice { major: a, minor: b }, EntryKind::BlockDevice { major: c, minor: d })
+            if (a, b) != (c, d) =>
+        {
+            what.push("device")
+        }
         _ => {}
     }
     if x.mode != y.mode {
@@ -222,10 +163,7 @@ fn differences(x: &Entry, y: &Entry) -> Vec<&'static str> {
 }
 
 /// Installed packages (name → version) from a generation's dpkg status file; None if it has none.
-pub fn installed_packages(
-    store: &Store,
-    m: &Manifest,
-) -> Result<Option<BTreeMap<String, String>>, ReadError> {
+pub fn installed_packages(store: &Store, m: &Manifest) -> Result<Option<BTreeMap<String, String>>, ReadError> {
     let entry = match browse::locate(store, m, b"var/lib/dpkg/status") {
         Ok(Located::Entry(e)) if matches!(e.kind, EntryKind::Regular { .. }) => e,
         Ok(_) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => return Ok(None),
@@ -264,20 +202,13 @@ pub fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Package changes from `a` to `b`.
-pub fn package_changes(
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-) -> Vec<PackageChange> {
+pub fn package_changes(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<PackageChange> {
     let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
     names.sort();
     names.dedup();
     names
         .into_iter()
         .filter(|n| a.get(*n) != b.get(*n))
-        .map(|n| PackageChange {
-            package: n.clone(),
-            old: a.get(n).cloned(),
-            new: b.get(n).cloned(),
-        })
+        .map(|n| PackageChange { package: n.clone(), old: a.get(n).cloned(), new: b.get(n).cloned() })
         .collect()
 }

@@ -54,11 +54,7 @@ pub struct ExportReport {
 }
 
 fn werr<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |source| ExportError::Write {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ExportError::Write { action, path: path.to_path_buf(), source }
 }
 
 /// Writes generation `gen` to `dest`, which must be absent or an empty directory.
@@ -69,9 +65,7 @@ pub fn export(store: &Store, gen: &Generation, dest: &Path) -> Result<ExportRepo
                 return Err(ExportError::DestinationNotEmpty(dest.to_path_buf()));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir(dest).map_err(werr("create", dest))?
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dest).map_err(werr("create", dest))?,
         Err(e) => return Err(werr("read", dest)(e)),
     }
     let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
@@ -104,88 +98,42 @@ pub fn export(store: &Store, gen: &Generation, dest: &Path) -> Result<ExportRepo
             }
             _ => {
                 create_special(&path, &e)?;
-                set_meta(
-                    &path,
-                    e.uid,
-                    e.gid,
-                    e.mode,
-                    &e.xattrs,
-                    e.mtime_sec,
-                    e.mtime_nsec,
-                    matches!(e.kind, EntryKind::Symlink { .. }),
-                )?;
+                set_meta(&path, e.uid, e.gid, e.mode, &e.xattrs, e.mtime_sec, e.mtime_nsec, matches!(e.kind, EntryKind::Symlink { .. }))?;
             }
         }
     }
 
-    files
-        .par_iter()
-        .try_for_each(|(path, e)| write_file(store, path, e))?;
+    files.par_iter().try_for_each(|(path, e)| write_file(store, path, e))?;
     for (path, group) in &links {
         fs::hard_link(&first_of_group[group], path).map_err(werr("hard-link", path))?;
     }
     // Children were created after their parents, so the reverse order sets every directory's
     // metadata after everything inside it has been written.
     for (path, e) in dirs.iter().rev() {
-        set_meta(
-            path,
-            e.uid,
-            e.gid,
-            e.mode,
-            &e.xattrs,
-            e.mtime_sec,
-            e.mtime_nsec,
-            false,
-        )?;
+        set_meta(path, e.uid, e.gid, e.mode, &e.xattrs, e.mtime_sec, e.mtime_nsec, false)?;
     }
     let m = &gen.manifest.root_meta;
-    set_meta(
-        dest,
-        m.uid,
-        m.gid,
-        m.mode,
-        &m.xattrs,
-        m.mtime_sec,
-        m.mtime_nsec,
-        false,
-    )?;
+    set_meta(dest, m.uid, m.gid, m.mode, &m.xattrs, m.mtime_sec, m.mtime_nsec, false)?;
     Ok(report)
 }
 
 fn write_file(store: &Store, path: &Path, e: &Entry) -> Result<(), ExportError> {
-    let EntryKind::Regular { size, extents } = &e.kind else {
-        unreachable!()
-    };
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(werr("create", path))?;
+    let EntryKind::Regular { size, extents } = &e.kind else { unreachable!() };
+    let file = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(werr("create", path))?;
     // Setting the length first leaves every gap between extents a hole, as in the source.
     file.set_len(*size).map_err(werr("size", path))?;
     for x in extents {
         let data = store.get(&x.digest).map_err(ReadError::from)?;
-        file.write_all_at(&data, x.offset)
-            .map_err(werr("write", path))?;
+        file.write_all_at(&data, x.offset).map_err(werr("write", path))?;
     }
     drop(file);
-    set_meta(
-        path,
-        e.uid,
-        e.gid,
-        e.mode,
-        &e.xattrs,
-        e.mtime_sec,
-        e.mtime_nsec,
-        false,
-    )
+    set_meta(path, e.uid, e.gid, e.mode, &e.xattrs, e.mtime_sec, e.mtime_nsec, false)
 }
 
 fn create_special(path: &Path, e: &Entry) -> Result<(), ExportError> {
     let (kind, dev) = match &e.kind {
         EntryKind::Symlink { target } => {
-            return std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
-                .map_err(werr("create symlink", path));
+            return std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path).map_err(werr("create symlink", path));
         }
         EntryKind::CharDevice { major, minor } => (SFlag::S_IFCHR, libc::makedev(*major, *minor)),
         EntryKind::BlockDevice { major, minor } => (SFlag::S_IFBLK, libc::makedev(*major, *minor)),
@@ -193,39 +141,20 @@ fn create_special(path: &Path, e: &Entry) -> Result<(), ExportError> {
         EntryKind::Socket => (SFlag::S_IFSOCK, 0),
         _ => unreachable!("regular files and directories are created elsewhere"),
     };
-    mknod(path, kind, Mode::from_bits_truncate(0o600), dev)
-        .map_err(|e| werr("create node", path)(e.into()))
+    mknod(path, kind, Mode::from_bits_truncate(0o600), dev).map_err(|e| werr("create node", path)(e.into()))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn set_meta(
-    path: &Path,
-    uid: u32,
-    gid: u32,
-    mode: u16,
-    xattrs: &[Xattr],
-    sec: i64,
-    nsec: u32,
-    symlink: bool,
-) -> Result<(), ExportError> {
-    fchownat(
-        None,
-        path,
-        Some(Uid::from_raw(uid)),
-        Some(Gid::from_raw(gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| werr("chown", path)(e.into()))?;
+fn set_meta(path: &Path, uid: u32, gid: u32, mode: u16, xattrs: &[Xattr], sec: i64, nsec: u32, symlink: bool) -> Result<(), ExportError> {
+    fchownat(None, path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| werr("chown", path)(e.into()))?;
     if !symlink {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(u32::from(mode)))
-            .map_err(werr("chmod", path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(u32::from(mode))).map_err(werr("chmod", path))?;
     }
     for x in xattrs {
-        xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value)
-            .map_err(werr("set xattr on", path))?;
+        xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value).map_err(werr("set xattr on", path))?;
     }
     let t = TimeSpec::new(sec, i64::from(nsec));
-    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| werr("set times on", path)(e.into()))
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|e| werr("set times on", path)(e.into()))
 }

@@ -48,12 +48,7 @@ impl Index {
             .filter(|d| d.version == VERSION && d.chunking == Some(chunking))
             .map(|d| d.entries)
             .unwrap_or_default();
-        Index {
-            chunking,
-            old,
-            new: HashMap::new(),
-            scan_start_ns,
-        }
+        Index { chunking, old, new: HashMap::new(), scan_start_ns }
     }
 
     /// The stored extents of `rel` if its stat is unchanged and the store still has every object.
@@ -62,42 +57,22 @@ impl Index {
         if r.key != *key {
             return None;
         }
-        let extents: Vec<Extent> = r
-            .extents
-            .iter()
-            .map(|&(offset, len, d)| Extent {
-                offset,
-                len,
-                digest: Digest(d),
-            })
-            .collect();
-        extents
-            .iter()
-            .all(|x| store.contains(&x.digest))
-            .then_some((r.size, extents))
+        let extents: Vec<Extent> = r.extents.iter().map(|&(offset, len, d)| Extent { offset, len, digest: Digest(d) }).collect();
+        extents.iter().all(|x| store.contains(&x.digest)).then_some((r.size, extents))
     }
 
     /// Records a file for the next import unless it changed too recently to be trusted.
     pub fn record(&mut self, rel: Vec<u8>, key: StatKey, size: u64, extents: &[Extent]) {
-        if key.mtime_ns >= self.scan_start_ns - RACY_NS
-            || key.ctime_ns >= self.scan_start_ns - RACY_NS
-        {
+        if key.mtime_ns >= self.scan_start_ns - RACY_NS || key.ctime_ns >= self.scan_start_ns - RACY_NS {
             return;
         }
-        let extents = extents
-            .iter()
-            .map(|x| (x.offset, x.len, x.digest.0))
-            .collect();
+        let extents = extents.iter().map(|x| (x.offset, x.len, x.digest.0)).collect();
         self.new.insert(rel, Recorded { key, size, extents });
     }
 
     /// Writes the entries recorded in this import, replacing the old index.
     pub fn save(self, path: &Path) -> std::io::Result<()> {
-        let d = OnDisk {
-            version: VERSION,
-            chunking: Some(self.chunking),
-            entries: self.new,
-        };
+        let d = OnDisk { version: VERSION, chunking: Some(self.chunking), entries: self.new };
         let bytes = postcard::to_allocvec(&d).map_err(std::io::Error::other)?;
         crate::repo::write_atomic(path, &bytes)
     }

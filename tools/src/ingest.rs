@@ -11,7 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cache::Store;
 use format::{ChunkParams, Extent};
 
+use rayon::prelude::*;
+
+use crate::dictionary::{self, Dictionary};
 use crate::ImportError;
+
+/// Bytes of chunks of one large file stored in parallel at a time.
+const BATCH_BYTES: usize = 8 << 20;
 
 /// Counts shared by the parallel workers of one import.
 #[derive(Debug, Default)]
@@ -27,7 +33,7 @@ pub struct Counters {
 }
 
 /// How content is stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Storing<'a> {
     /// The store.
     pub store: &'a Store,
@@ -37,50 +43,30 @@ pub struct Storing<'a> {
     pub level: i32,
     /// Counters to add to.
     pub counters: &'a Counters,
+    /// Dictionary for whole small files, if the image has one.
+    pub dict: Option<&'a Dictionary>,
 }
 
 impl Storing<'_> {
-    /// Stores one chunk and returns its extent.
-    fn put(&self, offset: u64, data: &[u8], path: &Path) -> Result<Extent, ImportError> {
-        let ins = self
-            .store
-            .insert(data, self.level)
-            .map_err(|source| ImportError::Store {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    /// Stores one chunk and returns its extent. `whole_file` chunks may use the dictionary.
+    fn put(&self, offset: u64, data: &[u8], path: &Path, whole_file: bool) -> Result<Extent, ImportError> {
+        let ins = match self.dict {
+            Some(dict) if whole_file && self.level > 0 => self.store.insert_with(data, |d| dictionary::frame(dict, self.level, d)),
+            _ => self.store.insert(data, self.level),
+        }
+        .map_err(|source| ImportError::Store { path: path.to_path_buf(), source })?;
         if ins.new {
             self.counters.new_objects.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .new_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.counters
-                .stored_bytes
-                .fetch_add(ins.stored_len, Ordering::Relaxed);
+            self.counters.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters.stored_bytes.fetch_add(ins.stored_len, Ordering::Relaxed);
         }
-        self.counters
-            .read_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(Extent {
-            offset,
-            len: data.len() as u32,
-            digest: ins.digest,
-        })
+        self.counters.read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(Extent { offset, len: data.len() as u32, digest: ins.digest })
     }
 
     /// Stores `len` bytes read from `reader` as the data run starting at `offset`.
-    pub fn ingest_stream(
-        &self,
-        reader: impl Read,
-        offset: u64,
-        len: u64,
-        path: &Path,
-        out: &mut Vec<Extent>,
-    ) -> Result<(), ImportError> {
-        let read_err = |source: io::Error| ImportError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+    pub fn ingest_stream(&self, reader: impl Read, offset: u64, len: u64, path: &Path, out: &mut Vec<Extent>) -> Result<(), ImportError> {
+        let read_err = |source: io::Error| ImportError::Read { path: path.to_path_buf(), source };
         if len <= u64::from(self.chunking.max) {
             let mut buf = Vec::with_capacity(len as usize);
             reader.take(len).read_to_end(&mut buf).map_err(read_err)?;
@@ -91,42 +77,51 @@ impl Storing<'_> {
                 )));
             }
             if !buf.is_empty() {
-                out.push(self.put(offset, &buf, path)?);
+                out.push(self.put(offset, &buf, path, offset == 0)?);
             }
             return Ok(());
         }
+        // Cut points are found sequentially (FastCDC is cheap); hashing and compressing, the
+        // expensive part, run in parallel over batches of chunks so one huge file does not
+        // leave the other cores idle. Batches bound the memory held at once.
         let p = self.chunking;
         let mut got = 0u64;
+        let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let flush = |batch: &mut Vec<(u64, Vec<u8>)>, out: &mut Vec<Extent>| -> Result<(), ImportError> {
+            let stored: Vec<Result<Extent, ImportError>> = batch.par_iter().map(|(off, data)| self.put(*off, data, path, false)).collect();
+            for x in stored {
+                out.push(x?);
+            }
+            batch.clear();
+            Ok(())
+        };
         for chunk in fastcdc::v2020::StreamCDC::new(reader.take(len), p.min, p.avg, p.max) {
             let chunk = chunk.map_err(|e| read_err(io::Error::other(e.to_string())))?;
-            out.push(self.put(offset + chunk.offset, &chunk.data, path)?);
             got += chunk.length as u64;
+            batch_bytes += chunk.length;
+            batch.push((offset + chunk.offset, chunk.data));
+            if batch_bytes >= BATCH_BYTES {
+                flush(&mut batch, out)?;
+                batch_bytes = 0;
+            }
         }
+        flush(&mut batch, out)?;
         if got < len {
-            return Err(read_err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("file shrank to {got} of {len} bytes while read"),
-            )));
+            return Err(read_err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("file shrank to {got} of {len} bytes while read"))));
         }
         Ok(())
     }
 
     /// Stores a file from disk, keeping its holes. Returns its size and extents.
     pub fn ingest_file(&self, path: &Path) -> Result<(u64, Vec<Extent>), ImportError> {
-        let read_err = |source: io::Error| ImportError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_err = |source: io::Error| ImportError::Read { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(read_err)?;
         let md = file.metadata().map_err(read_err)?;
         let size = md.size();
         let mut extents = Vec::new();
         for (start, end) in data_regions(&file, size, md.blocks()).map_err(read_err)? {
-            let reader = RegionReader {
-                file: &file,
-                pos: start,
-                end,
-            };
+            let reader = RegionReader { file: &file, pos: start, end };
             self.ingest_stream(reader, start, end - start, path, &mut extents)?;
         }
         Ok((size, extents))

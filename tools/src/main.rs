@@ -36,16 +36,11 @@ fn classify(e: &anyhow::Error) -> i32 {
         if let Some(RepoError::NotFound(_)) = cause.downcast_ref() {
             return exit_codes::NOT_FOUND;
         }
-        if let Some(ReadError::NotFound(_) | ReadError::NotADirectory(_) | ReadError::NotAFile(_)) =
-            cause.downcast_ref()
-        {
+        if let Some(ReadError::NotFound(_) | ReadError::NotADirectory(_) | ReadError::NotAFile(_)) = cause.downcast_ref() {
             return exit_codes::NOT_FOUND;
         }
         if let Some(
-            ImportError::UnsafePath { .. }
-            | ImportError::Archive { .. }
-            | ImportError::Unsupported { .. }
-            | ImportError::Tree { .. },
+            ImportError::UnsafePath { .. } | ImportError::Archive { .. } | ImportError::Unsupported { .. } | ImportError::Tree { .. },
         ) = cause.downcast_ref()
         {
             return exit_codes::BAD_INPUT;
@@ -61,9 +56,12 @@ fn default_store() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d).join("imaged/store"));
     }
-    let home = std::env::var_os("HOME")
-        .context("neither --store, IMGCTL_STORE, XDG_DATA_HOME nor HOME is set")?;
+    let home = std::env::var_os("HOME").context("neither --store, IMGCTL_STORE, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/imaged/store"))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Splits `GEN[:PATH]`.
@@ -81,29 +79,16 @@ fn run(cli: Cli) -> Result<i32> {
     let json = cli.json;
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Import {
-            src,
-            image,
-            message,
-            chunk_avg,
-            level,
-        } => {
+        Command::Import { src, image, message, chunk_avg, level } => {
             let image = ImageName::new(&image)?;
             let created = std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64)
-                });
+                .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} importing {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap(),
+                    indicatif::ProgressStyle::with_template("{spinner} importing {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap(),
                 );
                 bar
             });
@@ -122,8 +107,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }),
             };
             let start = Instant::now();
-            let report = tools::import::import(&repo, &src, &opts)
-                .with_context(|| format!("importing {}", src.display()))?;
+            let report = tools::import::import(&repo, &src, &opts).with_context(|| format!("importing {}", src.display()))?;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -136,6 +120,7 @@ fn run(cli: Cli) -> Result<i32> {
                     "root": g.manifest.root,
                     "parent": g.manifest.parent,
                     "stats": g.manifest.stats,
+                    "dictionary": g.manifest.extensions.iter().find(|(k, _)| k == "zstd.dict").map(|(_, v)| hex_string(v)),
                     "files_read": report.files_read,
                     "files_reused": report.files_reused,
                     "read_bytes": report.read_bytes,
@@ -215,8 +200,7 @@ fn run(cli: Cli) -> Result<i32> {
                         _ => String::new(),
                     };
                     let size = match &e.kind {
-                        EntryKind::CharDevice { major, minor }
-                        | EntryKind::BlockDevice { major, minor } => format!("{major}, {minor}"),
+                        EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => format!("{major}, {minor}"),
                         _ => e.size().to_string(),
                     };
                     writeln!(
@@ -244,8 +228,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Export { generation, dest } => {
             let g = repo.resolve(&generation.parse()?)?;
             let start = Instant::now();
-            let r = export::export(&repo.store, &g, &dest)
-                .with_context(|| format!("exporting {} to {}", g.label(), dest.display()))?;
+            let r = export::export(&repo.store, &g, &dest).with_context(|| format!("exporting {} to {}", g.label(), dest.display()))?;
             if json {
                 writeln!(
                     out,
@@ -253,52 +236,28 @@ fn run(cli: Cli) -> Result<i32> {
                     json!({"generation": g.label(), "entries": r.entries, "bytes": r.bytes, "seconds": start.elapsed().as_secs_f64()})
                 )?;
             } else {
-                writeln!(
-                    out,
-                    "exported {} to {}: {} entries, {} bytes",
-                    g.label(),
-                    dest.display(),
-                    r.entries,
-                    r.bytes
-                )?;
+                writeln!(out, "exported {} to {}: {} entries, {} bytes", g.label(), dest.display(), r.entries, r.bytes)?;
             }
         }
         Command::Diff { from, to } => {
             let a = repo.resolve(&from.parse()?)?;
             let b = repo.resolve(&to.parse()?)?;
             let changes = diff::diff(&repo.store, &a.manifest, &b.manifest)?;
-            let packages = match (
-                diff::installed_packages(&repo.store, &a.manifest)?,
-                diff::installed_packages(&repo.store, &b.manifest)?,
-            ) {
+            let packages = match (diff::installed_packages(&repo.store, &a.manifest)?, diff::installed_packages(&repo.store, &b.manifest)?)
+            {
                 (Some(pa), Some(pb)) => Some(diff::package_changes(&pa, &pb)),
                 _ => None,
             };
             if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"from": a.label(), "to": b.label(), "changes": changes, "packages": packages})
-                )?;
+                writeln!(out, "{}", json!({"from": a.label(), "to": b.label(), "changes": changes, "packages": packages}))?;
             } else {
                 for c in &changes {
                     match c {
-                        diff::Change::Added { path, size } => {
-                            writeln!(out, "A {path} ({size} bytes)")?
+                        diff::Change::Added { path, size } => writeln!(out, "A {path} ({size} bytes)")?,
+                        diff::Change::Removed { path, size } => writeln!(out, "D {path} ({size} bytes)")?,
+                        diff::Change::Modified { path, old_size, new_size, what } => {
+                            writeln!(out, "M {path} ({old_size} -> {new_size} bytes; {})", what.join(", "))?
                         }
-                        diff::Change::Removed { path, size } => {
-                            writeln!(out, "D {path} ({size} bytes)")?
-                        }
-                        diff::Change::Modified {
-                            path,
-                            old_size,
-                            new_size,
-                            what,
-                        } => writeln!(
-                            out,
-                            "M {path} ({old_size} -> {new_size} bytes; {})",
-                            what.join(", ")
-                        )?,
                     }
                 }
                 if let Some(pk) = packages {
@@ -319,41 +278,29 @@ fn run(cli: Cli) -> Result<i32> {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&r)?)?;
             } else {
-                writeln!(
-                    out,
-                    "checked {} objects and {} generations",
-                    r.objects_checked, r.generations_checked
-                )?;
+                writeln!(out, "checked {} objects and {} generations", r.objects_checked, r.generations_checked)?;
                 for (d, why) in &r.corrupt {
                     writeln!(out, "corrupt object {d}: {why}")?;
                 }
                 if r.quarantined > 0 {
-                    writeln!(
-                        out,
-                        "moved {} corrupt objects to {}",
-                        r.quarantined,
-                        repo.root().join("quarantine").display()
-                    )?;
+                    writeln!(out, "moved {} corrupt objects to {}", r.quarantined, repo.root().join("quarantine").display())?;
                 }
                 if r.tmp_removed > 0 {
-                    writeln!(
-                        out,
-                        "removed {} temporary files left by interrupted writers",
-                        r.tmp_removed
-                    )?;
+                    writeln!(out, "removed {} temporary files left by interrupted writers", r.tmp_removed)?;
                 }
                 for (label, missing) in &r.incomplete {
-                    writeln!(out, "generation {label} is missing {} objects (first: {}); re-import its source or fetch it from a server", missing.len(), missing[0])?;
+                    writeln!(
+                        out,
+                        "generation {label} is missing {} objects (first: {}); re-import its source or fetch it from a server",
+                        missing.len(),
+                        missing[0]
+                    )?;
                 }
                 if r.corrupt.is_empty() && r.incomplete.is_empty() {
                     writeln!(out, "all good")?;
                 }
             }
-            return Ok(if r.healthy(!dry_run) {
-                exit_codes::OK
-            } else {
-                exit_codes::VERIFY_FAILED
-            });
+            return Ok(if r.healthy(!dry_run) { exit_codes::OK } else { exit_codes::VERIFY_FAILED });
         }
     }
     Ok(exit_codes::OK)

@@ -74,21 +74,13 @@ impl Generation {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RepoError + 'a {
-    move |source| RepoError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| RepoError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("atomic write target has a parent");
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -110,10 +102,7 @@ impl Repo {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
         }
-        Ok(Repo {
-            store,
-            root: root.to_path_buf(),
-        })
+        Ok(Repo { store, root: root.to_path_buf() })
     }
 
     /// The repository directory.
@@ -124,19 +113,10 @@ impl Repo {
     /// Takes the writer lock, waiting for another writer to finish.
     pub fn lock(&self) -> Result<RepoLock, RepoError> {
         let path = self.root.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("cannot open", &path))?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err("cannot open", &path))?;
         // SAFETY-free: flock on an fd we own; released when the file closes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(RepoError::Io {
-                action: "cannot lock",
-                path,
-                source: io::Error::last_os_error(),
-            });
+            return Err(RepoError::Io { action: "cannot lock", path, source: io::Error::last_os_error() });
         }
         Ok(RepoLock { _file: file })
     }
@@ -186,11 +166,8 @@ impl Repo {
 
     /// Reads and parses a manifest object.
     pub fn manifest(&self, spec: &str, digest: &Digest) -> Result<Manifest, RepoError> {
-        let bad = |source: Box<dyn std::error::Error + Send + Sync>| RepoError::BadManifest {
-            spec: spec.to_string(),
-            digest: *digest,
-            source,
-        };
+        let bad =
+            |source: Box<dyn std::error::Error + Send + Sync>| RepoError::BadManifest { spec: spec.to_string(), digest: *digest, source };
         let bytes = self.store.get(digest).map_err(|e| bad(Box::new(e)))?;
         Manifest::decode(&bytes).map_err(|e| bad(Box::new(e)))
     }
@@ -202,26 +179,18 @@ impl Repo {
                 if !self.store.contains(d) {
                     return Err(RepoError::NotFound(spec.to_string()));
                 }
-                return Ok(Generation {
-                    digest: *d,
-                    manifest: self.manifest(&spec.to_string(), d)?,
-                });
+                return Ok(Generation { digest: *d, manifest: self.manifest(&spec.to_string(), d)? });
             }
             GenSpec::Number(image, n) => (image, *n),
             GenSpec::Latest(image) => {
-                let n = *self
-                    .numbers(image)?
-                    .last()
-                    .ok_or_else(|| RepoError::NotFound(spec.to_string()))?;
+                let n = *self.numbers(image)?.last().ok_or_else(|| RepoError::NotFound(spec.to_string()))?;
                 (image, n)
             }
         };
         let path = self.image_refs(image).join(number.to_string());
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::NotFound(spec.to_string()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RepoError::NotFound(spec.to_string())),
             Err(e) => return Err(io_err("cannot read", &path)(e)),
         };
         let digest: Digest = text.trim().parse().map_err(|e| RepoError::Io {
@@ -234,16 +203,10 @@ impl Repo {
     }
 
     /// Records a generation. The caller has synced the store so every object it names is durable.
-    pub fn write_ref(
-        &self,
-        image: &ImageName,
-        number: u64,
-        manifest: &Digest,
-    ) -> Result<(), RepoError> {
+    pub fn write_ref(&self, image: &ImageName, number: u64, manifest: &Digest) -> Result<(), RepoError> {
         let dir = self.image_refs(image);
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let path = dir.join(number.to_string());
-        write_atomic(&path, format!("{manifest}\n").as_bytes())
-            .map_err(io_err("cannot write", &path))
+        write_atomic(&path, format!("{manifest}\n").as_bytes()).map_err(io_err("cannot write", &path))
     }
 }

@@ -119,10 +119,7 @@ pub struct Scan {
 }
 
 pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, ImportError> {
-    let read_err = |source: io::Error| ImportError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source: io::Error| ImportError::Read { path: path.to_path_buf(), source };
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
@@ -131,10 +128,7 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<Xattr>, ImportError> {
     let mut out = Vec::new();
     for name in names {
         if let Some(value) = xattr::get(path, &name).map_err(read_err)? {
-            out.push(Xattr {
-                name: name.as_bytes().to_vec(),
-                value,
-            });
+            out.push(Xattr { name: name.as_bytes().to_vec(), value });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -164,29 +158,14 @@ fn stat_key(md: &fs::Metadata) -> StatKey {
 
 /// Scans the directory `src` (not following symlinks).
 pub fn scan_dir(src: &Path) -> Result<Scan, ImportError> {
-    let md = fs::symlink_metadata(src).map_err(|source| ImportError::Read {
-        path: src.to_path_buf(),
-        source,
-    })?;
+    let md = fs::symlink_metadata(src).map_err(|source| ImportError::Read { path: src.to_path_buf(), source })?;
     if !md.is_dir() {
-        return Err(ImportError::Unsupported {
-            path: src.to_path_buf(),
-            what: "import source is not a directory or archive".into(),
-        });
+        return Err(ImportError::Unsupported { path: src.to_path_buf(), what: "import source is not a directory or archive".into() });
     }
-    let mut scanner = DirScanner {
-        files: Vec::new(),
-        inodes: HashMap::new(),
-    };
+    let mut scanner = DirScanner { files: Vec::new(), inodes: HashMap::new() };
     let children = scanner.children(src, &mut Vec::new())?;
-    let root = Node {
-        meta: meta_of(&md, read_xattrs(src)?),
-        kind: NodeKind::Dir(children),
-    };
-    Ok(Scan {
-        root,
-        files: scanner.files,
-    })
+    let root = Node { meta: meta_of(&md, read_xattrs(src)?), kind: NodeKind::Dir(children) };
+    Ok(Scan { root, files: scanner.files })
 }
 
 struct DirScanner {
@@ -195,11 +174,7 @@ struct DirScanner {
 }
 
 impl DirScanner {
-    fn children(
-        &mut self,
-        dir: &Path,
-        rel: &mut Vec<u8>,
-    ) -> Result<BTreeMap<Vec<u8>, Node>, ImportError> {
+    fn children(&mut self, dir: &Path, rel: &mut Vec<u8>) -> Result<BTreeMap<Vec<u8>, Node>, ImportError> {
         let read_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ImportError::Read { path, source }
@@ -221,19 +196,11 @@ impl DirScanner {
                 NodeKind::Dir(self.children(&path, rel)?)
             } else if ft.is_file() {
                 let inode = (md.dev(), md.ino());
-                let known = if md.nlink() > 1 {
-                    self.inodes.get(&inode).copied()
-                } else {
-                    None
-                };
+                let known = if md.nlink() > 1 { self.inodes.get(&inode).copied() } else { None };
                 NodeKind::File(match known {
                     Some(i) => i,
                     None => {
-                        self.files.push(FileSource::Path {
-                            path: path.clone(),
-                            rel: rel.clone(),
-                            key: stat_key(&md),
-                        });
+                        self.files.push(FileSource::Path { path: path.clone(), rel: rel.clone(), key: stat_key(&md) });
                         let i = self.files.len() - 1;
                         if md.nlink() > 1 {
                             self.inodes.insert(inode, i);
@@ -242,13 +209,7 @@ impl DirScanner {
                     }
                 })
             } else if ft.is_symlink() {
-                NodeKind::Symlink(
-                    fs::read_link(&path)
-                        .map_err(read_err(&path))?
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec(),
-                )
+                NodeKind::Symlink(fs::read_link(&path).map_err(read_err(&path))?.as_os_str().as_bytes().to_vec())
             } else if ft.is_char_device() {
                 NodeKind::Char(libc::major(md.rdev()), libc::minor(md.rdev()))
             } else if ft.is_block_device() {
@@ -258,10 +219,7 @@ impl DirScanner {
             } else if ft.is_socket() {
                 NodeKind::Socket
             } else {
-                return Err(ImportError::Unsupported {
-                    path,
-                    what: "unknown file type".into(),
-                });
+                return Err(ImportError::Unsupported { path, what: "unknown file type".into() });
             };
             rel.truncate(rel_len);
             let meta = meta_of(&md, read_xattrs(&path)?);

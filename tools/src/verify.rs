@@ -62,48 +62,26 @@ pub fn verify(repo: &Repo, repair: bool) -> Result<VerifyReport, VerifyError> {
     let mut report = VerifyReport::default();
     let tmp = repo.root().join("tmp");
     if repair {
-        report.tmp_removed = repo.store.clean_tmp().map_err(|source| VerifyError::Io {
-            action: "clean",
-            path: tmp,
-            source,
-        })? as u64;
+        report.tmp_removed = repo.store.clean_tmp().map_err(|source| VerifyError::Io { action: "clean", path: tmp, source })? as u64;
     }
     let objects_dir = repo.root().join("objects");
-    let all = repo.store.list().map_err(|source| VerifyError::Io {
-        action: "list",
-        path: objects_dir,
-        source,
-    })?;
+    let all = repo.store.list().map_err(|source| VerifyError::Io { action: "list", path: objects_dir, source })?;
     report.objects_checked = all.len() as u64;
     let corrupt: Vec<(Digest, String)> = all
         .par_iter()
         .filter_map(|d| match repo.store.get(d) {
-            Ok(_) | Err(GetError::NotFound(_)) => None,
-            Err(e) => Some((
-                *d,
-                format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                ),
-            )),
+            // A missing dictionary is not damage to this object; the generations that need the
+            // dictionary are reported incomplete below.
+            Ok(_) | Err(GetError::NotFound(_)) | Err(GetError::MissingDictionary { .. }) => None,
+            Err(e) => Some((*d, format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))),
         })
         .collect();
     if repair && !corrupt.is_empty() {
         let q = repo.root().join("quarantine");
-        fs::create_dir_all(&q).map_err(|source| VerifyError::Io {
-            action: "create",
-            path: q.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&q).map_err(|source| VerifyError::Io { action: "create", path: q.clone(), source })?;
         for (d, _) in &corrupt {
             let from = repo.store.object_path(d);
-            fs::rename(&from, q.join(d.to_hex())).map_err(|source| VerifyError::Io {
-                action: "quarantine",
-                path: from,
-                source,
-            })?;
+            fs::rename(&from, q.join(d.to_hex())).map_err(|source| VerifyError::Io { action: "quarantine", path: from, source })?;
             report.quarantined += 1;
         }
     }
@@ -117,13 +95,14 @@ pub fn verify(repo: &Repo, repair: bool) -> Result<VerifyReport, VerifyError> {
             let label = format!("{image}@{n}");
             let mut missing = Vec::new();
             match repo.resolve(&GenSpec::Number(image.clone(), n)) {
-                Ok(gen) => check_tree(
-                    repo,
-                    &gen.manifest.root,
-                    &bad,
-                    &mut complete_trees,
-                    &mut missing,
-                ),
+                Ok(gen) => {
+                    if let Some(dict) = crate::dictionary::digest_of(&gen.manifest) {
+                        if bad.contains(&dict) || !repo.store.contains(&dict) {
+                            missing.push(dict);
+                        }
+                    }
+                    check_tree(repo, &gen.manifest.root, &bad, &mut complete_trees, &mut missing)
+                }
                 Err(RepoError::BadManifest { digest, .. }) => missing.push(digest),
                 Err(e) => return Err(e.into()),
             }
@@ -138,22 +117,11 @@ pub fn verify(repo: &Repo, repair: bool) -> Result<VerifyReport, VerifyError> {
 }
 
 /// Adds to `missing` every object under `digest` that is absent or corrupt.
-fn check_tree(
-    repo: &Repo,
-    digest: &Digest,
-    bad: &HashSet<Digest>,
-    complete: &mut HashSet<Digest>,
-    missing: &mut Vec<Digest>,
-) {
+fn check_tree(repo: &Repo, digest: &Digest, bad: &HashSet<Digest>, complete: &mut HashSet<Digest>, missing: &mut Vec<Digest>) {
     if complete.contains(digest) {
         return;
     }
-    let tree = match repo
-        .store
-        .get(digest)
-        .ok()
-        .and_then(|b| Tree::decode(&b).ok())
-    {
+    let tree = match repo.store.get(digest).ok().and_then(|b| Tree::decode(&b).ok()) {
         Some(t) => t,
         None => {
             missing.push(*digest);
