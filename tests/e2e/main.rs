@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod datasets;
+mod golden;
 mod roundtrip;
 mod store;

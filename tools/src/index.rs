@@ -70,10 +70,13 @@ impl Index {
         self.new.insert(rel, Recorded { key, size, extents });
     }
 
-    /// Writes the entries recorded in this import, replacing the old index.
+    /// Writes the entries recorded in this import, replacing the old index. Not fsynced: the
+    /// index is a cache, and a torn one fails to decode and counts as empty.
     pub fn save(self, path: &Path) -> std::io::Result<()> {
         let d = OnDisk { version: VERSION, chunking: Some(self.chunking), entries: self.new };
         let bytes = postcard::to_allocvec(&d).map_err(std::io::Error::other)?;
-        crate::repo::write_atomic(path, &bytes)
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, &bytes)?;
+        fs::rename(&tmp, path)
     }
 }
