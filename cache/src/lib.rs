@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod pack;
 mod store;
 
 pub use error::{GetError, InsertError, OpenError};

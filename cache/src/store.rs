@@ -1,11 +1,15 @@
-//! `Store`: loose objects under `objects/XX/REST`, written through `tmp/` and renamed into place.
+//! `Store`: loose objects under `objects/XX/REST`, written through `tmp/` and renamed into
+//! place, and packs under `packs/` for bulk writes (see `pack.rs`).
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::pack::{self, Location, PackWriter};
 
 use format::{object, Digest};
 
@@ -21,6 +25,24 @@ pub struct Store {
     /// Idle decompressors loaded with each dictionary seen, so a dictionary is parsed once per
     /// thread that needs it rather than once per object.
     decompressors: Mutex<HashMap<Digest, Vec<zstd::bulk::Decompressor<'static>>>>,
+    packs_dir: PathBuf,
+    packs: RwLock<Packs>,
+    /// The pack being written, while a bulk write is under way (`start_pack` .. `sync`).
+    active: Mutex<Option<ActivePack>>,
+}
+
+/// Committed packs: open files and where each object is.
+#[derive(Default)]
+struct Packs {
+    files: Vec<(PathBuf, Arc<fs::File>)>,
+    index: HashMap<Digest, (u32, Location)>,
+    /// Packs whose index is missing or damaged (their objects are invisible until repaired).
+    broken: Vec<PathBuf>,
+}
+
+struct ActivePack {
+    writer: PackWriter,
+    written: HashMap<Digest, Location>,
 }
 
 impl std::fmt::Debug for Store {
@@ -71,7 +93,63 @@ impl Store {
                 mk(&dir)?;
             }
         }
-        Ok(Store { root, objects, tmp, counter: AtomicU64::new(0), pid: std::process::id(), decompressors: Mutex::new(HashMap::new()) })
+        let packs_dir = root.join("packs");
+        mk(&packs_dir)?;
+        let packs = load_packs(&packs_dir).map_err(|source| OpenError { path: packs_dir.clone(), source })?;
+        Ok(Store {
+            root,
+            objects,
+            tmp,
+            counter: AtomicU64::new(0),
+            pid: std::process::id(),
+            decompressors: Mutex::new(HashMap::new()),
+            packs_dir,
+            packs: RwLock::new(packs),
+            active: Mutex::new(None),
+        })
+    }
+
+    /// Sends every following new object into one pack until `sync`, instead of one file each.
+    /// For bulk writers (an import); a pack not synced is discarded when the store is dropped.
+    pub fn start_pack(&self) -> io::Result<()> {
+        let mut active = self.active.lock().unwrap();
+        if active.is_none() {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let seed = format!("{}-{}-{nanos}", self.pid, self.counter.fetch_add(1, Ordering::Relaxed));
+            let id = Digest::of(seed.as_bytes()).to_hex()[..16].to_string();
+            *active = Some(ActivePack { writer: PackWriter::create(&self.tmp, id)?, written: HashMap::new() });
+        }
+        Ok(())
+    }
+
+    /// Packs that have no valid index, so their objects are not visible.
+    pub fn broken_packs(&self) -> Vec<PathBuf> {
+        self.packs.read().unwrap().broken.clone()
+    }
+
+    /// Rebuilds the index of every broken pack from its records, keeping only objects that
+    /// verify. Returns how many objects were recovered.
+    pub fn repair_packs(&self) -> io::Result<usize> {
+        let broken = self.broken_packs();
+        let mut recovered = 0;
+        for pack_path in broken {
+            let bytes = fs::read(&pack_path)?;
+            let mut good: Vec<(Digest, Location)> = pack::scan_records(&bytes)
+                .into_iter()
+                .filter(|(d, loc)| {
+                    let framed = &bytes[loc.offset as usize..loc.offset as usize + loc.len as usize];
+                    self.decode(framed, d, MAX_OBJECT).is_ok()
+                })
+                .collect();
+            recovered += good.len();
+            let idx = pack_path.with_extension("idx");
+            let tmp = self.tmp.join(idx.file_name().unwrap());
+            fs::write(&tmp, pack::encode_index(&mut good))?;
+            fs::File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &idx)?;
+        }
+        *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
+        Ok(recovered)
     }
 
     /// The store's directory.
@@ -87,7 +165,9 @@ impl Store {
 
     /// Whether the store holds `digest` (not verified; `get` verifies).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.object_path(digest).exists()
+        self.packs.read().unwrap().index.contains_key(digest)
+            || self.active.lock().unwrap().as_ref().is_some_and(|a| a.written.contains_key(digest))
+            || self.object_path(digest).exists()
     }
 
     /// Stores `data`, compressed at zstd `level`, under the digest computed here.
@@ -120,6 +200,26 @@ impl Store {
     }
 
     fn write_framed(&self, digest: &Digest, framed: &[u8]) -> Result<Inserted, InsertError> {
+        {
+            let mut active = self.active.lock().unwrap();
+            if let Some(a) = active.as_mut() {
+                if a.written.contains_key(digest) {
+                    return Ok(Inserted { digest: *digest, new: false, stored_len: 0 });
+                }
+                match a.writer.append(digest, framed) {
+                    Ok(loc) => {
+                        a.written.insert(*digest, loc);
+                        return Ok(Inserted { digest: *digest, new: true, stored_len: framed.len() as u64 });
+                    }
+                    Err(source) => {
+                        // The pack cannot be trusted after a failed write: drop it whole.
+                        let a = active.take().expect("checked above");
+                        let _ = fs::remove_file(&a.writer.tmp);
+                        return Err(InsertError::Io { digest: *digest, path: a.writer.tmp, source });
+                    }
+                }
+            }
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}.{}.{n}", digest.to_hex(), self.pid));
         let dest = self.object_path(digest);
@@ -135,7 +235,7 @@ impl Store {
 
     /// Reads and verifies an object.
     pub fn get(&self, digest: &Digest) -> Result<Vec<u8>, GetError> {
-        let path = self.object_path(digest);
+        let path = self.location_name(digest);
         let framed = self.get_framed(digest)?;
         self.decode(&framed, digest, MAX_OBJECT).map_err(|source| match source {
             object::ObjectError::NeedsDictionary(dictionary) => GetError::MissingDictionary { digest: *digest, dictionary },
@@ -167,8 +267,39 @@ impl Store {
         result
     }
 
+    /// Where an object lives, for messages: its file, or its pack.
+    pub fn location_name(&self, digest: &Digest) -> PathBuf {
+        let packs = self.packs.read().unwrap();
+        match packs.index.get(digest) {
+            Some((n, loc)) => PathBuf::from(format!("{}@{}", packs.files[*n as usize].0.display(), loc.offset)),
+            None => self.object_path(digest),
+        }
+    }
+
     /// Reads an object's framed bytes without decoding them.
     pub fn get_framed(&self, digest: &Digest) -> Result<Vec<u8>, GetError> {
+        let packed = {
+            let packs = self.packs.read().unwrap();
+            packs.index.get(digest).map(|(n, loc)| (packs.files[*n as usize].clone(), *loc))
+        };
+        if let Some(((path, file), loc)) = packed {
+            let mut buf = vec![0u8; loc.len as usize];
+            return file.read_exact_at(&mut buf, loc.offset).map(|_| buf).map_err(|source| GetError::Io { digest: *digest, path, source });
+        }
+        {
+            let mut active = self.active.lock().unwrap();
+            if let Some(a) = active.as_mut() {
+                if let Some(loc) = a.written.get(digest).copied() {
+                    let tmp = a.writer.tmp.clone();
+                    let io = |source| GetError::Io { digest: *digest, path: tmp.clone(), source };
+                    a.writer.flush().map_err(io)?;
+                    let mut buf = vec![0u8; loc.len as usize];
+                    let file = fs::File::open(&a.writer.tmp).map_err(io)?;
+                    file.read_exact_at(&mut buf, loc.offset).map_err(io)?;
+                    return Ok(buf);
+                }
+            }
+        }
         let path = self.object_path(digest);
         match fs::read(&path) {
             Ok(b) => Ok(b),
@@ -177,17 +308,47 @@ impl Store {
         }
     }
 
-    /// Deletes an object. Deleting an absent object is not an error.
-    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
-        match fs::remove_file(self.object_path(digest)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Deletes objects. Packed objects are removed by rewriting their packs without them.
+    /// Deleting an absent object is not an error. Not for use while a bulk write runs.
+    pub fn remove(&self, digests: &[Digest]) -> io::Result<()> {
+        let mut by_pack: HashMap<u32, Vec<Digest>> = HashMap::new();
+        {
+            let packs = self.packs.read().unwrap();
+            for d in digests {
+                if let Some((n, _)) = packs.index.get(d) {
+                    by_pack.entry(*n).or_default().push(*d);
+                }
+                match fs::remove_file(self.object_path(d)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
         }
+        for (n, gone) in by_pack {
+            let old = self.packs.read().unwrap().files[n as usize].0.clone();
+            let bytes = fs::read(&old)?;
+            let old_idx = fs::read(old.with_extension("idx"))?;
+            let entries = pack::decode_index(&old_idx).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let id = format!("{}r{}", &Digest::of(&old_idx).to_hex()[..15], self.counter.fetch_add(1, Ordering::Relaxed));
+            let mut writer = PackWriter::create(&self.tmp, id)?;
+            for (d, loc) in entries.iter().filter(|(d, _)| !gone.contains(d)) {
+                writer.append(d, &bytes[loc.offset as usize..loc.offset as usize + loc.len as usize])?;
+            }
+            writer.commit(&self.packs_dir)?;
+            // The new pack is complete and visible; the old one goes, index first.
+            fs::remove_file(old.with_extension("idx"))?;
+            fs::remove_file(&old)?;
+        }
+        *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
+        Ok(())
     }
 
     /// Every object in the store, in no particular order. Stray files are skipped.
     pub fn list(&self) -> io::Result<Vec<Digest>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Digest> = self.packs.read().unwrap().index.keys().copied().collect();
+        if let Some(a) = self.active.lock().unwrap().as_ref() {
+            out.extend(a.written.keys());
+        }
         for i in 0..=255u8 {
             let prefix = format!("{i:02x}");
             for entry in fs::read_dir(self.objects.join(&prefix))? {
@@ -212,10 +373,54 @@ impl Store {
         Ok(n)
     }
 
-    /// Makes every object written so far durable (one `syncfs` on the store's filesystem).
-    /// Call before writing anything that refers to the objects.
+    /// Makes every object written so far durable: commits the pack being written, if any, and
+    /// makes loose objects durable with one `syncfs`. Call before writing anything that refers
+    /// to the objects.
     pub fn sync(&self) -> io::Result<()> {
+        let active = self.active.lock().unwrap().take();
+        if let Some(a) = active {
+            let tmp = a.writer.tmp.clone();
+            if a.written.is_empty() {
+                fs::remove_file(&tmp)?;
+            } else if let Err(e) = a.writer.commit(&self.packs_dir) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            } else {
+                *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
+            }
+        }
         let dir = fs::File::open(&self.objects)?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(io::Error::from)
     }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A pack never synced belongs to a write that did not finish: nothing refers to it.
+        if let Some(a) = self.active.get_mut().ok().and_then(Option::take) {
+            let _ = fs::remove_file(&a.writer.tmp);
+        }
+    }
+}
+
+/// Loads every pack index under `dir`; packs without a valid index are listed as broken.
+fn load_packs(dir: &Path) -> io::Result<Packs> {
+    let mut packs = Packs::default();
+    let mut names: Vec<PathBuf> =
+        fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "pack")).collect();
+    names.sort();
+    for pack_path in names {
+        let entries = fs::read(pack_path.with_extension("idx")).ok().and_then(|b| pack::decode_index(&b).ok());
+        match (entries, fs::File::open(&pack_path)) {
+            (Some(entries), Ok(file)) => {
+                let n = packs.files.len() as u32;
+                packs.files.push((pack_path, Arc::new(file)));
+                for (d, loc) in entries {
+                    packs.index.insert(d, (n, loc));
+                }
+            }
+            _ => packs.broken.push(pack_path),
+        }
+    }
+    Ok(packs)
 }

@@ -75,3 +75,75 @@ fn dictionary_compressed_objects_need_and_use_their_dictionary() {
     assert_eq!(s.get(&ins.digest).unwrap(), data);
     assert_eq!(s.get(&ins.digest).unwrap(), data, "a pooled decompressor decodes again");
 }
+
+fn entries_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn packed_objects_are_visible_only_after_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let s = Store::open(&root).unwrap();
+    s.start_pack().unwrap();
+    let a = s.insert(b"first object in a pack, long enough to be compressed maybe", 3).unwrap();
+    let b = s.insert(b"second object", 3).unwrap();
+    assert!(!s.insert(b"second object", 3).unwrap().new, "dedup within the open pack");
+    // Readable by this store at once, invisible to any other until synced.
+    assert_eq!(s.get(&b.digest).unwrap(), b"second object");
+    assert!(!Store::open(&root).unwrap().contains(&a.digest));
+    s.sync().unwrap();
+    let other = Store::open(&root).unwrap();
+    assert_eq!(other.get(&a.digest).unwrap(), b"first object in a pack, long enough to be compressed maybe");
+    assert_eq!(other.list().unwrap().len(), 2);
+    assert_eq!(entries_in(&root.join("objects/00")), 0, "no loose files were written");
+    assert_eq!(entries_in(&root.join("tmp")), 0);
+}
+
+#[test]
+fn unsynced_pack_is_discarded_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    {
+        let s = Store::open(&root).unwrap();
+        s.start_pack().unwrap();
+        s.insert(b"never committed", 3).unwrap();
+    }
+    let s = Store::open(&root).unwrap();
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(entries_in(&root.join("tmp")), 0);
+    assert_eq!(entries_in(&root.join("packs")), 0);
+}
+
+#[test]
+fn removing_a_packed_object_rewrites_its_pack() {
+    let (_d, s) = store();
+    s.start_pack().unwrap();
+    let keep = s.insert(b"keep me", 3).unwrap().digest;
+    let drop_ = s.insert(b"drop me", 3).unwrap().digest;
+    s.sync().unwrap();
+    s.remove(&[drop_]).unwrap();
+    assert!(!s.contains(&drop_));
+    assert_eq!(s.get(&keep).unwrap(), b"keep me");
+    let reopened = Store::open(s.root()).unwrap();
+    assert_eq!(reopened.list().unwrap(), vec![keep]);
+    assert_eq!(entries_in(&s.root().join("packs")), 2, "one pack and its index remain");
+}
+
+#[test]
+fn pack_with_a_lost_index_is_reported_and_rebuilt() {
+    let (_d, s) = store();
+    s.start_pack().unwrap();
+    let a = s.insert(b"object one", 3).unwrap().digest;
+    let b = s.insert(b"object two", 3).unwrap().digest;
+    s.sync().unwrap();
+    let idx =
+        std::fs::read_dir(s.root().join("packs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "idx").unwrap();
+    std::fs::write(&idx, b"torn").unwrap();
+    let reopened = Store::open(s.root()).unwrap();
+    assert_eq!(reopened.broken_packs().len(), 1);
+    assert!(!reopened.contains(&a));
+    assert_eq!(reopened.repair_packs().unwrap(), 2);
+    assert!(reopened.broken_packs().is_empty());
+    assert_eq!(reopened.get(&b).unwrap(), b"object two");
+}

@@ -20,14 +20,7 @@ fn datasets() -> PathBuf {
 }
 
 fn objects(store: &Path) -> HashSet<String> {
-    let mut out = HashSet::new();
-    for prefix in fs::read_dir(store.join("objects")).unwrap() {
-        let prefix = prefix.unwrap();
-        for f in fs::read_dir(prefix.path()).unwrap() {
-            out.insert(format!("{}{}", prefix.file_name().to_string_lossy(), f.unwrap().file_name().to_string_lossy()));
-        }
-    }
-    out
+    tests::store_objects(store)
 }
 
 fn round_trip(t: &Imgctl, src: &Path, image: &str) -> serde_json::Value {

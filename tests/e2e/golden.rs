@@ -18,7 +18,10 @@ const EPOCH: &str = "1700000000";
 fn golden_tree(root: &Path) {
     fs::create_dir_all(root.join("usr/share/doc")).unwrap();
     for i in 0..150 {
-        let page = format!("<html><head><title>Page {i}</title></head><body><h1>Section {i}</h1><p>{}</p></body></html>\n", "golden text ".repeat(i % 17 + 3));
+        let page = format!(
+            "<html><head><title>Page {i}</title></head><body><h1>Section {i}</h1><p>{}</p></body></html>\n",
+            "golden text ".repeat(i % 17 + 3)
+        );
         fs::write(root.join(format!("usr/share/doc/page-{i:03}.html")), page).unwrap();
     }
     fs::write(root.join("usr/big.bin"), noise(300_000, 42)).unwrap();
@@ -49,7 +52,12 @@ fn golden_v1_store_is_read_and_today_encodes_identically() {
     assert!(today["dictionary"].is_string(), "the recipe must exercise the dictionary codec");
 
     if std::env::var_os("IMAGED_WRITE_GOLDEN").is_some() {
-        let status = Command::new("tar").args(["--sort=name", "--owner=0", "--group=0", "--mtime=@1700000000", "-czf", GOLDEN_V1, "-C"]).arg(&t.store).args(["objects", "refs"]).status().unwrap();
+        let status = Command::new("tar")
+            .args(["--sort=name", "--owner=0", "--group=0", "--mtime=@1700000000", "-czf", GOLDEN_V1, "-C"])
+            .arg(&t.store)
+            .args(["objects", "refs"])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -60,8 +68,9 @@ fn golden_v1_store_is_read_and_today_encodes_identically() {
     let verify = golden.run(["verify", "--dry-run"]);
     assert!(verify.status.success(), "golden store does not verify: {}", String::from_utf8_lossy(&verify.stdout));
     let log: serde_json::Value = serde_json::from_str(&golden.ok(["--json", "log", "golden"])).unwrap();
-    assert_eq!(log[0]["manifest"], today["manifest"], "today's import of the recipe encodes differently from format v1");
-    assert_eq!(log[0]["root"], today["root"]);
+    assert_eq!(log[0]["root"], today["root"], "today's trees encode differently from format v1");
+    assert_eq!(log[0]["stats"], today["stats"], "today's import counts differently");
+    assert_eq!(log[0]["manifest"], today["manifest"], "today's manifest encodes differently from format v1: {today}");
     golden.ok(["export", "golden@1", golden.path("out").to_str().unwrap()]);
     let diffs = compare_trees(&src, &golden.path("out"));
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));

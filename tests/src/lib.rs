@@ -73,6 +73,28 @@ impl Imgctl {
     }
 }
 
+/// Every object digest (hex) in the store at `store`, loose or packed.
+pub fn store_objects(store: &Path) -> std::collections::HashSet<String> {
+    cache::Store::open(store).unwrap().list().unwrap().iter().map(|d| d.to_hex()).collect()
+}
+
+/// Flips one byte inside the stored bytes of object `hex`, wherever the store keeps it.
+pub fn corrupt_object(store: &Path, hex: &str) {
+    use std::os::unix::fs::FileExt;
+    let digest: format::Digest = hex.parse().unwrap();
+    let location = cache::Store::open(store).unwrap().location_name(&digest);
+    let text = location.to_string_lossy().into_owned();
+    let (path, offset) = match text.rsplit_once('@') {
+        Some((p, off)) => (PathBuf::from(p), off.parse::<u64>().unwrap() + 20),
+        None => (location.clone(), fs::metadata(&location).unwrap().len() - 1),
+    };
+    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, offset).unwrap();
+}
+
 /// Sets an xattr, panicking with the path on failure.
 fn setx(path: &Path, name: &str, value: &[u8]) {
     xattr::set(path, name, value).unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));

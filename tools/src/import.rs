@@ -69,6 +69,8 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
     };
     let chunking = opts.chunking.or(parent.as_ref().map(|p| p.manifest.chunking)).unwrap_or_default();
     chunking.validate().map_err(|why| ImportError::Unsupported { path: src.to_path_buf(), what: why })?;
+    // Everything the import writes goes into one pack, committed by the first `sync` below.
+    repo.store.start_pack().map_err(|source| ImportError::Read { path: repo.root().join("tmp"), source })?;
     let counters = Counters::default();
     let plain = Storing { store: &repo.store, chunking, level: opts.level, counters: &counters, dict: None };
     let parent_dict = parent.as_ref().and_then(|p| dictionary::of_manifest(&repo.store, &p.manifest));
@@ -220,7 +222,9 @@ fn ingest_dir(
         contents.push((size, extents));
     }
     // The index only saves work; failing to write it must not fail the import.
-    let _ = index.save(&index_path);
+    if !index.is_unchanged(files_read) {
+        let _ = index.save(&index_path);
+    }
     Ok(Ingested { scan, contents, files_read, files_reused, dict })
 }
 

@@ -70,6 +70,11 @@ impl Index {
         self.new.insert(rel, Recorded { key, size, extents });
     }
 
+    /// True when this import recorded exactly what the loaded index held (every file a hit).
+    pub fn is_unchanged(&self, files_read: u64) -> bool {
+        files_read == 0 && self.new.len() == self.old.len() && self.new.keys().all(|k| self.old.contains_key(k))
+    }
+
     /// Writes the entries recorded in this import, replacing the old index. Not fsynced: the
     /// index is a cache, and a torn one fails to decode and counts as empty.
     pub fn save(self, path: &Path) -> std::io::Result<()> {

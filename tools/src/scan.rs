@@ -156,75 +156,107 @@ fn stat_key(md: &fs::Metadata) -> StatKey {
     }
 }
 
-/// Scans the directory `src` (not following symlinks).
+/// Scans the directory `src` (not following symlinks). Subdirectories are read in parallel;
+/// file numbers and hard links are then assigned in one sequential pass in name order, so the
+/// result does not depend on thread timing.
 pub fn scan_dir(src: &Path) -> Result<Scan, ImportError> {
     let md = fs::symlink_metadata(src).map_err(|source| ImportError::Read { path: src.to_path_buf(), source })?;
     if !md.is_dir() {
         return Err(ImportError::Unsupported { path: src.to_path_buf(), what: "import source is not a directory or archive".into() });
     }
-    let mut scanner = DirScanner { files: Vec::new(), inodes: HashMap::new() };
-    let children = scanner.children(src, &mut Vec::new())?;
+    let children = read_children(src, &[])?;
+    let mut files = Vec::new();
+    let mut inodes = HashMap::new();
+    let children = number_files(children, &mut files, &mut inodes);
     let root = Node { meta: meta_of(&md, read_xattrs(src)?), kind: NodeKind::Dir(children) };
-    Ok(Scan { root, files: scanner.files })
+    Ok(Scan { root, files })
 }
 
-struct DirScanner {
-    files: Vec<FileSource>,
-    inodes: HashMap<(u64, u64), usize>,
+/// A node as read from disk, before file numbering.
+struct Raw {
+    meta: Meta,
+    kind: RawKind,
 }
 
-impl DirScanner {
-    fn children(&mut self, dir: &Path, rel: &mut Vec<u8>) -> Result<BTreeMap<Vec<u8>, Node>, ImportError> {
-        let read_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ImportError::Read { path, source }
-        };
-        let mut out = BTreeMap::new();
-        for entry in fs::read_dir(dir).map_err(read_err(dir))? {
-            let entry = entry.map_err(read_err(dir))?;
-            let name = entry.file_name().as_bytes().to_vec();
-            let path = entry.path();
+enum RawKind {
+    Dir(BTreeMap<Vec<u8>, Raw>),
+    File { path: PathBuf, rel: Vec<u8>, md: fs::Metadata },
+    Other(NodeKind),
+}
+
+fn read_children(dir: &Path, rel: &[u8]) -> Result<BTreeMap<Vec<u8>, Raw>, ImportError> {
+    use rayon::prelude::*;
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImportError::Read { path, source }
+    };
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_err(dir))? {
+        let entry = entry.map_err(read_err(dir))?;
+        entries.push(entry.file_name().as_bytes().to_vec());
+    }
+    let nodes: Vec<Result<(Vec<u8>, Raw), ImportError>> = entries
+        .into_par_iter()
+        .map(|name| {
+            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
             let md = fs::symlink_metadata(&path).map_err(read_err(&path))?;
-            let rel_len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
+            let mut child_rel = rel.to_vec();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
             }
-            rel.extend_from_slice(&name);
+            child_rel.extend_from_slice(&name);
             let ft = md.file_type();
             use std::os::unix::fs::FileTypeExt;
+            let meta = meta_of(&md, read_xattrs(&path)?);
             let kind = if ft.is_dir() {
-                NodeKind::Dir(self.children(&path, rel)?)
+                RawKind::Dir(read_children(&path, &child_rel)?)
             } else if ft.is_file() {
-                let inode = (md.dev(), md.ino());
-                let known = if md.nlink() > 1 { self.inodes.get(&inode).copied() } else { None };
-                NodeKind::File(match known {
-                    Some(i) => i,
-                    None => {
-                        self.files.push(FileSource::Path { path: path.clone(), rel: rel.clone(), key: stat_key(&md) });
-                        let i = self.files.len() - 1;
-                        if md.nlink() > 1 {
-                            self.inodes.insert(inode, i);
-                        }
-                        i
-                    }
-                })
+                RawKind::File { path, rel: child_rel, md }
             } else if ft.is_symlink() {
-                NodeKind::Symlink(fs::read_link(&path).map_err(read_err(&path))?.as_os_str().as_bytes().to_vec())
+                RawKind::Other(NodeKind::Symlink(fs::read_link(&path).map_err(read_err(&path))?.as_os_str().as_bytes().to_vec()))
             } else if ft.is_char_device() {
-                NodeKind::Char(libc::major(md.rdev()), libc::minor(md.rdev()))
+                RawKind::Other(NodeKind::Char(libc::major(md.rdev()), libc::minor(md.rdev())))
             } else if ft.is_block_device() {
-                NodeKind::Block(libc::major(md.rdev()), libc::minor(md.rdev()))
+                RawKind::Other(NodeKind::Block(libc::major(md.rdev()), libc::minor(md.rdev())))
             } else if ft.is_fifo() {
-                NodeKind::Fifo
+                RawKind::Other(NodeKind::Fifo)
             } else if ft.is_socket() {
-                NodeKind::Socket
+                RawKind::Other(NodeKind::Socket)
             } else {
                 return Err(ImportError::Unsupported { path, what: "unknown file type".into() });
             };
-            rel.truncate(rel_len);
-            let meta = meta_of(&md, read_xattrs(&path)?);
-            out.insert(name, Node { meta, kind });
-        }
-        Ok(out)
-    }
+            Ok((name, Raw { meta, kind }))
+        })
+        .collect();
+    nodes.into_iter().collect()
+}
+
+/// Turns raw nodes into nodes, numbering regular files in depth-first name order; names of
+/// one inode (hard links) share a number.
+fn number_files(
+    children: BTreeMap<Vec<u8>, Raw>,
+    files: &mut Vec<FileSource>,
+    inodes: &mut HashMap<(u64, u64), usize>,
+) -> BTreeMap<Vec<u8>, Node> {
+    children
+        .into_iter()
+        .map(|(name, raw)| {
+            let kind = match raw.kind {
+                RawKind::Dir(c) => NodeKind::Dir(number_files(c, files, inodes)),
+                RawKind::File { path, rel, md } => {
+                    let inode = (md.dev(), md.ino());
+                    let known = if md.nlink() > 1 { inodes.get(&inode).copied() } else { None };
+                    NodeKind::File(known.unwrap_or_else(|| {
+                        files.push(FileSource::Path { path, rel, key: stat_key(&md) });
+                        if md.nlink() > 1 {
+                            inodes.insert(inode, files.len() - 1);
+                        }
+                        files.len() - 1
+                    }))
+                }
+                RawKind::Other(kind) => kind,
+            };
+            (name, Node { meta: raw.meta, kind })
+        })
+        .collect()
 }

@@ -42,6 +42,10 @@ pub struct VerifyReport {
     pub quarantined: u64,
     /// Temporary files of killed writers removed.
     pub tmp_removed: u64,
+    /// Packs found without a valid index.
+    pub broken_packs: Vec<String>,
+    /// Objects recovered from those packs by rebuilding their index.
+    pub pack_objects_recovered: u64,
     /// Generations checked for completeness.
     pub generations_checked: u64,
     /// Generations that miss objects: label and the missing digests.
@@ -52,7 +56,7 @@ impl VerifyReport {
     /// True when the repository is whole: every generation complete and, unless they were moved
     /// aside (`repaired`), no corrupt objects.
     pub fn healthy(&self, repaired: bool) -> bool {
-        self.incomplete.is_empty() && (repaired || self.corrupt.is_empty())
+        self.incomplete.is_empty() && (repaired || (self.corrupt.is_empty() && self.broken_packs.is_empty()))
     }
 }
 
@@ -63,6 +67,12 @@ pub fn verify(repo: &Repo, repair: bool) -> Result<VerifyReport, VerifyError> {
     let tmp = repo.root().join("tmp");
     if repair {
         report.tmp_removed = repo.store.clean_tmp().map_err(|source| VerifyError::Io { action: "clean", path: tmp, source })? as u64;
+    }
+    report.broken_packs = repo.store.broken_packs().iter().map(|p| p.display().to_string()).collect();
+    if repair && !report.broken_packs.is_empty() {
+        let packs = repo.root().join("packs");
+        report.pack_objects_recovered =
+            repo.store.repair_packs().map_err(|source| VerifyError::Io { action: "repair packs in", path: packs, source })? as u64;
     }
     let objects_dir = repo.root().join("objects");
     let all = repo.store.list().map_err(|source| VerifyError::Io { action: "list", path: objects_dir, source })?;
@@ -80,10 +90,18 @@ pub fn verify(repo: &Repo, repair: bool) -> Result<VerifyReport, VerifyError> {
         let q = repo.root().join("quarantine");
         fs::create_dir_all(&q).map_err(|source| VerifyError::Io { action: "create", path: q.clone(), source })?;
         for (d, _) in &corrupt {
-            let from = repo.store.object_path(d);
-            fs::rename(&from, q.join(d.to_hex())).map_err(|source| VerifyError::Io { action: "quarantine", path: from, source })?;
-            report.quarantined += 1;
+            // Keep the damaged bytes for inspection, then take the object out of the store.
+            let dest = q.join(d.to_hex());
+            let bytes = repo.store.get_framed(d).unwrap_or_default();
+            fs::write(&dest, bytes).map_err(|source| VerifyError::Io { action: "quarantine to", path: dest, source })?;
         }
+        let digests: Vec<Digest> = corrupt.iter().map(|(d, _)| *d).collect();
+        repo.store.remove(&digests).map_err(|source| VerifyError::Io {
+            action: "remove corrupt objects from",
+            path: repo.root().to_path_buf(),
+            source,
+        })?;
+        report.quarantined = digests.len() as u64;
     }
     report.corrupt = corrupt;
     let bad: HashSet<Digest> = report.corrupt.iter().map(|(d, _)| *d).collect();
