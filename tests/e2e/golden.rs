@@ -55,7 +55,7 @@ fn golden_v1_store_is_read_and_today_encodes_identically() {
         let status = Command::new("tar")
             .args(["--sort=name", "--owner=0", "--group=0", "--mtime=@1700000000", "-czf", GOLDEN_V1, "-C"])
             .arg(&t.store)
-            .args(["objects", "refs"])
+            .args(["objects", "packs", "refs"])
             .status()
             .unwrap();
         assert!(status.success());
