@@ -70,7 +70,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
     let chunking = opts.chunking.or(parent.as_ref().map(|p| p.manifest.chunking)).unwrap_or_default();
     chunking.validate().map_err(|why| ImportError::Unsupported { path: src.to_path_buf(), what: why })?;
     // Everything the import writes goes into one pack, committed by the first `sync` below.
-    repo.store.start_pack().map_err(|source| ImportError::Read { path: repo.root().join("tmp"), source })?;
+    repo.store.start_pack().map_err(|source| ImportError::Commit { path: repo.root().join("tmp"), source })?;
     let counters = Counters::default();
     let plain = Storing { store: &repo.store, chunking, level: opts.level, counters: &counters, dict: None };
     let parent_dict = parent.as_ref().and_then(|p| dictionary::of_manifest(&repo.store, &p.manifest));
@@ -98,7 +98,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
         extensions.push((dictionary::DICT_EXTENSION.to_string(), dict.digest.0.to_vec()));
         stats.objects += 1;
     }
-    let sync_err = |source| ImportError::Read { path: repo.root().to_path_buf(), source };
+    let sync_err = |source| ImportError::Commit { path: repo.root().to_path_buf(), source };
     repo.store.sync().map_err(sync_err)?;
     let manifest = Manifest {
         image: opts.image.clone(),

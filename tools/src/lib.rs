@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 pub mod browse;
 mod build;
-mod dictionary;
+pub mod dictionary;
 pub mod diff;
 pub mod export;
 pub mod import;
@@ -78,6 +78,15 @@ pub enum ImportError {
         /// The cause.
         #[source]
         source: format::DecodeError,
+    },
+    /// Making the new objects durable and visible failed (a full disk, say).
+    #[error("cannot commit new objects to the store at {path}")]
+    Commit {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
     /// The repository failed.
     #[error(transparent)]

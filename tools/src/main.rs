@@ -60,10 +60,6 @@ fn default_store() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/imaged/store"))
 }
 
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Splits `GEN[:PATH]`.
 fn split_target(target: &str) -> Result<(GenSpec, &str)> {
     let (gen, path) = target.split_once(':').unwrap_or((target, ""));
@@ -120,7 +116,7 @@ fn run(cli: Cli) -> Result<i32> {
                     "root": g.manifest.root,
                     "parent": g.manifest.parent,
                     "stats": g.manifest.stats,
-                    "dictionary": g.manifest.extensions.iter().find(|(k, _)| k == "zstd.dict").map(|(_, v)| hex_string(v)),
+                    "dictionary": tools::dictionary::digest_of(&g.manifest),
                     "files_read": report.files_read,
                     "files_reused": report.files_reused,
                     "read_bytes": report.read_bytes,

@@ -114,7 +114,8 @@ impl Repo {
     pub fn lock(&self) -> Result<RepoLock, RepoError> {
         let path = self.root.join("lock");
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err("cannot open", &path))?;
-        // SAFETY-free: flock on an fd we own; released when the file closes.
+        // SAFETY: `file` owns an open descriptor for the whole call; the lock is released when
+        // the file is closed (the `RepoLock` is dropped).
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(RepoError::Io { action: "cannot lock", path, source: io::Error::last_os_error() });
         }
