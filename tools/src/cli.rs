@@ -36,9 +36,11 @@ pub enum Command {
         /// the previous generation's, else 65536.
         #[arg(long)]
         chunk_avg: Option<u32>,
-        /// zstd compression level for new objects (1-22; 0 stores uncompressed).
-        #[arg(long, default_value_t = 3)]
-        level: i32,
+        /// zstd compression level for new objects (1-22; 0 stores uncompressed). Default: 3 for
+        /// an image's first generation (bulk), 9 for later ones (a patch's few new objects,
+        /// which every endpoint downloads).
+        #[arg(long)]
+        level: Option<i32>,
     },
     /// List an image's generations.
     Log {

@@ -27,8 +27,8 @@ pub struct ImportOptions {
     pub message: String,
     /// Chunking; defaults to the parent generation's, else `ChunkParams::default()`.
     pub chunking: Option<ChunkParams>,
-    /// zstd level for new objects.
-    pub level: i32,
+    /// zstd level for new objects; None picks `FIRST_LEVEL` or `PATCH_LEVEL`.
+    pub level: Option<i32>,
     /// Creation time to record (seconds since the epoch).
     pub created: i64,
     /// Called with bytes of file content processed, and once with the total when known.
@@ -59,6 +59,12 @@ pub struct ImportReport {
     pub stored_bytes: u64,
 }
 
+/// Default zstd level of an image's first generation: fast, for bulk data.
+pub const FIRST_LEVEL: i32 = 3;
+/// Default zstd level of later generations: their new objects are few (a patch) and are
+/// downloaded by every endpoint, so a slower, tighter level pays off.
+pub const PATCH_LEVEL: i32 = 9;
+
 /// Imports `src` (a directory or a tar archive) as the next generation of `opts.image`.
 pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportReport, ImportError> {
     let _lock = repo.lock()?;
@@ -71,8 +77,9 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
     chunking.validate().map_err(|why| ImportError::Unsupported { path: src.to_path_buf(), what: why })?;
     // Everything the import writes goes into one pack, committed by the first `sync` below.
     repo.store.start_pack().map_err(|source| ImportError::Commit { path: repo.root().join("tmp"), source })?;
+    let level = opts.level.unwrap_or(if parent.is_some() { PATCH_LEVEL } else { FIRST_LEVEL });
     let counters = Counters::default();
-    let plain = Storing { store: &repo.store, chunking, level: opts.level, counters: &counters, dict: None };
+    let plain = Storing { store: &repo.store, chunking, level, counters: &counters, dict: None };
     let parent_dict = parent.as_ref().and_then(|p| dictionary::of_manifest(&repo.store, &p.manifest));
     let progress = |p: Progress| {
         if let Some(f) = &opts.progress {
@@ -113,7 +120,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
         extensions,
     };
     let bytes = manifest.encode();
-    let ins = repo.store.insert(&bytes, opts.level).map_err(|source| ImportError::Store { path: "(manifest)".into(), source })?;
+    let ins = repo.store.insert(&bytes, level).map_err(|source| ImportError::Store { path: "(manifest)".into(), source })?;
     repo.store.sync().map_err(sync_err)?;
     repo.write_ref(&manifest.image, manifest.generation, &ins.digest)?;
     Ok(ImportReport {
