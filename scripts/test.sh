@@ -13,4 +13,9 @@ else
 fi
 export IMAGED_DATASETS=$DATASETS
 cargo build --release --workspace --bins --locked
-cargo test --release --workspace --locked
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+cargo test --release --workspace --locked 2>&1 | tee "$LOG"
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

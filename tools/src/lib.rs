@@ -92,3 +92,6 @@ pub enum ImportError {
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
+
+#[cfg(test)]
+mod tests;

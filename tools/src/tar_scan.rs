@@ -27,7 +27,7 @@ pub fn open_archive(path: &Path) -> Result<Box<dyn Read>, ImportError> {
 }
 
 /// Splits an archive path into safe components, refusing absolute paths and `..`.
-fn components(raw: &[u8], archive: &Path) -> Result<Vec<Vec<u8>>, ImportError> {
+pub(crate) fn components(raw: &[u8], archive: &Path) -> Result<Vec<Vec<u8>>, ImportError> {
     let unsafe_path = |why: &str| ImportError::UnsafePath {
         archive: archive.to_path_buf(),
         entry: String::from_utf8_lossy(raw).into_owned(),
@@ -91,20 +91,20 @@ fn lookup<'a>(root: &'a Node, parts: &[Vec<u8>]) -> Option<&'a Node> {
 
 /// Extended header fields that apply to the next entry (PAX `x` records, GNU long names).
 #[derive(Default)]
-struct Pending {
-    path: Option<Vec<u8>>,
-    link: Option<Vec<u8>>,
-    mtime: Option<(i64, u32)>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    sparse: bool,
-    xattrs: Vec<Xattr>,
+pub(crate) struct Pending {
+    pub(crate) path: Option<Vec<u8>>,
+    pub(crate) link: Option<Vec<u8>>,
+    pub(crate) mtime: Option<(i64, u32)>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) size: Option<u64>,
+    pub(crate) sparse: bool,
+    pub(crate) xattrs: Vec<Xattr>,
 }
 
 /// Parses PAX records (`LEN KEY=VALUE\n`) by their length prefix. Values may hold any byte,
 /// newlines included (ACL text, binary capabilities), which a line-based reader gets wrong.
-fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), String> {
+pub(crate) fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), String> {
     while !data.is_empty() {
         let space = data.iter().position(|&b| b == b' ').ok_or("record without length")?;
         let len: usize = std::str::from_utf8(&data[..space]).ok().and_then(|s| s.parse().ok()).ok_or("bad record length")?;
