@@ -15,7 +15,7 @@ pub use codec::DecodeError;
 pub use digest::Digest;
 pub use manifest::{Manifest, Stats};
 pub use name::{GenSpec, ImageName, NameError};
-pub use tree::{DirMeta, Entry, EntryKind, Extent, Tree, Xattr};
+pub use tree::{Entry, EntryKind, Extent, Meta, Tree, Xattr};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 //! signature of its own; `extensions` leaves room for fields later versions add.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::tree::{read_xattrs, validate_xattrs, write_xattrs, DirMeta};
+use crate::tree::{read_xattrs, validate_xattrs, write_xattrs, Meta};
 use crate::{ChunkParams, Digest, ImageName};
 
 const MAGIC: &str = "IMGM";
@@ -23,7 +23,7 @@ pub struct Manifest {
     /// Digest of the root tree object.
     pub root: Digest,
     /// Metadata of the root directory itself.
-    pub root_meta: DirMeta,
+    pub root_meta: Meta,
     /// Digest of the parent generation's manifest, if any.
     pub parent: Option<Digest>,
     /// Creation time, seconds since the epoch.
@@ -113,7 +113,7 @@ impl Manifest {
         let image = ImageName::new(&image).map_err(|e| DecodeError::Invalid { what: "image name", why: e.to_string() })?;
         let generation = r.u64("generation")?;
         let root = r.digest("root")?;
-        let root_meta = DirMeta {
+        let root_meta = Meta {
             mode: r.u16("root mode")?,
             uid: r.u32("root uid")?,
             gid: r.u32("root gid")?,

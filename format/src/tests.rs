@@ -134,7 +134,7 @@ fn sample_manifest() -> Manifest {
         image: ImageName::new("debian").unwrap(),
         generation: 2,
         root: Digest::of(b"root"),
-        root_meta: DirMeta {
+        root_meta: Meta {
             mode: 0o755,
             uid: 0,
             gid: 0,

@@ -51,9 +51,10 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-/// The metadata of the image's root directory, which has no entry of its own.
+/// Metadata of one inode: what every entry carries besides its name and kind. The manifest
+/// holds the root directory's, which has no entry of its own; importers build with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DirMeta {
+pub struct Meta {
     /// Permission bits (`mode & 0o7777`).
     pub mode: u16,
     /// Owner.

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use cache::Store;
-use format::{Digest, DirMeta, Entry, EntryKind, Manifest, Tree};
+use format::{Digest, Entry, EntryKind, Manifest, Meta, Tree};
 
 /// Why reading a generation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub fn load_tree(store: &Store, digest: &Digest) -> Result<Tree, ReadError> {
 #[derive(Debug, Clone)]
 pub enum Located {
     /// The root directory.
-    Root(DirMeta, Digest),
+    Root(Meta, Digest),
     /// An entry somewhere below it.
     Entry(Entry),
 }

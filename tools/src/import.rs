@@ -111,7 +111,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
         image: opts.image.clone(),
         generation: parent.as_ref().map_or(1, |p| p.manifest.generation + 1),
         root: built.root,
-        root_meta: ingested.scan.root.meta.dir_meta(),
+        root_meta: ingested.scan.root.meta.clone(),
         parent: parent.as_ref().map(|p| p.digest),
         created: opts.created,
         message: opts.message.clone(),

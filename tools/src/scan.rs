@@ -10,40 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use format::{DirMeta, Extent, Xattr};
+use format::{Extent, Meta, Xattr};
 
 use crate::ImportError;
-
-/// Metadata every node carries.
-#[derive(Debug, Clone, Default)]
-pub struct Meta {
-    /// Permission bits.
-    pub mode: u16,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Seconds.
-    pub mtime_sec: i64,
-    /// Nanoseconds.
-    pub mtime_nsec: u32,
-    /// Extended attributes, sorted by name.
-    pub xattrs: Vec<Xattr>,
-}
-
-impl Meta {
-    /// The root directory's metadata in manifest form.
-    pub fn dir_meta(&self) -> DirMeta {
-        DirMeta {
-            mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-            mtime_sec: self.mtime_sec,
-            mtime_nsec: self.mtime_nsec,
-            xattrs: self.xattrs.clone(),
-        }
-    }
-}
 
 /// A node of the scanned tree.
 #[derive(Debug)]

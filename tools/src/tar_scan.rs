@@ -6,10 +6,10 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-use format::Xattr;
+use format::{Meta, Xattr};
 
 use crate::ingest::Storing;
-use crate::scan::{FileSource, Meta, Node, NodeKind, Scan};
+use crate::scan::{FileSource, Node, NodeKind, Scan};
 use crate::ImportError;
 
 /// Opens `path` and returns a reader of the tar stream inside, undoing gzip or zstd.
