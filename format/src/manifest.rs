@@ -59,7 +59,16 @@ pub struct Stats {
     pub new_bytes: u64,
 }
 
+/// Extension key whose value is the 32-byte digest of the image's zstd dictionary.
+pub const DICT_EXTENSION: &str = "zstd.dict";
+
 impl Manifest {
+    /// The zstd dictionary this generation's small files were compressed with, if any.
+    pub fn dictionary(&self) -> Option<Digest> {
+        let (_, value) = self.extensions.iter().find(|(k, _)| k == DICT_EXTENSION)?;
+        Some(Digest(value.as_slice().try_into().ok()?))
+    }
+
     /// The canonical bytes. Xattrs of the root must already be sorted (`Tree::canonicalize` order).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

@@ -4,4 +4,5 @@ mod bad_input;
 mod datasets;
 mod golden;
 mod roundtrip;
+mod server;
 mod store;

@@ -95,6 +95,71 @@ pub fn corrupt_object(store: &Path, hex: &str) {
     f.write_all_at(&b, offset).unwrap();
 }
 
+/// A real `imaged` on 127.0.0.1 and a free port, killed (SIGKILL) when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `imaged serve --data DATA --listen 127.0.0.1:PORT` (0 = any free port) and waits
+    /// until it listens (at most 30 s).
+    pub fn start_on(data: &Path, port: u16) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(bin("imaged"))
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let (false, Some(url)) = (sent, line.strip_prefix("imaged listening on ")) {
+                    let _ = tx.send(url.to_string());
+                    sent = true;
+                }
+            }
+        });
+        let url = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("imaged did not start listening within 30 s");
+        Server { child, url, data: data.to_path_buf() }
+    }
+
+    /// Starts on any free port.
+    pub fn start(data: &Path) -> Server {
+        Server::start_on(data, 0)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The generated admin token.
+    pub fn token(&self) -> String {
+        fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Sets an xattr, panicking with the path on failure.
 fn setx(path: &Path, name: &str, value: &[u8]) {
     xattr::set(path, name, value).unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));

@@ -71,10 +71,72 @@ pub enum Command {
         /// Newer generation.
         to: String,
     },
+    /// Upload a generation to a server (only the objects it lacks) and publish it.
+    Push {
+        /// Generation.
+        generation: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Move and inspect channels on a server.
+    Channel {
+        #[command(subcommand)]
+        op: ChannelOp,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Check every object and generation; move corrupt objects aside and clear leftovers.
     Verify {
         /// Report only; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// Which server, and the token for changes.
+#[derive(clap::Args, Debug)]
+pub struct Server {
+    /// Server URL, e.g. http://127.0.0.1:4640.
+    #[arg(long, env = "IMAGED_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Bearer token for publishing (the server's admin.token).
+    #[arg(long, env = "IMAGED_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Channel operations.
+#[derive(Subcommand, Debug)]
+pub enum ChannelOp {
+    /// Point CHANNEL at GENERATION (IMAGE@N, IMAGE@latest or a manifest digest).
+    Set {
+        /// Channel, e.g. os/stable.
+        channel: String,
+        /// Generation.
+        generation: String,
+    },
+    /// Point TO at FROM's generation.
+    Promote {
+        /// Source channel.
+        from: String,
+        /// Target channel.
+        to: String,
+    },
+    /// A new version of CHANNEL naming an older generation (the previous one by default).
+    Rollback {
+        /// Channel.
+        channel: String,
+        /// Generation to go back to.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Every version of CHANNEL.
+    History {
+        /// Channel.
+        channel: String,
+    },
+    /// CHANNEL's current version.
+    Get {
+        /// Channel.
+        channel: String,
     },
 }

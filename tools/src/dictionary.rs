@@ -12,8 +12,7 @@ use format::{Digest, Manifest};
 
 use crate::scan::FileSource;
 
-/// Manifest extension key whose value is the dictionary's 32-byte digest.
-pub const DICT_EXTENSION: &str = "zstd.dict";
+pub use format::manifest::DICT_EXTENSION;
 /// Dictionary size (zstd's default).
 const DICT_SIZE: usize = 112_640;
 /// At most this many samples, of at most `SAMPLE_CAP` bytes each: enough for a good dictionary
@@ -32,8 +31,7 @@ pub struct Dictionary {
 
 /// The digest of the dictionary a manifest names, if any.
 pub fn digest_of(m: &Manifest) -> Option<Digest> {
-    let (_, value) = m.extensions.iter().find(|(k, _)| k == DICT_EXTENSION)?;
-    Some(Digest(value.as_slice().try_into().ok()?))
+    m.dictionary()
 }
 
 /// The dictionary a manifest names, if the store has it.

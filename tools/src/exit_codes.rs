@@ -13,3 +13,7 @@ pub const NOT_FOUND: i32 = 3;
 pub const VERIFY_FAILED: i32 = 4;
 /// The input was refused: an unsafe or corrupt archive, an unsupported file, a bad name.
 pub const BAD_INPUT: i32 = 5;
+/// The server refused the request (bad token, conflict, invalid input).
+pub const REFUSED: i32 = 6;
+/// The server could not be reached or did not answer in time.
+pub const UNREACHABLE: i32 = 7;

@@ -13,6 +13,8 @@ pub mod export;
 pub mod import;
 mod index;
 mod ingest;
+pub mod push;
+pub mod remote;
 pub mod repo;
 mod scan;
 mod tar_scan;

@@ -16,7 +16,8 @@ use tools::browse::{self, display_bytes, mode_string, utc_string, Located, ReadE
 use tools::import::{ImportOptions, Progress};
 use tools::{diff, export, verify, ImportError, Repo, RepoError};
 
-use cli::{Cli, Command};
+use cli::{ChannelOp, Cli, Command};
+use tools::remote::{Remote, RemoteError};
 
 fn main() {
     let cli = Cli::parse();
@@ -48,6 +49,12 @@ fn classify(e: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<format::NameError>().is_some() {
             return exit_codes::BAD_INPUT;
         }
+        match cause.downcast_ref::<RemoteError>() {
+            Some(RemoteError::Http { status: 404, .. }) => return exit_codes::NOT_FOUND,
+            Some(RemoteError::Http { .. }) => return exit_codes::REFUSED,
+            Some(RemoteError::Transport { .. }) => return exit_codes::UNREACHABLE,
+            None => {}
+        }
     }
     exit_codes::FAILURE
 }
@@ -58,6 +65,11 @@ fn default_store() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME").context("neither --store, IMGCTL_STORE, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/imaged/store"))
+}
+
+fn remote(server: &cli::Server) -> Result<Remote> {
+    let url = server.server.as_deref().context("no server: pass --server URL or set IMAGED_SERVER")?;
+    Ok(Remote::new(url, server.token.clone())?)
 }
 
 /// Splits `GEN[:PATH]`.
@@ -267,6 +279,58 @@ fn run(cli: Cli) -> Result<i32> {
                         }
                     }
                 }
+            }
+        }
+        Command::Push { generation, server } => {
+            let g = repo.resolve(&generation.parse()?)?;
+            let remote = remote(&server)?;
+            let start = Instant::now();
+            let r = tools::push::push(&repo.store, &g, &remote).with_context(|| format!("pushing {}", g.label()))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "pushed {}: {} objects, {} uploaded ({} bytes), {:.2} s",
+                    g.label(),
+                    r.objects,
+                    r.uploaded,
+                    r.uploaded_bytes,
+                    start.elapsed().as_secs_f64()
+                )?;
+            }
+        }
+        Command::Channel { op, server } => {
+            let remote = remote(&server)?;
+            let v = match &op {
+                ChannelOp::Set { channel, generation } => remote.channel_set(channel, generation)?,
+                ChannelOp::Promote { from, to } => remote.promote(from, to)?,
+                ChannelOp::Rollback { channel, to } => remote.rollback(channel, to.as_deref())?,
+                ChannelOp::History { channel } => remote.history(channel)?,
+                ChannelOp::Get { channel } => remote.channel_get(channel)?,
+            };
+            if json {
+                writeln!(out, "{v}")?;
+            } else if let Some(versions) = v["versions"].as_array() {
+                for cv in versions {
+                    writeln!(
+                        out,
+                        "v{:<5} {:<24} {:<9} {}",
+                        cv["version"],
+                        cv["generation"].as_str().unwrap_or(""),
+                        cv["action"].as_str().unwrap_or(""),
+                        utc_string(cv["created"].as_i64().unwrap_or(0))
+                    )?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{} v{} -> {} ({})",
+                    v["channel"].as_str().unwrap_or(""),
+                    v["version"],
+                    v["generation"].as_str().unwrap_or(""),
+                    v["action"].as_str().unwrap_or("")
+                )?;
             }
         }
         Command::Verify { dry_run } => {

@@ -1,0 +1,204 @@
+//! Channel endpoints: named, versioned pointers to generations. Every change is a new version
+//! with the next number; nothing is ever rewritten. Reads are cheap to poll: short cache
+//! lifetime, an ETag per version and 304 answers.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use format::{Digest, GenSpec};
+use serde_json::json;
+
+use crate::error::AppError;
+use crate::meta::ChannelVersion;
+use crate::state::{blocking, AppState};
+
+/// Checks a channel name: 1-128 bytes of `/`-separated segments, each `[a-z0-9][a-z0-9._-]*`.
+/// The raw request path must not encode anything (`%2f`, `%00`): names are plain.
+pub fn check_name(name: &str, raw_path: &str) -> Result<(), AppError> {
+    let bad = |why: &str| AppError::bad_request("bad_channel_name", format!("invalid channel name {name:?}: {why}"));
+    if raw_path.contains('%') {
+        return Err(bad("percent-encoding is not allowed in channel names"));
+    }
+    if name.is_empty() || name.len() > 128 {
+        return Err(bad("length must be 1-128"));
+    }
+    for seg in name.split('/') {
+        let ok = seg.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+            && seg != ".."
+            && !seg.contains("..");
+        if !ok {
+            return Err(bad("segments are [a-z0-9][a-z0-9._-]*, separated by /"));
+        }
+    }
+    Ok(())
+}
+
+fn doc(cv: &ChannelVersion, poll_seconds: u32) -> serde_json::Value {
+    json!({
+        "channel": cv.channel, "version": cv.version, "generation": cv.generation, "manifest": cv.manifest,
+        "updated": cv.created, "action": cv.action, "poll_seconds": poll_seconds,
+    })
+}
+
+/// `GET /v1/channels/{name}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    check_name(&name, uri.path())?;
+    let st = state.clone();
+    let n = name.clone();
+    let cv = blocking(move || st.meta.channel(&n).map_err(|e| AppError::internal("reading metadata", e))).await?;
+    let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {name}")))?;
+    let etag = format!("\"v{}\"", cv.version);
+    let mut h = HeaderMap::new();
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).unwrap());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=5"));
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    Ok((h, Json(doc(&cv, state.config.poll_seconds))).into_response())
+}
+
+/// Resolves `IMAGE@N` or a manifest digest to a published generation.
+fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
+    let bad = |m: String| AppError::bad_request("bad_generation", m);
+    let parsed: GenSpec = spec.parse().map_err(|e: format::NameError| bad(e.to_string()))?;
+    let all = state.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
+    let found = match &parsed {
+        GenSpec::Digest(d) => all.into_iter().find(|p| p.manifest == *d),
+        GenSpec::Number(image, n) => all.into_iter().find(|p| p.image == image.as_str() && p.generation == *n),
+        GenSpec::Latest(image) => all.into_iter().filter(|p| p.image == image.as_str()).max_by_key(|p| p.generation),
+    };
+    let p = found.ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "unknown_generation", format!("no published generation {spec}")))?;
+    Ok((format!("{}@{}", p.image, p.generation), p.manifest))
+}
+
+async fn write(
+    state: &AppState,
+    channel: String,
+    action: &'static str,
+    pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
+) -> Result<Response, AppError> {
+    let _guard = state.channel_writes.lock().await;
+    let st = state.clone();
+    let cv = blocking(move || {
+        let history = st.meta.history(&channel).map_err(|e| AppError::internal("reading metadata", e))?;
+        let (generation, manifest) = pick(&st, &history)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let cv = ChannelVersion {
+            channel,
+            version: history.last().map_or(1, |v| v.version + 1),
+            generation,
+            manifest: manifest.to_hex(),
+            created: now,
+            action: action.into(),
+        };
+        st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
+        tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action, "channel moved");
+        Ok(cv)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(doc(&cv, state.config.poll_seconds))).into_response())
+}
+
+/// Body of `PUT /v1/channels/{name}`.
+#[derive(serde::Deserialize)]
+pub struct SetBody {
+    generation: String,
+}
+
+/// `PUT /v1/channels/{name}` `{"generation": "IMAGE@N" | DIGEST}`.
+pub async fn set(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Json(body): Json<SetBody>,
+) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    check_name(&name, uri.path())?;
+    write(&state, name, "set", move |st, _| resolve(st, &body.generation)).await
+}
+
+/// Body of `POST /v1/promote`.
+#[derive(serde::Deserialize)]
+pub struct PromoteBody {
+    from: String,
+    to: String,
+}
+
+/// `POST /v1/promote` `{"from": CHANNEL, "to": CHANNEL}`: `to` gets `from`'s generation.
+pub async fn promote(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Json(body): Json<PromoteBody>,
+) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    check_name(&body.from, uri.path())?;
+    check_name(&body.to, uri.path())?;
+    let from = body.from.clone();
+    write(&state, body.to, "promote", move |st, _| {
+        let cv = st.meta.channel(&from).map_err(|e| AppError::internal("reading metadata", e))?;
+        let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {from}")))?;
+        Ok((cv.generation, cv.manifest.parse().map_err(|e| AppError::internal("parsing a stored digest", e))?))
+    })
+    .await
+}
+
+/// Body of `POST /v1/rollback`.
+#[derive(serde::Deserialize)]
+pub struct RollbackBody {
+    channel: String,
+    to: Option<String>,
+}
+
+/// `POST /v1/rollback` `{"channel": NAME, "to": optional generation}`: a new version naming an
+/// older generation: `to`, or else the generation the channel named before its current one.
+pub async fn rollback(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Json(body): Json<RollbackBody>,
+) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    check_name(&body.channel, uri.path())?;
+    let to = body.to;
+    let channel = body.channel.clone();
+    write(&state, body.channel, "rollback", move |st, history| {
+        let current = history.last().ok_or_else(|| AppError::not_found(format!("no channel {channel}")))?;
+        if let Some(spec) = to {
+            return resolve(st, &spec);
+        }
+        let previous = history.iter().rev().find(|v| v.manifest != current.manifest);
+        let previous = previous.ok_or_else(|| {
+            AppError::new(StatusCode::CONFLICT, "nothing_to_roll_back_to", format!("{channel} has never named another generation"))
+        })?;
+        Ok((previous.generation.clone(), previous.manifest.parse().map_err(|e| AppError::internal("parsing a stored digest", e))?))
+    })
+    .await
+}
+
+/// `GET /v1/history/{name}`: every version, oldest first.
+pub async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    check_name(&name, uri.path())?;
+    let st = state.clone();
+    let n = name.clone();
+    let versions = blocking(move || st.meta.history(&n).map_err(|e| AppError::internal("reading metadata", e))).await?;
+    if versions.is_empty() {
+        return Err(AppError::not_found(format!("no channel {name}")));
+    }
+    Ok(Json(json!({ "channel": name, "versions": versions })).into_response())
+}

@@ -1,0 +1,90 @@
+//! Server configuration: embedded defaults, an optional TOML file, and command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `imaged serve` can be told. Every field has a default.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory: `store/` (objects), `meta/` (rocksdb), `admin.token`.
+    pub data: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The bearer token for publishing; if unset, one is generated into `DATA/admin.token`.
+    pub token: Option<String>,
+    /// Require the token for reads too.
+    pub token_for_reads: bool,
+    /// Largest object accepted by upload (framed bytes).
+    pub max_object_bytes: u64,
+    /// Largest manifest accepted by publish.
+    pub max_manifest_bytes: u64,
+    /// Channel versions whose generations garbage collection keeps, per channel.
+    pub keep_channel_versions: u32,
+    /// Poll interval endpoints are told to use, seconds.
+    pub poll_seconds: u32,
+}
+
+/// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
+pub const DEFAULT_PORT: u16 = 4640;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data: default_data_dir(),
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            token: None,
+            token_for_reads: false,
+            max_object_bytes: 64 << 20,
+            max_manifest_bytes: 16 << 20,
+            keep_channel_versions: 5,
+            poll_seconds: 300,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/imaged");
+    }
+    match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("imaged/server"),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".local/share/imaged/server"))
+            .unwrap_or_else(|| PathBuf::from("imaged-data")),
+    }
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+}

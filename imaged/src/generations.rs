@@ -1,0 +1,151 @@
+//! Generation endpoints: publish (refused, with the missing objects, unless the whole tree is
+//! present), list and get.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cache::Store;
+use format::{Digest, EntryKind, ImageName, Manifest, Tree};
+use serde_json::{json, Value};
+
+use crate::error::AppError;
+use crate::state::{blocking, AppState};
+
+/// How many missing digests a refusal lists (the count is always exact).
+const LIST_MISSING: usize = 10_000;
+
+/// Every object `m` reaches that `store` lacks (or cannot parse, for trees): up to `cap` of
+/// them, and how many in all. A missing tree hides what is below it until it arrives.
+pub fn missing_objects(store: &Store, m: &Manifest, cap: usize) -> (Vec<Digest>, usize) {
+    let mut missing = Vec::new();
+    let mut count = 0;
+    let mut note = |d: Digest, missing: &mut Vec<Digest>| {
+        count += 1;
+        if missing.len() < cap {
+            missing.push(d);
+        }
+    };
+    if let Some(dict) = m.dictionary() {
+        if !store.contains(&dict) {
+            note(dict, &mut missing);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut stack = vec![m.root];
+    let mut seen_data = HashSet::new();
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        let Some(tree) = store.get(&t).ok().and_then(|b| Tree::decode(&b).ok()) else {
+            note(t, &mut missing);
+            continue;
+        };
+        for e in tree.entries {
+            match e.kind {
+                EntryKind::Directory { tree } => stack.push(tree),
+                EntryKind::Regular { extents, .. } => {
+                    for x in extents {
+                        if seen_data.insert(x.digest) && !store.contains(&x.digest) {
+                            note(x.digest, &mut missing);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (missing, count)
+}
+
+fn describe(p: &crate::meta::Published, m: &Manifest) -> Value {
+    json!({
+        "image": p.image, "generation": p.generation, "label": format!("{}@{}", p.image, p.generation),
+        "manifest": p.manifest.to_hex(), "root": m.root.to_hex(), "parent": m.parent.map(|d| d.to_hex()),
+        "created": m.created, "message": m.message, "stats": {
+            "files": m.stats.files, "bytes": m.stats.bytes, "objects": m.stats.objects,
+        },
+    })
+}
+
+/// `POST /v1/generations` with the manifest bytes as body.
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let manifest = Manifest::decode(&body).map_err(|e| AppError::bad_request("bad_manifest", format!("not a generation manifest: {e}")))?;
+    let digest = Digest::of(&body);
+    let st = state.clone();
+    blocking(move || {
+        let label = format!("{}@{}", manifest.image, manifest.generation);
+        let published = crate::meta::Published { image: manifest.image.to_string(), generation: manifest.generation, manifest: digest };
+        match st.meta.generation(manifest.image.as_str(), manifest.generation).map_err(|e| AppError::internal("reading metadata", e))? {
+            Some(existing) if existing == digest => return Ok((StatusCode::OK, Json(describe(&published, &manifest))).into_response()),
+            Some(existing) => {
+                return Err(AppError::new(
+                    StatusCode::CONFLICT,
+                    "generation_exists",
+                    format!("{label} is already published as manifest {existing}"),
+                ));
+            }
+            None => {}
+        }
+        let (missing, count) = missing_objects(&st.store, &manifest, LIST_MISSING);
+        if count > 0 {
+            let mut e = AppError::new(
+                StatusCode::CONFLICT,
+                "missing_objects",
+                format!("{label} refers to {count} objects the server lacks; upload them and publish again"),
+            );
+            e.details = Some(json!({ "missing_count": count, "missing": missing.iter().map(Digest::to_hex).collect::<Vec<_>>() }));
+            return Err(e);
+        }
+        // Objects are all present; the manifest object next, then the record that makes the
+        // generation visible.
+        st.store.insert(&body, 3).map_err(|e| AppError::internal("storing the manifest", e))?;
+        st.store.sync().map_err(|e| AppError::internal("syncing the store", e))?;
+        st.meta
+            .put_generation(&manifest.image, manifest.generation, &digest)
+            .map_err(|e| AppError::internal("recording the generation", e))?;
+        tracing::info!(generation = %label, manifest = %digest, "published");
+        Ok((StatusCode::CREATED, Json(describe(&published, &manifest))).into_response())
+    })
+    .await
+}
+
+fn load(store: &Store, p: &crate::meta::Published) -> Result<Manifest, AppError> {
+    let bytes = store.get(&p.manifest).map_err(|e| AppError::internal("reading a manifest", e))?;
+    Manifest::decode(&bytes).map_err(|e| AppError::internal("parsing a manifest", e))
+}
+
+/// `GET /v1/generations`: every published generation.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let st = state.clone();
+    blocking(move || {
+        let all = st.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
+        let rows: Result<Vec<Value>, AppError> = all.iter().map(|p| Ok(describe(p, &load(&st.store, p)?))).collect();
+        Ok(Json(json!({ "generations": rows? })).into_response())
+    })
+    .await
+}
+
+/// `GET /v1/generations/{image}/{number}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path((image, number)): Path<(String, u64)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let image = ImageName::new(&image).map_err(|e| AppError::bad_request("bad_name", e.to_string()))?;
+    let st = state.clone();
+    blocking(move || {
+        let d = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
+        let d = d.ok_or_else(|| AppError::not_found(format!("no generation {image}@{number}")))?;
+        let p = crate::meta::Published { image: image.to_string(), generation: number, manifest: d };
+        Ok(Json(describe(&p, &load(&st.store, &p)?)).into_response())
+    })
+    .await
+}

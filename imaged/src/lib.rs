@@ -1,0 +1,136 @@
+//! imaged, the image server: stores objects, publishes generations and moves channels over
+//! HTTP. `app(state)` is the whole HTTP surface; `open(config)` builds the state from disk.
+#![warn(missing_docs)]
+
+pub mod channels;
+pub mod config;
+pub mod error;
+pub mod generations;
+pub mod meta;
+pub mod objects;
+pub mod state;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The HTTP API (documented in docs/api.md).
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_object_bytes.max(state.config.max_manifest_bytes) as usize + 1024;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/objects/missing", post(objects::missing))
+        .route("/v1/objects/batch", post(objects::batch))
+        .route("/v1/objects/{digest}", get(objects::get).put(objects::put))
+        .route("/v1/generations", get(generations::list).post(generations::publish))
+        .route("/v1/generations/{image}/{number}", get(generations::get))
+        .route("/v1/channels/{*name}", get(channels::get).put(channels::set))
+        .route("/v1/history/{*name}", get(channels::history))
+        .route("/v1/promote", post(channels::promote))
+        .route("/v1/rollback", post(channels::rollback))
+        .fallback(|| async { AppError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_log))
+        .with_state(state)
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Gives every request an id (also returned as `x-request-id`), logs it with its status and
+/// latency, and turns the framework's plain-text rejections into JSON errors.
+async fn request_log(req: Request, next: Next) -> Response {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let start = std::time::Instant::now();
+    let span = tracing::info_span!("request", id, %method, %path);
+    let _enter = span.enter();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        // Extractor rejections (bad JSON, oversized body, bad path) arrive as text.
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "bad_content_type",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            _ => "bad_request",
+        };
+        let body = axum::body::to_bytes(std::mem::take(resp.body_mut()), 64 * 1024).await.unwrap_or_default();
+        resp = axum::response::IntoResponse::into_response(AppError::new(status, code, String::from_utf8_lossy(&body).trim().to_string()));
+    }
+    tracing::info!(status = status.as_u16(), micros = start.elapsed().as_micros() as u64, "done");
+    resp.headers_mut().insert("x-request-id", HeaderValue::from(id));
+    resp
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A directory or the token file could not be created or read.
+    #[error("cannot prepare {path}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] cache::OpenError),
+    /// The metadata database failed.
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+}
+
+/// Opens the data directory: `store/`, `meta/`, and the publishing token (generated into
+/// `admin.token`, mode 0600, when none is configured). Returns the state and, when a token
+/// was generated, the file it was written to.
+pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), OpenError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Io { path, source }
+    };
+    std::fs::create_dir_all(&config.data).map_err(io(&config.data))?;
+    let store = cache::Store::open(config.data.join("store"))?;
+    let meta = meta::Meta::open(&config.data.join("meta"))?;
+    let mut generated = None;
+    let token = match &config.token {
+        Some(t) => t.clone(),
+        None => {
+            let path = config.data.join("admin.token");
+            match std::fs::read_to_string(&path) {
+                Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+                _ => {
+                    let bytes: [u8; 32] = rand::random();
+                    let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    let mut f =
+                        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(io(&path))?;
+                    f.write_all(format!("{t}\n").as_bytes()).and_then(|_| f.sync_all()).map_err(io(&path))?;
+                    generated = Some(path);
+                    t
+                }
+            }
+        }
+    };
+    let state = AppState {
+        store: Arc::new(store),
+        meta: Arc::new(meta),
+        token: Arc::new(token),
+        config: Arc::new(config),
+        channel_writes: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    Ok((state, generated))
+}

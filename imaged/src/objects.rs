@@ -1,0 +1,147 @@
+//! Object endpoints: GET/HEAD by digest (immutable, ETag, Range), the missing-objects query, a
+//! batch fetch streaming many objects in one response, and verified upload.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use format::Digest;
+use serde_json::json;
+
+use crate::error::AppError;
+use crate::state::{blocking, AppState};
+
+/// Most digests one missing-query or batch request may name.
+pub const MAX_DIGESTS: usize = 100_000;
+
+fn parse_digest(hex: &str) -> Result<Digest, AppError> {
+    hex.parse().map_err(|_| AppError::bad_request("bad_digest", format!("{hex:?} is not a 64-hex-character digest")))
+}
+
+fn read_framed(state: &AppState, digest: Digest) -> impl FnOnce() -> Result<Vec<u8>, AppError> {
+    let store = state.store.clone();
+    move || match store.get_framed(&digest) {
+        Ok(b) => Ok(b),
+        Err(cache::GetError::NotFound(_)) => Err(AppError::not_found(format!("no object {digest}"))),
+        Err(e) => Err(AppError::internal("reading an object", e)),
+    }
+}
+
+/// `GET|HEAD /v1/objects/{digest}`: the framed object.
+pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let digest = parse_digest(&hex)?;
+    let etag = format!("\"{digest}\"");
+    let framed = blocking(read_framed(&state, digest)).await?;
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.imaged.object"));
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    let Some(range) = headers.get(header::RANGE) else {
+        return Ok((h, framed).into_response());
+    };
+    let total = framed.len() as u64;
+    match parse_range(range.to_str().unwrap_or(""), total) {
+        Some((start, end)) => {
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).unwrap());
+            Ok((StatusCode::PARTIAL_CONTENT, h, framed[start as usize..=end as usize].to_vec()).into_response())
+        }
+        None => {
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{total}")).unwrap());
+            Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response())
+        }
+    }
+}
+
+/// Parses a single `bytes=A-B`, `bytes=A-` or `bytes=-N` range into inclusive bounds.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (s, "") => (s.parse().ok()?, total - 1),
+        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// Body of the missing-query and batch requests.
+#[derive(serde::Deserialize)]
+pub struct DigestList {
+    digests: Vec<String>,
+}
+
+fn parse_list(list: DigestList) -> Result<Vec<Digest>, AppError> {
+    if list.digests.len() > MAX_DIGESTS {
+        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_digests", format!("at most {MAX_DIGESTS} digests per request")));
+    }
+    list.digests.iter().map(|h| parse_digest(h)).collect()
+}
+
+/// `POST /v1/objects/missing` `{"digests": [...]}` → `{"missing": [...]}`.
+pub async fn missing(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let digests = parse_list(list)?;
+    let store = state.store.clone();
+    let missing: Vec<String> = blocking(move || Ok(digests.iter().filter(|d| !store.contains(d)).map(|d| d.to_hex()).collect())).await?;
+    Ok(Json(json!({ "missing": missing })).into_response())
+}
+
+/// `POST /v1/objects/batch` `{"digests": [...]}` → a stream of records, each the 32-byte
+/// digest, a u32 little-endian length and the framed object, for every object present (absent
+/// ones are left out; the client sees which arrived).
+pub async fn batch(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let digests = parse_list(list)?;
+    let store = state.store.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        for d in digests {
+            let Ok(framed) = store.get_framed(&d) else { continue };
+            let mut rec = Vec::with_capacity(36 + framed.len());
+            rec.extend_from_slice(&d.0);
+            rec.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+            rec.extend_from_slice(&framed);
+            if tx.blocking_send(Ok(Bytes::from(rec))).is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok(([(header::CONTENT_TYPE, "application/vnd.imaged.records")], Body::from_stream(stream)).into_response())
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `PUT /v1/objects/{digest}`: stores framed bytes after checking they decode to the digest.
+pub async fn put(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let digest = parse_digest(&hex)?;
+    let store = state.store.clone();
+    let limit = state.config.max_object_bytes;
+    let inserted = blocking(move || match store.insert_framed(&digest, &body, limit) {
+        Ok(i) => Ok(i),
+        Err(cache::InsertError::Invalid { source, .. }) => {
+            Err(AppError::bad_request("bad_object", format!("object {digest} refused: {source}")))
+        }
+        Err(e) => Err(AppError::internal("storing an object", e)),
+    })
+    .await?;
+    let status = if inserted.new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "digest": digest.to_hex(), "new": inserted.new }))).into_response())
+}

@@ -1,0 +1,57 @@
+//! Shared server state, passed explicitly to every handler, and the bearer-token check.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use cache::Store;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::meta::Meta;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Objects.
+    pub store: Arc<Store>,
+    /// Generations and channels.
+    pub meta: Arc<Meta>,
+    /// The publishing token.
+    pub token: Arc<String>,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Serialises channel writes so versions stay dense and increasing.
+    pub channel_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    /// Requires `Authorization: Bearer TOKEN`.
+    pub fn require_token(&self, headers: &HeaderMap) -> Result<(), AppError> {
+        let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
+            Some(_) => Err(AppError::new(axum::http::StatusCode::FORBIDDEN, "bad_token", "the bearer token is wrong")),
+            None => {
+                Err(AppError::new(axum::http::StatusCode::UNAUTHORIZED, "token_required", "this request needs Authorization: Bearer TOKEN"))
+            }
+        }
+    }
+
+    /// Requires the token for reads when the configuration says so.
+    pub fn require_read(&self, headers: &HeaderMap) -> Result<(), AppError> {
+        if self.config.token_for_reads {
+            self.require_token(headers)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs blocking storage work off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AppError> + Send + 'static) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| AppError::internal("a storage task", e))?
+}
