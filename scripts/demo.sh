@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The demo on embedded defaults: build, import a small OS-like tree as generation 1, patch it,
-# import generation 2, compare, export, verify. Later stages (server, mount) extend it.
+# The demo on embedded defaults: build, import a small OS-like tree as generation 1, patch it
+# into generation 2, start imaged, push both, move channels (set, promote, roll back), compare,
+# export, verify. The mount stage (imgfs) extends it when it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release --workspace --bins --locked
-IMGCTL=$PWD/target/release/imgctl
-[[ -n ${CARGO_TARGET_DIR:-} ]] && IMGCTL=$CARGO_TARGET_DIR/release/imgctl
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+IMGCTL=$BIN/imgctl
 WORK=$(mktemp -d /tmp/imaged-demo.XXXXXX)
 export IMGCTL_STORE=$WORK/store
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -25,6 +26,29 @@ step "patch once: upgrade demo-tool, add a config file, import generation 2"
 printf 'Package: demo-tool\nStatus: install ok installed\nVersion: 1.1\n\nPackage: new-lib\nStatus: install ok installed\nVersion: 0.3\n\n' >"$WORK/root/var/lib/dpkg/status"
 echo "patched=yes" >"$WORK/root/etc/demo.conf"
 "$IMGCTL" import "$WORK/root" --image demo -m "patch: demo-tool 1.1"
+
+step "start imaged on embedded defaults (a temporary data dir, 127.0.0.1, a free port)"
+"$BIN/imaged" serve --data "$WORK/server" --listen 127.0.0.1:0 2>"$WORK/imaged.log" &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$WORK/imaged.log" 2>/dev/null && break; sleep 0.1; done
+export IMAGED_SERVER=$(sed -n 's/.*imaged listening on //p' "$WORK/imaged.log")
+export IMAGED_TOKEN=$(cat "$WORK/server/admin.token")
+echo "server $IMAGED_SERVER, token from $WORK/server/admin.token"
+
+step "push generation 1 and point the pilot and stable channels at it"
+"$IMGCTL" push demo@1
+"$IMGCTL" channel set demo/pilot demo@1
+"$IMGCTL" channel promote demo/pilot demo/stable
+
+step "push the patched generation 2 (only what changed travels) to pilot, then promote"
+"$IMGCTL" push demo@2
+"$IMGCTL" channel set demo/pilot demo@2
+"$IMGCTL" channel promote demo/pilot demo/stable
+
+step "roll stable back: a new channel version naming generation 1"
+"$IMGCTL" channel rollback demo/stable
+"$IMGCTL" channel history demo/stable
 
 step "history, listing, a file, and what changed"
 "$IMGCTL" log demo
