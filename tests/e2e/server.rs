@@ -206,8 +206,8 @@ fn kill_9_during_push_then_restart_and_resume() {
     let port = server.port();
     let src = t.path("src");
     fs::create_dir(&src).unwrap();
-    for i in 0..400 {
-        fs::write(src.join(format!("f{i}")), noise(20_000, i)).unwrap();
+    for i in 0..3000 {
+        fs::write(src.join(format!("f{i}")), noise(3_000, i)).unwrap();
     }
     t.import(&src, "img");
     let mut push = Command::new(tests::bin("imgctl"))
@@ -217,7 +217,17 @@ fn kill_9_during_push_then_restart_and_resume() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // Kill the server once some, but far from all, of the ~3000 objects have arrived.
+    let loose = |dir: &std::path::Path| {
+        fs::read_dir(dir.join("store/objects"))
+            .map(|d| d.filter_map(Result::ok).map(|p| fs::read_dir(p.path()).map(|f| f.count()).unwrap_or(0)).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while loose(&data) < 50 {
+        assert!(std::time::Instant::now() < deadline, "no object arrived within 30 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     server.kill();
     assert!(!push.wait().unwrap().success(), "the push must fail when the server dies");
     drop(server);

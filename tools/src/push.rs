@@ -70,10 +70,20 @@ pub fn reachable(store: &cache::Store, gen: &Generation) -> Result<Vec<Digest>, 
 pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<PushReport, PushError> {
     let all = reachable(store, gen)?;
     let mut missing = Vec::new();
+    let mut uploaded_first = 0u64;
     for batch in all.chunks(QUERY_BATCH) {
         missing.extend(remote.missing(batch)?);
     }
     let bytes = AtomicU64::new(0);
+    // The server verifies every object as it arrives, and objects compressed with the image's
+    // dictionary cannot be verified without it: the dictionary goes first, alone.
+    if let Some(dict) = gen.manifest.dictionary().filter(|d| missing.contains(d)) {
+        let framed = store.get_framed(&dict).map_err(ReadError::from)?;
+        bytes.fetch_add(framed.len() as u64, Ordering::Relaxed);
+        remote.put_object(&dict, framed)?;
+        missing.retain(|d| *d != dict);
+        uploaded_first += 1;
+    }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(PARALLEL_UPLOADS).build().expect("thread pool");
     pool.install(|| {
         missing.par_iter().try_for_each(|d| -> Result<(), PushError> {
@@ -85,5 +95,10 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
     })?;
     let manifest = store.get(&gen.digest).map_err(ReadError::from)?;
     let published = remote.publish(manifest)?;
-    Ok(PushReport { objects: all.len() as u64, uploaded: missing.len() as u64, uploaded_bytes: bytes.into_inner(), published })
+    Ok(PushReport {
+        objects: all.len() as u64,
+        uploaded: missing.len() as u64 + uploaded_first,
+        uploaded_bytes: bytes.into_inner(),
+        published,
+    })
 }
