@@ -42,6 +42,21 @@ fn doc(cv: &ChannelVersion, poll_seconds: u32) -> serde_json::Value {
     })
 }
 
+/// The checks every channel read starts with (read token, name), then `read` on the metadata,
+/// off the async runtime.
+async fn read_channel<T: Send + 'static>(
+    state: &AppState,
+    name: &str,
+    raw_path: &str,
+    headers: &HeaderMap,
+    read: impl FnOnce(&crate::meta::Meta, &str) -> Result<T, crate::meta::MetaError> + Send + 'static,
+) -> Result<T, AppError> {
+    state.require_read(headers)?;
+    check_name(name, raw_path)?;
+    let (st, n) = (state.clone(), name.to_string());
+    blocking(move || read(&st.meta, &n).map_err(|e| AppError::internal("reading metadata", e))).await
+}
+
 /// `GET /v1/channels/{name}`.
 pub async fn get(
     State(state): State<AppState>,
@@ -49,11 +64,7 @@ pub async fn get(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    state.require_read(&headers)?;
-    check_name(&name, uri.path())?;
-    let st = state.clone();
-    let n = name.clone();
-    let cv = blocking(move || st.meta.channel(&n).map_err(|e| AppError::internal("reading metadata", e))).await?;
+    let cv = read_channel(&state, &name, uri.path(), &headers, |meta, n| meta.channel(n)).await?;
     let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {name}")))?;
     let etag = format!("\"v{}\"", cv.version);
     let mut h = HeaderMap::new();
@@ -192,11 +203,7 @@ pub async fn history(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    state.require_read(&headers)?;
-    check_name(&name, uri.path())?;
-    let st = state.clone();
-    let n = name.clone();
-    let versions = blocking(move || st.meta.history(&n).map_err(|e| AppError::internal("reading metadata", e))).await?;
+    let versions = read_channel(&state, &name, uri.path(), &headers, |meta, n| meta.history(n)).await?;
     if versions.is_empty() {
         return Err(AppError::not_found(format!("no channel {name}")));
     }
