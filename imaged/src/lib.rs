@@ -42,8 +42,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rollback", post(channels::rollback))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| refuse_oversized(limit, req, next)))
         .layer(axum::middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// Refuses a request whose declared length is over the limit before reading any of its body;
+/// `DefaultBodyLimit` still stops bodies without a declared length once they pass it.
+async fn refuse_oversized(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a body of {n} bytes is over the limit of {limit}"),
+        )),
+        _ => next.run(req).await,
+    }
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
