@@ -9,10 +9,12 @@
 
 mod error;
 pub mod pack;
+mod reach;
 mod store;
 
 pub use error::{GetError, InsertError, OpenError};
-pub use store::{Inserted, Store};
+pub use reach::{reachable, reachable_into, ReachError};
+pub use store::{Inserted, Store, Verified};
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,20 @@ pub struct Inserted {
     pub stored_len: u64,
 }
 
+/// Framed bytes that `Store::verify` checked: the only way to `insert_verified`.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified<'a> {
+    digest: Digest,
+    framed: &'a [u8],
+}
+
+impl Verified<'_> {
+    /// The object's digest.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+}
+
 /// Largest zstd dictionary the store loads.
 pub const MAX_DICTIONARY: u64 = 1 << 20;
 
@@ -195,8 +209,34 @@ impl Store {
         if self.contains(digest) {
             return Ok(Inserted { digest: *digest, new: false, stored_len: 0 });
         }
+        let verified = self.verify(digest, framed, limit)?;
+        self.insert_verified(verified)
+    }
+
+    /// Checks that framed bytes decode to `digest` within `limit`, without storing them: for
+    /// a writer that must check a whole batch before any of it becomes visible.
+    pub fn verify<'a>(&self, digest: &Digest, framed: &'a [u8], limit: u64) -> Result<Verified<'a>, InsertError> {
         self.decode(framed, digest, limit.min(MAX_OBJECT)).map_err(|source| InsertError::Invalid { digest: *digest, source })?;
-        self.write_framed(digest, framed)
+        Ok(Verified { digest: *digest, framed })
+    }
+
+    /// Stores an object `verify` accepted.
+    pub fn insert_verified(&self, v: Verified<'_>) -> Result<Inserted, InsertError> {
+        if self.contains(&v.digest) {
+            return Ok(Inserted { digest: v.digest, new: false, stored_len: 0 });
+        }
+        self.write_framed(&v.digest, v.framed)
+    }
+
+    /// Bytes an object takes in the store (framed, compressed), if present.
+    pub fn stored_len(&self, digest: &Digest) -> Option<u64> {
+        if let Some((_, loc)) = self.packs.read().unwrap().index.get(digest) {
+            return Some(loc.len as u64);
+        }
+        if let Some(loc) = self.active.lock().unwrap().as_ref().and_then(|a| a.written.get(digest).copied()) {
+            return Some(loc.len as u64);
+        }
+        fs::metadata(self.object_path(digest)).ok().map(|m| m.len())
     }
 
     fn write_framed(&self, digest: &Digest, framed: &[u8]) -> Result<Inserted, InsertError> {

@@ -97,6 +97,7 @@ async fn write(
     pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
 ) -> Result<Response, AppError> {
     let _guard = state.channel_writes.lock().await;
+    let _gc = state.gc_lock.read().await;
     let st = state.clone();
     let cv = blocking(move || {
         let history = st.meta.history(&channel).map_err(|e| AppError::internal("reading metadata", e))?;
@@ -111,6 +112,7 @@ async fn write(
             action: action.into(),
         };
         st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
+        st.metrics.channel_moves.inc();
         tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action, "channel moved");
         Ok(cv)
     })
@@ -171,7 +173,8 @@ pub struct RollbackBody {
 }
 
 /// `POST /v1/rollback` `{"channel": NAME, "to": optional generation}`: a new version naming an
-/// older generation: `to`, or else the generation the channel named before its current one.
+/// older generation: `to`, or else the newest generation the channel named before its current
+/// one that is still published (garbage collection may have removed older ones).
 pub async fn rollback(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -187,9 +190,18 @@ pub async fn rollback(
         if let Some(spec) = to {
             return resolve(st, &spec);
         }
-        let previous = history.iter().rev().find(|v| v.manifest != current.manifest);
+        let published = st.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
+        let previous = history
+            .iter()
+            .rev()
+            .filter(|v| v.manifest != current.manifest)
+            .find(|v| published.iter().any(|p| p.manifest.to_hex() == v.manifest));
         let previous = previous.ok_or_else(|| {
-            AppError::new(StatusCode::CONFLICT, "nothing_to_roll_back_to", format!("{channel} has never named another generation"))
+            AppError::new(
+                StatusCode::CONFLICT,
+                "nothing_to_roll_back_to",
+                format!("{channel} never named another generation that is still published"),
+            )
         })?;
         Ok((previous.generation.clone(), previous.manifest.parse().map_err(|e| AppError::internal("parsing a stored digest", e))?))
     })

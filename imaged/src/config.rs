@@ -23,6 +23,11 @@ pub struct Config {
     pub keep_channel_versions: u32,
     /// Poll interval endpoints are told to use, seconds.
     pub poll_seconds: u32,
+    /// Garbage collection keeps generations published, and objects uploaded or asked about by
+    /// a push, less than this many seconds ago.
+    pub gc_grace_seconds: u64,
+    /// Run garbage collection every this many seconds while serving; 0 never.
+    pub gc_interval_seconds: u64,
 }
 
 /// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
@@ -39,6 +44,8 @@ impl Default for Config {
             max_manifest_bytes: 16 << 20,
             keep_channel_versions: 5,
             poll_seconds: 300,
+            gc_grace_seconds: 24 * 3600,
+            gc_interval_seconds: 0,
         }
     }
 }

@@ -63,7 +63,12 @@ pub fn missing_objects(store: &Store, m: &Manifest, cap: usize) -> (Vec<Digest>,
 }
 
 fn describe(p: &crate::meta::Published, m: &Manifest) -> Value {
+    describe_with(p, m, None)
+}
+
+fn describe_with(p: &crate::meta::Published, m: &Manifest, keep: Option<bool>) -> Value {
     json!({
+        "keep": keep,
         "image": p.image, "generation": p.generation, "label": format!("{}@{}", p.image, p.generation),
         "manifest": p.manifest.to_hex(), "root": m.root.to_hex(), "parent": m.parent.map(|d| d.to_hex()),
         "created": m.created, "message": m.message, "stats": {
@@ -77,6 +82,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
     state.require_token(&headers)?;
     let manifest = Manifest::decode(&body).map_err(|e| AppError::bad_request("bad_manifest", format!("not a generation manifest: {e}")))?;
     let digest = Digest::of(&body);
+    let _gc = state.gc_lock.read().await;
     let st = state.clone();
     blocking(move || {
         let label = format!("{}@{}", manifest.image, manifest.generation);
@@ -109,6 +115,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
         st.meta
             .put_generation(&manifest.image, manifest.generation, &digest)
             .map_err(|e| AppError::internal("recording the generation", e))?;
+        st.metrics.publishes.inc();
         tracing::info!(generation = %label, manifest = %digest, "published");
         Ok((StatusCode::CREATED, Json(describe(&published, &manifest))).into_response())
     })
@@ -126,7 +133,9 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     let st = state.clone();
     blocking(move || {
         let all = st.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
-        let rows: Result<Vec<Value>, AppError> = all.iter().map(|p| Ok(describe(p, &load(&st.store, p)?))).collect();
+        let kept = st.meta.kept().map_err(|e| AppError::internal("reading metadata", e))?;
+        let is_kept = |p: &crate::meta::Published| kept.iter().any(|(i, n)| *i == p.image && *n == p.generation);
+        let rows: Result<Vec<Value>, AppError> = all.iter().map(|p| Ok(describe_with(p, &load(&st.store, p)?, Some(is_kept(p))))).collect();
         Ok(Json(json!({ "generations": rows? })).into_response())
     })
     .await
@@ -145,7 +154,31 @@ pub async fn get(
         let d = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
         let d = d.ok_or_else(|| AppError::not_found(format!("no generation {image}@{number}")))?;
         let p = crate::meta::Published { image: image.to_string(), generation: number, manifest: d };
-        Ok(Json(describe(&p, &load(&st.store, &p)?)).into_response())
+        let kept = st.meta.kept().map_err(|e| AppError::internal("reading metadata", e))?;
+        let keep = kept.iter().any(|(i, n)| i == image.as_str() && *n == number);
+        Ok(Json(describe_with(&p, &load(&st.store, &p)?, Some(keep))).into_response())
+    })
+    .await
+}
+
+/// `PUT|DELETE /v1/generations/{image}/{number}/keep`: marks (or unmarks) a generation that
+/// garbage collection must keep whatever the channels say.
+pub async fn keep(
+    State(state): State<AppState>,
+    Path((image, number)): Path<(String, u64)>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let image = ImageName::new(&image).map_err(|e| AppError::bad_request("bad_name", e.to_string()))?;
+    let keep = method == axum::http::Method::PUT;
+    let _gc = state.gc_lock.read().await;
+    let st = state.clone();
+    blocking(move || {
+        let found = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
+        found.ok_or_else(|| AppError::not_found(format!("no generation {image}@{number}")))?;
+        st.meta.set_keep(image.as_str(), number, keep).map_err(|e| AppError::internal("recording the mark", e))?;
+        Ok(Json(json!({ "generation": format!("{image}@{number}"), "keep": keep })).into_response())
     })
     .await
 }

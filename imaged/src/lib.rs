@@ -5,8 +5,10 @@
 pub mod channels;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod generations;
 pub mod meta;
+pub mod metrics;
 pub mod objects;
 pub mod state;
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -31,11 +33,15 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_object_bytes.max(state.config.max_manifest_bytes) as usize + 1024;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/gc", post(gc::handle))
         .route("/v1/objects/missing", post(objects::missing))
         .route("/v1/objects/batch", post(objects::batch))
+        .route("/v1/objects/upload", post(objects::upload))
         .route("/v1/objects/{digest}", get(objects::get).put(objects::put))
         .route("/v1/generations", get(generations::list).post(generations::publish))
         .route("/v1/generations/{image}/{number}", get(generations::get))
+        .route("/v1/generations/{image}/{number}/keep", axum::routing::put(generations::keep).delete(generations::keep))
         .route("/v1/channels/{*name}", get(channels::get).put(channels::set))
         .route("/v1/history/{*name}", get(channels::history))
         .route("/v1/promote", post(channels::promote))
@@ -43,8 +49,18 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| refuse_oversized(limit, req, next)))
-        .layer(axum::middleware::from_fn(request_log))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_log))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let st = state.clone();
+    if let Ok(Ok(gens)) = tokio::task::spawn_blocking(move || st.meta.generations()).await {
+        state.metrics.generations.set(gens.len() as i64);
+    }
+    let body = state.metrics.encode();
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
 /// Refuses a request whose declared length is over the limit before reading any of its body;
@@ -65,9 +81,10 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Gives every request an id (also returned as `x-request-id`), logs it with its status and
 /// latency, and turns the framework's plain-text rejections into JSON errors.
-async fn request_log(req: Request, next: Next) -> Response {
+async fn request_log(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let start = std::time::Instant::now();
     let span = tracing::info_span!("request", id, %method, %path);
     let _enter = span.enter();
@@ -85,7 +102,10 @@ async fn request_log(req: Request, next: Next) -> Response {
         let body = axum::body::to_bytes(std::mem::take(resp.body_mut()), 64 * 1024).await.unwrap_or_default();
         resp = axum::response::IntoResponse::into_response(AppError::new(status, code, String::from_utf8_lossy(&body).trim().to_string()));
     }
-    tracing::info!(status = status.as_u16(), micros = start.elapsed().as_micros() as u64, "done");
+    let elapsed = start.elapsed();
+    tracing::info!(status = status.as_u16(), micros = elapsed.as_micros() as u64, "done");
+    state.metrics.latency.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+    state.metrics.requests.get_or_create(&metrics::RequestLabels { route, method: method.to_string(), status: status.as_u16() }).inc();
     resp.headers_mut().insert("x-request-id", HeaderValue::from(id));
     resp
 }
@@ -119,8 +139,16 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         move |source| OpenError::Io { path, source }
     };
     std::fs::create_dir_all(&config.data).map_err(io(&config.data))?;
-    let store = cache::Store::open(config.data.join("store"))?;
+    // The database's lock makes this the only process using the data directory, so what a
+    // killed predecessor left half-written can go.
     let meta = meta::Meta::open(&config.data.join("meta"))?;
+    let store = cache::Store::open(config.data.join("store"))?;
+    let store_dir = config.data.join("store");
+    store.clean_tmp().map_err(io(&store_dir))?;
+    if !store.broken_packs().is_empty() {
+        let n = store.repair_packs().map_err(io(&store_dir))?;
+        tracing::warn!(recovered = n, "rebuilt the index of packs a killed upload left without one");
+    }
     let mut generated = None;
     let token = match &config.token {
         Some(t) => t.clone(),
@@ -146,6 +174,8 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         token: Arc::new(token),
         config: Arc::new(config),
         channel_writes: Arc::new(tokio::sync::Mutex::new(())),
+        gc_lock: Arc::new(tokio::sync::RwLock::new(())),
+        metrics: Arc::new(metrics::Metrics::default()),
     };
     Ok((state, generated))
 }

@@ -4,7 +4,11 @@
 //! Keys (all in the default column family, big-endian numbers so keys sort numerically):
 //! `g/IMAGE/\0` + u64 generation → 32-byte manifest digest;
 //! `c/CHANNEL` → u64 current version;
-//! `v/CHANNEL/\0` + u64 version → `ChannelVersion` as JSON.
+//! `v/CHANNEL/\0` + u64 version → `ChannelVersion` as JSON;
+//! `t/IMAGE/\0` + u64 generation → u64 publish time (seconds since the epoch);
+//! `k/IMAGE/\0` + u64 generation → empty: the generation is marked `keep`;
+//! `p/` + 32-byte digest → u64 time a push last uploaded the object or was told it is present;
+//! garbage collection keeps it for the grace period after that.
 
 use std::path::Path;
 
@@ -57,10 +61,32 @@ fn gen_key(image: &str, generation: u64) -> Vec<u8> {
 }
 
 fn version_key(channel: &str, version: u64) -> Vec<u8> {
-    let mut k = format!("v/{channel}/").into_bytes();
+    numbered_key('v', channel, version)
+}
+
+fn numbered_key(kind: char, name: &str, n: u64) -> Vec<u8> {
+    let mut k = format!("{kind}/{name}/").into_bytes();
     k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
     k
+}
+
+/// Splits a `X/NAME/\0` + u64 key into the name and number.
+fn split_numbered(key: &[u8]) -> Option<(String, u64)> {
+    let rest = key.get(2..)?;
+    let split = rest.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(rest.get(..split.checked_sub(1)?)?).ok()?;
+    Some((name.to_string(), u64::from_be_bytes(rest.get(split + 1..)?.try_into().ok()?)))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn synced() -> rocksdb::WriteOptions {
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    wo
 }
 
 impl Meta {
@@ -71,11 +97,95 @@ impl Meta {
         Ok(Meta { db: DB::open(&opts, path)? })
     }
 
-    /// Records a published generation (durably).
+    /// Records a published generation and when (durably, atomically).
     pub fn put_generation(&self, image: &ImageName, generation: u64, manifest: &Digest) -> Result<(), MetaError> {
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        self.db.put_opt(gen_key(image.as_str(), generation), manifest.0, &wo)?;
+        let mut batch = WriteBatch::default();
+        batch.put(gen_key(image.as_str(), generation), manifest.0);
+        batch.put(numbered_key('t', image.as_str(), generation), now_secs().to_be_bytes());
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// When `image@generation` was published (0 if unknown).
+    pub fn published_at(&self, image: &str, generation: u64) -> Result<u64, MetaError> {
+        let v = self.db.get(numbered_key('t', image, generation))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// Marks or unmarks `image@generation` as kept by garbage collection.
+    pub fn set_keep(&self, image: &str, generation: u64, keep: bool) -> Result<(), MetaError> {
+        let key = numbered_key('k', image, generation);
+        if keep {
+            self.db.put_opt(key, [], &synced())?;
+        } else {
+            self.db.delete_opt(key, &synced())?;
+        }
+        Ok(())
+    }
+
+    /// Every generation marked `keep`.
+    pub fn kept(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(b"k/") {
+            let (k, _) = item?;
+            if !k.starts_with(b"k/") {
+                break;
+            }
+            out.extend(split_numbered(&k));
+        }
+        Ok(out)
+    }
+
+    /// Removes generations from the published list (with their keep marks and times), durably
+    /// and at once.
+    pub fn remove_generations(&self, gens: &[(String, u64)]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for (image, n) in gens {
+            batch.delete(gen_key(image, *n));
+            batch.delete(numbered_key('t', image, *n));
+            batch.delete(numbered_key('k', image, *n));
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Records that a push needs these objects now, so collection keeps them for a while.
+    pub fn pin(&self, digests: &[Digest]) -> Result<(), MetaError> {
+        let now = now_secs();
+        let mut batch = WriteBatch::default();
+        for d in digests {
+            let mut k = b"p/".to_vec();
+            k.extend_from_slice(&d.0);
+            batch.put(k, now.to_be_bytes());
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Every pinned object and when it was pinned.
+    pub fn pins(&self) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(b"p/") {
+            let (k, v) = item?;
+            if !k.starts_with(b"p/") {
+                break;
+            }
+            if let (Ok(d), Ok(t)) = (<[u8; 32]>::try_from(&k[2..]), <[u8; 8]>::try_from(&v[..])) {
+                out.push((Digest(d), u64::from_be_bytes(t)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets pins.
+    pub fn unpin(&self, digests: &[Digest]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for d in digests {
+            let mut k = b"p/".to_vec();
+            k.extend_from_slice(&d.0);
+            batch.delete(k);
+        }
+        self.db.write_opt(batch, &synced())?;
         Ok(())
     }
 
@@ -92,14 +202,8 @@ impl Meta {
             if !k.starts_with(b"g/") {
                 break;
             }
-            let rest = &k[2..];
-            let Some(split) = rest.iter().position(|&b| b == 0) else { continue };
-            let (Ok(image), Ok(num), Ok(d)) =
-                (std::str::from_utf8(&rest[..split - 1]), <[u8; 8]>::try_from(&rest[split + 1..]), <[u8; 32]>::try_from(&v[..]))
-            else {
-                continue;
-            };
-            out.push(Published { image: image.to_string(), generation: u64::from_be_bytes(num), manifest: Digest(d) });
+            let (Some((image, generation)), Ok(d)) = (split_numbered(&k), <[u8; 32]>::try_from(&v[..])) else { continue };
+            out.push(Published { image, generation, manifest: Digest(d) });
         }
         Ok(out)
     }
@@ -152,9 +256,7 @@ impl Meta {
         let mut batch = WriteBatch::default();
         batch.put(version_key(&cv.channel, cv.version), serde_json::to_vec(cv).expect("serialisable"));
         batch.put(format!("c/{}", cv.channel), cv.version.to_be_bytes());
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
+        self.db.write_opt(batch, &synced())?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Object endpoints: GET/HEAD by digest (immutable, ETag, Range), the missing-objects query, a
-//! batch fetch streaming many objects in one response, and verified upload.
+//! batch fetch streaming many objects in one response, and verified upload, one object or a
+//! batch of records at a time.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -43,6 +44,7 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, headers
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     let Some(range) = headers.get(header::RANGE) else {
+        state.metrics.object_bytes_sent.inc_by(framed.len() as u64);
         return Ok((h, framed).into_response());
     };
     let total = framed.len() as u64;
@@ -89,12 +91,23 @@ fn parse_list(list: DigestList) -> Result<Vec<Digest>, AppError> {
     list.digests.iter().map(|h| parse_digest(h)).collect()
 }
 
-/// `POST /v1/objects/missing` `{"digests": [...]}` → `{"missing": [...]}`.
+/// `POST /v1/objects/missing` `{"digests": [...]}` → `{"missing": [...]}`. With the publishing
+/// token, the digests reported present are pinned: a push is about to publish a generation
+/// that needs them, so garbage collection keeps them through the grace period.
 pub async fn missing(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
     state.require_read(&headers)?;
     let digests = parse_list(list)?;
-    let store = state.store.clone();
-    let missing: Vec<String> = blocking(move || Ok(digests.iter().filter(|d| !store.contains(d)).map(|d| d.to_hex()).collect())).await?;
+    let pin = state.has_token(&headers);
+    let _gc = state.gc_lock.read().await;
+    let st = state.clone();
+    let missing: Vec<String> = blocking(move || {
+        let (absent, present): (Vec<Digest>, Vec<Digest>) = digests.iter().partition(|d| !st.store.contains(d));
+        if pin && !present.is_empty() {
+            st.meta.pin(&present).map_err(|e| AppError::internal("pinning objects", e))?;
+        }
+        Ok(absent.iter().map(Digest::to_hex).collect())
+    })
+    .await?;
     Ok(Json(json!({ "missing": missing })).into_response())
 }
 
@@ -104,11 +117,12 @@ pub async fn missing(State(state): State<AppState>, headers: HeaderMap, Json(lis
 pub async fn batch(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
     state.require_read(&headers)?;
     let digests = parse_list(list)?;
-    let store = state.store.clone();
+    let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::task::spawn_blocking(move || {
         for d in digests {
             let Ok(framed) = store.get_framed(&d) else { continue };
+            metrics.object_bytes_sent.inc_by(framed.len() as u64);
             let mut rec = Vec::with_capacity(36 + framed.len());
             rec.extend_from_slice(&d.0);
             rec.extend_from_slice(&(framed.len() as u32).to_le_bytes());
@@ -132,16 +146,83 @@ fn tokio_stream_from(
 pub async fn put(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
     state.require_token(&headers)?;
     let digest = parse_digest(&hex)?;
-    let store = state.store.clone();
-    let limit = state.config.max_object_bytes;
-    let inserted = blocking(move || match store.insert_framed(&digest, &body, limit) {
-        Ok(i) => Ok(i),
-        Err(cache::InsertError::Invalid { source, .. }) => {
-            Err(AppError::bad_request("bad_object", format!("object {digest} refused: {source}")))
-        }
-        Err(e) => Err(AppError::internal("storing an object", e)),
+    let _gc = state.gc_lock.read().await;
+    let st = state.clone();
+    let inserted = blocking(move || {
+        let verified = st.store.verify(&digest, &body, st.config.max_object_bytes).map_err(|e| refused(&st, e))?;
+        st.meta.pin(&[digest]).map_err(|e| AppError::internal("pinning an object", e))?;
+        let inserted = st.store.insert_verified(verified).map_err(|e| refused(&st, e))?;
+        count_received(&st, &[inserted]);
+        Ok(inserted)
     })
     .await?;
     let status = if inserted.new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "digest": digest.to_hex(), "new": inserted.new }))).into_response())
+}
+
+fn refused(state: &AppState, e: cache::InsertError) -> AppError {
+    match e {
+        cache::InsertError::Invalid { digest, source } => {
+            state.metrics.objects_refused.inc();
+            AppError::bad_request("bad_object", format!("object {digest} refused: {source}"))
+        }
+        e => AppError::internal("storing an object", e),
+    }
+}
+
+fn count_received(state: &AppState, inserted: &[cache::Inserted]) {
+    for i in inserted.iter().filter(|i| i.new) {
+        state.metrics.objects_received.inc();
+        state.metrics.object_bytes_received.inc_by(i.stored_len);
+    }
+}
+
+/// Splits a body of records (32-byte digest, u32 little-endian length, framed object) into
+/// its objects; anything that does not end exactly on a record boundary is refused.
+pub fn parse_records(body: &[u8]) -> Result<Vec<(Digest, &[u8])>, AppError> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let truncated = || AppError::bad_request("bad_records", format!("record {} is truncated", out.len()));
+        if rest.len() < 36 {
+            return Err(truncated());
+        }
+        let digest = Digest(rest[..32].try_into().expect("32 bytes"));
+        let len = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes")) as usize;
+        let framed = rest.get(36..36 + len).ok_or_else(truncated)?;
+        out.push((digest, framed));
+        rest = &rest[36 + len..];
+    }
+    Ok(out)
+}
+
+/// `POST /v1/objects/upload`: many objects in one body of records (the batch fetch's format).
+/// Every record is verified before any is stored; one bad record refuses the whole batch.
+/// The batch is written as one pack and made durable before the answer.
+pub async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let _gc = state.gc_lock.read().await;
+    let st = state.clone();
+    let (stored, new) = blocking(move || {
+        let records = parse_records(&body)?;
+        let mut verified = Vec::with_capacity(records.len());
+        for (digest, framed) in &records {
+            if !st.store.contains(digest) {
+                verified.push(st.store.verify(digest, framed, st.config.max_object_bytes).map_err(|e| refused(&st, e))?);
+            }
+        }
+        let digests: Vec<Digest> = records.iter().map(|(d, _)| *d).collect();
+        st.meta.pin(&digests).map_err(|e| AppError::internal("pinning objects", e))?;
+        let io = |e| AppError::internal("storing objects", e);
+        if verified.len() > 1 {
+            st.store.start_pack().map_err(io)?;
+        }
+        let inserted: Result<Vec<_>, _> = verified.into_iter().map(|v| st.store.insert_verified(v)).collect();
+        let inserted = inserted.map_err(|e| refused(&st, e))?;
+        st.store.sync().map_err(io)?;
+        count_received(&st, &inserted);
+        Ok((records.len(), inserted.iter().filter(|i| i.new).count()))
+    })
+    .await?;
+    Ok((StatusCode::OK, Json(json!({ "stored": stored, "new": new }))).into_response())
 }

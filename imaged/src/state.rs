@@ -22,6 +22,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Serialises channel writes so versions stay dense and increasing.
     pub channel_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Garbage collection holds this for writing; everything that adds objects, publishes or
+    /// moves channels holds it for reading, so a collection never races them.
+    pub gc_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -35,6 +40,11 @@ impl AppState {
                 Err(AppError::new(axum::http::StatusCode::UNAUTHORIZED, "token_required", "this request needs Authorization: Bearer TOKEN"))
             }
         }
+    }
+
+    /// Whether the request carries the right token (for reads that do more when it does).
+    pub fn has_token(&self, headers: &HeaderMap) -> bool {
+        self.require_token(headers).is_ok()
     }
 
     /// Requires the token for reads when the configuration says so.

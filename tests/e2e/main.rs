@@ -5,4 +5,5 @@ mod datasets;
 mod golden;
 mod roundtrip;
 mod server;
+mod server_ops;
 mod store;

@@ -5,14 +5,9 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::{build_special_tree, noise, Imgctl, Server};
-
-fn client() -> Client {
-    Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
-}
+use tests::{build_special_tree, client, noise, ok_json, Imgctl, Server};
 
 fn raw_request(port: u16, request: &str) -> String {
     use std::io::{Read, Write};
@@ -22,22 +17,6 @@ fn raw_request(port: u16, request: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
-}
-
-fn imgctl_with(t: &Imgctl, server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(tests::bin("imgctl"))
-        .arg("--store")
-        .arg(&t.store)
-        .args(args)
-        .env("IMAGED_SERVER", &server.url)
-        .env("IMAGED_TOKEN", server.token())
-        .output()
-        .unwrap()
-}
-
-fn ok_json(out: std::process::Output) -> Value {
-    assert!(out.status.success(), "imgctl failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -53,12 +32,12 @@ fn push_publish_serve_and_move_channels() {
     fs::write(src.join("small.txt"), b"generation two\n").unwrap();
     t.import(&src, "img");
 
-    let first = ok_json(imgctl_with(&t, &server, &["--json", "push", "img@1"]));
+    let first = ok_json(t.remote(&server, &["--json", "push", "img@1"]));
     assert!(first["uploaded"].as_u64().unwrap() > 5);
     assert_eq!(first["uploaded"], first["objects"], "a fresh server lacks everything");
-    let second = ok_json(imgctl_with(&t, &server, &["--json", "push", "img@2"]));
+    let second = ok_json(t.remote(&server, &["--json", "push", "img@2"]));
     assert!(second["uploaded"].as_u64().unwrap() < 10, "gen 2 shares almost everything: {second}");
-    let again = ok_json(imgctl_with(&t, &server, &["--json", "push", "img@2"]));
+    let again = ok_json(t.remote(&server, &["--json", "push", "img@2"]));
     assert_eq!(again["uploaded"], 0, "a repeated push sends nothing");
 
     // Objects: immutable caching, ETag, conditional GET, Range, HEAD.
@@ -99,9 +78,9 @@ fn push_publish_serve_and_move_channels() {
     assert_eq!(g2["manifest"], manifest.as_str());
 
     // Channels: set, conditional poll, promote, rollback, history.
-    let set = ok_json(imgctl_with(&t, &server, &["--json", "channel", "set", "os/pilot", "img@1"]));
+    let set = ok_json(t.remote(&server, &["--json", "channel", "set", "os/pilot", "img@1"]));
     assert_eq!((set["version"].as_u64(), set["generation"].as_str()), (Some(1), Some("img@1")));
-    ok_json(imgctl_with(&t, &server, &["--json", "channel", "set", "os/pilot", "img@2"]));
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/pilot", "img@2"]));
     let curl = format!("{}/v1/channels/os/pilot", server.url);
     let r = c.get(&curl).send().unwrap();
     assert_eq!(r.headers()["cache-control"], "public, max-age=5");
@@ -109,9 +88,9 @@ fn push_publish_serve_and_move_channels() {
     let doc: Value = r.json().unwrap();
     assert_eq!((doc["version"].as_u64(), doc["generation"].as_str()), (Some(2), Some("img@2")));
     assert_eq!(c.get(&curl).header("if-none-match", &etag).send().unwrap().status(), StatusCode::NOT_MODIFIED);
-    let promoted = ok_json(imgctl_with(&t, &server, &["--json", "channel", "promote", "os/pilot", "os/stable"]));
+    let promoted = ok_json(t.remote(&server, &["--json", "channel", "promote", "os/pilot", "os/stable"]));
     assert_eq!(promoted["generation"], "img@2");
-    let rolled = ok_json(imgctl_with(&t, &server, &["--json", "channel", "rollback", "os/pilot"]));
+    let rolled = ok_json(t.remote(&server, &["--json", "channel", "rollback", "os/pilot"]));
     assert_eq!(
         (rolled["version"].as_u64(), rolled["generation"].as_str(), rolled["action"].as_str()),
         (Some(3), Some("img@1"), Some("rollback"))
@@ -121,10 +100,10 @@ fn push_publish_serve_and_move_channels() {
         StatusCode::NOT_MODIFIED,
         "a new version must change the ETag"
     );
-    let hist = ok_json(imgctl_with(&t, &server, &["--json", "channel", "history", "os/pilot"]));
+    let hist = ok_json(t.remote(&server, &["--json", "channel", "history", "os/pilot"]));
     let gens: Vec<&str> = hist["versions"].as_array().unwrap().iter().map(|v| v["generation"].as_str().unwrap()).collect();
     assert_eq!(gens, ["img@1", "img@2", "img@1"]);
-    let out = imgctl_with(&t, &server, &["channel", "rollback", "os/stable"]);
+    let out = t.remote(&server, &["channel", "rollback", "os/stable"]);
     assert_eq!(out.status.code(), Some(6), "nothing to roll back to: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -155,6 +134,32 @@ fn bad_requests_get_json_4xx_and_store_nothing() {
     check(c.put(format!("{base}/v1/objects/{other}")).bearer_auth(&token).body(framed.clone()).send().unwrap(), 400, "bad_object");
     check(c.put(format!("{base}/v1/objects/{digest}")).bearer_auth(&token).body(framed[..20].to_vec()).send().unwrap(), 400, "bad_object");
     check(c.get(format!("{base}/v1/objects/{other}")).send().unwrap(), 404, "not_found");
+    // A batch upload with one bad record stores none of it; a truncated batch is refused.
+    let good2 = b"another object".to_vec();
+    let framed2 = {
+        let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
+        f.extend_from_slice(&(good2.len() as u64).to_le_bytes());
+        f.extend_from_slice(&good2);
+        f
+    };
+    let record = |hex: &str, framed: &[u8]| {
+        let mut r = blake3::Hash::from_hex(hex).unwrap().as_bytes().to_vec();
+        r.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+        r.extend_from_slice(framed);
+        r
+    };
+    let digest2 = blake3::hash(&good2).to_hex().to_string();
+    let mut body = record(&digest2, &framed2);
+    body.extend(record(&other, &framed));
+    check(c.post(format!("{base}/v1/objects/upload")).bearer_auth(&token).body(body.clone()).send().unwrap(), 400, "bad_object");
+    check(c.post(format!("{base}/v1/objects/upload")).body(body).send().unwrap(), 401, "token_required");
+    let whole = record(&digest2, &framed2);
+    check(
+        c.post(format!("{base}/v1/objects/upload")).bearer_auth(&token).body(whole[..whole.len() - 1].to_vec()).send().unwrap(),
+        400,
+        "bad_records",
+    );
+    check(c.get(format!("{base}/v1/objects/{digest2}")).send().unwrap(), 404, "not_found");
     check(c.get(format!("{base}/v1/objects/nothex")).send().unwrap(), 400, "bad_digest");
     // An oversized body is refused from its declared length, before it is read; a client still
     // writing may see the connection close, so declare the length and send no body.
@@ -208,7 +213,7 @@ fn kill_9_during_push_then_restart_and_resume() {
     let port = server.port();
     let src = t.path("src");
     fs::create_dir(&src).unwrap();
-    for i in 0..3000 {
+    for i in 0..12_000 {
         fs::write(src.join(format!("f{i}")), noise(3_000, i)).unwrap();
     }
     t.import(&src, "img");
@@ -219,16 +224,17 @@ fn kill_9_during_push_then_restart_and_resume() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill the server once some, but far from all, of the ~3000 objects have arrived.
-    let loose = |dir: &std::path::Path| {
-        fs::read_dir(dir.join("store/objects"))
-            .map(|d| d.filter_map(Result::ok).map(|p| fs::read_dir(p.path()).map(|f| f.count()).unwrap_or(0)).sum::<usize>())
+    // Kill the server once the first upload batch (of ~1000 objects) has been committed as a
+    // pack, far from all of the ~12000 objects.
+    let packs = |dir: &std::path::Path| {
+        fs::read_dir(dir.join("store/packs"))
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "idx")).count())
             .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while loose(&data) < 50 {
-        assert!(std::time::Instant::now() < deadline, "no object arrived within 30 s");
-        std::thread::sleep(Duration::from_millis(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while packs(&data) < 1 {
+        assert!(std::time::Instant::now() < deadline, "no upload batch arrived within 60 s");
+        std::thread::sleep(Duration::from_millis(1));
     }
     server.kill();
     assert!(!push.wait().unwrap().success(), "the push must fail when the server dies");
@@ -238,7 +244,7 @@ fn kill_9_during_push_then_restart_and_resume() {
     let server = Server::start_on(&data, port);
     let c = client();
     assert_eq!(c.get(format!("{}/v1/generations", server.url)).send().unwrap().json::<Value>().unwrap()["generations"], json!([]));
-    let out = imgctl_with(&t, &server, &["--json", "push", "img@1"]);
+    let out = t.remote(&server, &["--json", "push", "img@1"]);
     let report = ok_json(out);
     assert!(report["uploaded"].as_u64().unwrap() < report["objects"].as_u64().unwrap(), "the resumed push re-sent everything: {report}");
     // Full verification: every object the generation reaches comes back intact.

@@ -71,6 +71,29 @@ impl Imgctl {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Runs `imgctl --store STORE ARGS...` against `server`, with its token.
+    pub fn remote(&self, server: &Server, args: &[&str]) -> Output {
+        Command::new(bin("imgctl"))
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .env("IMAGED_SERVER", &server.url)
+            .env("IMAGED_TOKEN", server.token())
+            .output()
+            .unwrap()
+    }
+}
+
+/// Asserts a command succeeded and parses its standard output as JSON.
+pub fn ok_json(out: Output) -> serde_json::Value {
+    assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// An HTTP client with a deadline on every request.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap()
 }
 
 /// Every object digest (hex) in the store at `store`, loose or packed.
@@ -103,20 +126,26 @@ pub struct Server {
     pub url: String,
     /// Its data directory.
     pub data: PathBuf,
+    /// The token its configuration sets, if any.
+    pub token: Option<String>,
 }
 
 impl Server {
     /// Starts `imaged serve --data DATA --listen 127.0.0.1:PORT` (0 = any free port) and waits
     /// until it listens (at most 30 s).
     pub fn start_on(data: &Path, port: u16) -> Server {
+        Server::start_with(data, port, None)
+    }
+
+    /// Starts with a configuration file (the command line's `--data` and `--listen` still win).
+    pub fn start_with(data: &Path, port: u16, config: Option<&Path>) -> Server {
         use std::io::BufRead;
-        let mut child = Command::new(bin("imaged"))
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(bin("imaged"));
+        cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -129,7 +158,7 @@ impl Server {
             }
         });
         let url = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("imaged did not start listening within 30 s");
-        Server { child, url, data: data.to_path_buf() }
+        Server { child, url, data: data.to_path_buf(), token: None }
     }
 
     /// Starts on any free port.
@@ -142,8 +171,16 @@ impl Server {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
-    /// The generated admin token.
+    /// Runs `imaged ARGS --data DATA` (a maintenance command on the same data directory).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("imaged")).args(args).arg("--data").arg(&self.data).output().unwrap()
+    }
+
+    /// The token: the configured one, else the generated `admin.token`.
     pub fn token(&self) -> String {
+        if let Some(t) = &self.token {
+            return t.clone();
+        }
         fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
     }
 

@@ -78,6 +78,16 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Mark a generation on a server as kept by its garbage collection (or, with --off, unmark).
+    Keep {
+        /// Generation, IMAGE@N.
+        generation: String,
+        /// Remove the mark instead.
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Move and inspect channels on a server.
     Channel {
         #[command(subcommand)]

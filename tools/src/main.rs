@@ -300,6 +300,18 @@ fn run(cli: Cli) -> Result<i32> {
                 )?;
             }
         }
+        Command::Keep { generation, off, server } => {
+            let (image, number) = match generation.parse()? {
+                format::GenSpec::Number(image, n) => (image, n),
+                _ => anyhow::bail!("keep takes IMAGE@N, not {generation:?}"),
+            };
+            let v = remote(&server)?.keep(image.as_str(), number, !off)?;
+            if json {
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "{image}@{number}: keep {}", if off { "off" } else { "on" })?;
+            }
+        }
         Command::Channel { op, server } => {
             let remote = remote(&server)?;
             let v = match &op {

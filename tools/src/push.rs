@@ -2,13 +2,12 @@
 //! parallel; an interrupted push resumes by asking again, so nothing that arrived is re-sent.
 //! The manifest is published last, and the server refuses it unless every object is there.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use format::{Digest, EntryKind};
+use format::Digest;
 use rayon::prelude::*;
 
-use crate::browse::{load_tree, ReadError};
+use crate::browse::ReadError;
 use crate::remote::{Remote, RemoteError};
 use crate::repo::Generation;
 
@@ -37,33 +36,37 @@ pub struct PushReport {
 }
 
 /// Upload requests in flight at once.
-const PARALLEL_UPLOADS: usize = 8;
+const PARALLEL_UPLOADS: usize = 4;
 /// Digests per missing-objects query.
 const QUERY_BATCH: usize = 20_000;
+/// Framed bytes per upload request; an object larger than this goes alone.
+const UPLOAD_BATCH_BYTES: u64 = 4 << 20;
+/// Objects per upload request.
+const UPLOAD_BATCH_OBJECTS: usize = 1024;
 
 /// Every object a generation reaches except its manifest: dictionary, trees, file data.
 pub fn reachable(store: &cache::Store, gen: &Generation) -> Result<Vec<Digest>, ReadError> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    if let Some(d) = gen.manifest.dictionary() {
-        seen.insert(d);
-        out.push(d);
-    }
-    let mut stack = vec![gen.manifest.root];
-    while let Some(t) = stack.pop() {
-        if !seen.insert(t) {
-            continue;
+    cache::reachable(store, &gen.manifest).map_err(|e| match e {
+        cache::ReachError::Object(e) => ReadError::Object(e),
+        cache::ReachError::BadTree { digest, source } => ReadError::Decode { digest, source },
+    })
+}
+
+/// Groups objects into upload batches of at most `UPLOAD_BATCH_BYTES` (by stored size) and
+/// `UPLOAD_BATCH_OBJECTS`.
+fn batches(store: &cache::Store, digests: &[Digest]) -> Vec<Vec<Digest>> {
+    let mut out: Vec<Vec<Digest>> = Vec::new();
+    let mut size = u64::MAX;
+    for d in digests {
+        let len = store.stored_len(d).unwrap_or(0);
+        if size.saturating_add(len) > UPLOAD_BATCH_BYTES || out.last().is_some_and(|b| b.len() >= UPLOAD_BATCH_OBJECTS) {
+            out.push(Vec::new());
+            size = 0;
         }
-        out.push(t);
-        for e in load_tree(store, &t)?.entries {
-            match e.kind {
-                EntryKind::Directory { tree } => stack.push(tree),
-                EntryKind::Regular { extents, .. } => out.extend(extents.into_iter().map(|x| x.digest).filter(|d| seen.insert(*d))),
-                _ => {}
-            }
-        }
+        size += len;
+        out.last_mut().expect("pushed above").push(*d);
     }
-    Ok(out)
+    out
 }
 
 /// Pushes `gen` from `store` to `remote`.
@@ -86,10 +89,16 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(PARALLEL_UPLOADS).build().expect("thread pool");
     pool.install(|| {
-        missing.par_iter().try_for_each(|d| -> Result<(), PushError> {
-            let framed = store.get_framed(d).map_err(ReadError::from)?;
-            bytes.fetch_add(framed.len() as u64, Ordering::Relaxed);
-            remote.put_object(d, framed)?;
+        batches(store, &missing).par_iter().try_for_each(|batch| -> Result<(), PushError> {
+            let mut records = Vec::new();
+            for d in batch {
+                let framed = store.get_framed(d).map_err(ReadError::from)?;
+                records.extend_from_slice(&d.0);
+                records.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+                records.extend_from_slice(&framed);
+            }
+            bytes.fetch_add(records.len() as u64, Ordering::Relaxed);
+            remote.upload(records)?;
             Ok(())
         })
     })?;

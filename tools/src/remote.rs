@@ -86,6 +86,19 @@ impl Remote {
         self.send(self.client.put(&url).body(framed), &url).map(|_| ())
     }
 
+    /// Uploads many framed objects in one request: records of digest, u32 LE length, bytes.
+    pub fn upload(&self, records: Vec<u8>) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/objects/upload", self.base);
+        self.send(self.client.post(&url).body(records), &url)
+    }
+
+    /// Marks (or unmarks) a generation `IMAGE@N` as kept by the server's garbage collection.
+    pub fn keep(&self, image: &str, number: u64, keep: bool) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/generations/{image}/{number}/keep", self.base);
+        let req = if keep { self.client.put(&url) } else { self.client.delete(&url) };
+        self.send(req, &url)
+    }
+
     /// Publishes a generation from its manifest bytes.
     pub fn publish(&self, manifest: Vec<u8>) -> Result<Value, RemoteError> {
         let url = format!("{}/v1/generations", self.base);

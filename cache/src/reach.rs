@@ -1,0 +1,62 @@
+//! What a generation reaches: its dictionary, every tree and every data chunk, each once.
+//! Push, garbage collection and the endpoint's prefetch all ask this question.
+
+use std::collections::HashSet;
+
+use format::{Digest, EntryKind, Manifest, Tree};
+
+use crate::{GetError, Store};
+
+/// Why the objects of a generation could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    /// A tree (or the dictionary) is missing or corrupt.
+    #[error(transparent)]
+    Object(#[from] GetError),
+    /// A tree object does not parse.
+    #[error("tree object {digest} is malformed")]
+    BadTree {
+        /// The tree.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: format::DecodeError,
+    },
+}
+
+/// Every object `manifest` reaches except the manifest itself, parents before children:
+/// the dictionary, then trees depth-first with the chunks of each tree's files after it.
+/// Chunks are not read, only named; trees are read and verified.
+pub fn reachable(store: &Store, manifest: &Manifest) -> Result<Vec<Digest>, ReachError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    reachable_into(store, manifest, &mut seen, &mut out)?;
+    Ok(out)
+}
+
+/// Like `reachable`, but adds to `seen` (skipping what it already holds) so many generations
+/// can be walked sharing their common trees once.
+pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>) -> Result<(), ReachError> {
+    if let Some(d) = manifest.dictionary() {
+        if seen.insert(d) {
+            out.push(d);
+        }
+    }
+    let mut stack = vec![manifest.root];
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        out.push(t);
+        let bytes = store.get(&t)?;
+        let tree = Tree::decode(&bytes).map_err(|source| ReachError::BadTree { digest: t, source })?;
+        for e in tree.entries {
+            match e.kind {
+                EntryKind::Directory { tree } => stack.push(tree),
+                EntryKind::Regular { extents, .. } => out.extend(extents.into_iter().map(|x| x.digest).filter(|d| seen.insert(*d))),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics: request counts and latencies per route, bytes served and received,
+//! publishes and garbage collection, exposed at `GET /metrics` in the text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request: the route template (not the raw path, to bound cardinality) and the
+/// status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `/v1/objects/{digest}`, …; `unmatched` for requests no route took.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of a latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template.
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~13 s.
+    Histogram::new(exponential_buckets(0.00005, 4.0, 10))
+}
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to answer, by route (until the response head; streamed bodies continue after).
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Framed object bytes sent by object GETs and batch fetches.
+    pub object_bytes_sent: Counter,
+    /// Objects stored by uploads (new ones only).
+    pub objects_received: Counter,
+    /// Framed bytes of those objects.
+    pub object_bytes_received: Counter,
+    /// Uploaded objects refused because they did not verify.
+    pub objects_refused: Counter,
+    /// Generations published.
+    pub publishes: Counter,
+    /// Channel versions written.
+    pub channel_moves: Counter,
+    /// Garbage collection runs that deleted (not dry runs).
+    pub gc_runs: Counter,
+    /// Objects deleted by garbage collection.
+    pub gc_objects_removed: Counter,
+    /// Bytes freed by garbage collection.
+    pub gc_bytes_freed: Counter,
+    /// Generations published now (set at each scrape).
+    pub generations: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("imaged");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            object_bytes_sent: Counter::default(),
+            objects_received: Counter::default(),
+            object_bytes_received: Counter::default(),
+            objects_refused: Counter::default(),
+            publishes: Counter::default(),
+            channel_moves: Counter::default(),
+            gc_runs: Counter::default(),
+            gc_objects_removed: Counter::default(),
+            gc_bytes_freed: Counter::default(),
+            generations: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("http_requests", "HTTP requests answered", m.requests.clone());
+        registry.register("http_request_duration_seconds", "Time to answer an HTTP request", m.latency.clone());
+        registry.register("object_sent_bytes", "Framed object bytes sent", m.object_bytes_sent.clone());
+        registry.register("objects_received", "New objects stored by uploads", m.objects_received.clone());
+        registry.register("object_received_bytes", "Framed bytes of new uploaded objects", m.object_bytes_received.clone());
+        registry.register("objects_refused", "Uploaded objects refused because they did not verify", m.objects_refused.clone());
+        registry.register("publishes", "Generations published", m.publishes.clone());
+        registry.register("channel_moves", "Channel versions written", m.channel_moves.clone());
+        registry.register("gc_runs", "Garbage collections that deleted", m.gc_runs.clone());
+        registry.register("gc_objects_removed", "Objects deleted by garbage collection", m.gc_objects_removed.clone());
+        registry.register("gc_freed_bytes", "Bytes freed by garbage collection", m.gc_bytes_freed.clone());
+        registry.register("generations", "Generations published now", m.generations.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
