@@ -64,8 +64,20 @@ pub async fn get(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let cv = read_channel(&state, &name, uri.path(), &headers, |meta, n| meta.channel(n)).await?;
-    let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {name}")))?;
+    let cached = {
+        state.require_read(&headers)?;
+        check_name(&name, uri.path())?;
+        state.hot_channels.get(&name)
+    };
+    let cv = match cached {
+        Some(cv) => cv,
+        None => {
+            let cv = read_channel(&state, &name, uri.path(), &headers, |meta, n| meta.channel(n)).await?;
+            let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {name}")))?;
+            state.hot_channels.put(&cv);
+            cv
+        }
+    };
     let etag = format!("\"v{}\"", cv.version);
     let mut h = HeaderMap::new();
     h.insert(header::ETAG, HeaderValue::from_str(&etag).unwrap());
@@ -113,6 +125,7 @@ async fn write(
         };
         st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
         st.metrics.channel_moves.inc();
+        st.hot_channels.put(&cv);
         tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action, "channel moved");
         Ok(cv)
     })

@@ -28,6 +28,8 @@ pub struct Config {
     pub gc_grace_seconds: u64,
     /// Run garbage collection every this many seconds while serving; 0 never.
     pub gc_interval_seconds: u64,
+    /// Memory for small objects served often (0 turns the memory cache off).
+    pub memory_cache_bytes: u64,
 }
 
 /// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
@@ -46,6 +48,7 @@ impl Default for Config {
             poll_seconds: 300,
             gc_grace_seconds: 24 * 3600,
             gc_interval_seconds: 0,
+            memory_cache_bytes: 128 << 20,
         }
     }
 }

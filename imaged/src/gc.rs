@@ -139,6 +139,7 @@ pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
     if !dry_run {
         // Generations go first: at no moment is a generation visible whose objects are gone.
         meta.remove_generations(&removed)?;
+        state.hot_objects.forget(&garbage);
         store.remove(&garbage).map_err(store_err)?;
         meta.unpin(&expired)?;
         state.metrics.gc_runs.inc();

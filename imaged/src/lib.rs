@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod generations;
+pub mod hot;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
@@ -23,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::AppError;
@@ -31,25 +33,25 @@ use crate::state::AppState;
 /// The HTTP API (documented in docs/api.md).
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_object_bytes.max(state.config.max_manifest_bytes) as usize + 1024;
+    let r = |i: usize| metrics::ROUTES[i];
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/gc", post(gc::handle))
-        .route("/v1/objects/missing", post(objects::missing))
-        .route("/v1/objects/batch", post(objects::batch))
-        .route("/v1/objects/upload", post(objects::upload))
-        .route("/v1/objects/{digest}", get(objects::get).put(objects::put))
-        .route("/v1/generations", get(generations::list).post(generations::publish))
-        .route("/v1/generations/{image}/{number}", get(generations::get))
-        .route("/v1/generations/{image}/{number}/keep", axum::routing::put(generations::keep).delete(generations::keep))
-        .route("/v1/channels/{*name}", get(channels::get).put(channels::set))
-        .route("/v1/history/{*name}", get(channels::history))
-        .route("/v1/promote", post(channels::promote))
-        .route("/v1/rollback", post(channels::rollback))
+        .route(r(0), get(|| async { "ok\n" }))
+        .route(r(1), get(metrics_text))
+        .route(r(2), post(gc::handle))
+        .route(r(3), post(objects::missing))
+        .route(r(4), post(objects::batch))
+        .route(r(5), post(objects::upload))
+        .route(r(6), get(objects::get).put(objects::put))
+        .route(r(7), get(generations::list).post(generations::publish))
+        .route(r(8), get(generations::get))
+        .route(r(9), axum::routing::put(generations::keep).delete(generations::keep))
+        .route(r(10), get(channels::get).put(channels::set))
+        .route(r(11), get(channels::history))
+        .route(r(12), post(channels::promote))
+        .route(r(13), post(channels::rollback))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| refuse_oversized(limit, req, next)))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_log))
+        .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))
         .with_state(state)
 }
 
@@ -63,35 +65,37 @@ async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-/// Refuses a request whose declared length is over the limit before reading any of its body;
-/// `DefaultBodyLimit` still stops bodies without a declared length once they pass it.
-async fn refuse_oversized(limit: usize, req: Request, next: Next) -> Response {
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Around every request: gives it an id (also returned as `x-request-id`) and a span, refuses
+/// a body whose declared length is over the limit before reading any of it (`DefaultBodyLimit`
+/// still stops bodies without a declared length), turns the framework's plain-text rejections
+/// into JSON errors, logs the outcome and counts it in the metrics.
+async fn around_request(
+    axum::extract::State((state, limit)): axum::extract::State<(AppState, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let method = metrics::method_label(req.method());
+    let route = metrics::route_label(req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str()));
+    let start = std::time::Instant::now();
+    let span = tracing::info_span!("request", id, method, route);
+    let uri = req.uri().clone();
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(AppError::new(
+    let mut resp = match declared {
+        Some(n) if n > limit as u64 => AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("a body of {n} bytes is over the limit of {limit}"),
-        )),
-        _ => next.run(req).await,
-    }
-}
-
-static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// Gives every request an id (also returned as `x-request-id`), logs it with its status and
-/// latency, and turns the framework's plain-text rejections into JSON errors.
-async fn request_log(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
-    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
-    let start = std::time::Instant::now();
-    let span = tracing::info_span!("request", id, %method, %path);
-    let _enter = span.enter();
-    let mut resp = next.run(req).await;
+        )
+        .into_response(),
+        _ => next.run(req).instrument(span.clone()).await,
+    };
     let status = resp.status();
+    let failed = status.is_client_error() || status.is_server_error();
     let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
+    if failed && !is_json {
         // Extractor rejections (bad JSON, oversized body, bad path) arrive as text.
         let code = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
@@ -100,12 +104,18 @@ async fn request_log(axum::extract::State(state): axum::extract::State<AppState>
             _ => "bad_request",
         };
         let body = axum::body::to_bytes(std::mem::take(resp.body_mut()), 64 * 1024).await.unwrap_or_default();
-        resp = axum::response::IntoResponse::into_response(AppError::new(status, code, String::from_utf8_lossy(&body).trim().to_string()));
+        resp = AppError::new(status, code, String::from_utf8_lossy(&body).trim().to_string()).into_response();
     }
     let elapsed = start.elapsed();
-    tracing::info!(status = status.as_u16(), micros = elapsed.as_micros() as u64, "done");
-    state.metrics.latency.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
-    state.metrics.requests.get_or_create(&metrics::RequestLabels { route, method: method.to_string(), status: status.as_u16() }).inc();
+    let micros = elapsed.as_micros() as u64;
+    // Changes and failures at info; successful reads, the bulk of the traffic, at debug.
+    if failed || !matches!(method, "GET" | "HEAD") {
+        tracing::info!(parent: &span, path = uri.path(), status = status.as_u16(), micros, "done");
+    } else {
+        tracing::debug!(parent: &span, path = uri.path(), status = status.as_u16(), micros, "done");
+    }
+    state.metrics.latency.get_or_create(&metrics::RouteLabels { route }).observe(elapsed.as_secs_f64());
+    state.metrics.requests.get_or_create(&metrics::RequestLabels { route, method, status: status.as_u16() }).inc();
     resp.headers_mut().insert("x-request-id", HeaderValue::from(id));
     resp
 }
@@ -168,14 +178,16 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
             }
         }
     };
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         store: Arc::new(store),
         meta: Arc::new(meta),
         token: Arc::new(token),
-        config: Arc::new(config),
         channel_writes: Arc::new(tokio::sync::Mutex::new(())),
         gc_lock: Arc::new(tokio::sync::RwLock::new(())),
         metrics: Arc::new(metrics::Metrics::default()),
-    };
+        hot_objects: Arc::new(hot::HotObjects::new(config.memory_cache_bytes)),
+        hot_channels: Arc::new(hot::HotChannels::default()),
+        config: Arc::new(config),
+    });
     Ok((state, generated))
 }

@@ -7,6 +7,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use imaged::config::Config;
 
+// Small allocations on every request (headers, spans, buffers): mimalloc serves them from
+// per-thread pools and measurably raised small-object throughput over glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// imaged: stores image objects and generations and serves channels over HTTP.
 #[derive(Parser, Debug)]
 #[command(name = "imaged", version, about)]
@@ -66,9 +71,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Log lines are written by a background thread so a slow terminal or disk never holds up
+    // a request; the guard flushes them at exit.
+    let (writer, _flush) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "imaged=info".into()))
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     match Cli::parse().command {
         Command::Serve { settings } => serve(settings.load()?),

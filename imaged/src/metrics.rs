@@ -13,9 +13,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `/v1/objects/{digest}`, …; `unmatched` for requests no route took.
-    pub route: String,
+    pub route: &'static str,
     /// HTTP method.
-    pub method: String,
+    pub method: &'static str,
     /// HTTP status code.
     pub status: u16,
 }
@@ -24,7 +24,42 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The route template.
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// The routes requests are counted under: the templates `app` registers.
+pub const ROUTES: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/v1/gc",
+    "/v1/objects/missing",
+    "/v1/objects/batch",
+    "/v1/objects/upload",
+    "/v1/objects/{digest}",
+    "/v1/generations",
+    "/v1/generations/{image}/{number}",
+    "/v1/generations/{image}/{number}/keep",
+    "/v1/channels/{*name}",
+    "/v1/history/{*name}",
+    "/v1/promote",
+    "/v1/rollback",
+];
+
+/// The label of a matched route template (`unmatched` when no route took the request).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    matched.and_then(|m| ROUTES.iter().find(|r| **r == m)).copied().unwrap_or("unmatched")
+}
+
+/// The label of a method: the common ones by name, the rest as `other`.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    match *m {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "other",
+    }
 }
 
 fn latency_histogram() -> Histogram {

@@ -34,7 +34,14 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, headers
     state.require_read(&headers)?;
     let digest = parse_digest(&hex)?;
     let etag = format!("\"{digest}\"");
-    let framed = blocking(read_framed(&state, digest)).await?;
+    let framed = match state.hot_objects.get(&digest) {
+        Some(b) => b,
+        None => {
+            let b = Bytes::from(blocking(read_framed(&state, digest)).await?);
+            state.hot_objects.put(digest, b.clone());
+            b
+        }
+    };
     let mut h = HeaderMap::new();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
@@ -51,7 +58,7 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, headers
     match parse_range(range.to_str().unwrap_or(""), total) {
         Some((start, end)) => {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).unwrap());
-            Ok((StatusCode::PARTIAL_CONTENT, h, framed[start as usize..=end as usize].to_vec()).into_response())
+            Ok((StatusCode::PARTIAL_CONTENT, h, framed.slice(start as usize..=end as usize)).into_response())
         }
         None => {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{total}")).unwrap());

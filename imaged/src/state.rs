@@ -9,9 +9,26 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::meta::Meta;
 
-/// What every handler can reach.
+/// What every handler can reach: one reference-counted `Shared`, cheap to clone per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared state.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's state.
+pub struct Shared {
     /// Objects.
     pub store: Arc<Store>,
     /// Generations and channels.
@@ -27,9 +44,13 @@ pub struct AppState {
     pub gc_lock: Arc<tokio::sync::RwLock<()>>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Small objects kept in memory.
+    pub hot_objects: Arc<crate::hot::HotObjects>,
+    /// Current channel versions kept in memory.
+    pub hot_channels: Arc<crate::hot::HotChannels>,
 }
 
-impl AppState {
+impl Shared {
     /// Requires `Authorization: Bearer TOKEN`.
     pub fn require_token(&self, headers: &HeaderMap) -> Result<(), AppError> {
         let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));

@@ -57,6 +57,12 @@ pub enum Command {
         /// GEN:PATH.
         target: String,
     },
+    /// List every object a generation reaches (manifest, dictionary, trees, chunks) with its
+    /// stored size: what a server or a cache must hold for it.
+    Objects {
+        /// Generation.
+        generation: String,
+    },
     /// Write a full checkout of a generation to DEST (absent or empty).
     Export {
         /// Generation.

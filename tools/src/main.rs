@@ -233,6 +233,20 @@ fn run(cli: Cli) -> Result<i32> {
                 Located::Root(..) => return Err(ReadError::NotAFile("/".into()).into()),
             }
         }
+        Command::Objects { generation } => {
+            let g = repo.resolve(&generation.parse()?)?;
+            let mut all = vec![g.digest];
+            all.extend(tools::push::reachable(&repo.store, &g)?);
+            let rows: Vec<(String, u64)> = all.iter().map(|d| (d.to_hex(), repo.store.stored_len(d).unwrap_or(0))).collect();
+            if json {
+                let v: Vec<_> = rows.iter().map(|(d, n)| json!({"digest": d, "stored_bytes": n})).collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))?;
+            } else {
+                for (d, n) in rows {
+                    writeln!(out, "{d} {n}")?;
+                }
+            }
+        }
         Command::Export { generation, dest } => {
             let g = repo.resolve(&generation.parse()?)?;
             let start = Instant::now();
