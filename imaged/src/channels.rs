@@ -58,21 +58,18 @@ async fn read_channel<T: Send + 'static>(
 }
 
 /// `GET /v1/channels/{name}`.
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>, req: axum::extract::Request) -> Result<Response, AppError> {
+    // The request by value rather than `HeaderMap` and `OriginalUri` extractors, which copy.
+    let (headers, uri) = (req.headers(), req.uri());
     let cached = {
-        state.require_read(&headers)?;
+        state.require_read(headers)?;
         check_name(&name, uri.path())?;
         state.hot_channels.get(&name)
     };
     let cv = match cached {
         Some(cv) => cv,
         None => {
-            let cv = read_channel(&state, &name, uri.path(), &headers, |meta, n| meta.channel(n)).await?;
+            let cv = read_channel(&state, &name, uri.path(), headers, |meta, n| meta.channel(n)).await?;
             let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {name}")))?;
             state.hot_channels.put(&cv);
             cv

@@ -84,12 +84,10 @@ async fn around_request(
     let uri = req.uri().clone();
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut resp = match declared {
-        Some(n) if n > limit as u64 => AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("a body of {n} bytes is over the limit of {limit}"),
-        )
-        .into_response(),
+        Some(n) if n > limit as u64 => {
+            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("a body of {n} bytes is over the limit of {limit}"))
+                .into_response()
+        }
         _ => next.run(req).instrument(span.clone()).await,
     };
     let status = resp.status();
@@ -191,3 +189,6 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
     });
     Ok((state, generated))
 }
+
+#[cfg(test)]
+mod tests;
