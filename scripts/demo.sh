@@ -50,6 +50,10 @@ step "roll stable back: a new channel version naming generation 1"
 "$IMGCTL" channel rollback demo/stable
 "$IMGCTL" channel history demo/stable
 
+step "retention: what garbage collection would delete (nothing: both generations are named)"
+"$BIN/imaged" gc --dry-run --data "$WORK/server" --listen "${IMAGED_SERVER#http://}"
+curl -sf "$IMAGED_SERVER/metrics" | grep -E '^imaged_(publishes|channel_moves)_total' || true
+
 step "history, listing, a file, and what changed"
 "$IMGCTL" log demo
 "$IMGCTL" ls demo@2:etc

@@ -7,6 +7,7 @@ PKGS=(
   fuse3 libfuse3-dev              # FUSE mounts (endpoint)
   debootstrap                     # real Debian test data (shared/datasets/make-datasets.sh)
   tar gzip zstd attr acl util-linux # archives in tests, xattr tools, setpriv
+  curl                            # the demo reads the server's metrics
 )
 missing=()
 for p in "${PKGS[@]}"; do
