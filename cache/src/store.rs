@@ -417,20 +417,40 @@ impl Store {
     /// makes loose objects durable with one `syncfs`. Call before writing anything that refers
     /// to the objects.
     pub fn sync(&self) -> io::Result<()> {
-        let active = self.active.lock().unwrap().take();
-        if let Some(a) = active {
-            let tmp = a.writer.tmp.clone();
-            if a.written.is_empty() {
-                fs::remove_file(&tmp)?;
-            } else if let Err(e) = a.writer.commit(&self.packs_dir) {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            } else {
-                *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
+        {
+            // The commit happens under the lock, so a concurrent `sync` (of a writer whose
+            // objects went into this same pack) returns only once they are durable and visible.
+            let mut active = self.active.lock().unwrap();
+            if let Some(a) = active.take() {
+                let tmp = a.writer.tmp.clone();
+                if a.written.is_empty() {
+                    fs::remove_file(&tmp)?;
+                } else {
+                    match a.writer.commit(&self.packs_dir) {
+                        Ok((path, entries)) => self.add_pack(path, entries)?,
+                        Err(e) => {
+                            let _ = fs::remove_file(&tmp);
+                            return Err(e);
+                        }
+                    }
+                }
             }
         }
         let dir = fs::File::open(&self.objects)?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(io::Error::from)
+    }
+
+    /// Makes a committed pack visible. Adds to the in-memory index rather than reloading every
+    /// index from disk, which could race another commit and hide its pack.
+    fn add_pack(&self, path: PathBuf, entries: Vec<(Digest, Location)>) -> io::Result<()> {
+        let file = Arc::new(fs::File::open(&path)?);
+        let mut packs = self.packs.write().unwrap();
+        let n = packs.files.len() as u32;
+        packs.files.push((path, file));
+        for (d, loc) in entries {
+            packs.index.insert(d, (n, loc));
+        }
+        Ok(())
     }
 }
 

@@ -147,3 +147,37 @@ fn pack_with_a_lost_index_is_reported_and_rebuilt() {
     assert!(reopened.broken_packs().is_empty());
     assert_eq!(reopened.get(&b).unwrap(), b"object two");
 }
+
+#[test]
+fn concurrent_bulk_writers_lose_nothing_and_sync_means_visible() {
+    // Several writers share the store's pack and commit it at different moments (as batch
+    // uploads to the server do); each must find its own objects the moment its sync returns.
+    let (_d, s) = store();
+    let s = std::sync::Arc::new(s);
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for round in 0..20u32 {
+                    s.start_pack().unwrap();
+                    let mut mine = Vec::new();
+                    for i in 0..25u32 {
+                        let content = format!("writer {t} round {round} object {i}");
+                        mine.push(s.insert(content.as_bytes(), 1).unwrap().digest);
+                    }
+                    s.sync().unwrap();
+                    for d in &mine {
+                        assert!(s.contains(d), "object {d} of writer {t} is invisible after its sync");
+                        s.get(d).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.list().unwrap().len(), 8 * 20 * 25);
+    let reopened = Store::open(s.root()).unwrap();
+    assert_eq!(reopened.list().unwrap().len(), 8 * 20 * 25, "everything is durable and indexed on disk");
+}

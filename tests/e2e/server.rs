@@ -122,12 +122,7 @@ fn bad_requests_get_json_4xx_and_store_nothing() {
     };
     let good = b"an object's content".to_vec();
     let digest = blake3::hash(&good).to_hex().to_string();
-    let framed = {
-        let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
-        f.extend_from_slice(&(good.len() as u64).to_le_bytes());
-        f.extend_from_slice(&good);
-        f
-    };
+    let framed = tests::framed_raw(&good);
     check(c.put(format!("{base}/v1/objects/{digest}")).body(framed.clone()).send().unwrap(), 401, "token_required");
     check(c.put(format!("{base}/v1/objects/{digest}")).bearer_auth("wrong").body(framed.clone()).send().unwrap(), 403, "bad_token");
     let other = blake3::hash(b"something else").to_hex().to_string();
@@ -136,12 +131,7 @@ fn bad_requests_get_json_4xx_and_store_nothing() {
     check(c.get(format!("{base}/v1/objects/{other}")).send().unwrap(), 404, "not_found");
     // A batch upload with one bad record stores none of it; a truncated batch is refused.
     let good2 = b"another object".to_vec();
-    let framed2 = {
-        let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
-        f.extend_from_slice(&(good2.len() as u64).to_le_bytes());
-        f.extend_from_slice(&good2);
-        f
-    };
+    let framed2 = tests::framed_raw(&good2);
     let record = |hex: &str, framed: &[u8]| {
         let mut r = blake3::Hash::from_hex(hex).unwrap().as_bytes().to_vec();
         r.extend_from_slice(&(framed.len() as u32).to_le_bytes());

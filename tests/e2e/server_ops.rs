@@ -148,12 +148,7 @@ fn gc_keeps_channels_marks_newest_and_pushes_in_progress() {
     server.kill();
     let stray = b"uploaded by a push still in progress".to_vec();
     let stray_hex = blake3::hash(&stray).to_hex().to_string();
-    let framed = {
-        let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
-        f.extend_from_slice(&(stray.len() as u64).to_le_bytes());
-        f.extend_from_slice(&stray);
-        f
-    };
+    let framed = tests::framed_raw(&stray);
     let server = Server::start_on(&data, 0);
     let r = client().put(format!("{}/v1/objects/{stray_hex}", server.url)).bearer_auth(server.token()).body(framed).send().unwrap();
     assert_eq!(r.status().as_u16(), 201);

@@ -91,6 +91,15 @@ pub fn ok_json(out: Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// `content` framed as an uncompressed object (codec 0), spelled out byte by byte as
+/// format.md documents it, so tests do not trust the encoder they check.
+pub fn framed_raw(content: &[u8]) -> Vec<u8> {
+    let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
+    f.extend_from_slice(&(content.len() as u64).to_le_bytes());
+    f.extend_from_slice(content);
+    f
+}
+
 /// An HTTP client with a deadline on every request.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap()
