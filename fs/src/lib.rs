@@ -1,0 +1,10 @@
+//! imgfs, the endpoint: mounts an image channel through FUSE over the verified cache/ store.
+//! The core (`image`: a generation as inodes, attributes and extents) is pure and tested
+//! without FUSE; the FUSE adapter, the fetcher and the control socket are thin layers on it.
+#![warn(missing_docs)]
+
+pub mod image;
+pub mod read;
+
+#[cfg(test)]
+mod tests;
