@@ -158,3 +158,154 @@ fn range_reads_cross_chunks_and_holes() {
     let bad = [Extent { offset: 0, len: 99, digest: d1 }];
     assert!(read_range(99, &bad, 0, 10, &chunks).is_err());
 }
+
+mod fetching {
+    //! The fetcher against small HTTP servers on 127.0.0.1 that answer the batch endpoint
+    //! well, with a wrong object, slowly, or not at all.
+
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use format::Digest;
+
+    use crate::fetch::{FetchError, Fetcher, Limits};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        Good,
+        /// Sends another object's bytes under the asked digest.
+        Corrupt,
+        /// Sends the head, then a byte every 100 ms.
+        Drip,
+    }
+
+    /// Serves `objects` (digest → framed) on a free port; returns its URL.
+    fn serve(objects: Arc<HashMap<Digest, Vec<u8>>>, how: Behaviour) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let objects = objects.clone();
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let body_at = loop {
+                        let n = conn.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                        if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&req[..body_at]).to_lowercase();
+                    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+                    while req.len() < body_at + len {
+                        let n = conn.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&req[body_at..]).unwrap();
+                    let mut out = Vec::new();
+                    for hex in v["digests"].as_array().unwrap() {
+                        let d: Digest = hex.as_str().unwrap().parse().unwrap();
+                        let Some(framed) = objects.get(&d) else { continue };
+                        let framed = if how == Behaviour::Corrupt { objects.values().find(|f| *f != framed).unwrap() } else { framed };
+                        out.extend_from_slice(&d.0);
+                        out.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+                        out.extend_from_slice(framed);
+                    }
+                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", out.len());
+                    if how == Behaviour::Drip {
+                        for b in out {
+                            if conn.write_all(&[b]).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    } else {
+                        let _ = conn.write_all(&out);
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn objects() -> Arc<HashMap<Digest, Vec<u8>>> {
+        Arc::new(
+            (0..20u32)
+                .map(|i| {
+                    let content = format!("object number {i} ").repeat(50).into_bytes();
+                    (Digest::of(&content), format::object::encode(&content, 3))
+                })
+                .collect(),
+        )
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            connect: Duration::from_secs(2),
+            deadline: Duration::from_secs(5),
+            min_rate: 10_000,
+            rate_grace: Duration::from_millis(300),
+            rest: Duration::from_secs(60),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Arc<cache::Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(cache::Store::open(dir.path().join("cache")).unwrap());
+        (dir, s)
+    }
+
+    #[test]
+    fn a_wrong_object_is_refused_and_taken_from_the_next_server() {
+        let objs = objects();
+        let bad = serve(objs.clone(), Behaviour::Corrupt);
+        let good = serve(objs.clone(), Behaviour::Good);
+        let (_d, store) = store();
+        let f = Fetcher::new(&[bad.clone(), good.clone()], store.clone(), limits());
+        let want: Vec<Digest> = objs.keys().copied().collect();
+        f.fetch(&want).unwrap();
+        for d in &want {
+            assert_eq!(store.get_framed(d).unwrap(), objs[d], "the cache holds the right bytes for {d}");
+            store.get(d).unwrap();
+        }
+        let health = f.health();
+        assert_eq!((health[0].failed, health[1].ok), (1, 1), "{health:?}");
+        assert!(health[0].last_error.as_deref().unwrap().contains("does not verify"), "{health:?}");
+        assert_eq!(f.traffic().requests, 2, "one batch request per server, not one per object");
+        assert!(!f.offline());
+    }
+
+    #[test]
+    fn dead_and_dripping_servers_fail_within_the_deadline() {
+        let objs = objects();
+        let dead = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let u = format!("http://{}", l.local_addr().unwrap());
+            drop(l);
+            u
+        };
+        let drip = serve(objs.clone(), Behaviour::Drip);
+        let (_d, store) = store();
+        let f = Fetcher::new(&[dead, drip], store.clone(), limits());
+        let start = Instant::now();
+        let want: Vec<Digest> = objs.keys().copied().take(3).collect();
+        let err = f.fetch(&want).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "gave up in {:?}", start.elapsed());
+        let FetchError::Unavailable { missing, tried } = err else { panic!("{err}") };
+        assert_eq!(missing, 3);
+        assert!(tried.contains("minimum rate"), "{tried}");
+        assert!(f.offline(), "every server failed");
+        assert!(want.iter().all(|d| !store.contains(d)), "nothing half-fetched is visible");
+    }
+}

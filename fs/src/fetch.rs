@@ -1,0 +1,364 @@
+//! Fetching objects from the servers into the local store: many objects per request (the
+//! batch endpoint), every object verified before it is stored, a deadline and a minimum
+//! rate on every transfer, and failover: a server that refuses, times out, drips, or sends
+//! bytes that do not match their digest is skipped for the next one and rested for a while.
+//! Concurrent requests for the same object share one transfer.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cache::Store;
+use format::Digest;
+
+/// Largest object accepted from a server, framed or decoded (the server's default upload limit).
+pub const MAX_FETCHED_OBJECT: u64 = 64 << 20;
+
+/// Limits of every transfer.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// To establish a connection.
+    pub connect: Duration,
+    /// For one whole request, body included.
+    pub deadline: Duration,
+    /// Below this many bytes per second (after `rate_grace`), a transfer is abandoned.
+    pub min_rate: u64,
+    /// How long a transfer may run before its rate is judged.
+    pub rate_grace: Duration,
+    /// How long a failed server is skipped while another one works.
+    pub rest: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connect: Duration::from_secs(3),
+            deadline: Duration::from_secs(30),
+            min_rate: 64 * 1024,
+            rate_grace: Duration::from_secs(3),
+            rest: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why objects could not be fetched.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// Every server failed; the message says how each did.
+    #[error("{missing} objects unavailable from every server: {tried}")]
+    Unavailable {
+        /// How many objects are still missing.
+        missing: usize,
+        /// What each server did.
+        tried: String,
+    },
+    /// The local store refused to write (disk full, permissions).
+    #[error("cannot store fetched object {digest}: {why}")]
+    Store {
+        /// The object.
+        digest: Digest,
+        /// Why.
+        why: String,
+    },
+}
+
+/// One server and its health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerHealth {
+    /// Base URL.
+    pub url: String,
+    /// Requests that succeeded.
+    pub ok: u64,
+    /// Requests that failed (refused, timed out, too slow, wrong bytes).
+    pub failed: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Seconds until it is tried again first (0: healthy).
+    pub resting_for: u64,
+}
+
+struct Server {
+    url: String,
+    ok: u64,
+    failed: u64,
+    last_error: Option<String>,
+    rest_until: Option<Instant>,
+}
+
+/// Fetches objects into a store from a list of servers.
+pub struct Fetcher {
+    servers: Mutex<Vec<Server>>,
+    client: reqwest::blocking::Client,
+    store: Arc<Store>,
+    limits: Limits,
+    inflight: Mutex<HashSet<Digest>>,
+    landed: Condvar,
+    requests: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Transfer counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// HTTP requests made.
+    pub requests: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+}
+
+impl Fetcher {
+    /// A fetcher for `urls` (tried in order of health, then of the list) into `store`.
+    pub fn new(urls: &[String], store: Arc<Store>, limits: Limits) -> Fetcher {
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(limits.connect)
+            .timeout(limits.deadline)
+            .pool_max_idle_per_host(8)
+            .build()
+            .expect("an HTTP client with rustls builds");
+        let servers = urls
+            .iter()
+            .map(|u| Server { url: u.trim_end_matches('/').to_string(), ok: 0, failed: 0, last_error: None, rest_until: None })
+            .collect();
+        Fetcher {
+            servers: Mutex::new(servers),
+            client,
+            store,
+            limits,
+            inflight: Mutex::new(HashSet::new()),
+            landed: Condvar::new(),
+            requests: Default::default(),
+            bytes: Default::default(),
+        }
+    }
+
+    /// The store objects land in.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Requests and bytes so far.
+    pub fn traffic(&self) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        Traffic { requests: self.requests.load(Relaxed), bytes: self.bytes.load(Relaxed) }
+    }
+
+    /// Every server's health.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        let now = Instant::now();
+        self.servers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| ServerHealth {
+                url: s.url.clone(),
+                ok: s.ok,
+                failed: s.failed,
+                last_error: s.last_error.clone(),
+                resting_for: s.rest_until.map_or(0, |t| t.saturating_duration_since(now).as_secs()),
+            })
+            .collect()
+    }
+
+    /// Whether every server is resting after a failure (the endpoint is offline).
+    pub fn offline(&self) -> bool {
+        let now = Instant::now();
+        let servers = self.servers.lock().unwrap();
+        !servers.is_empty() && servers.iter().all(|s| s.rest_until.is_some_and(|t| t > now))
+    }
+
+    /// Servers in the order to try them: healthy ones first, in list order.
+    fn order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let servers = self.servers.lock().unwrap();
+        let mut idx: Vec<usize> = (0..servers.len()).collect();
+        idx.sort_by_key(|&i| servers[i].rest_until.is_some_and(|t| t > now));
+        idx
+    }
+
+    fn record(&self, i: usize, result: Result<(), String>) {
+        let mut servers = self.servers.lock().unwrap();
+        let s = &mut servers[i];
+        match result {
+            Ok(()) => {
+                s.ok += 1;
+                s.rest_until = None;
+            }
+            Err(e) => {
+                s.failed += 1;
+                s.last_error = Some(e);
+                s.rest_until = Some(Instant::now() + self.limits.rest);
+            }
+        }
+    }
+
+    /// Makes every object of `digests` present in the store, fetching what is absent in as
+    /// few requests as the servers allow. Objects another caller is fetching are waited for.
+    pub fn fetch(&self, digests: &[Digest]) -> Result<(), FetchError> {
+        let deadline = Instant::now() + self.limits.deadline * 2;
+        loop {
+            let (mine, theirs) = {
+                let mut inflight = self.inflight.lock().unwrap();
+                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                let mut seen = HashSet::new();
+                for d in digests {
+                    if !seen.insert(*d) || self.store.contains(d) {
+                        continue;
+                    }
+                    if inflight.contains(d) {
+                        theirs.push(*d);
+                    } else {
+                        inflight.insert(*d);
+                        mine.push(*d);
+                    }
+                }
+                (mine, theirs)
+            };
+            if !mine.is_empty() {
+                let result = self.fetch_from_servers(&mine);
+                let mut inflight = self.inflight.lock().unwrap();
+                for d in &mine {
+                    inflight.remove(d);
+                }
+                self.landed.notify_all();
+                drop(inflight);
+                result?;
+            }
+            if theirs.is_empty() {
+                return Ok(());
+            }
+            let mut inflight = self.inflight.lock().unwrap();
+            while theirs.iter().any(|d| inflight.contains(d)) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(FetchError::Unavailable {
+                        missing: theirs.len(),
+                        tried: "waited past the deadline for another fetch".into(),
+                    });
+                }
+                inflight = self.landed.wait_timeout(inflight, left).unwrap().0;
+            }
+            // What the other fetch did not bring (it failed) is tried again by this caller.
+        }
+    }
+
+    fn fetch_from_servers(&self, wanted: &[Digest]) -> Result<(), FetchError> {
+        let mut missing: Vec<Digest> = wanted.to_vec();
+        let mut tried = Vec::new();
+        for i in self.order() {
+            let url = self.servers.lock().unwrap()[i].url.clone();
+            let outcome = self.batch(&url, &missing);
+            missing.retain(|d| !self.store.contains(d));
+            match outcome {
+                Err(BatchError::Store(e)) => return Err(e),
+                Err(BatchError::Server(why)) => {
+                    tried.push(format!("{url}: {why}"));
+                    self.record(i, Err(why));
+                }
+                Ok(()) => {
+                    self.record(i, Ok(()));
+                    if !missing.is_empty() {
+                        // It answered but lacks some: a missing object means "try the next".
+                        tried.push(format!("{url}: lacks {} of them", missing.len()));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(FetchError::Unavailable { missing: missing.len(), tried: tried.join("; ") })
+    }
+
+    /// One batch request: stores every record that verifies; stops at the first that does not.
+    fn batch(&self, url: &str, digests: &[Digest]) -> Result<(), BatchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let wanted: HashSet<Digest> = digests.iter().copied().collect();
+        let body = serde_json::json!({ "digests": digests.iter().map(Digest::to_hex).collect::<Vec<_>>() });
+        self.requests.fetch_add(1, Relaxed);
+        let resp = self
+            .client
+            .post(format!("{url}/v1/objects/batch"))
+            .json(&body)
+            .send()
+            .map_err(|e| BatchError::Server(format!("request failed: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(BatchError::Server(format!("answered {}", resp.status())));
+        }
+        let mut reader = RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits };
+        let mut head = [0u8; 36];
+        loop {
+            match read_full(&mut reader, &mut head) {
+                Ok(0) => break,
+                Ok(36) => {}
+                Ok(_) => return Err(BatchError::Server("the answer stopped inside a record".into())),
+                Err(e) => return Err(BatchError::Server(e)),
+            }
+            let digest = Digest(head[..32].try_into().expect("32 bytes"));
+            let len = u32::from_le_bytes(head[32..].try_into().expect("4 bytes")) as usize;
+            if !wanted.contains(&digest) {
+                return Err(BatchError::Server(format!("sent object {digest}, which was not asked for")));
+            }
+            if len as u64 > MAX_FETCHED_OBJECT {
+                return Err(BatchError::Server(format!("announced {len} bytes for object {digest}")));
+            }
+            let mut framed = vec![0u8; len];
+            match read_full(&mut reader, &mut framed) {
+                Ok(n) if n == len => {}
+                Ok(_) => return Err(BatchError::Server(format!("the answer stopped inside object {digest}"))),
+                Err(e) => return Err(BatchError::Server(e)),
+            }
+            match self.store.insert_framed(&digest, &framed, MAX_FETCHED_OBJECT) {
+                Ok(_) => {}
+                Err(cache::InsertError::Invalid { source, .. }) => {
+                    return Err(BatchError::Server(format!("sent object {digest} that does not verify: {source}")));
+                }
+                Err(e) => return Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() })),
+            }
+        }
+        self.bytes.fetch_add(reader.bytes, Relaxed);
+        Ok(())
+    }
+}
+
+enum BatchError {
+    Server(String),
+    Store(FetchError),
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(n)
+}
+
+/// A body reader that gives up when the transfer drips below the minimum rate.
+struct RateReader<'a, R> {
+    inner: R,
+    start: Instant,
+    bytes: u64,
+    limits: &'a Limits,
+}
+
+impl<R: Read> Read for RateReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        let elapsed = self.start.elapsed();
+        if elapsed > self.limits.rate_grace && (self.bytes as f64) < self.limits.min_rate as f64 * elapsed.as_secs_f64() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} bytes in {:.1} s is below the minimum rate of {} B/s", self.bytes, elapsed.as_secs_f64(), self.limits.min_rate),
+            ));
+        }
+        Ok(n)
+    }
+}
