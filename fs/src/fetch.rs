@@ -63,6 +63,22 @@ pub enum FetchError {
     },
 }
 
+/// A channel's current version as the server states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ChannelDoc {
+    /// Channel name.
+    pub channel: String,
+    /// Version number.
+    pub version: u64,
+    /// `IMAGE@N`.
+    pub generation: String,
+    /// Manifest digest, hex.
+    pub manifest: String,
+    /// How often the server asks endpoints to poll, seconds.
+    #[serde(default)]
+    pub poll_seconds: Option<u64>,
+}
+
 /// One server and its health.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServerHealth {
@@ -190,6 +206,34 @@ impl Fetcher {
                 s.rest_until = Some(Instant::now() + self.limits.rest);
             }
         }
+    }
+
+    /// The current version of `channel`, from the first server that answers.
+    pub fn channel(&self, channel: &str) -> Result<ChannelDoc, FetchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut tried = Vec::new();
+        for i in self.order() {
+            let url = format!("{}/v1/channels/{channel}", self.servers.lock().unwrap()[i].url);
+            self.requests.fetch_add(1, Relaxed);
+            let result = self
+                .client
+                .get(&url)
+                .send()
+                .map_err(|e| format!("request failed: {e}"))
+                .and_then(|r| if r.status().is_success() { Ok(r) } else { Err(format!("answered {}", r.status())) })
+                .and_then(|r| r.json::<ChannelDoc>().map_err(|e| format!("not a channel document: {e}")));
+            match result {
+                Ok(doc) => {
+                    self.record(i, Ok(()));
+                    return Ok(doc);
+                }
+                Err(why) => {
+                    tried.push(format!("{url}: {why}"));
+                    self.record(i, Err(why));
+                }
+            }
+        }
+        Err(FetchError::Unavailable { missing: 0, tried: tried.join("; ") })
     }
 
     /// Makes every object of `digests` present in the store, fetching what is absent in as

@@ -3,7 +3,9 @@
 //! without FUSE; the FUSE adapter, the fetcher and the control socket are thin layers on it.
 #![warn(missing_docs)]
 
+pub mod endpoint;
 pub mod fetch;
+pub mod fuse;
 pub mod image;
 pub mod read;
 

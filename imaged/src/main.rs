@@ -173,6 +173,13 @@ async fn serve(cfg: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port.
     eprintln!("imaged listening on http://{addr}");
+    // Responses are written in several pieces (head, then streamed records): without
+    // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~20-40 ms to each.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, imaged::app(state)).with_graceful_shutdown(shutdown()).await.context("serving")?;
     Ok(())
 }

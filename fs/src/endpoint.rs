@@ -1,0 +1,190 @@
+//! The endpoint's state behind the mount: the store, the fetcher, the generations loaded
+//! (current, previous, and any still open), and the switch between them. It is where trees
+//! and chunks come from for `image` and `read`: the store first, the servers for what it
+//! lacks, with a small memory cache of decompressed chunks in front.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use cache::Store;
+use format::{Digest, EntryKind, Manifest, Tree};
+
+use crate::fetch::{FetchError, Fetcher};
+use crate::image::{Image, ImageError, Trees};
+use crate::read::{ChunkError, Chunks};
+
+/// Why a generation could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its objects could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// An object is missing or corrupt in the store.
+    #[error(transparent)]
+    Object(#[from] cache::GetError),
+    /// The manifest does not parse.
+    #[error("manifest {digest} is malformed: {source}")]
+    BadManifest {
+        /// The manifest.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: format::DecodeError,
+    },
+    /// A tree does not parse.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+#[derive(Clone)]
+struct Decoded;
+
+impl quick_cache::Weighter<Digest, Arc<Vec<u8>>> for Decoded {
+    fn weight(&self, _: &Digest, v: &Arc<Vec<u8>>) -> u64 {
+        v.len() as u64 + 64
+    }
+}
+
+/// Generations being served and where their objects come from.
+pub struct Endpoint {
+    store: Arc<Store>,
+    fetcher: Arc<Fetcher>,
+    images: RwLock<HashMap<u64, Arc<Image>>>,
+    current: RwLock<Arc<Image>>,
+    previous: RwLock<Option<Arc<Image>>>,
+    next_slot: AtomicU64,
+    chunks: quick_cache::sync::Cache<Digest, Arc<Vec<u8>>, Decoded>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("current", &self.current().label()).finish_non_exhaustive()
+    }
+}
+
+/// Fetches and decodes a manifest, its dictionary and every tree it reaches, level by level in
+/// one batch request per level, so a mount needs only metadata and few requests.
+pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest) -> Result<Manifest, LoadError> {
+    let store = fetcher.store();
+    fetcher.fetch(&[manifest_digest])?;
+    let bytes = store.get(&manifest_digest)?;
+    let manifest = Manifest::decode(&bytes).map_err(|source| LoadError::BadManifest { digest: manifest_digest, source })?;
+    let mut level: Vec<Digest> = vec![manifest.root];
+    level.extend(manifest.dictionary());
+    while !level.is_empty() {
+        fetcher.fetch(&level)?;
+        let mut next = Vec::new();
+        for d in &level {
+            if Some(*d) == manifest.dictionary() {
+                continue;
+            }
+            let tree = Tree::decode(&store.get(d)?).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
+            next.extend(tree.entries.iter().filter_map(|e| match e.kind {
+                EntryKind::Directory { tree } => Some(tree),
+                _ => None,
+            }));
+        }
+        next.sort();
+        next.dedup();
+        level = next;
+    }
+    Ok(manifest)
+}
+
+impl Endpoint {
+    /// Serves `manifest` (already loaded with `load_metadata`) as the current generation.
+    pub fn new(fetcher: Arc<Fetcher>, manifest_digest: Digest, manifest: Manifest, chunk_cache_bytes: u64) -> Endpoint {
+        let image = Arc::new(Image::new(1, manifest_digest, manifest));
+        Endpoint {
+            store: fetcher.store().clone(),
+            fetcher,
+            images: RwLock::new([(1, image.clone())].into_iter().collect()),
+            current: RwLock::new(image),
+            previous: RwLock::new(None),
+            next_slot: AtomicU64::new(2),
+            chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
+        }
+    }
+
+    /// The fetcher.
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    /// The generation new opens see.
+    pub fn current(&self) -> Arc<Image> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// The generation before the current one, if any.
+    pub fn previous(&self) -> Option<Arc<Image>> {
+        self.previous.read().unwrap().clone()
+    }
+
+    /// The generation an inode number belongs to.
+    pub fn image_of(&self, ino: u64) -> Option<Arc<Image>> {
+        self.images.read().unwrap().get(&Image::slot_of(ino)).cloned()
+    }
+
+    /// Makes `manifest` the current generation; the old current becomes the previous one.
+    /// Inodes of both stay valid. Returns the generation switched away from.
+    pub fn switch_to(&self, manifest_digest: Digest, manifest: Manifest) -> Arc<Image> {
+        if let Some(p) = self.previous().filter(|p| p.manifest_digest() == manifest_digest) {
+            return self.swap(p);
+        }
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let image = Arc::new(Image::new(slot, manifest_digest, manifest));
+        self.images.write().unwrap().insert(slot, image.clone());
+        self.swap(image)
+    }
+
+    /// Switches back to the previous generation; `None` if there is none.
+    pub fn rollback(&self) -> Option<Arc<Image>> {
+        let previous = self.previous()?;
+        Some(self.swap(previous))
+    }
+
+    fn swap(&self, next: Arc<Image>) -> Arc<Image> {
+        let old = std::mem::replace(&mut *self.current.write().unwrap(), next.clone());
+        *self.previous.write().unwrap() = Some(old.clone());
+        // Generations neither current nor previous stay only while the kernel may still use
+        // their inodes; they are forgotten at the next switch.
+        let keep = [next.slot(), old.slot()];
+        self.images.write().unwrap().retain(|slot, img| keep.contains(slot) || Arc::strong_count(img) > 1);
+        old
+    }
+}
+
+impl Trees for Endpoint {
+    fn tree(&self, digest: &Digest) -> Result<Arc<Tree>, ImageError> {
+        let unavailable = |why: String| ImageError::TreeUnavailable { digest: *digest, why };
+        if !self.store.contains(digest) {
+            self.fetcher.fetch(&[*digest]).map_err(|e| unavailable(e.to_string()))?;
+        }
+        let bytes = self.store.get(digest).map_err(|e| unavailable(e.to_string()))?;
+        Tree::decode(&bytes).map(Arc::new).map_err(|e| unavailable(e.to_string()))
+    }
+}
+
+impl Chunks for Endpoint {
+    fn chunk(&self, digest: &Digest, then: &[Digest]) -> Result<Arc<Vec<u8>>, ChunkError> {
+        if let Some(c) = self.chunks.get(digest) {
+            return Ok(c);
+        }
+        let err = |why: String| ChunkError { digest: *digest, why };
+        if !self.store.contains(digest) {
+            let mut want = vec![*digest];
+            want.extend(then.iter().filter(|d| !self.store.contains(d)));
+            // The chunks after it are a bonus: only the one asked for must arrive.
+            if let Err(e) = self.fetcher.fetch(&want) {
+                if !self.store.contains(digest) {
+                    return Err(err(e.to_string()));
+                }
+            }
+        }
+        let data = Arc::new(self.store.get(digest).map_err(|e| err(e.to_string()))?);
+        self.chunks.insert(*digest, data.clone());
+        Ok(data)
+    }
+}

@@ -1,0 +1,91 @@
+//! `imgfs`: mounts an image channel from one or more imaged servers through FUSE.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fs::endpoint::{load_metadata, Endpoint};
+use fs::fetch::{Fetcher, Limits};
+
+/// imgfs: run an OS or application image from the network, verified and cached.
+#[derive(Parser, Debug)]
+#[command(name = "imgfs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mount CHANNEL at MOUNTPOINT (in the foreground until unmounted).
+    Mount {
+        /// Servers, comma-separated, tried in order: http://a:4640,http://b:4640.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<String>,
+        /// Channel, e.g. os/stable.
+        #[arg(long)]
+        channel: String,
+        /// Cache directory (objects and the endpoint's state).
+        #[arg(long)]
+        cache: PathBuf,
+        /// Worker threads serving the kernel's requests.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Where to mount.
+        mountpoint: PathBuf,
+    },
+    /// Unmount MOUNTPOINT.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "fs=info,imgfs=info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Mount { server, channel, cache, threads, mountpoint } => mount(&server, &channel, &cache, threads, &mountpoint),
+        Command::Umount { mountpoint } => {
+            nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()).with_context(|| format!("unmounting {}", mountpoint.display()))
+        }
+    }
+}
+
+fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: usize, mountpoint: &std::path::Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
+    let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
+    let doc = fetcher.channel(channel).with_context(|| format!("reading channel {channel}"))?;
+    let digest: format::Digest = doc.manifest.parse().with_context(|| format!("channel {channel} names a bad manifest digest"))?;
+    let manifest = load_metadata(&fetcher, digest).with_context(|| format!("loading {} ({digest})", doc.generation))?;
+    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, 256 << 20));
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName(format!("imgfs:{channel}")),
+        fuser::MountOption::Subtype("imgfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(threads.max(1));
+    cfg.clone_fd = true;
+    let session = fuser::Session::new(fs::fuse::ImgFs::new(ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let traffic = fetcher.traffic();
+    // Scripts and tests wait for this line.
+    eprintln!(
+        "imgfs: mounted {} (channel {channel} v{}) at {} in {} ms, {} requests",
+        doc.generation,
+        doc.version,
+        mountpoint.display(),
+        start.elapsed().as_millis(),
+        traffic.requests
+    );
+    session.run().context("serving the mount")?;
+    Ok(())
+}
