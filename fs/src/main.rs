@@ -75,7 +75,8 @@ fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: us
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
-    let session = fuser::Session::new(fs::fuse::ImgFs::new(ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let session =
+        fuser::Session::new(fs::fuse::ImgFs::new(ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
     let traffic = fetcher.traffic();
     // Scripts and tests wait for this line.
     eprintln!(

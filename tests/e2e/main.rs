@@ -3,6 +3,7 @@
 mod bad_input;
 mod datasets;
 mod golden;
+mod mount;
 mod roundtrip;
 mod server;
 mod server_ops;

@@ -206,6 +206,57 @@ impl Drop for Server {
     }
 }
 
+/// A running `imgfs mount`, unmounted and killed when dropped.
+pub struct Mount {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it is mounted.
+    pub point: PathBuf,
+    /// Its `mounted ...` line.
+    pub banner: String,
+}
+
+impl Mount {
+    /// Mounts `channel` from `servers` at `point` with cache `cache`; waits (at most 60 s) for
+    /// the mount to be up.
+    pub fn start(servers: &[&str], channel: &str, cache: &Path, point: &Path) -> Mount {
+        use std::io::BufRead;
+        fs::create_dir_all(point).unwrap();
+        let mut child = Command::new(bin("imgfs"))
+            .args(["mount", "--server", &servers.join(","), "--channel", channel, "--cache"])
+            .arg(cache)
+            .arg(point)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("imgfs: mounted ") {
+                    let _ = tx.send(Ok(line.clone()));
+                }
+                lines.push(line);
+            }
+            let _ = tx.send(Err(lines.join("\n")));
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Ok(banner)) => Mount { child, point: point.to_path_buf(), banner },
+            Ok(Err(log)) => panic!("imgfs exited before mounting:\n{log}"),
+            Err(_) => panic!("imgfs did not mount within 60 s"),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.point, nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Sets an xattr, panicking with the path on failure.
 fn setx(path: &Path, name: &str, value: &[u8]) {
     xattr::set(path, name, value).unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
