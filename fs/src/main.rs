@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fs::control::Control;
 use fs::endpoint::{load_metadata, Endpoint};
 use fs::fetch::{Fetcher, Limits};
 
@@ -32,6 +33,9 @@ enum Command {
         /// Worker threads serving the kernel's requests.
         #[arg(long, default_value_t = 8)]
         threads: usize,
+        /// Seconds between channel checks (default: what the server says, else 300).
+        #[arg(long)]
+        poll_seconds: Option<u64>,
         /// Where to mount.
         mountpoint: PathBuf,
     },
@@ -40,6 +44,31 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Show the mount's generations, channel version, servers and whether it is offline.
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Check the channel now and switch if it moved.
+    Update {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Switch back to the previous generation at once (works offline).
+    Rollback {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Sends a control command and prints the answer; fails if the mount reports an error.
+fn control(mountpoint: &std::path::Path, command: &str) -> Result<()> {
+    let answer = fs::control::request(mountpoint, command)?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    if let Some(e) = answer["error"].as_str() {
+        anyhow::bail!("{command} on {}: {e}", mountpoint.display());
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -48,14 +77,26 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Mount { server, channel, cache, threads, mountpoint } => mount(&server, &channel, &cache, threads, &mountpoint),
+        Command::Mount { server, channel, cache, threads, poll_seconds, mountpoint } => {
+            mount(&server, &channel, &cache, threads, poll_seconds, &mountpoint)
+        }
+        Command::Status { mountpoint } => control(&mountpoint, "status"),
+        Command::Update { mountpoint } => control(&mountpoint, "update"),
+        Command::Rollback { mountpoint } => control(&mountpoint, "rollback"),
         Command::Umount { mountpoint } => {
             nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()).with_context(|| format!("unmounting {}", mountpoint.display()))
         }
     }
 }
 
-fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: usize, mountpoint: &std::path::Path) -> Result<()> {
+fn mount(
+    servers: &[String],
+    channel: &str,
+    cache: &std::path::Path,
+    threads: usize,
+    poll_seconds: Option<u64>,
+    mountpoint: &std::path::Path,
+) -> Result<()> {
     let start = std::time::Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
     let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
@@ -63,6 +104,7 @@ fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: us
     let digest: format::Digest = doc.manifest.parse().with_context(|| format!("channel {channel} names a bad manifest digest"))?;
     let manifest = load_metadata(&fetcher, digest).with_context(|| format!("loading {} ({digest})", doc.generation))?;
     let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, 256 << 20));
+    let fs_ep = ep.clone();
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,
@@ -76,7 +118,11 @@ fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: us
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
     let session =
-        fuser::Session::new(fs::fuse::ImgFs::new(ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
+        fuser::Session::new(fs::fuse::ImgFs::new(fs_ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let control = Arc::new(Control::new(ep, channel.to_string(), doc.version, session.notifier()));
+    let socket = fs::control::socket_path(mountpoint);
+    control.serve(&socket).with_context(|| format!("listening on {}", socket.display()))?;
+    control.poll(std::time::Duration::from_secs(poll_seconds.or(doc.poll_seconds).unwrap_or(300).max(1)));
     let traffic = fetcher.traffic();
     // Scripts and tests wait for this line.
     eprintln!(
@@ -88,5 +134,6 @@ fn mount(servers: &[String], channel: &str, cache: &std::path::Path, threads: us
         traffic.requests
     );
     session.run().context("serving the mount")?;
+    let _ = std::fs::remove_file(&socket);
     Ok(())
 }

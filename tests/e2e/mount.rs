@@ -50,3 +50,54 @@ fn a_debian_root_runs_dpkg_from_the_mount() {
     assert_eq!(listed, dpkg(&gen1), "dpkg -l differs between the mount and the source tree");
     assert_same(&gen1, &mnt.point);
 }
+
+#[test]
+fn a_switch_leaves_open_files_on_their_generation_and_rollback_brings_it_back() {
+    use std::io::Read;
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(src.join("app")).unwrap();
+    let (one, two) = (tests::noise(3 << 20, 1), tests::noise(3 << 20, 2));
+    std::fs::write(src.join("data.bin"), &one).unwrap();
+    std::fs::write(src.join("app/version"), b"one\n").unwrap();
+    publish(&t, &server, &src, "office", "office/pilot");
+    let mnt = Mount::start_with(&[&server.url], "office/pilot", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let p = &mnt.point;
+
+    // A process holds gen 1's data.bin open and has read a third of it.
+    let mut held = std::fs::File::open(p.join("data.bin")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    held.read_exact(&mut first).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("app/version")).unwrap(), "one\n");
+
+    std::fs::write(src.join("data.bin"), &two).unwrap();
+    std::fs::write(src.join("app/version"), b"two\n").unwrap();
+    std::fs::write(src.join("new-in-two"), b"hello\n").unwrap();
+    publish(&t, &server, &src, "office", "office/pilot");
+    let up = mnt.control("update");
+    assert_eq!((up["switched"].as_bool(), up["generation"].as_str()), (Some(true), Some("office@2")), "{up}");
+
+    // New opens see gen 2; the held file reads gen 1's bytes to the end.
+    assert_eq!(std::fs::read_to_string(p.join("app/version")).unwrap(), "two\n");
+    assert_eq!(std::fs::read(p.join("new-in-two")).unwrap(), b"hello\n");
+    assert!(std::fs::read(p.join("data.bin")).unwrap() == two, "a new open of data.bin must see gen 2");
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert!(first == one, "the file opened before the switch must read gen 1 to the end");
+    let again = mnt.control("update");
+    assert_eq!(again["switched"], false, "{again}");
+
+    // Rollback: gen 1 again, at once.
+    let back = mnt.control("rollback");
+    assert_eq!((back["switched"].as_bool(), back["generation"].as_str()), (Some(true), Some("office@1")), "{back}");
+    assert_eq!(std::fs::read_to_string(p.join("app/version")).unwrap(), "one\n");
+    assert!(!p.join("new-in-two").exists(), "a name only gen 2 has is gone after the rollback");
+    assert!(std::fs::read(p.join("data.bin")).unwrap() == one);
+    let status = mnt.control("status");
+    assert_eq!(status["current"]["generation"], "office@1", "{status}");
+    assert_eq!(status["previous"]["generation"], "office@2", "{status}");
+    assert_eq!(status["channel"], "office/pilot");
+    assert_eq!(status["offline"], false);
+}

@@ -220,11 +220,17 @@ impl Mount {
     /// Mounts `channel` from `servers` at `point` with cache `cache`; waits (at most 60 s) for
     /// the mount to be up.
     pub fn start(servers: &[&str], channel: &str, cache: &Path, point: &Path) -> Mount {
+        Mount::start_with(servers, channel, cache, point, &[])
+    }
+
+    /// Like `start`, with more `imgfs mount` options.
+    pub fn start_with(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str]) -> Mount {
         use std::io::BufRead;
         fs::create_dir_all(point).unwrap();
         let mut child = Command::new(bin("imgfs"))
             .args(["mount", "--server", &servers.join(","), "--channel", channel, "--cache"])
             .arg(cache)
+            .args(extra)
             .arg(point)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -246,6 +252,20 @@ impl Mount {
             Ok(Err(log)) => panic!("imgfs exited before mounting:\n{log}"),
             Err(_) => panic!("imgfs did not mount within 60 s"),
         }
+    }
+}
+
+impl Mount {
+    /// Runs `imgfs COMMAND MOUNTPOINT` and parses its JSON answer; panics if it fails.
+    pub fn control(&self, command: &str) -> serde_json::Value {
+        let out = Command::new(bin("imgfs")).arg(command).arg(&self.point).output().unwrap();
+        assert!(
+            out.status.success(),
+            "imgfs {command} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 }
 
