@@ -50,8 +50,10 @@ pub struct Control {
     pub ep: Arc<Endpoint>,
     /// The channel followed.
     pub channel: String,
-    /// The channel version of the current generation (0 when mounted from the cache).
-    pub version: Mutex<u64>,
+    /// The channel versions of the current and previous generations (0 if unknown).
+    pub versions: Mutex<(u64, u64)>,
+    /// The cache directory, where the state file lives.
+    pub cache: PathBuf,
     /// Tells the kernel to forget cached entries.
     pub notifier: fuser::Notifier,
     /// When the channel was last checked, and what happened.
@@ -62,8 +64,27 @@ pub struct Control {
 
 impl Control {
     /// A control for a mounted endpoint.
-    pub fn new(ep: Arc<Endpoint>, channel: String, version: u64, notifier: fuser::Notifier) -> Control {
-        Control { ep, channel, version: Mutex::new(version), notifier, last_check: Mutex::new(None), switching: Mutex::new(()) }
+    pub fn new(ep: Arc<Endpoint>, channel: String, versions: (u64, u64), cache: PathBuf, notifier: fuser::Notifier) -> Control {
+        Control { ep, channel, versions: Mutex::new(versions), cache, notifier, last_check: Mutex::new(None), switching: Mutex::new(()) }
+    }
+
+    /// Records the current and previous generations in the cache's state file.
+    pub fn save_state(&self) {
+        let (cv, pv) = *self.versions.lock().unwrap();
+        let served = |img: &Image, channel_version| crate::state::Served {
+            generation: img.label(),
+            manifest: img.manifest_digest().to_hex(),
+            channel_version,
+        };
+        let st = crate::state::State {
+            version: crate::state::STATE_VERSION,
+            channel: self.channel.clone(),
+            current: served(&self.ep.current(), cv),
+            previous: self.ep.previous().map(|p| served(&p, pv)),
+        };
+        if let Err(e) = crate::state::save(&self.cache, &st) {
+            tracing::warn!(error = %e, "cannot write the state file; an offline restart may mount an older generation");
+        }
     }
 
     /// Makes the kernel look names under the mount's root up again, so new opens resolve in the
@@ -90,13 +111,17 @@ impl Control {
             let digest: Digest = doc.manifest.parse().map_err(|_| format!("channel names a bad digest {:?}", doc.manifest))?;
             let current = self.ep.current();
             if current.manifest_digest() == digest {
-                *self.version.lock().unwrap() = doc.version;
+                self.versions.lock().unwrap().0 = doc.version;
                 return Ok(json!({"switched": false, "generation": doc.generation, "channel_version": doc.version}));
             }
             let manifest = load_metadata(self.ep.fetcher(), digest).map_err(|e| e.to_string())?;
             let old = self.ep.switch_to(digest, manifest);
             self.invalidate(&old, &self.ep.current());
-            *self.version.lock().unwrap() = doc.version;
+            {
+                let mut v = self.versions.lock().unwrap();
+                *v = (doc.version, v.0);
+            }
+            self.save_state();
             tracing::info!(from = %old.label(), to = %doc.generation, version = doc.version, "switched");
             Ok(json!({"switched": true, "from": old.label(), "generation": doc.generation, "channel_version": doc.version,
                       "millis": start.elapsed().as_millis() as u64}))
@@ -117,6 +142,11 @@ impl Control {
             Some(old) => {
                 let current = self.ep.current();
                 self.invalidate(&old, &current);
+                {
+                    let mut v = self.versions.lock().unwrap();
+                    *v = (v.1, v.0);
+                }
+                self.save_state();
                 tracing::info!(from = %old.label(), to = %current.label(), "rolled back");
                 json!({"switched": true, "from": old.label(), "generation": current.label(), "millis": start.elapsed().as_millis() as u64})
             }
@@ -130,7 +160,7 @@ impl Control {
         let fetcher = self.ep.fetcher();
         json!({
             "channel": self.channel,
-            "channel_version": *self.version.lock().unwrap(),
+            "channel_version": self.versions.lock().unwrap().0,
             "current": {"generation": current.label(), "manifest": current.manifest_digest().to_hex()},
             "previous": self.ep.previous().map(|p| json!({"generation": p.label(), "manifest": p.manifest_digest().to_hex()})),
             "servers": fetcher.health(),

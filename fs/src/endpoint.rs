@@ -139,6 +139,15 @@ impl Endpoint {
         self.swap(image)
     }
 
+    /// Registers the generation served before this process started (from the state file), so
+    /// a rollback needs no network.
+    pub fn set_previous(&self, manifest_digest: Digest, manifest: Manifest) {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let image = Arc::new(Image::new(slot, manifest_digest, manifest));
+        self.images.write().unwrap().insert(slot, image.clone());
+        *self.previous.write().unwrap() = Some(image);
+    }
+
     /// Switches back to the previous generation; `None` if there is none.
     pub fn rollback(&self) -> Option<Arc<Image>> {
         let previous = self.previous()?;

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod fuse;
 pub mod image;
 pub mod read;
+pub mod state;
 
 #[cfg(test)]
 mod tests;

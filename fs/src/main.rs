@@ -100,10 +100,43 @@ fn mount(
     let start = std::time::Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
     let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
-    let doc = fetcher.channel(channel).with_context(|| format!("reading channel {channel}"))?;
-    let digest: format::Digest = doc.manifest.parse().with_context(|| format!("channel {channel} names a bad manifest digest"))?;
-    let manifest = load_metadata(&fetcher, digest).with_context(|| format!("loading {} ({digest})", doc.generation))?;
+    // The channel from a server; with none reachable, the last generation this cache served.
+    let saved = fs::state::load(cache).filter(|s| s.channel == channel);
+    let mut server_poll = None;
+    let (digest, label, version, offline) = match fetcher.channel(channel) {
+        Ok(doc) => {
+            server_poll = doc.poll_seconds;
+            (
+                doc.manifest.parse().with_context(|| format!("channel {channel} names a bad manifest digest"))?,
+                doc.generation,
+                doc.version,
+                false,
+            )
+        }
+        Err(e) => {
+            let st =
+                saved.clone().ok_or_else(|| anyhow::anyhow!("{e}; and the cache {} holds no generation of {channel}", cache.display()))?;
+            tracing::warn!(error = %e, generation = %st.current.generation, "no server reachable: mounting from the cache");
+            (st.current.manifest.parse().context("state file names a bad digest")?, st.current.generation, st.current.channel_version, true)
+        }
+    };
+    let digest: format::Digest = digest;
+    let manifest = load_metadata(&fetcher, digest).with_context(|| format!("loading {label} ({digest})"))?;
     let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, 256 << 20));
+    // The generation served before, so rollback works offline: kept if its metadata loads.
+    let mut previous_version = 0;
+    if let Some(st) = &saved {
+        let candidates = [Some(&st.current), st.previous.as_ref()];
+        if let Some(p) = candidates.into_iter().flatten().find(|p| p.manifest != digest.to_hex()) {
+            match p.manifest.parse().map_err(|_| ()).and_then(|d| load_metadata(&fetcher, d).map(|m| (d, m)).map_err(|_| ())) {
+                Ok((d, m)) => {
+                    ep.set_previous(d, m);
+                    previous_version = p.channel_version;
+                }
+                Err(()) => tracing::warn!(generation = %p.generation, "the previous generation is not available; rollback has no target"),
+            }
+        }
+    }
     let fs_ep = ep.clone();
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
@@ -119,16 +152,16 @@ fn mount(
     cfg.clone_fd = true;
     let session =
         fuser::Session::new(fs::fuse::ImgFs::new(fs_ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
-    let control = Arc::new(Control::new(ep, channel.to_string(), doc.version, session.notifier()));
+    let control = Arc::new(Control::new(ep, channel.to_string(), (version, previous_version), cache.to_path_buf(), session.notifier()));
+    control.save_state();
     let socket = fs::control::socket_path(mountpoint);
     control.serve(&socket).with_context(|| format!("listening on {}", socket.display()))?;
-    control.poll(std::time::Duration::from_secs(poll_seconds.or(doc.poll_seconds).unwrap_or(300).max(1)));
+    control.poll(std::time::Duration::from_secs(poll_seconds.or(server_poll).unwrap_or(300).max(1)));
     let traffic = fetcher.traffic();
     // Scripts and tests wait for this line.
     eprintln!(
-        "imgfs: mounted {} (channel {channel} v{}) at {} in {} ms, {} requests",
-        doc.generation,
-        doc.version,
+        "imgfs: mounted {label} (channel {channel} v{version}{}) at {} in {} ms, {} requests",
+        if offline { ", offline, from the cache" } else { "" },
         mountpoint.display(),
         start.elapsed().as_millis(),
         traffic.requests

@@ -101,3 +101,46 @@ fn a_switch_leaves_open_files_on_their_generation_and_rollback_brings_it_back() 
     assert_eq!(status["channel"], "office/pilot");
     assert_eq!(status["offline"], false);
 }
+
+#[test]
+fn offline_cached_data_works_uncached_fails_fast_and_a_restart_mounts_from_the_cache() {
+    use std::time::{Duration, Instant};
+    let t = Imgctl::new();
+    let data = t.path("server");
+    let mut server = Server::start(&data);
+    let port = server.port();
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(src.join(format!("f{i}")), tests::noise(200_000, i)).unwrap();
+    }
+    publish(&t, &server, &src, "laptop", "os/stable");
+    let (cache, point) = (t.path("cache"), t.path("mnt"));
+    let mnt = Mount::start_with(&[&server.url], "os/stable", &cache, &point, &["--poll-seconds", "3600"]);
+    for i in 0..10 {
+        assert_eq!(std::fs::read(point.join(format!("f{i}"))).unwrap(), tests::noise(200_000, i));
+    }
+
+    server.kill();
+    // Cached: no error. Uncached: EIO, quickly, never a hang.
+    for i in 0..10 {
+        assert_eq!(std::fs::read(point.join(format!("f{i}"))).unwrap(), tests::noise(200_000, i), "cached f{i} offline");
+    }
+    let start = Instant::now();
+    let err = std::fs::read(point.join("f15")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10), "an uncached read took {:?} to fail", start.elapsed());
+    let status = mnt.control("status");
+    assert_eq!(status["offline"], true, "{status}");
+    drop(mnt);
+
+    // A restart with the server still down mounts the last generation from the cache.
+    let mnt = Mount::start_with(&[&format!("http://127.0.0.1:{port}")], "os/stable", &cache, &point, &["--poll-seconds", "3600"]);
+    assert!(mnt.banner.contains("offline, from the cache"), "{}", mnt.banner);
+    assert_eq!(std::fs::read(point.join("f3")).unwrap(), tests::noise(200_000, 3));
+    assert!(std::fs::read(point.join("f16")).is_err());
+
+    // The server comes back: the mount recovers by itself.
+    let _server = Server::start_on(&data, port);
+    assert_eq!(std::fs::read(point.join("f16")).unwrap(), tests::noise(200_000, 16), "recovered once the server is back");
+}

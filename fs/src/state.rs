@@ -1,0 +1,58 @@
+//! The endpoint's state on disk, `CACHE/state.json`: which channel the cache follows and the
+//! current and previous generations it served, so a restart with every server unreachable
+//! mounts the last verified generation from the cache, and rollback still has its target.
+//! Written to a temporary file, synced, then renamed over the old one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Format version of `state.json`.
+pub const STATE_VERSION: u32 = 1;
+
+/// One generation the endpoint served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// `IMAGE@N`.
+    pub generation: String,
+    /// Manifest digest, hex.
+    pub manifest: String,
+    /// The channel version that named it (0 if unknown).
+    pub channel_version: u64,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Always `STATE_VERSION`.
+    pub version: u32,
+    /// The channel followed.
+    pub channel: String,
+    /// The generation served now.
+    pub current: Served,
+    /// The one before, for rollback.
+    pub previous: Option<Served>,
+}
+
+/// The state file of a cache directory.
+pub fn path(cache: &Path) -> PathBuf {
+    cache.join("state.json")
+}
+
+/// Reads the state; `None` if there is none or it is unreadable (then nothing is trusted).
+pub fn load(cache: &Path) -> Option<State> {
+    let bytes = std::fs::read(path(cache)).ok()?;
+    serde_json::from_slice::<State>(&bytes).ok().filter(|s| s.version == STATE_VERSION)
+}
+
+/// Writes the state atomically and durably.
+pub fn save(cache: &Path, state: &State) -> std::io::Result<()> {
+    let dest = path(cache);
+    let tmp = cache.join(format!(".state.json.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(state).expect("serialisable"))?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &dest)?;
+    std::fs::File::open(cache)?.sync_all()
+}
