@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo on embedded defaults: build, import a small OS-like tree as generation 1, patch it
-# into generation 2, start imaged, push both, move channels (set, promote, roll back), compare,
-# export, verify. The mount stage (imgfs) extends it when it lands.
+# into generation 2, start imaged, push, mount the channel with imgfs and run a program from
+# it, publish generation 2 and switch the mount, roll back, move channels, compare, export,
+# verify. Needs root (FUSE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -41,9 +42,33 @@ step "push generation 1 and point the pilot and stable channels at it"
 "$IMGCTL" channel set demo/pilot demo@1
 "$IMGCTL" channel promote demo/pilot demo/stable
 
-step "push the patched generation 2 (only what changed travels) to pilot, then promote"
+step "mount the pilot channel with imgfs (data fetched on first read, verified, cached) and run a program from it"
+MNT=$WORK/mnt
+mkdir -p "$MNT"
+"$BIN/imgfs" mount --server "$IMAGED_SERVER" --channel demo/pilot --cache "$WORK/cache" "$MNT" 2>"$WORK/imgfs.log" &
+IMGFS_PID=$!
+trap 'umount -l "$MNT" 2>/dev/null || true; kill $IMGFS_PID $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "mounted" "$WORK/imgfs.log" 2>/dev/null && break; sleep 0.1; done
+grep "mounted" "$WORK/imgfs.log"
+"$MNT/usr/bin/ls" -l "$MNT/etc"
+grep Version "$MNT/var/lib/dpkg/status"
+
+step "push the patched generation 2 (only what changed travels) to pilot; the mount switches"
 "$IMGCTL" push demo@2
 "$IMGCTL" channel set demo/pilot demo@2
+"$BIN/imgfs" update "$MNT"
+cat "$MNT/etc/demo.conf"
+grep Version "$MNT/var/lib/dpkg/status"
+
+step "roll the mount back to generation 1 at once (no network needed), then forward again"
+"$BIN/imgfs" rollback "$MNT"
+ls "$MNT/etc"
+"$BIN/imgfs" rollback "$MNT" >/dev/null
+"$BIN/imgfs" status "$MNT"
+"$BIN/imgfs" umount "$MNT"
+wait $IMGFS_PID || true
+
+step "promote pilot to stable"
 "$IMGCTL" channel promote demo/pilot demo/stable
 
 step "roll stable back: a new channel version naming generation 1"

@@ -144,3 +144,32 @@ fn offline_cached_data_works_uncached_fails_fast_and_a_restart_mounts_from_the_c
     let _server = Server::start_on(&data, port);
     assert_eq!(std::fs::read(point.join("f16")).unwrap(), tests::noise(200_000, 16), "recovered once the server is back");
 }
+
+#[test]
+fn a_server_serving_a_wrong_object_is_skipped_and_the_cache_never_holds_it() {
+    let t = Imgctl::new();
+    let (a, b) = (Server::start(&t.path("server-a")), Server::start(&t.path("server-b")));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let victim = tests::noise(50_000, 77);
+    std::fs::write(src.join("victim.bin"), &victim).unwrap();
+    std::fs::write(src.join("other.txt"), b"fine\n").unwrap();
+    publish(&t, &a, &src, "app", "apps/stable");
+    ok_json(t.remote(&b, &["--json", "push", "app@1"]));
+    ok_json(t.remote(&b, &["--json", "channel", "set", "apps/stable", "app@1"]));
+    // Server A's copy of the file's only chunk goes bad on its disk; A serves it as it is.
+    let hex = blake3::hash(&victim).to_hex().to_string();
+    tests::corrupt_object(&a.data.join("store"), &hex);
+
+    let cache = t.path("cache");
+    let mnt = Mount::start_with(&[&a.url, &b.url], "apps/stable", &cache, &t.path("mnt"), &["--poll-seconds", "3600"]);
+    assert!(std::fs::read(mnt.point.join("victim.bin")).unwrap() == victim, "the reader gets the right bytes");
+    let status = mnt.control("status");
+    let servers = status["servers"].as_array().unwrap();
+    assert!(servers[0]["failed"].as_u64().unwrap() >= 1, "{status}");
+    assert!(servers[0]["last_error"].as_str().unwrap().contains("does not verify"), "{status}");
+    assert!(servers[1]["ok"].as_u64().unwrap() >= 1, "{status}");
+    drop(mnt);
+    let store = cache::Store::open(cache.join("store")).unwrap();
+    assert_eq!(store.get(&hex.parse().unwrap()).unwrap(), victim, "the cache holds the right bytes, verified");
+}
