@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use format::Digest;
 use serde_json::{json, Value};
 
-use crate::endpoint::{load_metadata, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::image::Image;
 
 /// Where the control socket of the mount at `mountpoint` lives.
@@ -114,7 +114,7 @@ impl Control {
                 self.versions.lock().unwrap().0 = doc.version;
                 return Ok(json!({"switched": false, "generation": doc.generation, "channel_version": doc.version}));
             }
-            let manifest = load_metadata(self.ep.fetcher(), digest).map_err(|e| e.to_string())?;
+            let manifest = self.ep.load(digest).map_err(|e| e.to_string())?;
             let old = self.ep.switch_to(digest, manifest);
             self.invalidate(&old, &self.ep.current());
             {

@@ -3,7 +3,7 @@
 //! and chunks come from for `image` and `read`: the store first, the servers for what it
 //! lacks, with a small memory cache of decompressed chunks in front.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -55,6 +55,8 @@ pub struct Endpoint {
     previous: RwLock<Option<Arc<Image>>>,
     next_slot: AtomicU64,
     chunks: quick_cache::sync::Cache<Digest, Arc<Vec<u8>>, Decoded>,
+    /// Trees known to be present with everything below them.
+    complete: std::sync::Mutex<HashSet<Digest>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -64,37 +66,51 @@ impl std::fmt::Debug for Endpoint {
 }
 
 /// Fetches and decodes a manifest, its dictionary and every tree it reaches, level by level in
-/// one batch request per level, so a mount needs only metadata and few requests.
-pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest) -> Result<Manifest, LoadError> {
+/// one batch request per level, so a mount needs only metadata and few requests. Trees in
+/// `complete` (every tree below them is present and was read) are not descended into, so
+/// loading a patch of a loaded generation costs what changed, not the image's size; the
+/// trees walked are added to `complete`.
+pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut HashSet<Digest>) -> Result<Manifest, LoadError> {
     let store = fetcher.store();
     fetcher.fetch(&[manifest_digest])?;
     let bytes = store.get(&manifest_digest)?;
     let manifest = Manifest::decode(&bytes).map_err(|source| LoadError::BadManifest { digest: manifest_digest, source })?;
+    if let Some(dict) = manifest.dictionary() {
+        fetcher.fetch(&[dict])?;
+    }
+    let mut walked = Vec::new();
     let mut level: Vec<Digest> = vec![manifest.root];
-    level.extend(manifest.dictionary());
+    level.retain(|d| !complete.contains(d));
     while !level.is_empty() {
         fetcher.fetch(&level)?;
         let mut next = Vec::new();
         for d in &level {
-            if Some(*d) == manifest.dictionary() {
-                continue;
-            }
             let tree = Tree::decode(&store.get(d)?).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
             next.extend(tree.entries.iter().filter_map(|e| match e.kind {
-                EntryKind::Directory { tree } => Some(tree),
+                EntryKind::Directory { tree } if !complete.contains(&tree) => Some(tree),
                 _ => None,
             }));
         }
+        walked.extend_from_slice(&level);
         next.sort();
         next.dedup();
         level = next;
     }
+    // Only now is everything below each walked tree known to be present.
+    complete.extend(walked);
     Ok(manifest)
 }
 
 impl Endpoint {
-    /// Serves `manifest` (already loaded with `load_metadata`) as the current generation.
-    pub fn new(fetcher: Arc<Fetcher>, manifest_digest: Digest, manifest: Manifest, chunk_cache_bytes: u64) -> Endpoint {
+    /// Serves `manifest` (already loaded with `load_metadata`, which filled `complete`) as the
+    /// current generation.
+    pub fn new(
+        fetcher: Arc<Fetcher>,
+        manifest_digest: Digest,
+        manifest: Manifest,
+        complete: HashSet<Digest>,
+        chunk_cache_bytes: u64,
+    ) -> Endpoint {
         let image = Arc::new(Image::new(1, manifest_digest, manifest));
         Endpoint {
             store: fetcher.store().clone(),
@@ -104,7 +120,16 @@ impl Endpoint {
             previous: RwLock::new(None),
             next_slot: AtomicU64::new(2),
             chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
+            complete: std::sync::Mutex::new(complete),
         }
+    }
+
+    /// Loads a generation's metadata (see `load_metadata`), skipping trees already walked.
+    pub fn load(&self, manifest_digest: Digest) -> Result<Manifest, LoadError> {
+        let mut complete = std::mem::take(&mut *self.complete.lock().unwrap());
+        let result = load_metadata(&self.fetcher, manifest_digest, &mut complete);
+        self.complete.lock().unwrap().extend(complete);
+        result
     }
 
     /// The fetcher.

@@ -121,14 +121,15 @@ fn mount(
         }
     };
     let digest: format::Digest = digest;
-    let manifest = load_metadata(&fetcher, digest).with_context(|| format!("loading {label} ({digest})"))?;
-    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, 256 << 20));
+    let mut complete = std::collections::HashSet::new();
+    let manifest = load_metadata(&fetcher, digest, &mut complete).with_context(|| format!("loading {label} ({digest})"))?;
+    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, 256 << 20));
     // The generation served before, so rollback works offline: kept if its metadata loads.
     let mut previous_version = 0;
     if let Some(st) = &saved {
         let candidates = [Some(&st.current), st.previous.as_ref()];
         if let Some(p) = candidates.into_iter().flatten().find(|p| p.manifest != digest.to_hex()) {
-            match p.manifest.parse().map_err(|_| ()).and_then(|d| load_metadata(&fetcher, d).map(|m| (d, m)).map_err(|_| ())) {
+            match p.manifest.parse().map_err(|_| ()).and_then(|d| ep.load(d).map(|m| (d, m)).map_err(|_| ())) {
                 Ok((d, m)) => {
                     ep.set_previous(d, m);
                     previous_version = p.channel_version;

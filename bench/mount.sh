@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Mount benchmark: imgfs vs squashfuse_ll and the native directory (warm walk and read of the
+# rust tree), cold mount + `dpkg -l` of gen2 over HTTP on 127.0.0.1 (requests counted), the
+# traffic of moving a fully cached gen1 to gen2, switch and rollback latency on gen1 and on
+# the rust tree, imgfs memory. Prints one table; not a timed test. Needs the datasets.
+#   SKIP_SQUASHFS=1 bench/mount.sh   (skips building the squashfs image, ~60 s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${IMAGED_DATASETS:-/var/tmp/imgbench}
+for s in gen1 gen2 rust; do [[ -e $D/.$s.done ]] || { echo "dataset $s missing in $D: run ../shared/datasets/make-datasets.sh" >&2; exit 1; }; done
+need=(); for c in squashfuse_ll:squashfuse mksquashfs:squashfs-tools bc:bc curl:curl; do command -v "${c%%:*}" >/dev/null || need+=("${c#*:}"); done
+if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+cargo build --release -p tools -p imaged -p fs --locked -q
+BIN=${CARGO_TARGET_DIR:-target}/release
+W=$(mktemp -d /var/tmp/imaged-mount.XXXXXX)
+MOUNTS=()
+cleanup() {
+  for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  [[ -n ${IMAGED_PID:-} ]] && kill "$IMAGED_PID" 2>/dev/null
+  sleep 0.5; rm -rf "$W"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+secs() { local t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; echo "$(now) - $t0" | bc -l | xargs printf '%.2f'; }
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
+walk() { find "$1" -printf '%i %s %m %n %U %G %T@\n' >/dev/null; }
+readall() { tar -cf - -C "$1" . | cat >/dev/null; }
+
+# The server with gen1, gen2 and the rust tree, each on a channel.
+"$BIN/imgctl" --store "$W/img" import "$D/gen1" --image debian >/dev/null 2>&1
+"$BIN/imgctl" --store "$W/img" import "$D/gen2" --image debian >/dev/null 2>&1
+"$BIN/imgctl" --store "$W/img" import "$D/rust" --image rust >/dev/null 2>&1
+"$BIN/imaged" serve --data "$W/srv" --listen 127.0.0.1:0 2>"$W/imaged.log" &
+IMAGED_PID=$!
+for _ in $(seq 300); do grep -q "listening on" "$W/imaged.log" && break; sleep 0.1; done
+URL=$(sed -n 's/.*imaged listening on //p' "$W/imaged.log" | head -1)
+export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
+for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
+"$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
+"$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
+"$BIN/imgctl" --store "$W/img" channel set bench/rust rust@1 >/dev/null
+
+# mount NAME CHANNEL: starts imgfs on a fresh cache; prints the banner.
+mount_imgfs() {
+  local name=$1 channel=$2
+  mkdir -p "$W/mnt-$name"
+  "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --poll-seconds 3600 "$W/mnt-$name" 2>"$W/imgfs-$name.log" &
+  for _ in $(seq 600); do grep -q "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
+  MOUNTS+=("$W/mnt-$name")
+  grep -o "mounted.*" "$W/imgfs-$name.log"
+}
+status() { "$BIN/imgfs" status "$W/mnt-$1"; }
+traffic() { status "$1" | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])'; }
+
+echo "== $(nproc) cores; $(uname -r); rust tree $(find "$D/rust" | wc -l) entries, $(du -sm --apparent-size "$D/rust" | cut -f1) MiB"
+
+# 1. Warm walk and read of the rust tree.
+mount_imgfs rust bench/rust >/dev/null
+readall "$W/mnt-rust"; readall "$W/mnt-rust"     # fetch everything, warm the caches
+walk "$D/rust"; readall "$D/rust"
+w_img=$(secs walk "$W/mnt-rust"); r_img=$(secs readall "$W/mnt-rust")
+w_nat=$(secs walk "$D/rust"); r_nat=$(secs readall "$D/rust")
+if [[ -z ${SKIP_SQUASHFS:-} ]]; then
+  mksquashfs "$D/rust" "$W/rust.sqfs" -comp zstd -noappend -quiet >/dev/null
+  mkdir -p "$W/mnt-sq"; squashfuse_ll "$W/rust.sqfs" "$W/mnt-sq"; MOUNTS+=("$W/mnt-sq")
+  walk "$W/mnt-sq"; readall "$W/mnt-sq"
+  w_sq=$(secs walk "$W/mnt-sq"); r_sq=$(secs readall "$W/mnt-sq")
+fi
+rss=$(ps -o rss= -p "$(pgrep -f "mount --server $URL --channel bench/rust")" | tr -d ' ')
+printf '\n%-40s %10s %10s %10s %10s\n' "rust tree, warm" "imgfs" "squashfuse" "native" "imgfs/sq"
+printf '%-40s %10s %10s %10s %10s\n' "walk: find + stat every entry (s)" "$w_img" "${w_sq:--}" "$w_nat" "$( [[ -n ${w_sq:-} ]] && ratio "$w_img" "$w_sq" || echo -)"
+printf '%-40s %10s %10s %10s %10s\n' "read: tar of everything (s)" "$r_img" "${r_sq:--}" "$r_nat" "$( [[ -n ${r_sq:-} ]] && ratio "$r_img" "$r_sq" || echo -)"
+printf '%-40s %10s\n' "imgfs resident memory, rust mounted (MiB)" "$((rss / 1024))"
+
+# 2. Cold mount and dpkg -l of gen2 over HTTP.
+banner=$(mount_imgfs cold bench/debian2)
+t_dpkg=$(secs chroot "$W/mnt-cold" /usr/bin/dpkg -l)
+read -r req bytes < <(traffic cold)
+printf '\n%-40s %10s\n' "gen2, cold cache, over HTTP" ""
+printf '%-40s %10s\n' "mount" "$(echo "$banner" | grep -o 'in [0-9]* ms, [0-9]* requests' )"
+printf '%-40s %10s\n' "chroot MNT dpkg -l (s)" "$t_dpkg"
+printf '%-40s %10s\n' "requests in all (mount + dpkg -l)" "$req"
+
+# 3. Moving a fully cached gen1 to gen2: what travels.
+mount_imgfs upd bench/debian >/dev/null
+readall "$W/mnt-upd"
+read -r req0 bytes0 < <(traffic upd)
+"$BIN/imgctl" --store "$W/img" channel set bench/debian debian@2 >/dev/null
+sw1=$("$BIN/imgfs" update "$W/mnt-upd" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+readall "$W/mnt-upd"
+read -r req1 bytes1 < <(traffic upd)
+rb1=$("$BIN/imgfs" rollback "$W/mnt-upd" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+printf '\n%-40s %10s\n' "cache gen1 -> gen2 (all of gen2 read)" ""
+printf '%-40s %10s\n' "bytes fetched (MiB)" "$(echo "($bytes1 - $bytes0) / 1048576" | bc -l | xargs printf '%.1f')"
+printf '%-40s %10s\n' "requests" "$((req1 - req0))"
+
+# 4. Switch and rollback latency: gen1 (5k files) and the rust tree (52k files).
+# rust@2 is the same tree re-imported (the dataset is shared and stays untouched): the switch
+# still loads and verifies a new manifest, finds every tree already walked, and invalidates
+# the root's entries.
+"$BIN/imgctl" --store "$W/img" import "$D/rust" --image rust -m "bench: same tree again" >/dev/null 2>&1
+"$BIN/imgctl" --store "$W/img" push rust@2 >/dev/null
+"$BIN/imgctl" --store "$W/img" channel set bench/rust rust@2 >/dev/null
+sw2=$("$BIN/imgfs" update "$W/mnt-rust" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+rb2=$("$BIN/imgfs" rollback "$W/mnt-rust" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+printf '\n%-40s %10s %10s\n' "switch latency (ms)" "switch" "rollback"
+printf '%-40s %10s %10s\n' "gen1 -> gen2 (5k files)" "$sw1" "$rb1"
+printf '%-40s %10s %10s\n' "rust@1 -> rust@2 (52k files)" "$sw2" "$rb2"
