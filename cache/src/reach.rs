@@ -24,9 +24,11 @@ pub enum ReachError {
     },
 }
 
-/// Every object `manifest` reaches except the manifest itself, parents before children:
-/// the dictionary, then trees depth-first with the chunks of each tree's files after it.
-/// Chunks are not read, only named; trees are read and verified.
+/// Every object `manifest` reaches except the manifest itself: the dictionary, then trees
+/// depth-first with the chunks of each tree's files after it, then any other dictionary a
+/// chunk present here was compressed with (a chunk is stored once, by whichever image stored
+/// it first, and keeps that image's dictionary). Trees are read and verified; of chunks only
+/// the frame header is read.
 pub fn reachable(store: &Store, manifest: &Manifest) -> Result<Vec<Digest>, ReachError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -37,6 +39,7 @@ pub fn reachable(store: &Store, manifest: &Manifest) -> Result<Vec<Digest>, Reac
 /// Like `reachable`, but adds to `seen` (skipping what it already holds) so many generations
 /// can be walked sharing their common trees once.
 pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>) -> Result<(), ReachError> {
+    let start = out.len();
     if let Some(d) = manifest.dictionary() {
         if seen.insert(d) {
             out.push(d);
@@ -57,6 +60,13 @@ pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Dig
                 _ => {}
             }
         }
+    }
+    let mut dictionaries: Vec<Digest> = out[start..].iter().filter_map(|d| store.dictionary_of(d)).filter(|d| !seen.contains(d)).collect();
+    dictionaries.sort();
+    dictionaries.dedup();
+    for d in dictionaries {
+        seen.insert(d);
+        out.push(d);
     }
     Ok(())
 }

@@ -228,6 +228,35 @@ impl Store {
         self.write_framed(&v.digest, v.framed)
     }
 
+    /// The dictionary an object's frame names, read from its header alone (`None` when the
+    /// object is absent, unreadable or not dictionary-compressed). An object is stored once
+    /// whichever image stored it first, so it may name another image's dictionary.
+    pub fn dictionary_of(&self, digest: &Digest) -> Option<Digest> {
+        let mut head = [0u8; 48];
+        let packed = {
+            let packs = self.packs.read().unwrap();
+            packs.index.get(digest).map(|(n, loc)| (packs.files[*n as usize].1.clone(), *loc))
+        };
+        let n = match packed {
+            Some((file, loc)) => {
+                let n = head.len().min(loc.len as usize);
+                file.read_exact_at(&mut head[..n], loc.offset).ok()?;
+                n
+            }
+            None => match fs::File::open(self.object_path(digest)) {
+                Ok(f) => f.read_at(&mut head, 0).ok()?,
+                Err(_) => {
+                    // In the pack being written, or absent: rare enough to read whole.
+                    let framed = self.get_framed(digest).ok()?;
+                    let n = head.len().min(framed.len());
+                    head[..n].copy_from_slice(&framed[..n]);
+                    n
+                }
+            },
+        };
+        object::parse_header(&head[..n]).ok()?.dict
+    }
+
     /// Bytes an object takes in the store (framed, compressed), if present.
     pub fn stored_len(&self, digest: &Digest) -> Option<u64> {
         if let Some((_, loc)) = self.packs.read().unwrap().index.get(digest) {

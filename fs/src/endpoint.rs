@@ -217,7 +217,17 @@ impl Chunks for Endpoint {
                 }
             }
         }
-        let data = Arc::new(self.store.get(digest).map_err(|e| err(e.to_string()))?);
+        let data = match self.store.get(digest) {
+            Ok(d) => d,
+            // Compressed with a dictionary this cache lacks (the chunk was first stored by
+            // another image): the frame names it; fetch it (verified like any object) and retry.
+            Err(cache::GetError::MissingDictionary { dictionary, .. }) => {
+                self.fetcher.fetch(&[dictionary]).map_err(|e| err(e.to_string()))?;
+                self.store.get(digest).map_err(|e| err(e.to_string()))?
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let data = Arc::new(data);
         self.chunks.insert(*digest, data.clone());
         Ok(data)
     }

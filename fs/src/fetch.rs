@@ -331,6 +331,7 @@ impl Fetcher {
         }
         let mut reader = RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits };
         let mut head = [0u8; 36];
+        let mut deferred = Vec::new();
         loop {
             match read_full(&mut reader, &mut head) {
                 Ok(0) => break,
@@ -353,15 +354,40 @@ impl Fetcher {
                 Err(e) => return Err(BatchError::Server(e)),
             }
             match self.store.insert_framed(&digest, &framed, MAX_FETCHED_OBJECT) {
-                Ok(_) => {}
-                Err(cache::InsertError::Invalid { source, .. }) => {
-                    return Err(BatchError::Server(format!("sent object {digest} that does not verify: {source}")));
+                // Compressed with a dictionary this cache lacks (a chunk first stored by another
+                // image): checked once the dictionary is here.
+                Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
+                    deferred.push((digest, framed, dict));
                 }
-                Err(e) => return Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() })),
+                other => self.stored(digest, other)?,
             }
         }
         self.bytes.fetch_add(reader.bytes, Relaxed);
+        if deferred.is_empty() {
+            return Ok(());
+        }
+        let mut dictionaries: Vec<Digest> = deferred.iter().map(|(_, _, d)| *d).filter(|d| !self.store.contains(d)).collect();
+        dictionaries.sort();
+        dictionaries.dedup();
+        if !dictionaries.is_empty() {
+            // Dictionaries are plain objects, never compressed with another dictionary.
+            self.batch(url, &dictionaries)?;
+        }
+        for (digest, framed, _) in deferred {
+            let result = self.store.insert_framed(&digest, &framed, MAX_FETCHED_OBJECT);
+            self.stored(digest, result)?;
+        }
         Ok(())
+    }
+
+    fn stored(&self, digest: Digest, result: Result<cache::Inserted, cache::InsertError>) -> Result<(), BatchError> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(cache::InsertError::Invalid { source, .. }) => {
+                Err(BatchError::Server(format!("sent object {digest} that does not verify: {source}")))
+            }
+            Err(e) => Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() })),
+        }
     }
 }
 

@@ -173,3 +173,40 @@ fn a_server_serving_a_wrong_object_is_skipped_and_the_cache_never_holds_it() {
     let store = cache::Store::open(cache.join("store")).unwrap();
     assert_eq!(store.get(&hex.parse().unwrap()).unwrap(), victim, "the cache holds the right bytes, verified");
 }
+
+#[test]
+fn a_chunk_compressed_with_another_images_dictionary_travels_and_reads() {
+    // Image A is imported first and stores shared.txt compressed with A's dictionary; image B
+    // holds the same file, so B's chunk is A's object and names A's dictionary. Pushing only
+    // B, collecting garbage on the server and mounting B must all still work.
+    let t = Imgctl::new();
+    let small = |dir: &std::path::Path, tag: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..150 {
+            let text = format!("# {tag} configuration file {i}\noption_{i} = value {tag} {i}\nenabled = yes\n").repeat(8);
+            std::fs::write(dir.join(format!("{tag}-{i}.conf")), text).unwrap();
+        }
+        std::fs::write(dir.join("shared.txt"), "a file both images carry, word for word\n".repeat(40)).unwrap();
+    };
+    let (a, b) = (t.path("a"), t.path("b"));
+    small(&a, "alpha");
+    small(&b, "beta");
+    t.import(&a, "alpha");
+    t.import(&b, "beta");
+    let store = cache::Store::open(&t.store).unwrap();
+    let shared: format::Digest = blake3::hash("a file both images carry, word for word\n".repeat(40).as_bytes()).to_hex().parse().unwrap();
+    let dict_a = store.dictionary_of(&shared).expect("shared.txt is stored compressed with a dictionary");
+    let log: serde_json::Value = serde_json::from_str(&t.ok(["--json", "log", "beta"])).unwrap();
+    let beta_manifest: format::Digest = log[0]["manifest"].as_str().unwrap().parse().unwrap();
+    let beta = format::Manifest::decode(&store.get(&beta_manifest).unwrap()).unwrap();
+    assert_ne!(beta.dictionary(), Some(dict_a), "the test needs shared.txt to carry the other image's dictionary");
+    drop(store);
+
+    let server = Server::start(&t.path("server"));
+    ok_json(t.remote(&server, &["--json", "push", "beta@1"]));
+    ok_json(t.remote(&server, &["--json", "channel", "set", "apps/beta", "beta@1"]));
+    let gc = ok_json(server.admin(&["gc", "--json", "--listen", &server.url.replace("http://", "")]));
+    assert_eq!(gc["objects_removed"], 0, "{gc}");
+    let mnt = Mount::start_with(&[&server.url], "apps/beta", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    assert_same(&b, &mnt.point);
+}

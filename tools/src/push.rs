@@ -78,9 +78,15 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
         missing.extend(remote.missing(batch)?);
     }
     let bytes = AtomicU64::new(0);
-    // The server verifies every object as it arrives, and objects compressed with the image's
-    // dictionary cannot be verified without it: the dictionary goes first, alone.
-    if let Some(dict) = gen.manifest.dictionary().filter(|d| missing.contains(d)) {
+    // The server verifies every object as it arrives, and objects compressed with a
+    // dictionary cannot be verified without it: dictionaries go first, alone. Usually that is
+    // the image's own; a chunk first stored by another image keeps that image's dictionary.
+    let mut dictionaries: Vec<Digest> = gen.manifest.dictionary().into_iter().collect();
+    dictionaries.extend(missing.iter().filter_map(|d| store.dictionary_of(d)));
+    dictionaries.sort();
+    dictionaries.dedup();
+    dictionaries.retain(|d| missing.contains(d));
+    for dict in dictionaries {
         let framed = store.get_framed(&dict).map_err(ReadError::from)?;
         bytes.fetch_add(framed.len() as u64, Ordering::Relaxed);
         remote.put_object(&dict, framed)?;
