@@ -40,22 +40,22 @@ for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >
 "$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/rust rust@1 >/dev/null
 
-# mount NAME CHANNEL: starts imgfs on a fresh cache; prints the banner.
+# mount_imgfs NAME CHANNEL: starts imgfs on a fresh cache and waits until it is mounted.
 mount_imgfs() {
   local name=$1 channel=$2
   mkdir -p "$W/mnt-$name"
-  "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --poll-seconds 3600 "$W/mnt-$name" 2>"$W/imgfs-$name.log" &
+  "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --poll-seconds 3600 "$W/mnt-$name" >/dev/null 2>"$W/imgfs-$name.log" &
   for _ in $(seq 600); do grep -q "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
   MOUNTS+=("$W/mnt-$name")
-  grep -o "mounted.*" "$W/imgfs-$name.log"
 }
+banner() { grep -o "mounted.*" "$W/imgfs-$1.log"; }
 status() { "$BIN/imgfs" status "$W/mnt-$1"; }
 traffic() { status "$1" | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])'; }
 
 echo "== $(nproc) cores; $(uname -r); rust tree $(find "$D/rust" | wc -l) entries, $(du -sm --apparent-size "$D/rust" | cut -f1) MiB"
 
 # 1. Warm walk and read of the rust tree.
-mount_imgfs rust bench/rust >/dev/null
+mount_imgfs rust bench/rust
 readall "$W/mnt-rust"; readall "$W/mnt-rust"     # fetch everything, warm the caches
 walk "$D/rust"; readall "$D/rust"
 w_img=$(secs walk "$W/mnt-rust"); r_img=$(secs readall "$W/mnt-rust")
@@ -73,7 +73,8 @@ printf '%-40s %10s %10s %10s %10s\n' "read: tar of everything (s)" "$r_img" "${r
 printf '%-40s %10s\n' "imgfs resident memory, rust mounted (MiB)" "$((rss / 1024))"
 
 # 2. Cold mount and dpkg -l of gen2 over HTTP.
-banner=$(mount_imgfs cold bench/debian2)
+mount_imgfs cold bench/debian2
+banner=$(banner cold)
 t_dpkg=$(secs chroot "$W/mnt-cold" /usr/bin/dpkg -l)
 read -r req bytes < <(traffic cold)
 printf '\n%-40s %10s\n' "gen2, cold cache, over HTTP" ""
@@ -82,7 +83,7 @@ printf '%-40s %10s\n' "chroot MNT dpkg -l (s)" "$t_dpkg"
 printf '%-40s %10s\n' "requests in all (mount + dpkg -l)" "$req"
 
 # 3. Moving a fully cached gen1 to gen2: what travels.
-mount_imgfs upd bench/debian >/dev/null
+mount_imgfs upd bench/debian
 readall "$W/mnt-upd"
 read -r req0 bytes0 < <(traffic upd)
 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@2 >/dev/null
