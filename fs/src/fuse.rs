@@ -201,8 +201,9 @@ impl Filesystem for ImgFs {
             }
             next += 1;
         }
+        let mount_root = self.ep.current().root_ino();
         for (k, e) in entries.iter().enumerate().skip((next - 2) as usize) {
-            let kino = if e.ino == self.ep.current().root_ino() { ROOT } else { e.ino };
+            let kino = if e.ino == mount_root { ROOT } else { e.ino };
             if reply.add(INodeNo(kino), k as u64 + 3, file_type(e.kind), OsStr::from_bytes(&e.name)) {
                 break;
             }

@@ -79,6 +79,12 @@ fn split_numbered(key: &[u8]) -> Option<(String, u64)> {
     Some((name.to_string(), u64::from_be_bytes(rest.get(split + 1..)?.try_into().ok()?)))
 }
 
+fn pin_key(d: &Digest) -> Vec<u8> {
+    let mut k = b"p/".to_vec();
+    k.extend_from_slice(&d.0);
+    k
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -154,9 +160,7 @@ impl Meta {
         let now = now_secs();
         let mut batch = WriteBatch::default();
         for d in digests {
-            let mut k = b"p/".to_vec();
-            k.extend_from_slice(&d.0);
-            batch.put(k, now.to_be_bytes());
+            batch.put(pin_key(d), now.to_be_bytes());
         }
         self.db.write_opt(batch, &synced())?;
         Ok(())
@@ -181,9 +185,7 @@ impl Meta {
     pub fn unpin(&self, digests: &[Digest]) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
         for d in digests {
-            let mut k = b"p/".to_vec();
-            k.extend_from_slice(&d.0);
-            batch.delete(k);
+            batch.delete(pin_key(d));
         }
         self.db.write_opt(batch, &synced())?;
         Ok(())
