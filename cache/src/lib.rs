@@ -9,12 +9,15 @@
 
 mod error;
 pub mod pack;
+pub mod quota;
 mod reach;
 mod store;
+mod usage;
 
 pub use error::{GetError, InsertError, OpenError};
-pub use reach::{reachable, reachable_into, ReachError};
+pub use reach::{present, reachable, reachable_into, ReachError};
 pub use store::{Inserted, Store, Verified};
+pub use usage::{Evicted, UsageReport};
 
 #[cfg(test)]
 mod tests;

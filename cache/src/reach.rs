@@ -70,3 +70,39 @@ pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Dig
     }
     Ok(())
 }
+
+/// What of a generation the store holds, for keeping it through eviction: its dictionary and
+/// every tree reachable through trees present, and with `chunks` also the data chunks present
+/// and the dictionaries they name. Unlike `reachable` it never fails: absent or unreadable
+/// trees are skipped with what is below them. Adds to `seen`.
+pub fn present(store: &Store, manifest: &Manifest, chunks: bool, seen: &mut HashSet<Digest>) {
+    if let Some(d) = manifest.dictionary() {
+        seen.insert(d);
+    }
+    let mut stack = vec![manifest.root];
+    let mut data = Vec::new();
+    while let Some(t) = stack.pop() {
+        if seen.contains(&t) {
+            continue;
+        }
+        let Some(tree) = store.get(&t).ok().and_then(|b| Tree::decode(&b).ok()) else { continue };
+        seen.insert(t);
+        for e in tree.entries {
+            match e.kind {
+                EntryKind::Directory { tree } => stack.push(tree),
+                EntryKind::Regular { extents, .. } if chunks => {
+                    data.extend(extents.into_iter().map(|x| x.digest).filter(|d| !seen.contains(d) && store.contains(d)))
+                }
+                _ => {}
+            }
+        }
+    }
+    data.sort();
+    data.dedup();
+    for d in &data {
+        if let Some(dict) = store.dictionary_of(d) {
+            seen.insert(dict);
+        }
+    }
+    seen.extend(data);
+}

@@ -7,9 +7,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::pack::{self, Location, PackWriter};
+use crate::usage::{Evicted, Usage, UsageReport};
 
 use format::{object, Digest};
 
@@ -29,6 +30,8 @@ pub struct Store {
     packs: RwLock<Packs>,
     /// The pack being written, while a bulk write is under way (`start_pack` .. `sync`).
     active: Mutex<Option<ActivePack>>,
+    /// Sizes and last uses of loose objects, once `track_use` turned it on (an endpoint's cache).
+    usage: OnceLock<Usage>,
 }
 
 /// Committed packs: open files and where each object is.
@@ -120,6 +123,7 @@ impl Store {
             packs_dir,
             packs: RwLock::new(packs),
             active: Mutex::new(None),
+            usage: OnceLock::new(),
         })
     }
 
@@ -134,6 +138,45 @@ impl Store {
             *active = Some(ActivePack { writer: PackWriter::create(&self.tmp, id)?, written: HashMap::new() });
         }
         Ok(())
+    }
+
+    /// Starts tracking the size and last use of every loose object, for `evict`. Scans the
+    /// store once (a stat per object). Packed objects are not tracked: an evicting store
+    /// writes loose objects only.
+    pub fn track_use(&self) -> io::Result<()> {
+        if self.usage.get().is_none() {
+            let _ = self.usage.set(Usage::scan(&self.objects)?);
+        }
+        Ok(())
+    }
+
+    /// What the store holds, when `track_use` is on.
+    pub fn usage(&self) -> Option<UsageReport> {
+        self.usage.get().map(Usage::report)
+    }
+
+    /// Removes the least recently used objects not in `pinned` until at most `target` bytes
+    /// stay (or only pinned objects do). Needs `track_use`. A reader racing an eviction sees
+    /// the object absent, as if it had never been fetched.
+    pub fn evict(&self, target: u64, pinned: &std::collections::HashSet<Digest>) -> io::Result<Evicted> {
+        let Some(usage) = self.usage.get() else {
+            return Err(io::Error::other("eviction needs use tracking (Store::track_use)"));
+        };
+        let mut done = Evicted::default();
+        for d in usage.victims(target, pinned) {
+            match fs::remove_file(self.object_path(&d)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(bytes) = usage.removed(&d) {
+                done.objects += 1;
+                done.bytes += bytes;
+            }
+        }
+        usage.count_evicted(done.objects, done.bytes);
+        done.remaining = usage.bytes();
+        Ok(done)
     }
 
     /// Packs that have no valid index, so their objects are not visible.
@@ -299,6 +342,9 @@ impl Store {
         drop(f);
         fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
         std::mem::forget(guard);
+        if let Some(usage) = self.usage.get() {
+            usage.added(*digest, framed.len() as u64);
+        }
         Ok(Inserted { digest: *digest, new: true, stored_len: framed.len() as u64 })
     }
 
@@ -370,11 +416,18 @@ impl Store {
             }
         }
         let path = self.object_path(digest);
-        match fs::read(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(GetError::NotFound(*digest)),
-            Err(source) => Err(GetError::Io { digest: *digest, path, source }),
+        let io = |source: io::Error| match source.kind() {
+            io::ErrorKind::NotFound => GetError::NotFound(*digest),
+            _ => GetError::Io { digest: *digest, path: path.clone(), source },
+        };
+        let mut f = fs::File::open(&path).map_err(io)?;
+        let mut buf = Vec::with_capacity(f.metadata().map_or(0, |m| m.len() as usize));
+        io::Read::read_to_end(&mut f, &mut buf).map_err(io)?;
+        if self.usage.get().is_some_and(|u| u.touch(digest)) {
+            // The last use survives a restart as the file's mtime; losing it only ages the object.
+            let _ = f.set_modified(std::time::SystemTime::now());
         }
+        Ok(buf)
     }
 
     /// Deletes objects. Packed objects are removed by rewriting their packs without them.
@@ -390,6 +443,9 @@ impl Store {
                 match fs::remove_file(self.object_path(d)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
+                }
+                if let Some(usage) = self.usage.get() {
+                    usage.removed(d);
                 }
             }
         }

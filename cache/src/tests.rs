@@ -181,3 +181,59 @@ fn concurrent_bulk_writers_lose_nothing_and_sync_means_visible() {
     let reopened = Store::open(s.root()).unwrap();
     assert_eq!(reopened.list().unwrap().len(), 8 * 20 * 25, "everything is durable and indexed on disk");
 }
+
+#[test]
+fn sizes_parse_and_apply_to_a_partition() {
+    use crate::quota::Size;
+    assert_eq!("25%".parse::<Size>().unwrap(), Size::Percent(25));
+    assert_eq!("10G".parse::<Size>().unwrap(), Size::Bytes(10 << 30));
+    assert_eq!("512MiB".parse::<Size>().unwrap(), Size::Bytes(512 << 20));
+    assert_eq!("4096".parse::<Size>().unwrap(), Size::Bytes(4096));
+    assert!("101%".parse::<Size>().is_err());
+    assert!("ten".parse::<Size>().is_err());
+    assert!("99999999999T".parse::<Size>().is_err(), "overflow is refused, not wrapped");
+    assert_eq!(Size::Percent(25).of(1000), 250);
+}
+
+#[test]
+fn allowance_is_the_limit_lowered_to_keep_free_space() {
+    use crate::quota::{Disk, Quota, Size};
+    let q = Quota { limit: Size::Bytes(1000), min_free: Size::Percent(10) };
+    let roomy = Disk { total: 100_000, available: 50_000 };
+    assert_eq!(q.allowance(400, roomy), 1000);
+    assert_eq!(q.shrink_to(400, roomy), None);
+    assert_eq!(q.shrink_to(1200, roomy), Some(900), "over the limit: shrink to 90 % of it");
+    // 9,500 bytes free of 100,000 with 10 % to keep: 500 bytes must go from the 800 held.
+    let tight = Disk { total: 100_000, available: 9_500 };
+    assert_eq!(q.allowance(800, tight), 300);
+    assert_eq!(q.shrink_to(800, tight), Some(270));
+}
+
+#[test]
+fn eviction_takes_least_recently_used_first_and_spares_pins() {
+    let (_d, s) = store();
+    s.track_use().unwrap();
+    let objs: Vec<Digest> = (0..6u8).map(|i| s.insert(&[i; 4000], 0).unwrap().digest).collect();
+    let each = s.stored_len(&objs[0]).unwrap();
+    assert_eq!(s.usage().unwrap().bytes, 6 * each);
+    // Use 0 and 1 last, so 2..6 are the oldest; pin 2.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.get(&objs[0]).unwrap();
+    s.get(&objs[1]).unwrap();
+    let pinned: std::collections::HashSet<Digest> = [objs[2]].into_iter().collect();
+    let done = s.evict(3 * each, &pinned).unwrap();
+    assert_eq!(done.objects, 3);
+    assert_eq!(done.remaining, 3 * each);
+    for (i, d) in objs.iter().enumerate() {
+        assert_eq!(s.contains(d), [0, 1, 2].contains(&i), "object {i}");
+    }
+    // Only pinned objects left: eviction stops there, over target.
+    let all: std::collections::HashSet<Digest> = objs[..2].iter().copied().collect();
+    let done = s.evict(0, &all).unwrap();
+    assert_eq!((done.objects, done.remaining), (1, 2 * each));
+    assert_eq!(s.usage().unwrap().evicted_objects, 4);
+    // A reopened store finds the same use from the files.
+    let reopened = Store::open(s.root()).unwrap();
+    reopened.track_use().unwrap();
+    assert_eq!(reopened.usage().unwrap().bytes, 2 * each);
+}

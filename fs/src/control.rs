@@ -1,16 +1,19 @@
 //! The control socket of a mount and the commands it answers: `status`, `update` (check the
-//! channel now and switch if it moved) and `rollback` (switch back to the previous
-//! generation). Also the poller that runs `update` on an interval with jitter.
+//! channel now and switch if it moved), `rollback` (switch back to the previous generation),
+//! `pin`, `unpin` and `prefetch`. Also the poller that runs `update` on an interval with
+//! jitter, and the prefetch jobs.
 //!
 //! Each mount listens on a unix socket whose path is derived from its mount point, so
-//! `imgfs status MOUNTPOINT` finds it. One request per connection: a command word and a
-//! newline; the answer is one JSON document.
+//! `imgfs status MOUNTPOINT` finds it. One request per connection: a command line (words
+//! separated by spaces) and a newline. The answer is JSON documents, one per line: progress
+//! reports `{"progress": ...}` for long commands, then the result.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use format::Digest;
@@ -18,6 +21,8 @@ use serde_json::{json, Value};
 
 use crate::endpoint::Endpoint;
 use crate::image::Image;
+use crate::keeper::{Keeper, Pin};
+use crate::prefetch::{prefetch, Progress};
 
 /// Where the control socket of the mount at `mountpoint` lives.
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
@@ -31,17 +36,39 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
     dir.join(format!("{}.sock", &id[..16]))
 }
 
-/// Sends `command` to the mount at `mountpoint` and returns its answer.
-pub fn request(mountpoint: &Path, command: &str) -> std::io::Result<Value> {
+/// Sends `command` to the mount at `mountpoint` and returns its answer; progress reports
+/// on the way go to `progress`.
+pub fn request(mountpoint: &Path, command: &str, progress: &mut dyn FnMut(&Value)) -> std::io::Result<Value> {
     let path = socket_path(mountpoint);
     let mut s = UnixStream::connect(&path).map_err(|e| {
         std::io::Error::new(e.kind(), format!("no imgfs mount answers at {} ({}): {e}", mountpoint.display(), path.display()))
     })?;
+    // Long commands report progress at least every few seconds.
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     writeln!(s, "{command}")?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    for line in BufReader::new(s).lines() {
+        let v: Value = serde_json::from_str(&line?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        match v.get("progress") {
+            Some(p) => progress(p),
+            None => return Ok(v),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the mount closed the connection without an answer"))
+}
+
+/// A prefetch running in the mount's process; clients follow it, and it goes on without them.
+pub struct Job {
+    generation: String,
+    state: Mutex<JobState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct JobState {
+    progress: Progress,
+    /// Bumped on every report.
+    seq: u64,
+    outcome: Option<Result<Progress, String>>,
 }
 
 /// What the control side of a mount needs.
@@ -55,32 +82,64 @@ pub struct Control {
     /// The cache directory, where the state file lives.
     pub cache: PathBuf,
     /// Tells the kernel to forget cached entries.
-    pub notifier: fuser::Notifier,
+    pub invalidate: crate::invalidate::Invalidator,
     /// When the channel was last checked, and what happened.
     pub last_check: Mutex<Option<(Instant, String)>>,
     /// Serialises switches.
     switching: Mutex<()>,
+    /// The cache keeper, which holds the pins.
+    pub keeper: Arc<Keeper>,
+    /// Prefetches running, by manifest.
+    jobs: Mutex<HashMap<Digest, Arc<Job>>>,
 }
 
 impl Control {
     /// A control for a mounted endpoint.
-    pub fn new(ep: Arc<Endpoint>, channel: String, versions: (u64, u64), cache: PathBuf, notifier: fuser::Notifier) -> Control {
-        Control { ep, channel, versions: Mutex::new(versions), cache, notifier, last_check: Mutex::new(None), switching: Mutex::new(()) }
+    pub fn new(
+        ep: Arc<Endpoint>,
+        keeper: Arc<Keeper>,
+        channel: String,
+        versions: (u64, u64),
+        cache: PathBuf,
+        invalidate: crate::invalidate::Invalidator,
+    ) -> Control {
+        Control {
+            ep,
+            channel,
+            versions: Mutex::new(versions),
+            cache,
+            invalidate,
+            last_check: Mutex::new(None),
+            switching: Mutex::new(()),
+            keeper,
+            jobs: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Records the current and previous generations in the cache's state file.
     pub fn save_state(&self) {
         let (cv, pv) = *self.versions.lock().unwrap();
-        let served = |img: &Image, channel_version| crate::state::Served {
-            generation: img.label(),
-            manifest: img.manifest_digest().to_hex(),
-            channel_version,
-        };
+        use crate::state::Served;
+        let served =
+            |img: &Image, channel_version| Served { generation: img.label(), manifest: img.manifest_digest().to_hex(), channel_version };
         let st = crate::state::State {
             version: crate::state::STATE_VERSION,
             channel: self.channel.clone(),
             current: served(&self.ep.current(), cv),
             previous: self.ep.previous().map(|p| served(&p, pv)),
+            pins: self
+                .keeper
+                .pins()
+                .into_iter()
+                .map(|p| Served { generation: p.generation, manifest: p.manifest.to_hex(), channel_version: 0 })
+                .collect(),
+            prefetching: self
+                .jobs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(d, j)| Served { generation: j.generation.clone(), manifest: d.to_hex(), channel_version: 0 })
+                .collect(),
         };
         if let Err(e) = crate::state::save(&self.cache, &st) {
             tracing::warn!(error = %e, "cannot write the state file; an offline restart may mount an older generation");
@@ -90,16 +149,17 @@ impl Control {
     /// Makes the kernel look names under the mount's root up again, so new opens resolve in the
     /// new generation. Only the root's entries are cached under an inode shared by
     /// generations; everything below has generation-specific numbers. The cost depends on
-    /// the root's size only, never on the image's.
-    fn invalidate(&self, old: &Image, new: &Image) {
+    /// the root's size only, never on the image's (entries are expired, not pruned: see
+    /// `invalidate`).
+    fn expire_root(&self, old: &Image, new: &Image) {
         let mut names = old.root_names(&*self.ep).unwrap_or_default();
         names.extend(new.root_names(&*self.ep).unwrap_or_default());
         names.sort();
         names.dedup();
         for n in names {
-            let _ = self.notifier.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::from_bytes(&n));
+            self.invalidate.entry(1, std::ffi::OsStr::from_bytes(&n));
         }
-        let _ = self.notifier.inval_inode(fuser::INodeNo(1), 0, 0);
+        self.invalidate.inode(1);
     }
 
     /// Checks the channel and switches to its generation if it moved.
@@ -116,7 +176,7 @@ impl Control {
             }
             let manifest = self.ep.load(digest).map_err(|e| e.to_string())?;
             let old = self.ep.switch_to(digest, manifest);
-            self.invalidate(&old, &self.ep.current());
+            self.expire_root(&old, &self.ep.current());
             {
                 let mut v = self.versions.lock().unwrap();
                 *v = (doc.version, v.0);
@@ -141,7 +201,7 @@ impl Control {
         match self.ep.rollback() {
             Some(old) => {
                 let current = self.ep.current();
-                self.invalidate(&old, &current);
+                self.expire_root(&old, &current);
                 {
                     let mut v = self.versions.lock().unwrap();
                     *v = (v.1, v.0);
@@ -163,6 +223,9 @@ impl Control {
             "channel_version": self.versions.lock().unwrap().0,
             "current": {"generation": current.label(), "manifest": current.manifest_digest().to_hex()},
             "previous": self.ep.previous().map(|p| json!({"generation": p.label(), "manifest": p.manifest_digest().to_hex()})),
+            "cache": self.keeper.report(),
+            "pins": self.keeper.pins().iter().map(|p| json!({"generation": p.generation, "manifest": p.manifest.to_hex()})).collect::<Vec<_>>(),
+            "prefetching": self.jobs.lock().unwrap().values().map(|j| json!({"generation": j.generation, "progress": j.state.lock().unwrap().progress})).collect::<Vec<_>>(),
             "servers": fetcher.health(),
             "offline": fetcher.offline(),
             "traffic": fetcher.traffic(),
@@ -188,19 +251,159 @@ impl Control {
         Ok(())
     }
 
-    fn answer(&self, conn: UnixStream) {
+    fn answer(self: &Arc<Self>, conn: UnixStream) {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
         let mut line = String::new();
         if BufReader::new(&conn).read_line(&mut line).is_err() {
             return;
         }
-        let answer = match line.trim() {
-            "status" => self.status(),
-            "update" => self.update(),
-            "rollback" => self.rollback(),
-            other => json!({"error": format!("unknown command {other:?}")}),
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["status"] => self.status(),
+            ["update"] => self.update(),
+            ["rollback"] => self.rollback(),
+            ["unpin", generation] => self.unpin(generation),
+            [cmd @ ("pin" | "prefetch"), generation, rest @ ..] if rest.len() <= 1 => {
+                let rate = match rest.first().map(|r| r.parse::<u64>()) {
+                    None => None,
+                    Some(Ok(r)) if r > 0 => Some(r),
+                    Some(_) => {
+                        let _ = writeln!(&conn, "{}", json!({"error": format!("bad rate {:?}: bytes per second", rest[0])}));
+                        return;
+                    }
+                };
+                match self.start_prefetch(generation, *cmd == "pin", rate) {
+                    Ok(job) => self.follow(&job, &conn),
+                    Err(e) => json!({"error": e}),
+                }
+            }
+            _ => json!({"error": format!("unknown command {:?}", line.trim())}),
         };
         let _ = writeln!(&conn, "{answer}");
+    }
+
+    /// Which generation `generation` names: `current`, `previous`, a manifest digest, or
+    /// `IMAGE@N` (known here, else asked of the servers).
+    pub fn resolve(&self, generation: &str) -> Result<(String, Digest), String> {
+        let current = self.ep.current();
+        let previous = self.ep.previous();
+        let known = |label: &str| {
+            std::iter::once(current.clone())
+                .chain(previous.clone())
+                .map(|i| (i.label(), i.manifest_digest()))
+                .chain(self.keeper.pins().into_iter().map(|p| (p.generation, p.manifest)))
+                .find(|(l, d)| l == label || d.to_hex() == label)
+        };
+        match generation {
+            "current" => return Ok((current.label(), current.manifest_digest())),
+            "previous" => {
+                return previous.map(|p| (p.label(), p.manifest_digest())).ok_or_else(|| "there is no previous generation".into())
+            }
+            g => {
+                if let Some(found) = known(g) {
+                    return Ok(found);
+                }
+            }
+        }
+        let digest = match generation.parse::<Digest>() {
+            Ok(d) => d,
+            Err(_) if generation.contains('@') => {
+                self.ep.fetcher().generation(generation).map_err(|e| format!("looking up {generation}: {e}"))?
+            }
+            Err(_) => return Err(format!("{generation:?} is not a generation: give IMAGE@N, a manifest digest, current or previous")),
+        };
+        let manifest = self.ep.load(digest).map_err(|e| format!("loading {generation}: {e}"))?;
+        Ok((format!("{}@{}", manifest.image, manifest.generation), digest))
+    }
+
+    fn unpin(&self, generation: &str) -> Value {
+        match self.keeper.unpin(generation) {
+            Some(p) => {
+                self.save_state();
+                json!({"unpinned": p.generation, "manifest": p.manifest.to_hex()})
+            }
+            None => json!({"error": format!("{generation} is not pinned")}),
+        }
+    }
+
+    /// Starts (or joins) a prefetch of `generation`; with `pin`, pins it first.
+    pub fn start_prefetch(self: &Arc<Self>, generation: &str, pin: bool, max_rate: Option<u64>) -> Result<Arc<Job>, String> {
+        let (label, digest) = self.resolve(generation)?;
+        if pin && self.keeper.pin(Pin { generation: label.clone(), manifest: digest }) {
+            tracing::info!(generation = %label, "pinned");
+        }
+        let job = {
+            let mut jobs = self.jobs.lock().unwrap();
+            if let Some(j) = jobs.get(&digest) {
+                let j = j.clone();
+                drop(jobs);
+                self.save_state();
+                return Ok(j);
+            }
+            let job = Arc::new(Job { generation: label.clone(), state: Mutex::default(), changed: Condvar::new() });
+            jobs.insert(digest, job.clone());
+            job
+        };
+        // Recorded before it starts, so a restart resumes it.
+        self.save_state();
+        let ep = self.ep.clone();
+        let j = job.clone();
+        let me = Arc::downgrade(self);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let report = |p: &Progress| {
+                let mut st = j.state.lock().unwrap();
+                st.progress = *p;
+                st.seq += 1;
+                j.changed.notify_all();
+            };
+            let outcome = prefetch(&ep, digest, max_rate, &report).map_err(|e| e.to_string());
+            match &outcome {
+                Ok(p) => tracing::info!(generation = %j.generation, objects = p.objects_done, bytes = p.transferred,
+                                        millis = start.elapsed().as_millis() as u64, "prefetched"),
+                Err(e) => {
+                    tracing::warn!(generation = %j.generation, error = %e, "prefetch stopped; it resumes at the next request or restart")
+                }
+            }
+            if let Some(me) = me.upgrade() {
+                me.jobs.lock().unwrap().remove(&digest);
+                if outcome.is_ok() {
+                    me.save_state();
+                }
+            }
+            let mut st = j.state.lock().unwrap();
+            st.outcome = Some(outcome);
+            st.seq += 1;
+            j.changed.notify_all();
+        });
+        Ok(job)
+    }
+
+    /// Writes a job's progress to `conn` until it ends; then its result. The job goes on if
+    /// the client goes away.
+    fn follow(&self, job: &Job, conn: &UnixStream) -> Value {
+        let mut seen = 0;
+        let mut st = job.state.lock().unwrap();
+        let mut last_write = Instant::now();
+        loop {
+            if let Some(outcome) = &st.outcome {
+                return match outcome {
+                    Ok(p) => {
+                        json!({"generation": job.generation, "done": true, "pinned": self.keeper.pins().iter().any(|x| x.generation == job.generation), "progress": p})
+                    }
+                    Err(e) => json!({"generation": job.generation, "error": e}),
+                };
+            }
+            // At most a few reports a second, and one at least every few seconds.
+            if st.seq != seen && last_write.elapsed() >= Duration::from_millis(200) || last_write.elapsed() >= Duration::from_secs(5) {
+                seen = st.seq;
+                last_write = Instant::now();
+                if writeln!(&*conn, "{}", json!({"progress": st.progress, "generation": job.generation})).is_err() {
+                    return json!({"error": "client gone"});
+                }
+            }
+            st = job.changed.wait_timeout(st, Duration::from_millis(250)).unwrap().0;
+        }
     }
 
     /// Checks the channel every `every` (± 20 % jitter) until the process ends.

@@ -193,10 +193,7 @@ impl Endpoint {
 impl Trees for Endpoint {
     fn tree(&self, digest: &Digest) -> Result<Arc<Tree>, ImageError> {
         let unavailable = |why: String| ImageError::TreeUnavailable { digest: *digest, why };
-        if !self.store.contains(digest) {
-            self.fetcher.fetch(&[*digest]).map_err(|e| unavailable(e.to_string()))?;
-        }
-        let bytes = self.store.get(digest).map_err(|e| unavailable(e.to_string()))?;
+        let bytes = self.object(digest, &[]).map_err(unavailable)?;
         Tree::decode(&bytes).map(Arc::new).map_err(|e| unavailable(e.to_string()))
     }
 }
@@ -206,29 +203,51 @@ impl Chunks for Endpoint {
         if let Some(c) = self.chunks.get(digest) {
             return Ok(c);
         }
-        let err = |why: String| ChunkError { digest: *digest, why };
-        if !self.store.contains(digest) {
-            let mut want = vec![*digest];
-            want.extend(then.iter().filter(|d| !self.store.contains(d)));
-            // The chunks after it are a bonus: only the one asked for must arrive.
-            if let Err(e) = self.fetcher.fetch(&want) {
-                if !self.store.contains(digest) {
-                    return Err(err(e.to_string()));
-                }
-            }
-        }
-        let data = match self.store.get(digest) {
-            Ok(d) => d,
-            // Compressed with a dictionary this cache lacks (the chunk was first stored by
-            // another image): the frame names it; fetch it (verified like any object) and retry.
-            Err(cache::GetError::MissingDictionary { dictionary, .. }) => {
-                self.fetcher.fetch(&[dictionary]).map_err(|e| err(e.to_string()))?;
-                self.store.get(digest).map_err(|e| err(e.to_string()))?
-            }
-            Err(e) => return Err(err(e.to_string())),
-        };
-        let data = Arc::new(data);
+        let data = Arc::new(self.object(digest, then).map_err(|why| ChunkError { digest: *digest, why })?);
         self.chunks.insert(*digest, data.clone());
         Ok(data)
+    }
+}
+
+impl Endpoint {
+    /// An object from the store, fetched first if absent (with `then`, objects likely wanted
+    /// next, in the same request), and the dictionary it names if the store lacks it.
+    fn object(&self, digest: &Digest, then: &[Digest]) -> Result<Vec<u8>, String> {
+        // Two rounds: the cache may evict the object between the fetch and the read.
+        for round in 0..2 {
+            if !self.store.contains(digest) {
+                let mut want = vec![*digest];
+                want.extend(then.iter().filter(|d| !self.store.contains(d)));
+                // The objects after it are a bonus: only the one asked for must arrive.
+                if let Err(e) = self.fetcher.fetch(&want) {
+                    if !self.store.contains(digest) {
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            match self.store.get(digest) {
+                Ok(d) => return Ok(d),
+                Err(cache::GetError::NotFound(_)) if round == 0 => continue,
+                // Compressed with a dictionary this cache lacks (the chunk was first stored by
+                // another image): the frame names it; fetch it (verified like any object), retry.
+                Err(cache::GetError::MissingDictionary { dictionary, .. }) => {
+                    self.fetcher.fetch(&[dictionary]).map_err(|e| e.to_string())?;
+                    return self.store.get(digest).map_err(|e| e.to_string());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!("object {digest} was evicted twice while being read"))
+    }
+
+    /// Forgets which trees are complete except those in `kept` (after an eviction, which
+    /// spares every tree of the generations kept, so only those are known to be whole).
+    pub fn retain_complete(&self, kept: &HashSet<Digest>) {
+        self.complete.lock().unwrap().retain(|d| kept.contains(d));
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 }

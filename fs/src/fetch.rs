@@ -112,6 +112,8 @@ pub struct Fetcher {
     landed: Condvar,
     requests: std::sync::atomic::AtomicU64,
     bytes: std::sync::atomic::AtomicU64,
+    /// Called when the disk is full; true if it made room (the cache evicted something).
+    make_room: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Transfer counters.
@@ -145,7 +147,41 @@ impl Fetcher {
             landed: Condvar::new(),
             requests: Default::default(),
             bytes: Default::default(),
+            make_room: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what to call when the disk is full before giving up on an object: the cache's
+    /// eviction. Only the first call has an effect.
+    pub fn on_disk_full(&self, make_room: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.make_room.set(Box::new(make_room));
+    }
+
+    /// Stores a fetched object (verifying it); on a full disk makes room once and retries.
+    fn insert(&self, digest: &Digest, framed: &[u8]) -> Result<cache::Inserted, cache::InsertError> {
+        let result = self.store.insert_framed(digest, framed, MAX_FETCHED_OBJECT);
+        match &result {
+            Err(cache::InsertError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
+                if self.make_room.get().is_some_and(|f| f()) {
+                    return self.store.insert_framed(digest, framed, MAX_FETCHED_OBJECT);
+                }
+                result
+            }
+            _ => result,
+        }
+    }
+
+    /// The manifest digest of generation `IMAGE@N`, from the first server that answers.
+    pub fn generation(&self, label: &str) -> Result<Digest, FetchError> {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            manifest: String,
+        }
+        let path = label.replacen('@', "/", 1);
+        let doc: Doc = self.get_json(&format!("/v1/generations/{path}"), "generation")?;
+        doc.manifest
+            .parse()
+            .map_err(|_| FetchError::Unavailable { missing: 1, tried: format!("the server named a bad digest for {label}") })
     }
 
     /// The store objects land in.
@@ -210,18 +246,26 @@ impl Fetcher {
 
     /// The current version of `channel`, from the first server that answers.
     pub fn channel(&self, channel: &str) -> Result<ChannelDoc, FetchError> {
+        self.get_json(&format!("/v1/channels/{channel}"), "channel")
+    }
+
+    /// A JSON document from the first server that answers; `what` names it in errors.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, FetchError> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut tried = Vec::new();
         for i in self.order() {
-            let url = format!("{}/v1/channels/{channel}", self.servers.lock().unwrap()[i].url);
+            let url = format!("{}{path}", self.servers.lock().unwrap()[i].url);
             self.requests.fetch_add(1, Relaxed);
-            let result = self
-                .client
-                .get(&url)
-                .send()
-                .map_err(|e| format!("request failed: {e}"))
+            let result = self.client.get(&url).send().map_err(|e| format!("request failed: {e}"));
+            // A server that says "no such thing" is alive: the next one may know it.
+            if let Some(r) = result.as_ref().ok().filter(|r| r.status().is_client_error()) {
+                tried.push(format!("{url}: answered {}", r.status()));
+                self.record(i, Ok(()));
+                continue;
+            }
+            let result = result
                 .and_then(|r| if r.status().is_success() { Ok(r) } else { Err(format!("answered {}", r.status())) })
-                .and_then(|r| r.json::<ChannelDoc>().map_err(|e| format!("not a channel document: {e}")));
+                .and_then(|r| r.json::<T>().map_err(|e| format!("not a {what} document: {e}")));
             match result {
                 Ok(doc) => {
                     self.record(i, Ok(()));
@@ -353,7 +397,7 @@ impl Fetcher {
                 Ok(_) => return Err(BatchError::Server(format!("the answer stopped inside object {digest}"))),
                 Err(e) => return Err(BatchError::Server(e)),
             }
-            match self.store.insert_framed(&digest, &framed, MAX_FETCHED_OBJECT) {
+            match self.insert(&digest, &framed) {
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
                 // image): checked once the dictionary is here.
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
@@ -374,7 +418,7 @@ impl Fetcher {
             self.batch(url, &dictionaries)?;
         }
         for (digest, framed, _) in deferred {
-            let result = self.store.insert_framed(&digest, &framed, MAX_FETCHED_OBJECT);
+            let result = self.insert(&digest, &framed);
             self.stored(digest, result)?;
         }
         Ok(())

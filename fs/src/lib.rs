@@ -8,6 +8,10 @@ pub mod endpoint;
 pub mod fetch;
 pub mod fuse;
 pub mod image;
+pub mod invalidate;
+pub mod keeper;
+pub mod mount_helper;
+pub mod prefetch;
 pub mod read;
 pub mod state;
 

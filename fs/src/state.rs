@@ -1,6 +1,7 @@
 //! The endpoint's state on disk, `CACHE/state.json`: which channel the cache follows and the
 //! current and previous generations it served, so a restart with every server unreachable
-//! mounts the last verified generation from the cache, and rollback still has its target.
+//! mounts the last verified generation from the cache, and rollback still has its target;
+//! also the user's pins and the prefetches to resume.
 //! Written to a temporary file, synced, then renamed over the old one.
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,12 @@ pub struct State {
     pub current: Served,
     /// The one before, for rollback.
     pub previous: Option<Served>,
+    /// Generations the user pinned (channel_version 0). Absent in files of earlier builds.
+    #[serde(default)]
+    pub pins: Vec<Served>,
+    /// Prefetches under way, resumed when the mount starts again.
+    #[serde(default)]
+    pub prefetching: Vec<Served>,
 }
 
 /// The state file of a cache directory.

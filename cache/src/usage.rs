@@ -1,0 +1,156 @@
+//! Use tracking for a store that evicts (an endpoint's cache): the bytes each loose object
+//! takes and when it was last used, so the least recently used can go first. The last use
+//! is kept in memory and written to the object file's mtime at most once an hour per object,
+//! so the order survives a restart without a write per read.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use format::Digest;
+
+/// How stale a persisted last use may get before a read updates it on disk.
+const PERSIST_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    bytes: u64,
+    /// Milliseconds since the epoch.
+    last: u64,
+    /// The last use as it stands on disk.
+    persisted: u64,
+}
+
+/// What the store holds and how recently each object was used.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    objects: Mutex<HashMap<Digest, Use>>,
+    bytes: AtomicU64,
+    evicted_objects: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
+/// A store's use, for status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageReport {
+    /// Bytes the objects take on disk.
+    pub bytes: u64,
+    /// Objects held.
+    pub objects: u64,
+    /// Objects evicted since the store was opened.
+    pub evicted_objects: u64,
+    /// Bytes evicted since the store was opened.
+    pub evicted_bytes: u64,
+}
+
+/// What one eviction round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evicted {
+    /// Objects removed.
+    pub objects: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Bytes held after the round (more than asked when pinned objects fill the rest).
+    pub remaining: u64,
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Usage {
+    /// Builds the table from the loose objects under `objects` (`XX/REST` files), taking each
+    /// file's mtime as its last use.
+    pub(crate) fn scan(objects: &Path) -> io::Result<Usage> {
+        let mut map = HashMap::new();
+        let mut total = 0;
+        for i in 0..=255u8 {
+            let prefix = format!("{i:02x}");
+            for entry in std::fs::read_dir(objects.join(&prefix))? {
+                let entry = entry?;
+                let Some(d) = entry.file_name().to_str().and_then(|rest| format!("{prefix}{rest}").parse::<Digest>().ok()) else {
+                    continue;
+                };
+                let Ok(meta) = entry.metadata() else { continue };
+                let last = meta.modified().map(millis).unwrap_or(0);
+                total += meta.len();
+                map.insert(d, Use { bytes: meta.len(), last, persisted: last });
+            }
+        }
+        Ok(Usage { objects: Mutex::new(map), bytes: AtomicU64::new(total), ..Usage::default() })
+    }
+
+    /// Records a new object of `bytes`.
+    pub(crate) fn added(&self, digest: Digest, bytes: u64) {
+        let now = millis(SystemTime::now());
+        let old = self.objects.lock().unwrap().insert(digest, Use { bytes, last: now, persisted: now });
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(old) = old {
+            self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a use; true when the caller should write the new last use to the file's mtime.
+    pub(crate) fn touch(&self, digest: &Digest) -> bool {
+        let now = millis(SystemTime::now());
+        let mut objects = self.objects.lock().unwrap();
+        let Some(u) = objects.get_mut(digest) else { return false };
+        u.last = now;
+        if now.saturating_sub(u.persisted) >= PERSIST_EVERY.as_millis() as u64 {
+            u.persisted = now;
+            return true;
+        }
+        false
+    }
+
+    /// Records that an object is gone.
+    pub(crate) fn removed(&self, digest: &Digest) -> Option<u64> {
+        let old = self.objects.lock().unwrap().remove(digest)?;
+        self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+        Some(old.bytes)
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn report(&self) -> UsageReport {
+        UsageReport {
+            bytes: self.bytes(),
+            objects: self.objects.lock().unwrap().len() as u64,
+            evicted_objects: self.evicted_objects.load(Ordering::Relaxed),
+            evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The objects to remove, least recently used first, so that at most `target` bytes stay;
+    /// objects in `pinned` never go.
+    pub(crate) fn victims(&self, target: u64, pinned: &HashSet<Digest>) -> Vec<Digest> {
+        let held = self.bytes();
+        if held <= target {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u64, Digest, u64)> =
+            self.objects.lock().unwrap().iter().filter(|(d, _)| !pinned.contains(d)).map(|(d, u)| (u.last, *d, u.bytes)).collect();
+        candidates.sort_unstable();
+        let mut excess = held - target;
+        let mut out = Vec::new();
+        for (_, d, bytes) in candidates {
+            if excess == 0 {
+                break;
+            }
+            out.push(d);
+            excess = excess.saturating_sub(bytes);
+        }
+        out
+    }
+
+    pub(crate) fn count_evicted(&self, objects: u64, bytes: u64) {
+        self.evicted_objects.fetch_add(objects, Ordering::Relaxed);
+        self.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
