@@ -13,6 +13,8 @@ else
 fi
 export IMAGED_DATASETS=$DATASETS
 cargo build --release --workspace --bins --locked
+# The mount(8) test runs imgfs the way fstab does: from the default PATH.
+./scripts/install.sh
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 cargo test --release --workspace --locked 2>&1 | tee "$LOG"

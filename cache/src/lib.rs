@@ -15,7 +15,7 @@ mod store;
 mod usage;
 
 pub use error::{GetError, InsertError, OpenError};
-pub use reach::{present, reachable, reachable_into, ReachError};
+pub use reach::{reachable, reachable_into, to_keep, ReachError};
 pub use store::{Inserted, Store, Verified};
 pub use usage::{Evicted, UsageReport};
 

@@ -71,18 +71,21 @@ pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Dig
     Ok(())
 }
 
-/// What of a generation the store holds, for keeping it through eviction: its dictionary and
-/// every tree reachable through trees present, and with `chunks` also the data chunks present
-/// and the dictionaries they name. Unlike `reachable` it never fails: absent or unreadable
-/// trees are skipped with what is below them. Adds to `seen`.
-pub fn present(store: &Store, manifest: &Manifest, chunks: bool, seen: &mut HashSet<Digest>) {
+/// What of a generation to keep through eviction: its dictionary and every tree reachable
+/// through trees present, and with `chunks` also every data chunk those trees name (present
+/// or not, so a chunk that arrives later is kept too) and the dictionaries named by the chunks
+/// present. Unlike `reachable` it never fails: absent or unreadable trees are skipped with
+/// what is below them. Adds to `seen`.
+pub fn to_keep(store: &Store, manifest: &Manifest, chunks: bool, seen: &mut HashSet<Digest>) {
     if let Some(d) = manifest.dictionary() {
         seen.insert(d);
     }
     let mut stack = vec![manifest.root];
     let mut data = Vec::new();
+    // Trees already in `seen` may have been walked without their chunks: walk them again.
+    let mut walked = HashSet::new();
     while let Some(t) = stack.pop() {
-        if seen.contains(&t) {
+        if !walked.insert(t) {
             continue;
         }
         let Some(tree) = store.get(&t).ok().and_then(|b| Tree::decode(&b).ok()) else { continue };
@@ -91,7 +94,7 @@ pub fn present(store: &Store, manifest: &Manifest, chunks: bool, seen: &mut Hash
             match e.kind {
                 EntryKind::Directory { tree } => stack.push(tree),
                 EntryKind::Regular { extents, .. } if chunks => {
-                    data.extend(extents.into_iter().map(|x| x.digest).filter(|d| !seen.contains(d) && store.contains(d)))
+                    data.extend(extents.into_iter().map(|x| x.digest).filter(|d| !seen.contains(d)))
                 }
                 _ => {}
             }

@@ -389,7 +389,7 @@ impl Control {
             if let Some(outcome) = &st.outcome {
                 return match outcome {
                     Ok(p) => {
-                        json!({"generation": job.generation, "done": true, "pinned": self.keeper.pins().iter().any(|x| x.generation == job.generation), "progress": p})
+                        json!({"generation": job.generation, "done": true, "pinned": self.keeper.pins().iter().any(|x| x.generation == job.generation), "fetched": p})
                     }
                     Err(e) => json!({"generation": job.generation, "error": e}),
                 };

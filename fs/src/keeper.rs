@@ -78,15 +78,15 @@ impl Keeper {
         let mut keep = HashSet::new();
         let current = self.ep.current();
         keep.insert(current.manifest_digest());
-        cache::present(store, current.manifest(), false, &mut keep);
+        cache::to_keep(store, current.manifest(), false, &mut keep);
         if let Some(p) = self.ep.previous() {
             keep.insert(p.manifest_digest());
-            cache::present(store, p.manifest(), true, &mut keep);
+            cache::to_keep(store, p.manifest(), true, &mut keep);
         }
         for pin in self.pins() {
             keep.insert(pin.manifest);
             if let Some(m) = store.get(&pin.manifest).ok().and_then(|b| Manifest::decode(&b).ok()) {
-                cache::present(store, &m, true, &mut keep);
+                cache::to_keep(store, &m, true, &mut keep);
             }
         }
         keep

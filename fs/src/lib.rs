@@ -10,6 +10,7 @@ pub mod fuse;
 pub mod image;
 pub mod invalidate;
 pub mod keeper;
+pub mod kernel_mount;
 pub mod mount_helper;
 pub mod prefetch;
 pub mod read;

@@ -303,8 +303,14 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(a.threads.max(1));
     cfg.clone_fd = true;
-    let session =
-        fuser::Session::new(fs::fuse::ImgFs::new(fs_ep), mountpoint, &cfg).with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let fsname = format!("imgfs:{channel}");
+    let session = match fs::kernel_mount::mount(mountpoint, &fsname) {
+        Ok(dev) => fuser::Session::from_fd(fs::fuse::ImgFs::new(fs_ep), dev, cfg.acl, cfg),
+        // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(fs::fuse::ImgFs::new(fs_ep), mountpoint, &cfg),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("mounting {}", mountpoint.display()))?;
     let quota = Quota { limit: a.cache_size, min_free: a.min_free };
     let pins: Vec<Pin> = state
         .iter()

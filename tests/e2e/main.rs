@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `imgctl` binary on real files, as root.
 
 mod bad_input;
+mod cache;
 mod datasets;
 mod golden;
 mod mount;

@@ -258,14 +258,38 @@ impl Mount {
 impl Mount {
     /// Runs `imgfs COMMAND MOUNTPOINT` and parses its JSON answer; panics if it fails.
     pub fn control(&self, command: &str) -> serde_json::Value {
-        let out = Command::new(bin("imgfs")).arg(command).arg(&self.point).output().unwrap();
+        self.control_with(command, &[])
+    }
+
+    /// Runs `imgfs COMMAND MOUNTPOINT ARGS...` and parses its JSON answer; panics if it fails.
+    pub fn control_with(&self, command: &str, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(bin("imgfs")).arg(command).arg(&self.point).args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "imgfs {command} failed: {}{}",
+            "imgfs {command} {args:?} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Kills imgfs with SIGKILL, as a crash would, and detaches the dead mount.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = nix::mount::umount2(&self.point, nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    /// Polls `imgfs status` until `done` holds for it (at most `secs`); the last status.
+    pub fn wait_status(&self, secs: u64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let st = self.control("status");
+            if done(&st) || std::time::Instant::now() > until {
+                return st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }
 

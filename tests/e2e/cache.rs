@@ -1,0 +1,197 @@
+//! The endpoint's cache against a real imaged and a real FUSE mount: the size limit and LRU
+//! eviction, the previous generation spared for an offline rollback, pins, prefetch with a
+//! bandwidth cap that resumes after a crash, and mounting through mount(8) and an fstab line.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tests::{bin, compare_trees, noise, ok_json, store_objects, Imgctl, Mount, Server};
+
+const MIB: usize = 1 << 20;
+
+fn publish(t: &Imgctl, server: &Server, src: &Path, image: &str, channel: &str) {
+    t.import(src, image);
+    ok_json(t.remote(server, &["--json", "push", &format!("{image}@latest")]));
+    ok_json(t.remote(server, &["--json", "channel", "set", channel, &format!("{image}@latest")]));
+}
+
+/// `n` files of `size` bytes of noise named `{prefix}{i}`, seeded by `seed`.
+fn write_files(dir: &Path, prefix: &str, n: usize, size: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        std::fs::write(dir.join(format!("{prefix}{i}")), noise(size, seed * 1000 + i as u64)).unwrap();
+    }
+}
+
+fn used(status: &serde_json::Value) -> u64 {
+    status["cache"]["used_bytes"].as_u64().unwrap()
+}
+
+fn read_same(src: &Path, mnt: &Path, name: &str) {
+    let got = std::fs::read(mnt.join(name)).unwrap_or_else(|e| panic!("reading {name} through the mount: {e}"));
+    assert!(got == std::fs::read(src.join(name)).unwrap(), "{name} differs from the source");
+}
+
+#[test]
+fn the_cache_keeps_its_limit_evicting_old_data_but_sparing_the_previous_generation() {
+    let t = Imgctl::new();
+    let mut server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    write_files(&src, "a", 8, MIB, 1);
+    publish(&t, &server, &src, "lab", "lab/stable");
+    let cache = t.path("cache");
+    let mnt = Mount::start_with(&[&server.url], "lab/stable", &cache, &t.path("mnt"), &["--cache-size", "6M", "--min-free", "0%"]);
+    for i in 0..4 {
+        read_same(&src, &mnt.point, &format!("a{i}"));
+    }
+    let gen1_cached = store_objects(&cache.join("store"));
+
+    // Generation 2 has only new data, more than the limit; reading it all must evict.
+    let src2 = t.path("src2");
+    write_files(&src2, "b", 8, MIB, 2);
+    publish(&t, &server, &src2, "lab", "lab/stable");
+    assert_eq!(mnt.control("update")["generation"], "lab@2");
+    for i in 0..8 {
+        read_same(&src2, &mnt.point, &format!("b{i}"));
+    }
+    let st = mnt.wait_status(20, |st| used(st) <= 6 * MIB as u64);
+    assert!(used(&st) <= 6 * MIB as u64, "the cache holds {} bytes, over its 6 MiB limit: {st}", used(&st));
+    assert!(st["cache"]["evicted_objects"].as_u64().unwrap() > 0, "{st}");
+    let now = store_objects(&cache.join("store"));
+    let lost: Vec<_> = gen1_cached.difference(&now).collect();
+    assert!(lost.is_empty(), "{} objects of the previous generation were evicted", lost.len());
+    // Evicted data of the current generation comes back from the server.
+    for i in 0..8 {
+        read_same(&src2, &mnt.point, &format!("b{i}"));
+    }
+
+    // Offline, rollback finds generation 1 as it was cached.
+    server.kill();
+    assert_eq!(mnt.control("rollback")["generation"], "lab@1");
+    for i in 0..4 {
+        read_same(&src, &mnt.point, &format!("a{i}"));
+    }
+    let err = std::fs::read(mnt.point.join("a7")).expect_err("a7 was never cached and the server is gone");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+#[test]
+fn a_pin_keeps_a_generation_whole_over_the_limit_until_unpinned() {
+    let t = Imgctl::new();
+    let mut server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    write_files(&src, "f", 8, MIB, 3);
+    publish(&t, &server, &src, "kiosk", "kiosk/stable");
+    let mnt =
+        Mount::start_with(&[&server.url], "kiosk/stable", &t.path("cache"), &t.path("mnt"), &["--cache-size", "4M", "--min-free", "0%"]);
+
+    let start = Instant::now();
+    let pinned = mnt.control_with("pin", &["current", "--max-rate", "4M"]);
+    let took = start.elapsed();
+    assert_eq!(pinned["done"], true, "{pinned}");
+    assert_eq!(pinned["pinned"], true, "{pinned}");
+    assert_eq!(pinned["fetched"]["objects_done"], pinned["fetched"]["objects_total"], "{pinned}");
+    // 8 MiB under a 4 MiB/s cap: the first half-second batch is free, the rest is paced.
+    assert!(took >= Duration::from_millis(1400), "8 MiB at most 4 MiB/s took only {took:?}");
+
+    // Over the limit, but pinned: nothing goes, and it all reads with the server gone.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = mnt.control("status");
+    assert!(used(&st) > 8 * MIB as u64, "{st}");
+    assert_eq!(st["pins"][0]["generation"], "kiosk@1", "{st}");
+    server.kill();
+    let diffs = compare_trees(&src, &mnt.point);
+    assert!(diffs.is_empty(), "offline after a pin: {diffs:?}");
+
+    let un = mnt.control_with("unpin", &["kiosk@1"]);
+    assert_eq!(un["unpinned"], "kiosk@1", "{un}");
+    let st = mnt.wait_status(20, |st| used(st) <= 4 * MIB as u64);
+    assert!(used(&st) <= 4 * MIB as u64, "unpinned, the cache must shrink to its limit: {st}");
+    assert_eq!(st["pins"].as_array().map(Vec::len), Some(0), "{st}");
+}
+
+#[test]
+fn a_prefetch_killed_with_its_mount_resumes_at_the_next_mount_and_then_works_offline() {
+    let t = Imgctl::new();
+    let mut server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    write_files(&src, "p", 16, MIB / 2, 4);
+    publish(&t, &server, &src, "field", "field/stable");
+    let cache = t.path("cache");
+    let mut mnt = Mount::start(&[&server.url], "field/stable", &cache, &t.path("mnt"));
+    let mut client = Command::new(bin("imgfs"))
+        .args(["prefetch"])
+        .arg(&mnt.point)
+        .args(["current", "--max-rate", "2M"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    mnt.kill();
+    let _ = client.wait();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["prefetching"][0]["generation"], "field@1", "the interrupted prefetch is recorded: {state}");
+    let before: u64 = std::fs::read_dir(cache.join("store/objects")).unwrap().count() as u64;
+    assert!(before > 0);
+
+    let mnt = Mount::start(&[&server.url], "field/stable", &cache, &t.path("mnt"));
+    let st = mnt.wait_status(60, |st| st["prefetching"].as_array().is_some_and(Vec::is_empty));
+    assert!(st["prefetching"].as_array().unwrap().is_empty(), "the prefetch did not finish: {st}");
+    // It fetched what the first attempt had not: less than the whole 8 MiB of noise.
+    let received = st["traffic"]["bytes"].as_u64().unwrap();
+    assert!(received < 8 * MIB as u64, "the resumed prefetch received {received} bytes: it started over");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["prefetching"].as_array().map(Vec::len), Some(0), "{state}");
+    server.kill();
+    let diffs = compare_trees(&src, &mnt.point);
+    assert!(diffs.is_empty(), "offline after a prefetch: {diffs:?}");
+}
+
+#[test]
+fn mount_t_fuse_imgfs_with_an_fstab_line_starts_a_daemon() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    write_files(&src, "d", 3, 64 << 10, 5);
+    publish(&t, &server, &src, "desk", "desk/stable");
+    let point = t.path("mnt");
+    std::fs::create_dir_all(&point).unwrap();
+    let fstab = t.path("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "desk/stable {} fuse.imgfs server={},cache={},poll_seconds=3600,_netdev 0 0\n",
+            point.display(),
+            server.url,
+            t.path("cache").display()
+        ),
+    )
+    .unwrap();
+    // mount(8) runs mount.fuse3 without the caller's PATH; it finds imgfs where
+    // scripts/install.sh put it (scripts/test.sh runs it), which must be this build.
+    let installed = std::fs::read("/usr/local/bin/imgfs").unwrap_or_default();
+    assert!(installed == std::fs::read(bin("imgfs")).unwrap(), "/usr/local/bin/imgfs is not this build: run scripts/install.sh");
+    let out = Command::new("mount").arg("-T").arg(&fstab).arg(&point).output().unwrap();
+    assert!(out.status.success(), "mount -T: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(mounts.lines().any(|l| l.contains(&*point.to_string_lossy()) && l.contains("fuse.imgfs")), "{mounts}");
+    let diffs = compare_trees(&src, &point);
+    let status = Command::new(bin("imgfs")).arg("status").arg(&point).output().unwrap();
+    let umount = Command::new(bin("imgfs")).arg("umount").arg(&point).output().unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["current"]["generation"], "desk@1", "{st}");
+    assert!(umount.status.success(), "{}", String::from_utf8_lossy(&umount.stderr));
+    // The daemon ends with its mount.
+    let until = Instant::now() + Duration::from_secs(10);
+    while Command::new(bin("imgfs")).arg("status").arg(&point).output().unwrap().status.success() {
+        assert!(Instant::now() < until, "the daemon still answers 10 s after its mount went");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A bad option is refused with a clear message, and nothing is mounted.
+    let out = Command::new(bin("imgfs")).args(["desk/stable"]).arg(&point).args(["-o", "cache=/tmp/x,frobnicate"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"), "{}", String::from_utf8_lossy(&out.stderr));
+}
