@@ -9,6 +9,7 @@
 
 mod error;
 pub mod pack;
+pub mod plain;
 pub mod quota;
 mod reach;
 mod store;

@@ -229,6 +229,8 @@ impl Control {
             "servers": fetcher.health(),
             "offline": fetcher.offline(),
             "traffic": fetcher.traffic(),
+            "opens": {"fuse": self.ep.opens[0].load(std::sync::atomic::Ordering::Relaxed),
+                      "passthrough": self.ep.opens[1].load(std::sync::atomic::Ordering::Relaxed)},
             "last_check": self.last_check.lock().unwrap().as_ref().map(|(t, what)| json!({"seconds_ago": t.elapsed().as_secs(), "result": what})),
         })
     }

@@ -57,6 +57,10 @@ pub struct Endpoint {
     chunks: quick_cache::sync::Cache<Digest, Arc<Vec<u8>>, Decoded>,
     /// Trees known to be present with everything below them.
     complete: std::sync::Mutex<HashSet<Digest>>,
+    /// Plain copies of cached files, for passthrough (when enabled).
+    plain: std::sync::OnceLock<cache::plain::Plain>,
+    /// File opens so far: read through imgfs, and handed to the kernel (passthrough).
+    pub opens: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -121,6 +125,8 @@ impl Endpoint {
             next_slot: AtomicU64::new(2),
             chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
             complete: std::sync::Mutex::new(complete),
+            plain: std::sync::OnceLock::new(),
+            opens: Default::default(),
         }
     }
 
@@ -244,6 +250,16 @@ impl Endpoint {
     /// spares every tree of the generations kept, so only those are known to be whole).
     pub fn retain_complete(&self, kept: &HashSet<Digest>) {
         self.complete.lock().unwrap().retain(|d| kept.contains(d));
+    }
+
+    /// Keeps plain copies of cached files in `plain` (see `materialise`).
+    pub fn enable_plain(&self, plain: cache::plain::Plain) {
+        let _ = self.plain.set(plain);
+    }
+
+    /// The plain copies, if enabled.
+    pub fn plain(&self) -> Option<&cache::plain::Plain> {
+        self.plain.get()
     }
 
     /// The store.

@@ -1,11 +1,13 @@
 //! The FUSE adapter: translates kernel requests into calls on the endpoint's current or
 //! older generations. Read-only; long entry and attribute lifetimes (generations never
-//! change); the page cache kept across opens; open files pinned to their generation.
+//! change); the page cache kept across opens; open files pinned to their generation. Files
+//! with a plain copy in the cache are opened in passthrough mode: the kernel reads the copy
+//! directly, and imgfs sees no read requests for them.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,8 +17,12 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use cache::plain::Plain;
+use fuser::{BackingId, InitFlags};
+
 use crate::endpoint::Endpoint;
 use crate::image::{Attr, Image, ImageError, Kind};
+use crate::materialise::Materialiser;
 
 /// How long the kernel may cache entries and attributes. Generations are immutable; a switch
 /// invalidates what hangs off the mount's root.
@@ -26,10 +32,27 @@ pub const TTL: Duration = Duration::from_secs(24 * 3600);
 const ROOT: u64 = 1;
 
 struct OpenFile {
+    ino: u64,
     size: u64,
     extents: Vec<Extent>,
+    /// How it was opened, when the inode's modes are tracked (files of passthrough size).
+    mode: Option<Mode>,
     // Holds the generation loaded while the file is open.
     _image: Arc<Image>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Cached,
+    Passthrough,
+}
+
+/// How an inode is open now. The kernel refuses to mix passthrough and cached opens of one
+/// inode, and all passthrough opens of it must share one backing file.
+#[derive(Default)]
+struct InodeIo {
+    cached: u32,
+    backing: Option<(Arc<BackingId>, u32)>,
 }
 
 /// The filesystem the kernel talks to.
@@ -37,12 +60,73 @@ pub struct ImgFs {
     ep: Arc<Endpoint>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
+    /// Writes plain copies; `None` disables passthrough.
+    materialiser: Option<Materialiser>,
+    /// Whether the kernel agreed to passthrough (set at init).
+    passthrough: AtomicBool,
+    inodes: Mutex<HashMap<u64, InodeIo>>,
 }
 
 impl ImgFs {
-    /// A filesystem over `ep`.
-    pub fn new(ep: Arc<Endpoint>) -> ImgFs {
-        ImgFs { ep, files: Mutex::new(HashMap::new()), next_fh: AtomicU64::new(1) }
+    /// A filesystem over `ep`; with `materialiser`, fully cached files get plain copies and
+    /// are opened in passthrough mode where the kernel allows it.
+    pub fn new(ep: Arc<Endpoint>, materialiser: Option<Materialiser>) -> ImgFs {
+        ImgFs {
+            ep,
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            materialiser,
+            passthrough: AtomicBool::new(false),
+            inodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Opens `ino` in passthrough mode if it has a plain copy and no cached open; else
+    /// records a cached open. Returns the backing file for a passthrough open.
+    fn open_mode(&self, ino: u64, size: u64, extents: &[Extent], reply: &ReplyOpen) -> (Mode, Option<Arc<BackingId>>) {
+        let mut inodes = self.inodes.lock().unwrap();
+        let io = inodes.entry(ino).or_default();
+        if io.cached == 0 {
+            if let Some((b, n)) = &mut io.backing {
+                *n += 1;
+                return (Mode::Passthrough, Some(b.clone()));
+            }
+            if let Some(copy) = self.ep.plain().and_then(|p| p.get(&Plain::key(size, extents))) {
+                match reply.open_backing(&copy) {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        io.backing = Some((b.clone(), 1));
+                        return (Mode::Passthrough, Some(b));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the kernel refuses a backing file; reading through FUSE from now on");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        io.cached += 1;
+        (Mode::Cached, None)
+    }
+
+    fn close_mode(&self, ino: u64, mode: Mode) {
+        let mut inodes = self.inodes.lock().unwrap();
+        let Some(io) = inodes.get_mut(&ino) else { return };
+        match mode {
+            Mode::Cached => io.cached = io.cached.saturating_sub(1),
+            Mode::Passthrough => {
+                if let Some((_, n)) = &mut io.backing {
+                    *n -= 1;
+                    if *n == 0 {
+                        // Dropping the last reference closes the backing id in the kernel.
+                        io.backing = None;
+                    }
+                }
+            }
+        }
+        if io.cached == 0 && io.backing.is_none() {
+            inodes.remove(&ino);
+        }
     }
 
     /// The generation and its own inode number for a kernel inode number.
@@ -133,6 +217,18 @@ impl Filesystem for ImgFs {
         }
     }
 
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        if self.materialiser.is_some()
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            // Backing files on a plain file system; imgfs itself may sit under an overlay.
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
@@ -140,8 +236,15 @@ impl Filesystem for ImgFs {
         match self.resolve(ino).and_then(|(img, i)| Ok((img.file(i).map_err(|e| errno(&e))?, img))) {
             Ok((Some((size, extents)), img)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.files.lock().unwrap().insert(fh, Arc::new(OpenFile { size, extents, _image: img }));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                let tracked = self.passthrough.load(Ordering::Relaxed) && size >= crate::materialise::MIN_SIZE;
+                let (mode, backing) = if tracked { self.open_mode(ino.0, size, &extents, &reply) } else { (Mode::Cached, None) };
+                let file = OpenFile { ino: ino.0, size, extents, mode: tracked.then_some(mode), _image: img };
+                self.files.lock().unwrap().insert(fh, Arc::new(file));
+                self.ep.opens[(mode == Mode::Passthrough) as usize].fetch_add(1, Ordering::Relaxed);
+                match backing {
+                    Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                }
             }
             Ok((None, _)) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(e),
@@ -179,8 +282,24 @@ impl Filesystem for ImgFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        self.files.lock().unwrap().remove(&fh.0);
+        let file = self.files.lock().unwrap().remove(&fh.0);
         reply.ok();
+        if let Some(f) = file {
+            if let Some(mode) = f.mode {
+                self.close_mode(f.ino, mode);
+            }
+            if f.mode != Some(Mode::Passthrough) {
+                if let Some(m) = &self.materialiser {
+                    m.offer(f.size, &f.extents);
+                }
+            }
+        }
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Listings never change (the root's is invalidated at a switch): the kernel keeps
+        // them in its page cache across opens.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

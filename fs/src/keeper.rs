@@ -92,29 +92,44 @@ impl Keeper {
         keep
     }
 
-    /// Evicts if the cache is over its allowance; what the round did, if one ran.
+    /// Evicts if the cache is over its allowance; what the round did, if one ran. Plain
+    /// copies go first (they are rebuilt from the objects), then objects, least recently
+    /// used first, sparing the pinned sets.
     pub fn check(&self) -> Option<Evicted> {
         let mut last = self.round.lock().unwrap();
         let store = self.ep.store();
-        let used = store.usage()?.bytes;
+        let objects = store.usage()?.bytes;
+        let copies = self.ep.plain().map_or(0, |p| p.usage().bytes);
         let disk = quota::disk(store.root()).ok()?;
-        let target = self.quota.shrink_to(used, disk)?;
-        let pinned = self.pinned();
-        match store.evict(target, &pinned) {
-            Ok(done) => {
-                self.ep.retain_complete(&pinned);
-                if done.remaining > target {
-                    tracing::warn!(held = done.remaining, target, "pinned generations alone exceed the cache's allowance");
+        let target = self.quota.shrink_to(objects + copies, disk)?;
+        let mut done = Evicted::default();
+        let mut copies_left = copies;
+        if let Some(plain) = self.ep.plain() {
+            match plain.evict(target.saturating_sub(objects)) {
+                Ok(e) => {
+                    (done.objects, done.bytes, copies_left) = (e.objects, e.bytes, e.remaining);
                 }
-                tracing::info!(objects = done.objects, bytes = done.bytes, remaining = done.remaining, "evicted from the cache");
-                *last = Some(done);
-                Some(done)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "eviction failed");
-                None
+                Err(e) => tracing::warn!(error = %e, "evicting plain copies failed"),
             }
         }
+        if objects + copies_left > target {
+            let pinned = self.pinned();
+            match store.evict(target.saturating_sub(copies_left), &pinned) {
+                Ok(e) => {
+                    self.ep.retain_complete(&pinned);
+                    done.objects += e.objects;
+                    done.bytes += e.bytes;
+                }
+                Err(e) => tracing::warn!(error = %e, "eviction failed"),
+            }
+        }
+        done.remaining = store.usage()?.bytes + copies_left;
+        if done.remaining > target {
+            tracing::warn!(held = done.remaining, target, "pinned generations alone exceed the cache's allowance");
+        }
+        tracing::info!(objects = done.objects, bytes = done.bytes, remaining = done.remaining, "evicted from the cache");
+        *last = Some(done);
+        Some(done)
     }
 
     /// Asks the keeper thread to look now.
@@ -140,17 +155,22 @@ impl Keeper {
     pub fn report(&self) -> Value {
         let store = self.ep.store();
         let usage = store.usage().unwrap_or_default();
+        let copies = self.ep.plain().map(|p| p.usage()).unwrap_or_default();
+        let used = usage.bytes + copies.bytes;
         let disk = quota::disk(store.root()).ok();
         json!({
             "dir": store.root(),
-            "used_bytes": usage.bytes,
+            "used_bytes": used,
             "objects": usage.objects,
+            "object_bytes": usage.bytes,
+            "plain_copies": copies.objects,
+            "plain_copy_bytes": copies.bytes,
             "limit": self.quota.limit.to_string(),
             "min_free": self.quota.min_free.to_string(),
-            "allowance_bytes": disk.map(|d| self.quota.allowance(usage.bytes, d)),
+            "allowance_bytes": disk.map(|d| self.quota.allowance(used, d)),
             "disk_available_bytes": disk.map(|d| d.available),
-            "evicted_objects": usage.evicted_objects,
-            "evicted_bytes": usage.evicted_bytes,
+            "evicted_objects": usage.evicted_objects + copies.evicted_objects,
+            "evicted_bytes": usage.evicted_bytes + copies.evicted_bytes,
             "last_eviction": self.round.lock().unwrap().map(|e| json!({"objects": e.objects, "bytes": e.bytes, "remaining": e.remaining})),
         })
     }

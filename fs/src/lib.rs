@@ -11,6 +11,7 @@ pub mod image;
 pub mod invalidate;
 pub mod keeper;
 pub mod kernel_mount;
+pub mod materialise;
 pub mod mount_helper;
 pub mod prefetch;
 pub mod read;

@@ -303,11 +303,23 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(a.threads.max(1));
     cfg.clone_fd = true;
+    // Plain copies of cached files, for passthrough reads.
+    let materialiser = match cache::plain::Plain::open(cache.join("files")) {
+        Ok(plain) => {
+            ep.enable_plain(plain);
+            Some(fs::materialise::Materialiser::start(ep.clone()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no plain copies (reads go through FUSE)");
+            None
+        }
+    };
+    let imgfs = fs::fuse::ImgFs::new(fs_ep, materialiser);
     let fsname = format!("imgfs:{channel}");
     let session = match fs::kernel_mount::mount(mountpoint, &fsname) {
-        Ok(dev) => fuser::Session::from_fd(fs::fuse::ImgFs::new(fs_ep), dev, cfg.acl, cfg),
+        Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
         // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(fs::fuse::ImgFs::new(fs_ep), mountpoint, &cfg),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
         Err(e) => Err(e),
     }
     .with_context(|| format!("mounting {}", mountpoint.display()))?;

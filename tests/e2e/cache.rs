@@ -77,6 +77,53 @@ fn the_cache_keeps_its_limit_evicting_old_data_but_sparing_the_previous_generati
 }
 
 #[test]
+fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    write_files(&src, "big", 4, 3 * MIB + 12345, 6);
+    std::fs::write(src.join("small"), b"too small for a copy\n").unwrap();
+    // A sparse file: its copy keeps the hole.
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(8 * MIB as u64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &noise(100_000, 7), 5 * MIB as u64).unwrap();
+    drop(f);
+    publish(&t, &server, &src, "ws", "ws/stable");
+    let mnt = Mount::start(&[&server.url], "ws/stable", &t.path("cache"), &t.path("mnt"));
+    let names = ["big0", "big1", "big2", "big3", "small", "sparse"];
+    for n in names {
+        read_same(&src, &mnt.point, n);
+    }
+    // Released, fully cached and big enough: copied in the background.
+    let st = mnt.wait_status(20, |st| st["cache"]["plain_copies"].as_u64() == Some(5));
+    assert_eq!(st["cache"]["plain_copies"], 5, "{st}");
+    // Now opened in passthrough mode: the same bytes by read and by mmap, with the server gone.
+    drop(server);
+    for n in names {
+        read_same(&src, &mnt.point, n);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import mmap,sys,hashlib; f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ); print(hashlib.sha256(m).hexdigest())"])
+        .arg(mnt.point.join("big2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = Command::new("sha256sum").arg(src.join("big2")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&want.stdout).split(' ').next().unwrap());
+    // Two opens at once share the backing file; a copy removed under an open file changes nothing.
+    let a = std::fs::File::open(mnt.point.join("big0")).unwrap();
+    let b = std::fs::File::open(mnt.point.join("big0")).unwrap();
+    std::fs::remove_dir_all(t.path("cache").join("files")).unwrap();
+    let st = mnt.control("status");
+    assert!(st["opens"]["passthrough"].as_u64().unwrap() >= 7, "the copies were not used: {st}");
+    let mut buf = vec![0u8; 3 * MIB + 12345];
+    std::os::unix::fs::FileExt::read_exact_at(&a, &mut buf, 0).unwrap();
+    assert!(buf == std::fs::read(src.join("big0")).unwrap());
+    std::os::unix::fs::FileExt::read_exact_at(&b, &mut buf, 0).unwrap();
+    assert!(buf == std::fs::read(src.join("big0")).unwrap());
+}
+
+#[test]
 fn a_pin_keeps_a_generation_whole_over_the_limit_until_unpinned() {
     let t = Imgctl::new();
     let mut server = Server::start(&t.path("server"));
