@@ -38,6 +38,7 @@ export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
 for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
+"$BIN/imgctl" --store "$W/img" channel set bench/debian-pre debian@1 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/rust rust@1 >/dev/null
 
 # mount_imgfs NAME CHANNEL: starts imgfs on a fresh cache and waits until it is mounted.
@@ -94,6 +95,17 @@ rb1=$("$BIN/imgfs" rollback "$W/mnt-upd" | python3 -c 'import json,sys; print(js
 printf '\n%-40s %10s\n' "cache gen1 -> gen2 (all of gen2 read)" ""
 printf '%-40s %10s\n' "bytes fetched (MiB)" "$(echo "($bytes1 - $bytes0) / 1048576" | bc -l | xargs printf '%.1f')"
 printf '%-40s %10s\n' "requests" "$((req1 - req0))"
+# The same move with `imgfs prefetch` of the new generation right after the switch.
+mount_imgfs pre bench/debian-pre
+readall "$W/mnt-pre"
+read -r req0 bytes0 < <(traffic pre)
+"$BIN/imgctl" --store "$W/img" channel set bench/debian-pre debian@2 >/dev/null
+"$BIN/imgfs" update "$W/mnt-pre" >/dev/null
+"$BIN/imgfs" prefetch "$W/mnt-pre" current >/dev/null
+readall "$W/mnt-pre"
+read -r req1 bytes1 < <(traffic pre)
+printf '%-40s %10s\n' "with imgfs prefetch: bytes (MiB)" "$(echo "($bytes1 - $bytes0) / 1048576" | bc -l | xargs printf '%.1f')"
+printf '%-40s %10s\n' "with imgfs prefetch: requests" "$((req1 - req0))"
 
 # 4. Switch and rollback latency: gen1 (5k files) and the rust tree (52k files).
 # rust@2 is the same tree re-imported (the dataset is shared and stays untouched): the switch

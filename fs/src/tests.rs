@@ -309,3 +309,22 @@ mod fetching {
         assert!(want.iter().all(|d| !store.contains(d)), "nothing half-fetched is visible");
     }
 }
+
+#[test]
+fn mount_helper_form_is_recognised_and_its_options_mapped() {
+    use crate::mount_helper::parse;
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(parse(&args(&["status", "/mnt"])).is_none(), "a subcommand is not the helper form");
+    assert!(parse(&args(&["--help"])).is_none());
+    let h = parse(&args(&["os/stable", "/srv/os", "-o", "rw,server=http://a:1,server=http://b:2,cache=/c,_netdev,dev,suid,x-systemd.automount"]))
+        .unwrap()
+        .unwrap();
+    assert_eq!((h.channel.as_str(), h.mountpoint.as_str(), h.foreground), ("os/stable", "/srv/os", false));
+    let opts: Vec<(&str, Option<&str>)> = h.options.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    assert_eq!(opts, [("server", Some("http://a:1")), ("server", Some("http://b:2")), ("cache", Some("/c"))]);
+    assert!(parse(&args(&["os/stable", "/srv/os", "-o", "cache=/c,foreground"])).unwrap().unwrap().foreground);
+    let err = parse(&args(&["os/stable", "/srv/os", "-o", "cache=/c,bogus=1"])).unwrap().unwrap_err();
+    assert!(err.to_string().contains("bogus=1"), "{err}");
+    assert!(parse(&args(&["os/stable", "/srv/os", "-o", "cache"])).unwrap().is_err(), "an option without its value");
+    assert!(parse(&args(&["os/stable", "/srv/os", "extra"])).unwrap().is_err());
+}
