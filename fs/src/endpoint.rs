@@ -188,10 +188,11 @@ impl Endpoint {
     fn swap(&self, next: Arc<Image>) -> Arc<Image> {
         let old = std::mem::replace(&mut *self.current.write().unwrap(), next.clone());
         *self.previous.write().unwrap() = Some(old.clone());
-        // Generations neither current nor previous stay only while the kernel may still use
-        // their inodes; they are forgotten at the next switch.
+        // Generations neither current nor previous stay while the kernel may still use their
+        // inodes (it holds lookups of them, or a file of theirs is open); they go at the
+        // first switch after that.
         let keep = [next.slot(), old.slot()];
-        self.images.write().unwrap().retain(|slot, img| keep.contains(slot) || Arc::strong_count(img) > 1);
+        self.images.write().unwrap().retain(|slot, img| keep.contains(slot) || img.known_to_kernel() || Arc::strong_count(img) > 1);
         old
     }
 }

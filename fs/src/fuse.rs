@@ -195,10 +195,26 @@ impl Filesystem for ImgFs {
             let found = img.lookup(&*self.ep, p, name.as_bytes()).map_err(|e| errno(&e))?;
             Ok(found.map(|a| self.to_kernel(&img, a)))
         });
+        if let Ok(Some(attr)) = &result {
+            if attr.ino.0 != ROOT {
+                // The kernel holds this lookup until it sends FORGET.
+                if let Some(img) = self.ep.image_of(attr.ino.0) {
+                    img.kernel_refs_add(1);
+                }
+            }
+        }
         match result {
             Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
             Ok(None) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 != ROOT {
+            if let Some(img) = self.ep.image_of(ino.0) {
+                img.kernel_refs_add(-(nlookup as i64));
+            }
         }
     }
 

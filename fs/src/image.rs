@@ -130,6 +130,8 @@ pub struct Image {
     manifest_digest: Digest,
     manifest: Manifest,
     table: RwLock<Table>,
+    /// Lookups of this generation's inodes the kernel has not forgotten yet.
+    kernel_refs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Image {
@@ -163,7 +165,29 @@ impl Image {
     /// A generation to serve under `slot` (1 ..= 2^23). Nothing is read until asked.
     pub fn new(slot: u64, manifest_digest: Digest, manifest: Manifest) -> Image {
         assert!(slot > 0 && slot < 1 << 23, "slot {slot} out of range");
-        Image { slot, manifest_digest, manifest, table: RwLock::new(Table { nodes: vec![Node::Root], ..Table::default() }) }
+        Image {
+            slot,
+            manifest_digest,
+            manifest,
+            table: RwLock::new(Table { nodes: vec![Node::Root], ..Table::default() }),
+            kernel_refs: Default::default(),
+        }
+    }
+
+    /// Counts a lookup the kernel now holds (an entry reply for one of this generation's
+    /// inodes), or with a negative `n` the ones it forgot.
+    pub fn kernel_refs_add(&self, n: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if n >= 0 {
+            self.kernel_refs.fetch_add(n as u64, Relaxed);
+        } else {
+            let _ = self.kernel_refs.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n.unsigned_abs())));
+        }
+    }
+
+    /// Whether the kernel may still ask about this generation's inodes.
+    pub fn known_to_kernel(&self) -> bool {
+        self.kernel_refs.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// `IMAGE@N`.

@@ -316,9 +316,14 @@ fn mount_helper_form_is_recognised_and_its_options_mapped() {
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert!(parse(&args(&["status", "/mnt"])).is_none(), "a subcommand is not the helper form");
     assert!(parse(&args(&["--help"])).is_none());
-    let h = parse(&args(&["os/stable", "/srv/os", "-o", "rw,server=http://a:1,server=http://b:2,cache=/c,_netdev,dev,suid,x-systemd.automount"]))
-        .unwrap()
-        .unwrap();
+    let h = parse(&args(&[
+        "os/stable",
+        "/srv/os",
+        "-o",
+        "rw,server=http://a:1,server=http://b:2,cache=/c,_netdev,dev,suid,x-systemd.automount",
+    ]))
+    .unwrap()
+    .unwrap();
     assert_eq!((h.channel.as_str(), h.mountpoint.as_str(), h.foreground), ("os/stable", "/srv/os", false));
     let opts: Vec<(&str, Option<&str>)> = h.options.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
     assert_eq!(opts, [("server", Some("http://a:1")), ("server", Some("http://b:2")), ("cache", Some("/c"))]);

@@ -6,15 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tests::{bin, compare_trees, noise, ok_json, store_objects, Imgctl, Mount, Server};
+use tests::{bin, compare_trees, noise, store_objects, Imgctl, Mount, Server};
 
 const MIB: usize = 1 << 20;
-
-fn publish(t: &Imgctl, server: &Server, src: &Path, image: &str, channel: &str) {
-    t.import(src, image);
-    ok_json(t.remote(server, &["--json", "push", &format!("{image}@latest")]));
-    ok_json(t.remote(server, &["--json", "channel", "set", channel, &format!("{image}@latest")]));
-}
 
 /// `n` files of `size` bytes of noise named `{prefix}{i}`, seeded by `seed`.
 fn write_files(dir: &Path, prefix: &str, n: usize, size: usize, seed: u64) {
@@ -39,7 +33,7 @@ fn the_cache_keeps_its_limit_evicting_old_data_but_sparing_the_previous_generati
     let mut server = Server::start(&t.path("server"));
     let src = t.path("src");
     write_files(&src, "a", 8, MIB, 1);
-    publish(&t, &server, &src, "lab", "lab/stable");
+    t.publish(&server, &src, "lab", "lab/stable");
     let cache = t.path("cache");
     let mnt = Mount::start_with(&[&server.url], "lab/stable", &cache, &t.path("mnt"), &["--cache-size", "6M", "--min-free", "0%"]);
     for i in 0..4 {
@@ -50,7 +44,7 @@ fn the_cache_keeps_its_limit_evicting_old_data_but_sparing_the_previous_generati
     // Generation 2 has only new data, more than the limit; reading it all must evict.
     let src2 = t.path("src2");
     write_files(&src2, "b", 8, MIB, 2);
-    publish(&t, &server, &src2, "lab", "lab/stable");
+    t.publish(&server, &src2, "lab", "lab/stable");
     assert_eq!(mnt.control("update")["generation"], "lab@2");
     for i in 0..8 {
         read_same(&src2, &mnt.point, &format!("b{i}"));
@@ -88,7 +82,7 @@ fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
     f.set_len(8 * MIB as u64).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &noise(100_000, 7), 5 * MIB as u64).unwrap();
     drop(f);
-    publish(&t, &server, &src, "ws", "ws/stable");
+    t.publish(&server, &src, "ws", "ws/stable");
     let mnt = Mount::start(&[&server.url], "ws/stable", &t.path("cache"), &t.path("mnt"));
     let names = ["big0", "big1", "big2", "big3", "small", "sparse"];
     for n in names {
@@ -129,7 +123,7 @@ fn a_pin_keeps_a_generation_whole_over_the_limit_until_unpinned() {
     let mut server = Server::start(&t.path("server"));
     let src = t.path("src");
     write_files(&src, "f", 8, MIB, 3);
-    publish(&t, &server, &src, "kiosk", "kiosk/stable");
+    t.publish(&server, &src, "kiosk", "kiosk/stable");
     let mnt =
         Mount::start_with(&[&server.url], "kiosk/stable", &t.path("cache"), &t.path("mnt"), &["--cache-size", "4M", "--min-free", "0%"]);
 
@@ -164,7 +158,7 @@ fn a_prefetch_killed_with_its_mount_resumes_at_the_next_mount_and_then_works_off
     let mut server = Server::start(&t.path("server"));
     let src = t.path("src");
     write_files(&src, "p", 16, MIB / 2, 4);
-    publish(&t, &server, &src, "field", "field/stable");
+    t.publish(&server, &src, "field", "field/stable");
     let cache = t.path("cache");
     let mut mnt = Mount::start(&[&server.url], "field/stable", &cache, &t.path("mnt"));
     let mut client = Command::new(bin("imgfs"))
@@ -201,7 +195,7 @@ fn mount_t_fuse_imgfs_with_an_fstab_line_starts_a_daemon() {
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
     write_files(&src, "d", 3, 64 << 10, 5);
-    publish(&t, &server, &src, "desk", "desk/stable");
+    t.publish(&server, &src, "desk", "desk/stable");
     let point = t.path("mnt");
     std::fs::create_dir_all(&point).unwrap();
     let fstab = t.path("fstab");

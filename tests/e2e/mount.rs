@@ -6,12 +6,6 @@ use std::process::Command;
 
 use tests::{build_special_tree, compare_trees, ok_json, Imgctl, Mount, Server};
 
-fn publish(t: &Imgctl, server: &Server, src: &std::path::Path, image: &str, channel: &str) {
-    t.import(src, image);
-    ok_json(t.remote(server, &["--json", "push", &format!("{image}@latest")]));
-    ok_json(t.remote(server, &["--json", "channel", "set", channel, &format!("{image}@latest")]));
-}
-
 fn assert_same(src: &std::path::Path, mnt: &std::path::Path) {
     let diffs = compare_trees(src, mnt);
     assert!(diffs.is_empty(), "{} differences, first: {}", diffs.len(), diffs.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
@@ -23,7 +17,7 @@ fn every_kind_of_file_and_metadata_reads_back_through_the_mount() {
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
     build_special_tree(&src);
-    publish(&t, &server, &src, "special", "test/special");
+    t.publish(&server, &src, "special", "test/special");
     let mnt = Mount::start(&[&server.url], "test/special", &t.path("cache"), &t.path("mnt"));
     assert!(mnt.banner.contains("special@1"), "{}", mnt.banner);
     assert_same(&src, &mnt.point);
@@ -38,7 +32,7 @@ fn a_debian_root_runs_dpkg_from_the_mount() {
     assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
-    publish(&t, &server, &gen1, "debian", "os/stable");
+    t.publish(&server, &gen1, "debian", "os/stable");
     let mnt = Mount::start(&[&server.url], "os/stable", &t.path("cache"), &t.path("mnt"));
     let dpkg = |root: &std::path::Path| {
         let out = Command::new("chroot").arg(root).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
@@ -61,7 +55,7 @@ fn a_switch_leaves_open_files_on_their_generation_and_rollback_brings_it_back() 
     let (one, two) = (tests::noise(3 << 20, 1), tests::noise(3 << 20, 2));
     std::fs::write(src.join("data.bin"), &one).unwrap();
     std::fs::write(src.join("app/version"), b"one\n").unwrap();
-    publish(&t, &server, &src, "office", "office/pilot");
+    t.publish(&server, &src, "office", "office/pilot");
     let mnt = Mount::start_with(&[&server.url], "office/pilot", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
     let p = &mnt.point;
 
@@ -74,7 +68,7 @@ fn a_switch_leaves_open_files_on_their_generation_and_rollback_brings_it_back() 
     std::fs::write(src.join("data.bin"), &two).unwrap();
     std::fs::write(src.join("app/version"), b"two\n").unwrap();
     std::fs::write(src.join("new-in-two"), b"hello\n").unwrap();
-    publish(&t, &server, &src, "office", "office/pilot");
+    t.publish(&server, &src, "office", "office/pilot");
     let up = mnt.control("update");
     assert_eq!((up["switched"].as_bool(), up["generation"].as_str()), (Some(true), Some("office@2")), "{up}");
 
@@ -114,7 +108,7 @@ fn offline_cached_data_works_uncached_fails_fast_and_a_restart_mounts_from_the_c
     for i in 0..20u64 {
         std::fs::write(src.join(format!("f{i}")), tests::noise(200_000, i)).unwrap();
     }
-    publish(&t, &server, &src, "laptop", "os/stable");
+    t.publish(&server, &src, "laptop", "os/stable");
     let (cache, point) = (t.path("cache"), t.path("mnt"));
     let mnt = Mount::start_with(&[&server.url], "os/stable", &cache, &point, &["--poll-seconds", "3600"]);
     for i in 0..10 {
@@ -154,7 +148,7 @@ fn a_server_serving_a_wrong_object_is_skipped_and_the_cache_never_holds_it() {
     let victim = tests::noise(50_000, 77);
     std::fs::write(src.join("victim.bin"), &victim).unwrap();
     std::fs::write(src.join("other.txt"), b"fine\n").unwrap();
-    publish(&t, &a, &src, "app", "apps/stable");
+    t.publish(&a, &src, "app", "apps/stable");
     ok_json(t.remote(&b, &["--json", "push", "app@1"]));
     ok_json(t.remote(&b, &["--json", "channel", "set", "apps/stable", "app@1"]));
     // Server A's copy of the file's only chunk goes bad on its disk; A serves it as it is.
@@ -209,4 +203,35 @@ fn a_chunk_compressed_with_another_images_dictionary_travels_and_reads() {
     assert_eq!(gc["objects_removed"], 0, "{gc}");
     let mnt = Mount::start_with(&[&server.url], "apps/beta", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
     assert_same(&b, &mnt.point);
+}
+
+#[test]
+fn a_shell_inside_an_old_generation_keeps_working_after_two_switches() {
+    use std::io::Write;
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(src.join("app")).unwrap();
+    std::fs::write(src.join("app/version"), b"one\n").unwrap();
+    t.publish(&server, &src, "desk", "desk/pilot");
+    let mnt = Mount::start_with(&[&server.url], "desk/pilot", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    // A shell whose working directory is generation 1's app/, and no file open.
+    let mut sh = Command::new("sh")
+        .args(["-c", "cd \"$0\" && read go && cat version && ls"])
+        .arg(mnt.point.join("app"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for (n, v) in [(2, "two"), (3, "three")] {
+        std::fs::write(src.join("app/version"), format!("{v}\n")).unwrap();
+        t.publish(&server, &src, "desk", "desk/pilot");
+        assert_eq!(mnt.control("update")["generation"], format!("desk@{n}"));
+    }
+    assert_eq!(std::fs::read_to_string(mnt.point.join("app/version")).unwrap(), "three\n");
+    sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = sh.wait_with_output().unwrap();
+    assert!(out.status.success(), "the shell in generation 1 failed: {:?}", out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nversion\n", "relative paths still resolve in generation 1");
 }

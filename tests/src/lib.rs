@@ -67,6 +67,14 @@ impl Imgctl {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Imports `src` as the next generation of `image`, pushes it to `server` and points
+    /// `channel` at it.
+    pub fn publish(&self, server: &Server, src: &Path, image: &str, channel: &str) {
+        self.import(src, image);
+        ok_json(self.remote(server, &["--json", "push", &format!("{image}@latest")]));
+        ok_json(self.remote(server, &["--json", "channel", "set", channel, &format!("{image}@latest")]));
+    }
+
     /// A path inside the temporary directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
