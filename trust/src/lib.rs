@@ -1,0 +1,13 @@
+//! The TUF verification core (The Update Framework 1.0): canonical JSON, ed25519 keys and
+//! signatures with thresholds, the metadata of each role, and the client's update rules
+//! (section 5 of the specification). Pure: callers pass the bytes they received and the one
+//! "now" of an update; nothing here reads a file, the network or the clock.
+#![warn(missing_docs)]
+
+pub mod canonical;
+pub mod keys;
+pub use rand_core_06::OsRng;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
