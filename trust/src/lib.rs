@@ -5,7 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
+pub mod client;
 pub mod keys;
+pub mod metadata;
 pub use rand_core_06::OsRng;
 pub mod time;
 
