@@ -29,10 +29,15 @@ pub fn parse(s: &str) -> Result<i64, TimeError> {
 
 /// The TUF timestamp of `secs` since the epoch.
 pub fn format(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
+    let (y, m, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Year, month, day, hour, minute, second (UTC) of `secs` since the epoch.
+pub fn utc_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn is_leap(y: i64) -> bool {
