@@ -111,6 +111,12 @@ async fn write(
     let cv = blocking(move || {
         let history = st.meta.history(&channel).map_err(|e| AppError::internal("reading metadata", e))?;
         let (generation, manifest) = pick(&st, &history)?;
+        // Once the repository is signed, a channel may name only a generation its family's
+        // offline keys signed: endpoints would refuse anything else.
+        if st.tuf.initialised() {
+            let (image, n) = generation.split_once('@').and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?))).unwrap_or(("", 0));
+            st.tuf.signed_generation(image, n, &manifest.to_hex())?;
+        }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let cv = ChannelVersion {
             channel,
@@ -121,6 +127,9 @@ async fn write(
             action: action.into(),
         };
         st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
+        // The signed channel records follow (rebuilt from the recorded versions, so a failure
+        // here is repaired by the next signing round).
+        st.tuf.channels_changed(&st.meta)?;
         st.metrics.channel_moves.inc();
         st.hot_channels.put(&cv);
         tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action, "channel moved");

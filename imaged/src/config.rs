@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Data directory: `store/` (objects), `meta/` (rocksdb), `admin.token`.
+    /// Data directory: `store/` (objects), `meta/` (rocksdb), `tuf/` (signed metadata and the
+    /// online keys), `admin.token`.
     pub data: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -30,6 +31,12 @@ pub struct Config {
     pub gc_interval_seconds: u64,
     /// Memory for small objects served often (0 turns the memory cache off).
     pub memory_cache_bytes: u64,
+    /// How long a signed `timestamp.json` is valid, seconds (re-signed at half of it).
+    pub tuf_timestamp_seconds: i64,
+    /// How long a signed `snapshot.json` is valid, seconds.
+    pub tuf_snapshot_seconds: i64,
+    /// How long the signed channel records are valid, seconds.
+    pub tuf_channels_seconds: i64,
 }
 
 /// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
@@ -49,6 +56,9 @@ impl Default for Config {
             gc_grace_seconds: 24 * 3600,
             gc_interval_seconds: 0,
             memory_cache_bytes: 128 << 20,
+            tuf_timestamp_seconds: 24 * 3600,
+            tuf_snapshot_seconds: 7 * 24 * 3600,
+            tuf_channels_seconds: 7 * 24 * 3600,
         }
     }
 }

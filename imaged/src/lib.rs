@@ -12,6 +12,8 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod state;
+pub mod trust_api;
+pub mod tuf;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,6 +51,11 @@ pub fn app(state: AppState) -> Router {
         .route(r(11), get(channels::history))
         .route(r(12), post(channels::promote))
         .route(r(13), post(channels::rollback))
+        .route(r(14), get(trust_api::status))
+        .route(r(15), post(trust_api::add_key))
+        .route(r(16), axum::routing::put(trust_api::put_root))
+        .route(r(17), axum::routing::put(trust_api::put_role))
+        .route(r(18), get(trust_api::file))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))
@@ -136,6 +143,9 @@ pub enum OpenError {
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
+    /// The signed metadata or the online keys could not be loaded.
+    #[error(transparent)]
+    Tuf(#[from] tuf::TufError),
 }
 
 /// Opens the data directory: `store/`, `meta/`, and the publishing token (generated into
@@ -176,7 +186,14 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
             }
         }
     };
+    let lifetimes = tuf::Lifetimes {
+        timestamp: config.tuf_timestamp_seconds.max(2),
+        snapshot: config.tuf_snapshot_seconds.max(2),
+        channels: config.tuf_channels_seconds.max(2),
+    };
+    let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let state = AppState::new(state::Shared {
+        tuf: Arc::new(tuf),
         store: Arc::new(store),
         meta: Arc::new(meta),
         token: Arc::new(token),

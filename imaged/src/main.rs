@@ -169,6 +169,24 @@ async fn serve(cfg: Config) -> Result<()> {
             }
         });
     }
+    {
+        // The online roles are signed again before they expire, by the server itself.
+        let st = state.clone();
+        let shortest = st.config.tuf_timestamp_seconds.min(st.config.tuf_snapshot_seconds).min(st.config.tuf_channels_seconds);
+        let every = std::time::Duration::from_millis((shortest.max(2) as u64 * 1000 / 4).clamp(500, 60_000));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let s = st.clone();
+                match tokio::task::spawn_blocking(move || s.tuf.resign_due(&s.meta)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "re-signing the online roles failed"),
+                    Err(e) => tracing::error!(error = %e, "re-signing task failed"),
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port.

@@ -43,6 +43,11 @@ pub const ROUTES: &[&str] = &[
     "/v1/history/{*name}",
     "/v1/promote",
     "/v1/rollback",
+    "/v1/tuf",
+    "/v1/tuf/keys/{role}",
+    "/v1/tuf/root",
+    "/v1/tuf/roles/{*role}",
+    "/tuf/{file}",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -48,6 +48,8 @@ pub struct Shared {
     pub hot_objects: Arc<crate::hot::HotObjects>,
     /// Current channel versions kept in memory.
     pub hot_channels: Arc<crate::hot::HotChannels>,
+    /// The signed metadata (TUF repository) and the online keys.
+    pub tuf: Arc<crate::tuf::Repo>,
 }
 
 impl Shared {

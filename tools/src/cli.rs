@@ -77,10 +77,38 @@ pub enum Command {
         /// Newer generation.
         to: String,
     },
-    /// Upload a generation to a server (only the objects it lacks) and publish it.
+    /// Upload a generation to a server (only the objects it lacks), publish it, and sign it
+    /// with the image family's offline key (endpoints run only signed generations).
     Push {
         /// Generation.
         generation: String,
+        /// The family's key file (repeat for a threshold above 1). Without one the generation
+        /// is published unsigned: channels cannot name it until a push with a key signs it.
+        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',')]
+        keys: Vec<PathBuf>,
+        /// Architecture it runs on (default: this machine's).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Security epoch (default: the family's min_epoch).
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// Days until the family's signed metadata expires.
+        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+        expires_days: i64,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Offline keys: generate, list, rotate.
+    Key {
+        #[command(subcommand)]
+        op: KeyOp,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// The server's signed repository: create it, withdraw old generations.
+    Trust {
+        #[command(subcommand)]
+        op: TrustOp,
         #[command(flatten)]
         server: Server,
     },
@@ -154,5 +182,89 @@ pub enum ChannelOp {
     Get {
         /// Channel.
         channel: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyOp {
+    /// Write a new ed25519 key to FILE (mode 0600) and its public half to FILE.pub.
+    Generate {
+        /// The secret key file to create (never overwritten).
+        file: PathBuf,
+    },
+    /// Show the key ids of key files, or (with none) the keys and thresholds of every role
+    /// of the server's repository.
+    List {
+        /// Key files (secret or public).
+        files: Vec<PathBuf>,
+    },
+    /// Change the keys of a role: a new root (root, targets, timestamp, snapshot) or a new
+    /// targets (channels, images/FAMILY; a new family is delegated this way).
+    Rotate {
+        /// The role.
+        role: String,
+        /// A key to add (public or secret key file; repeat).
+        #[arg(long)]
+        add: Vec<PathBuf>,
+        /// A key to remove: a key id or a key file (repeat).
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Remove every current key of the role first.
+        #[arg(long)]
+        replace: bool,
+        /// Have the server make a new key for this online role (timestamp, snapshot,
+        /// channels) and add it.
+        #[arg(long)]
+        online: bool,
+        /// A new threshold.
+        #[arg(long)]
+        threshold: Option<usize>,
+        /// The keys that sign the new file: old and new root keys for a new root, targets
+        /// keys for a new targets (repeat).
+        #[arg(long = "sign-with", required = true)]
+        sign_with: Vec<PathBuf>,
+        /// Days until the new file expires.
+        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+        expires_days: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustOp {
+    /// Create the server's repository: root (your root and targets keys, the server's online
+    /// keys) and targets (delegating each image family to its engineers' keys). Writes the
+    /// root endpoints start from to --out.
+    Init {
+        /// A root key file (repeat).
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// Root signatures required for the next root.
+        #[arg(long, default_value_t = 1)]
+        root_threshold: usize,
+        /// A targets key file (repeat).
+        #[arg(long = "targets-key", required = true)]
+        targets_keys: Vec<PathBuf>,
+        /// FAMILY=KEYFILE: delegate an image family to a key (repeat).
+        #[arg(long = "image")]
+        images: Vec<String>,
+        /// Where to write root.json for endpoints (imgfs --root).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days until root and targets expire.
+        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+        expires_days: i64,
+    },
+    /// Withdraw every generation of IMAGE below security epoch EPOCH, on every endpoint.
+    MinEpoch {
+        /// Image family.
+        image: String,
+        /// The new minimum epoch.
+        epoch: u64,
+        /// The family's key file (repeat for a threshold above 1).
+        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required = true)]
+        keys: Vec<PathBuf>,
+        /// Days until the family's signed metadata expires.
+        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+        expires_days: i64,
     },
 }

@@ -16,6 +16,7 @@ mod ingest;
 pub mod push;
 pub mod remote;
 pub mod repo;
+pub mod signing;
 mod scan;
 mod tar_scan;
 pub mod verify;

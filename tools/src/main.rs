@@ -16,7 +16,8 @@ use tools::browse::{self, display_bytes, mode_string, utc_string, Located, ReadE
 use tools::import::{ImportOptions, Progress};
 use tools::{diff, export, verify, ImportError, Repo, RepoError};
 
-use cli::{ChannelOp, Cli, Command};
+use cli::{ChannelOp, Cli, Command, KeyOp, TrustOp};
+use tools::signing;
 use tools::remote::{Remote, RemoteError};
 
 fn main() {
@@ -48,6 +49,13 @@ fn classify(e: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<format::NameError>().is_some() {
             return exit_codes::BAD_INPUT;
+        }
+        match cause.downcast_ref::<signing::SignError>() {
+            Some(signing::SignError::Remote(RemoteError::Http { status: 404, .. })) => return exit_codes::NOT_FOUND,
+            Some(signing::SignError::Remote(RemoteError::Http { .. }) | signing::SignError::Refused(_)) => return exit_codes::REFUSED,
+            Some(signing::SignError::Remote(RemoteError::Transport { .. })) => return exit_codes::UNREACHABLE,
+            Some(signing::SignError::Key { .. }) => return exit_codes::BAD_INPUT,
+            None => {}
         }
         match cause.downcast_ref::<RemoteError>() {
             Some(RemoteError::Http { status: 404, .. }) => return exit_codes::NOT_FOUND,
@@ -295,14 +303,35 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Command::Push { generation, server } => {
+        Command::Push { generation, keys, arch, epoch, expires_days, server } => {
             let g = repo.resolve(&generation.parse()?)?;
             let remote = remote(&server)?;
+            let secrets = keys.iter().map(|k| signing::read_secret(k)).collect::<Result<Vec<_>, _>>()?;
             let start = Instant::now();
             let r = tools::push::push(&repo.store, &g, &remote).with_context(|| format!("pushing {}", g.label()))?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            let signed = if secrets.is_empty() {
+                None
             } else {
+                let manifest = repo.store.get(&g.digest)?;
+                let arch = arch.unwrap_or_else(|| trust::policy::host_arch().to_string());
+                let to_sign = signing::GenerationToSign {
+                    image: g.manifest.image.as_str(),
+                    generation: g.manifest.generation,
+                    manifest: &manifest,
+                    arch: &arch,
+                    epoch,
+                };
+                Some(signing::sign_generation(&remote, &secrets, &to_sign, expires_days).with_context(|| format!("signing {}", g.label()))?)
+            };
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["signed"] = serde_json::to_value(&signed)?;
+                writeln!(out, "{v}")?;
+            } else {
+                match &signed {
+                    Some(s) => writeln!(out, "signed {} (arch {}, epoch {})", g.label(), s.arch, s.epoch)?,
+                    None => writeln!(out, "{} is not signed (no --key): endpoints refuse it and channels cannot name it", g.label())?,
+                }
                 writeln!(
                     out,
                     "pushed {}: {} objects, {} uploaded ({} bytes), {:.2} s",
@@ -326,6 +355,8 @@ fn run(cli: Cli) -> Result<i32> {
                 writeln!(out, "{image}@{number}: keep {}", if off { "off" } else { "on" })?;
             }
         }
+        Command::Key { op, server } => key_command(op, server, json, &mut out)?,
+        Command::Trust { op, server } => trust_command(op, server, json, &mut out)?,
         Command::Channel { op, server } => {
             let remote = remote(&server)?;
             let v = match &op {
@@ -390,4 +421,98 @@ fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(exit_codes::OK)
+}
+
+fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut impl Write) -> Result<()> {
+    match op {
+        KeyOp::Generate { file } => {
+            let k = signing::generate_key(&file)?;
+            if json {
+                writeln!(out, "{}", json!({"keyid": k.key_id().0, "file": file, "public": signing::public_path(&file)}))?;
+            } else {
+                writeln!(out, "{} {} (public half in {})", k.key_id(), file.display(), signing::public_path(&file).display())?;
+            }
+        }
+        KeyOp::List { files } if !files.is_empty() => {
+            let mut rows = Vec::new();
+            for f in &files {
+                let k = signing::read_public(f)?;
+                let secret = signing::read_secret(f).is_ok();
+                rows.push(json!({"file": f, "keyid": k.key_id().0, "secret": secret}));
+                if !json {
+                    writeln!(out, "{} {}{}", k.key_id(), f.display(), if secret { " (secret)" } else { "" })?;
+                }
+            }
+            if json {
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            }
+        }
+        KeyOp::List { .. } => {
+            let v = signing::list(&remote(&server)?)?;
+            if json {
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "root v{} (expires {})", v["root"]["version"], v["root"]["expires"].as_str().unwrap_or(""))?;
+                for (role, r) in v["root"]["roles"].as_object().into_iter().flatten() {
+                    writeln!(out, "  {role}: threshold {} of {}", r["threshold"], r["keyids"])?;
+                }
+                if !v["targets"].is_null() {
+                    writeln!(out, "targets v{} (expires {})", v["targets"]["version"], v["targets"]["expires"].as_str().unwrap_or(""))?;
+                    for d in v["targets"]["delegations"].as_array().into_iter().flatten() {
+                        writeln!(out, "  {} {}: threshold {} of {}", d["name"].as_str().unwrap_or(""), d["paths"], d["threshold"], d["keyids"])?;
+                    }
+                }
+            }
+        }
+        KeyOp::Rotate { role, add, remove, replace, online, threshold, sign_with, expires_days } => {
+            let add = add.iter().map(|f| signing::read_public(f)).collect::<Result<Vec<_>, _>>()?;
+            let remove = remove
+                .iter()
+                .map(|r| if std::path::Path::new(r).exists() { signing::read_public(std::path::Path::new(r)).map(|k| k.key_id()) } else { Ok(trust::keys::KeyId(r.clone())) })
+                .collect::<Result<Vec<_>, _>>()?;
+            let signers = sign_with.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?;
+            let r = signing::Rotation { role: role.clone(), add, remove, replace, online, threshold, expires_days };
+            let (file, version) = signing::rotate(&remote(&server)?, &signers, &r).with_context(|| format!("rotating the keys of {role}"))?;
+            if json {
+                writeln!(out, "{}", json!({"role": role, "uploaded": file, "version": version}))?;
+            } else {
+                writeln!(out, "{role}: new keys in {file} version {version}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut impl Write) -> Result<()> {
+    let remote = remote(&server)?;
+    match op {
+        TrustOp::Init { root_keys, root_threshold, targets_keys, images, out: root_out, expires_days } => {
+            let root_keys = root_keys.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?;
+            let targets_keys = targets_keys.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?;
+            let mut families = Vec::new();
+            for spec in &images {
+                let (name, file) = spec.split_once('=').with_context(|| format!("--image takes FAMILY=KEYFILE, not {spec:?}"))?;
+                ImageName::new(name)?;
+                families.push((name.to_string(), vec![signing::read_public(std::path::Path::new(file))?]));
+            }
+            let o = signing::InitOptions { root_keys: &root_keys, root_threshold, targets_keys: &targets_keys, families: &families, expires_days };
+            let root = signing::init(&remote, &o).context("creating the signed repository")?;
+            std::fs::write(&root_out, &root).with_context(|| format!("writing {}", root_out.display()))?;
+            if json {
+                writeln!(out, "{}", json!({"root": root_out, "families": families.iter().map(|f| &f.0).collect::<Vec<_>>()}))?;
+            } else {
+                writeln!(out, "repository created; endpoints start from {} (imgfs mount --root)", root_out.display())?;
+            }
+        }
+        TrustOp::MinEpoch { image, epoch, keys, expires_days } => {
+            let secrets = keys.iter().map(|k| signing::read_secret(k)).collect::<Result<Vec<_>, _>>()?;
+            let version = signing::set_min_epoch(&remote, &secrets, &image, epoch, expires_days)?;
+            if json {
+                writeln!(out, "{}", json!({"image": image, "min_epoch": epoch, "version": version}))?;
+            } else {
+                writeln!(out, "{image}: min_epoch {epoch} (role version {version}); generations below it are withdrawn")?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -129,6 +129,53 @@ impl Remote {
         self.send(self.client.post(&url).json(&json!({ "channel": channel, "to": to })), &url)
     }
 
+    /// The signed metadata's state and the server's online keys (`GET /v1/tuf`).
+    pub fn tuf_status(&self) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/tuf", self.base);
+        self.send(self.client.get(&url), &url)
+    }
+
+    /// A metadata file as the server publishes it (`ROLE.json`, `N.ROLE.json`; the role
+    /// name encoded); `None` if it has none.
+    pub fn tuf_file(&self, name: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let url = format!("{}/tuf/{name}", self.base);
+        let resp = self.client.get(&url).send().map_err(|source| RemoteError::Transport { url: url.clone(), source })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().map_err(|source| RemoteError::Transport { url: url.clone(), source })?;
+        if !status.is_success() {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(RemoteError::Http {
+                url,
+                status: status.as_u16(),
+                code: body["error"].as_str().unwrap_or("unknown").to_string(),
+                message: body["message"].as_str().unwrap_or("").to_string(),
+                body,
+            });
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Uploads a root signed offline.
+    pub fn put_root(&self, bytes: Vec<u8>) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/tuf/root", self.base);
+        self.send(self.client.put(&url).body(bytes), &url)
+    }
+
+    /// Uploads `targets` or an image family's role, signed offline.
+    pub fn put_role(&self, role: &str, bytes: Vec<u8>) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/tuf/roles/{role}", self.base);
+        self.send(self.client.put(&url).body(bytes), &url)
+    }
+
+    /// Has the server make a new key for online role `role`; its public key object.
+    pub fn add_online_key(&self, role: &str) -> Result<Value, RemoteError> {
+        let url = format!("{}/v1/tuf/keys/{role}", self.base);
+        self.send(self.client.post(&url), &url)
+    }
+
     /// Every version of `channel`.
     pub fn history(&self, channel: &str) -> Result<Value, RemoteError> {
         let url = format!("{}/v1/history/{channel}", self.base);

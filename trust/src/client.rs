@@ -219,6 +219,56 @@ impl Trusted {
         Ok(())
     }
 
+    /// Fails with `Expired` if any of `roles` (`root`, `timestamp`, `snapshot` or a targets
+    /// role) is trusted and expired at `now`. A trusted file can only have been fresh when it
+    /// was accepted; this checks that it still is (a freeze attack replays it unchanged).
+    pub fn check_fresh(&self, roles: &[&str], now: i64) -> Result<(), UpdateError> {
+        for role in roles {
+            let expires = match *role {
+                "root" => Some(self.root.0.common.expires),
+                "timestamp" => self.timestamp().map(|t| t.common.expires),
+                "snapshot" => self.snapshot().map(|s| s.common.expires),
+                other => self.targets(other).map(|t| t.common.expires),
+            };
+            if let Some(expires) = expires {
+                fresh(role, expires, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest expiry among the trusted timestamp, snapshot and `roles`: until then the
+    /// trusted state may be used without a new update.
+    pub fn valid_until(&self, roles: &[&str]) -> i64 {
+        let mut until = self.root.0.common.expires;
+        until = until.min(self.timestamp().map_or(i64::MIN, |t| t.common.expires));
+        until = until.min(self.snapshot().map_or(i64::MIN, |s| s.common.expires));
+        for r in roles {
+            until = until.min(self.targets(r).map_or(i64::MIN, |t| t.common.expires));
+        }
+        until
+    }
+
+    /// The largest root file accepted.
+    pub fn root_limit(&self) -> usize {
+        self.limits.root
+    }
+
+    /// The largest timestamp file accepted.
+    pub fn timestamp_limit(&self) -> usize {
+        self.limits.timestamp
+    }
+
+    /// The most targets roles one search may visit.
+    pub fn delegation_limit(&self) -> usize {
+        self.limits.delegations
+    }
+
+    /// The loaded targets role that delegates to `role`, if any.
+    pub fn delegator_of(&self, role: &str) -> Option<String> {
+        self.targets.iter().find(|(_, (t, _))| t.delegations.iter().flat_map(|d| &d.roles).any(|d| d.name == role)).map(|(n, _)| n.clone())
+    }
+
     /// The most root versions one update may step through.
     pub fn root_rotations(&self) -> u64 {
         self.limits.root_rotations

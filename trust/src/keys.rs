@@ -155,3 +155,43 @@ pub fn check_threshold(
     }
     Ok(())
 }
+
+/// A key file as the engineer keeps it: the key object with its private half,
+/// `{"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": HEX, "private": HEX}}`
+/// (securesystemslib's layout). A public key file is the same without `private`.
+pub fn secret_to_file(k: &SecretKey) -> Vec<u8> {
+    let mut v = k.public().to_value();
+    v["keyval"]["private"] = Value::String(hex::encode(k.to_bytes()));
+    let mut out = serde_json::to_vec_pretty(&v).expect("a key object serialises");
+    out.push(b'\n');
+    out
+}
+
+/// A public key file (see `secret_to_file`).
+pub fn public_to_file(k: &PublicKey) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(&k.to_value()).expect("a key object serialises");
+    out.push(b'\n');
+    out
+}
+
+/// Reads a secret key file; its public half must match its private half.
+pub fn secret_from_file(bytes: &[u8]) -> Result<SecretKey, KeyError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| KeyError::Malformed(format!("not a key file: {e}")))?;
+    let public = PublicKey::from_value(&v)?;
+    let private = v["keyval"]["private"].as_str().ok_or_else(|| KeyError::Malformed("no private key in the file".into()))?;
+    let bytes: [u8; 32] = hex::decode(private)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| KeyError::Malformed("the private key is not 32 bytes of hex".into()))?;
+    let k = SecretKey::from_bytes(&bytes);
+    if k.public() != public {
+        return Err(KeyError::Malformed("the private key does not match the public key in the file".into()));
+    }
+    Ok(k)
+}
+
+/// Reads the public key of a public or secret key file.
+pub fn public_from_file(bytes: &[u8]) -> Result<PublicKey, KeyError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| KeyError::Malformed(format!("not a key file: {e}")))?;
+    PublicKey::from_value(&v)
+}

@@ -9,7 +9,10 @@ pub mod client;
 pub mod keys;
 pub mod metadata;
 pub use rand_core_06::OsRng;
+pub mod policy;
+pub mod sign;
 pub mod time;
+pub mod update;
 
 #[cfg(test)]
 mod tests;

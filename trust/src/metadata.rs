@@ -229,6 +229,9 @@ pub struct Targets {
     /// Roles it delegates to.
     #[serde(default)]
     pub delegations: Option<Delegations>,
+    /// Application data of the role itself (imaged: an image family's `min_epoch`).
+    #[serde(default)]
+    pub custom: Option<Value>,
 }
 
 /// Whether delegation pattern `pattern` matches target path `path`: `*` matches any run of

@@ -1,0 +1,84 @@
+//! HTTP endpoints of the signed metadata: `GET /tuf/{file}` for clients (TUF's repository
+//! layout, consistent snapshots), and for engineers `GET /v1/tuf` (state and the online
+//! keys), `POST /v1/tuf/keys/{role}` (a new online key), `PUT /v1/tuf/root` and
+//! `PUT /v1/tuf/roles/{role}` (metadata signed offline).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::AppError;
+use crate::state::{blocking, AppState};
+use crate::tuf::TufError;
+
+impl From<TufError> for AppError {
+    fn from(e: TufError) -> AppError {
+        match e {
+            TufError::NotInitialised => AppError::new(StatusCode::CONFLICT, "trust_not_initialised", e.to_string()),
+            TufError::Refused(m) => AppError::bad_request("metadata_refused", m),
+            TufError::Unsigned(m) => AppError::new(StatusCode::CONFLICT, "unsigned_generation", m),
+            TufError::NoKey(_) => AppError::new(StatusCode::CONFLICT, "no_online_key", e.to_string()),
+            other => AppError::internal("the signed metadata", other),
+        }
+    }
+}
+
+/// `GET /v1/tuf`.
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    Ok(Json(state.tuf.status()).into_response())
+}
+
+/// `POST /v1/tuf/keys/{role}`: a new key for an online role; its public half.
+pub async fn add_key(State(state): State<AppState>, Path(role): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let st = state.clone();
+    let key = blocking(move || Ok(st.tuf.add_online_key(&role)?)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"keyid": key.key_id().0, "key": key.to_value()}))).into_response())
+}
+
+/// `PUT /v1/tuf/root` with a root file signed offline.
+pub async fn put_root(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let _guard = state.channel_writes.lock().await;
+    let st = state.clone();
+    let version = blocking(move || Ok(st.tuf.put_root(&body, &st.meta)?)).await?;
+    Ok(Json(json!({"role": "root", "version": version})).into_response())
+}
+
+/// `PUT /v1/tuf/roles/{role}` with `targets` or an image family's role, signed offline.
+pub async fn put_role(
+    State(state): State<AppState>,
+    Path(role): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    state.require_token(&headers)?;
+    let _guard = state.channel_writes.lock().await;
+    let st = state.clone();
+    let r = role.clone();
+    let version = blocking(move || Ok(st.tuf.put_role(&r, &body, &st.meta)?)).await?;
+    Ok(Json(json!({"role": role, "version": version})).into_response())
+}
+
+/// `GET /tuf/{file}`: a metadata file (`N.ROLE.json`, `timestamp.json`, `ROLE.json`), the
+/// role name percent-encoded as clients write it.
+pub async fn file(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    // The path arrives decoded (`1.images/debian.json`); files are stored under the encoded name.
+    let name = match file.split_once('.') {
+        Some((v, rest)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{v}.{}.json", trust::sign::encode_role(rest.strip_suffix(".json").unwrap_or(rest)))
+        }
+        _ => format!("{}.json", trust::sign::encode_role(file.strip_suffix(".json").unwrap_or(&file))),
+    };
+    let st = state.clone();
+    let n = name.clone();
+    let bytes = blocking(move || Ok(st.tuf.file(&n)?)).await?;
+    let bytes = bytes.ok_or_else(|| AppError::not_found(format!("no metadata file {name}")))?;
+    let cache = if name.starts_with(|c: char| c.is_ascii_digit()) { "public, max-age=31536000, immutable" } else { "no-cache" };
+    Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, cache)], bytes).into_response())
+}

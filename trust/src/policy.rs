@@ -1,0 +1,223 @@
+//! imaged's rules on top of TUF: the target paths of generations and channels, what their
+//! `custom` records carry, and which generation an endpoint of a given image family and
+//! architecture accepts: one the family's offline role signed, named by a channel record of
+//! the online `channels` role, with a security epoch at least the floor.
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Trusted;
+use crate::metadata::TargetFile;
+
+/// The delegated role that signs channel records (online keys, on the server).
+pub const CHANNELS_ROLE: &str = "channels";
+
+/// The target path of generation `n` of image family `image`.
+pub fn generation_path(image: &str, n: u64) -> String {
+    format!("images/{image}/{n}")
+}
+
+/// The target path of channel `channel`.
+pub fn channel_path(channel: &str) -> String {
+    format!("channels/{channel}")
+}
+
+/// The delegated role that signs image family `image`'s generations (offline keys).
+pub fn family_role(image: &str) -> String {
+    format!("images/{image}")
+}
+
+/// `custom` of a generation target, signed by the family's offline keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    /// Image family.
+    pub image: String,
+    /// Generation number.
+    pub generation: u64,
+    /// Architecture it runs on (`amd64`, `arm64`, …).
+    pub arch: String,
+    /// Security epoch.
+    pub epoch: u64,
+}
+
+/// `custom` of a channel target (and the target file's content), signed by the online
+/// `channels` role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// The channel.
+    pub channel: String,
+    /// The channel's version (every move is a new one).
+    pub version: u64,
+    /// The generation's target path, `images/FAMILY/N`.
+    pub target: String,
+    /// The generation's security epoch.
+    pub epoch: u64,
+    /// How often endpoints should check, seconds.
+    #[serde(default)]
+    pub poll_seconds: Option<u64>,
+}
+
+/// `custom` of an image family's role: generations below `min_epoch` are withdrawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyRecord {
+    /// The lowest security epoch an endpoint may run.
+    #[serde(default)]
+    pub min_epoch: u64,
+}
+
+/// A generation an endpoint may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its target path.
+    pub path: String,
+    /// What its family signed of it.
+    pub record: GenerationRecord,
+    /// The manifest's blake3 digest, hex (its object id).
+    pub manifest: String,
+    /// The manifest's length in bytes.
+    pub length: u64,
+}
+
+/// Why a channel or generation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The path is listed by a role that may not sign it.
+    #[error("{path} is signed by role {role}, not by {want}")]
+    WrongRole {
+        /// The target path.
+        path: String,
+        /// The role that listed it.
+        role: String,
+        /// The role that must.
+        want: String,
+    },
+    /// The signed record is not what imaged writes.
+    #[error("{path}: malformed record: {why}")]
+    Malformed {
+        /// The target path.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A channel names a generation of another image family.
+    #[error("{channel} names {target}, outside image family {family} that this endpoint runs")]
+    WrongFamily {
+        /// The channel.
+        channel: String,
+        /// What it names.
+        target: String,
+        /// This endpoint's family.
+        family: String,
+    },
+    /// No role trusted for the path lists it.
+    #[error("{path} is not signed by its image family's keys")]
+    NotSigned {
+        /// The target path.
+        path: String,
+    },
+    /// Built for another architecture.
+    #[error("{path} is for {arch}, this endpoint runs {want}")]
+    WrongArch {
+        /// The target path.
+        path: String,
+        /// Its architecture.
+        arch: String,
+        /// The endpoint's.
+        want: String,
+    },
+    /// Below the security epoch floor.
+    #[error("{path} has security epoch {epoch}, below the floor {floor}")]
+    BelowFloor {
+        /// The target path.
+        path: String,
+        /// Its epoch.
+        epoch: u64,
+        /// The floor.
+        floor: u64,
+    },
+    /// The channel record's epoch is not the generation's signed one.
+    #[error("{channel} claims epoch {claimed} for {target}, its family signed epoch {signed}")]
+    EpochMismatch {
+        /// The channel.
+        channel: String,
+        /// The target.
+        target: String,
+        /// What the channel record says.
+        claimed: u64,
+        /// What the family signed.
+        signed: u64,
+    },
+}
+
+fn malformed(path: &str, why: impl ToString) -> PolicyError {
+    PolicyError::Malformed { path: path.into(), why: why.to_string() }
+}
+
+/// Reads the channel record of `channel` from its target, found in role `role`.
+pub fn channel_record(channel: &str, file: &TargetFile, role: &str) -> Result<ChannelRecord, PolicyError> {
+    let path = channel_path(channel);
+    if role != CHANNELS_ROLE {
+        return Err(PolicyError::WrongRole { path, role: role.into(), want: CHANNELS_ROLE.into() });
+    }
+    let custom = file.custom.clone().ok_or_else(|| malformed(&path, "no custom record"))?;
+    let rec: ChannelRecord = serde_json::from_value(custom).map_err(|e| malformed(&path, e))?;
+    if rec.channel != channel {
+        return Err(malformed(&path, format!("the record is for channel {:?}", rec.channel)));
+    }
+    Ok(rec)
+}
+
+/// The target path a channel record may name for an endpoint of `family`.
+pub fn check_family(rec: &ChannelRecord, family: &str) -> Result<(), PolicyError> {
+    let rest = rec.target.strip_prefix(&format!("images/{family}/"));
+    if rest.is_none_or(|n| n.parse::<u64>().is_err()) {
+        return Err(PolicyError::WrongFamily { channel: rec.channel.clone(), target: rec.target.clone(), family: family.into() });
+    }
+    Ok(())
+}
+
+/// The security epoch floor of `family`: the highest of what the endpoint stored and what
+/// the family's trusted role says now.
+pub fn floor(t: &Trusted, family: &str, stored: u64) -> u64 {
+    let signed = t
+        .targets(&family_role(family))
+        .and_then(|r| r.custom.clone())
+        .and_then(|c| serde_json::from_value::<FamilyRecord>(c).ok())
+        .map_or(0, |f| f.min_epoch);
+    stored.max(signed)
+}
+
+/// Checks generation target `path` (found in role `role`) for an endpoint of `family` and
+/// `arch` whose epoch floor is `floor`.
+pub fn check_generation(path: &str, file: &TargetFile, role: &str, family: &str, arch: &str, floor: u64) -> Result<Accepted, PolicyError> {
+    let want = family_role(family);
+    if role != want {
+        return Err(PolicyError::WrongRole { path: path.into(), role: role.into(), want });
+    }
+    let custom = file.custom.clone().ok_or_else(|| malformed(path, "no custom record"))?;
+    let record: GenerationRecord = serde_json::from_value(custom).map_err(|e| malformed(path, e))?;
+    if generation_path(&record.image, record.generation) != path {
+        return Err(malformed(path, format!("the record is for {}@{}", record.image, record.generation)));
+    }
+    if record.arch != arch {
+        return Err(PolicyError::WrongArch { path: path.into(), arch: record.arch, want: arch.into() });
+    }
+    if record.epoch < floor {
+        return Err(PolicyError::BelowFloor { path: path.into(), epoch: record.epoch, floor });
+    }
+    let manifest = file.hashes.get("blake3").ok_or_else(|| malformed(path, "no blake3 hash"))?;
+    if manifest.len() != 64 || !manifest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed(path, "the blake3 hash is not 64 hex digits"));
+    }
+    Ok(Accepted { path: path.into(), manifest: manifest.to_ascii_lowercase(), length: file.length, record })
+}
+
+/// The architecture name of the machine this is built for, as generations record it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        "arm" => "armhf",
+        other => other,
+    }
+}

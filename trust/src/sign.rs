@@ -1,0 +1,64 @@
+//! Writing metadata: the envelope of a role's `signed` object with signatures over its
+//! canonical JSON, and the names files are published under (role names percent-encoded,
+//! version-prefixed under consistent snapshots).
+
+use serde_json::{json, Value};
+
+use crate::canonical::{self, CanonicalError};
+use crate::keys::SecretKey;
+
+/// The metadata file of `signed`, signed by each of `keys`.
+pub fn sign(signed: &Value, keys: &[&SecretKey]) -> Result<Vec<u8>, CanonicalError> {
+    let msg = canonical::encode(signed)?;
+    let sigs: Vec<Value> = keys.iter().map(|k| json!({"keyid": k.public().key_id().0, "sig": k.sign(&msg)})).collect();
+    let mut out = serde_json::to_vec_pretty(&json!({"signed": signed, "signatures": sigs})).expect("JSON values serialise");
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// A role name as it appears in a file name: every byte outside `[A-Za-z0-9._-]`
+/// percent-encoded (`images/debian` → `images%2Fdebian`).
+pub fn encode_role(role: &str) -> String {
+    let mut out = String::with_capacity(role.len());
+    for b in role.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The file name of role `role`'s metadata: `VERSION.ROLE.json` when `version` is given
+/// (consistent snapshots), else `ROLE.json`.
+pub fn metadata_file(role: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("{v}.{}.json", encode_role(role)),
+        None => format!("{}.json", encode_role(role)),
+    }
+}
+
+/// The path of target `path` under consistent snapshots: `DIR/HASH.NAME`.
+pub fn target_file(path: &str, hash: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{hash}.{name}"),
+        None => format!("{hash}.{path}"),
+    }
+}
+
+/// Lowercase hex of the sha256 of `bytes` (the hash standard TUF clients check).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// What a timestamp or snapshot says of a metadata file: version, length and sha256.
+pub fn meta_info(bytes: &[u8], version: u64) -> Value {
+    json!({"version": version, "length": bytes.len(), "hashes": {"sha256": sha256_hex(bytes)}})
+}
+
+/// A TUF time `seconds` after the epoch, as `expires` fields write it.
+pub fn expires(seconds: i64) -> String {
+    crate::time::format(seconds)
+}
