@@ -89,6 +89,8 @@ pub struct Control {
     switching: Mutex<()>,
     /// The cache keeper, which holds the pins.
     pub keeper: Arc<Keeper>,
+    /// The trusted metadata: what the channel may switch to.
+    pub trust: Arc<crate::trusted::TrustState>,
     /// Prefetches running, by manifest.
     jobs: Mutex<HashMap<Digest, Arc<Job>>>,
 }
@@ -98,6 +100,7 @@ impl Control {
     pub fn new(
         ep: Arc<Endpoint>,
         keeper: Arc<Keeper>,
+        trust: Arc<crate::trusted::TrustState>,
         channel: String,
         versions: (u64, u64),
         cache: PathBuf,
@@ -112,6 +115,7 @@ impl Control {
             last_check: Mutex::new(None),
             switching: Mutex::new(()),
             keeper,
+            trust,
             jobs: Mutex::new(HashMap::new()),
         }
     }
@@ -167,14 +171,23 @@ impl Control {
         let _one = self.switching.lock().unwrap();
         let start = Instant::now();
         let result = (|| -> Result<Value, String> {
-            let doc = self.ep.fetcher().channel(&self.channel).map_err(|e| e.to_string())?;
-            let digest: Digest = doc.manifest.parse().map_err(|_| format!("channel names a bad digest {:?}", doc.manifest))?;
+            // Only a generation the signed metadata names, verified now, is switched to.
+            let r = self.trust.resolve_channel(self.ep.fetcher(), &self.channel).map_err(|e| e.to_string())?;
+            let (digest, label) = (r.digest(), r.label());
+            let doc = crate::fetch::ChannelDoc {
+                channel: self.channel.clone(),
+                version: r.channel.version,
+                generation: label,
+                manifest: digest.to_hex(),
+                poll_seconds: r.channel.poll_seconds,
+            };
             let current = self.ep.current();
             if current.manifest_digest() == digest {
                 self.versions.lock().unwrap().0 = doc.version;
                 return Ok(json!({"switched": false, "generation": doc.generation, "channel_version": doc.version}));
             }
             let manifest = self.ep.load(digest).map_err(|e| e.to_string())?;
+            crate::endpoint::check_length(self.ep.fetcher(), digest, r.generation.length).map_err(|e| e.to_string())?;
             let old = self.ep.switch_to(digest, manifest);
             self.expire_root(&old, &self.ep.current());
             {
@@ -231,6 +244,7 @@ impl Control {
             "traffic": fetcher.traffic(),
             "opens": {"fuse": self.ep.opens[0].load(std::sync::atomic::Ordering::Relaxed),
                       "passthrough": self.ep.opens[1].load(std::sync::atomic::Ordering::Relaxed)},
+            "trust": self.trust.status(),
             "last_check": self.last_check.lock().unwrap().as_ref().map(|(t, what)| json!({"seconds_ago": t.elapsed().as_secs(), "result": what})),
         })
     }
@@ -310,7 +324,16 @@ impl Control {
         let digest = match generation.parse::<Digest>() {
             Ok(d) => d,
             Err(_) if generation.contains('@') => {
-                self.ep.fetcher().generation(generation).map_err(|e| format!("looking up {generation}: {e}"))?
+                let (image, n) = generation
+                    .split_once('@')
+                    .and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?)))
+                    .ok_or_else(|| format!("{generation:?} is not IMAGE@N"))?;
+                let accepted =
+                    self.trust.resolve_generation(self.ep.fetcher(), image, n).map_err(|e| format!("looking up {generation}: {e}"))?;
+                let digest: Digest = accepted.manifest.parse().map_err(|_| "bad digest".to_string())?;
+                let manifest = self.ep.load(digest).map_err(|e| format!("loading {generation}: {e}"))?;
+                crate::endpoint::check_length(self.ep.fetcher(), digest, accepted.length).map_err(|e| e.to_string())?;
+                return Ok((format!("{}@{}", manifest.image, manifest.generation), digest));
             }
             Err(_) => return Err(format!("{generation:?} is not a generation: give IMAGE@N, a manifest digest, current or previous")),
         };

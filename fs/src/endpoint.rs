@@ -35,7 +35,32 @@ pub enum LoadError {
     /// A tree does not parse.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// The manifest is not the length its signed target gives.
+    #[error("manifest {digest} is {got} bytes, its signed target says {signed}")]
+    Length {
+        /// The manifest.
+        digest: Digest,
+        /// Its length.
+        got: u64,
+        /// The signed length.
+        signed: u64,
+    },
+    /// More objects or entries than an endpoint accepts.
+    #[error("manifest {digest} {what}, more than the {limit} an endpoint accepts")]
+    TooLarge {
+        /// The manifest.
+        digest: Digest,
+        /// What was counted.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
 }
+
+/// Most objects a generation may claim, and most tree entries a load may walk: an image
+/// ten times the largest distribution trees fits; a manifest claiming a billion objects
+/// stops before anything below it is fetched.
+pub const MAX_OBJECTS: u64 = 20_000_000;
 
 #[derive(Clone)]
 struct Decoded;
@@ -79,6 +104,11 @@ pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut 
     fetcher.fetch(&[manifest_digest])?;
     let bytes = store.get(&manifest_digest)?;
     let manifest = Manifest::decode(&bytes).map_err(|source| LoadError::BadManifest { digest: manifest_digest, source })?;
+    let counts = [manifest.stats.objects, manifest.stats.files + manifest.stats.directories + manifest.stats.symlinks + manifest.stats.other];
+    if let Some(n) = counts.into_iter().find(|n| *n > MAX_OBJECTS) {
+        return Err(LoadError::TooLarge { digest: manifest_digest, what: format!("claims {n} objects"), limit: MAX_OBJECTS });
+    }
+    let mut entries = 0u64;
     if let Some(dict) = manifest.dictionary() {
         fetcher.fetch(&[dict])?;
     }
@@ -90,6 +120,10 @@ pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut 
         let mut next = Vec::new();
         for d in &level {
             let tree = Tree::decode(&store.get(d)?).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
+            entries += tree.entries.len() as u64;
+            if entries > MAX_OBJECTS {
+                return Err(LoadError::TooLarge { digest: manifest_digest, what: format!("reaches over {entries} entries"), limit: MAX_OBJECTS });
+            }
             next.extend(tree.entries.iter().filter_map(|e| match e.kind {
                 EntryKind::Directory { tree } if !complete.contains(&tree) => Some(tree),
                 _ => None,
@@ -267,4 +301,14 @@ impl Endpoint {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+}
+
+/// Checks that the manifest `digest` (in the store) is `length` bytes long, as its signed
+/// target says.
+pub fn check_length(fetcher: &Fetcher, digest: Digest, length: u64) -> Result<(), LoadError> {
+    let bytes = fetcher.store().get(&digest)?;
+    if bytes.len() as u64 != length {
+        return Err(LoadError::Length { digest, got: bytes.len() as u64, signed: length });
+    }
+    Ok(())
 }

@@ -244,6 +244,44 @@ impl Fetcher {
         }
     }
 
+    /// Servers in the order to try them (healthy first), with their base URLs.
+    pub fn servers_in_order(&self) -> Vec<(usize, String)> {
+        let order = self.order();
+        let servers = self.servers.lock().unwrap();
+        order.into_iter().map(|i| (i, servers[i].url.clone())).collect()
+    }
+
+    /// File `path` from server `i`: at most `max` bytes (a longer answer is an error, and is
+    /// not read further), within the deadline and the minimum rate. `Ok(None)` if the server
+    /// says it has no such file. The outcome counts in the server's health.
+    pub fn get_file(&self, i: usize, path: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let url = format!("{}{path}", self.servers.lock().unwrap()[i].url);
+        self.requests.fetch_add(1, Relaxed);
+        let result = (|| {
+            let resp = self.client.get(&url).send().map_err(|e| format!("{url}: request failed: {e}"))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(format!("{url}: answered {}", resp.status()));
+            }
+            if resp.content_length().is_some_and(|l| l > max as u64) {
+                return Err(format!("{url}: announces {} bytes, more than the {max} allowed", resp.content_length().unwrap_or(0)));
+            }
+            let mut reader = RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits };
+            let mut body = Vec::new();
+            let n = (&mut reader).take(max as u64 + 1).read_to_end(&mut body).map_err(|e| format!("{url}: {e}"))?;
+            self.bytes.fetch_add(n as u64, Relaxed);
+            if body.len() > max {
+                return Err(format!("{url}: more than the {max} bytes allowed"));
+            }
+            Ok(Some(body))
+        })();
+        self.record(i, result.as_ref().map(|_| ()).map_err(Clone::clone));
+        result
+    }
+
     /// The current version of `channel`, from the first server that answers.
     pub fn channel(&self, channel: &str) -> Result<ChannelDoc, FetchError> {
         self.get_json(&format!("/v1/channels/{channel}"), "channel")

@@ -16,6 +16,7 @@ pub mod mount_helper;
 pub mod prefetch;
 pub mod read;
 pub mod state;
+pub mod trusted;
 
 #[cfg(test)]
 mod tests;

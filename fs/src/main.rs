@@ -50,6 +50,17 @@ struct MountArgs {
     /// Log file of a daemon (default: CACHE/imgfs.log).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// The repository's root.json to start trusting from (`imgctl trust init --out`); needed
+    /// the first time only: the cache keeps the trusted metadata after that.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// The image family this endpoint runs (default: the channel's first generation's,
+    /// then kept); a channel moved to another family is refused.
+    #[arg(long)]
+    image: Option<String>,
+    /// The architecture this endpoint runs (default: this machine's).
+    #[arg(long)]
+    arch: Option<String>,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -251,30 +262,36 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     let start = std::time::Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
     let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
-    // The channel from a server; with none reachable, the last generation this cache served.
+    let arch = a.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
+    let trust = Arc::new(
+        fs::trusted::TrustState::open(cache, a.root.as_deref(), a.image.clone(), arch).context("loading the trusted metadata")?,
+    );
+    // The channel as the signed metadata resolves it; if that fails (no server reachable,
+    // or metadata expired or refused), the last verified generation this cache served.
     let state = fs::state::load(cache);
     let saved = state.clone().filter(|s| s.channel == channel);
     let mut server_poll = None;
-    let (digest, label, version, offline) = match fetcher.channel(channel) {
-        Ok(doc) => {
-            server_poll = doc.poll_seconds;
-            (
-                doc.manifest.parse().with_context(|| format!("channel {channel} names a bad manifest digest"))?,
-                doc.generation,
-                doc.version,
-                false,
-            )
+    let resolved = trust.resolve_channel(&fetcher, channel);
+    let (digest, label, version, offline, length) = match resolved {
+        Ok(r) => {
+            server_poll = r.channel.poll_seconds;
+            (r.digest(), r.label(), r.channel.version, false, Some(r.generation.length))
         }
         Err(e) => {
-            let st =
-                saved.clone().ok_or_else(|| anyhow::anyhow!("{e}; and the cache {} holds no generation of {channel}", cache.display()))?;
-            tracing::warn!(error = %e, generation = %st.current.generation, "no server reachable: mounting from the cache");
-            (st.current.manifest.parse().context("state file names a bad digest")?, st.current.generation, st.current.channel_version, true)
+            let st = saved.clone().ok_or_else(|| {
+                anyhow::anyhow!("{e}; and the cache {} holds no verified generation of {channel}", cache.display())
+            })?;
+            tracing::warn!(error = %e, generation = %st.current.generation, "mounting the last verified generation from the cache");
+            let digest = st.current.manifest.parse().context("state file names a bad digest")?;
+            (digest, st.current.generation, st.current.channel_version, true, None)
         }
     };
     let digest: format::Digest = digest;
     let mut complete = std::collections::HashSet::new();
     let manifest = load_metadata(&fetcher, digest, &mut complete).with_context(|| format!("loading {label} ({digest})"))?;
+    if let Some(len) = length {
+        fs::endpoint::check_length(&fetcher, digest, len).with_context(|| format!("loading {label}"))?;
+    }
     let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, 256 << 20));
     // The generation served before, so rollback works offline: kept if its metadata loads.
     let mut previous_version = 0;
@@ -333,8 +350,15 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     keeper.run();
     let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
     let invalidate = fs::invalidate::Invalidator::new(session.notifier(), dev);
-    let control =
-        Arc::new(Control::new(ep, keeper.clone(), channel.to_string(), (version, previous_version), cache.to_path_buf(), invalidate));
+    let control = Arc::new(Control::new(
+        ep,
+        keeper.clone(),
+        trust,
+        channel.to_string(),
+        (version, previous_version),
+        cache.to_path_buf(),
+        invalidate,
+    ));
     control.save_state();
     let socket = fs::control::socket_path(mountpoint);
     control.serve(&socket).with_context(|| format!("listening on {}", socket.display()))?;
@@ -351,7 +375,7 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     // Scripts and tests wait for this line.
     let line = format!(
         "imgfs: mounted {label} (channel {channel} v{version}{}) at {} in {} ms, {} requests",
-        if offline { ", offline, from the cache" } else { "" },
+        if offline { ", not verified now: from the cache" } else { "" },
         mountpoint.display(),
         start.elapsed().as_millis(),
         traffic.requests

@@ -10,7 +10,7 @@
 const SUBCOMMANDS: &[&str] = &["mount", "umount", "status", "update", "rollback", "pin", "unpin", "prefetch", "help"];
 
 /// Options imgfs takes (as `key=value`, or `foreground` alone).
-const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "threads", "poll_seconds", "log"];
+const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "threads", "poll_seconds", "log", "root", "image", "arch"];
 
 /// Generic mount options that mean nothing to imgfs (it is always read-only, with devices
 /// and set-uid files as the image has them).

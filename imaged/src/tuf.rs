@@ -313,10 +313,11 @@ impl Repo {
             check_threshold(role, &env.message, &env.signatures, &root.keys, &rk.keyids, rk.threshold).map_err(refused)?;
             let d = new.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == CHANNELS_ROLE));
             let d = d.ok_or_else(|| TufError::Refused("targets must delegate the channels role".into()))?;
-            if st.held(&d.keyids).len() < d.threshold.max(1) || d.paths != ["channels/*"] {
-                return Err(TufError::Refused(
-                    "targets must delegate paths [\"channels/*\"] to channels keys the server holds (GET /v1/tuf)".into(),
-                ));
+            if st.held(&d.keyids).len() < d.threshold.max(1) || d.paths != policy::channel_patterns() {
+                return Err(TufError::Refused(format!(
+                    "targets must delegate paths {:?} to channels keys the server holds (GET /v1/tuf)",
+                    policy::channel_patterns()
+                )));
             }
         } else {
             let parent = st.roles.get("targets").ok_or_else(|| TufError::Refused("upload targets first".into()))?;

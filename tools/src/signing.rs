@@ -166,7 +166,7 @@ pub fn init(remote: &Remote, o: &InitOptions) -> Result<Vec<u8>, SignError> {
     let root_bytes = sign::sign(&root, &o.root_keys.iter().collect::<Vec<_>>()).map_err(refused)?;
     remote.put_root(root_bytes.clone())?;
     let mut delegated: Vec<&PublicKey> = vec![&ch];
-    let mut roles = vec![json!({"name": CHANNELS_ROLE, "keyids": ids(&[ch.clone()]), "threshold": 1, "paths": ["channels/*"], "terminating": true})];
+    let mut roles = vec![json!({"name": CHANNELS_ROLE, "keyids": ids(&[ch.clone()]), "threshold": 1, "paths": policy::channel_patterns(), "terminating": true})];
     for (family, keys) in o.families {
         delegated.extend(keys);
         roles.push(family_delegation(family, keys, 1));

@@ -16,6 +16,15 @@ pub fn generation_path(image: &str, n: u64) -> String {
     format!("images/{image}/{n}")
 }
 
+/// Most `/`-separated segments in a channel name the signed metadata covers.
+pub const MAX_CHANNEL_DEPTH: usize = 8;
+
+/// The path patterns `targets` delegates to the channels role: `channels/*`,
+/// `channels/*/*`, … (a `*` never matches a `/`), one per depth up to `MAX_CHANNEL_DEPTH`.
+pub fn channel_patterns() -> Vec<String> {
+    (1..=MAX_CHANNEL_DEPTH).map(|d| format!("channels{}", "/*".repeat(d))).collect()
+}
+
 /// The target path of channel `channel`.
 pub fn channel_path(channel: &str) -> String {
     format!("channels/{channel}")
