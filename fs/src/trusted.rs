@@ -143,23 +143,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {
     move |e| TrustError::Io { path: path.to_path_buf(), why: e.to_string() }
 }
 
-fn decode_role(file: &str) -> Option<String> {
-    let stem = file.strip_suffix(".json")?;
-    let mut out = Vec::new();
-    let b = stem.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 impl TrustState {
     /// Opens the trusted state in `cache/trust/`, starting from `root` (a file) the first
     /// time. `family` is the image family this endpoint runs (else the first channel's, then
@@ -181,7 +164,7 @@ impl TrustState {
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(role) = decode_role(&name).filter(|r| r != "root" && r != "local" && !name.starts_with('.')) else { continue };
+            let Some(role) = trust::sign::role_of_file(&name).filter(|r| r != "root" && r != "local" && !name.starts_with('.')) else { continue };
             let bytes = std::fs::read(entry.path()).map_err(io_err(&entry.path()))?;
             written.insert(role.clone(), bytes.clone());
             others.push((role, bytes));

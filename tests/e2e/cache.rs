@@ -202,10 +202,11 @@ fn mount_t_fuse_imgfs_with_an_fstab_line_starts_a_daemon() {
     std::fs::write(
         &fstab,
         format!(
-            "desk/stable {} fuse.imgfs server={},cache={},poll_seconds=3600,_netdev 0 0\n",
+            "desk/stable {} fuse.imgfs server={},cache={},root={},poll_seconds=3600,_netdev 0 0\n",
             point.display(),
             server.url,
-            t.path("cache").display()
+            t.path("cache").display(),
+            t.root_file().display()
         ),
     )
     .unwrap();

@@ -130,7 +130,7 @@ fn offline_cached_data_works_uncached_fails_fast_and_a_restart_mounts_from_the_c
 
     // A restart with the server still down mounts the last generation from the cache.
     let mnt = Mount::start_with(&[&format!("http://127.0.0.1:{port}")], "os/stable", &cache, &point, &["--poll-seconds", "3600"]);
-    assert!(mnt.banner.contains("offline, from the cache"), "{}", mnt.banner);
+    assert!(mnt.banner.contains("from the cache"), "{}", mnt.banner);
     assert_eq!(std::fs::read(point.join("f3")).unwrap(), tests::noise(200_000, 3));
     assert!(std::fs::read(point.join("f16")).is_err());
 
@@ -149,8 +149,8 @@ fn a_server_serving_a_wrong_object_is_skipped_and_the_cache_never_holds_it() {
     std::fs::write(src.join("victim.bin"), &victim).unwrap();
     std::fs::write(src.join("other.txt"), b"fine\n").unwrap();
     t.publish(&a, &src, "app", "apps/stable");
+    // B mirrors the objects only; the signed metadata comes from A.
     ok_json(t.remote(&b, &["--json", "push", "app@1"]));
-    ok_json(t.remote(&b, &["--json", "channel", "set", "apps/stable", "app@1"]));
     // Server A's copy of the file's only chunk goes bad on its disk; A serves it as it is.
     let hex = blake3::hash(&victim).to_hex().to_string();
     tests::corrupt_object(&a.data.join("store"), &hex);
@@ -197,7 +197,7 @@ fn a_chunk_compressed_with_another_images_dictionary_travels_and_reads() {
     drop(store);
 
     let server = Server::start(&t.path("server"));
-    ok_json(t.remote(&server, &["--json", "push", "beta@1"]));
+    t.push_signed(&server, "beta@1");
     ok_json(t.remote(&server, &["--json", "channel", "set", "apps/beta", "beta@1"]));
     let gc = ok_json(server.admin(&["gc", "--json", "--listen", &server.url.replace("http://", "")]));
     assert_eq!(gc["objects_removed"], 0, "{gc}");

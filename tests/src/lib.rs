@@ -25,6 +25,8 @@ pub struct Imgctl {
     pub dir: tempfile::TempDir,
     /// The store.
     pub store: PathBuf,
+    /// The (server URL, image family) pairs whose signing is set up.
+    trusted: std::cell::RefCell<std::collections::HashSet<(String, String)>>,
 }
 
 impl Default for Imgctl {
@@ -38,7 +40,7 @@ impl Imgctl {
     pub fn new() -> Imgctl {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        Imgctl { dir, store }
+        Imgctl { dir, store, trusted: Default::default() }
     }
 
     /// Runs `imgctl --store STORE ARGS...`.
@@ -67,12 +69,65 @@ impl Imgctl {
         serde_json::from_str(&out).unwrap()
     }
 
-    /// Imports `src` as the next generation of `image`, pushes it to `server` and points
+    /// Imports `src` as the next generation of `image`, pushes it to `server` signed with the
+    /// family key (setting up the server's signed repository first if needed) and points
     /// `channel` at it.
     pub fn publish(&self, server: &Server, src: &Path, image: &str, channel: &str) {
         self.import(src, image);
-        ok_json(self.remote(server, &["--json", "push", &format!("{image}@latest")]));
+        self.push_signed(server, &format!("{image}@latest"));
         ok_json(self.remote(server, &["--json", "channel", "set", channel, &format!("{image}@latest")]));
+    }
+
+    /// Pushes `generation` (`IMAGE@N`) to `server`, signed with the family key.
+    pub fn push_signed(&self, server: &Server, generation: &str) -> serde_json::Value {
+        let image = generation.split('@').next().unwrap();
+        self.trust(server, image);
+        let key = self.key("images");
+        ok_json(self.remote(server, &["--json", "push", generation, "--key", key.to_str().unwrap()]))
+    }
+
+    /// This test's offline key `name` (`root`, `targets`, `images`: one key signs every
+    /// image family here), generated on first use; `NAME.key.pub` is its public half.
+    pub fn key(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join("keys");
+        let path = dir.join(format!("{name}.key"));
+        if !path.exists() {
+            fs::create_dir_all(&dir).unwrap();
+            self.ok([OsStr::new("key"), OsStr::new("generate"), path.as_os_str()]);
+        }
+        path
+    }
+
+    /// The root written by `trust init` (what endpoints are provisioned with).
+    pub fn root_file(&self) -> PathBuf {
+        self.dir.path().join("root.json")
+    }
+
+    /// Sets up `server`'s signed repository for `image`: `trust init` the first time, a
+    /// delegation of the family to the `images` key after that.
+    pub fn trust(&self, server: &Server, image: &str) {
+        if !self.trusted.borrow_mut().insert((server.url.clone(), image.to_string())) {
+            return;
+        }
+        let (root, targets, images) = (self.key("root"), self.key("targets"), self.key("images"));
+        let status: serde_json::Value = client().get(format!("{}/v1/tuf", server.url)).send().unwrap().json().unwrap();
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        if status["initialised"] != true {
+            let family = format!("{image}={}.pub", s(&images));
+            let root_out = s(&self.root_file());
+            ok_json(self.remote(
+                server,
+                &["--json", "trust", "init", "--root-key", &s(&root), "--targets-key", &s(&targets), "--image", &family, "--out", &root_out],
+            ));
+        } else if status["roles"].get(format!("images/{image}")).is_none() {
+            let list = ok_json(self.remote(server, &["--json", "key", "list"]));
+            let delegated = list["targets"]["delegations"].as_array().unwrap().iter().any(|d| d["name"] == format!("images/{image}"));
+            if !delegated {
+                let add = format!("{}.pub", s(&images));
+                let role = format!("images/{image}");
+                ok_json(self.remote(server, &["--json", "key", "rotate", &role, "--add", &add, "--sign-with", &s(&targets)]));
+            }
+        }
     }
 
     /// A path inside the temporary directory.
@@ -231,14 +286,26 @@ impl Mount {
         Mount::start_with(servers, channel, cache, point, &[])
     }
 
-    /// Like `start`, with more `imgfs mount` options.
+    /// Like `start`, with more `imgfs mount` options. Unless `extra` gives `--root` or the
+    /// cache already trusts one, the endpoint is provisioned with the first server's root
+    /// version 1 (as an operator would install the file `imgctl trust init` wrote).
     pub fn start_with(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str]) -> Mount {
         use std::io::BufRead;
         fs::create_dir_all(point).unwrap();
+        let mut provision = Vec::new();
+        if !extra.contains(&"--root") && !cache.join("trust/root.json").exists() {
+            let resp = client().get(format!("{}/tuf/1.root.json", servers[0])).send();
+            if let Ok(r) = resp.and_then(|r| r.error_for_status()) {
+                let file = PathBuf::from(format!("{}.root.json", cache.display()));
+                fs::write(&file, r.bytes().unwrap()).unwrap();
+                provision = vec!["--root".to_string(), file.to_str().unwrap().to_string()];
+            }
+        }
         let mut child = Command::new(bin("imgfs"))
             .args(["mount", "--server", &servers.join(","), "--channel", channel, "--cache"])
             .arg(cache)
             .args(extra)
+            .args(&provision)
             .arg(point)
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -144,6 +144,14 @@ fn matches(role: &str, bytes: &[u8], meta: &MetaFile) -> Result<(), UpdateError>
     Ok(())
 }
 
+/// Whether `bytes` are target `file`: its length, and every hash it gives that this client
+/// knows (sha256, sha512), at least one of them.
+pub fn target_matches(bytes: &[u8], file: &TargetFile) -> bool {
+    let known = file.hashes.keys().any(|a| a == "sha256" || a == "sha512");
+    let meta = MetaFile { version: 0, length: Some(file.length), hashes: file.hashes.clone() };
+    known && matches("target", bytes, &meta).is_ok()
+}
+
 fn fresh(role: &str, expires: i64, now: i64) -> Result<(), UpdateError> {
     if expires <= now {
         return Err(UpdateError::Expired { role: role.into(), expires, now });

@@ -16,18 +16,38 @@ pub fn sign(signed: &Value, keys: &[&SecretKey]) -> Result<Vec<u8>, CanonicalErr
     Ok(out)
 }
 
-/// A role name as it appears in a file name: every byte outside `[A-Za-z0-9._-]`
-/// percent-encoded (`images/debian` → `images%2Fdebian`).
+/// A role name as it appears in a file name: every byte outside `[A-Za-z0-9._~-]`
+/// percent-encoded as Python's `quote(role, safe='')` does (`images/debian` → `images%2Fdebian`).
 pub fn encode_role(role: &str) -> String {
     let mut out = String::with_capacity(role.len());
     for b in role.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// The role whose unversioned metadata file is `file` (`images%2Fdebian.json` →
+/// `images/debian`); `None` if it is not such a name.
+pub fn role_of_file(file: &str) -> Option<String> {
+    let stem = file.strip_suffix(".json")?;
+    let b = stem.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The file name of role `role`'s metadata: `VERSION.ROLE.json` when `version` is given

@@ -1,0 +1,188 @@
+//! `imaged-conformance-client`: a TUF client speaking the tuf-conformance suite's
+//! client-under-test protocol (`init`, `refresh`, `download`), built on the same
+//! verification core (`trust`) as imgfs, so that an independent suite can check it.
+//! Metadata is kept in `--metadata-dir` under unversioned names with the exact bytes
+//! received; exit 0 on success, 1 on any failure.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use trust::client::{Limits, Trusted};
+use trust::sign::{metadata_file, role_of_file, target_file};
+use trust::update::{self, Remote};
+
+#[derive(Parser, Debug)]
+#[command(name = "imaged-conformance-client", version, about = "A TUF client for the tuf-conformance test suite")]
+struct Cli {
+    /// Where trusted metadata is kept.
+    #[arg(long, global = true)]
+    metadata_dir: Option<PathBuf>,
+    /// The repository's metadata URL.
+    #[arg(long, global = true)]
+    metadata_url: Option<String>,
+    /// The target path to download.
+    #[arg(long, global = true)]
+    target_name: Option<String>,
+    /// The repository's targets URL.
+    #[arg(long, global = true)]
+    target_base_url: Option<String>,
+    /// Where downloaded targets go.
+    #[arg(long, global = true)]
+    target_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Op,
+}
+
+#[derive(Subcommand, Debug)]
+enum Op {
+    /// Start trusting ROOT (copied into the metadata directory; nothing is fetched).
+    Init {
+        /// The initial trusted root.json.
+        root: PathBuf,
+    },
+    /// Update the top-level metadata.
+    Refresh,
+    /// Update, then download and verify --target-name into --target-dir.
+    Download,
+}
+
+/// HTTP GETs under a base URL, with deadlines and a size cap on every answer.
+struct Http {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Http {
+    fn new(base: &str) -> Result<Http> {
+        let client = reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(30)).build()?;
+        Ok(Http { base: base.trim_end_matches('/').to_string(), client })
+    }
+
+    fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+        let url = format!("{}/{name}", self.base);
+        let resp = self.client.get(&url).send().map_err(|e| format!("{url}: {e}"))?;
+        if matches!(resp.status().as_u16(), 403 | 404) {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(format!("{url}: answered {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        resp.take(max + 1).read_to_end(&mut body).map_err(|e| format!("{url}: {e}"))?;
+        if body.len() as u64 > max {
+            return Err(format!("{url}: more than the {max} bytes allowed"));
+        }
+        Ok(Some(body))
+    }
+}
+
+impl Remote for Http {
+    fn fetch(&mut self, name: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
+        self.get(name, max as u64)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The trusted state from the metadata directory.
+fn load(dir: &Path) -> Result<Trusted> {
+    let root = std::fs::read(dir.join("root.json")).with_context(|| format!("no trusted root in {}", dir.display()))?;
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(role) = role_of_file(&name).filter(|r| r != "root") {
+            others.push((role, std::fs::read(entry.path())?));
+        }
+    }
+    Ok(update::load(&root, &others, Limits::default())?)
+}
+
+/// Writes every trusted role's exact bytes and removes files of roles no longer trusted.
+fn persist(dir: &Path, t: &Trusted) -> Result<()> {
+    let files = t.files();
+    for (role, bytes) in &files {
+        write_atomic(&dir.join(metadata_file(role, None)), bytes)?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if role_of_file(&name).is_some_and(|r| !files.iter().any(|(f, _)| *f == r)) {
+            std::fs::remove_file(dir.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The target file name in the target directory: the target path with every byte outside
+/// `[A-Za-z0-9._~-]` percent-encoded.
+fn local_name(target: &str) -> String {
+    trust::sign::encode_role(target)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = cli.metadata_dir.context("--metadata-dir is required")?;
+    match cli.command {
+        Op::Init { root } => {
+            std::fs::create_dir_all(&dir)?;
+            let bytes = std::fs::read(&root).with_context(|| format!("reading {}", root.display()))?;
+            Trusted::new(&bytes, Limits::default()).context("the initial root does not verify")?;
+            write_atomic(&dir.join("root.json"), &bytes)
+        }
+        Op::Refresh => {
+            let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
+            let mut t = load(&dir)?;
+            let result = update::refresh(&mut t, &mut http, now());
+            persist(&dir, &t)?;
+            Ok(result?)
+        }
+        Op::Download => {
+            let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
+            let name = cli.target_name.context("--target-name is required")?;
+            let base = cli.target_base_url.context("--target-base-url is required")?;
+            let target_dir = cli.target_dir.context("--target-dir is required")?;
+            let mut t = load(&dir)?;
+            let time = now();
+            let found = update::refresh(&mut t, &mut http, time).and_then(|_| update::find(&mut t, &mut http, &name, time));
+            persist(&dir, &t)?;
+            let Some((file, _role)) = found? else { bail!("no trusted role lists target {name}") };
+            let dest = target_dir.join(local_name(&name));
+            if std::fs::read(&dest).is_ok_and(|b| trust::client::target_matches(&b, &file)) {
+                return Ok(());
+            }
+            let remote_name = match (t.root().consistent_snapshot, file.hashes.get("sha256").or(file.hashes.values().next())) {
+                (true, Some(hash)) => target_file(&name, hash),
+                _ => name.clone(),
+            };
+            let bytes = Http::new(&base)?
+                .get(&remote_name, file.length)
+                .map_err(anyhow::Error::msg)?
+                .with_context(|| format!("the repository has no {remote_name}"))?;
+            if !trust::client::target_matches(&bytes, &file) {
+                bail!("{name}: the downloaded file does not match its signed length and hashes");
+            }
+            std::fs::create_dir_all(&target_dir)?;
+            write_atomic(&dest, &bytes)
+        }
+    }
+}
+
+fn main() {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("imaged-conformance-client: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
