@@ -104,7 +104,8 @@ pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut 
     fetcher.fetch(&[manifest_digest])?;
     let bytes = store.get(&manifest_digest)?;
     let manifest = Manifest::decode(&bytes).map_err(|source| LoadError::BadManifest { digest: manifest_digest, source })?;
-    let counts = [manifest.stats.objects, manifest.stats.files + manifest.stats.directories + manifest.stats.symlinks + manifest.stats.other];
+    let counts =
+        [manifest.stats.objects, manifest.stats.files + manifest.stats.directories + manifest.stats.symlinks + manifest.stats.other];
     if let Some(n) = counts.into_iter().find(|n| *n > MAX_OBJECTS) {
         return Err(LoadError::TooLarge { digest: manifest_digest, what: format!("claims {n} objects"), limit: MAX_OBJECTS });
     }
@@ -122,7 +123,11 @@ pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut 
             let tree = Tree::decode(&store.get(d)?).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
             entries += tree.entries.len() as u64;
             if entries > MAX_OBJECTS {
-                return Err(LoadError::TooLarge { digest: manifest_digest, what: format!("reaches over {entries} entries"), limit: MAX_OBJECTS });
+                return Err(LoadError::TooLarge {
+                    digest: manifest_digest,
+                    what: format!("reaches over {entries} entries"),
+                    limit: MAX_OBJECTS,
+                });
             }
             next.extend(tree.entries.iter().filter_map(|e| match e.kind {
                 EntryKind::Directory { tree } if !complete.contains(&tree) => Some(tree),

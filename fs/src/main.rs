@@ -263,9 +263,8 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
     let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
     let arch = a.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
-    let trust = Arc::new(
-        fs::trusted::TrustState::open(cache, a.root.as_deref(), a.image.clone(), arch).context("loading the trusted metadata")?,
-    );
+    let trust =
+        Arc::new(fs::trusted::TrustState::open(cache, a.root.as_deref(), a.image.clone(), arch).context("loading the trusted metadata")?);
     // The channel as the signed metadata resolves it; if that fails (no server reachable,
     // or metadata expired or refused), the last verified generation this cache served.
     let state = fs::state::load(cache);
@@ -278,9 +277,9 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
             (r.digest(), r.label(), r.channel.version, false, Some(r.generation.length))
         }
         Err(e) => {
-            let st = saved.clone().ok_or_else(|| {
-                anyhow::anyhow!("{e}; and the cache {} holds no verified generation of {channel}", cache.display())
-            })?;
+            let st = saved
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("{e}; and the cache {} holds no verified generation of {channel}", cache.display()))?;
             tracing::warn!(error = %e, generation = %st.current.generation, "mounting the last verified generation from the cache");
             let digest = st.current.manifest.parse().context("state file names a bad digest")?;
             (digest, st.current.generation, st.current.channel_version, true, None)

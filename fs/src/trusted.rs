@@ -164,7 +164,9 @@ impl TrustState {
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(role) = trust::sign::role_of_file(&name).filter(|r| r != "root" && r != "local" && !name.starts_with('.')) else { continue };
+            let Some(role) = trust::sign::role_of_file(&name).filter(|r| r != "root" && r != "local" && !name.starts_with('.')) else {
+                continue;
+            };
             let bytes = std::fs::read(entry.path()).map_err(io_err(&entry.path()))?;
             written.insert(role.clone(), bytes.clone());
             others.push((role, bytes));
@@ -205,9 +207,17 @@ impl TrustState {
                 self.write(&metadata_file(role, None), bytes)?;
             }
         }
-        for role in inner.written.keys().filter(|r| !files.contains_key(*r)) {
+        // A timestamp or snapshot signed by keys the root no longer lists is dropped; a
+        // targets role the new snapshot names at another version stays until its
+        // replacement is verified.
+        for role in inner.written.keys().filter(|r| !files.contains_key(*r) && matches!(r.as_str(), "timestamp" | "snapshot")) {
             let _ = std::fs::remove_file(self.dir.join(metadata_file(role, None)));
         }
+        let mut files = files;
+        for (role, bytes) in &inner.written {
+            files.entry(role.clone()).or_insert_with(|| bytes.clone());
+        }
+        files.retain(|r, _| inner.trusted.files().iter().any(|(f, _)| f == r) || !matches!(r.as_str(), "timestamp" | "snapshot"));
         inner.written = files;
         let local = serde_json::to_vec_pretty(&inner.local).expect("serialises");
         self.write("local.json", &local)

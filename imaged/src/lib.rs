@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route(r(16), axum::routing::put(trust_api::put_root))
         .route(r(17), axum::routing::put(trust_api::put_role))
         .route(r(18), get(trust_api::file))
+        .route(r(19), get(trust_api::target))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

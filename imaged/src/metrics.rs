@@ -48,6 +48,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/tuf/root",
     "/v1/tuf/roles/{*role}",
     "/tuf/{file}",
+    "/tuf/targets/{*path}",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

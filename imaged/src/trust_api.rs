@@ -64,6 +64,17 @@ pub async fn put_role(
     Ok(Json(json!({"role": role, "version": version})).into_response())
 }
 
+/// `GET /tuf/targets/{*path}`: a target file under its consistent-snapshot name.
+pub async fn target(State(state): State<AppState>, Path(path): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
+    state.require_read(&headers)?;
+    let st = state.clone();
+    let p = path.clone();
+    let bytes = blocking(move || Ok(st.tuf.target(&p, &st.store))).await?;
+    let bytes = bytes.ok_or_else(|| AppError::not_found(format!("no target file {path}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], bytes)
+        .into_response())
+}
+
 /// `GET /tuf/{file}`: a metadata file (`N.ROLE.json`, `timestamp.json`, `ROLE.json`), the
 /// role name percent-encoded as clients write it.
 pub async fn file(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {

@@ -348,6 +348,28 @@ impl Repo {
         Ok(version)
     }
 
+    /// A target file by its consistent-snapshot path `DIR/SHA256.NAME`: a generation's
+    /// manifest (`images/FAMILY/SHA256.N`) or a channel record (`channels/.../SHA256.NAME`,
+    /// the canonical JSON of its `custom`), if one of the current roles lists it with that
+    /// hash.
+    pub fn target(&self, path: &str, store: &cache::Store) -> Option<Vec<u8>> {
+        let (dir, file) = path.rsplit_once('/')?;
+        let (hash, name) = file.split_once('.')?;
+        let target = format!("{dir}/{name}");
+        let st = self.state.lock().unwrap();
+        let role =
+            if target.starts_with("channels/") { CHANNELS_ROLE.to_string() } else { policy::family_role(dir.strip_prefix("images/")?) };
+        let listed = st.roles.get(&role)?.0.targets.get(&target)?;
+        if listed.hashes.get("sha256").map(String::as_str) != Some(hash) {
+            return None;
+        }
+        let bytes = match listed.hashes.get("blake3") {
+            Some(b3) => store.get(&b3.parse().ok()?).ok()?,
+            None => trust::canonical::encode(listed.custom.as_ref()?).ok()?,
+        };
+        trust::client::target_matches(&bytes, listed).then_some(bytes)
+    }
+
     /// The signed record of generation `image@n`, if its family signed it with manifest
     /// `manifest` (hex).
     pub fn signed_generation(&self, image: &str, n: u64, manifest: &str) -> Result<GenerationRecord, TufError> {
@@ -436,7 +458,13 @@ impl Repo {
     fn sign_snapshot(&self, st: &mut State, t: i64) -> Result<(), TufError> {
         let mut files = serde_json::Map::new();
         let listed: Vec<String> = std::iter::once("targets".to_string())
-            .chain(st.roles.get("targets").and_then(|(t, _)| t.delegations.as_ref()).into_iter().flat_map(|d| d.roles.iter().map(|r| r.name.clone())))
+            .chain(
+                st.roles
+                    .get("targets")
+                    .and_then(|(t, _)| t.delegations.as_ref())
+                    .into_iter()
+                    .flat_map(|d| d.roles.iter().map(|r| r.name.clone())),
+            )
             .collect();
         for role in listed {
             if let Some((r, b)) = st.roles.get(&role) {
@@ -473,7 +501,16 @@ fn signed_generation(st: &State, image: &str, n: u64, manifest: &str) -> Result<
     if file.hashes.get("blake3").is_none_or(|h| !h.eq_ignore_ascii_case(manifest)) {
         return Err(unsigned("is signed with another manifest"));
     }
-    serde_json::from_value(file.custom.clone().unwrap_or(Value::Null)).map_err(|e| TufError::Refused(format!("{path}: {e}")))
+    let rec: GenerationRecord =
+        serde_json::from_value(file.custom.clone().unwrap_or(Value::Null)).map_err(|e| TufError::Refused(format!("{path}: {e}")))?;
+    let family: policy::FamilyRecord = role.0.custom.clone().and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+    if rec.epoch < family.min_epoch {
+        return Err(TufError::Unsigned(format!(
+            "{image}@{n} has security epoch {}, below its family's min_epoch {}: it is withdrawn",
+            rec.epoch, family.min_epoch
+        )));
+    }
+    Ok(rec)
 }
 
 /// A family role may list only generations of that family, published here with the same

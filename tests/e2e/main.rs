@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `imgctl` binary on real files, as root.
 
+mod attacks;
 mod bad_input;
 mod cache;
 mod datasets;

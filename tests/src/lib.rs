@@ -10,6 +10,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod proxy;
+
 /// Where the workspace's binaries are: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -117,7 +119,19 @@ impl Imgctl {
             let root_out = s(&self.root_file());
             ok_json(self.remote(
                 server,
-                &["--json", "trust", "init", "--root-key", &s(&root), "--targets-key", &s(&targets), "--image", &family, "--out", &root_out],
+                &[
+                    "--json",
+                    "trust",
+                    "init",
+                    "--root-key",
+                    &s(&root),
+                    "--targets-key",
+                    &s(&targets),
+                    "--image",
+                    &family,
+                    "--out",
+                    &root_out,
+                ],
             ));
         } else if status["roles"].get(format!("images/{image}")).is_none() {
             let list = ok_json(self.remote(server, &["--json", "key", "list"]));

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use trust::client::{Limits, Trusted};
 use trust::sign::{metadata_file, role_of_file, target_file};
+
 use trust::update::{self, Remote};
 
 #[derive(Parser, Debug)]
@@ -57,7 +58,8 @@ struct Http {
 
 impl Http {
     fn new(base: &str) -> Result<Http> {
-        let client = reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(30)).build()?;
+        let client =
+            reqwest::blocking::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(30)).build()?;
         Ok(Http { base: base.trim_end_matches('/').to_string(), client })
     }
 
@@ -103,16 +105,16 @@ fn load(dir: &Path) -> Result<Trusted> {
     Ok(update::load(&root, &others, Limits::default())?)
 }
 
-/// Writes every trusted role's exact bytes and removes files of roles no longer trusted.
+/// Writes every trusted role's exact bytes; removes a timestamp or snapshot no longer
+/// trusted (their keys rotated). A targets role's file stays until a newer one verifies.
 fn persist(dir: &Path, t: &Trusted) -> Result<()> {
     let files = t.files();
     for (role, bytes) in &files {
         write_atomic(&dir.join(metadata_file(role, None)), bytes)?;
     }
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if role_of_file(&name).is_some_and(|r| !files.iter().any(|(f, _)| *f == r)) {
-            std::fs::remove_file(dir.join(&name))?;
+    for role in ["timestamp", "snapshot"] {
+        if !files.iter().any(|(f, _)| f == role) {
+            let _ = std::fs::remove_file(dir.join(metadata_file(role, None)));
         }
     }
     Ok(())

@@ -16,8 +16,8 @@ mod ingest;
 pub mod push;
 pub mod remote;
 pub mod repo;
-pub mod signing;
 mod scan;
+pub mod signing;
 mod tar_scan;
 pub mod verify;
 

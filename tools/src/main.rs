@@ -17,8 +17,8 @@ use tools::import::{ImportOptions, Progress};
 use tools::{diff, export, verify, ImportError, Repo, RepoError};
 
 use cli::{ChannelOp, Cli, Command, KeyOp, TrustOp};
-use tools::signing;
 use tools::remote::{Remote, RemoteError};
+use tools::signing;
 
 fn main() {
     let cli = Cli::parse();
@@ -321,7 +321,10 @@ fn run(cli: Cli) -> Result<i32> {
                     arch: &arch,
                     epoch,
                 };
-                Some(signing::sign_generation(&remote, &secrets, &to_sign, expires_days).with_context(|| format!("signing {}", g.label()))?)
+                Some(
+                    signing::sign_generation(&remote, &secrets, &to_sign, expires_days)
+                        .with_context(|| format!("signing {}", g.label()))?,
+                )
             };
             if json {
                 let mut v = serde_json::to_value(&r)?;
@@ -459,7 +462,14 @@ fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut impl Write)
                 if !v["targets"].is_null() {
                     writeln!(out, "targets v{} (expires {})", v["targets"]["version"], v["targets"]["expires"].as_str().unwrap_or(""))?;
                     for d in v["targets"]["delegations"].as_array().into_iter().flatten() {
-                        writeln!(out, "  {} {}: threshold {} of {}", d["name"].as_str().unwrap_or(""), d["paths"], d["threshold"], d["keyids"])?;
+                        writeln!(
+                            out,
+                            "  {} {}: threshold {} of {}",
+                            d["name"].as_str().unwrap_or(""),
+                            d["paths"],
+                            d["threshold"],
+                            d["keyids"]
+                        )?;
                     }
                 }
             }
@@ -468,11 +478,18 @@ fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut impl Write)
             let add = add.iter().map(|f| signing::read_public(f)).collect::<Result<Vec<_>, _>>()?;
             let remove = remove
                 .iter()
-                .map(|r| if std::path::Path::new(r).exists() { signing::read_public(std::path::Path::new(r)).map(|k| k.key_id()) } else { Ok(trust::keys::KeyId(r.clone())) })
+                .map(|r| {
+                    if std::path::Path::new(r).exists() {
+                        signing::read_public(std::path::Path::new(r)).map(|k| k.key_id())
+                    } else {
+                        Ok(trust::keys::KeyId(r.clone()))
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let signers = sign_with.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?;
             let r = signing::Rotation { role: role.clone(), add, remove, replace, online, threshold, expires_days };
-            let (file, version) = signing::rotate(&remote(&server)?, &signers, &r).with_context(|| format!("rotating the keys of {role}"))?;
+            let (file, version) =
+                signing::rotate(&remote(&server)?, &signers, &r).with_context(|| format!("rotating the keys of {role}"))?;
             if json {
                 writeln!(out, "{}", json!({"role": role, "uploaded": file, "version": version}))?;
             } else {
@@ -495,7 +512,13 @@ fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut impl Wr
                 ImageName::new(name)?;
                 families.push((name.to_string(), vec![signing::read_public(std::path::Path::new(file))?]));
             }
-            let o = signing::InitOptions { root_keys: &root_keys, root_threshold, targets_keys: &targets_keys, families: &families, expires_days };
+            let o = signing::InitOptions {
+                root_keys: &root_keys,
+                root_threshold,
+                targets_keys: &targets_keys,
+                families: &families,
+                expires_days,
+            };
             let root = signing::init(&remote, &o).context("creating the signed repository")?;
             std::fs::write(&root_out, &root).with_context(|| format!("writing {}", root_out.display()))?;
             if json {

@@ -119,7 +119,8 @@ fn key_map(keys: &[&PublicKey]) -> Map<String, Value> {
 
 /// The newest online key the server holds for `role`.
 fn online_key(status: &Value, role: &str) -> Result<PublicKey, SignError> {
-    let v = status["online_keys"][role].as_array().and_then(|a| a.last()).ok_or_else(|| refused(format!("the server has no {role} key")))?;
+    let v =
+        status["online_keys"][role].as_array().and_then(|a| a.last()).ok_or_else(|| refused(format!("the server has no {role} key")))?;
     PublicKey::from_value(v).map_err(refused)
 }
 
@@ -166,7 +167,9 @@ pub fn init(remote: &Remote, o: &InitOptions) -> Result<Vec<u8>, SignError> {
     let root_bytes = sign::sign(&root, &o.root_keys.iter().collect::<Vec<_>>()).map_err(refused)?;
     remote.put_root(root_bytes.clone())?;
     let mut delegated: Vec<&PublicKey> = vec![&ch];
-    let mut roles = vec![json!({"name": CHANNELS_ROLE, "keyids": ids(&[ch.clone()]), "threshold": 1, "paths": policy::channel_patterns(), "terminating": true})];
+    let mut roles = vec![
+        json!({"name": CHANNELS_ROLE, "keyids": ids(&[ch.clone()]), "threshold": 1, "paths": policy::channel_patterns(), "terminating": true}),
+    ];
     for (family, keys) in o.families {
         delegated.extend(keys);
         roles.push(family_delegation(family, keys, 1));
@@ -236,7 +239,12 @@ pub struct GenerationToSign<'a> {
 
 /// Adds generation `g` as a target of its family's role, signed with `keys`. Signing the
 /// same manifest again changes nothing; another manifest under the same number is refused.
-pub fn sign_generation(remote: &Remote, keys: &[SecretKey], g: &GenerationToSign, expires_days: i64) -> Result<GenerationRecord, SignError> {
+pub fn sign_generation(
+    remote: &Remote,
+    keys: &[SecretKey],
+    g: &GenerationToSign,
+    expires_days: i64,
+) -> Result<GenerationRecord, SignError> {
     let path = policy::generation_path(g.image, g.generation);
     let blake3 = format::Digest::of(g.manifest).to_hex();
     let record = std::cell::RefCell::new(None);
@@ -387,7 +395,8 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
 /// The roles of the server's repository: keys, thresholds, versions, expiries, delegations.
 pub fn list(remote: &Remote) -> Result<Value, SignError> {
     let (root, signed, _) = fetch_root(remote)?;
-    let mut out = json!({"root": {"version": root.common.version, "expires": sign::expires(root.common.expires), "roles": signed["roles"]}});
+    let mut out =
+        json!({"root": {"version": root.common.version, "expires": sign::expires(root.common.expires), "roles": signed["roles"]}});
     if let Some((t, _)) = fetch_role(remote, &root, "targets")? {
         let ds: Vec<Value> = t
             .delegations
