@@ -37,7 +37,16 @@ export IMAGED_SERVER=$(sed -n 's/.*imaged listening on //p' "$WORK/imaged.log")
 export IMAGED_TOKEN=$(cat "$WORK/server/admin.token")
 echo "server $IMAGED_SERVER, token from $WORK/server/admin.token"
 
-step "push generation 1 and point the pilot and stable channels at it"
+step "offline keys (kept by the engineers, never on the server) and the signed repository"
+"$IMGCTL" key generate "$WORK/keys-root.key"
+"$IMGCTL" key generate "$WORK/keys-targets.key"
+"$IMGCTL" key generate "$WORK/keys-demo.key"
+"$IMGCTL" trust init --root-key "$WORK/keys-root.key" --targets-key "$WORK/keys-targets.key" \
+  --image "demo=$WORK/keys-demo.key.pub" --out "$WORK/root.json"
+"$IMGCTL" key list
+export IMGCTL_KEY=$WORK/keys-demo.key
+
+step "push generation 1 (signed with the family's key) and point the pilot and stable channels at it"
 "$IMGCTL" push demo@1
 "$IMGCTL" channel set demo/pilot demo@1
 "$IMGCTL" channel promote demo/pilot demo/stable
@@ -45,7 +54,7 @@ step "push generation 1 and point the pilot and stable channels at it"
 step "mount the pilot channel with imgfs (data fetched on first read, verified, cached) and run a program from it"
 MNT=$WORK/mnt
 mkdir -p "$MNT"
-"$BIN/imgfs" mount --server "$IMAGED_SERVER" --channel demo/pilot --cache "$WORK/cache" "$MNT" 2>"$WORK/imgfs.log" &
+"$BIN/imgfs" mount --server "$IMAGED_SERVER" --channel demo/pilot --cache "$WORK/cache" --root "$WORK/root.json" "$MNT" 2>"$WORK/imgfs.log" &
 IMGFS_PID=$!
 trap 'umount -l "$MNT" 2>/dev/null || true; kill $IMGFS_PID $SERVER_PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "mounted" "$WORK/imgfs.log" 2>/dev/null && break; sleep 0.1; done
@@ -65,6 +74,11 @@ step "roll the mount back to generation 1 at once (no network needed), then forw
 ls "$MNT/etc"
 "$BIN/imgfs" rollback "$MNT" >/dev/null
 "$BIN/imgfs" status "$MNT"
+
+step "a channel cannot name an unsigned generation"
+"$IMGCTL" import "$WORK/root" --image demo -m "unsigned experiment" >/dev/null
+IMGCTL_KEY= "$IMGCTL" push demo@3
+if "$IMGCTL" channel set demo/pilot demo@3; then echo "demo: an unsigned generation was accepted" >&2; exit 1; fi
 "$BIN/imgfs" umount "$MNT"
 wait $IMGFS_PID || true
 

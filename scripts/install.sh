@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 TARGET=${CARGO_TARGET_DIR:-target}
 install -d "$PREFIX/bin"
-install -m 0755 "$TARGET/release/imaged" "$TARGET/release/imgctl" "$TARGET/release/imgfs" "$PREFIX/bin/"
+install -m 0755 "$TARGET/release/imaged" "$TARGET/release/imgctl" "$TARGET/release/imgfs" "$TARGET/release/imaged-conformance-client" "$PREFIX/bin/"
 echo "install: imaged, imgctl, imgfs in $PREFIX/bin"

@@ -10,3 +10,4 @@ mod roundtrip;
 mod server;
 mod server_ops;
 mod store;
+mod trust;

@@ -109,6 +109,14 @@ fn fetch_role(remote: &Remote, root: &Root, role: &str) -> Result<Option<(Target
     Ok(Some((t, env.signed)))
 }
 
+/// The `signed` part of the server's current `role` file, not checked (the caller signs a
+/// new version of it with keys it holds).
+fn fetch_role_unverified(remote: &Remote, role: &str) -> Result<(Vec<u8>, Value), SignError> {
+    let bytes = remote.tuf_file(&metadata_file(role, None))?.ok_or_else(|| refused(format!("the server has no {role} metadata")))?;
+    let env = Envelope::parse(role, &bytes, 16 << 20).map_err(refused)?;
+    Ok((bytes, env.signed))
+}
+
 fn ids(keys: &[PublicKey]) -> Vec<String> {
     keys.iter().map(|k| k.key_id().0).collect()
 }
@@ -358,7 +366,21 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
         root_signed["roles"] = roles;
         root_signed["version"] = json!(version);
         root_signed["expires"] = json!(expires_in(r.expires_days));
+        let new_ids: Vec<String> =
+            root_signed["roles"][&r.role]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
         remote.put_root(sign::sign(&root_signed, &signers).map_err(refused)?)?;
+        if r.role == "targets" {
+            // targets.json must verify under its new keys: signed again by them.
+            let (_, mut t) = fetch_role_unverified(remote, "targets")?;
+            let v = t["version"].as_u64().unwrap_or(0) + 1;
+            t["version"] = json!(v);
+            t["expires"] = json!(expires_in(r.expires_days));
+            let new_signers: Vec<&SecretKey> = sign_with.iter().filter(|k| new_ids.contains(&k.public().key_id().0)).collect();
+            if new_signers.is_empty() {
+                return Err(refused("targets has new keys: give one of them with --sign-with to sign targets.json again"));
+            }
+            remote.put_role("targets", sign::sign(&t, &new_signers).map_err(refused)?)?;
+        }
         return Ok(("root".into(), version));
     }
     if r.role != CHANNELS_ROLE && !r.role.starts_with("images/") {
