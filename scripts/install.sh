@@ -8,4 +8,4 @@ PREFIX=${PREFIX:-/usr/local}
 TARGET=${CARGO_TARGET_DIR:-target}
 install -d "$PREFIX/bin"
 install -m 0755 "$TARGET/release/imaged" "$TARGET/release/imgctl" "$TARGET/release/imgfs" "$TARGET/release/imaged-conformance-client" "$PREFIX/bin/"
-echo "install: imaged, imgctl, imgfs in $PREFIX/bin"
+echo "install: imaged, imgctl, imgfs, imaged-conformance-client in $PREFIX/bin"

@@ -312,3 +312,111 @@ fn delegation_paths_match_within_segments() {
     assert!(path_matches("*", "anything"));
     assert!(!path_matches("*", "a/b"));
 }
+
+/// A repository as a map of file names to bytes, recording what was fetched.
+struct MapRemote {
+    files: std::collections::HashMap<String, Vec<u8>>,
+    fetched: Vec<String>,
+}
+
+impl crate::update::Remote for MapRemote {
+    fn fetch(&mut self, name: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
+        self.fetched.push(name.to_string());
+        match self.files.get(name) {
+            Some(b) if b.len() > max => Err(format!("{name}: over {max} bytes")),
+            other => Ok(other.cloned()),
+        }
+    }
+}
+
+/// Version `v` of every role, under the names a consistent-snapshot repository uses.
+fn repository(k: &Keys, v: u64, family_custom: serde_json::Value) -> MapRemote {
+    let (targets, _) = targets_pair(k, v, v, 100);
+    let d = json!({"_type": "targets", "spec_version": "1.0.31", "version": v, "expires": FAR, "custom": family_custom,
+        "targets": {"images/debian/7": {"length": 100, "hashes": {"sha256": "00", "blake3": "ab".repeat(32)},
+            "custom": {"image": "debian", "generation": 7, "arch": "amd64", "epoch": 3}}}});
+    let family = repo::sign(&d, &[&k.family]);
+    let snap = repo::sign(&repo::snapshot(v, FAR, &[("targets", &targets, v), ("images/debian", &family, v)]), &[&k.snap]);
+    let ts = repo::sign(&repo::timestamp(v, FAR, &snap, v), &[&k.ts]);
+    let files = [
+        ("timestamp.json".to_string(), ts),
+        (format!("{v}.snapshot.json"), snap),
+        (format!("{v}.targets.json"), targets),
+        (format!("{v}.images%2Fdebian.json"), family),
+    ];
+    MapRemote { files: files.into_iter().collect(), fetched: Vec::new() }
+}
+
+#[test]
+fn the_workflow_fetches_only_what_changed_walks_delegations_and_reloads_from_its_files() {
+    use crate::update::{find, load, refresh};
+    let k = keys();
+    let root = repo::sign(&root_v(&k, 1, FAR), &[&k.root[0], &k.root[1]]);
+    let mut t = Trusted::new(&root, Limits::default()).unwrap();
+    let mut r = repository(&k, 1, json!({}));
+    refresh(&mut t, &mut r, NOW).unwrap();
+    assert_eq!(r.fetched, ["2.root.json", "timestamp.json", "1.snapshot.json", "1.targets.json"]);
+    let (file, role) = find(&mut t, &mut r, "images/debian/7", NOW).unwrap().unwrap();
+    assert_eq!((role.as_str(), file.length), ("images/debian", 100));
+    assert_eq!(r.fetched.last().unwrap(), "1.images%2Fdebian.json");
+    assert_eq!(find(&mut t, &mut r, "images/debian/8", NOW).unwrap(), None);
+    // Nothing changed: only the next root and the timestamp are asked for.
+    r.fetched.clear();
+    refresh(&mut t, &mut r, NOW).unwrap();
+    assert_eq!(r.fetched, ["2.root.json", "timestamp.json"]);
+    // The exact bytes persisted rebuild the same state, even once expired.
+    let files: Vec<(String, Vec<u8>)> = t.files().into_iter().map(|(n, b)| (n, b.to_vec())).collect();
+    let again = load(&root, &files, Limits::default()).unwrap();
+    assert_eq!(again.files().len(), 5);
+    assert!(matches!(again.lookup("images/debian/7"), Lookup::Found(..)));
+    // A timestamp the repository no longer refreshes expires: the update says so.
+    let mut t = again;
+    let e = refresh(&mut t, &mut r, 4_200_000_000).unwrap_err();
+    assert!(matches!(e, crate::update::RefreshError::Stale(UpdateError::Expired { .. })), "{e}");
+}
+
+#[test]
+fn the_policy_checks_role_family_architecture_epoch_floor_and_the_channel_record() {
+    use crate::policy::{channel_record, check_family, check_generation, floor, PolicyError};
+    use crate::update::{find, refresh};
+    let k = keys();
+    let root = repo::sign(&root_v(&k, 1, FAR), &[&k.root[0], &k.root[1]]);
+    let mut t = Trusted::new(&root, Limits::default()).unwrap();
+    let mut r = repository(&k, 1, json!({"min_epoch": 2}));
+    refresh(&mut t, &mut r, NOW).unwrap();
+    let (file, role) = find(&mut t, &mut r, "images/debian/7", NOW).unwrap().unwrap();
+    assert_eq!(floor(&t, "debian", 0), 2, "the family's min_epoch raises the floor");
+    assert_eq!(floor(&t, "debian", 5), 5, "a stored floor is never lowered");
+    let ok = check_generation("images/debian/7", &file, &role, "debian", "amd64", 3).unwrap();
+    assert_eq!((ok.record.epoch, ok.manifest.as_str()), (3, "ab".repeat(32).as_str()));
+    let e = check_generation("images/debian/7", &file, &role, "debian", "arm64", 3).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongArch { .. }));
+    let e = check_generation("images/debian/7", &file, &role, "debian", "amd64", 4).unwrap_err();
+    assert!(matches!(e, PolicyError::BelowFloor { epoch: 3, floor: 4, .. }));
+    let e = check_generation("images/debian/7", &file, "channels", "debian", "amd64", 0).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongRole { .. }));
+    // A channel record only from the channels role, for the channel asked, within the family.
+    let rec = json!({"channel": "os/stable", "version": 4, "target": "images/debian/7", "epoch": 3});
+    let tf = crate::metadata::TargetFile { length: 10, hashes: Default::default(), custom: Some(rec) };
+    let r = channel_record("os/stable", &tf, "channels").unwrap();
+    assert!(check_family(&r, "debian").is_ok());
+    assert!(matches!(check_family(&r, "alpine"), Err(PolicyError::WrongFamily { .. })));
+    assert!(channel_record("os/stable", &tf, "images/debian").is_err());
+    assert!(channel_record("os/pilot", &tf, "channels").is_err());
+    assert_eq!(crate::policy::channel_patterns()[1], "channels/*/*");
+}
+
+#[test]
+fn key_files_round_trip_and_a_mismatched_pair_is_refused() {
+    use crate::keys::{public_from_file, secret_from_file, secret_to_file};
+    let k = key(9);
+    let file = secret_to_file(&k);
+    assert_eq!(secret_from_file(&file).unwrap().to_bytes(), k.to_bytes());
+    assert_eq!(public_from_file(&file).unwrap(), k.public());
+    let mut v: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    v["keyval"]["public"] = json!(hex::encode(key(10).public().as_bytes()));
+    assert!(secret_from_file(&serde_json::to_vec(&v).unwrap()).is_err());
+    assert_eq!(crate::sign::role_of_file("images%2Fdebian.json").as_deref(), Some("images/debian"));
+    assert_eq!(crate::sign::encode_role("images/debian"), "images%2Fdebian");
+    assert_eq!(crate::sign::target_file("images/debian/7", "ff"), "images/debian/ff.7");
+}
