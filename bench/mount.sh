@@ -35,6 +35,11 @@ IMAGED_PID=$!
 for _ in $(seq 300); do grep -q "listening on" "$W/imaged.log" && break; sleep 0.1; done
 URL=$(sed -n 's/.*imaged listening on //p' "$W/imaged.log" | head -1)
 export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
+# Signed, as every deployment is: endpoints verify the channel and the generation's signature.
+for k in root targets images; do "$BIN/imgctl" key generate "$W/$k.key" >/dev/null; done
+"$BIN/imgctl" trust init --root-key "$W/root.key" --targets-key "$W/targets.key" \
+  --image "debian=$W/images.key.pub" --image "rust=$W/images.key.pub" --out "$W/root.json" >/dev/null
+export IMGCTL_KEY=$W/images.key
 for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
@@ -45,7 +50,7 @@ for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >
 mount_imgfs() {
   local name=$1 channel=$2
   mkdir -p "$W/mnt-$name"
-  "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --poll-seconds 3600 "$W/mnt-$name" >/dev/null 2>"$W/imgfs-$name.log" &
+  "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --root "$W/root.json" --poll-seconds 3600 "$W/mnt-$name" >/dev/null 2>"$W/imgfs-$name.log" &
   for _ in $(seq 600); do grep -q "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
   MOUNTS+=("$W/mnt-$name")
 }
