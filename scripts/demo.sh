@@ -77,7 +77,7 @@ ls "$MNT/etc"
 
 step "a channel cannot name an unsigned generation"
 "$IMGCTL" import "$WORK/root" --image demo -m "unsigned experiment" >/dev/null
-IMGCTL_KEY= "$IMGCTL" push demo@3
+env -u IMGCTL_KEY "$IMGCTL" push demo@3
 if "$IMGCTL" channel set demo/pilot demo@3; then echo "demo: an unsigned generation was accepted" >&2; exit 1; fi
 "$BIN/imgfs" umount "$MNT"
 wait $IMGFS_PID || true
