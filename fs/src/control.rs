@@ -174,17 +174,11 @@ impl Control {
             // Only a generation the signed metadata names, verified now, is switched to.
             let r = self.trust.resolve_channel(self.ep.fetcher(), &self.channel).map_err(|e| e.to_string())?;
             let (digest, label) = (r.digest(), r.label());
-            let doc = crate::fetch::ChannelDoc {
-                channel: self.channel.clone(),
-                version: r.channel.version,
-                generation: label,
-                manifest: digest.to_hex(),
-                poll_seconds: r.channel.poll_seconds,
-            };
             let current = self.ep.current();
+            let version = r.channel.version;
             if current.manifest_digest() == digest {
-                self.versions.lock().unwrap().0 = doc.version;
-                return Ok(json!({"switched": false, "generation": doc.generation, "channel_version": doc.version}));
+                self.versions.lock().unwrap().0 = version;
+                return Ok(json!({"switched": false, "generation": label, "channel_version": version}));
             }
             let manifest = self.ep.load(digest).map_err(|e| e.to_string())?;
             crate::endpoint::check_length(self.ep.fetcher(), digest, r.generation.length).map_err(|e| e.to_string())?;
@@ -192,11 +186,11 @@ impl Control {
             self.expire_root(&old, &self.ep.current());
             {
                 let mut v = self.versions.lock().unwrap();
-                *v = (doc.version, v.0);
+                *v = (version, v.0);
             }
             self.save_state();
-            tracing::info!(from = %old.label(), to = %doc.generation, version = doc.version, "switched");
-            Ok(json!({"switched": true, "from": old.label(), "generation": doc.generation, "channel_version": doc.version,
+            tracing::info!(from = %old.label(), to = %label, version, "switched");
+            Ok(json!({"switched": true, "from": old.label(), "generation": label, "channel_version": version,
                       "millis": start.elapsed().as_millis() as u64}))
         })();
         let outcome = match &result {

@@ -63,22 +63,6 @@ pub enum FetchError {
     },
 }
 
-/// A channel's current version as the server states it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct ChannelDoc {
-    /// Channel name.
-    pub channel: String,
-    /// Version number.
-    pub version: u64,
-    /// `IMAGE@N`.
-    pub generation: String,
-    /// Manifest digest, hex.
-    pub manifest: String,
-    /// How often the server asks endpoints to poll, seconds.
-    #[serde(default)]
-    pub poll_seconds: Option<u64>,
-}
-
 /// One server and its health.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServerHealth {
@@ -169,19 +153,6 @@ impl Fetcher {
             }
             _ => result,
         }
-    }
-
-    /// The manifest digest of generation `IMAGE@N`, from the first server that answers.
-    pub fn generation(&self, label: &str) -> Result<Digest, FetchError> {
-        #[derive(serde::Deserialize)]
-        struct Doc {
-            manifest: String,
-        }
-        let path = label.replacen('@', "/", 1);
-        let doc: Doc = self.get_json(&format!("/v1/generations/{path}"), "generation")?;
-        doc.manifest
-            .parse()
-            .map_err(|_| FetchError::Unavailable { missing: 1, tried: format!("the server named a bad digest for {label}") })
     }
 
     /// The store objects land in.
@@ -280,42 +251,6 @@ impl Fetcher {
         })();
         self.record(i, result.as_ref().map(|_| ()).map_err(Clone::clone));
         result
-    }
-
-    /// The current version of `channel`, from the first server that answers.
-    pub fn channel(&self, channel: &str) -> Result<ChannelDoc, FetchError> {
-        self.get_json(&format!("/v1/channels/{channel}"), "channel")
-    }
-
-    /// A JSON document from the first server that answers; `what` names it in errors.
-    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, FetchError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut tried = Vec::new();
-        for i in self.order() {
-            let url = format!("{}{path}", self.servers.lock().unwrap()[i].url);
-            self.requests.fetch_add(1, Relaxed);
-            let result = self.client.get(&url).send().map_err(|e| format!("request failed: {e}"));
-            // A server that says "no such thing" is alive: the next one may know it.
-            if let Some(r) = result.as_ref().ok().filter(|r| r.status().is_client_error()) {
-                tried.push(format!("{url}: answered {}", r.status()));
-                self.record(i, Ok(()));
-                continue;
-            }
-            let result = result
-                .and_then(|r| if r.status().is_success() { Ok(r) } else { Err(format!("answered {}", r.status())) })
-                .and_then(|r| r.json::<T>().map_err(|e| format!("not a {what} document: {e}")));
-            match result {
-                Ok(doc) => {
-                    self.record(i, Ok(()));
-                    return Ok(doc);
-                }
-                Err(why) => {
-                    tried.push(format!("{url}: {why}"));
-                    self.record(i, Err(why));
-                }
-            }
-        }
-        Err(FetchError::Unavailable { missing: 0, tried: tried.join("; ") })
     }
 
     /// Makes every object of `digests` present in the store, fetching what is absent in as
