@@ -381,6 +381,8 @@ fn another_image_family_or_architecture_is_refused() {
     s.set_channel("os@3");
     refused(&s.mnt, "is for riscv64", "one");
     assert_eq!(status(&s.mnt)["trust"]["family"], "os");
+    let local: Value = serde_json::from_slice(&std::fs::read(s.cache().join("trust/local.json")).unwrap()).unwrap();
+    assert_eq!(local["family"], "os", "the family stays the one first mounted");
 }
 
 #[test]
@@ -408,10 +410,12 @@ fn a_malicious_mirror_is_passed_over_for_a_good_one() {
 fn slow_retrieval_at_one_byte_a_second_fails_within_the_deadline() {
     let s = setup();
     s.set_channel("os@2");
+    let before = trusted(&s.cache(), "timestamp");
     s.proxy.set("/tuf/timestamp.json", Rule::Drip(Duration::from_secs(1)));
     let start = Instant::now();
     refused(&s.mnt, "below the minimum rate", "one");
     assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
+    assert_eq!(trusted(&s.cache(), "timestamp"), before);
 }
 
 #[test]
