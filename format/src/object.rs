@@ -195,6 +195,13 @@ pub fn decode_with_dict(
     decode_inner(framed, expected, limit, Some(dict))
 }
 
+thread_local! {
+    /// A decompression context per thread: making one per object costs more than small
+    /// objects take to decode.
+    static PLAIN_DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 fn decode_inner(
     framed: &[u8],
     expected: &Digest,
@@ -216,7 +223,10 @@ fn decode_inner(
         }
         Codec::Zstd | Codec::ZstdDict => {
             let data = match (h.dict, dict) {
-                (None, _) => zstd::bulk::decompress(payload, h.raw_len as usize),
+                (None, _) => PLAIN_DECOMPRESSOR.with(|d| match d.borrow_mut().as_mut() {
+                    Some(d) => d.decompress(payload, h.raw_len as usize),
+                    None => zstd::bulk::decompress(payload, h.raw_len as usize),
+                }),
                 (Some(_), Some(d)) => d.decompress(payload, h.raw_len as usize),
                 (Some(d), None) => return Err(ObjectError::NeedsDictionary(d)),
             }

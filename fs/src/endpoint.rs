@@ -84,7 +84,8 @@ pub struct Endpoint {
     complete: std::sync::Mutex<HashSet<Digest>>,
     /// Plain copies of cached files, for passthrough (when enabled).
     plain: std::sync::OnceLock<cache::plain::Plain>,
-    /// File opens so far: read through imgfs, and handed to the kernel (passthrough).
+    /// File opens so far in passthrough mode: read through imgfs, and handed to the kernel
+    /// (in the default mode the kernel opens files without asking imgfs).
     pub opens: [AtomicU64; 2],
 }
 

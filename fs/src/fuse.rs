@@ -1,8 +1,10 @@
 //! The FUSE adapter: translates kernel requests into calls on the endpoint's current or
 //! older generations. Read-only; long entry and attribute lifetimes (generations never
-//! change); the page cache kept across opens; open files pinned to their generation. Files
-//! with a plain copy in the cache are opened in passthrough mode: the kernel reads the copy
-//! directly, and imgfs sees no read requests for them.
+//! change); the page cache kept across opens. By default imgfs asks the kernel not to send
+//! OPEN and RELEASE at all (`FUSE_NO_OPEN_SUPPORT`): every open of a cached file then costs
+//! no round trip, and READ names the inode, whose number says its generation (an open file
+//! keeps its inode and so its generation). In passthrough mode instead, files with a plain
+//! copy in the cache are opened so that the kernel reads the copy directly.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -64,12 +66,14 @@ pub struct ImgFs {
     materialiser: Option<Materialiser>,
     /// Whether the kernel agreed to passthrough (set at init).
     passthrough: AtomicBool,
+    /// Whether the kernel agreed to skip OPEN and OPENDIR (set at init).
+    no_open: AtomicBool,
     inodes: Mutex<HashMap<u64, InodeIo>>,
 }
 
 impl ImgFs {
     /// A filesystem over `ep`; with `materialiser`, fully cached files get plain copies and
-    /// are opened in passthrough mode where the kernel allows it.
+    /// are opened in passthrough mode where the kernel allows it; without, opens are skipped.
     pub fn new(ep: Arc<Endpoint>, materialiser: Option<Materialiser>) -> ImgFs {
         ImgFs {
             ep,
@@ -77,6 +81,7 @@ impl ImgFs {
             next_fh: AtomicU64::new(1),
             materialiser,
             passthrough: AtomicBool::new(false),
+            no_open: AtomicBool::new(false),
             inodes: Mutex::new(HashMap::new()),
         }
     }
@@ -234,6 +239,11 @@ impl Filesystem for ImgFs {
     }
 
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Skipping opens takes effect at the first OPEN (OPENDIR) answered with ENOSYS.
+        let no_open = InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT;
+        if self.materialiser.is_none() && config.add_capabilities(no_open).is_ok() {
+            self.no_open.store(true, Ordering::Relaxed);
+        }
         if self.materialiser.is_some()
             && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -248,6 +258,10 @@ impl Filesystem for ImgFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
+        }
+        if self.no_open.load(Ordering::Relaxed) {
+            // From now on the kernel opens files itself, keeping their page cache.
+            return reply.error(Errno::ENOSYS);
         }
         match self.resolve(ino).and_then(|(img, i)| Ok((img.file(i).map_err(|e| errno(&e))?, img))) {
             Ok((Some((size, extents)), img)) => {
@@ -270,7 +284,7 @@ impl Filesystem for ImgFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -278,8 +292,20 @@ impl Filesystem for ImgFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = self.files.lock().unwrap().get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
-        match crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep) {
+        let open = self.files.lock().unwrap().get(&fh.0).cloned();
+        let result = match open {
+            Some(file) => crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep),
+            // No open (or a kernel that kept no handle): the inode names file and generation.
+            None => match self.resolve(ino).and_then(|(img, i)| {
+                img.read(i, |file_size, extents| crate::read::read_range(file_size, extents, offset, size, &*self.ep))
+                    .map_err(|e| errno(&e))
+            }) {
+                Ok(Some(r)) => r,
+                Ok(None) => return reply.error(Errno::EINVAL),
+                Err(e) => return reply.error(e),
+            },
+        };
+        match result {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 tracing::warn!(error = %e, "read failed");
@@ -313,6 +339,10 @@ impl Filesystem for ImgFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open.load(Ordering::Relaxed) {
+            // Without OPENDIR the kernel caches listings (FOPEN_CACHE_DIR) by default.
+            return reply.error(Errno::ENOSYS);
+        }
         // Listings never change (the root's is invalidated at a switch): the kernel keeps
         // them in its page cache across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);

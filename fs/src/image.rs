@@ -391,6 +391,18 @@ impl Image {
         }))
     }
 
+    /// Calls `f` with a regular file's size and extents (borrowed: no copy per read); `None`
+    /// if the inode is not a regular file.
+    pub fn read<R>(&self, ino: u64, f: impl FnOnce(u64, &[Extent]) -> R) -> Result<Option<R>, ImageError> {
+        Ok(match self.entry(ino)? {
+            Some((t, i)) => match &t.entries[i as usize].kind {
+                EntryKind::Regular { size, extents } => Some(f(*size, extents)),
+                _ => None,
+            },
+            None => None,
+        })
+    }
+
     /// Names of the root directory (what the kernel may have cached under the mount's root).
     pub fn root_names(&self, trees: &dyn Trees) -> Result<Vec<Vec<u8>>, ImageError> {
         let (tree, _) = self.dir(trees, ROOT_LOCAL)?;

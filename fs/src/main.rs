@@ -41,6 +41,12 @@ struct MountArgs {
     /// Worker threads serving the kernel's requests.
     #[arg(long, default_value_t = 8)]
     threads: usize,
+    /// Open files through imgfs and hand fully cached files of 32 KiB or more to the kernel
+    /// (FUSE passthrough to plain copies kept in CACHE/files). Faster reads of big files whose
+    /// pages the kernel has dropped; slower opens (a round trip each). Default: the kernel
+    /// opens files without asking imgfs.
+    #[arg(long)]
+    passthrough: bool,
     /// Seconds between channel checks (default: what the server says, else 300).
     #[arg(long)]
     poll_seconds: Option<u64>,
@@ -320,15 +326,26 @@ fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
     cfg.n_threads = Some(a.threads.max(1));
     cfg.clone_fd = true;
     // Plain copies of cached files, for passthrough reads.
-    let materialiser = match cache::plain::Plain::open(cache.join("files")) {
-        Ok(plain) => {
-            ep.enable_plain(plain);
-            Some(fs::materialise::Materialiser::start(ep.clone()))
+    let files = cache.join("files");
+    let materialiser = if a.passthrough {
+        match cache::plain::Plain::open(&files) {
+            Ok(plain) => {
+                ep.enable_plain(plain);
+                Some(fs::materialise::Materialiser::start(ep.clone()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no plain copies (reads go through FUSE)");
+                None
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "no plain copies (reads go through FUSE)");
-            None
+    } else {
+        // Copies left by a passthrough mount would only take space.
+        if files.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&files) {
+                tracing::warn!(path = %files.display(), error = %e, "cannot remove the plain copies of a passthrough mount");
+            }
         }
+        None
     };
     let imgfs = fs::fuse::ImgFs::new(fs_ep, materialiser);
     let fsname = format!("imgfs:{channel}");

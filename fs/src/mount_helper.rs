@@ -9,8 +9,11 @@
 /// The subcommands of `imgfs`; a first argument that is one of them is not the helper form.
 const SUBCOMMANDS: &[&str] = &["mount", "umount", "status", "update", "rollback", "pin", "unpin", "prefetch", "help"];
 
-/// Options imgfs takes (as `key=value`, or `foreground` alone).
+/// Options imgfs takes as `key=value`.
 const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "threads", "poll_seconds", "log", "root", "image", "arch"];
+
+/// Options imgfs takes alone (no value).
+const FLAGS: &[&str] = &["passthrough"];
 
 /// Generic mount options that mean nothing to imgfs (it is always read-only, with devices
 /// and set-uid files as the image has them).
@@ -60,6 +63,8 @@ fn parse_helper(args: &[String]) -> Result<Helper, HelperError> {
                     };
                     if k == "foreground" && v.is_none() {
                         h.foreground = true;
+                    } else if FLAGS.contains(&k) && v.is_none() {
+                        h.options.push((k.to_string(), None));
                     } else if OURS.contains(&k) {
                         if v.is_none() {
                             return Err(HelperError(format!("option {k} needs a value ({k}=...)")));

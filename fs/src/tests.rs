@@ -328,6 +328,9 @@ fn mount_helper_form_is_recognised_and_its_options_mapped() {
     let opts: Vec<(&str, Option<&str>)> = h.options.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
     assert_eq!(opts, [("server", Some("http://a:1")), ("server", Some("http://b:2")), ("cache", Some("/c"))]);
     assert!(parse(&args(&["os/stable", "/srv/os", "-o", "cache=/c,foreground"])).unwrap().unwrap().foreground);
+    let h = parse(&args(&["os/stable", "/srv/os", "-o", "cache=/c,passthrough"])).unwrap().unwrap();
+    assert_eq!(h.options.last(), Some(&("passthrough".to_string(), None)), "a flag option");
+    assert!(parse(&args(&["os/stable", "/srv/os", "-o", "passthrough=1"])).unwrap().is_err(), "a flag takes no value");
     let err = parse(&args(&["os/stable", "/srv/os", "-o", "cache=/c,bogus=1"])).unwrap().unwrap_err();
     assert!(err.to_string().contains("bogus=1"), "{err}");
     assert!(parse(&args(&["os/stable", "/srv/os", "-o", "cache"])).unwrap().is_err(), "an option without its value");

@@ -71,7 +71,7 @@ fn the_cache_keeps_its_limit_evicting_old_data_but_sparing_the_previous_generati
 }
 
 #[test]
-fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
+fn with_passthrough_fully_cached_files_get_plain_copies_and_read_the_same() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
@@ -83,7 +83,7 @@ fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
     std::os::unix::fs::FileExt::write_all_at(&f, &noise(100_000, 7), 5 * MIB as u64).unwrap();
     drop(f);
     t.publish(&server, &src, "ws", "ws/stable");
-    let mnt = Mount::start(&[&server.url], "ws/stable", &t.path("cache"), &t.path("mnt"));
+    let mnt = Mount::start_with(&[&server.url], "ws/stable", &t.path("cache"), &t.path("mnt"), &["--passthrough"]);
     let names = ["big0", "big1", "big2", "big3", "small", "sparse"];
     for n in names {
         read_same(&src, &mnt.point, n);
@@ -92,6 +92,7 @@ fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
     let st = mnt.wait_status(20, |st| st["cache"]["plain_copies"].as_u64() == Some(5));
     assert_eq!(st["cache"]["plain_copies"], 5, "{st}");
     // Now opened in passthrough mode: the same bytes by read and by mmap, with the server gone.
+    let server_url = server.url.clone();
     drop(server);
     for n in names {
         read_same(&src, &mnt.point, n);
@@ -115,6 +116,21 @@ fn fully_cached_files_get_plain_copies_and_read_the_same_through_passthrough() {
     assert!(buf == std::fs::read(src.join("big0")).unwrap());
     std::os::unix::fs::FileExt::read_exact_at(&b, &mut buf, 0).unwrap();
     assert!(buf == std::fs::read(src.join("big0")).unwrap());
+    assert_eq!(st["opens"]["mode"], "passthrough", "{st}");
+    drop((a, b, mnt));
+
+    // Mounted again in the default mode (offline, from the cache): the kernel opens files
+    // without asking imgfs, and the copies a passthrough mount left are gone.
+    std::fs::create_dir_all(t.path("cache").join("files/leftover")).unwrap();
+    let mnt = Mount::start(&[&server_url], "ws/stable", &t.path("cache"), &t.path("mnt"));
+    assert!(!t.path("cache").join("files").exists(), "plain copies left behind");
+    for n in names {
+        read_same(&src, &mnt.point, n);
+    }
+    let st = mnt.control("status");
+    assert_eq!(st["opens"]["mode"], "kernel", "{st}");
+    assert_eq!(st["opens"]["fuse"], 0, "imgfs was asked to open files: {st}");
+    assert_eq!(st["cache"]["plain_copies"], 0, "{st}");
 }
 
 #[test]
