@@ -385,10 +385,7 @@ impl Image {
 
     /// A regular file's size and extents; `None` if the inode is not a regular file.
     pub fn file(&self, ino: u64) -> Result<Option<(u64, Vec<Extent>)>, ImageError> {
-        Ok(self.entry(ino)?.and_then(|(t, i)| match &t.entries[i as usize].kind {
-            EntryKind::Regular { size, extents } => Some((*size, extents.clone())),
-            _ => None,
-        }))
+        self.read(ino, |size, extents| (size, extents.to_vec()))
     }
 
     /// Calls `f` with a regular file's size and extents (borrowed: no copy per read); `None`
