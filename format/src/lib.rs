@@ -14,7 +14,7 @@ pub use chunking::ChunkParams;
 pub use codec::DecodeError;
 pub use digest::Digest;
 pub use manifest::{Manifest, Stats};
-pub use name::{GenSpec, ImageName, NameError};
+pub use name::{ChannelName, ChannelNameError, GenSpec, ImageName, NameError};
 pub use tree::{Entry, EntryKind, Extent, Meta, Tree, Xattr};
 
 #[cfg(test)]

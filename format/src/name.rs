@@ -89,3 +89,81 @@ impl fmt::Display for GenSpec {
         }
     }
 }
+
+/// The name of a channel, e.g. `os/stable`: 1-128 bytes of `/`-separated segments, each
+/// `[a-z0-9][a-z0-9._-]*` without `..`. Validated here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(String);
+
+/// A channel name that breaks the naming rule; the field says which part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid channel name {name:?}: {why}")]
+pub struct ChannelNameError {
+    /// The refused name.
+    pub name: String,
+    /// Which rule it breaks.
+    pub why: &'static str,
+}
+
+impl ChannelName {
+    /// Validates and wraps a name.
+    pub fn new(s: &str) -> Result<ChannelName, ChannelNameError> {
+        let bad = |why| Err(ChannelNameError { name: s.to_string(), why });
+        if s.is_empty() || s.len() > 128 {
+            return bad("length must be 1-128");
+        }
+        for seg in s.split('/') {
+            let ok = seg.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+                && !seg.contains("..");
+            if !ok {
+                return bad("segments are [a-z0-9][a-z0-9._-]*, separated by /");
+            }
+        }
+        Ok(ChannelName(s.to_string()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ChannelName {
+    type Err = ChannelNameError;
+    fn from_str(s: &str) -> Result<ChannelName, ChannelNameError> {
+        ChannelName::new(s)
+    }
+}
+
+impl serde::Serialize for ChannelName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChannelName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ChannelName, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ChannelName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for ImageName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ImageName, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ImageName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
