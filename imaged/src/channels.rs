@@ -2,44 +2,42 @@
 //! with the next number; nothing is ever rewritten. Reads are cheap to poll: short cache
 //! lifetime, an ETag per version and 304 answers.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use format::{Digest, GenSpec};
-use serde_json::json;
+use api::channels::{Channel, ChannelAction, History, Promote, Rollback, SetChannel};
+use format::{ChannelName, Digest, GenSpec};
+
+use api::ErrorCode;
 
 use crate::error::AppError;
 use crate::meta::ChannelVersion;
 use crate::state::{blocking, AppState};
 
-/// Checks a channel name: 1-128 bytes of `/`-separated segments, each `[a-z0-9][a-z0-9._-]*`.
-/// The raw request path must not encode anything (`%2f`, `%00`): names are plain.
-pub fn check_name(name: &str, raw_path: &str) -> Result<(), AppError> {
-    let bad = |why: &str| AppError::bad_request("bad_channel_name", format!("invalid channel name {name:?}: {why}"));
+/// Checks a channel name in a path (`format::ChannelName` has the rule). The raw request path
+/// must not encode anything (`%2f`, `%00`): names are plain.
+pub fn check_name(name: &str, raw_path: &str) -> Result<ChannelName, AppError> {
     if raw_path.contains('%') {
-        return Err(bad("percent-encoding is not allowed in channel names"));
+        return Err(AppError::new(
+            ErrorCode::BadChannelName,
+            format!("invalid channel name {name:?}: percent-encoding is not allowed in channel names"),
+        ));
     }
-    if name.is_empty() || name.len() > 128 {
-        return Err(bad("length must be 1-128"));
-    }
-    for seg in name.split('/') {
-        let ok = seg.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
-            && seg != ".."
-            && !seg.contains("..");
-        if !ok {
-            return Err(bad("segments are [a-z0-9][a-z0-9._-]*, separated by /"));
-        }
-    }
-    Ok(())
+    name.parse().map_err(|e: format::ChannelNameError| AppError::new(ErrorCode::BadChannelName, e.to_string()))
 }
 
-fn doc(cv: &ChannelVersion, poll_seconds: u32) -> serde_json::Value {
-    json!({
-        "channel": cv.channel, "version": cv.version, "generation": cv.generation, "manifest": cv.manifest,
-        "updated": cv.created, "action": cv.action, "poll_seconds": poll_seconds,
-    })
+fn doc(cv: &ChannelVersion, poll_seconds: u32) -> Channel {
+    Channel {
+        channel: cv.channel.clone(),
+        version: cv.version,
+        generation: cv.generation.clone(),
+        manifest: cv.manifest,
+        updated: cv.created,
+        action: cv.action,
+        poll_seconds,
+    }
 }
 
 /// The checks every channel read starts with (read token, name), then `read` on the metadata,
@@ -87,7 +85,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, req: a
 
 /// Resolves `IMAGE@N` or a manifest digest to a published generation.
 fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
-    let bad = |m: String| AppError::bad_request("bad_generation", m);
+    let bad = |m: String| AppError::new(ErrorCode::BadGeneration, m);
     let parsed: GenSpec = spec.parse().map_err(|e: format::NameError| bad(e.to_string()))?;
     let all = state.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
     let found = match &parsed {
@@ -95,21 +93,21 @@ fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
         GenSpec::Number(image, n) => all.into_iter().find(|p| p.image == image.as_str() && p.generation == *n),
         GenSpec::Latest(image) => all.into_iter().filter(|p| p.image == image.as_str()).max_by_key(|p| p.generation),
     };
-    let p = found.ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "unknown_generation", format!("no published generation {spec}")))?;
+    let p = found.ok_or_else(|| AppError::new(ErrorCode::UnknownGeneration, format!("no published generation {spec}")))?;
     Ok((format!("{}@{}", p.image, p.generation), p.manifest))
 }
 
 async fn write(
     state: &AppState,
-    channel: String,
-    action: &'static str,
+    channel: ChannelName,
+    action: ChannelAction,
     pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
 ) -> Result<Response, AppError> {
     let _guard = state.channel_writes.lock().await;
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
     let cv = blocking(move || {
-        let history = st.meta.history(&channel).map_err(|e| AppError::internal("reading metadata", e))?;
+        let history = st.meta.history(channel.as_str()).map_err(|e| AppError::internal("reading metadata", e))?;
         let (generation, manifest) = pick(&st, &history)?;
         // Once the repository is signed, a channel may name only a generation its family's
         // offline keys signed: endpoints would refuse anything else.
@@ -122,9 +120,9 @@ async fn write(
             channel,
             version: history.last().map_or(1, |v| v.version + 1),
             generation,
-            manifest: manifest.to_hex(),
+            manifest,
             created: now,
-            action: action.into(),
+            action,
         };
         st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
         // The signed channel records follow (rebuilt from the recorded versions, so a failure
@@ -132,17 +130,11 @@ async fn write(
         st.tuf.channels_changed(&st.meta)?;
         st.metrics.channel_moves.inc();
         st.hot_channels.put(&cv);
-        tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action, "channel moved");
+        tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action = action.as_str(), "channel moved");
         Ok(cv)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(doc(&cv, state.config.poll_seconds))).into_response())
-}
-
-/// Body of `PUT /v1/channels/{name}`.
-#[derive(serde::Deserialize)]
-pub struct SetBody {
-    generation: String,
 }
 
 /// `PUT /v1/channels/{name}` `{"generation": "IMAGE@N" | DIGEST}`.
@@ -151,44 +143,29 @@ pub async fn set(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    Json(body): Json<SetBody>,
+    body: Result<Json<SetChannel>, JsonRejection>,
 ) -> Result<Response, AppError> {
     state.require_token(&headers)?;
-    check_name(&name, uri.path())?;
-    write(&state, name, "set", move |st, _| resolve(st, &body.generation)).await
-}
-
-/// Body of `POST /v1/promote`.
-#[derive(serde::Deserialize)]
-pub struct PromoteBody {
-    from: String,
-    to: String,
+    let name = check_name(&name, uri.path())?;
+    let Json(body) = body?;
+    write(&state, name, ChannelAction::Set, move |st, _| resolve(st, &body.generation)).await
 }
 
 /// `POST /v1/promote` `{"from": CHANNEL, "to": CHANNEL}`: `to` gets `from`'s generation.
 pub async fn promote(
     State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    Json(body): Json<PromoteBody>,
+    body: Result<Json<Promote>, JsonRejection>,
 ) -> Result<Response, AppError> {
     state.require_token(&headers)?;
-    check_name(&body.from, uri.path())?;
-    check_name(&body.to, uri.path())?;
+    let Json(body) = body.map_err(channel_body)?;
     let from = body.from.clone();
-    write(&state, body.to, "promote", move |st, _| {
-        let cv = st.meta.channel(&from).map_err(|e| AppError::internal("reading metadata", e))?;
+    write(&state, body.to, ChannelAction::Promote, move |st, _| {
+        let cv = st.meta.channel(from.as_str()).map_err(|e| AppError::internal("reading metadata", e))?;
         let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {from}")))?;
-        Ok((cv.generation, cv.manifest.parse().map_err(|e| AppError::internal("parsing a stored digest", e))?))
+        Ok((cv.generation, cv.manifest))
     })
     .await
-}
-
-/// Body of `POST /v1/rollback`.
-#[derive(serde::Deserialize)]
-pub struct RollbackBody {
-    channel: String,
-    to: Option<String>,
 }
 
 /// `POST /v1/rollback` `{"channel": NAME, "to": optional generation}`: a new version naming an
@@ -196,15 +173,14 @@ pub struct RollbackBody {
 /// one that is still published (garbage collection may have removed older ones).
 pub async fn rollback(
     State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    Json(body): Json<RollbackBody>,
+    body: Result<Json<Rollback>, JsonRejection>,
 ) -> Result<Response, AppError> {
     state.require_token(&headers)?;
-    check_name(&body.channel, uri.path())?;
+    let Json(body) = body.map_err(channel_body)?;
     let to = body.to;
     let channel = body.channel.clone();
-    write(&state, body.channel, "rollback", move |st, history| {
+    write(&state, body.channel, ChannelAction::Rollback, move |st, history| {
         let current = history.last().ok_or_else(|| AppError::not_found(format!("no channel {channel}")))?;
         if let Some(spec) = to {
             return resolve(st, &spec);
@@ -214,17 +190,25 @@ pub async fn rollback(
             .iter()
             .rev()
             .filter(|v| v.manifest != current.manifest)
-            .find(|v| published.iter().any(|p| p.manifest.to_hex() == v.manifest));
+            .find(|v| published.iter().any(|p| p.manifest == v.manifest));
         let previous = previous.ok_or_else(|| {
             AppError::new(
-                StatusCode::CONFLICT,
-                "nothing_to_roll_back_to",
+                ErrorCode::NothingToRollBackTo,
                 format!("{channel} never named another generation that is still published"),
             )
         })?;
-        Ok((previous.generation.clone(), previous.manifest.parse().map_err(|e| AppError::internal("parsing a stored digest", e))?))
+        Ok((previous.generation.clone(), previous.manifest))
     })
     .await
+}
+
+/// A promote or rollback body that does not read: a bad channel name in it is
+/// `bad_channel_name`, as in a path.
+fn channel_body(e: JsonRejection) -> AppError {
+    match e {
+        JsonRejection::JsonDataError(d) => AppError::new(ErrorCode::BadChannelName, d.body_text()),
+        e => e.into(),
+    }
 }
 
 /// `GET /v1/history/{name}`: every version, oldest first.
@@ -238,5 +222,6 @@ pub async fn history(
     if versions.is_empty() {
         return Err(AppError::not_found(format!("no channel {name}")));
     }
-    Ok(Json(json!({ "channel": name, "versions": versions })).into_response())
+    let channel = check_name(&name, uri.path())?;
+    Ok(Json(History { channel, versions }).into_response())
 }

@@ -15,25 +15,7 @@ use format::{Digest, Manifest};
 use crate::state::AppState;
 
 /// What a collection found and (unless a dry run) did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct GcReport {
-    /// Nothing was deleted.
-    pub dry_run: bool,
-    /// Generations kept, as `IMAGE@N`.
-    pub generations_kept: Vec<String>,
-    /// Generations forgotten (their objects go unless a kept one shares them).
-    pub generations_removed: Vec<String>,
-    /// Objects kept.
-    pub objects_kept: u64,
-    /// Objects kept only because a push in progress uploaded them or was told they exist.
-    pub objects_pinned: u64,
-    /// Objects deleted (or that would be, in a dry run).
-    pub objects_removed: u64,
-    /// Bytes those objects took in the store.
-    pub bytes_freed: u64,
-    /// Milliseconds the collection took.
-    pub millis: u64,
-}
+pub use api::server::GcReport;
 
 /// Why a collection stopped. Nothing has been deleted when it stops before the sweep.
 #[derive(Debug, thiserror::Error)]
@@ -170,12 +152,7 @@ pub async fn run(state: &AppState, dry_run: bool) -> Result<GcReport, crate::err
 }
 
 /// Body of `POST /v1/gc`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GcRequest {
-    /// Report without deleting.
-    pub dry_run: bool,
-}
+pub use api::server::GcRequest;
 
 /// `POST /v1/gc` `{"dry_run": bool}` → the report. Needs the token.
 pub async fn handle(

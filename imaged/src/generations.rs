@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cache::Store;
 use format::{Digest, EntryKind, ImageName, Manifest, Tree};
-use serde_json::{json, Value};
+use api::generations::{Generation, GenerationList, GenerationStats, Kept};
+
+use api::ErrorCode;
 
 use crate::error::AppError;
 use crate::state::{blocking, AppState};
@@ -62,25 +64,29 @@ pub fn missing_objects(store: &Store, m: &Manifest, cap: usize) -> (Vec<Digest>,
     (missing, count)
 }
 
-fn describe(p: &crate::meta::Published, m: &Manifest) -> Value {
+fn describe(p: &crate::meta::Published, m: &Manifest) -> Generation {
     describe_with(p, m, None)
 }
 
-fn describe_with(p: &crate::meta::Published, m: &Manifest, keep: Option<bool>) -> Value {
-    json!({
-        "keep": keep,
-        "image": p.image, "generation": p.generation, "label": format!("{}@{}", p.image, p.generation),
-        "manifest": p.manifest.to_hex(), "root": m.root.to_hex(), "parent": m.parent.map(|d| d.to_hex()),
-        "created": m.created, "message": m.message, "stats": {
-            "files": m.stats.files, "bytes": m.stats.bytes, "objects": m.stats.objects,
-        },
-    })
+fn describe_with(p: &crate::meta::Published, m: &Manifest, keep: Option<bool>) -> Generation {
+    Generation {
+        keep,
+        image: m.image.clone(),
+        generation: p.generation,
+        label: format!("{}@{}", p.image, p.generation),
+        manifest: p.manifest,
+        root: m.root,
+        parent: m.parent,
+        created: m.created,
+        message: m.message.clone(),
+        stats: GenerationStats { files: m.stats.files, bytes: m.stats.bytes, objects: m.stats.objects },
+    }
 }
 
 /// `POST /v1/generations` with the manifest bytes as body.
 pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
     state.require_token(&headers)?;
-    let manifest = Manifest::decode(&body).map_err(|e| AppError::bad_request("bad_manifest", format!("not a generation manifest: {e}")))?;
+    let manifest = Manifest::decode(&body).map_err(|e| AppError::new(ErrorCode::BadManifest, format!("not a generation manifest: {e}")))?;
     let digest = Digest::of(&body);
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
@@ -91,8 +97,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
             Some(existing) if existing == digest => return Ok((StatusCode::OK, Json(describe(&published, &manifest))).into_response()),
             Some(existing) => {
                 return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "generation_exists",
+                    ErrorCode::GenerationExists,
                     format!("{label} is already published as manifest {existing}"),
                 ));
             }
@@ -101,11 +106,11 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
         let (missing, count) = missing_objects(&st.store, &manifest, LIST_MISSING);
         if count > 0 {
             let mut e = AppError::new(
-                StatusCode::CONFLICT,
-                "missing_objects",
+                ErrorCode::MissingObjects,
                 format!("{label} refers to {count} objects the server lacks; upload them and publish again"),
             );
-            e.details = Some(json!({ "missing_count": count, "missing": missing.iter().map(Digest::to_hex).collect::<Vec<_>>() }));
+            e.0.missing_count = Some(count as u64);
+            e.0.missing = Some(missing);
             return Err(e);
         }
         // Objects are all present; the manifest object next, then the record that makes the
@@ -135,8 +140,8 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         let all = st.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
         let kept = st.meta.kept().map_err(|e| AppError::internal("reading metadata", e))?;
         let is_kept = |p: &crate::meta::Published| kept.iter().any(|(i, n)| *i == p.image && *n == p.generation);
-        let rows: Result<Vec<Value>, AppError> = all.iter().map(|p| Ok(describe_with(p, &load(&st.store, p)?, Some(is_kept(p))))).collect();
-        Ok(Json(json!({ "generations": rows? })).into_response())
+        let rows: Result<Vec<Generation>, AppError> = all.iter().map(|p| Ok(describe_with(p, &load(&st.store, p)?, Some(is_kept(p))))).collect();
+        Ok(Json(GenerationList { generations: rows? }).into_response())
     })
     .await
 }
@@ -148,7 +153,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     state.require_read(&headers)?;
-    let image = ImageName::new(&image).map_err(|e| AppError::bad_request("bad_name", e.to_string()))?;
+    let image = ImageName::new(&image).map_err(|e| AppError::new(ErrorCode::BadName, e.to_string()))?;
     let st = state.clone();
     blocking(move || {
         let d = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
@@ -170,7 +175,7 @@ pub async fn keep(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     state.require_token(&headers)?;
-    let image = ImageName::new(&image).map_err(|e| AppError::bad_request("bad_name", e.to_string()))?;
+    let image = ImageName::new(&image).map_err(|e| AppError::new(ErrorCode::BadName, e.to_string()))?;
     let keep = method == axum::http::Method::PUT;
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
@@ -178,7 +183,7 @@ pub async fn keep(
         let found = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
         found.ok_or_else(|| AppError::not_found(format!("no generation {image}@{number}")))?;
         st.meta.set_keep(image.as_str(), number, keep).map_err(|e| AppError::internal("recording the mark", e))?;
-        Ok(Json(json!({ "generation": format!("{image}@{number}"), "keep": keep })).into_response())
+        Ok(Json(Kept { generation: format!("{image}@{number}"), keep }).into_response())
     })
     .await
 }

@@ -76,10 +76,10 @@ impl HotChannels {
     /// raced a writer must not put back what it read before the write).
     pub fn put(&self, cv: &ChannelVersion) {
         let mut map = self.current.write().unwrap();
-        match map.get(&cv.channel) {
+        match map.get(cv.channel.as_str()) {
             Some(known) if known.version >= cv.version => {}
             _ => {
-                map.insert(cv.channel.clone(), cv.clone());
+                map.insert(cv.channel.to_string(), cv.clone());
             }
         }
     }

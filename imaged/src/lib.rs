@@ -5,9 +5,11 @@
 pub mod channels;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod gc;
 pub mod generations;
 pub mod hot;
+pub mod maintenance;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
@@ -21,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode};
+use api::ErrorCode;
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -93,7 +96,7 @@ async fn around_request(
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut resp = match declared {
         Some(n) if n > limit as u64 => {
-            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("a body of {n} bytes is over the limit of {limit}"))
+            AppError::new(ErrorCode::BodyTooLarge, format!("a body of {n} bytes is over the limit of {limit}"))
                 .into_response()
         }
         _ => next.run(req).instrument(span.clone()).await,
@@ -103,14 +106,9 @@ async fn around_request(
     let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if failed && !is_json {
         // Extractor rejections (bad JSON, oversized body, bad path) arrive as text.
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "bad_content_type",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            _ => "bad_request",
-        };
+        let code = error::rejection_code(status);
         let body = axum::body::to_bytes(std::mem::take(resp.body_mut()), 64 * 1024).await.unwrap_or_default();
-        resp = AppError::new(status, code, String::from_utf8_lossy(&body).trim().to_string()).into_response();
+        resp = AppError::new(code, String::from_utf8_lossy(&body).trim().to_string()).into_response();
     }
     let elapsed = start.elapsed();
     let micros = elapsed.as_micros() as u64;
@@ -141,6 +139,12 @@ pub enum OpenError {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] cache::OpenError),
+    /// Another process (a running server) holds the data directory.
+    #[error("{path} is in use by another imaged")]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
@@ -158,8 +162,16 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         move |source| OpenError::Io { path, source }
     };
     std::fs::create_dir_all(&config.data).map_err(io(&config.data))?;
-    // The database's lock makes this the only process using the data directory, so what a
-    // killed predecessor left half-written can go.
+    // The lock makes this the only process using the data directory, so what a killed
+    // predecessor left half-written can go. (rocksdb locks its own directory too; this one
+    // lets callers tell "in use" from a failure without reading an error's text.)
+    let lock_path = config.data.join("lock");
+    let lock_file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+    let data_lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(OpenError::Locked { path: lock_path }),
+        Err((_, errno)) => return Err(OpenError::Io { path: lock_path, source: errno.into() }),
+    };
     let meta = meta::Meta::open(&config.data.join("meta"))?;
     let store = cache::Store::open(config.data.join("store"))?;
     let store_dir = config.data.join("store");
@@ -204,6 +216,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         hot_objects: Arc::new(hot::HotObjects::new(config.memory_cache_bytes)),
         hot_channels: Arc::new(hot::HotChannels::default()),
         config: Arc::new(config),
+        data_lock: Arc::new(data_lock),
     });
     Ok((state, generated))
 }

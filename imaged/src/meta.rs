@@ -31,22 +31,8 @@ pub struct Published {
     pub manifest: Digest,
 }
 
-/// One version of a channel.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ChannelVersion {
-    /// Channel name.
-    pub channel: String,
-    /// Version number, from 1, never reused.
-    pub version: u64,
-    /// `IMAGE@N`.
-    pub generation: String,
-    /// Manifest digest (hex).
-    pub manifest: String,
-    /// Seconds since the epoch.
-    pub created: i64,
-    /// `set`, `promote` or `rollback`.
-    pub action: String,
-}
+/// One version of a channel: stored as the JSON of the API's record.
+pub use api::channels::ChannelVersion;
 
 /// The metadata database.
 pub struct Meta {
@@ -256,7 +242,7 @@ impl Meta {
     /// serialises writers of one channel so versions stay dense and increasing.
     pub fn push_channel(&self, cv: &ChannelVersion) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
-        batch.put(version_key(&cv.channel, cv.version), serde_json::to_vec(cv).expect("serialisable"));
+        batch.put(version_key(cv.channel.as_str(), cv.version), serde_json::to_vec(cv).expect("serialisable"));
         batch.put(format!("c/{}", cv.channel), cv.version.to_be_bytes());
         self.db.write_opt(batch, &synced())?;
         Ok(())

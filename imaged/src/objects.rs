@@ -8,7 +8,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use format::Digest;
-use serde_json::json;
+use api::objects::{DigestList, Missing, Stored, Uploaded, RECORDS_CONTENT_TYPE};
+use api::ErrorCode;
+use axum::extract::rejection::JsonRejection;
 
 use crate::error::AppError;
 use crate::state::{blocking, AppState};
@@ -17,7 +19,7 @@ use crate::state::{blocking, AppState};
 pub const MAX_DIGESTS: usize = 100_000;
 
 fn parse_digest(hex: &str) -> Result<Digest, AppError> {
-    hex.parse().map_err(|_| AppError::bad_request("bad_digest", format!("{hex:?} is not a 64-hex-character digest")))
+    hex.parse().map_err(|_| AppError::new(ErrorCode::BadDigest, format!("{hex:?} is not a 64-hex-character digest")))
 }
 
 fn read_framed(state: &AppState, digest: Digest) -> impl FnOnce() -> Result<Vec<u8>, AppError> {
@@ -87,43 +89,44 @@ fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     (start <= end && start < total).then_some((start, end))
 }
 
-/// Body of the missing-query and batch requests.
-#[derive(serde::Deserialize)]
-pub struct DigestList {
-    digests: Vec<String>,
-}
-
-fn parse_list(list: DigestList) -> Result<Vec<Digest>, AppError> {
+/// The digests of a missing-query or batch request. A body that is JSON of the right shape
+/// but names something other than digests is `bad_digest`.
+fn parse_list(list: Result<Json<DigestList>, JsonRejection>) -> Result<Vec<Digest>, AppError> {
+    let list = match list {
+        Ok(Json(list)) => list,
+        Err(JsonRejection::JsonDataError(e)) => return Err(AppError::new(ErrorCode::BadDigest, e.body_text())),
+        Err(e) => return Err(e.into()),
+    };
     if list.digests.len() > MAX_DIGESTS {
-        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_digests", format!("at most {MAX_DIGESTS} digests per request")));
+        return Err(AppError::new(ErrorCode::TooManyDigests, format!("at most {MAX_DIGESTS} digests per request")));
     }
-    list.digests.iter().map(|h| parse_digest(h)).collect()
+    Ok(list.digests)
 }
 
 /// `POST /v1/objects/missing` `{"digests": [...]}` → `{"missing": [...]}`. With the publishing
 /// token, the digests reported present are pinned: a push is about to publish a generation
 /// that needs them, so garbage collection keeps them through the grace period.
-pub async fn missing(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
+pub async fn missing(State(state): State<AppState>, headers: HeaderMap, list: Result<Json<DigestList>, JsonRejection>) -> Result<Response, AppError> {
     state.require_read(&headers)?;
     let digests = parse_list(list)?;
     let pin = state.has_token(&headers);
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
-    let missing: Vec<String> = blocking(move || {
+    let missing: Vec<Digest> = blocking(move || {
         let (absent, present): (Vec<Digest>, Vec<Digest>) = digests.iter().partition(|d| !st.store.contains(d));
         if pin && !present.is_empty() {
             st.meta.pin(&present).map_err(|e| AppError::internal("pinning objects", e))?;
         }
-        Ok(absent.iter().map(Digest::to_hex).collect())
+        Ok(absent)
     })
     .await?;
-    Ok(Json(json!({ "missing": missing })).into_response())
+    Ok(Json(Missing { missing }).into_response())
 }
 
 /// `POST /v1/objects/batch` `{"digests": [...]}` → a stream of records, each the 32-byte
 /// digest, a u32 little-endian length and the framed object, for every object present (absent
 /// ones are left out; the client sees which arrived).
-pub async fn batch(State(state): State<AppState>, headers: HeaderMap, Json(list): Json<DigestList>) -> Result<Response, AppError> {
+pub async fn batch(State(state): State<AppState>, headers: HeaderMap, list: Result<Json<DigestList>, JsonRejection>) -> Result<Response, AppError> {
     state.require_read(&headers)?;
     let digests = parse_list(list)?;
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
@@ -142,7 +145,7 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, Json(list)
         }
     });
     let stream = tokio_stream_from(rx);
-    Ok(([(header::CONTENT_TYPE, "application/vnd.imaged.records")], Body::from_stream(stream)).into_response())
+    Ok(([(header::CONTENT_TYPE, RECORDS_CONTENT_TYPE)], Body::from_stream(stream)).into_response())
 }
 
 fn tokio_stream_from(
@@ -166,14 +169,14 @@ pub async fn put(State(state): State<AppState>, Path(hex): Path<String>, headers
     })
     .await?;
     let status = if inserted.new { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "digest": digest.to_hex(), "new": inserted.new }))).into_response())
+    Ok((status, Json(Stored { digest, new: inserted.new })).into_response())
 }
 
 fn refused(state: &AppState, e: cache::InsertError) -> AppError {
     match e {
         cache::InsertError::Invalid { digest, source } => {
             state.metrics.objects_refused.inc();
-            AppError::bad_request("bad_object", format!("object {digest} refused: {source}"))
+            AppError::new(ErrorCode::BadObject, format!("object {digest} refused: {source}"))
         }
         e => AppError::internal("storing an object", e),
     }
@@ -192,7 +195,7 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<(Digest, &[u8])>, AppError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let truncated = || AppError::bad_request("bad_records", format!("record {} is truncated", out.len()));
+        let truncated = || AppError::new(ErrorCode::BadRecords, format!("record {} is truncated", out.len()));
         if rest.len() < 36 {
             return Err(truncated());
         }
@@ -233,5 +236,5 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok((records.len(), inserted.iter().filter(|i| i.new).count()))
     })
     .await?;
-    Ok((StatusCode::OK, Json(json!({ "stored": stored, "new": new }))).into_response())
+    Ok((StatusCode::OK, Json(Uploaded { stored: stored as u64, new: new as u64 })).into_response())
 }

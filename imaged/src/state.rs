@@ -6,6 +6,8 @@ use axum::http::HeaderMap;
 use cache::Store;
 
 use crate::config::Config;
+use api::ErrorCode;
+
 use crate::error::AppError;
 use crate::meta::Meta;
 
@@ -37,6 +39,8 @@ pub struct Shared {
     pub token: Arc<String>,
     /// Settings.
     pub config: Arc<Config>,
+    /// The data directory's lock, held while the state lives.
+    pub data_lock: Arc<nix::fcntl::Flock<std::fs::File>>,
     /// Serialises channel writes so versions stay dense and increasing.
     pub channel_writes: Arc<tokio::sync::Mutex<()>>,
     /// Garbage collection holds this for writing; everything that adds objects, publishes or
@@ -58,9 +62,9 @@ impl Shared {
         let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
-            Some(_) => Err(AppError::new(axum::http::StatusCode::FORBIDDEN, "bad_token", "the bearer token is wrong")),
+            Some(_) => Err(AppError::new(ErrorCode::BadToken, "the bearer token is wrong")),
             None => {
-                Err(AppError::new(axum::http::StatusCode::UNAUTHORIZED, "token_required", "this request needs Authorization: Bearer TOKEN"))
+                Err(AppError::new(ErrorCode::TokenRequired, "this request needs Authorization: Bearer TOKEN"))
             }
         }
     }

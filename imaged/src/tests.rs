@@ -8,12 +8,12 @@ use crate::meta::{ChannelVersion, Meta};
 
 fn cv(channel: &str, version: u64, generation: &str) -> ChannelVersion {
     ChannelVersion {
-        channel: channel.into(),
+        channel: channel.parse().unwrap(),
         version,
         generation: generation.into(),
-        manifest: Digest::of(generation.as_bytes()).to_hex(),
+        manifest: Digest::of(generation.as_bytes()),
         created: 0,
-        action: "set".into(),
+        action: api::channels::ChannelAction::Set,
     }
 }
 
@@ -56,7 +56,7 @@ fn records_split_exactly_or_are_refused() {
     assert_eq!(recs[1], (Digest::of(b"two!"), &b"two!"[..]));
     for cut in [1, 4, 30, body.len() - 1] {
         let e = crate::objects::parse_records(&body[..body.len() - cut]).unwrap_err();
-        assert_eq!(e.code, "bad_records");
+        assert_eq!(e.code(), api::ErrorCode::BadRecords);
     }
     assert!(crate::objects::parse_records(&[]).unwrap().is_empty());
 }

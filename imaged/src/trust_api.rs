@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use api::tuf::{NewKey, RoleUploaded};
+
+use api::ErrorCode;
 
 use crate::error::AppError;
 use crate::state::{blocking, AppState};
@@ -17,10 +19,11 @@ use crate::tuf::TufError;
 impl From<TufError> for AppError {
     fn from(e: TufError) -> AppError {
         match e {
-            TufError::NotInitialised => AppError::new(StatusCode::CONFLICT, "trust_not_initialised", e.to_string()),
-            TufError::Refused(m) => AppError::bad_request("metadata_refused", m),
-            TufError::Unsigned(m) => AppError::new(StatusCode::CONFLICT, "unsigned_generation", m),
-            TufError::NoKey(_) => AppError::new(StatusCode::CONFLICT, "no_online_key", e.to_string()),
+            TufError::NotInitialised => AppError::new(ErrorCode::TrustNotInitialised, e.to_string()),
+            TufError::Refused(m) => AppError::new(ErrorCode::MetadataRefused, m),
+            e @ TufError::NotNewer { .. } => AppError::new(ErrorCode::VersionNotNewer, e.to_string()),
+            TufError::Unsigned(m) => AppError::new(ErrorCode::UnsignedGeneration, m),
+            TufError::NoKey(_) => AppError::new(ErrorCode::NoOnlineKey, e.to_string()),
             other => AppError::internal("the signed metadata", other),
         }
     }
@@ -37,7 +40,7 @@ pub async fn add_key(State(state): State<AppState>, Path(role): Path<String>, he
     state.require_token(&headers)?;
     let st = state.clone();
     let key = blocking(move || Ok(st.tuf.add_online_key(&role)?)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"keyid": key.key_id().0, "key": key.to_value()}))).into_response())
+    Ok((StatusCode::CREATED, Json(NewKey { keyid: key.key_id().0, key: crate::tuf::api_key(&key) })).into_response())
 }
 
 /// `PUT /v1/tuf/root` with a root file signed offline.
@@ -46,7 +49,7 @@ pub async fn put_root(State(state): State<AppState>, headers: HeaderMap, body: B
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     let version = blocking(move || Ok(st.tuf.put_root(&body, &st.meta)?)).await?;
-    Ok(Json(json!({"role": "root", "version": version})).into_response())
+    Ok(Json(RoleUploaded { role: "root".into(), version }).into_response())
 }
 
 /// `PUT /v1/tuf/roles/{role}` with `targets` or an image family's role, signed offline.
@@ -61,7 +64,7 @@ pub async fn put_role(
     let st = state.clone();
     let r = role.clone();
     let version = blocking(move || Ok(st.tuf.put_role(&r, &body, &st.meta)?)).await?;
-    Ok(Json(json!({"role": role, "version": version})).into_response())
+    Ok(Json(RoleUploaded { role, version }).into_response())
 }
 
 /// `GET /tuf/targets/{*path}`: a target file under its consistent-snapshot name.

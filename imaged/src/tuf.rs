@@ -44,6 +44,17 @@ pub enum TufError {
     /// The upload was refused; the message says why.
     #[error("{0}")]
     Refused(String),
+    /// A role upload whose version is not newer than the one the server holds (someone
+    /// uploaded one first).
+    #[error("{role}: version {version} is not newer than the current {current}")]
+    NotNewer {
+        /// The role.
+        role: String,
+        /// The uploaded version.
+        version: u64,
+        /// The server's version.
+        current: u64,
+    },
     /// A channel was to be pointed at a generation its family has not signed.
     #[error("{0}")]
     Unsigned(String),
@@ -101,6 +112,11 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), T
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// A public key as the API carries it (TUF's key object).
+pub fn api_key(key: &trust::keys::PublicKey) -> api::tuf::TufKey {
+    serde_json::from_value(key.to_value()).expect("a TUF key object has keytype, scheme and keyval")
 }
 
 fn now() -> i64 {
@@ -211,15 +227,15 @@ impl Repo {
 
     /// The repository's state for `GET /v1/tuf`: online keys by role (newest last), and the
     /// version and expiry of each role.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> api::tuf::TufStatus {
         let st = self.state.lock().unwrap();
-        let mut keys = serde_json::Map::new();
+        let mut keys = std::collections::BTreeMap::new();
         for role in ONLINE_ROLES {
-            let ks: Vec<Value> = st.keys.iter().filter(|(r, _)| r == role).map(|(_, k)| k.public().to_value()).collect();
-            keys.insert(role.into(), Value::Array(ks));
+            let ks = st.keys.iter().filter(|(r, _)| r == role).map(|(_, k)| api_key(&k.public())).collect();
+            keys.insert(role.to_string(), ks);
         }
-        let info = |v: u64, e: i64| json!({"version": v, "expires": sign::expires(e)});
-        let mut roles = serde_json::Map::new();
+        let info = |version: u64, e: i64| api::tuf::RoleState { version, expires: sign::expires(e) };
+        let mut roles = std::collections::BTreeMap::new();
         if let Some((r, _)) = &st.root {
             roles.insert("root".into(), info(r.common.version, r.common.expires));
         }
@@ -232,7 +248,7 @@ impl Repo {
         if let Some(t) = &st.timestamp {
             roles.insert("timestamp".into(), info(t.common.version, t.common.expires));
         }
-        json!({"initialised": st.root.is_some(), "online_keys": keys, "roles": roles})
+        api::tuf::TufStatus { initialised: st.root.is_some(), online_keys: keys, roles }
     }
 
     /// Whether a root has been uploaded (channel moves then need signed generations).
@@ -331,10 +347,7 @@ impl Repo {
         }
         if let Some((old, _)) = st.roles.get(role) {
             if new.common.version <= old.common.version {
-                return Err(TufError::Refused(format!(
-                    "{role}: version {} is not newer than the current {}",
-                    new.common.version, old.common.version
-                )));
+                return Err(TufError::NotNewer { role: role.to_string(), version: new.common.version, current: old.common.version });
             }
         }
         if new.common.expires <= now() {
@@ -427,7 +440,7 @@ impl Repo {
         for name in meta.channels()? {
             let Some(cv) = meta.channel(&name)? else { continue };
             let Some((image, n)) = cv.generation.split_once('@').and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?))) else { continue };
-            let Ok(g) = signed_generation(st, image, n, &cv.manifest) else {
+            let Ok(g) = signed_generation(st, image, n, &cv.manifest.to_hex()) else {
                 tracing::warn!(channel = %name, generation = %cv.generation, "left out of the channels role: not signed by its family");
                 continue;
             };
