@@ -50,6 +50,13 @@ pub fn rejection_code(status: StatusCode) -> ErrorCode {
     }
 }
 
+/// A rejection the framework answered with text (bad path, range not satisfiable, oversized
+/// body) as a JSON error that keeps its status.
+pub fn rejection_response(status: StatusCode, text: &[u8]) -> Response {
+    let body = ErrorBody::new(rejection_code(status), String::from_utf8_lossy(text).trim().to_string());
+    (status, axum::Json(body)).into_response()
+}
+
 impl From<axum::extract::rejection::JsonRejection> for AppError {
     fn from(e: axum::extract::rejection::JsonRejection) -> AppError {
         AppError::new(rejection_code(e.status()), e.body_text())

@@ -106,9 +106,8 @@ async fn around_request(
     let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if failed && !is_json {
         // Extractor rejections (bad JSON, oversized body, bad path) arrive as text.
-        let code = error::rejection_code(status);
         let body = axum::body::to_bytes(std::mem::take(resp.body_mut()), 64 * 1024).await.unwrap_or_default();
-        resp = AppError::new(code, String::from_utf8_lossy(&body).trim().to_string()).into_response();
+        resp = error::rejection_response(status, &body);
     }
     let elapsed = start.elapsed();
     let micros = elapsed.as_micros() as u64;
