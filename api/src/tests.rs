@@ -45,3 +45,12 @@ fn channel_names_are_checked_when_read() {
     assert!(serde_json::from_str::<crate::ChannelName>(r#""os/../x""#).is_err());
     assert!(serde_json::from_str::<crate::ChannelName>(r#""os/stable-2.x""#).is_ok());
 }
+
+#[test]
+fn docs_api_md_lists_every_code_with_its_status() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    for code in ErrorCode::ALL {
+        let row = format!("| `{}` | {}", code.as_str(), code.http_status());
+        assert!(doc.contains(&row), "docs/api.md has no row {row:?}");
+    }
+}
