@@ -95,12 +95,8 @@ fn parse<T: for<'de> serde::Deserialize<'de>>(role: &str, ty: &str, bytes: &[u8]
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), TufError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    cache::atomic::write_with(&dir.join(name), bytes, cache::atomic::Options::new().mode(mode))
+        .map_err(|e| TufError::Io { path: e.path, source: e.source })
 }
 
 fn now() -> i64 {

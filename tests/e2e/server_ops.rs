@@ -39,15 +39,9 @@ fn fetch_and_verify(server: &Server, digests: &[String]) -> usize {
         client().post(format!("{}/v1/objects/batch", server.url)).json(&json!({ "digests": digests })).send().unwrap().bytes().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let store = cache::Store::open(scratch.path()).unwrap();
-    let mut rest = &body[..];
     let mut n = 0;
-    let mut records = Vec::new();
-    while !rest.is_empty() {
-        let d = format::Digest(rest[..32].try_into().unwrap());
-        let len = u32::from_le_bytes(rest[32..36].try_into().unwrap()) as usize;
-        records.push((d, rest[36..36 + len].to_vec()));
-        rest = &rest[36 + len..];
-    }
+    let mut records: Vec<(format::Digest, Vec<u8>)> =
+        format::record::decode_all(&body).unwrap().into_iter().map(|r| (r.digest, r.framed.to_vec())).collect();
     // Dictionaries first, so objects compressed with one can be checked.
     records.sort_by_key(|(_, f)| f.len() > 8 && f[5] == 2);
     for (d, framed) in records {
