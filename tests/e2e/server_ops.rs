@@ -286,8 +286,34 @@ fn readers_are_served_while_a_publisher_pushes_and_collects() {
     assert_eq!(assert_consistent(&t, &server), 2);
 }
 
+/// Starts `imaged serve` on `port` with `IMAGED_FAULT=fault`, so it kills itself (SIGKILL) at
+/// that point of its store's writes or syncs; waits until it listens.
+fn start_with_fault(data: &Path, port: u16, fault: &str) -> Server {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(tests::bin("imaged"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("IMAGED_FAULT", fault)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("imaged listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("imaged with {fault} did not start listening"));
+    Server { child, url, data: data.to_path_buf(), token: None }
+}
+
 #[test]
 fn kill_9_at_many_moments_of_push_and_publish() {
+    use std::os::unix::process::ExitStatusExt;
     let t = Imgctl::new();
     let data = t.path("server");
     let src = t.path("src");
@@ -297,25 +323,56 @@ fn kill_9_at_many_moments_of_push_and_publish() {
     }
     t.import(&src, "img");
     let port = Server::start(&data).port();
-    let mut delays_ms: Vec<u64> = vec![0, 5, 20, 60, 120, 250, 400, 700];
+    // The server stops itself at a chosen write or sync of its store (or just before the
+    // publish commit, a sync point): from the first write, through the pushes' pack commits,
+    // to points past the publish, where the push completes and the server is killed after.
+    let faults = [
+        "write:1",
+        "sync:1",
+        "write:20",
+        "sync:2",
+        "sync:3",
+        "write:300",
+        "sync:5",
+        "sync:8",
+        "write:1500",
+        "sync:13",
+        "sync:21",
+        "sync:1000000",
+    ];
     let mut published_at = None;
-    for (round, delay) in delays_ms.drain(..).enumerate() {
-        let server = Server::start_on(&data, port);
-        let mut push = std::process::Command::new(tests::bin("imgctl"))
+    let mut completed = false;
+    for (round, fault) in faults.into_iter().enumerate() {
+        let mut server = start_with_fault(&data, port, fault);
+        let push = std::process::Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&t.store)
             .args(["push", "img@1", "--server", &server.url, "--token", &server.token()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .status()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        drop(server); // kill -9
-        let _ = push.wait();
+        completed = push.success();
+        // A push that failed saw the server die; its exit may trail the closed connection.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut exit = server.child.try_wait().unwrap();
+        while exit.is_none() && !completed && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            exit = server.child.try_wait().unwrap();
+        }
+        let fired = exit.is_some_and(|s| s.signal() == Some(9));
+        assert!(fired || completed, "round {round} ({fault}): the push failed with the server up");
+        if round == 0 {
+            assert!(fired, "write:1 is reached by any push that uploads");
+        }
+        drop(server); // kill -9, if the fault did not
         let server = Server::start_on(&data, port);
         let n = assert_consistent(&t, &server);
         if round == 0 {
             assert_eq!(n, 0, "killed at once, nothing can have been published");
+        }
+        if completed {
+            assert_eq!(n, 1, "round {round} ({fault}): the push completed");
         }
         if n == 1 && published_at.is_none() {
             published_at = Some(round);
@@ -324,6 +381,7 @@ fn kill_9_at_many_moments_of_push_and_publish() {
         assert_eq!(fs::read_dir(data.join("store/tmp")).unwrap().count(), 0, "round {round}");
     }
     eprintln!("published by round {published_at:?}");
+    assert!(completed, "the last fault lies past the publish: the push completes");
     // Whatever moment the kills hit, a final push completes and everything verifies.
     let server = Server::start_on(&data, port);
     ok_json(t.remote(&server, &["--json", "push", "img@1"]));
