@@ -286,29 +286,73 @@ fn readers_are_served_while_a_publisher_pushes_and_collects() {
     assert_eq!(assert_consistent(&t, &server), 2);
 }
 
-/// Starts `imaged serve` on `port` with `IMAGED_FAULT=fault`, so it kills itself (SIGKILL) at
-/// that point of its store's writes or syncs; waits until it listens.
-fn start_with_fault(data: &Path, port: u16, fault: &str) -> Server {
+/// What a server started by `start_logged` wrote to stderr so far.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `imaged serve` on `port` (0: any), with `IMAGED_FAULT=fault` if given, so it kills
+/// itself (SIGKILL) at that point of its store's writes or syncs; waits until it listens, and
+/// keeps its stderr lines.
+fn start_logged(data: &Path, port: u16, fault: Option<&str>) -> (Server, Log) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(tests::bin("imaged"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("IMAGED_FAULT", fault)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new(tests::bin("imaged"));
+    cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(fault) = fault {
+        cmd.env("IMAGED_FAULT", fault);
+    }
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Log::default();
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("imaged listening on ") {
                 let _ = tx.send(url.to_string());
             }
+            lines.lock().unwrap().push(line);
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("imaged with {fault} did not start listening"));
-    Server { child, url, data: data.to_path_buf(), token: None }
+    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("imaged ({fault:?}) did not start listening"));
+    (Server { child, url, data: data.to_path_buf(), token: None }, log)
+}
+
+#[test]
+fn truncated_pack_gives_errors_naming_it_to_gc_and_reads_not_panics() {
+    let t = Imgctl::new();
+    let src = t.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..200 {
+        fs::write(src.join(format!("f{i}")), noise(6_000, 70_000 + i)).unwrap();
+    }
+    t.import(&src, "img");
+    let data = t.path("server");
+    let server = Server::start(&data);
+    ok_json(t.remote(&server, &["--json", "push", "img@1"]));
+    drop(server);
+    // Cut every pack of the server's store to its header and a few bytes.
+    let mut packs = Vec::new();
+    for e in fs::read_dir(data.join("store/packs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().unwrap() == "pack" {
+            fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(20).unwrap();
+            packs.push(p);
+        }
+    }
+    assert!(!packs.is_empty(), "the push wrote packs");
+    let (server, log) = start_logged(&data, 0, None);
+    let objects = objects_of(&t, "img@1");
+    // Reads: a batch leaves out what it cannot read; single reads fail with a server error.
+    assert!(fetch_and_verify(&server, &objects) < objects.len());
+    let lost = objects.iter().find(|d| client().get(format!("{}/v1/objects/{d}", server.url)).send().unwrap().status() == 500);
+    assert!(lost.is_some(), "some object is in a cut pack");
+    // Garbage collection cannot walk the generation: it answers an error and removes nothing.
+    let gc = client().post(format!("{}/v1/gc", server.url)).bearer_auth(server.token()).json(&json!({"dry_run": false})).send().unwrap();
+    assert_eq!(gc.status(), 500);
+    assert_eq!(server_missing(&server, &objects), Vec::<String>::new(), "gc removed nothing");
+    // The log names the pack; nothing panicked.
+    let log = log.lock().unwrap().join("\n");
+    assert!(packs.iter().any(|p| log.contains(&p.display().to_string())), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 #[test]
@@ -343,7 +387,7 @@ fn kill_9_at_many_moments_of_push_and_publish() {
     let mut published_at = None;
     let mut completed = false;
     for (round, fault) in faults.into_iter().enumerate() {
-        let mut server = start_with_fault(&data, port, fault);
+        let (mut server, _) = start_logged(&data, port, Some(fault));
         let push = std::process::Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&t.store)
