@@ -6,8 +6,6 @@
 //! role's current file), online keys in `DATA/tuf/keys/ROLE-KEYID.key` (mode 0600).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
