@@ -72,6 +72,17 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 /// Replaces `path` with `bytes` as `options` say. On failure the temporary file is removed
 /// and the target is left as it was (or, past the rename, already replaced).
 pub fn write_with(path: &Path, bytes: &[u8], options: Options<'_>) -> Result<(), WriteError> {
+    write_from(path, options, |file, tmp| file.write_all(bytes).map_err(|source| WriteError { path: tmp.to_path_buf(), source }))
+}
+
+/// Replaces `path` with what `fill` writes into the temporary file (given with its path, for
+/// messages), as `options` say; for content produced piece by piece. `fill`'s error, or any
+/// later step's as `E::from(WriteError)`, leaves the target as it was and no temporary file.
+pub fn write_from<E: From<WriteError>>(
+    path: &Path,
+    options: Options<'_>,
+    fill: impl FnOnce(&mut fs::File, &Path) -> Result<(), E>,
+) -> Result<(), E> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -82,23 +93,24 @@ pub fn write_with(path: &Path, bytes: &[u8], options: Options<'_>) -> Result<(),
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = options.tmp_dir.unwrap_or(dir).join(format!(".{}.tmp.{}.{n}", name.to_string_lossy(), std::process::id()));
     let written = (|| {
+        let io_err = |source| E::from(WriteError { path: tmp.clone(), source });
         fault::point(Kind::Write);
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(options.mode).open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(options.mode).open(&tmp).map_err(io_err)?;
+        fill(&mut f, &tmp)?;
         if options.durable {
             fault::point(Kind::Sync);
-            f.sync_all()?;
+            f.sync_all().map_err(io_err)?;
         }
         Ok(())
     })();
-    if let Err(source) = written {
+    if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(WriteError { path: tmp, source });
+        return Err(e);
     }
     fault::point(Kind::Write);
     if let Err(source) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
-        return Err(WriteError { path: path.to_path_buf(), source });
+        return Err(WriteError { path: path.to_path_buf(), source }.into());
     }
     if options.durable {
         fault::point(Kind::Sync);

@@ -339,3 +339,40 @@ fn eviction_and_reachability_over_a_truncated_pack_do_not_panic() {
     assert_eq!(done.objects, 1);
     assert!(!s.contains(&loose));
 }
+
+#[test]
+fn atomic_write_replaces_whole_files_and_leaves_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    crate::atomic::write(&path, b"old").unwrap();
+    crate::atomic::write_with(&path, b"new", crate::atomic::Options::new().mode(0o600)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // A fill that fails leaves the old file and no temporary one.
+    let failed: Result<(), crate::atomic::WriteError> = crate::atomic::write_from(&path, Default::default(), |f, tmp| {
+        std::io::Write::write_all(f, b"half").unwrap();
+        Err(crate::atomic::WriteError { path: tmp.to_path_buf(), source: std::io::ErrorKind::Other.into() })
+    });
+    assert!(failed.is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    assert_eq!(entries_in(dir.path()), 1);
+    // The temporary file may live elsewhere on the same filesystem.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    crate::atomic::write_with(&path, b"newer", crate::atomic::Options::new().tmp_in(&tmp).not_durable()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+    assert_eq!(entries_in(&tmp), 0);
+}
+
+#[test]
+fn fault_specs_name_a_kind_and_a_point_counted_from_one() {
+    use crate::fault::{Fault, Kind};
+    assert_eq!("sync:7".parse(), Ok(Fault { kind: Kind::Sync, at: 7 }));
+    assert_eq!("write:1".parse(), Ok(Fault { kind: Kind::Write, at: 1 }));
+    for bad in ["", "sync", "sync:0", "sync:-1", "fsync:3", "write:x", "write:1:2"] {
+        assert!(bad.parse::<Fault>().is_err(), "{bad}");
+    }
+    // Unarmed (the test process has no IMAGED_FAULT), a point does nothing.
+    crate::fault::point(Kind::Sync);
+}
