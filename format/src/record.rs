@@ -106,7 +106,7 @@ pub struct Record<'a> {
 }
 
 /// The records of `bytes`, in order. Yields an error (and then nothing) when the input does
-/// not end on a record boundary or a record is larger than allowed ([`Records::max`]).
+/// not end on a record boundary or a record is larger than allowed ([`Records::with_limit`]).
 pub fn records(bytes: &[u8]) -> Records<'_> {
     Records { bytes, pos: 0, index: 0, max: u64::from(u32::MAX), done: false }
 }
@@ -128,7 +128,7 @@ pub struct Records<'a> {
 
 impl<'a> Records<'a> {
     /// Refuses records of more than `max` framed bytes.
-    pub fn max(mut self, max: u64) -> Records<'a> {
+    pub fn with_limit(mut self, max: u64) -> Records<'a> {
         self.max = max;
         self
     }

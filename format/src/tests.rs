@@ -316,7 +316,7 @@ fn records_refuse_an_oversized_record_before_reading_it() {
     use crate::record::{records, Header, RecordError, HEADER_LEN};
     let d = Digest::of(b"x");
     let body = crate::record::encode(&d, &[7u8; 100]);
-    let err = records(&body).max(99).next().unwrap().unwrap_err();
+    let err = records(&body).with_limit(99).next().unwrap().unwrap_err();
     assert_eq!(err, RecordError::Oversized { digest: d, len: 100, max: 99 });
     let head: [u8; HEADER_LEN] = body[..HEADER_LEN].try_into().unwrap();
     assert_eq!(Header::decode(&head), Header { digest: d, len: 100 });
