@@ -66,6 +66,15 @@ pub enum GetError {
         #[source]
         source: format::object::ObjectError,
     },
+    /// The object's pack is shorter than its index says (damaged or cut short on disk).
+    #[error("object {digest} lies past the end of pack {}", source.pack.display())]
+    Truncated {
+        /// The object.
+        digest: Digest,
+        /// Where it should have been.
+        #[source]
+        source: TruncatedPack,
+    },
     /// The file could not be read.
     #[error("cannot read object {digest} at {path}")]
     Io {
@@ -77,4 +86,29 @@ pub enum GetError {
         #[source]
         source: io::Error,
     },
+}
+
+/// A pack file shorter than its index says: the record at `offset`, `len` bytes long, does
+/// not fit in the pack's `pack_len` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pack {pack} is {pack_len} bytes, shorter than its index says: an object lies at offset {offset}, {len} bytes long")]
+pub struct TruncatedPack {
+    /// The pack file.
+    pub pack: PathBuf,
+    /// Where the object's framed bytes start, by the index.
+    pub offset: u64,
+    /// Their length, by the index.
+    pub len: u32,
+    /// The pack's actual length.
+    pub pack_len: u64,
+}
+
+impl TruncatedPack {
+    /// Checks that the record at `offset`, `len` bytes long, fits in a pack of `pack_len` bytes.
+    pub fn check(pack: &std::path::Path, offset: u64, len: u32, pack_len: u64) -> Result<(), TruncatedPack> {
+        match offset.checked_add(u64::from(len)) {
+            Some(end) if end <= pack_len => Ok(()),
+            _ => Err(TruncatedPack { pack: pack.to_path_buf(), offset, len, pack_len }),
+        }
+    }
 }

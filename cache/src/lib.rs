@@ -7,15 +7,19 @@
 //! that callers pass before they publish anything that refers to the objects.
 #![warn(missing_docs)]
 
+pub mod atomic;
 mod error;
+pub mod fault;
 pub mod pack;
 pub mod plain;
 pub mod quota;
 mod reach;
+pub mod record_reader;
 mod store;
+pub mod trusted_dir;
 mod usage;
 
-pub use error::{GetError, InsertError, OpenError};
+pub use error::{GetError, InsertError, OpenError, TruncatedPack};
 pub use reach::{reachable, reachable_into, to_keep, ReachError};
 pub use store::{Inserted, Store, Verified};
 pub use usage::{Evicted, UsageReport};

@@ -10,7 +10,10 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use format::Digest;
+use format::{record, Digest};
+
+use crate::atomic;
+use crate::fault::{self, Kind};
 
 /// Pack file header.
 pub const PACK_MAGIC: &[u8; 8] = b"IMGP\x01\0\0\0";
@@ -69,22 +72,14 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<(Digest, Location)>, String> {
 /// Reads the records of a pack file, for rebuilding a lost index. Stops at the first record
 /// that does not fit; the caller verifies each object before trusting it.
 pub fn scan_records(pack: &[u8]) -> Vec<(Digest, Location)> {
-    let mut out = Vec::new();
     if pack.len() < PACK_MAGIC.len() || &pack[..8] != PACK_MAGIC {
-        return out;
+        return Vec::new();
     }
-    let mut pos = PACK_MAGIC.len();
-    while pack.len() - pos >= 36 {
-        let d = Digest(pack[pos..pos + 32].try_into().unwrap());
-        let len = u32::from_le_bytes(pack[pos + 32..pos + 36].try_into().unwrap());
-        let start = pos + 36;
-        if pack.len() - start < len as usize {
-            break;
-        }
-        out.push((d, Location { offset: start as u64, len }));
-        pos = start + len as usize;
-    }
-    out
+    record::records(pack)
+        .starting_at(PACK_MAGIC.len())
+        .map_while(Result::ok)
+        .map(|r| (r.digest, Location { offset: r.offset as u64, len: r.framed.len() as u32 }))
+        .collect()
 }
 
 /// A pack being written in `tmp/`.
@@ -103,6 +98,7 @@ impl PackWriter {
     /// Starts a pack in `tmp_dir`.
     pub fn create(tmp_dir: &Path, id: String) -> io::Result<PackWriter> {
         let tmp = tmp_dir.join(format!("pack-{id}.pack"));
+        fault::point(Kind::Write);
         let file = fs::OpenOptions::new().write(true).read(true).create_new(true).open(&tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(PACK_MAGIC)?;
@@ -111,11 +107,12 @@ impl PackWriter {
 
     /// Appends one record.
     pub fn append(&mut self, digest: &Digest, framed: &[u8]) -> io::Result<Location> {
-        self.out.write_all(&digest.0)?;
-        self.out.write_all(&(framed.len() as u32).to_le_bytes())?;
+        fault::point(Kind::Write);
+        let header = record::Header::of(digest, framed);
+        self.out.write_all(&header.encode())?;
         self.out.write_all(framed)?;
-        let loc = Location { offset: self.pos + 36, len: framed.len() as u32 };
-        self.pos += 36 + framed.len() as u64;
+        let loc = Location { offset: self.pos + record::HEADER_LEN as u64, len: header.len };
+        self.pos += header.record_len();
         self.entries.push((*digest, loc));
         Ok(loc)
     }
@@ -128,16 +125,17 @@ impl PackWriter {
     /// Makes the pack durable and visible: fsync, rename into `packs_dir`, then the index.
     pub fn commit(mut self, packs_dir: &Path) -> io::Result<(PathBuf, Vec<(Digest, Location)>)> {
         self.out.flush()?;
+        fault::point(Kind::Sync);
         self.out.get_ref().sync_all()?;
         let pack_path = packs_dir.join(format!("pack-{}.pack", self.id));
+        fault::point(Kind::Write);
         fs::rename(&self.tmp, &pack_path)?;
         let index = encode_index(&mut self.entries);
-        let idx_tmp = self.tmp.with_extension("idx");
-        let mut f = File::create(&idx_tmp)?;
-        f.write_all(&index)?;
-        f.sync_all()?;
-        fs::rename(&idx_tmp, packs_dir.join(format!("pack-{}.idx", self.id)))?;
-        File::open(packs_dir)?.sync_all()?;
+        // The index is written in `tmp/` (beside the pack it came from) and renamed in; the
+        // directory's fsync makes both renames durable.
+        let tmp_dir = self.tmp.parent().unwrap_or(packs_dir);
+        let idx = packs_dir.join(format!("pack-{}.idx", self.id));
+        atomic::write_with(&idx, &index, atomic::Options::new().tmp_in(tmp_dir)).map_err(|e| e.source)?;
         Ok((pack_path, self.entries))
     }
 }

@@ -7,11 +7,11 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 
 use format::{Digest, Extent};
 
+use crate::atomic;
 use crate::usage::{Evicted, Usage, UsageReport};
 use crate::{GetError, Store};
 
@@ -42,13 +42,18 @@ pub enum PlainError {
     },
 }
 
+impl From<atomic::WriteError> for PlainError {
+    fn from(e: atomic::WriteError) -> Self {
+        PlainError::Io { path: e.path, source: e.source }
+    }
+}
+
 /// A directory of plain copies.
 #[derive(Debug)]
 pub struct Plain {
     dir: PathBuf,
     tmp: PathBuf,
     usage: Usage,
-    counter: AtomicU64,
 }
 
 impl Plain {
@@ -62,7 +67,7 @@ impl Plain {
             fs::create_dir_all(dir.join(format!("{i:02x}")))?;
         }
         let usage = Usage::scan(&dir)?;
-        Ok(Plain { dir, tmp, usage, counter: AtomicU64::new(0) })
+        Ok(Plain { dir, tmp, usage })
     }
 
     /// The name of the plain copy of a file with `size` bytes and `extents`.
@@ -105,25 +110,20 @@ impl Plain {
         if dest.exists() {
             return Ok(key);
         }
-        let tmp = self.tmp.join(format!("{}.{}", key.to_hex(), self.counter.fetch_add(1, Ordering::Relaxed)));
-        let io = |path: &Path, source| PlainError::Io { path: path.to_path_buf(), source };
-        let result = (|| {
-            let f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-            f.set_len(size).map_err(|e| io(&tmp, e))?;
+        // Derived data: atomic, so never seen half written, but not fsynced (rebuilt if lost).
+        let options = atomic::Options::new().tmp_in(&self.tmp).not_durable();
+        atomic::write_from(&dest, options, |f, tmp| {
+            let io = |source| PlainError::Io { path: tmp.to_path_buf(), source };
+            f.set_len(size).map_err(io)?;
             for x in extents {
                 let data = store.get(&x.digest)?;
                 if data.len() != x.len as usize {
                     return Err(PlainError::Length { digest: x.digest, got: data.len(), want: x.len });
                 }
-                f.write_all_at(&data, x.offset).map_err(|e| io(&tmp, e))?;
+                f.write_all_at(&data, x.offset).map_err(io)?;
             }
-            drop(f);
-            fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
+            Ok(())
+        })?;
         self.usage.added(key, size);
         Ok(key)
     }

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use crate::atomic;
+use crate::fault::{self, Kind};
 use crate::pack::{self, Location, PackWriter};
 use crate::usage::{Evicted, Usage, UsageReport};
 
 use format::{object, Digest};
 
-use crate::{GetError, InsertError, OpenError};
+use crate::{GetError, InsertError, OpenError, TruncatedPack};
 
 /// A content-addressed object store rooted at a directory.
 pub struct Store {
@@ -200,10 +202,7 @@ impl Store {
                 .collect();
             recovered += good.len();
             let idx = pack_path.with_extension("idx");
-            let tmp = self.tmp.join(idx.file_name().unwrap());
-            fs::write(&tmp, pack::encode_index(&mut good))?;
-            fs::File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, &idx)?;
+            atomic::write_with(&idx, &pack::encode_index(&mut good), atomic::Options::new().tmp_in(&self.tmp)).map_err(|e| e.source)?;
         }
         *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
         Ok(recovered)
@@ -337,9 +336,11 @@ impl Store {
         let dest = self.object_path(digest);
         let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: *digest, path: path.to_path_buf(), source };
         let guard = TmpGuard(Some(&tmp));
+        fault::point(Kind::Write);
         let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.write_all(framed).map_err(|e| io_err(&tmp, e))?;
         drop(f);
+        fault::point(Kind::Write);
         fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
         std::mem::forget(guard);
         if let Some(usage) = self.usage.get() {
@@ -399,7 +400,15 @@ impl Store {
         };
         if let Some(((path, file), loc)) = packed {
             let mut buf = vec![0u8; loc.len as usize];
-            return file.read_exact_at(&mut buf, loc.offset).map(|_| buf).map_err(|source| GetError::Io { digest: *digest, path, source });
+            return match file.read_exact_at(&mut buf, loc.offset) {
+                Ok(()) => Ok(buf),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let pack_len = file.metadata().map_or(0, |m| m.len());
+                    let source = TruncatedPack { pack: path, offset: loc.offset, len: loc.len, pack_len };
+                    Err(GetError::Truncated { digest: *digest, source })
+                }
+                Err(source) => Err(GetError::Io { digest: *digest, path, source }),
+            };
         }
         {
             let mut active = self.active.lock().unwrap();
@@ -432,6 +441,7 @@ impl Store {
 
     /// Deletes objects. Packed objects are removed by rewriting their packs without them.
     /// Deleting an absent object is not an error. Not for use while a bulk write runs.
+    /// A pack shorter than its index says fails with `InvalidData` holding a `TruncatedPack`.
     pub fn remove(&self, digests: &[Digest]) -> io::Result<()> {
         let mut by_pack: HashMap<u32, Vec<Digest>> = HashMap::new();
         {
@@ -455,12 +465,20 @@ impl Store {
             let old_idx = fs::read(old.with_extension("idx"))?;
             let entries = pack::decode_index(&old_idx).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let id = format!("{}r{}", &Digest::of(&old_idx).to_hex()[..15], self.counter.fetch_add(1, Ordering::Relaxed));
+            // A pack cut short refuses the rewrite whole, before anything is written, if an
+            // object to keep lies past its end: it cannot be copied, and the objects stay where
+            // they are. Removing exactly the lost objects goes through.
+            for (_, loc) in entries.iter().filter(|(d, _)| !gone.contains(d)) {
+                TruncatedPack::check(&old, loc.offset, loc.len, bytes.len() as u64)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
             let mut writer = PackWriter::create(&self.tmp, id)?;
             for (d, loc) in entries.iter().filter(|(d, _)| !gone.contains(d)) {
-                writer.append(d, &bytes[loc.offset as usize..loc.offset as usize + loc.len as usize])?;
+                writer.append(d, &bytes[loc.offset as usize..(loc.offset + u64::from(loc.len)) as usize])?;
             }
             writer.commit(&self.packs_dir)?;
             // The new pack is complete and visible; the old one goes, index first.
+            fault::point(Kind::Write);
             fs::remove_file(old.with_extension("idx"))?;
             fs::remove_file(&old)?;
         }
@@ -522,6 +540,7 @@ impl Store {
             }
         }
         let dir = fs::File::open(&self.objects)?;
+        fault::point(Kind::Sync);
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(io::Error::from)
     }
 

@@ -237,3 +237,142 @@ fn eviction_takes_least_recently_used_first_and_spares_pins() {
     reopened.track_use().unwrap();
     assert_eq!(reopened.usage().unwrap().bytes, 2 * each);
 }
+
+/// A store with one pack of `n` objects, each ~4 KB, and the pack's path.
+fn store_with_pack(n: u8) -> (tempfile::TempDir, Store, Vec<Digest>, std::path::PathBuf) {
+    let (d, s) = store();
+    s.start_pack().unwrap();
+    let objs: Vec<Digest> = (0..n).map(|i| s.insert(&[i; 4000], 0).unwrap().digest).collect();
+    s.sync().unwrap();
+    let pack =
+        std::fs::read_dir(s.root().join("packs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "pack").unwrap();
+    (d, s, objs, pack)
+}
+
+#[test]
+fn pack_shorter_than_its_index_gives_errors_naming_the_pack_not_panics() {
+    let (_d, s, objs, pack) = store_with_pack(4);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    // Cut inside the third object: the first two stay whole.
+    let cut = len - s.stored_len(&objs[3]).unwrap() - 36 - 10;
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(cut).unwrap();
+    for store in [&s, &Store::open(s.root()).unwrap()] {
+        assert_eq!(store.get(&objs[0]).unwrap(), vec![0u8; 4000]);
+        for lost in &objs[2..] {
+            match store.get(lost) {
+                Err(e @ GetError::Truncated { .. }) => {
+                    let GetError::Truncated { digest, source } = &e else { unreachable!() };
+                    assert_eq!(digest, lost);
+                    assert_eq!(source.pack, pack);
+                    assert_eq!(source.pack_len, cut);
+                    assert!(source.offset + u64::from(source.len) > cut);
+                    assert!(e.to_string().contains(&pack.display().to_string()), "{e}");
+                }
+                other => panic!("expected a truncated pack, got {other:?}"),
+            }
+            assert_eq!(store.dictionary_of(lost), None);
+        }
+    }
+    // Garbage collection: removing an object while others are lost refuses the rewrite and
+    // names the pack; nothing is lost by trying.
+    let err = s.remove(&[objs[1]]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<crate::TruncatedPack>()).expect("a TruncatedPack");
+    assert_eq!(inner.pack, pack);
+    assert_eq!(s.get(&objs[1]).unwrap(), vec![1u8; 4000]);
+    assert_eq!(entries_in(&s.root().join("tmp")), 0, "no half-written pack is left");
+    // Removing exactly the lost objects goes through and keeps the rest.
+    s.remove(&objs[2..]).unwrap();
+    assert_eq!(s.get(&objs[0]).unwrap(), vec![0u8; 4000]);
+    assert_eq!(s.get(&objs[1]).unwrap(), vec![1u8; 4000]);
+    assert!(!s.contains(&objs[2]));
+}
+
+#[test]
+fn eviction_and_reachability_over_a_truncated_pack_do_not_panic() {
+    use format::{EntryKind, Extent, Manifest, Meta, Tree};
+    let (_d, s) = store();
+    s.track_use().unwrap();
+    let loose = s.insert(b"a loose object, tracked for eviction", 0).unwrap().digest;
+    s.start_pack().unwrap();
+    let chunk = s.insert(&[9u8; 4000], 0).unwrap().digest;
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_sec: 0, mtime_nsec: 0, xattrs: vec![] };
+    let entry = format::Entry {
+        name: b"f".to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        link_group: 0,
+        link_count: 1,
+        xattrs: vec![],
+        kind: EntryKind::Regular { size: 4000, extents: vec![Extent { offset: 0, len: 4000, digest: chunk }] },
+    };
+    let tree = s.insert(&Tree { entries: vec![entry] }.encode().unwrap(), 0).unwrap().digest;
+    s.sync().unwrap();
+    let pack =
+        std::fs::read_dir(s.root().join("packs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "pack").unwrap();
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(20).unwrap();
+    let manifest = Manifest {
+        image: format::ImageName::new("img").unwrap(),
+        generation: 1,
+        root: tree,
+        root_meta: meta,
+        parent: None,
+        created: 0,
+        message: String::new(),
+        chunking: Default::default(),
+        stats: Default::default(),
+        extensions: vec![],
+    };
+    match crate::reachable(&s, &manifest) {
+        Err(crate::ReachError::Object(GetError::Truncated { digest, .. })) => assert_eq!(digest, tree),
+        other => panic!("expected a truncated pack, got {other:?}"),
+    }
+    // What garbage collection keeps: the unreadable tree is skipped, not followed.
+    let mut keep = std::collections::HashSet::new();
+    crate::to_keep(&s, &manifest, true, &mut keep);
+    assert!(!keep.contains(&chunk));
+    // Eviction only touches loose objects: it runs, the pack is left to `verify`.
+    let done = s.evict(0, &Default::default()).unwrap();
+    assert_eq!(done.objects, 1);
+    assert!(!s.contains(&loose));
+}
+
+#[test]
+fn atomic_write_replaces_whole_files_and_leaves_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    crate::atomic::write(&path, b"old").unwrap();
+    crate::atomic::write_with(&path, b"new", crate::atomic::Options::new().mode(0o600)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // A fill that fails leaves the old file and no temporary one.
+    let failed: Result<(), crate::atomic::WriteError> = crate::atomic::write_from(&path, Default::default(), |f, tmp| {
+        std::io::Write::write_all(f, b"half").unwrap();
+        Err(crate::atomic::WriteError { path: tmp.to_path_buf(), source: std::io::ErrorKind::Other.into() })
+    });
+    assert!(failed.is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    assert_eq!(entries_in(dir.path()), 1);
+    // The temporary file may live elsewhere on the same filesystem.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    crate::atomic::write_with(&path, b"newer", crate::atomic::Options::new().tmp_in(&tmp).not_durable()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+    assert_eq!(entries_in(&tmp), 0);
+}
+
+#[test]
+fn fault_specs_name_a_kind_and_a_point_counted_from_one() {
+    use crate::fault::{Fault, Kind};
+    assert_eq!("sync:7".parse(), Ok(Fault { kind: Kind::Sync, at: 7 }));
+    assert_eq!("write:1".parse(), Ok(Fault { kind: Kind::Write, at: 1 }));
+    for bad in ["", "sync", "sync:0", "sync:-1", "fsync:3", "write:x", "write:1:2"] {
+        assert!(bad.parse::<Fault>().is_err(), "{bad}");
+    }
+    // Unarmed (the test process has no IMAGED_FAULT), a point does nothing.
+    crate::fault::point(Kind::Sync);
+}

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod manifest;
 pub mod name;
 pub mod object;
+pub mod record;
 pub mod tree;
 
 pub use chunking::ChunkParams;

@@ -280,3 +280,45 @@ fn dictionary_objects_round_trip_and_need_their_dictionary() {
     // A truncated dictionary digest is a header error, not a panic.
     assert!(object::parse_header(&framed[..20]).is_err());
 }
+
+#[test]
+fn records_round_trip_and_report_their_offsets() {
+    let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+    let mut body = crate::record::encode(&a, b"first");
+    crate::record::encode_into(&mut body, &b, b"");
+    let got = crate::record::decode_all(&body).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].digest, got[0].offset, got[0].framed), (a, 36, &b"first"[..]));
+    assert_eq!((got[1].digest, got[1].offset, got[1].framed), (b, 36 + 5 + 36, &b""[..]));
+    assert_eq!(crate::record::decode_all(&[]).unwrap(), vec![]);
+}
+
+#[test]
+fn records_refuse_a_body_that_does_not_end_on_a_record_boundary() {
+    use crate::record::{decode_all, records, RecordError};
+    let d = Digest::of(b"x");
+    let mut body = crate::record::encode(&d, b"framed");
+    body.extend_from_slice(&crate::record::encode(&d, b"second")[..20]);
+    assert_eq!(decode_all(&body), Err(RecordError::Truncated { index: 1, at: 42 }));
+    // A header announcing more than remains.
+    let short = &crate::record::encode(&d, b"framed")[..40];
+    assert_eq!(decode_all(short), Err(RecordError::Truncated { index: 0, at: 0 }));
+    // The valid prefix is still yielded, then the error, then nothing.
+    let mut it = records(&body);
+    assert!(it.next().unwrap().is_ok());
+    assert!(it.next().unwrap().is_err());
+    assert!(it.next().is_none());
+    assert_eq!(it.position(), 42);
+}
+
+#[test]
+fn records_refuse_an_oversized_record_before_reading_it() {
+    use crate::record::{records, Header, RecordError, HEADER_LEN};
+    let d = Digest::of(b"x");
+    let body = crate::record::encode(&d, &[7u8; 100]);
+    let err = records(&body).with_limit(99).next().unwrap().unwrap_err();
+    assert_eq!(err, RecordError::Oversized { digest: d, len: 100, max: 99 });
+    let head: [u8; HEADER_LEN] = body[..HEADER_LEN].try_into().unwrap();
+    assert_eq!(Header::decode(&head), Header { digest: d, len: 100 });
+    assert!(Header::decode(&head).check(100).is_ok());
+}

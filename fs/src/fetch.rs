@@ -9,6 +9,7 @@ use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use cache::record_reader::{ReadRecordError, RecordReader};
 use cache::Store;
 use format::Digest;
 
@@ -346,30 +347,31 @@ impl Fetcher {
         if !resp.status().is_success() {
             return Err(BatchError::Server(format!("answered {}", resp.status())));
         }
-        let mut reader = RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits };
-        let mut head = [0u8; 36];
+        let mut reader = RecordReader::new(RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits });
         let mut deferred = Vec::new();
         loop {
-            match read_full(&mut reader, &mut head) {
-                Ok(0) => break,
-                Ok(36) => {}
-                Ok(_) => return Err(BatchError::Server("the answer stopped inside a record".into())),
-                Err(e) => return Err(BatchError::Server(e)),
-            }
-            let digest = Digest(head[..32].try_into().expect("32 bytes"));
-            let len = u32::from_le_bytes(head[32..].try_into().expect("4 bytes")) as usize;
+            let header = match reader.next_header() {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(ReadRecordError::TruncatedHeader { .. }) => {
+                    return Err(BatchError::Server("the answer stopped inside a record".into()))
+                }
+                Err(e) => return Err(BatchError::Server(e.to_string())),
+            };
+            let digest = header.digest;
             if !wanted.contains(&digest) {
                 return Err(BatchError::Server(format!("sent object {digest}, which was not asked for")));
             }
-            if len as u64 > MAX_FETCHED_OBJECT {
-                return Err(BatchError::Server(format!("announced {len} bytes for object {digest}")));
+            if header.check(MAX_FETCHED_OBJECT).is_err() {
+                return Err(BatchError::Server(format!("announced {} bytes for object {digest}", header.len)));
             }
-            let mut framed = vec![0u8; len];
-            match read_full(&mut reader, &mut framed) {
-                Ok(n) if n == len => {}
-                Ok(_) => return Err(BatchError::Server(format!("the answer stopped inside object {digest}"))),
-                Err(e) => return Err(BatchError::Server(e)),
-            }
+            let framed = match reader.read_framed(&header) {
+                Ok(framed) => framed,
+                Err(ReadRecordError::TruncatedBody { .. }) => {
+                    return Err(BatchError::Server(format!("the answer stopped inside object {digest}")))
+                }
+                Err(e) => return Err(BatchError::Server(e.to_string())),
+            };
             match self.insert(&digest, &framed) {
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
                 // image): checked once the dictionary is here.
@@ -379,7 +381,7 @@ impl Fetcher {
                 other => self.stored(digest, other)?,
             }
         }
-        self.bytes.fetch_add(reader.bytes, Relaxed);
+        self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
         if deferred.is_empty() {
             return Ok(());
         }
@@ -411,20 +413,6 @@ impl Fetcher {
 enum BatchError {
     Server(String),
     Store(FetchError),
-}
-
-/// Reads until `buf` is full or the stream ends; returns how much was read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(n)
 }
 
 /// A body reader that gives up when the transfer drips below the minimum rate.

@@ -54,12 +54,6 @@ pub fn load(cache: &Path) -> Option<State> {
 
 /// Writes the state atomically and durably.
 pub fn save(cache: &Path, state: &State) -> std::io::Result<()> {
-    let dest = path(cache);
-    let tmp = cache.join(format!(".state.json.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(state).expect("serialisable"))?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, &dest)?;
-    std::fs::File::open(cache)?.sync_all()
+    let bytes = serde_json::to_vec_pretty(state).expect("serialisable");
+    cache::atomic::write(&path(cache), &bytes).map_err(|e| e.source)
 }

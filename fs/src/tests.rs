@@ -218,9 +218,7 @@ mod fetching {
                         let d: Digest = hex.as_str().unwrap().parse().unwrap();
                         let Some(framed) = objects.get(&d) else { continue };
                         let framed = if how == Behaviour::Corrupt { objects.values().find(|f| *f != framed).unwrap() } else { framed };
-                        out.extend_from_slice(&d.0);
-                        out.extend_from_slice(&(framed.len() as u32).to_le_bytes());
-                        out.extend_from_slice(framed);
+                        format::record::encode_into(&mut out, &d, framed);
                     }
                     let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", out.len());
                     if how == Behaviour::Drip {

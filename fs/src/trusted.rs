@@ -5,14 +5,13 @@
 //! the channel to a generation this endpoint may run go through `trust`'s pure core.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use cache::trusted_dir::TrustedDir;
 use serde_json::{json, Value};
 use trust::client::{Limits, Trusted, UpdateError};
 use trust::policy::{self, Accepted, ChannelRecord, PolicyError};
-use trust::sign::metadata_file;
 use trust::update::{self, RefreshError, Remote};
 
 use crate::fetch::Fetcher;
@@ -102,8 +101,8 @@ impl Resolved {
 struct Inner {
     trusted: Trusted,
     local: Local,
-    /// What is on disk, by role, to write only what changed.
-    written: BTreeMap<String, Vec<u8>>,
+    /// The role files on disk, to write only what changed.
+    files: TrustedDir,
     /// The last check: when, and its error if it failed.
     last: Option<(i64, Option<String>)>,
     /// Since when checks have been failing on a refusal (not on unreachable servers).
@@ -149,30 +148,16 @@ impl TrustState {
     /// kept); `arch` its architecture.
     pub fn open(cache: &Path, root: Option<&Path>, family: Option<String>, arch: String) -> Result<TrustState, TrustError> {
         let dir = cache.join("trust");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let stored = dir.join("root.json");
-        let (root_path, root_bytes) = match std::fs::read(&stored) {
-            Ok(b) => (stored, b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let files = TrustedDir::open(&dir, &["local.json"]).map_err(|e| TrustError::Io { path: e.path, why: e.source.to_string() })?;
+        let (root_path, root_bytes) = match files.root() {
+            Some(b) => (dir.join("root.json"), b.to_vec()),
+            None => {
                 let given = root.ok_or_else(|| TrustError::NoRoot { dir: dir.clone() })?;
                 (given.to_path_buf(), std::fs::read(given).map_err(io_err(given))?)
             }
-            Err(e) => return Err(io_err(&stored)(e)),
         };
-        let mut others = Vec::new();
-        let mut written = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(role) = trust::sign::role_of_file(&name).filter(|r| r != "root" && r != "local" && !name.starts_with('.')) else {
-                continue;
-            };
-            let bytes = std::fs::read(entry.path()).map_err(io_err(&entry.path()))?;
-            written.insert(role.clone(), bytes.clone());
-            others.push((role, bytes));
-        }
-        let trusted =
-            update::load(&root_bytes, &others, Limits::default()).map_err(|source| TrustError::BadRoot { path: root_path, source })?;
+        let trusted = update::load(&root_bytes, &files.others(), Limits::default())
+            .map_err(|source| TrustError::BadRoot { path: root_path, source })?;
         let local_path = dir.join("local.json");
         let mut local: Local = match std::fs::read(&local_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| TrustError::Io { path: local_path.clone(), why: e.to_string() })?,
@@ -185,14 +170,9 @@ impl TrustState {
             }
             local.family = Some(f);
         }
-        let st = TrustState {
-            dir,
-            arch,
-            inner: Mutex::new(Inner { trusted, local, written: BTreeMap::new(), last: None, refused_since: None }),
-        };
+        let st = TrustState { dir, arch, inner: Mutex::new(Inner { trusted, local, files, last: None, refused_since: None }) };
         {
             let mut inner = st.inner.lock().unwrap();
-            inner.written = written;
             st.persist(&mut inner)?;
         }
         Ok(st)
@@ -201,34 +181,11 @@ impl TrustState {
     /// Writes the roles whose bytes changed, removes those no longer trusted, and
     /// `local.json`. Each file is replaced atomically.
     fn persist(&self, inner: &mut Inner) -> Result<(), TrustError> {
-        let files: BTreeMap<String, Vec<u8>> = inner.trusted.files().into_iter().map(|(r, b)| (r, b.to_vec())).collect();
-        for (role, bytes) in &files {
-            if inner.written.get(role) != Some(bytes) {
-                self.write(&metadata_file(role, None), bytes)?;
-            }
-        }
-        // A timestamp or snapshot signed by keys the root no longer lists is dropped; a
-        // targets role the new snapshot names at another version stays until its
-        // replacement is verified.
-        for role in inner.written.keys().filter(|r| !files.contains_key(*r) && matches!(r.as_str(), "timestamp" | "snapshot")) {
-            let _ = std::fs::remove_file(self.dir.join(metadata_file(role, None)));
-        }
-        let mut files = files;
-        for (role, bytes) in &inner.written {
-            files.entry(role.clone()).or_insert_with(|| bytes.clone());
-        }
-        files.retain(|r, _| inner.trusted.files().iter().any(|(f, _)| f == r) || !matches!(r.as_str(), "timestamp" | "snapshot"));
-        inner.written = files;
+        let Inner { trusted, files, .. } = inner;
+        files.persist(trusted).map_err(|e| TrustError::Io { path: e.path, why: e.source.to_string() })?;
         let local = serde_json::to_vec_pretty(&inner.local).expect("serialises");
-        self.write("local.json", &local)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TrustError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+        let path = self.dir.join("local.json");
+        cache::atomic::write(&path, &local).map_err(|e| TrustError::Io { path: e.path, why: e.source.to_string() })
     }
 
     /// Updates the metadata from the servers and resolves `channel`: its signed record, and

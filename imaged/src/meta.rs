@@ -94,6 +94,8 @@ impl Meta {
         let mut batch = WriteBatch::default();
         batch.put(gen_key(image.as_str(), generation), manifest.0);
         batch.put(numbered_key('t', image.as_str(), generation), now_secs().to_be_bytes());
+        // The publish commit: a crash test can stop just before it (`cache::fault`).
+        cache::fault::point(cache::fault::Kind::Sync);
         self.db.write_opt(batch, &synced())?;
         Ok(())
     }

@@ -135,11 +135,7 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, list: Resu
         for d in digests {
             let Ok(framed) = store.get_framed(&d) else { continue };
             metrics.object_bytes_sent.inc_by(framed.len() as u64);
-            let mut rec = Vec::with_capacity(36 + framed.len());
-            rec.extend_from_slice(&d.0);
-            rec.extend_from_slice(&(framed.len() as u32).to_le_bytes());
-            rec.extend_from_slice(&framed);
-            if tx.blocking_send(Ok(Bytes::from(rec))).is_err() {
+            if tx.blocking_send(Ok(Bytes::from(format::record::encode(&d, &framed)))).is_err() {
                 return; // the client went away
             }
         }
@@ -192,20 +188,13 @@ fn count_received(state: &AppState, inserted: &[cache::Inserted]) {
 /// Splits a body of records (32-byte digest, u32 little-endian length, framed object) into
 /// its objects; anything that does not end exactly on a record boundary is refused.
 pub fn parse_records(body: &[u8]) -> Result<Vec<(Digest, &[u8])>, AppError> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let truncated = || AppError::new(ErrorCode::BadRecords, format!("record {} is truncated", out.len()));
-        if rest.len() < 36 {
-            return Err(truncated());
+    let records = format::record::decode_all(body).map_err(|e| match e {
+        format::record::RecordError::Truncated { index, .. } => {
+            AppError::new(ErrorCode::BadRecords, format!("record {index} is truncated"))
         }
-        let digest = Digest(rest[..32].try_into().expect("32 bytes"));
-        let len = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes")) as usize;
-        let framed = rest.get(36..36 + len).ok_or_else(truncated)?;
-        out.push((digest, framed));
-        rest = &rest[36 + len..];
-    }
-    Ok(out)
+        e @ format::record::RecordError::Oversized { .. } => AppError::new(ErrorCode::BadRecords, e.to_string()),
+    })?;
+    Ok(records.into_iter().map(|r| (r.digest, r.framed)).collect())
 }
 
 /// `POST /v1/objects/upload`: many objects in one body of records (the batch fetch's format).

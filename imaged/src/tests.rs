@@ -47,9 +47,7 @@ fn hot_objects_keep_small_objects_and_forget_on_request() {
 fn records_split_exactly_or_are_refused() {
     let mut body = Vec::new();
     for content in [&b"one"[..], b"two!"] {
-        body.extend_from_slice(&Digest::of(content).0);
-        body.extend_from_slice(&(content.len() as u32).to_le_bytes());
-        body.extend_from_slice(content);
+        format::record::encode_into(&mut body, &Digest::of(content), content);
     }
     let recs = crate::objects::parse_records(&body).unwrap();
     assert_eq!(recs.len(), 2);

@@ -6,8 +6,6 @@
 //! role's current file), online keys in `DATA/tuf/keys/ROLE-KEYID.key` (mode 0600).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -106,12 +104,8 @@ fn parse<T: for<'de> serde::Deserialize<'de>>(role: &str, ty: &str, bytes: &[u8]
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), TufError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    cache::atomic::write_with(&dir.join(name), bytes, cache::atomic::Options::new().mode(mode))
+        .map_err(|e| TufError::Io { path: e.path, source: e.source })
 }
 
 /// A public key as the API carries it (TUF's key object).

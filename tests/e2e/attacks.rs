@@ -254,9 +254,7 @@ fn endless_metadata_a_zstd_bomb_and_a_billion_object_manifest_are_stopped() {
     let digest = blake3::hash(&payload);
     let mut bomb = format::object::encode(&vec![0u8; 64 << 20], 3);
     bomb[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    let mut record = digest.as_bytes().to_vec();
-    record.extend_from_slice(&(bomb.len() as u32).to_le_bytes());
-    record.extend_from_slice(&bomb);
+    let record = format::record::encode(&format::Digest(*digest.as_bytes()), &bomb);
     s.proxy.set("/v1/objects/batch", Rule::Func(std::sync::Arc::new(move |_| (200, record.clone()))));
     assert!(std::fs::read(s.mnt.point.join("payload.bin")).is_err(), "the bomb must not be served");
     let store = cache::Store::open(s.cache().join("store")).unwrap();

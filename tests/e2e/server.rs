@@ -132,12 +132,7 @@ fn bad_requests_get_json_4xx_and_store_nothing() {
     // A batch upload with one bad record stores none of it; a truncated batch is refused.
     let good2 = b"another object".to_vec();
     let framed2 = tests::framed_raw(&good2);
-    let record = |hex: &str, framed: &[u8]| {
-        let mut r = blake3::Hash::from_hex(hex).unwrap().as_bytes().to_vec();
-        r.extend_from_slice(&(framed.len() as u32).to_le_bytes());
-        r.extend_from_slice(framed);
-        r
-    };
+    let record = |hex: &str, framed: &[u8]| format::record::encode(&hex.parse().unwrap(), framed);
     let digest2 = blake3::hash(&good2).to_hex().to_string();
     let mut body = record(&digest2, &framed2);
     body.extend(record(&other, &framed));

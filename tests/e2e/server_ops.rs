@@ -39,15 +39,9 @@ fn fetch_and_verify(server: &Server, digests: &[String]) -> usize {
         client().post(format!("{}/v1/objects/batch", server.url)).json(&json!({ "digests": digests })).send().unwrap().bytes().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let store = cache::Store::open(scratch.path()).unwrap();
-    let mut rest = &body[..];
     let mut n = 0;
-    let mut records = Vec::new();
-    while !rest.is_empty() {
-        let d = format::Digest(rest[..32].try_into().unwrap());
-        let len = u32::from_le_bytes(rest[32..36].try_into().unwrap()) as usize;
-        records.push((d, rest[36..36 + len].to_vec()));
-        rest = &rest[36 + len..];
-    }
+    let mut records: Vec<(format::Digest, Vec<u8>)> =
+        format::record::decode_all(&body).unwrap().into_iter().map(|r| (r.digest, r.framed.to_vec())).collect();
     // Dictionaries first, so objects compressed with one can be checked.
     records.sort_by_key(|(_, f)| f.len() > 8 && f[5] == 2);
     for (d, framed) in records {
@@ -292,8 +286,78 @@ fn readers_are_served_while_a_publisher_pushes_and_collects() {
     assert_eq!(assert_consistent(&t, &server), 2);
 }
 
+/// What a server started by `start_logged` wrote to stderr so far.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `imaged serve` on `port` (0: any), with `IMAGED_FAULT=fault` if given, so it kills
+/// itself (SIGKILL) at that point of its store's writes or syncs; waits until it listens, and
+/// keeps its stderr lines.
+fn start_logged(data: &Path, port: u16, fault: Option<&str>) -> (Server, Log) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(tests::bin("imaged"));
+    cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(fault) = fault {
+        cmd.env("IMAGED_FAULT", fault);
+    }
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = Log::default();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("imaged listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("imaged ({fault:?}) did not start listening"));
+    (Server { child, url, data: data.to_path_buf(), token: None }, log)
+}
+
+#[test]
+fn truncated_pack_gives_errors_naming_it_to_gc_and_reads_not_panics() {
+    let t = Imgctl::new();
+    let src = t.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..200 {
+        fs::write(src.join(format!("f{i}")), noise(6_000, 70_000 + i)).unwrap();
+    }
+    t.import(&src, "img");
+    let data = t.path("server");
+    let server = Server::start(&data);
+    ok_json(t.remote(&server, &["--json", "push", "img@1"]));
+    drop(server);
+    // Cut every pack of the server's store to its header and a few bytes.
+    let mut packs = Vec::new();
+    for e in fs::read_dir(data.join("store/packs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().unwrap() == "pack" {
+            fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(20).unwrap();
+            packs.push(p);
+        }
+    }
+    assert!(!packs.is_empty(), "the push wrote packs");
+    let (server, log) = start_logged(&data, 0, None);
+    let objects = objects_of(&t, "img@1");
+    // Reads: a batch leaves out what it cannot read; single reads fail with a server error.
+    assert!(fetch_and_verify(&server, &objects) < objects.len());
+    let lost = objects.iter().find(|d| client().get(format!("{}/v1/objects/{d}", server.url)).send().unwrap().status() == 500);
+    assert!(lost.is_some(), "some object is in a cut pack");
+    // Garbage collection cannot walk the generation: it answers an error and removes nothing.
+    let gc = client().post(format!("{}/v1/gc", server.url)).bearer_auth(server.token()).json(&json!({"dry_run": false})).send().unwrap();
+    assert_eq!(gc.status(), 500);
+    assert_eq!(server_missing(&server, &objects), Vec::<String>::new(), "gc removed nothing");
+    // The log names the pack; nothing panicked.
+    let log = log.lock().unwrap().join("\n");
+    assert!(packs.iter().any(|p| log.contains(&p.display().to_string())), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[test]
 fn kill_9_at_many_moments_of_push_and_publish() {
+    use std::os::unix::process::ExitStatusExt;
     let t = Imgctl::new();
     let data = t.path("server");
     let src = t.path("src");
@@ -303,25 +367,56 @@ fn kill_9_at_many_moments_of_push_and_publish() {
     }
     t.import(&src, "img");
     let port = Server::start(&data).port();
-    let mut delays_ms: Vec<u64> = vec![0, 5, 20, 60, 120, 250, 400, 700];
+    // The server stops itself at a chosen write or sync of its store (or just before the
+    // publish commit, a sync point): from the first write, through the pushes' pack commits,
+    // to points past the publish, where the push completes and the server is killed after.
+    let faults = [
+        "write:1",
+        "sync:1",
+        "write:20",
+        "sync:2",
+        "sync:3",
+        "write:300",
+        "sync:5",
+        "sync:8",
+        "write:1500",
+        "sync:13",
+        "sync:21",
+        "sync:1000000",
+    ];
     let mut published_at = None;
-    for (round, delay) in delays_ms.drain(..).enumerate() {
-        let server = Server::start_on(&data, port);
-        let mut push = std::process::Command::new(tests::bin("imgctl"))
+    let mut completed = false;
+    for (round, fault) in faults.into_iter().enumerate() {
+        let (mut server, _) = start_logged(&data, port, Some(fault));
+        let push = std::process::Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&t.store)
             .args(["push", "img@1", "--server", &server.url, "--token", &server.token()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .status()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        drop(server); // kill -9
-        let _ = push.wait();
+        completed = push.success();
+        // A push that failed saw the server die; its exit may trail the closed connection.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut exit = server.child.try_wait().unwrap();
+        while exit.is_none() && !completed && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            exit = server.child.try_wait().unwrap();
+        }
+        let fired = exit.is_some_and(|s| s.signal() == Some(9));
+        assert!(fired || completed, "round {round} ({fault}): the push failed with the server up");
+        if round == 0 {
+            assert!(fired, "write:1 is reached by any push that uploads");
+        }
+        drop(server); // kill -9, if the fault did not
         let server = Server::start_on(&data, port);
         let n = assert_consistent(&t, &server);
         if round == 0 {
             assert_eq!(n, 0, "killed at once, nothing can have been published");
+        }
+        if completed {
+            assert_eq!(n, 1, "round {round} ({fault}): the push completed");
         }
         if n == 1 && published_at.is_none() {
             published_at = Some(round);
@@ -330,6 +425,7 @@ fn kill_9_at_many_moments_of_push_and_publish() {
         assert_eq!(fs::read_dir(data.join("store/tmp")).unwrap().count(), 0, "round {round}");
     }
     eprintln!("published by round {published_at:?}");
+    assert!(completed, "the last fault lies past the publish: the push completes");
     // Whatever moment the kills hit, a final push completes and everything verifies.
     let server = Server::start_on(&data, port);
     ok_json(t.remote(&server, &["--json", "push", "img@1"]));

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use cache::trusted_dir::TrustedDir;
 use clap::{Parser, Subcommand};
 use trust::client::{Limits, Trusted};
-use trust::sign::{metadata_file, role_of_file, target_file};
+use trust::sign::target_file;
 
 use trust::update::{self, Remote};
 
@@ -91,39 +92,12 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The trusted state from the metadata directory.
-fn load(dir: &Path) -> Result<Trusted> {
-    let root = std::fs::read(dir.join("root.json")).with_context(|| format!("no trusted root in {}", dir.display()))?;
-    let mut others = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(role) = role_of_file(&name).filter(|r| r != "root") {
-            others.push((role, std::fs::read(entry.path())?));
-        }
-    }
-    Ok(update::load(&root, &others, Limits::default())?)
-}
-
-/// Writes every trusted role's exact bytes; removes a timestamp or snapshot no longer
-/// trusted (their keys rotated). A targets role's file stays until a newer one verifies.
-fn persist(dir: &Path, t: &Trusted) -> Result<()> {
-    let files = t.files();
-    for (role, bytes) in &files {
-        write_atomic(&dir.join(metadata_file(role, None)), bytes)?;
-    }
-    for role in ["timestamp", "snapshot"] {
-        if !files.iter().any(|(f, _)| f == role) {
-            let _ = std::fs::remove_file(dir.join(metadata_file(role, None)));
-        }
-    }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+/// The trusted state from the metadata directory, and the directory's files.
+fn load(dir: &Path) -> Result<(Trusted, TrustedDir)> {
+    let files = TrustedDir::open(dir, &[])?;
+    let root = files.root().with_context(|| format!("no trusted root in {}", dir.display()))?;
+    let trusted = update::load(root, &files.others(), Limits::default())?;
+    Ok((trusted, files))
 }
 
 /// The target file name in the target directory: the target path with every byte outside
@@ -139,13 +113,13 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             let bytes = std::fs::read(&root).with_context(|| format!("reading {}", root.display()))?;
             Trusted::new(&bytes, Limits::default()).context("the initial root does not verify")?;
-            write_atomic(&dir.join("root.json"), &bytes)
+            Ok(cache::atomic::write(&dir.join("root.json"), &bytes)?)
         }
         Op::Refresh => {
             let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
-            let mut t = load(&dir)?;
+            let (mut t, mut files) = load(&dir)?;
             let result = update::refresh(&mut t, &mut http, now());
-            persist(&dir, &t)?;
+            files.persist(&t)?;
             Ok(result?)
         }
         Op::Download => {
@@ -153,10 +127,10 @@ fn run(cli: Cli) -> Result<()> {
             let name = cli.target_name.context("--target-name is required")?;
             let base = cli.target_base_url.context("--target-base-url is required")?;
             let target_dir = cli.target_dir.context("--target-dir is required")?;
-            let mut t = load(&dir)?;
+            let (mut t, mut files) = load(&dir)?;
             let time = now();
             let found = update::refresh(&mut t, &mut http, time).and_then(|_| update::find(&mut t, &mut http, &name, time));
-            persist(&dir, &t)?;
+            files.persist(&t)?;
             let Some((file, _role)) = found? else { bail!("no trusted role lists target {name}") };
             let dest = target_dir.join(local_name(&name));
             if std::fs::read(&dest).is_ok_and(|b| trust::client::target_matches(&b, &file)) {
@@ -174,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{name}: the downloaded file does not match its signed length and hashes");
             }
             std::fs::create_dir_all(&target_dir)?;
-            write_atomic(&dest, &bytes)
+            Ok(cache::atomic::write(&dest, &bytes)?)
         }
     }
 }

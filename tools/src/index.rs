@@ -80,8 +80,6 @@ impl Index {
     pub fn save(self, path: &Path) -> std::io::Result<()> {
         let d = OnDisk { version: VERSION, chunking: Some(self.chunking), entries: self.new };
         let bytes = postcard::to_allocvec(&d).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, &bytes)?;
-        fs::rename(&tmp, path)
+        cache::atomic::write_with(path, &bytes, cache::atomic::Options::new().not_durable()).map_err(|e| e.source)
     }
 }

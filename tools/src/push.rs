@@ -99,9 +99,7 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
             let mut records = Vec::new();
             for d in batch {
                 let framed = store.get_framed(d).map_err(ReadError::from)?;
-                records.extend_from_slice(&d.0);
-                records.extend_from_slice(&(framed.len() as u32).to_le_bytes());
-                records.extend_from_slice(&framed);
+                format::record::encode_into(&mut records, d, &framed);
             }
             bytes.fetch_add(records.len() as u64, Ordering::Relaxed);
             remote.upload(records)?;

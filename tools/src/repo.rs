@@ -5,7 +5,7 @@
 //! (a manifest digest in hex), `index/NAME` (see `index.rs`), and `lock`.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -75,23 +75,6 @@ impl Generation {
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RepoError + 'a {
     move |source| RepoError::Io { action, path: path.to_path_buf(), source }
-}
-
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("atomic write target has a parent");
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 impl Repo {
@@ -208,6 +191,10 @@ impl Repo {
         let dir = self.image_refs(image);
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let path = dir.join(number.to_string());
-        write_atomic(&path, format!("{manifest}\n").as_bytes()).map_err(io_err("cannot write", &path))
+        // The temporary file goes to the store's `tmp/`, which `verify` clears after a crash,
+        // so the refs directory only ever holds refs.
+        let tmp = self.store.root().join("tmp");
+        cache::atomic::write_with(&path, format!("{manifest}\n").as_bytes(), cache::atomic::Options::new().tmp_in(&tmp))
+            .map_err(|e| RepoError::Io { action: "cannot write", path: e.path, source: e.source })
     }
 }
