@@ -163,3 +163,19 @@ fn bad_names_and_unknown_generations_have_their_own_exit_codes() {
     assert_eq!(out.status.code(), Some(NOT_FOUND));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such path: missing/file"));
 }
+
+#[test]
+fn a_bad_channel_name_is_refused_before_any_request() {
+    let t = Imgctl::new();
+    // Nothing listens on the server's port: a request would fail as unreachable (7).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    for args in
+        [vec!["channel", "get", "os/Stable"], vec!["channel", "set", "os/../x", "img@1"], vec!["channel", "promote", "os/a", "a//b"]]
+    {
+        let out = t.run(args.iter().copied().chain(["--server", server.as_str()]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(BAD_INPUT), "{args:?}: {err}");
+        assert!(err.contains("invalid channel name"), "{args:?}: {err}");
+    }
+}

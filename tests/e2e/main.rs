@@ -6,6 +6,7 @@ mod cache;
 mod datasets;
 mod golden;
 mod mount;
+mod push_limits;
 mod roundtrip;
 mod server;
 mod server_ops;

@@ -26,6 +26,9 @@ pub enum Rule {
     Endless,
     /// Computed from the request body: (status, body).
     Func(Arc<dyn Fn(&[u8]) -> (u16, Vec<u8>) + Send + Sync>),
+    /// A request body over this many bytes gets 413 with a plain-text page, as a proxy with
+    /// a body limit (nginx's `client_max_body_size`) answers; smaller ones pass through.
+    BodyLimit(usize),
 }
 
 /// The proxy.
@@ -119,6 +122,11 @@ fn serve(stream: TcpStream, upstream: &str, rules: &Mutex<HashMap<String, Rule>>
         }
         Some(Rule::Func(f)) => {
             let (status, body) = f(&req.body);
+            respond(&stream, status, &body, None);
+        }
+        Some(Rule::BodyLimit(max)) if req.body.len() > max => respond(&stream, 413, b"413 Request Entity Too Large\n", None),
+        Some(Rule::BodyLimit(_)) => {
+            let (status, body) = forward();
             respond(&stream, status, &body, None);
         }
         Some(Rule::Endless) => {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 pub mod browse;
 mod build;
+pub mod commands;
 pub mod dictionary;
 pub mod diff;
 pub mod export;

@@ -32,14 +32,15 @@ pub struct PushReport {
     /// Framed bytes sent.
     pub uploaded_bytes: u64,
     /// The server's description of the published generation.
-    pub published: serde_json::Value,
+    pub published: api::generations::Generation,
 }
 
 /// Upload requests in flight at once.
 const PARALLEL_UPLOADS: usize = 4;
 /// Digests per missing-objects query.
 const QUERY_BATCH: usize = 20_000;
-/// Framed bytes per upload request; an object larger than this goes alone.
+/// Framed bytes per upload request; an object larger than this goes alone. A batch the server
+/// or a proxy refuses as too large is split in halves, down to single objects.
 const UPLOAD_BATCH_BYTES: u64 = 4 << 20;
 /// Objects per upload request.
 const UPLOAD_BATCH_OBJECTS: usize = 1024;
@@ -94,17 +95,17 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
         uploaded_first += 1;
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(PARALLEL_UPLOADS).build().expect("thread pool");
+    let refused = AtomicU64::new(u64::MAX);
     pool.install(|| {
-        batches(store, &missing).par_iter().try_for_each(|batch| -> Result<(), PushError> {
+        let encode = |batch: &[Digest]| -> Result<Vec<u8>, PushError> {
             let mut records = Vec::new();
             for d in batch {
                 let framed = store.get_framed(d).map_err(ReadError::from)?;
                 format::record::encode_into(&mut records, d, &framed);
             }
-            bytes.fetch_add(records.len() as u64, Ordering::Relaxed);
-            remote.upload(records)?;
-            Ok(())
-        })
+            Ok(records)
+        };
+        batches(store, &missing).par_iter().try_for_each(|batch| upload_fitting(store, remote, batch, &encode, &refused, &bytes))
     })?;
     let manifest = store.get(&gen.digest).map_err(ReadError::from)?;
     let published = remote.publish(manifest)?;
@@ -114,4 +115,40 @@ pub fn push(store: &cache::Store, gen: &Generation, remote: &Remote) -> Result<P
         uploaded_bytes: bytes.into_inner(),
         published,
     })
+}
+
+/// Uploads `batch`, split in halves (and those again) while the server or a proxy in front of
+/// it refuses the request body as too large; only a single object refused fails the push.
+/// `refused` is the smallest body refused so far: a batch whose objects alone take that much
+/// is split before it is sent. `sent` counts the bytes accepted.
+fn upload_fitting(
+    store: &cache::Store,
+    remote: &Remote,
+    batch: &[Digest],
+    encode: &(dyn Fn(&[Digest]) -> Result<Vec<u8>, PushError> + Sync),
+    refused: &AtomicU64,
+    sent: &AtomicU64,
+) -> Result<(), PushError> {
+    let halves = |batch: &[Digest]| -> Result<(), PushError> {
+        let (a, b) = batch.split_at(batch.len() / 2);
+        upload_fitting(store, remote, a, encode, refused, sent)?;
+        upload_fitting(store, remote, b, encode, refused, sent)
+    };
+    let at_least: u64 = batch.iter().map(|d| store.stored_len(d).unwrap_or(0)).sum();
+    if batch.len() > 1 && at_least >= refused.load(Ordering::Relaxed) {
+        return halves(batch);
+    }
+    let records = encode(batch)?;
+    let len = records.len() as u64;
+    match remote.upload(records) {
+        Ok(_) => {
+            sent.fetch_add(len, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(RemoteError::TooLarge { .. }) if batch.len() > 1 => {
+            refused.fetch_min(len, Ordering::Relaxed);
+            halves(batch)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,27 +1,59 @@
 //! The HTTP client side of imaged's API, as `imgctl` uses it: every request has a deadline,
-//! and server errors come back as their JSON code and message.
+//! every body sent and read is a type of the `api` crate, and a failure is a `RemoteError`
+//! callers branch on by variant and error code, never by text.
 
 use std::time::Duration;
 
+use api::channels::{Channel, History, Promote, Rollback, SetChannel};
+use api::generations::{Generation, Kept};
+use api::objects::{DigestList, Missing, Uploaded};
+use api::tuf::{NewKey, RoleUploaded, TufStatus};
+use api::{ChannelName, ErrorBody, ErrorCode};
 use format::Digest;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+
+/// How much of an answer that is not the server's JSON an error quotes.
+const QUOTED_BYTES: usize = 200;
 
 /// A request to the server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// The server answered with an error status.
-    #[error("{url}: {status} {code}: {message}")]
+    /// The server answered with an error status and its JSON error body.
+    #[error("{url}: {status} {code}: {}", body.message)]
     Http {
         /// The request URL.
         url: String,
         /// HTTP status.
         status: u16,
         /// The server's error code (`missing_objects`, `bad_token`, …).
-        code: String,
-        /// The server's message.
-        message: String,
-        /// The whole error body.
-        body: Value,
+        code: ErrorCode,
+        /// The whole error body (with `missing_objects`, the missing list).
+        body: ErrorBody,
+    },
+    /// The server, or a proxy in front of it, refused the request body as too large (HTTP
+    /// 413, whether the server's `body_too_large` or a proxy's own page).
+    #[error(
+        "{url}: the server or a proxy in front of it refused a request body of {bytes} bytes as too large (HTTP 413: {said}); \
+         raise the proxy's body limit above that (nginx: client_max_body_size) or the server's max_object_bytes"
+    )]
+    TooLarge {
+        /// The request URL.
+        url: String,
+        /// Bytes of the refused body.
+        bytes: u64,
+        /// What the answer said: the server's message, or the start of the proxy's page.
+        said: String,
+    },
+    /// An answer that is not the server's JSON: an error page of a proxy, or a body that does
+    /// not parse as the route's answer.
+    #[error("{url}: HTTP {status}, not an answer of imaged: {quoted:?}")]
+    NotServerJson {
+        /// The request URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The start of the body.
+        quoted: String,
     },
     /// No usable answer: refused, timed out, cut off.
     #[error("{url}: {source}")]
@@ -34,11 +66,55 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// The HTTP status of an answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RemoteError::Http { status, .. } | RemoteError::NotServerJson { status, .. } => Some(*status),
+            RemoteError::TooLarge { .. } => Some(413),
+            RemoteError::Transport { .. } => None,
+        }
+    }
+
+    /// The server's error code, if it answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RemoteError::Http { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]);
+    text.trim().to_string()
+}
+
 /// A server and the token to use with it.
 pub struct Remote {
     base: String,
     token: Option<String>,
     client: reqwest::blocking::Client,
+}
+
+/// A request body and its size, for the error when it is refused as too large.
+enum Body {
+    None,
+    Json(Vec<u8>),
+    Bytes(Vec<u8>),
+}
+
+impl Body {
+    fn json(value: &impl serde::Serialize) -> Body {
+        Body::Json(serde_json::to_vec(value).expect("api types serialise"))
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Body::None => 0,
+            Body::Json(b) | Body::Bytes(b) => b.len() as u64,
+        }
+    }
 }
 
 impl Remote {
@@ -52,133 +128,146 @@ impl Remote {
         Ok(Remote { base: url.trim_end_matches('/').to_string(), token, client })
     }
 
-    fn send(&self, req: reqwest::blocking::RequestBuilder, url: &str) -> Result<Value, RemoteError> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; the raw answer if it succeeded, else the error it carries.
+    fn send_raw(&self, method: reqwest::Method, url: &str, body: Body) -> Result<(u16, Vec<u8>), RemoteError> {
+        let bytes = body.len();
+        let mut req = self.client.request(method, url);
+        req = match body {
+            Body::None => req,
+            Body::Json(b) => req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b),
+            Body::Bytes(b) => req.body(b),
         };
-        let resp = req.send().map_err(|source| RemoteError::Transport { url: url.to_string(), source })?;
-        let status = resp.status();
-        let body: Value = resp.json().unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
-        Err(RemoteError::Http {
-            url: url.to_string(),
-            status: status.as_u16(),
-            code: body["error"].as_str().unwrap_or("unknown").to_string(),
-            message: body["message"].as_str().unwrap_or("").to_string(),
-            body,
-        })
+        let transport = |source| RemoteError::Transport { url: url.to_string(), source };
+        let resp = req.send().map_err(transport)?;
+        let status = resp.status().as_u16();
+        let answer = resp.bytes().map_err(transport)?.to_vec();
+        if (200..300).contains(&status) {
+            return Ok((status, answer));
+        }
+        Err(error_of(url, status, bytes, &answer))
+    }
+
+    /// Sends a request and reads its answer as `T`.
+    fn send<T: DeserializeOwned>(&self, method: reqwest::Method, url: &str, body: Body) -> Result<T, RemoteError> {
+        let (status, answer) = self.send_raw(method, url, body)?;
+        serde_json::from_slice(&answer).map_err(|_| RemoteError::NotServerJson { url: url.to_string(), status, quoted: quote(&answer) })
     }
 
     /// Which of `digests` the server lacks.
     pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, RemoteError> {
-        let url = format!("{}/v1/objects/missing", self.base);
-        let list: Vec<String> = digests.iter().map(Digest::to_hex).collect();
-        let v = self.send(self.client.post(&url).json(&json!({ "digests": list })), &url)?;
-        Ok(v["missing"].as_array().into_iter().flatten().filter_map(|d| d.as_str()?.parse().ok()).collect())
+        let url = self.url("/v1/objects/missing");
+        let m: Missing = self.send(reqwest::Method::POST, &url, Body::json(&DigestList { digests: digests.to_vec() }))?;
+        Ok(m.missing)
     }
 
     /// Uploads one framed object.
     pub fn put_object(&self, digest: &Digest, framed: Vec<u8>) -> Result<(), RemoteError> {
-        let url = format!("{}/v1/objects/{digest}", self.base);
-        self.send(self.client.put(&url).body(framed), &url).map(|_| ())
+        let url = self.url(&format!("/v1/objects/{digest}"));
+        self.send_raw(reqwest::Method::PUT, &url, Body::Bytes(framed)).map(|_| ())
     }
 
     /// Uploads many framed objects in one request: records of digest, u32 LE length, bytes.
-    pub fn upload(&self, records: Vec<u8>) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/objects/upload", self.base);
-        self.send(self.client.post(&url).body(records), &url)
+    pub fn upload(&self, records: Vec<u8>) -> Result<Uploaded, RemoteError> {
+        let url = self.url("/v1/objects/upload");
+        self.send(reqwest::Method::POST, &url, Body::Bytes(records))
     }
 
     /// Marks (or unmarks) a generation `IMAGE@N` as kept by the server's garbage collection.
-    pub fn keep(&self, image: &str, number: u64, keep: bool) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/generations/{image}/{number}/keep", self.base);
-        let req = if keep { self.client.put(&url) } else { self.client.delete(&url) };
-        self.send(req, &url)
+    pub fn keep(&self, image: &format::ImageName, number: u64, keep: bool) -> Result<Kept, RemoteError> {
+        let url = self.url(&format!("/v1/generations/{image}/{number}/keep"));
+        self.send(if keep { reqwest::Method::PUT } else { reqwest::Method::DELETE }, &url, Body::None)
     }
 
     /// Publishes a generation from its manifest bytes.
-    pub fn publish(&self, manifest: Vec<u8>) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/generations", self.base);
-        self.send(self.client.post(&url).body(manifest), &url)
+    pub fn publish(&self, manifest: Vec<u8>) -> Result<Generation, RemoteError> {
+        let url = self.url("/v1/generations");
+        self.send(reqwest::Method::POST, &url, Body::Bytes(manifest))
     }
 
-    /// Points `channel` at `generation` (`IMAGE@N` or a manifest digest).
-    pub fn channel_set(&self, channel: &str, generation: &str) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/channels/{channel}", self.base);
-        self.send(self.client.put(&url).json(&json!({ "generation": generation })), &url)
+    /// Points `channel` at `generation` (`IMAGE@N`, `IMAGE@latest` or a manifest digest).
+    pub fn channel_set(&self, channel: &ChannelName, generation: &str) -> Result<Channel, RemoteError> {
+        let url = self.url(&format!("/v1/channels/{channel}"));
+        self.send(reqwest::Method::PUT, &url, Body::json(&SetChannel { generation: generation.to_string() }))
     }
 
     /// The channel's current version.
-    pub fn channel_get(&self, channel: &str) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/channels/{channel}", self.base);
-        self.send(self.client.get(&url), &url)
+    pub fn channel_get(&self, channel: &ChannelName) -> Result<Channel, RemoteError> {
+        let url = self.url(&format!("/v1/channels/{channel}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
     }
 
     /// Points `to` at `from`'s generation.
-    pub fn promote(&self, from: &str, to: &str) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/promote", self.base);
-        self.send(self.client.post(&url).json(&json!({ "from": from, "to": to })), &url)
+    pub fn promote(&self, from: &ChannelName, to: &ChannelName) -> Result<Channel, RemoteError> {
+        let url = self.url("/v1/promote");
+        self.send(reqwest::Method::POST, &url, Body::json(&Promote { from: from.clone(), to: to.clone() }))
     }
 
     /// A new version of `channel` naming `to`, or its previous generation.
-    pub fn rollback(&self, channel: &str, to: Option<&str>) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/rollback", self.base);
-        self.send(self.client.post(&url).json(&json!({ "channel": channel, "to": to })), &url)
+    pub fn rollback(&self, channel: &ChannelName, to: Option<&str>) -> Result<Channel, RemoteError> {
+        let url = self.url("/v1/rollback");
+        let body = Rollback { channel: channel.clone(), to: to.map(String::from) };
+        self.send(reqwest::Method::POST, &url, Body::json(&body))
+    }
+
+    /// Every version of `channel`.
+    pub fn history(&self, channel: &ChannelName) -> Result<History, RemoteError> {
+        let url = self.url(&format!("/v1/history/{channel}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
     }
 
     /// The signed metadata's state and the server's online keys (`GET /v1/tuf`).
-    pub fn tuf_status(&self) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/tuf", self.base);
-        self.send(self.client.get(&url), &url)
+    pub fn tuf_status(&self) -> Result<TufStatus, RemoteError> {
+        let url = self.url("/v1/tuf");
+        self.send(reqwest::Method::GET, &url, Body::None)
     }
 
     /// A metadata file as the server publishes it (`ROLE.json`, `N.ROLE.json`; the role
     /// name encoded); `None` if it has none.
     pub fn tuf_file(&self, name: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        let url = format!("{}/tuf/{name}", self.base);
-        let resp = self.client.get(&url).send().map_err(|source| RemoteError::Transport { url: url.clone(), source })?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+        let url = self.url(&format!("/tuf/{name}"));
+        match self.send_raw(reqwest::Method::GET, &url, Body::None) {
+            Ok((_, bytes)) => Ok(Some(bytes)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
         }
-        let status = resp.status();
-        let bytes = resp.bytes().map_err(|source| RemoteError::Transport { url: url.clone(), source })?;
-        if !status.is_success() {
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(RemoteError::Http {
-                url,
-                status: status.as_u16(),
-                code: body["error"].as_str().unwrap_or("unknown").to_string(),
-                message: body["message"].as_str().unwrap_or("").to_string(),
-                body,
-            });
-        }
-        Ok(Some(bytes.to_vec()))
     }
 
     /// Uploads a root signed offline.
-    pub fn put_root(&self, bytes: Vec<u8>) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/tuf/root", self.base);
-        self.send(self.client.put(&url).body(bytes), &url)
+    pub fn put_root(&self, bytes: Vec<u8>) -> Result<RoleUploaded, RemoteError> {
+        let url = self.url("/v1/tuf/root");
+        self.send(reqwest::Method::PUT, &url, Body::Bytes(bytes))
     }
 
     /// Uploads `targets` or an image family's role, signed offline.
-    pub fn put_role(&self, role: &str, bytes: Vec<u8>) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/tuf/roles/{role}", self.base);
-        self.send(self.client.put(&url).body(bytes), &url)
+    pub fn put_role(&self, role: &str, bytes: Vec<u8>) -> Result<RoleUploaded, RemoteError> {
+        let url = self.url(&format!("/v1/tuf/roles/{role}"));
+        self.send(reqwest::Method::PUT, &url, Body::Bytes(bytes))
     }
 
-    /// Has the server make a new key for online role `role`; its public key object.
-    pub fn add_online_key(&self, role: &str) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/tuf/keys/{role}", self.base);
-        self.send(self.client.post(&url), &url)
+    /// Has the server make a new key for online role `role`.
+    pub fn add_online_key(&self, role: &str) -> Result<NewKey, RemoteError> {
+        let url = self.url(&format!("/v1/tuf/keys/{role}"));
+        self.send(reqwest::Method::POST, &url, Body::None)
     }
+}
 
-    /// Every version of `channel`.
-    pub fn history(&self, channel: &str) -> Result<Value, RemoteError> {
-        let url = format!("{}/v1/history/{channel}", self.base);
-        self.send(self.client.get(&url), &url)
+/// The error an answer with a failure `status` carries: the server's JSON error body, a
+/// refusal of the body as too large, or something that is not the server's.
+pub(crate) fn error_of(url: &str, status: u16, sent: u64, answer: &[u8]) -> RemoteError {
+    let url = url.to_string();
+    match serde_json::from_slice::<ErrorBody>(answer) {
+        Ok(body) if status == 413 && body.error == ErrorCode::BodyTooLarge => {
+            RemoteError::TooLarge { url, bytes: sent, said: body.message }
+        }
+        Ok(body) => RemoteError::Http { url, status, code: body.error, body },
+        Err(_) if status == 413 => RemoteError::TooLarge { url, bytes: sent, said: quote(answer) },
+        Err(_) => RemoteError::NotServerJson { url, status, quoted: quote(answer) },
     }
 }

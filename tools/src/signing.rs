@@ -13,6 +13,9 @@ use trust::metadata::{Envelope, Root, Targets};
 use trust::policy::{self, FamilyRecord, GenerationRecord, CHANNELS_ROLE};
 use trust::sign::{self, metadata_file};
 
+use api::tuf::{TufKey, TufStatus};
+use api::ErrorCode;
+
 use crate::remote::{Remote, RemoteError};
 
 /// Default lifetime of what offline keys sign, days.
@@ -126,10 +129,14 @@ fn key_map(keys: &[&PublicKey]) -> Map<String, Value> {
 }
 
 /// The newest online key the server holds for `role`.
-fn online_key(status: &Value, role: &str) -> Result<PublicKey, SignError> {
-    let v =
-        status["online_keys"][role].as_array().and_then(|a| a.last()).ok_or_else(|| refused(format!("the server has no {role} key")))?;
-    PublicKey::from_value(v).map_err(refused)
+fn online_key(status: &TufStatus, role: &str) -> Result<PublicKey, SignError> {
+    let key = status.online_keys.get(role).and_then(|a| a.last()).ok_or_else(|| refused(format!("the server has no {role} key")))?;
+    public_key(key)
+}
+
+/// A key as the server lists it, checked.
+fn public_key(key: &TufKey) -> Result<PublicKey, SignError> {
+    PublicKey::from_value(&serde_json::to_value(key).expect("api types serialise")).map_err(refused)
 }
 
 fn expires_in(days: i64) -> String {
@@ -156,7 +163,7 @@ pub struct InitOptions<'a> {
 /// Returns root's bytes, to install on endpoints.
 pub fn init(remote: &Remote, o: &InitOptions) -> Result<Vec<u8>, SignError> {
     let status = remote.tuf_status()?;
-    if status["initialised"].as_bool() == Some(true) {
+    if status.initialised {
         return Err(refused("the server's repository already has a root: change it with `imgctl key rotate`"));
     }
     if o.root_threshold == 0 || o.root_threshold > o.root_keys.len() {
@@ -225,7 +232,7 @@ fn update_family(
         let bytes = sign::sign(&signed, &keys.iter().collect::<Vec<_>>()).map_err(refused)?;
         match remote.put_role(&role, bytes) {
             Ok(_) => return Ok(version + 1),
-            Err(RemoteError::Http { message, .. }) if attempt == 0 && message.contains("is not newer") => attempt += 1,
+            Err(RemoteError::Http { code: ErrorCode::VersionNotNewer, .. }) if attempt == 0 => attempt += 1,
             Err(e) => return Err(e.into()),
         }
     }
@@ -350,8 +357,8 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
         if !matches!(r.role.as_str(), "timestamp" | "snapshot" | CHANNELS_ROLE) {
             return Err(refused(format!("{} is not an online role", r.role)));
         }
-        let v = remote.add_online_key(&r.role)?;
-        added.push(PublicKey::from_value(&v["key"]).map_err(refused)?);
+        let new = remote.add_online_key(&r.role)?;
+        added.push(public_key(&new.key)?);
     }
     let signers: Vec<&SecretKey> = sign_with.iter().collect();
     let (root, mut root_signed, _) = fetch_root(remote)?;
@@ -414,19 +421,74 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
     Ok(("targets".into(), version))
 }
 
+/// The roles of the server's repository (`imgctl key list`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listing {
+    /// The current root.
+    pub root: RootListing,
+    /// The current targets, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetsListing>,
+}
+
+/// Version, expiry and the keys of every role, as root lists them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootListing {
+    /// Root's version.
+    pub version: u64,
+    /// Root's expiry, TUF's UTC time format.
+    pub expires: String,
+    /// Every top-level role's keys and threshold.
+    pub roles: std::collections::BTreeMap<String, RoleListing>,
+}
+
+/// A role's keys and threshold.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoleListing {
+    /// Keys allowed to sign for it.
+    pub keyids: Vec<KeyId>,
+    /// How many must sign.
+    pub threshold: usize,
+}
+
+/// Version, expiry and delegations of targets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetsListing {
+    /// Targets' version.
+    pub version: u64,
+    /// Targets' expiry, TUF's UTC time format.
+    pub expires: String,
+    /// The roles targets delegates to.
+    pub delegations: Vec<DelegationListing>,
+}
+
+/// A delegated role.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DelegationListing {
+    /// `channels` or `images/FAMILY`.
+    pub name: String,
+    /// Keys allowed to sign for it.
+    pub keyids: Vec<KeyId>,
+    /// How many must sign.
+    pub threshold: usize,
+    /// Target path patterns it may sign.
+    pub paths: Vec<String>,
+}
+
 /// The roles of the server's repository: keys, thresholds, versions, expiries, delegations.
-pub fn list(remote: &Remote) -> Result<Value, SignError> {
-    let (root, signed, _) = fetch_root(remote)?;
-    let mut out =
-        json!({"root": {"version": root.common.version, "expires": sign::expires(root.common.expires), "roles": signed["roles"]}});
-    if let Some((t, _)) = fetch_role(remote, &root, "targets")? {
-        let ds: Vec<Value> = t
+pub fn list(remote: &Remote) -> Result<Listing, SignError> {
+    let (root, _, _) = fetch_root(remote)?;
+    let roles =
+        root.roles.iter().map(|(name, r)| (name.clone(), RoleListing { keyids: r.keyids.clone(), threshold: r.threshold })).collect();
+    let targets = fetch_role(remote, &root, "targets")?.map(|(t, _)| TargetsListing {
+        version: t.common.version,
+        expires: sign::expires(t.common.expires),
+        delegations: t
             .delegations
             .iter()
             .flat_map(|d| &d.roles)
-            .map(|d| json!({"name": d.name, "keyids": d.keyids, "threshold": d.threshold, "paths": d.paths}))
-            .collect();
-        out["targets"] = json!({"version": t.common.version, "expires": sign::expires(t.common.expires), "delegations": ds});
-    }
-    Ok(out)
+            .map(|d| DelegationListing { name: d.name.clone(), keyids: d.keyids.clone(), threshold: d.threshold, paths: d.paths.clone() })
+            .collect(),
+    });
+    Ok(Listing { root: RootListing { version: root.common.version, expires: sign::expires(root.common.expires), roles }, targets })
 }

@@ -108,3 +108,22 @@ fn listing_text_is_as_ls_shows_it() {
     assert_eq!(display_bytes(b"caf\xe9"), "caf\\xe9");
     assert_eq!(split_path(b"/usr//bin/./"), vec![&b"usr"[..], b"bin"]);
 }
+
+#[test]
+fn server_answers_become_the_error_callers_act_on() {
+    use crate::remote::{error_of, RemoteError};
+    use api::ErrorCode;
+    let url = "http://x/v1/objects/upload";
+    let e = error_of(url, 413, 5000, b"<html>413 Request Entity Too Large</html>");
+    assert!(matches!(&e, RemoteError::TooLarge { bytes: 5000, .. }), "{e:?}");
+    assert!(e.to_string().contains("client_max_body_size"), "the message names the proxy's limit: {e}");
+    let e = error_of(url, 413, 7, br#"{"error":"body_too_large","message":"a body of 7 bytes is over the limit of 6"}"#);
+    assert!(matches!(&e, RemoteError::TooLarge { bytes: 7, .. }), "{e:?}");
+    let e = error_of(url, 413, 7, br#"{"error":"too_many_digests","message":"m"}"#);
+    assert_eq!(e.code(), Some(ErrorCode::TooManyDigests));
+    let e = error_of(url, 409, 7, br#"{"error":"version_not_newer","message":"m"}"#);
+    assert!(matches!(e, RemoteError::Http { status: 409, code: ErrorCode::VersionNotNewer, .. }), "{e:?}");
+    let e = error_of(url, 502, 7, b"Bad Gateway");
+    assert!(matches!(&e, RemoteError::NotServerJson { status: 502, quoted, .. } if quoted == "Bad Gateway"), "{e:?}");
+    assert_eq!(e.status(), Some(502));
+}

@@ -1,0 +1,192 @@
+//! From parsed arguments to a library call: checks names and generations at the command-line
+//! boundary (a bad name fails before any request), opens the store and the server, calls the
+//! `tools::commands` function of the subcommand and prints its output.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use format::{ChannelName, ChunkParams, GenSpec, ImageName};
+use serde::Serialize;
+use tools::commands::keys::{self, InitPlan};
+use tools::commands::local;
+use tools::commands::server::{self, ChannelPlan, PushPlan};
+use tools::import::{ImportOptions, Progress};
+use tools::remote::Remote;
+use tools::{signing, Repo};
+
+use crate::cli::{self, ChannelOp, Cli, Command, KeyOp, TrustOp};
+use crate::{exit_codes, print};
+
+fn default_store() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("imaged/store"));
+    }
+    let home = std::env::var_os("HOME").context("neither --store, IMGCTL_STORE, XDG_DATA_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/imaged/store"))
+}
+
+fn remote(server: &cli::Server) -> Result<Remote> {
+    let url = server.server.as_deref().context("no server: pass --server URL or set IMAGED_SERVER")?;
+    Ok(Remote::new(url, server.token.clone())?)
+}
+
+/// Splits `GEN[:PATH]`.
+fn split_target(target: &str) -> Result<(GenSpec, &str)> {
+    let (gen, path) = target.split_once(':').unwrap_or((target, ""));
+    Ok((gen.parse()?, path))
+}
+
+fn secrets(files: &[PathBuf]) -> Result<Vec<trust::keys::SecretKey>> {
+    Ok(files.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Prints `value` as one line of JSON, or as `text` prints it.
+fn show<T: Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&mut dyn Write, &T) -> std::io::Result<()>,
+) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(value)?)?;
+    } else {
+        text(out, value)?;
+    }
+    Ok(())
+}
+
+/// Runs the command; its exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let store = match cli.store {
+        Some(s) => s,
+        None => default_store()?,
+    };
+    let repo = Repo::open(&store).with_context(|| format!("opening store {}", store.display()))?;
+    let json = cli.json;
+    let mut stdout = std::io::stdout().lock();
+    let out: &mut dyn Write = &mut stdout;
+    match cli.command {
+        Command::Import { src, image, message, chunk_avg, level } => {
+            let image = ImageName::new(&image)?;
+            let created = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+            let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} importing {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap(),
+                );
+                bar
+            });
+            let progress_bar = bar.clone();
+            let opts = ImportOptions {
+                image,
+                message,
+                chunking: chunk_avg.map(ChunkParams::with_average),
+                level,
+                created,
+                progress: progress_bar.map(|b| {
+                    Box::new(move |p: Progress| match p {
+                        Progress::Total(n) => b.set_length(n),
+                        Progress::Advance(n) => b.inc(n),
+                    }) as Box<dyn Fn(Progress) + Sync>
+                }),
+            };
+            let report = local::import(&repo, &src, &opts)?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            show(out, json, &report, print::import)?;
+        }
+        Command::Log { image } => show(out, json, &local::log(&repo, &ImageName::new(&image)?)?, print::log)?,
+        Command::Ls { target } => {
+            let (spec, path) = split_target(&target)?;
+            let entries = local::list(&repo, &spec, path)?;
+            if json {
+                let listed: Vec<local::ListedEntry> = entries.iter().map(local::ListedEntry::from).collect();
+                show(out, json, &listed, |_, _| Ok(()))?;
+            } else {
+                print::ls(out, &entries)?;
+            }
+        }
+        Command::Cat { target } => {
+            let (spec, path) = split_target(&target)?;
+            local::cat(&repo, &spec, path, out)?;
+        }
+        Command::Objects { generation } => show(out, json, &local::objects(&repo, &generation.parse()?)?, print::objects)?,
+        Command::Export { generation, dest } => show(out, json, &local::export(&repo, &generation.parse()?, &dest)?, print::export)?,
+        Command::Diff { from, to } => show(out, json, &local::diff(&repo, &from.parse()?, &to.parse()?)?, print::diff)?,
+        Command::Push { generation, keys, arch, epoch, expires_days, server } => {
+            let plan = PushPlan { generation: generation.parse()?, keys: secrets(&keys)?, arch, epoch, expires_days };
+            show(out, json, &server::push(&repo, &remote(&server)?, plan)?, print::push)?;
+        }
+        Command::Keep { generation, off, server } => {
+            let (image, number) = match generation.parse()? {
+                GenSpec::Number(image, n) => (image, n),
+                _ => anyhow::bail!("keep takes IMAGE@N, not {generation:?}"),
+            };
+            show(out, json, &server::keep(&remote(&server)?, &image, number, !off)?, print::keep)?;
+        }
+        Command::Key { op, server } => key_command(op, server, json, out)?,
+        Command::Trust { op, server } => trust_command(op, server, json, out)?,
+        Command::Channel { op, server } => {
+            let plan = match op {
+                ChannelOp::Set { channel, generation } => ChannelPlan::Set(channel.parse()?, generation),
+                ChannelOp::Promote { from, to } => ChannelPlan::Promote { from: from.parse()?, to: to.parse()? },
+                ChannelOp::Rollback { channel, to } => ChannelPlan::Rollback(channel.parse()?, to),
+                ChannelOp::History { channel } => ChannelPlan::History(channel.parse::<ChannelName>()?),
+                ChannelOp::Get { channel } => ChannelPlan::Get(channel.parse()?),
+            };
+            show(out, json, &server::channel(&remote(&server)?, &plan)?, print::channel)?;
+        }
+        Command::Verify { dry_run } => {
+            let r = local::verify(&repo, dry_run)?;
+            show(out, json, &r, |out, r| print::verify(out, r, &repo.root().join("quarantine")))?;
+            return Ok(if r.healthy(!dry_run) { exit_codes::OK } else { exit_codes::VERIFY_FAILED });
+        }
+    }
+    Ok(exit_codes::OK)
+}
+
+fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
+    match op {
+        KeyOp::Generate { file } => show(out, json, &keys::generate(&file)?, print::generated_key),
+        KeyOp::List { files } if !files.is_empty() => show(out, json, &keys::list_files(&files)?, print::key_files),
+        KeyOp::List { .. } => show(out, json, &keys::list(&remote(&server)?)?, print::listing),
+        KeyOp::Rotate { role, add, remove, replace, online, threshold, sign_with, expires_days } => {
+            let add = add.iter().map(|f| signing::read_public(f)).collect::<Result<Vec<_>, _>>()?;
+            let remove = remove.iter().map(|r| keys::key_id_of(r)).collect::<Result<Vec<_>, _>>()?;
+            let signers = secrets(&sign_with)?;
+            let r = signing::Rotation { role, add, remove, replace, online, threshold, expires_days };
+            show(out, json, &keys::rotate(&remote(&server)?, &signers, &r)?, print::rotated)
+        }
+    }
+}
+
+fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
+    match op {
+        TrustOp::Init { root_keys, root_threshold, targets_keys, images, out: root_out, expires_days } => {
+            let mut families = Vec::new();
+            for spec in &images {
+                let (name, file) = spec.split_once('=').with_context(|| format!("--image takes FAMILY=KEYFILE, not {spec:?}"))?;
+                families.push((ImageName::new(name)?, signing::read_public(Path::new(file))?));
+            }
+            let plan = InitPlan {
+                root_keys: secrets(&root_keys)?,
+                root_threshold,
+                targets_keys: secrets(&targets_keys)?,
+                families,
+                out: root_out,
+                expires_days,
+            };
+            show(out, json, &keys::init(&remote(&server)?, plan)?, print::initialised)
+        }
+        TrustOp::MinEpoch { image, epoch, keys: key_files, expires_days } => {
+            let image = ImageName::new(&image)?;
+            let secrets = secrets(&key_files)?;
+            show(out, json, &keys::min_epoch(&remote(&server)?, &secrets, &image, epoch, expires_days)?, print::min_epoch)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The text `imgctl` prints for each command's output when `--json` is not given.
+
+use std::io::{Result, Write};
+use std::path::Path;
+
+use format::{Entry, EntryKind};
+use tools::browse::{display_bytes, mode_string, utc_string};
+use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
+use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
+use tools::commands::server::{ChannelOutput, PushOutput};
+use tools::diff::Change;
+use tools::signing::Listing;
+use tools::verify::VerifyReport;
+
+/// The new generation on stdout, the details on stderr.
+pub fn import(out: &mut dyn Write, r: &ImportOutput) -> Result<()> {
+    let s = &r.stats;
+    writeln!(out, "{}", r.generation)?;
+    eprintln!(
+        "manifest {} root {}\n{} files, {} dirs, {} symlinks, {} bytes; {} new objects ({} bytes, {} stored); {} files read, {} unchanged; {:.2} s",
+        r.manifest, r.root, s.files, s.directories, s.symlinks, s.bytes, s.new_objects, s.new_bytes, r.stored_bytes, r.files_read, r.files_reused, r.seconds
+    );
+    Ok(())
+}
+
+pub fn log(out: &mut dyn Write, rows: &Vec<LogEntry>) -> Result<()> {
+    for g in rows {
+        let s = &g.stats;
+        writeln!(
+            out,
+            "{:<16} {}  {}  {} files {} bytes (+{} new)  {}",
+            g.generation,
+            &g.manifest.to_hex()[..12],
+            utc_string(g.created),
+            s.files,
+            s.bytes,
+            s.new_bytes,
+            g.message
+        )?;
+    }
+    Ok(())
+}
+
+pub fn ls(out: &mut dyn Write, entries: &[Entry]) -> Result<()> {
+    for e in entries {
+        let tail = match &e.kind {
+            EntryKind::Symlink { target } => format!(" -> {}", display_bytes(target)),
+            _ => String::new(),
+        };
+        let size = match &e.kind {
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => format!("{major}, {minor}"),
+            _ => e.size().to_string(),
+        };
+        writeln!(
+            out,
+            "{} {:>5} {:>5} {:>12} {} {}{}",
+            mode_string(e.kind.letter(), e.mode),
+            e.uid,
+            e.gid,
+            size,
+            utc_string(e.mtime_sec),
+            display_bytes(&e.name),
+            tail
+        )?;
+    }
+    Ok(())
+}
+
+pub fn objects(out: &mut dyn Write, rows: &Vec<ObjectRow>) -> Result<()> {
+    for r in rows {
+        writeln!(out, "{} {}", r.digest, r.stored_bytes)?;
+    }
+    Ok(())
+}
+
+pub fn export(out: &mut dyn Write, r: &ExportOutput) -> Result<()> {
+    writeln!(out, "exported {} to {}: {} entries, {} bytes", r.generation, r.dest.display(), r.entries, r.bytes)
+}
+
+pub fn diff(out: &mut dyn Write, d: &DiffOutput) -> Result<()> {
+    for c in &d.changes {
+        match c {
+            Change::Added { path, size } => writeln!(out, "A {path} ({size} bytes)")?,
+            Change::Removed { path, size } => writeln!(out, "D {path} ({size} bytes)")?,
+            Change::Modified { path, old_size, new_size, what } => {
+                writeln!(out, "M {path} ({old_size} -> {new_size} bytes; {})", what.join(", "))?
+            }
+        }
+    }
+    if let Some(pk) = &d.packages {
+        writeln!(out, "packages:")?;
+        for p in pk {
+            match (&p.old, &p.new) {
+                (None, Some(v)) => writeln!(out, "  + {} {v}", p.package)?,
+                (Some(v), None) => writeln!(out, "  - {} {v}", p.package)?,
+                (Some(o), Some(n)) => writeln!(out, "  ~ {} {o} -> {n}", p.package)?,
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn push(out: &mut dyn Write, p: &PushOutput) -> Result<()> {
+    match &p.signed {
+        Some(s) => writeln!(out, "signed {} (arch {}, epoch {})", p.generation, s.arch, s.epoch)?,
+        None => writeln!(out, "{} is not signed (no --key): endpoints refuse it and channels cannot name it", p.generation)?,
+    }
+    let r = &p.report;
+    writeln!(
+        out,
+        "pushed {}: {} objects, {} uploaded ({} bytes), {:.2} s",
+        p.generation, r.objects, r.uploaded, r.uploaded_bytes, p.seconds
+    )
+}
+
+pub fn keep(out: &mut dyn Write, k: &api::generations::Kept) -> Result<()> {
+    writeln!(out, "{}: keep {}", k.generation, if k.keep { "on" } else { "off" })
+}
+
+pub fn channel(out: &mut dyn Write, c: &ChannelOutput) -> Result<()> {
+    match c {
+        ChannelOutput::History(h) => {
+            for cv in &h.versions {
+                writeln!(out, "v{:<5} {:<24} {:<9} {}", cv.version, cv.generation, cv.action.as_str(), utc_string(cv.created))?;
+            }
+            Ok(())
+        }
+        ChannelOutput::Channel(c) => writeln!(out, "{} v{} -> {} ({})", c.channel, c.version, c.generation, c.action.as_str()),
+    }
+}
+
+pub fn verify(out: &mut dyn Write, r: &VerifyReport, quarantine: &Path) -> Result<()> {
+    writeln!(out, "checked {} objects and {} generations", r.objects_checked, r.generations_checked)?;
+    for (d, why) in &r.corrupt {
+        writeln!(out, "corrupt object {d}: {why}")?;
+    }
+    if r.quarantined > 0 {
+        writeln!(out, "moved {} corrupt objects to {}", r.quarantined, quarantine.display())?;
+    }
+    if r.tmp_removed > 0 {
+        writeln!(out, "removed {} temporary files left by interrupted writers", r.tmp_removed)?;
+    }
+    for (label, missing) in &r.incomplete {
+        writeln!(
+            out,
+            "generation {label} is missing {} objects (first: {}); re-import its source or fetch it from a server",
+            missing.len(),
+            missing[0]
+        )?;
+    }
+    if r.corrupt.is_empty() && r.incomplete.is_empty() {
+        writeln!(out, "all good")?;
+    }
+    Ok(())
+}
+
+pub fn generated_key(out: &mut dyn Write, k: &GeneratedKey) -> Result<()> {
+    writeln!(out, "{} {} (public half in {})", k.keyid, k.file.display(), k.public.display())
+}
+
+pub fn key_files(out: &mut dyn Write, rows: &Vec<KeyFile>) -> Result<()> {
+    for k in rows {
+        writeln!(out, "{} {}{}", k.keyid, k.file.display(), if k.secret { " (secret)" } else { "" })?;
+    }
+    Ok(())
+}
+
+/// A list of key ids as JSON writes it, as `key list` has always shown them.
+fn ids(keyids: &[trust::keys::KeyId]) -> String {
+    serde_json::to_string(keyids).unwrap_or_default()
+}
+
+pub fn listing(out: &mut dyn Write, l: &Listing) -> Result<()> {
+    writeln!(out, "root v{} (expires {})", l.root.version, l.root.expires)?;
+    for (role, r) in &l.root.roles {
+        writeln!(out, "  {role}: threshold {} of {}", r.threshold, ids(&r.keyids))?;
+    }
+    if let Some(t) = &l.targets {
+        writeln!(out, "targets v{} (expires {})", t.version, t.expires)?;
+        for d in &t.delegations {
+            let paths = serde_json::to_string(&d.paths).unwrap_or_default();
+            writeln!(out, "  {} {}: threshold {} of {}", d.name, paths, d.threshold, ids(&d.keyids))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn rotated(out: &mut dyn Write, r: &Rotated) -> Result<()> {
+    writeln!(out, "{}: new keys in {} version {}", r.role, r.uploaded, r.version)
+}
+
+pub fn initialised(out: &mut dyn Write, i: &Initialised) -> Result<()> {
+    writeln!(out, "repository created; endpoints start from {} (imgfs mount --root)", i.root.display())
+}
+
+pub fn min_epoch(out: &mut dyn Write, m: &MinEpochSet) -> Result<()> {
+    writeln!(out, "{}: min_epoch {} (role version {}); generations below it are withdrawn", m.image, m.min_epoch, m.version)
+}
