@@ -7,6 +7,7 @@
 //! that callers pass before they publish anything that refers to the objects.
 #![warn(missing_docs)]
 
+pub mod clock;
 mod error;
 pub mod pack;
 pub mod plain;

@@ -87,10 +87,6 @@ impl Remote for Http {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The trusted state from the metadata directory.
 fn load(dir: &Path) -> Result<Trusted> {
     let root = std::fs::read(dir.join("root.json")).with_context(|| format!("no trusted root in {}", dir.display()))?;
@@ -144,7 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Op::Refresh => {
             let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
             let mut t = load(&dir)?;
-            let result = update::refresh(&mut t, &mut http, now());
+            let result = update::refresh(&mut t, &mut http, cache::clock::now());
             persist(&dir, &t)?;
             Ok(result?)
         }
@@ -154,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             let base = cli.target_base_url.context("--target-base-url is required")?;
             let target_dir = cli.target_dir.context("--target-dir is required")?;
             let mut t = load(&dir)?;
-            let time = now();
+            let time = cache::clock::now();
             let found = update::refresh(&mut t, &mut http, time).and_then(|_| update::find(&mut t, &mut http, &name, time));
             persist(&dir, &t)?;
             let Some((file, _role)) = found? else { bail!("no trusted role lists target {name}") };
