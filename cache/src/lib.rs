@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod clock;
 mod error;
 pub mod fault;
 pub mod pack;

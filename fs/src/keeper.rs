@@ -4,6 +4,7 @@
 //! cached (so a rollback works offline), and the generations the user pinned.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -34,14 +35,22 @@ pub struct Keeper {
     wake: (Mutex<bool>, Condvar),
     /// Serialises eviction rounds.
     round: Mutex<Option<Evicted>>,
+    /// Rounds the keeper thread has finished (tests wait on it rather than on the time).
+    rounds: AtomicU64,
 }
 
 impl Keeper {
     /// A keeper for `ep`'s store (which it switches to use tracking), with user pins `pins`.
     pub fn new(ep: Arc<Endpoint>, quota: Quota, pins: Vec<Pin>) -> std::io::Result<Arc<Keeper>> {
         ep.store().track_use()?;
-        let keeper =
-            Arc::new(Keeper { ep, quota, pins: Mutex::new(pins), wake: (Mutex::new(false), Condvar::new()), round: Mutex::new(None) });
+        let keeper = Arc::new(Keeper {
+            ep,
+            quota,
+            pins: Mutex::new(pins),
+            wake: (Mutex::new(false), Condvar::new()),
+            round: Mutex::new(None),
+            rounds: AtomicU64::new(0),
+        });
         let k = keeper.clone();
         keeper.ep.fetcher().on_disk_full(move || k.check().is_some_and(|e| e.objects > 0));
         Ok(keeper)
@@ -148,6 +157,7 @@ impl Keeper {
                 *woken = false;
             }
             me.check();
+            me.rounds.fetch_add(1, Ordering::Relaxed);
         });
     }
 
@@ -171,6 +181,7 @@ impl Keeper {
             "disk_available_bytes": disk.map(|d| d.available),
             "evicted_objects": usage.evicted_objects + copies.evicted_objects,
             "evicted_bytes": usage.evicted_bytes + copies.evicted_bytes,
+            "keeper_rounds": self.rounds.load(Ordering::Relaxed),
             "last_eviction": self.round.lock().unwrap().map(|e| json!({"objects": e.objects, "bytes": e.bytes, "remaining": e.remaining})),
         })
     }

@@ -133,9 +133,9 @@ impl Remote for ServerRemote<'_> {
     }
 }
 
-/// Seconds since the epoch by the system clock.
+/// Seconds since the epoch by the workspace's clock (`cache::clock`, which tests can set).
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    cache::clock::now()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {

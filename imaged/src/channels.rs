@@ -115,7 +115,7 @@ async fn write(
             let (image, n) = generation.split_once('@').and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?))).unwrap_or(("", 0));
             st.tuf.signed_generation(image, n, &manifest.to_hex())?;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = cache::clock::now();
         let cv = ChannelVersion {
             channel,
             version: history.last().map_or(1, |v| v.version + 1),

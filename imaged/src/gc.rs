@@ -52,8 +52,9 @@ pub enum GcError {
     },
 }
 
+/// Seconds since the epoch by the workspace's clock (`cache::clock`).
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    cache::clock::now().max(0) as u64
 }
 
 /// Runs a collection. Blocking; the caller holds `state.gc_lock` for writing.

@@ -71,8 +71,9 @@ fn pin_key(d: &Digest) -> Vec<u8> {
     k
 }
 
+/// Seconds since the epoch by the workspace's clock (`cache::clock`).
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    cache::clock::now().max(0) as u64
 }
 
 fn synced() -> rocksdb::WriteOptions {

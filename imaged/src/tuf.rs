@@ -113,10 +113,6 @@ pub fn api_key(key: &trust::keys::PublicKey) -> api::tuf::TufKey {
     serde_json::from_value(key.to_value()).expect("a TUF key object has keytype, scheme and keyval")
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 impl State {
     fn held(&self, keyids: &[KeyId]) -> Vec<&SecretKey> {
         self.keys.iter().map(|(_, k)| k).filter(|k| keyids.contains(&k.public().key_id())).collect()
@@ -285,7 +281,7 @@ impl Repo {
         if !root.consistent_snapshot {
             return Err(TufError::Refused("root must set consistent_snapshot: true".into()));
         }
-        trusted.check_root(now()).map_err(|e| TufError::Refused(e.to_string()))?;
+        trusted.check_root(cache::clock::now()).map_err(|e| TufError::Refused(e.to_string()))?;
         for role in ["timestamp", "snapshot"] {
             let rk = root.role(role).ok_or_else(|| TufError::Refused(format!("root lists no {role} role")))?;
             if st.held(&rk.keyids).len() < rk.threshold.max(1) {
@@ -344,7 +340,7 @@ impl Repo {
                 return Err(TufError::NotNewer { role: role.to_string(), version: new.common.version, current: old.common.version });
             }
         }
-        if new.common.expires <= now() {
+        if new.common.expires <= cache::clock::now() {
             return Err(TufError::Refused(format!("{role}: expired at {}", sign::expires(new.common.expires))));
         }
         let version = new.common.version;
@@ -407,7 +403,7 @@ impl Repo {
     /// Signs `channels` (if `all`, missing or due), then `snapshot` (if anything it lists
     /// changed, or due), then `timestamp` (if the snapshot changed, or due).
     fn resign(&self, st: &mut State, meta: &Meta, all: bool) -> Result<(), TufError> {
-        let t = now();
+        let t = cache::clock::now();
         let due = |expires: Option<i64>, life: i64| expires.is_none_or(|e| e - t < life / 2);
         let mut changed = all;
         let channels_delegated = st

@@ -1,8 +1,9 @@
-//! One test per attack on the update path, each driving real imgctl, imaged and a real
-//! imgfs mount through a proxy the test controls (tests::proxy): it serves old, altered,
-//! oversized, slow or missing files, or files signed with the server's stolen online keys.
-//! Each checks how `imgfs update` ends, the trusted state on disk (CACHE/trust/) and the
-//! generation that stays mounted.
+//! Attacks on the update path, through a proxy the test controls: each is refused, and the mounted generation and trusted state stay.
+//!
+//! One test per attack, each driving real imgctl, imaged and a real imgfs mount through the
+//! proxy (tests::proxy): it serves old, altered, oversized, slow or missing files, or files
+//! signed with the server's stolen online keys. Each checks how `imgfs update` ends, the
+//! trusted state on disk (CACHE/trust/) and the generation that stays mounted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tests::proxy::{signed, Forger, Proxy, Rule};
-use tests::{bin, client, ok_json, Imgctl, Mount, Server};
+use tests::{bin, client, ok_json, Imgctl, Mount, Server, TestClock};
 
 /// A signed repository with `os@1` and `os@2` pushed, `os/stable` at 1, a proxy in front
-/// of the server and a mount of `os/stable` through the proxy.
+/// of the server and a mount of `os/stable` through the proxy; the server and the mount
+/// share a clock the test can move forward.
 struct Setup {
     t: Imgctl,
     server: Server,
     proxy: Proxy,
     mnt: Mount,
+    clock: TestClock,
 }
 
 fn write_tree(src: &Path, version: &str) {
@@ -30,13 +33,14 @@ fn write_tree(src: &Path, version: &str) {
 fn setup_with(config: Option<&str>) -> Setup {
     let t = Imgctl::new();
     let data = t.path("server");
+    let clock = TestClock::new(&t.path("clock"));
     let server = match config {
         Some(c) => {
             let file = t.path("imaged.toml");
             std::fs::write(&file, c).unwrap();
-            Server::start_with(&data, 0, Some(&file))
+            Server::start_clocked(&data, Some(&file), &clock)
         }
-        None => Server::start(&data),
+        None => Server::start_clocked(&data, None, &clock),
     };
     let src = t.path("src");
     write_tree(&src, "one");
@@ -45,9 +49,9 @@ fn setup_with(config: Option<&str>) -> Setup {
     t.import(&src, "os");
     t.push_signed(&server, "os@2");
     let proxy = Proxy::start(&server.url);
-    let mnt = Mount::start_with(&[&proxy.url], "os/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let mnt = Mount::start_clocked(&[&proxy.url], "os/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"], &clock);
     assert_eq!(version(&mnt), "one");
-    Setup { t, server, proxy, mnt }
+    Setup { t, server, proxy, mnt, clock }
 }
 
 fn setup() -> Setup {
@@ -219,13 +223,14 @@ fn a_frozen_timestamp_expires_the_endpoint_stays_and_reports_stale_since() {
     let s = setup_with(Some("tuf_timestamp_seconds = 4\n"));
     let frozen = s.forger().current("timestamp.json");
     s.proxy.set("/tuf/timestamp.json", Rule::Bytes(frozen));
-    std::thread::sleep(Duration::from_secs(5));
+    // The frozen timestamp's 4 s run out: the server's and the endpoint's clock move 5 s on.
+    s.clock.advance(5);
     s.set_channel("os@2");
     refused(&s.mnt, "timestamp: expired at", "one");
     let st = status(&s.mnt);
     assert_eq!(st["trust"]["fresh"], false, "{st}");
     let since = trust::time::parse(st["trust"]["stale_since"].as_str().unwrap()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = s.clock.now();
     assert!(since <= now && since > now - 60, "{st}");
     // The server signs fresh timestamps by itself; once they get through, the endpoint moves.
     s.proxy.clear_all();

@@ -1,6 +1,8 @@
-//! The endpoint's cache against a real imaged and a real FUSE mount: the size limit and LRU
-//! eviction, the previous generation spared for an offline rollback, pins, prefetch with a
-//! bandwidth cap that resumes after a crash, and mounting through mount(8) and an fstab line.
+//! The endpoint's cache on a real mount: size limit and LRU eviction, rollback spares, pins, resumable prefetch, mount(8) and fstab.
+//!
+//! Against a real imaged and a real FUSE mount: the size limit and LRU eviction, the previous
+//! generation spared for an offline rollback, pins, prefetch with a bandwidth cap that resumes
+//! after a crash, and mounting through mount(8) and an fstab line.
 
 use std::path::Path;
 use std::process::Command;
@@ -157,9 +159,12 @@ fn a_pin_keeps_a_generation_whole_over_the_limit_until_unpinned() {
     // 8 MiB under a 4 MiB/s cap: the first half-second batch is free, the rest is paced.
     assert!(took >= Duration::from_millis(1400), "8 MiB at most 4 MiB/s took only {took:?}");
 
-    // Over the limit, but pinned: nothing goes, and it all reads with the server gone.
-    std::thread::sleep(Duration::from_secs(3));
-    let st = mnt.control("status");
+    // Over the limit, but pinned: nothing goes (once the keeper has looked: two more of its
+    // rounds, so that one began after the pin), and it all reads with the server gone.
+    let rounds = |st: &serde_json::Value| st["cache"]["keeper_rounds"].as_u64().unwrap();
+    let pinned_at = rounds(&mnt.control("status"));
+    let st = mnt.wait_status(20, |st| rounds(st) >= pinned_at + 2);
+    assert!(rounds(&st) >= pinned_at + 2, "the keeper did not look at the cache within 20 s: {st}");
     assert!(used(&st) > 8 * MIB as u64, "{st}");
     assert_eq!(st["pins"][0]["generation"], "kiosk@1", "{st}");
     server.kill();
@@ -189,7 +194,14 @@ fn a_prefetch_killed_with_its_mount_resumes_at_the_next_mount_and_then_works_off
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once a quarter of the 8 MiB is in (its progress, as the client sees it), well
+    // before all of it is (4 s at 2 MiB/s).
+    let quarter = |st: &serde_json::Value| {
+        let p = &st["prefetching"][0]["progress"];
+        p["objects_done"].as_u64().unwrap_or(0) > 0 && p["bytes_done"].as_u64().unwrap_or(0) >= 2 * MIB as u64
+    };
+    let st = mnt.wait_status(60, quarter);
+    assert!(quarter(&st), "the prefetch did not get a quarter of the way within 60 s: {st}");
     mnt.kill();
     let _ = client.wait();
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("state.json")).unwrap()).unwrap();

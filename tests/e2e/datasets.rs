@@ -1,5 +1,7 @@
-//! Round trips on real data: the debootstrapped Debian roots and the Rust toolchain tree built
-//! by `shared/datasets/make-datasets.sh` (scripts/test.sh builds them first).
+//! Round trips on real data: the debootstrapped Debian roots and the Rust toolchain tree.
+//!
+//! The data sets are built by `shared/datasets/make-datasets.sh` (scripts/test.sh builds them
+//! first).
 
 use std::collections::HashSet;
 use std::fs;

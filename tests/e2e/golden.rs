@@ -1,6 +1,8 @@
-//! Golden stores: a store written by format version 1 is kept in `tests/golden/` and must be
-//! read by every later version; and importing the same recipe today must give the same
-//! manifest and root digests, byte for byte. Regenerate only with a format version bump:
+//! Golden stores: what format version 1 wrote reads in every later version, and today's import of its recipe is byte-identical.
+//!
+//! A store written by format version 1 is kept in `tests/golden/` and must be read by every
+//! later version; and importing the same recipe today must give the same manifest and root
+//! digests, byte for byte. Regenerate only with a format version bump:
 //! `IMAGED_WRITE_GOLDEN=1 cargo test --release -p tests golden`.
 
 use std::fs;

@@ -1,4 +1,4 @@
-//! End-to-end tests: the real `imgctl` binary on real files, as root.
+//! End-to-end tests: the real imgctl, imaged and imgfs on real files, servers and FUSE mounts, as root; and the tidy checks.
 
 mod attacks;
 mod bad_input;
@@ -11,4 +11,5 @@ mod roundtrip;
 mod server;
 mod server_ops;
 mod store;
+mod tidy;
 mod trust;

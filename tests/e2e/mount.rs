@@ -1,5 +1,8 @@
-//! imgfs against a real imaged over HTTP on 127.0.0.1, mounted for real through FUSE:
-//! every field of every kind of file, and a Debian root whose dpkg runs from the mount.
+//! imgfs mounted for real through FUSE from a real imaged: every kind of file, switches and rollback, offline, dpkg from the mount.
+//!
+//! The server is on 127.0.0.1 over HTTP; the tests check every field of every kind of file,
+//! open files and shells across switches, offline reads from the cache, and a Debian root
+//! whose dpkg runs from the mount.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -207,7 +210,7 @@ fn a_chunk_compressed_with_another_images_dictionary_travels_and_reads() {
 
 #[test]
 fn a_shell_inside_an_old_generation_keeps_working_after_two_switches() {
-    use std::io::Write;
+    use std::io::{BufRead, Read, Write};
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
@@ -215,15 +218,19 @@ fn a_shell_inside_an_old_generation_keeps_working_after_two_switches() {
     std::fs::write(src.join("app/version"), b"one\n").unwrap();
     t.publish(&server, &src, "desk", "desk/pilot");
     let mnt = Mount::start_with(&[&server.url], "desk/pilot", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
-    // A shell whose working directory is generation 1's app/, and no file open.
+    // A shell whose working directory is generation 1's app/, and no file open; it says when
+    // it is there.
     let mut sh = Command::new("sh")
-        .args(["-c", "cd \"$0\" && read go && cat version && ls"])
+        .args(["-c", "cd \"$0\" && echo in && read go && cat version && ls"])
         .arg(mnt.point.join("app"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stdout = std::io::BufReader::new(sh.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "in\n", "the shell did not get into generation 1's app/");
     for (n, v) in [(2, "two"), (3, "three")] {
         std::fs::write(src.join("app/version"), format!("{v}\n")).unwrap();
         t.publish(&server, &src, "desk", "desk/pilot");
@@ -231,7 +238,9 @@ fn a_shell_inside_an_old_generation_keeps_working_after_two_switches() {
     }
     assert_eq!(std::fs::read_to_string(mnt.point.join("app/version")).unwrap(), "three\n");
     sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let out = sh.wait_with_output().unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = std::process::Output { status: sh.wait().unwrap(), stdout: rest, stderr: Vec::new() };
     assert!(out.status.success(), "the shell in generation 1 failed: {:?}", out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nversion\n", "relative paths still resolve in generation 1");
 }

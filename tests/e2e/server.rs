@@ -1,5 +1,4 @@
-//! A real imaged over real HTTP: objects, generations, channels, push and resume, bad input,
-//! and a kill -9 in the middle of a push.
+//! A real imaged over real HTTP: objects, generations, channels, push and resume, bad input, and a kill -9 in the middle of a push.
 
 use std::fs;
 use std::process::Command;

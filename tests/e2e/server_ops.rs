@@ -1,6 +1,8 @@
-//! The server's operations side, over real HTTP: garbage collection and its retention rules,
-//! `keep` marks, pins of a push in progress, `/metrics`, reads behind a token, readers
-//! served while a publisher works, and kill -9 at many moments of a push and publish.
+//! The server's operations side over real HTTP: garbage collection, keep marks, push pins, /metrics, read tokens, kill -9.
+//!
+//! Garbage collection and its retention rules, `keep` marks, pins of a push in progress,
+//! `/metrics`, reads behind a token, readers served while a publisher works, and kill -9 at
+//! many moments of a push and publish.
 
 use std::collections::HashSet;
 use std::fs;

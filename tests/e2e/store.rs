@@ -1,6 +1,7 @@
-//! The store under damage: corrupt objects are found and moved aside, leftovers of killed
-//! writers are cleared, and a kill -9 at any moment of an import never publishes a partial
-//! generation.
+//! The store under damage: corrupt objects moved aside, killed writers' leftovers cleared, no partial generation after a kill -9.
+//!
+//! Corrupt objects are found and moved aside, leftovers of killed writers are cleared, and a
+//! kill -9 at any moment of an import never publishes a partial generation.
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;

@@ -1,6 +1,7 @@
-//! Keys and the signed repository from the engineer's side (`imgctl key`, `trust init`), and
-//! `imaged-conformance-client` against a real imaged: the tuf-conformance protocol over the
-//! same verification core as imgfs.
+//! Keys and the signed repository from the engineer's side, and the TUF conformance client against a real imaged.
+//!
+//! `imgctl key` and `trust init`; `imaged-conformance-client` against a real imaged: the
+//! tuf-conformance protocol over the same verification core as imgfs.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -88,10 +88,6 @@ impl Remote for Http {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The trusted state from the metadata directory, and the directory's files.
 fn load(dir: &Path) -> Result<(Trusted, TrustedDir)> {
     let files = TrustedDir::open(dir, &[])?;
@@ -118,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         Op::Refresh => {
             let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
             let (mut t, mut files) = load(&dir)?;
-            let result = update::refresh(&mut t, &mut http, now());
+            let result = update::refresh(&mut t, &mut http, cache::clock::now());
             files.persist(&t)?;
             Ok(result?)
         }
@@ -128,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
             let base = cli.target_base_url.context("--target-base-url is required")?;
             let target_dir = cli.target_dir.context("--target-dir is required")?;
             let (mut t, mut files) = load(&dir)?;
-            let time = now();
+            let time = cache::clock::now();
             let found = update::refresh(&mut t, &mut http, time).and_then(|_| update::find(&mut t, &mut http, &name, time));
             files.persist(&t)?;
             let Some((file, _role)) = found? else { bail!("no trusted role lists target {name}") };

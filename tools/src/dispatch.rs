@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let created = std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+                .unwrap_or_else(cache::clock::now);
             let bar = (!json && std::io::stderr().is_terminal()).then(|| {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(

@@ -153,7 +153,7 @@ fn ingest_dir(
     parent_dict: Option<Dictionary>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Ingested, ImportError> {
-    let scan_start_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let scan_start_ns = cache::clock::now_system().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
     let scan = scan_dir(src)?;
     let index_path = repo.index_path(image);
     let mut index = Index::load(&index_path, plain.chunking, scan_start_ns);

@@ -76,10 +76,6 @@ pub fn read_public(path: &Path) -> Result<PublicKey, SignError> {
     trust::keys::public_from_file(&bytes).map_err(|e| key_err(path, e))
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 fn refused(e: impl ToString) -> SignError {
     SignError::Refused(e.to_string())
 }
@@ -140,7 +136,7 @@ fn public_key(key: &TufKey) -> Result<PublicKey, SignError> {
 }
 
 fn expires_in(days: i64) -> String {
-    sign::expires(now() + days * 86400)
+    sign::expires(cache::clock::now() + days * 86400)
 }
 
 /// What `trust init` sets up.

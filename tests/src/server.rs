@@ -1,0 +1,103 @@
+//! A real `imaged` on 127.0.0.1 and a free port (`Server`), and an HTTP client to talk to it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{bin, TestClock};
+
+/// An HTTP client with a deadline on every request.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap()
+}
+/// A real `imaged` on 127.0.0.1 and a free port, killed (SIGKILL) when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// The token its configuration sets, if any.
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Starts `imaged serve --data DATA --listen 127.0.0.1:PORT` (0 = any free port) and waits
+    /// until it listens (at most 30 s).
+    pub fn start_on(data: &Path, port: u16) -> Server {
+        Server::start_with(data, port, None)
+    }
+
+    /// Starts with a configuration file (the command line's `--data` and `--listen` still win).
+    pub fn start_with(data: &Path, port: u16, config: Option<&Path>) -> Server {
+        Server::spawn(data, port, config, None)
+    }
+
+    /// Like `start_with` on any free port, with the clock `clock` sets (for signing, expiry
+    /// and retention).
+    pub fn start_clocked(data: &Path, config: Option<&Path>, clock: &TestClock) -> Server {
+        Server::spawn(data, 0, config, Some(clock))
+    }
+
+    fn spawn(data: &Path, port: u16, config: Option<&Path>, clock: Option<&TestClock>) -> Server {
+        use std::io::BufRead;
+        let mut cmd = Command::new(bin("imaged"));
+        cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        if let Some(clock) = clock {
+            cmd.env(cache::clock::TEST_CLOCK_VAR, clock.path());
+        }
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let (false, Some(url)) = (sent, line.strip_prefix("imaged listening on ")) {
+                    let _ = tx.send(url.to_string());
+                    sent = true;
+                }
+            }
+        });
+        let url = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("imaged did not start listening within 30 s");
+        Server { child, url, data: data.to_path_buf(), token: None }
+    }
+
+    /// Starts on any free port.
+    pub fn start(data: &Path) -> Server {
+        Server::start_on(data, 0)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Runs `imaged ARGS --data DATA` (a maintenance command on the same data directory).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("imaged")).args(args).arg("--data").arg(&self.data).output().unwrap()
+    }
+
+    /// The token: the configured one, else the generated `admin.token`.
+    pub fn token(&self) -> String {
+        if let Some(t) = &self.token {
+            return t.clone();
+        }
+        fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,36 @@
+//! The store on disk, driven directly: its objects listed, one corrupted in place, and an
+//! object framed by hand as format.md spells it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// `content` framed as an uncompressed object (codec 0), spelled out byte by byte as
+/// format.md documents it, so tests do not trust the encoder they check.
+pub fn framed_raw(content: &[u8]) -> Vec<u8> {
+    let mut f = b"IMGO\x01\x00\x00\x00".to_vec();
+    f.extend_from_slice(&(content.len() as u64).to_le_bytes());
+    f.extend_from_slice(content);
+    f
+}
+
+/// Every object digest (hex) in the store at `store`, loose or packed.
+pub fn store_objects(store: &Path) -> std::collections::HashSet<String> {
+    cache::Store::open(store).unwrap().list().unwrap().iter().map(|d| d.to_hex()).collect()
+}
+
+/// Flips one byte inside the stored bytes of object `hex`, wherever the store keeps it.
+pub fn corrupt_object(store: &Path, hex: &str) {
+    use std::os::unix::fs::FileExt;
+    let digest: format::Digest = hex.parse().unwrap();
+    let location = cache::Store::open(store).unwrap().location_name(&digest);
+    let text = location.to_string_lossy().into_owned();
+    let (path, offset) = match text.rsplit_once('@') {
+        Some((p, off)) => (PathBuf::from(p), off.parse::<u64>().unwrap() + 20),
+        None => (location.clone(), fs::metadata(&location).unwrap().len() - 1),
+    };
+    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, offset).unwrap();
+}
