@@ -54,3 +54,47 @@ fn docs_api_md_lists_every_code_with_its_status() {
         assert!(doc.contains(&row), "docs/api.md has no row {row:?}");
     }
 }
+
+mod control {
+    use crate::control::{Failed, FailureKind, Prefetched, Progress, ProgressLine, Refusal, Reply, Request, Switch};
+
+    #[test]
+    fn a_switch_keeps_the_fields_scripts_read_and_reads_back() {
+        let s = Switch::Switched { from: "os@1".into(), to: "os@2".into(), channel_version: 3, millis: 7 };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!((v["switched"].as_bool(), v["generation"].as_str(), v["from"].as_str()), (Some(true), Some("os@2"), Some("os@1")));
+        assert_eq!(serde_json::from_value::<Switch>(v).unwrap(), s);
+        let refused = Switch::Refused { reason: Refusal::MetadataRefused, error: "timestamp: expired at X".into() };
+        let v = serde_json::to_value(&refused).unwrap();
+        assert_eq!((v["switched"].as_bool(), v["error"].as_str()), (Some(false), Some("timestamp: expired at X")));
+        assert_eq!(serde_json::from_value::<Switch>(v).unwrap(), refused);
+        let none = serde_json::to_value(Switch::NothingToRollBackTo).unwrap();
+        assert_eq!(none["error"], "no previous generation to roll back to");
+        assert!(serde_json::from_str::<Switch>(r#"{"outcome":"switched","switched":true}"#).is_err(), "a switch names its generations");
+    }
+
+    #[test]
+    fn a_client_tells_progress_answers_and_failures_apart() {
+        let line = |text: String| serde_json::from_str::<Reply<Prefetched>>(&text).unwrap();
+        let p = ProgressLine { progress: Progress { objects_done: 2, ..Progress::default() }, generation: "a@1".into() };
+        assert_eq!(line(serde_json::to_string(&p).unwrap()), Reply::Progress(p));
+        let done = Prefetched { generation: "a@1".into(), done: true, pinned: true, fetched: Progress::default() };
+        assert_eq!(line(serde_json::to_string(&done).unwrap()), Reply::Done(done));
+        let failed = Failed { error: "stopped".into(), kind: FailureKind::Failed, generation: Some("a@1".into()) };
+        assert_eq!(line(serde_json::to_string(&failed).unwrap()), Reply::Failed(failed));
+        // A refused switch carries `error` too, and is still a switch.
+        let refused = Switch::Refused { reason: Refusal::Unreachable, error: "x".into() };
+        let r: Reply<Switch> = serde_json::from_str(&serde_json::to_string(&refused).unwrap()).unwrap();
+        assert_eq!(r, Reply::Done(refused));
+    }
+
+    #[test]
+    fn requests_are_one_tagged_line() {
+        let r = Request::Pin { generation: "os@2".into(), max_rate: Some(4 << 20) };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"command":"pin","generation":"os@2","max_rate":4194304}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).unwrap(), Request::Status);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"format"}"#).is_err());
+    }
+}

@@ -4,9 +4,9 @@
 //! jitter, and the prefetch jobs.
 //!
 //! Each mount listens on a unix socket whose path is derived from its mount point, so
-//! `imgfs status MOUNTPOINT` finds it. One request per connection: a command line (words
-//! separated by spaces) and a newline. The answer is JSON documents, one per line: progress
-//! reports `{"progress": ...}` for long commands, then the result.
+//! `imgfs status MOUNTPOINT` finds it. One request per connection: an `api::control::Request`
+//! as one line of JSON. The answer is JSON documents, one per line: `ProgressLine`s for long
+//! commands, then the command's answer or a `Failed` (the types of `api::control`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,13 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use format::Digest;
-use serde_json::{json, Value};
+use api::control::{
+    Failed, FailureKind, GenerationRef, LastCheck, OpenMode, Opens, Prefetched, Prefetching, ProgressLine, Refusal, Reply, Request, Status,
+    Switch, Unpinned,
+};
+use format::{ChannelName, Digest};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, LoadError};
 use crate::image::Image;
 use crate::keeper::{Keeper, Pin};
 use crate::prefetch::{prefetch, Progress};
+use crate::trusted::TrustError;
 
 /// Where the control socket of the mount at `mountpoint` lives.
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
@@ -36,24 +40,126 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
     dir.join(format!("{}.sock", &id[..16]))
 }
 
-/// Sends `command` to the mount at `mountpoint` and returns its answer; progress reports
-/// on the way go to `progress`.
-pub fn request(mountpoint: &Path, command: &str, progress: &mut dyn FnMut(&Value)) -> std::io::Result<Value> {
+/// Why a request to a mount got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Nothing listens on the mount's socket: it is not an imgfs mount, or its process is gone.
+    #[error("no imgfs mount answers at {} ({}): {source}", mountpoint.display(), socket.display())]
+    NoMount {
+        /// The mount point asked.
+        mountpoint: PathBuf,
+        /// Its socket.
+        socket: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection failed on the way.
+    #[error("talking to the mount: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line of the answer is not what the command answers.
+    #[error("the mount answered {line:?}: {why}")]
+    BadAnswer {
+        /// The line.
+        line: String,
+        /// Why it does not read.
+        why: String,
+    },
+    /// The mount closed the connection before its answer.
+    #[error("the mount closed the connection without an answer")]
+    NoAnswer,
+}
+
+/// Sends `request` to the mount at `mountpoint` and returns its answer (`Err(Failed)` if the
+/// command failed); progress reports on the way go to `progress`.
+pub fn request<T: serde::de::DeserializeOwned>(
+    mountpoint: &Path,
+    request: &Request,
+    progress: &mut dyn FnMut(&ProgressLine),
+) -> Result<Result<T, Failed>, RequestError> {
     let path = socket_path(mountpoint);
-    let mut s = UnixStream::connect(&path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("no imgfs mount answers at {} ({}): {e}", mountpoint.display(), path.display()))
+    let mut s = UnixStream::connect(&path).map_err(|source| RequestError::NoMount {
+        mountpoint: mountpoint.to_path_buf(),
+        socket: path.clone(),
+        source,
     })?;
     // Long commands report progress at least every few seconds.
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    writeln!(s, "{command}")?;
+    writeln!(s, "{}", serde_json::to_string(request).expect("a request serialises"))?;
     for line in BufReader::new(s).lines() {
-        let v: Value = serde_json::from_str(&line?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        match v.get("progress") {
-            Some(p) => progress(p),
-            None => return Ok(v),
+        let line = line?;
+        match serde_json::from_str::<Reply<T>>(&line) {
+            Ok(Reply::Progress(p)) => progress(&p),
+            Ok(Reply::Done(answer)) => return Ok(Ok(answer)),
+            Ok(Reply::Failed(f)) => return Ok(Err(f)),
+            Err(e) => return Err(RequestError::BadAnswer { line, why: e.to_string() }),
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the mount closed the connection without an answer"))
+    Err(RequestError::NoAnswer)
+}
+
+/// Why a name given for a generation does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// `previous` with no previous generation.
+    #[error("there is no previous generation")]
+    NoPrevious,
+    /// Neither a generation address nor a digest.
+    #[error("{0:?} is not a generation: give IMAGE@N, a manifest digest, current or previous")]
+    NotAGeneration(String),
+    /// `IMAGE@` followed by no number.
+    #[error("{0:?} is not IMAGE@N")]
+    NotImageAtN(String),
+    /// The signed metadata has no such generation, or refuses it.
+    #[error("looking up {generation}: {source}")]
+    Trust {
+        /// As given.
+        generation: String,
+        /// Why.
+        source: TrustError,
+    },
+    /// Its metadata could not be loaded.
+    #[error("loading {generation}: {source}")]
+    Load {
+        /// As given.
+        generation: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// Its manifest is not the length its signed target says.
+    #[error(transparent)]
+    Length(LoadError),
+}
+
+impl ResolveError {
+    /// The answer that reports it.
+    fn failed(&self) -> Failed {
+        let kind = match self {
+            ResolveError::NoPrevious | ResolveError::NotAGeneration(_) | ResolveError::NotImageAtN(_) => FailureKind::NotFound,
+            ResolveError::Trust { source, .. } => match refusal(source) {
+                Refusal::Unreachable => FailureKind::Unreachable,
+                Refusal::NotSigned => FailureKind::NotFound,
+                _ => FailureKind::Refused,
+            },
+            ResolveError::Load { .. } | ResolveError::Length(_) => FailureKind::Failed,
+        };
+        Failed::new(kind, self.to_string())
+    }
+}
+
+/// The class of a trust failure, as a switch reports it.
+pub fn refusal(e: &TrustError) -> Refusal {
+    match e {
+        TrustError::NoRoot { .. } | TrustError::BadRoot { .. } | TrustError::Io { .. } => Refusal::LocalState,
+        TrustError::ClockBack { .. } => Refusal::ClockBack,
+        TrustError::Unreachable(_) => Refusal::Unreachable,
+        TrustError::Refused(_) => Refusal::MetadataRefused,
+        TrustError::Policy(_) => Refusal::NotAllowed,
+        TrustError::NotFound(_) => Refusal::NotSigned,
+    }
+}
+
+fn load_failed(e: LoadError) -> Switch {
+    Switch::Refused { reason: Refusal::LoadFailed, error: e.to_string() }
 }
 
 /// A prefetch running in the mount's process; clients follow it, and it goes on without them.
@@ -76,7 +182,7 @@ pub struct Control {
     /// The endpoint.
     pub ep: Arc<Endpoint>,
     /// The channel followed.
-    pub channel: String,
+    pub channel: ChannelName,
     /// The channel versions of the current and previous generations (0 if unknown).
     pub versions: Mutex<(u64, u64)>,
     /// The cache directory, where the state file lives.
@@ -84,7 +190,7 @@ pub struct Control {
     /// Tells the kernel to forget cached entries.
     pub invalidate: crate::invalidate::Invalidator,
     /// When the channel was last checked, and what happened.
-    pub last_check: Mutex<Option<(Instant, String)>>,
+    pub last_check: Mutex<Option<(Instant, Switch)>>,
     /// Serialises switches.
     switching: Mutex<()>,
     /// The cache keeper, which holds the pins.
@@ -101,7 +207,7 @@ impl Control {
         ep: Arc<Endpoint>,
         keeper: Arc<Keeper>,
         trust: Arc<crate::trusted::TrustState>,
-        channel: String,
+        channel: ChannelName,
         versions: (u64, u64),
         cache: PathBuf,
         invalidate: crate::invalidate::Invalidator,
@@ -124,8 +230,7 @@ impl Control {
     pub fn save_state(&self) {
         let (cv, pv) = *self.versions.lock().unwrap();
         use crate::state::Served;
-        let served =
-            |img: &Image, channel_version| Served { generation: img.label(), manifest: img.manifest_digest().to_hex(), channel_version };
+        let served = |img: &Image, channel_version| Served { generation: img.label(), manifest: img.manifest_digest(), channel_version };
         let st = crate::state::State {
             version: crate::state::STATE_VERSION,
             channel: self.channel.clone(),
@@ -135,14 +240,14 @@ impl Control {
                 .keeper
                 .pins()
                 .into_iter()
-                .map(|p| Served { generation: p.generation, manifest: p.manifest.to_hex(), channel_version: 0 })
+                .map(|p| Served { generation: p.generation, manifest: p.manifest, channel_version: 0 })
                 .collect(),
             prefetching: self
                 .jobs
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(d, j)| Served { generation: j.generation.clone(), manifest: d.to_hex(), channel_version: 0 })
+                .map(|(d, j)| Served { generation: j.generation.clone(), manifest: *d, channel_version: 0 })
                 .collect(),
         };
         if let Err(e) = crate::state::save(&self.cache, &st) {
@@ -167,21 +272,29 @@ impl Control {
     }
 
     /// Checks the channel and switches to its generation if it moved.
-    pub fn update(&self) -> Value {
+    pub fn update(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
         let start = Instant::now();
-        let result = (|| -> Result<Value, String> {
+        let outcome = (|| {
             // Only a generation the signed metadata names, verified now, is switched to.
-            let r = self.trust.resolve_channel(self.ep.fetcher(), &self.channel).map_err(|e| e.to_string())?;
+            let r = match self.trust.resolve_channel(self.ep.fetcher(), self.channel.as_str()) {
+                Ok(r) => r,
+                Err(e) => return Switch::Refused { reason: refusal(&e), error: e.to_string() },
+            };
             let (digest, label) = (r.digest(), r.label());
             let current = self.ep.current();
             let version = r.channel.version;
             if current.manifest_digest() == digest {
                 self.versions.lock().unwrap().0 = version;
-                return Ok(json!({"switched": false, "generation": label, "channel_version": version}));
+                return Switch::AlreadyCurrent { generation: label, channel_version: version };
             }
-            let manifest = self.ep.load(digest).map_err(|e| e.to_string())?;
-            crate::endpoint::check_length(self.ep.fetcher(), digest, r.generation.length).map_err(|e| e.to_string())?;
+            let manifest = match self.ep.load(digest) {
+                Ok(m) => m,
+                Err(e) => return load_failed(e),
+            };
+            if let Err(e) = crate::endpoint::check_length(self.ep.fetcher(), digest, r.generation.length) {
+                return load_failed(e);
+            }
             let old = self.ep.switch_to(digest, manifest);
             self.expire_root(&old, &self.ep.current());
             {
@@ -190,58 +303,74 @@ impl Control {
             }
             self.save_state();
             tracing::info!(from = %old.label(), to = %label, version, "switched");
-            Ok(json!({"switched": true, "from": old.label(), "generation": label, "channel_version": version,
-                      "millis": start.elapsed().as_millis() as u64}))
+            Switch::Switched { from: old.label(), to: label, channel_version: version, millis: start.elapsed().as_millis() as u64 }
         })();
-        let outcome = match &result {
-            Ok(v) => v.to_string(),
-            Err(e) => e.clone(),
-        };
-        *self.last_check.lock().unwrap() = Some((Instant::now(), outcome));
-        result.unwrap_or_else(|e| json!({"error": e}))
+        *self.last_check.lock().unwrap() = Some((Instant::now(), outcome.clone()));
+        outcome
     }
 
     /// Switches back to the previous generation, offline too.
-    pub fn rollback(&self) -> Value {
+    pub fn rollback(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
         let start = Instant::now();
         match self.ep.rollback() {
             Some(old) => {
                 let current = self.ep.current();
                 self.expire_root(&old, &current);
-                {
+                let version = {
                     let mut v = self.versions.lock().unwrap();
                     *v = (v.1, v.0);
-                }
+                    v.0
+                };
                 self.save_state();
                 tracing::info!(from = %old.label(), to = %current.label(), "rolled back");
-                json!({"switched": true, "from": old.label(), "generation": current.label(), "millis": start.elapsed().as_millis() as u64})
+                Switch::Switched {
+                    from: old.label(),
+                    to: current.label(),
+                    channel_version: version,
+                    millis: start.elapsed().as_millis() as u64,
+                }
             }
-            None => json!({"error": "no previous generation to roll back to"}),
+            None => Switch::NothingToRollBackTo,
         }
     }
 
     /// The mount's state.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> Status {
         let current = self.ep.current();
         let fetcher = self.ep.fetcher();
-        json!({
-            "channel": self.channel,
-            "channel_version": self.versions.lock().unwrap().0,
-            "current": {"generation": current.label(), "manifest": current.manifest_digest().to_hex()},
-            "previous": self.ep.previous().map(|p| json!({"generation": p.label(), "manifest": p.manifest_digest().to_hex()})),
-            "cache": self.keeper.report(),
-            "pins": self.keeper.pins().iter().map(|p| json!({"generation": p.generation, "manifest": p.manifest.to_hex()})).collect::<Vec<_>>(),
-            "prefetching": self.jobs.lock().unwrap().values().map(|j| json!({"generation": j.generation, "progress": j.state.lock().unwrap().progress})).collect::<Vec<_>>(),
-            "servers": fetcher.health(),
-            "offline": fetcher.offline(),
-            "traffic": fetcher.traffic(),
-            "opens": {"mode": if self.ep.plain().is_some() { "passthrough" } else { "kernel" },
-                      "fuse": self.ep.opens[0].load(std::sync::atomic::Ordering::Relaxed),
-                      "passthrough": self.ep.opens[1].load(std::sync::atomic::Ordering::Relaxed)},
-            "trust": self.trust.status(),
-            "last_check": self.last_check.lock().unwrap().as_ref().map(|(t, what)| json!({"seconds_ago": t.elapsed().as_secs(), "result": what})),
-        })
+        let named = |i: &Image| GenerationRef { generation: i.label(), manifest: i.manifest_digest() };
+        let opens = |i: usize| self.ep.opens[i].load(std::sync::atomic::Ordering::Relaxed);
+        Status {
+            channel: self.channel.clone(),
+            channel_version: self.versions.lock().unwrap().0,
+            current: named(&current),
+            previous: self.ep.previous().map(|p| named(&p)),
+            cache: self.keeper.report(),
+            pins: self.keeper.pins().into_iter().map(|p| GenerationRef { generation: p.generation, manifest: p.manifest }).collect(),
+            prefetching: self
+                .jobs
+                .lock()
+                .unwrap()
+                .values()
+                .map(|j| Prefetching { generation: j.generation.clone(), progress: j.state.lock().unwrap().progress })
+                .collect(),
+            servers: fetcher.health(),
+            offline: fetcher.offline(),
+            traffic: fetcher.traffic(),
+            opens: Opens {
+                mode: if self.ep.plain().is_some() { OpenMode::Passthrough } else { OpenMode::Kernel },
+                fuse: opens(0),
+                passthrough: opens(1),
+            },
+            trust: self.trust.status(),
+            last_check: self
+                .last_check
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|(t, result)| LastCheck { seconds_ago: t.elapsed().as_secs(), result: result.clone() }),
+        }
     }
 
     /// Answers control connections on `socket` until the process ends.
@@ -268,34 +397,38 @@ impl Control {
         if BufReader::new(&conn).read_line(&mut line).is_err() {
             return;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let answer = match words.as_slice() {
-            ["status"] => self.status(),
-            ["update"] => self.update(),
-            ["rollback"] => self.rollback(),
-            ["unpin", generation] => self.unpin(generation),
-            [cmd @ ("pin" | "prefetch"), generation, rest @ ..] if rest.len() <= 1 => {
-                let rate = match rest.first().map(|r| r.parse::<u64>()) {
-                    None => None,
-                    Some(Ok(r)) if r > 0 => Some(r),
-                    Some(_) => {
-                        let _ = writeln!(&conn, "{}", json!({"error": format!("bad rate {:?}: bytes per second", rest[0])}));
-                        return;
-                    }
-                };
-                match self.start_prefetch(generation, *cmd == "pin", rate) {
-                    Ok(job) => self.follow(&job, &conn),
-                    Err(e) => json!({"error": e}),
-                }
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Err(e) => to_line(&Failed::new(FailureKind::BadRequest, format!("unknown request {:?}: {e}", line.trim()))),
+            Ok(Request::Status) => to_line(&self.status()),
+            Ok(Request::Update) => to_line(&self.update()),
+            Ok(Request::Rollback) => to_line(&self.rollback()),
+            Ok(Request::Unpin { generation }) => match self.unpin(&generation) {
+                Ok(u) => to_line(&u),
+                Err(f) => to_line(&f),
+            },
+            Ok(Request::Pin { max_rate: Some(0), .. } | Request::Prefetch { max_rate: Some(0), .. }) => {
+                to_line(&Failed::new(FailureKind::BadRequest, "bad rate 0: bytes per second"))
             }
-            _ => json!({"error": format!("unknown command {:?}", line.trim())}),
+            Ok(Request::Pin { generation, max_rate }) => self.fetch_answer(&conn, &generation, true, max_rate),
+            Ok(Request::Prefetch { generation, max_rate }) => self.fetch_answer(&conn, &generation, false, max_rate),
         };
         let _ = writeln!(&conn, "{answer}");
     }
 
+    /// Runs a pin or prefetch, writing its progress to `conn`; its last line.
+    fn fetch_answer(self: &Arc<Self>, conn: &UnixStream, generation: &str, pin: bool, max_rate: Option<u64>) -> String {
+        match self.start_prefetch(generation, pin, max_rate) {
+            Ok(job) => match self.follow(&job, conn) {
+                Ok(done) => to_line(&done),
+                Err(f) => to_line(&f),
+            },
+            Err(e) => to_line(&e.failed()),
+        }
+    }
+
     /// Which generation `generation` names: `current`, `previous`, a manifest digest, or
     /// `IMAGE@N` (known here, else asked of the servers).
-    pub fn resolve(&self, generation: &str) -> Result<(String, Digest), String> {
+    pub fn resolve(&self, generation: &str) -> Result<(String, Digest), ResolveError> {
         let current = self.ep.current();
         let previous = self.ep.previous();
         let known = |label: &str| {
@@ -307,47 +440,48 @@ impl Control {
         };
         match generation {
             "current" => return Ok((current.label(), current.manifest_digest())),
-            "previous" => {
-                return previous.map(|p| (p.label(), p.manifest_digest())).ok_or_else(|| "there is no previous generation".into())
-            }
+            "previous" => return previous.map(|p| (p.label(), p.manifest_digest())).ok_or(ResolveError::NoPrevious),
             g => {
                 if let Some(found) = known(g) {
                     return Ok(found);
                 }
             }
         }
+        let load = |digest| self.ep.load(digest).map_err(|source| ResolveError::Load { generation: generation.to_string(), source });
         let digest = match generation.parse::<Digest>() {
             Ok(d) => d,
             Err(_) if generation.contains('@') => {
                 let (image, n) = generation
                     .split_once('@')
                     .and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?)))
-                    .ok_or_else(|| format!("{generation:?} is not IMAGE@N"))?;
-                let accepted =
-                    self.trust.resolve_generation(self.ep.fetcher(), image, n).map_err(|e| format!("looking up {generation}: {e}"))?;
-                let digest: Digest = accepted.manifest.parse().map_err(|_| "bad digest".to_string())?;
-                let manifest = self.ep.load(digest).map_err(|e| format!("loading {generation}: {e}"))?;
-                crate::endpoint::check_length(self.ep.fetcher(), digest, accepted.length).map_err(|e| e.to_string())?;
+                    .ok_or_else(|| ResolveError::NotImageAtN(generation.to_string()))?;
+                let accepted = self
+                    .trust
+                    .resolve_generation(self.ep.fetcher(), image, n)
+                    .map_err(|source| ResolveError::Trust { generation: generation.to_string(), source })?;
+                let digest: Digest = accepted.manifest.parse().expect("checked to be 64 hex digits");
+                let manifest = load(digest)?;
+                crate::endpoint::check_length(self.ep.fetcher(), digest, accepted.length).map_err(ResolveError::Length)?;
                 return Ok((format!("{}@{}", manifest.image, manifest.generation), digest));
             }
-            Err(_) => return Err(format!("{generation:?} is not a generation: give IMAGE@N, a manifest digest, current or previous")),
+            Err(_) => return Err(ResolveError::NotAGeneration(generation.to_string())),
         };
-        let manifest = self.ep.load(digest).map_err(|e| format!("loading {generation}: {e}"))?;
+        let manifest = load(digest)?;
         Ok((format!("{}@{}", manifest.image, manifest.generation), digest))
     }
 
-    fn unpin(&self, generation: &str) -> Value {
+    fn unpin(&self, generation: &str) -> Result<Unpinned, Failed> {
         match self.keeper.unpin(generation) {
             Some(p) => {
                 self.save_state();
-                json!({"unpinned": p.generation, "manifest": p.manifest.to_hex()})
+                Ok(Unpinned { unpinned: p.generation, manifest: p.manifest })
             }
-            None => json!({"error": format!("{generation} is not pinned")}),
+            None => Err(Failed::new(FailureKind::NotFound, format!("{generation} is not pinned"))),
         }
     }
 
     /// Starts (or joins) a prefetch of `generation`; with `pin`, pins it first.
-    pub fn start_prefetch(self: &Arc<Self>, generation: &str, pin: bool, max_rate: Option<u64>) -> Result<Arc<Job>, String> {
+    pub fn start_prefetch(self: &Arc<Self>, generation: &str, pin: bool, max_rate: Option<u64>) -> Result<Arc<Job>, ResolveError> {
         let (label, digest) = self.resolve(generation)?;
         if pin && self.keeper.pin(Pin { generation: label.clone(), manifest: digest }) {
             tracing::info!(generation = %label, "pinned");
@@ -401,25 +535,29 @@ impl Control {
 
     /// Writes a job's progress to `conn` until it ends; then its result. The job goes on if
     /// the client goes away.
-    fn follow(&self, job: &Job, conn: &UnixStream) -> Value {
+    fn follow(&self, job: &Job, conn: &UnixStream) -> Result<Prefetched, Failed> {
         let mut seen = 0;
         let mut st = job.state.lock().unwrap();
         let mut last_write = Instant::now();
         loop {
             if let Some(outcome) = &st.outcome {
                 return match outcome {
-                    Ok(p) => {
-                        json!({"generation": job.generation, "done": true, "pinned": self.keeper.pins().iter().any(|x| x.generation == job.generation), "fetched": p})
-                    }
-                    Err(e) => json!({"generation": job.generation, "error": e}),
+                    Ok(p) => Ok(Prefetched {
+                        generation: job.generation.clone(),
+                        done: true,
+                        pinned: self.keeper.pins().iter().any(|x| x.generation == job.generation),
+                        fetched: *p,
+                    }),
+                    Err(e) => Err(Failed { error: e.clone(), kind: FailureKind::Failed, generation: Some(job.generation.clone()) }),
                 };
             }
             // At most a few reports a second, and one at least every few seconds.
             if st.seq != seen && last_write.elapsed() >= Duration::from_millis(200) || last_write.elapsed() >= Duration::from_secs(5) {
                 seen = st.seq;
                 last_write = Instant::now();
-                if writeln!(&*conn, "{}", json!({"progress": st.progress, "generation": job.generation})).is_err() {
-                    return json!({"error": "client gone"});
+                let line = ProgressLine { progress: st.progress, generation: job.generation.clone() };
+                if writeln!(&*conn, "{}", to_line(&line)).is_err() {
+                    return Err(Failed::new(FailureKind::Failed, "client gone"));
                 }
             }
             st = job.changed.wait_timeout(st, Duration::from_millis(250)).unwrap().0;
@@ -435,6 +573,11 @@ impl Control {
             me.update();
         });
     }
+}
+
+/// One line of an answer.
+fn to_line(message: &impl serde::Serialize) -> String {
+    serde_json::to_string(message).expect("control messages serialise")
 }
 
 /// A fraction in [0, 1) from the clock's nanoseconds: enough to spread a fleet's polls.

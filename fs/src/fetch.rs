@@ -10,6 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cache::record_reader::{ReadRecordError, RecordReader};
+pub use api::control::{ServerHealth, Traffic};
+use api::ErrorCode;
 use cache::Store;
 use format::Digest;
 
@@ -64,19 +66,87 @@ pub enum FetchError {
     },
 }
 
-/// One server and its health.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ServerHealth {
-    /// Base URL.
-    pub url: String,
-    /// Requests that succeeded.
-    pub ok: u64,
-    /// Requests that failed (refused, timed out, too slow, wrong bytes).
-    pub failed: u64,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
-    /// Seconds until it is tried again first (0: healthy).
-    pub resting_for: u64,
+/// Why one request to one server failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// No answer: refused or reset connection, name resolution, TLS, or no headers in time.
+    #[error("{url}: request failed: {why}")]
+    Transport {
+        /// What was asked.
+        url: String,
+        /// The cause.
+        why: String,
+    },
+    /// The server answered with an error status (and, if it sent one, its error code).
+    #[error("{url}: answered {}", status_text(*status))]
+    Http {
+        /// What was asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's code; `Unknown` when the body is not imaged's (a proxy's, say).
+        code: ErrorCode,
+    },
+    /// The answer is longer than allowed.
+    #[error("{url}: {}", match announced {
+        Some(n) => format!("announces {n} bytes, more than the {max} allowed"),
+        None => format!("more than the {max} bytes allowed"),
+    })]
+    TooLarge {
+        /// What was asked.
+        url: String,
+        /// The most allowed.
+        max: u64,
+        /// The length the server announced, if it did.
+        announced: Option<u64>,
+    },
+    /// The body did not arrive within the deadline, or dripped below the minimum rate.
+    #[error("{url}: {why}")]
+    Deadline {
+        /// What was asked.
+        url: String,
+        /// How long it took, or how slow it was.
+        why: String,
+    },
+    /// The body broke off or is not what was asked (cut inside a record, an object not
+    /// asked for or not matching its digest).
+    #[error("{url}: {why}")]
+    BadAnswer {
+        /// What was asked.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// `404 Not Found`, as reqwest writes a status.
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status) {
+        Ok(s) => s.to_string(),
+        Err(_) => status.to_string(),
+    }
+}
+
+impl RemoteError {
+    /// A failure to read the body of `url`: past the deadline or too slow, else broken off.
+    fn reading(url: &str, e: std::io::Error) -> RemoteError {
+        let url = url.to_string();
+        let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+            || e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>()).is_some_and(reqwest::Error::is_timeout);
+        match timed_out {
+            true => RemoteError::Deadline { url, why: e.to_string() },
+            false => RemoteError::BadAnswer { url, why: e.to_string() },
+        }
+    }
+
+    /// An error status from `url`, with the server's code if its body says one.
+    fn status(url: &str, resp: reqwest::blocking::Response) -> RemoteError {
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        let _ = resp.take(64 << 10).read_to_end(&mut body);
+        let code = serde_json::from_slice::<api::ErrorBody>(&body).map_or(ErrorCode::Unknown, |b| b.error);
+        RemoteError::Http { url: url.to_string(), status, code }
+    }
 }
 
 struct Server {
@@ -99,15 +169,6 @@ pub struct Fetcher {
     bytes: std::sync::atomic::AtomicU64,
     /// Called when the disk is full; true if it made room (the cache evicted something).
     make_room: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
-}
-
-/// Transfer counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Traffic {
-    /// HTTP requests made.
-    pub requests: u64,
-    /// Body bytes received.
-    pub bytes: u64,
 }
 
 impl Fetcher {
@@ -226,31 +287,32 @@ impl Fetcher {
     /// File `path` from server `i`: at most `max` bytes (a longer answer is an error, and is
     /// not read further), within the deadline and the minimum rate. `Ok(None)` if the server
     /// says it has no such file. The outcome counts in the server's health.
-    pub fn get_file(&self, i: usize, path: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
+    pub fn get_file(&self, i: usize, path: &str, max: usize) -> Result<Option<Vec<u8>>, RemoteError> {
         use std::sync::atomic::Ordering::Relaxed;
         let url = format!("{}{path}", self.servers.lock().unwrap()[i].url);
         self.requests.fetch_add(1, Relaxed);
         let result = (|| {
-            let resp = self.client.get(&url).send().map_err(|e| format!("{url}: request failed: {e}"))?;
+            let resp = self.client.get(&url).send().map_err(|e| RemoteError::Transport { url: url.clone(), why: e.to_string() })?;
             if resp.status() == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
             if !resp.status().is_success() {
-                return Err(format!("{url}: answered {}", resp.status()));
+                return Err(RemoteError::status(&url, resp));
             }
-            if resp.content_length().is_some_and(|l| l > max as u64) {
-                return Err(format!("{url}: announces {} bytes, more than the {max} allowed", resp.content_length().unwrap_or(0)));
+            let too_large = |announced| RemoteError::TooLarge { url: url.clone(), max: max as u64, announced };
+            if let Some(l) = resp.content_length().filter(|l| *l > max as u64) {
+                return Err(too_large(Some(l)));
             }
             let mut reader = RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits };
             let mut body = Vec::new();
-            let n = (&mut reader).take(max as u64 + 1).read_to_end(&mut body).map_err(|e| format!("{url}: {e}"))?;
+            let n = (&mut reader).take(max as u64 + 1).read_to_end(&mut body).map_err(|e| RemoteError::reading(&url, e))?;
             self.bytes.fetch_add(n as u64, Relaxed);
             if body.len() > max {
-                return Err(format!("{url}: more than the {max} bytes allowed"));
+                return Err(too_large(None));
             }
             Ok(Some(body))
         })();
-        self.record(i, result.as_ref().map(|_| ()).map_err(Clone::clone));
+        self.record(i, result.as_ref().map(|_| ()).map_err(ToString::to_string));
         result
     }
 
@@ -313,9 +375,9 @@ impl Fetcher {
             missing.retain(|d| !self.store.contains(d));
             match outcome {
                 Err(BatchError::Store(e)) => return Err(e),
-                Err(BatchError::Server(why)) => {
-                    tried.push(format!("{url}: {why}"));
-                    self.record(i, Err(why));
+                Err(BatchError::Server(e)) => {
+                    tried.push(e.to_string());
+                    self.record(i, Err(e.to_string()));
                 }
                 Ok(()) => {
                     self.record(i, Ok(()));
@@ -336,41 +398,40 @@ impl Fetcher {
     fn batch(&self, url: &str, digests: &[Digest]) -> Result<(), BatchError> {
         use std::sync::atomic::Ordering::Relaxed;
         let wanted: HashSet<Digest> = digests.iter().copied().collect();
-        let body = serde_json::json!({ "digests": digests.iter().map(Digest::to_hex).collect::<Vec<_>>() });
+        let body = api::objects::DigestList { digests: digests.to_vec() };
         self.requests.fetch_add(1, Relaxed);
         let resp = self
             .client
             .post(format!("{url}/v1/objects/batch"))
             .json(&body)
             .send()
-            .map_err(|e| BatchError::Server(format!("request failed: {e}")))?;
+            .map_err(|e| BatchError::Server(RemoteError::Transport { url: url.into(), why: e.to_string() }))?;
         if !resp.status().is_success() {
-            return Err(BatchError::Server(format!("answered {}", resp.status())));
+            return Err(BatchError::Server(RemoteError::status(url, resp)));
         }
+        let bad = |why: String| BatchError::Server(RemoteError::BadAnswer { url: url.into(), why });
         let mut reader = RecordReader::new(RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits });
         let mut deferred = Vec::new();
         loop {
             let header = match reader.next_header() {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
-                Err(ReadRecordError::TruncatedHeader { .. }) => {
-                    return Err(BatchError::Server("the answer stopped inside a record".into()))
-                }
-                Err(e) => return Err(BatchError::Server(e.to_string())),
+                Err(ReadRecordError::TruncatedHeader { .. }) => return Err(bad("the answer stopped inside a record".into())),
+                Err(ReadRecordError::Io { source, .. }) => return Err(BatchError::Server(RemoteError::reading(url, source))),
+                Err(e) => return Err(bad(e.to_string())),
             };
             let digest = header.digest;
             if !wanted.contains(&digest) {
-                return Err(BatchError::Server(format!("sent object {digest}, which was not asked for")));
+                return Err(bad(format!("sent object {digest}, which was not asked for")));
             }
             if header.check(MAX_FETCHED_OBJECT).is_err() {
-                return Err(BatchError::Server(format!("announced {} bytes for object {digest}", header.len)));
+                return Err(bad(format!("announced {} bytes for object {digest}", header.len)));
             }
             let framed = match reader.read_framed(&header) {
                 Ok(framed) => framed,
-                Err(ReadRecordError::TruncatedBody { .. }) => {
-                    return Err(BatchError::Server(format!("the answer stopped inside object {digest}")))
-                }
-                Err(e) => return Err(BatchError::Server(e.to_string())),
+                Err(ReadRecordError::TruncatedBody { .. }) => return Err(bad(format!("the answer stopped inside object {digest}"))),
+                Err(ReadRecordError::Io { source, .. }) => return Err(BatchError::Server(RemoteError::reading(url, source))),
+                Err(e) => return Err(bad(e.to_string())),
             };
             match self.insert(&digest, &framed) {
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
@@ -378,7 +439,7 @@ impl Fetcher {
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
                     deferred.push((digest, framed, dict));
                 }
-                other => self.stored(digest, other)?,
+                other => self.stored(url, digest, other)?,
             }
         }
         self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
@@ -394,24 +455,25 @@ impl Fetcher {
         }
         for (digest, framed, _) in deferred {
             let result = self.insert(&digest, &framed);
-            self.stored(digest, result)?;
+            self.stored(url, digest, result)?;
         }
         Ok(())
     }
 
-    fn stored(&self, digest: Digest, result: Result<cache::Inserted, cache::InsertError>) -> Result<(), BatchError> {
+    fn stored(&self, url: &str, digest: Digest, result: Result<cache::Inserted, cache::InsertError>) -> Result<(), BatchError> {
         match result {
             Ok(_) => Ok(()),
-            Err(cache::InsertError::Invalid { source, .. }) => {
-                Err(BatchError::Server(format!("sent object {digest} that does not verify: {source}")))
-            }
+            Err(cache::InsertError::Invalid { source, .. }) => Err(BatchError::Server(RemoteError::BadAnswer {
+                url: url.into(),
+                why: format!("sent object {digest} that does not verify: {source}"),
+            })),
             Err(e) => Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() })),
         }
     }
 }
 
 enum BatchError {
-    Server(String),
+    Server(RemoteError),
     Store(FetchError),
 }
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use api::control::{CacheReport, Eviction};
 use cache::quota::{self, Quota};
 use cache::Evicted;
 use format::{Digest, Manifest};
-use serde_json::{json, Value};
 
 use crate::endpoint::Endpoint;
 
@@ -162,27 +162,27 @@ impl Keeper {
     }
 
     /// The cache's use and limits, for `imgfs status`.
-    pub fn report(&self) -> Value {
+    pub fn report(&self) -> CacheReport {
         let store = self.ep.store();
         let usage = store.usage().unwrap_or_default();
         let copies = self.ep.plain().map(|p| p.usage()).unwrap_or_default();
         let used = usage.bytes + copies.bytes;
         let disk = quota::disk(store.root()).ok();
-        json!({
-            "dir": store.root(),
-            "used_bytes": used,
-            "objects": usage.objects,
-            "object_bytes": usage.bytes,
-            "plain_copies": copies.objects,
-            "plain_copy_bytes": copies.bytes,
-            "limit": self.quota.limit.to_string(),
-            "min_free": self.quota.min_free.to_string(),
-            "allowance_bytes": disk.map(|d| self.quota.allowance(used, d)),
-            "disk_available_bytes": disk.map(|d| d.available),
-            "evicted_objects": usage.evicted_objects + copies.evicted_objects,
-            "evicted_bytes": usage.evicted_bytes + copies.evicted_bytes,
-            "keeper_rounds": self.rounds.load(Ordering::Relaxed),
-            "last_eviction": self.round.lock().unwrap().map(|e| json!({"objects": e.objects, "bytes": e.bytes, "remaining": e.remaining})),
-        })
+        CacheReport {
+            dir: store.root().to_path_buf(),
+            used_bytes: used,
+            objects: usage.objects,
+            object_bytes: usage.bytes,
+            plain_copies: copies.objects,
+            plain_copy_bytes: copies.bytes,
+            limit: self.quota.limit.to_string(),
+            min_free: self.quota.min_free.to_string(),
+            allowance_bytes: disk.map(|d| self.quota.allowance(used, d)),
+            disk_available_bytes: disk.map(|d| d.available),
+            evicted_objects: usage.evicted_objects + copies.evicted_objects,
+            evicted_bytes: usage.evicted_bytes + copies.evicted_bytes,
+            keeper_rounds: self.rounds.load(Ordering::Relaxed),
+            last_eviction: self.round.lock().unwrap().map(|e| Eviction { objects: e.objects, bytes: e.bytes, remaining: e.remaining }),
+        }
     }
 }

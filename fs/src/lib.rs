@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod endpoint;
+pub mod exit_codes;
 pub mod fetch;
 pub mod fuse;
 pub mod image;
@@ -15,6 +16,8 @@ pub mod materialise;
 pub mod mount_helper;
 pub mod prefetch;
 pub mod read;
+pub mod report;
+pub mod startup;
 pub mod state;
 pub mod trusted;
 

@@ -1,21 +1,24 @@
-//! `imgfs`: mounts an image channel from one or more imaged servers through FUSE.
+//! `imgfs`: mounts an image channel from one or more imaged servers through FUSE. Parses
+//! arguments, calls the `fs` library (`startup` mounts, `control` talks to a mount), prints a
+//! summary for people or JSON, and exits with the codes of `fs::exit_codes`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use api::control::{Prefetched, ProgressLine, Request, Startup, Status, Switch, Unpinned};
 use cache::quota::{Quota, Size};
 use clap::{Parser, Subcommand};
-use fs::control::Control;
-use fs::endpoint::{load_metadata, Endpoint};
-use fs::fetch::{Fetcher, Limits};
-use fs::keeper::{Keeper, Pin};
+use format::ChannelName;
+use fs::exit_codes::ExitCode;
 
 /// imgfs: run an OS or application image from the network, verified and cached.
 #[derive(Parser, Debug)]
-#[command(name = "imgfs", version, about)]
+#[command(name = "imgfs", version, about, after_help = fs::exit_codes::HELP)]
 struct Cli {
+    /// Print the mount's answer as JSON (status, update, rollback, pin, unpin, prefetch).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,7 +31,7 @@ struct MountArgs {
     server: Vec<String>,
     /// Channel, e.g. os/stable.
     #[arg(long)]
-    channel: String,
+    channel: ChannelName,
     /// Cache directory (objects and the endpoint's state).
     #[arg(long)]
     cache: PathBuf,
@@ -126,10 +129,148 @@ enum Command {
     },
 }
 
-/// Sends a control command and prints the answer; fails if the mount reports an error.
-fn control(mountpoint: &Path, command: &str) -> Result<()> {
+impl MountArgs {
+    /// What the library needs to mount.
+    fn options(&self) -> fs::startup::MountOptions {
+        fs::startup::MountOptions {
+            servers: self.server.clone(),
+            channel: self.channel.clone(),
+            cache: self.cache.clone(),
+            quota: Quota { limit: self.cache_size, min_free: self.min_free },
+            threads: self.threads,
+            passthrough: self.passthrough,
+            poll: self.poll_seconds.map(std::time::Duration::from_secs),
+            root: self.root.clone(),
+            image: self.image.clone(),
+            arch: self.arch.clone(),
+            mountpoint: self.mountpoint.clone(),
+        }
+    }
+}
+
+fn main() {
+    // `mount -t fuse.imgfs CHANNEL MOUNTPOINT -o ...` runs `imgfs CHANNEL MOUNTPOINT -o ...`.
+    let argv: Vec<String> = std::env::args().collect();
+    let (command, json) = match fs::mount_helper::parse(&argv[1..]) {
+        Some(parsed) => match parsed.map_err(anyhow::Error::from).and_then(helper_args) {
+            Ok(args) => (Command::Mount(args), false),
+            Err(e) => {
+                eprintln!("imgfs: error: {e:#}");
+                std::process::exit(ExitCode::Usage.code())
+            }
+        },
+        None => {
+            let cli = Cli::parse();
+            (cli.command, cli.json)
+        }
+    };
+    let code = match command {
+        Command::Mount(args) => mount(&args),
+        other => {
+            init_tracing(false);
+            run(other, json)
+        }
+    };
+    std::process::exit(code.code())
+}
+
+fn init_tracing(daemon: bool) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "fs=info,imgfs=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(!daemon)
+        .init();
+}
+
+/// Mounts in the foreground, or as a daemon whose parent exits with its word.
+fn mount(args: &MountArgs) -> ExitCode {
+    // A daemon forks before any thread starts; the parent waits for the child's word.
+    let mut ready = match args.daemon.then(|| daemonize(args)).transpose() {
+        Ok(ready) => ready,
+        Err(e) => {
+            eprintln!("imgfs: error: {e:#}");
+            return ExitCode::Failure;
+        }
+    };
+    init_tracing(args.daemon);
+    let result = fs::startup::mount(&args.options(), |mounted| {
+        // Scripts and tests wait for this line.
+        eprintln!("{mounted}");
+        if let Some(mut w) = ready.take() {
+            let _ = writeln!(w, "{}", serde_json::to_string(&Startup::Mounted(mounted.clone())).expect("serialises"));
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            let error = format!("{:#}", anyhow::Error::from(e));
+            if let Some(mut w) = ready {
+                let _ = writeln!(w, "{}", serde_json::to_string(&Startup::Failed { error: error.clone() }).expect("serialises"));
+            }
+            eprintln!("imgfs: error: {error}");
+            ExitCode::Failure
+        }
+    }
+}
+
+/// The commands that talk to a running mount, and `umount`.
+fn run(command: Command, json: bool) -> ExitCode {
+    let fetch = |mountpoint: &Path, pin: bool, generation: String, max_rate| {
+        let max_rate = match rate_arg(max_rate) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("imgfs: error: {e}");
+                return ExitCode::Usage;
+            }
+        };
+        let (what, request) = match pin {
+            true => ("pin", Request::Pin { generation, max_rate }),
+            false => ("prefetch", Request::Prefetch { generation, max_rate }),
+        };
+        control::<Prefetched>(mountpoint, what, &request, json, fs::report::prefetched, |_| None)
+    };
+    match command {
+        Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
+        Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),
+        Command::Rollback { mountpoint } => control(&mountpoint, "rollback", &Request::Rollback, json, fs::report::outcome, switch_error),
+        Command::Pin { mountpoint, generation, max_rate } => fetch(&mountpoint, true, generation, max_rate),
+        Command::Prefetch { mountpoint, generation, max_rate } => fetch(&mountpoint, false, generation, max_rate),
+        Command::Unpin { mountpoint, generation } => {
+            control::<Unpinned>(&mountpoint, "unpin", &Request::Unpin { generation }, json, fs::report::unpinned, |_| None)
+        }
+        Command::Umount { mountpoint } => match nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()) {
+            Ok(()) => ExitCode::Ok,
+            Err(e) => {
+                eprintln!("imgfs: error: unmounting {}: {e}", mountpoint.display());
+                ExitCode::Failure
+            }
+        },
+        Command::Mount(_) => unreachable!("mounts are run by mount()"),
+    }
+}
+
+/// A switch that did not happen: its exit code and what to tell people.
+fn switch_error(s: &Switch) -> Option<(ExitCode, String)> {
+    match s {
+        Switch::Switched { .. } | Switch::AlreadyCurrent { .. } => None,
+        Switch::Refused { error, .. } => Some((ExitCode::of_switch(s), error.clone())),
+        Switch::NothingToRollBackTo => Some((ExitCode::of_switch(s), api::control::NOTHING_TO_ROLL_BACK_TO.into())),
+    }
+}
+
+/// Sends `request` to the mount, following progress on a terminal, and prints the answer: JSON
+/// with `--json`, else `human`'s summary. A failed command, or an answer `failure` calls one,
+/// goes to stderr as `imgfs: WHAT on MOUNTPOINT: ERROR` and sets the exit code.
+fn control<T: serde::de::DeserializeOwned + serde::Serialize>(
+    mountpoint: &Path,
+    what: &str,
+    request: &Request,
+    json: bool,
+    human: fn(&T) -> String,
+    failure: fn(&T) -> Option<(ExitCode, String)>,
+) -> ExitCode {
     let bar = indicatif::ProgressBar::hidden();
-    let mut progress = |p: &serde_json::Value| {
+    let mut progress = |p: &ProgressLine| {
         if bar.is_hidden() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.set_style(
@@ -137,67 +278,61 @@ fn control(mountpoint: &Path, command: &str) -> Result<()> {
                     .expect("a valid template"),
             );
         }
-        bar.set_message(format!("{} objects", p["objects_done"]));
-        bar.set_length(p["bytes_total"].as_u64().unwrap_or(0));
-        bar.set_position(p["bytes_done"].as_u64().unwrap_or(0));
+        bar.set_message(format!("{} objects", p.progress.objects_done));
+        bar.set_length(p.progress.bytes_total);
+        bar.set_position(p.progress.bytes_done);
     };
-    let answer = fs::control::request(mountpoint, command, &mut progress)?;
+    let answer = fs::control::request::<T>(mountpoint, request, &mut progress);
     bar.finish_and_clear();
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    if let Some(e) = answer["error"].as_str() {
-        anyhow::bail!("{command} on {}: {e}", mountpoint.display());
-    }
-    Ok(())
-}
-
-fn rate_arg(max_rate: Option<Size>) -> Result<String> {
-    match max_rate {
-        None => Ok(String::new()),
-        Some(Size::Bytes(b)) if b > 0 => Ok(format!(" {b}")),
-        Some(other) => anyhow::bail!("--max-rate {other}: give bytes per second, like 10M"),
-    }
-}
-
-fn main() -> Result<()> {
-    // `mount -t fuse.imgfs CHANNEL MOUNTPOINT -o ...` runs `imgfs CHANNEL MOUNTPOINT -o ...`.
-    let argv: Vec<String> = std::env::args().collect();
-    let command = match fs::mount_helper::parse(&argv[1..]) {
-        Some(parsed) => Command::Mount(helper_args(parsed?)?),
-        None => Cli::parse().command,
-    };
-    let daemon = matches!(&command, Command::Mount(a) if a.daemon);
-    // A daemon forks before any thread starts; the parent waits for the child's word.
-    let ready = if daemon {
-        let Command::Mount(a) = &command else { unreachable!() };
-        Some(daemonize(a)?)
-    } else {
-        None
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "fs=info,imgfs=info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(!daemon)
-        .init();
-    match command {
-        Command::Mount(args) => {
-            let mut ready = ready;
-            let result = mount(&args, &mut ready);
-            if let (Err(e), Some(w)) = (&result, ready.as_mut()) {
-                let _ = writeln!(w, "error: {e:#}");
+    let (code, error) = match answer {
+        Err(e) => {
+            let code = match e {
+                fs::control::RequestError::NoMount { .. } => ExitCode::NoMount,
+                _ => ExitCode::Failure,
+            };
+            eprintln!("imgfs: error: {e}");
+            return code;
+        }
+        Ok(Err(f)) => {
+            if json {
+                println!("{}", pretty(&f));
             }
-            result
+            (ExitCode::of_failure(f.kind), f.error)
         }
-        Command::Status { mountpoint } => control(&mountpoint, "status"),
-        Command::Update { mountpoint } => control(&mountpoint, "update"),
-        Command::Rollback { mountpoint } => control(&mountpoint, "rollback"),
-        Command::Pin { mountpoint, generation, max_rate } => control(&mountpoint, &format!("pin {generation}{}", rate_arg(max_rate)?)),
-        Command::Unpin { mountpoint, generation } => control(&mountpoint, &format!("unpin {generation}")),
-        Command::Prefetch { mountpoint, generation, max_rate } => {
-            control(&mountpoint, &format!("prefetch {generation}{}", rate_arg(max_rate)?))
+        Ok(Ok(answer)) => {
+            let failed = failure(&answer);
+            match (json, &failed) {
+                (true, _) => println!("{}", pretty(&answer)),
+                (false, None) => print!("{}", with_newline(human(&answer))),
+                (false, Some(_)) => {}
+            }
+            match failed {
+                None => return ExitCode::Ok,
+                Some(f) => f,
+            }
         }
-        Command::Umount { mountpoint } => {
-            nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()).with_context(|| format!("unmounting {}", mountpoint.display()))
-        }
+    };
+    eprintln!("imgfs: {what} on {}: {error}", mountpoint.display());
+    code
+}
+
+fn with_newline(mut text: String) -> String {
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// Pretty JSON of an answer.
+fn pretty(answer: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(answer).expect("answers serialise")
+}
+
+fn rate_arg(max_rate: Option<Size>) -> Result<Option<u64>> {
+    match max_rate {
+        None => Ok(None),
+        Some(Size::Bytes(b)) if b > 0 => Ok(Some(b)),
+        Some(other) => anyhow::bail!("--max-rate {other}: give bytes per second, like 10M"),
     }
 }
 
@@ -235,18 +370,18 @@ fn daemonize(a: &MountArgs) -> Result<std::fs::File> {
             drop(w);
             let mut word = String::new();
             let _ = std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut word);
-            match word.lines().next() {
-                Some(line) if line.starts_with("imgfs: mounted") => {
-                    eprintln!("{line} (daemon pid {child}, log {})", log.display());
-                    std::process::exit(0)
+            match word.lines().next().map(serde_json::from_str::<Startup>) {
+                Some(Ok(Startup::Mounted(mounted))) => {
+                    eprintln!("{mounted} (daemon pid {child}, log {})", log.display());
+                    std::process::exit(ExitCode::Ok.code())
                 }
-                Some(line) => {
-                    eprintln!("imgfs: {}", line.trim_start_matches("error: "));
-                    std::process::exit(1)
+                Some(Ok(Startup::Failed { error })) => {
+                    eprintln!("imgfs: {error}");
+                    std::process::exit(ExitCode::Failure.code())
                 }
-                None => {
+                Some(Err(_)) | None => {
                     eprintln!("imgfs: the daemon ended before mounting; see {}", log.display());
-                    std::process::exit(1)
+                    std::process::exit(ExitCode::Failure.code())
                 }
             }
         }
@@ -261,146 +396,4 @@ fn daemonize(a: &MountArgs) -> Result<std::fs::File> {
             Ok(std::fs::File::from(w))
         }
     }
-}
-
-fn mount(a: &MountArgs, ready: &mut Option<std::fs::File>) -> Result<()> {
-    let (servers, channel, cache, mountpoint) = (&a.server, a.channel.as_str(), a.cache.as_path(), a.mountpoint.as_path());
-    let start = std::time::Instant::now();
-    let store = Arc::new(cache::Store::open(cache.join("store")).with_context(|| format!("opening the cache {}", cache.display()))?);
-    let fetcher = Arc::new(Fetcher::new(servers, store, Limits::default()));
-    let arch = a.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
-    let trust =
-        Arc::new(fs::trusted::TrustState::open(cache, a.root.as_deref(), a.image.clone(), arch).context("loading the trusted metadata")?);
-    // The channel as the signed metadata resolves it; if that fails (no server reachable,
-    // or metadata expired or refused), the last verified generation this cache served.
-    let state = fs::state::load(cache);
-    let saved = state.clone().filter(|s| s.channel == channel);
-    let mut server_poll = None;
-    let resolved = trust.resolve_channel(&fetcher, channel);
-    let (digest, label, version, offline, length) = match resolved {
-        Ok(r) => {
-            server_poll = r.channel.poll_seconds;
-            (r.digest(), r.label(), r.channel.version, false, Some(r.generation.length))
-        }
-        Err(e) => {
-            let st = saved
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("{e}; and the cache {} holds no verified generation of {channel}", cache.display()))?;
-            tracing::warn!(error = %e, generation = %st.current.generation, "mounting the last verified generation from the cache");
-            let digest = st.current.manifest.parse().context("state file names a bad digest")?;
-            (digest, st.current.generation, st.current.channel_version, true, None)
-        }
-    };
-    let digest: format::Digest = digest;
-    let mut complete = std::collections::HashSet::new();
-    let manifest = load_metadata(&fetcher, digest, &mut complete).with_context(|| format!("loading {label} ({digest})"))?;
-    if let Some(len) = length {
-        fs::endpoint::check_length(&fetcher, digest, len).with_context(|| format!("loading {label}"))?;
-    }
-    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, 256 << 20));
-    // The generation served before, so rollback works offline: kept if its metadata loads.
-    let mut previous_version = 0;
-    if let Some(st) = &saved {
-        let candidates = [Some(&st.current), st.previous.as_ref()];
-        if let Some(p) = candidates.into_iter().flatten().find(|p| p.manifest != digest.to_hex()) {
-            match p.manifest.parse().map_err(|_| ()).and_then(|d| ep.load(d).map(|m| (d, m)).map_err(|_| ())) {
-                Ok((d, m)) => {
-                    ep.set_previous(d, m);
-                    previous_version = p.channel_version;
-                }
-                Err(()) => tracing::warn!(generation = %p.generation, "the previous generation is not available; rollback has no target"),
-            }
-        }
-    }
-    let fs_ep = ep.clone();
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(format!("imgfs:{channel}")),
-        fuser::MountOption::Subtype("imgfs".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-    ];
-    cfg.acl = fuser::SessionACL::All;
-    cfg.n_threads = Some(a.threads.max(1));
-    cfg.clone_fd = true;
-    // Plain copies of cached files, for passthrough reads.
-    let files = cache.join("files");
-    let materialiser = if a.passthrough {
-        match cache::plain::Plain::open(&files) {
-            Ok(plain) => {
-                ep.enable_plain(plain);
-                Some(fs::materialise::Materialiser::start(ep.clone()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no plain copies (reads go through FUSE)");
-                None
-            }
-        }
-    } else {
-        // Copies left by a passthrough mount would only take space.
-        if files.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&files) {
-                tracing::warn!(path = %files.display(), error = %e, "cannot remove the plain copies of a passthrough mount");
-            }
-        }
-        None
-    };
-    let imgfs = fs::fuse::ImgFs::new(fs_ep, materialiser);
-    let fsname = format!("imgfs:{channel}");
-    let session = match fs::kernel_mount::mount(mountpoint, &fsname) {
-        Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
-        // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
-        Err(e) => Err(e),
-    }
-    .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    let quota = Quota { limit: a.cache_size, min_free: a.min_free };
-    let pins: Vec<Pin> = state
-        .iter()
-        .flat_map(|s| &s.pins)
-        .filter_map(|p| Some(Pin { generation: p.generation.clone(), manifest: p.manifest.parse().ok()? }))
-        .collect();
-    let keeper = Keeper::new(ep.clone(), quota, pins).with_context(|| format!("reading the cache {}", cache.display()))?;
-    keeper.run();
-    let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
-    let invalidate = fs::invalidate::Invalidator::new(session.notifier(), dev);
-    let control = Arc::new(Control::new(
-        ep,
-        keeper.clone(),
-        trust,
-        channel.to_string(),
-        (version, previous_version),
-        cache.to_path_buf(),
-        invalidate,
-    ));
-    control.save_state();
-    let socket = fs::control::socket_path(mountpoint);
-    control.serve(&socket).with_context(|| format!("listening on {}", socket.display()))?;
-    control.poll(std::time::Duration::from_secs(a.poll_seconds.or(server_poll).unwrap_or(300).max(1)));
-    // Prefetches a restart interrupted, and pins, resume in the background (pins are
-    // prefetched so that they hold the whole generation).
-    let resume: Vec<String> = state.iter().flat_map(|s| s.prefetching.iter().chain(&s.pins)).map(|p| p.manifest.clone()).collect();
-    for manifest in resume {
-        if let Err(e) = control.start_prefetch(&manifest, false, None) {
-            tracing::warn!(manifest, error = %e, "cannot resume a prefetch");
-        }
-    }
-    let traffic = fetcher.traffic();
-    // Scripts and tests wait for this line.
-    let line = format!(
-        "imgfs: mounted {label} (channel {channel} v{version}{}) at {} in {} ms, {} requests",
-        if offline { ", not verified now: from the cache" } else { "" },
-        mountpoint.display(),
-        start.elapsed().as_millis(),
-        traffic.requests
-    );
-    eprintln!("{line}");
-    if let Some(mut w) = ready.take() {
-        let _ = writeln!(w, "{line}");
-    }
-    session.run().context("serving the mount")?;
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
 }

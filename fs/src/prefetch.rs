@@ -31,24 +31,8 @@ pub enum PrefetchError {
     Fetch(#[from] FetchError),
 }
 
-/// How far a prefetch got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Progress {
-    /// Data chunks the generation has.
-    pub chunks: u64,
-    /// Of those, how many the cache held when the prefetch started.
-    pub cached_before: u64,
-    /// Chunks to fetch.
-    pub objects_total: u64,
-    /// Chunks fetched so far.
-    pub objects_done: u64,
-    /// Decoded bytes to fetch.
-    pub bytes_total: u64,
-    /// Decoded bytes fetched so far.
-    pub bytes_done: u64,
-    /// Bytes received from the servers so far (compressed).
-    pub transferred: u64,
-}
+/// How far a prefetch got (a control-socket message).
+pub use api::control::Progress;
 
 /// Fetches everything of generation `manifest_digest` the cache lacks. `max_rate` caps the
 /// bytes received per second. `report` is called after the listing and after each batch.

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use format::{ChannelName, Digest};
 use serde::{Deserialize, Serialize};
 
 /// Format version of `state.json`.
@@ -16,8 +17,8 @@ pub const STATE_VERSION: u32 = 1;
 pub struct Served {
     /// `IMAGE@N`.
     pub generation: String,
-    /// Manifest digest, hex.
-    pub manifest: String,
+    /// Manifest digest (hex in the file).
+    pub manifest: Digest,
     /// The channel version that named it (0 if unknown).
     pub channel_version: u64,
 }
@@ -28,7 +29,7 @@ pub struct State {
     /// Always `STATE_VERSION`.
     pub version: u32,
     /// The channel followed.
-    pub channel: String,
+    pub channel: ChannelName,
     /// The generation served now.
     pub current: Served,
     /// The one before, for rollback.

@@ -334,3 +334,201 @@ fn mount_helper_form_is_recognised_and_its_options_mapped() {
     assert!(parse(&args(&["os/stable", "/srv/os", "-o", "cache"])).unwrap().is_err(), "an option without its value");
     assert!(parse(&args(&["os/stable", "/srv/os", "extra"])).unwrap().is_err());
 }
+
+mod seams {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use api::control::*;
+    use format::{ChannelName, Digest};
+
+    use crate::exit_codes::{ExitCode, HELP};
+    use crate::fetch::{Fetcher, Limits, RemoteError};
+    use crate::state::{Served, State, STATE_VERSION};
+    use crate::trusted::TrustError;
+
+    fn fixed_status() -> Status {
+        let d = |s: &[u8]| Digest::of(s);
+        Status {
+            channel: ChannelName::new("os/stable").unwrap(),
+            channel_version: 3,
+            current: GenerationRef { generation: "os@2".into(), manifest: d(b"2") },
+            previous: Some(GenerationRef { generation: "os@1".into(), manifest: d(b"1") }),
+            cache: CacheReport {
+                dir: "/var/cache/imgfs/store".into(),
+                used_bytes: 1288490189,
+                objects: 1234,
+                object_bytes: 1288490189,
+                plain_copies: 0,
+                plain_copy_bytes: 0,
+                limit: "25%".into(),
+                min_free: "5%".into(),
+                allowance_bytes: Some(4 << 30),
+                disk_available_bytes: Some(10 << 30),
+                evicted_objects: 0,
+                evicted_bytes: 0,
+                keeper_rounds: 4,
+                last_eviction: None,
+            },
+            pins: vec![GenerationRef { generation: "os@1".into(), manifest: d(b"1") }],
+            prefetching: vec![],
+            servers: vec![
+                ServerHealth { url: "http://a:4640".into(), ok: 12, failed: 0, last_error: None, resting_for: 0 },
+                ServerHealth {
+                    url: "http://b:4640".into(),
+                    ok: 3,
+                    failed: 2,
+                    last_error: Some("request failed: connection refused".into()),
+                    resting_for: 25,
+                },
+            ],
+            offline: false,
+            traffic: Traffic { requests: 40, bytes: 1 << 20 },
+            opens: Opens { mode: OpenMode::Kernel, fuse: 0, passthrough: 0 },
+            trust: TrustSummary {
+                fresh: true,
+                stale_since: None,
+                valid_until: Some("2030-01-01T00:00:00Z".into()),
+                last_check: Some(TrustCheck { at: "2029-12-31T23:00:00Z".into(), error: None }),
+                versions: Default::default(),
+                min_epoch: 0,
+                family: Some("os".into()),
+                arch: "x86_64".into(),
+                clock_high_water: "2029-12-31T23:00:00Z".into(),
+            },
+            last_check: Some(LastCheck {
+                seconds_ago: 42,
+                result: Switch::Switched { from: "os@1".into(), to: "os@2".into(), channel_version: 3, millis: 9 },
+            }),
+        }
+    }
+
+    #[test]
+    fn status_for_people_is_a_short_summary_in_human_sizes() {
+        let st = fixed_status();
+        let (two, one) = (st.current.manifest.to_hex(), st.previous.as_ref().unwrap().manifest.to_hex());
+        let expected = [
+            "channel:     os/stable, version 3".to_string(),
+            format!("current:     os@2 (manifest {})", &two[..12]),
+            format!("previous:    os@1 (manifest {})", &one[..12]),
+            "checked:     42 s ago: switched from os@1 to os@2 (channel version 3) in 9 ms".into(),
+            "metadata:    fresh, valid until 2030-01-01T00:00:00Z".into(),
+            "cache:       1.2 GiB of 4.0 GiB (limit 25%, min free 5%), 1234 objects".into(),
+            "servers:     http://a:4640 ok (12 ok, 0 failed)".into(),
+            "             http://b:4640 resting 25 s after: request failed: connection refused (3 ok, 2 failed)".into(),
+            "offline:     no".into(),
+            "pins:        os@1".into(),
+            "opens:       by the kernel".into(),
+        ];
+        assert_eq!(crate::report::status(&st).lines().collect::<Vec<_>>(), expected);
+
+        let mut stale = st;
+        stale.trust.fresh = false;
+        stale.trust.stale_since = Some("2029-12-30T00:00:00Z".into());
+        stale.trust.last_check = Some(TrustCheck { at: "x".into(), error: Some("metadata refused: timestamp: expired".into()) });
+        stale.previous = None;
+        stale.last_check = None;
+        let text = crate::report::status(&stale);
+        for line in [
+            "metadata:    stale since 2029-12-30T00:00:00Z",
+            "last error:  metadata refused: timestamp: expired",
+            "previous:    none: rollback has no target",
+            "checked:     not since the mount started",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        use crate::report::bytes;
+        assert_eq!(
+            [bytes(0), bytes(1023), bytes(1536), bytes(5 << 20), bytes(3 << 40)],
+            ["0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 TiB"]
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_outcome_and_are_all_documented() {
+        let refused = |reason| Switch::Refused { reason, error: String::new() };
+        assert_eq!(ExitCode::of_switch(&Switch::AlreadyCurrent { generation: "a@1".into(), channel_version: 1 }), ExitCode::Ok);
+        assert_eq!(ExitCode::of_switch(&refused(Refusal::MetadataRefused)), ExitCode::Refused);
+        assert_eq!(ExitCode::of_switch(&refused(Refusal::ClockBack)), ExitCode::Refused);
+        assert_eq!(ExitCode::of_switch(&refused(Refusal::Unreachable)), ExitCode::Unreachable);
+        assert_eq!(ExitCode::of_switch(&Switch::NothingToRollBackTo), ExitCode::NotFound);
+        assert_eq!(ExitCode::of_failure(FailureKind::NotFound), ExitCode::NotFound);
+        for (i, code) in ExitCode::ALL.iter().enumerate() {
+            assert_eq!(code.code(), i as i32);
+            assert!(HELP.lines().any(|l| l.starts_with(&format!("  {i}  "))), "exit code {i} is not in --help");
+        }
+    }
+
+    #[test]
+    fn a_mount_offline_starts_on_the_last_verified_generation_of_its_channel_only() {
+        let channel = ChannelName::new("os/stable").unwrap();
+        let served = Served { generation: "os@4".into(), manifest: Digest::of(b"4"), channel_version: 9 };
+        let state =
+            State { version: STATE_VERSION, channel: channel.clone(), current: served, previous: None, pins: vec![], prefetching: vec![] };
+        let offline = || Err(TrustError::Unreachable("http://a: request failed".into()));
+        let start = crate::startup::choose_start(offline(), Some(&state), &channel, Path::new("/c")).unwrap();
+        assert_eq!((start.label.as_str(), start.digest, start.channel_version, start.from_cache), ("os@4", Digest::of(b"4"), 9, true));
+        let other = ChannelName::new("os/pilot").unwrap();
+        let err = crate::startup::choose_start(offline(), Some(&state), &other, Path::new("/c")).unwrap_err();
+        assert!(err.to_string().contains("holds no verified generation of os/pilot"), "{err}");
+        // The state file keeps digests and channel names as plain strings.
+        let text = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            (text["channel"].as_str(), text["current"]["manifest"].as_str()),
+            (Some("os/stable"), Some(&*Digest::of(b"4").to_hex()))
+        );
+    }
+
+    /// A server answering every request once with `status` and `body`.
+    fn answer_once(status: &str, body: &str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                if n == 0 {
+                    return;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(reply.as_bytes()).unwrap();
+        });
+        url
+    }
+
+    #[test]
+    fn remote_failures_are_typed_transport_status_with_code_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(cache::Store::open(dir.path().join("cache")).unwrap());
+        let dead = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let refusing = answer_once("403 Forbidden", r#"{"error":"bad_token","message":"no"}"#);
+        let proxy = answer_once("502 Bad Gateway", "<html>bad gateway</html>");
+        let big = answer_once("200 OK", &"x".repeat(100));
+        let f = Fetcher::new(&[dead, refusing, proxy, big], store, Limits::default());
+        let err = f.get_file(0, "/tuf/timestamp.json", 1000).unwrap_err();
+        assert!(matches!(err, RemoteError::Transport { .. }) && err.to_string().contains("request failed"), "{err}");
+        let err = f.get_file(1, "/tuf/timestamp.json", 1000).unwrap_err();
+        assert!(matches!(err, RemoteError::Http { status: 403, code: api::ErrorCode::BadToken, .. }), "{err}");
+        assert!(err.to_string().ends_with("answered 403 Forbidden"), "{err}");
+        let err = f.get_file(2, "/tuf/timestamp.json", 1000).unwrap_err();
+        assert!(matches!(err, RemoteError::Http { status: 502, code: api::ErrorCode::Unknown, .. }), "{err}");
+        let err = f.get_file(3, "/tuf/timestamp.json", 10).unwrap_err();
+        assert!(matches!(err, RemoteError::TooLarge { max: 10, announced: Some(100), .. }), "{err}");
+    }
+}

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use api::control::{TrustCheck, TrustSummary};
 use cache::trusted_dir::TrustedDir;
-use serde_json::{json, Value};
+use serde_json::Value;
 use trust::client::{Limits, Trusted, UpdateError};
 use trust::policy::{self, Accepted, ChannelRecord, PolicyError};
 use trust::update::{self, RefreshError, Remote};
 
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetcher, RemoteError};
 
 /// How far the clock may seem to go back (seconds) before an update is refused.
 const CLOCK_SLACK: i64 = 300;
@@ -126,10 +127,10 @@ struct ServerRemote<'a> {
 impl Remote for ServerRemote<'_> {
     fn fetch(&mut self, name: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
         let r = self.fetcher.get_file(self.server, &format!("/tuf/{name}"), max);
-        if r.as_ref().is_err_and(|e| e.contains("request failed")) {
+        if let Err(RemoteError::Transport { .. }) = &r {
             self.transport_failed = true;
         }
-        r
+        r.map_err(|e| e.to_string())
     }
 }
 
@@ -292,7 +293,7 @@ impl TrustState {
 
     /// For `imgfs status`: whether the trusted metadata is fresh, since when it is stale
     /// (expired, or refused on every check since), versions, floor, family, architecture.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> TrustSummary {
         let inner = self.inner.lock().unwrap();
         let now = unix_now();
         let family_role = inner.local.family.as_deref().map(policy::family_role);
@@ -313,17 +314,17 @@ impl TrustState {
                 Some((r, v["signed"]["version"].as_u64()?))
             })
             .collect();
-        json!({
-            "fresh": stale_since.is_none(),
-            "stale_since": stale_since.map(trust::time::format),
-            "valid_until": (valid_until > i64::MIN).then(|| trust::time::format(valid_until)),
-            "last_check": inner.last.as_ref().map(|(t, e)| json!({"at": trust::time::format(*t), "error": e})),
-            "versions": versions,
-            "min_epoch": inner.local.min_epoch,
-            "family": inner.local.family,
-            "arch": self.arch,
-            "clock_high_water": trust::time::format(inner.local.clock_high_water),
-        })
+        TrustSummary {
+            fresh: stale_since.is_none(),
+            stale_since: stale_since.map(trust::time::format),
+            valid_until: (valid_until > i64::MIN).then(|| trust::time::format(valid_until)),
+            last_check: inner.last.as_ref().map(|(t, e)| TrustCheck { at: trust::time::format(*t), error: e.clone() }),
+            versions,
+            min_epoch: inner.local.min_epoch,
+            family: inner.local.family.clone(),
+            arch: self.arch.clone(),
+            clock_high_water: trust::time::format(inner.local.clock_high_water),
+        }
     }
 }
 

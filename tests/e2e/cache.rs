@@ -252,7 +252,7 @@ fn mount_t_fuse_imgfs_with_an_fstab_line_starts_a_daemon() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(mounts.lines().any(|l| l.contains(&*point.to_string_lossy()) && l.contains("fuse.imgfs")), "{mounts}");
     let diffs = compare_trees(&src, &point);
-    let status = Command::new(bin("imgfs")).arg("status").arg(&point).output().unwrap();
+    let status = Command::new(bin("imgfs")).arg("status").arg(&point).arg("--json").output().unwrap();
     let umount = Command::new(bin("imgfs")).arg("umount").arg(&point).output().unwrap();
     assert!(diffs.is_empty(), "{diffs:?}");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));

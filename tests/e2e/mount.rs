@@ -97,6 +97,12 @@ fn a_switch_leaves_open_files_on_their_generation_and_rollback_brings_it_back() 
     assert_eq!(status["previous"]["generation"], "office@2", "{status}");
     assert_eq!(status["channel"], "office/pilot");
     assert_eq!(status["offline"], false);
+    // Without --json, a summary for people: the current generation and the cache's use.
+    let out = Command::new(tests::bin("imgfs")).arg("status").arg(p).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().any(|l| l.starts_with("current:") && l.contains("office@1")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("cache:") && l.contains(" of ") && l.contains("B")), "{text}");
 }
 
 #[test]

@@ -86,7 +86,7 @@ impl Mount {
 
     /// Runs `imgfs COMMAND MOUNTPOINT ARGS...` and parses its JSON answer; panics if it fails.
     pub fn control_with(&self, command: &str, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(bin("imgfs")).arg(command).arg(&self.point).args(args).output().unwrap();
+        let out = Command::new(bin("imgfs")).arg(command).arg(&self.point).args(args).arg("--json").output().unwrap();
         assert!(
             out.status.success(),
             "imgfs {command} {args:?} failed: {}{}",

@@ -1,0 +1,305 @@
+//! Mounting: what `imgfs mount` does between its arguments and the FUSE session. Picks the
+//! generation to serve (the channel as the signed metadata resolves it, else, offline, the last
+//! verified one from the cache), restores the previous generation so a rollback works offline,
+//! decides on passthrough, mounts, and starts the keeper, the control socket and the poller.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::control::Mounted;
+use cache::quota::Quota;
+use format::{ChannelName, Digest};
+
+use crate::control::Control;
+use crate::endpoint::{load_metadata, Endpoint, LoadError};
+use crate::fetch::{Fetcher, Limits};
+use crate::keeper::{Keeper, Pin};
+use crate::state::State;
+use crate::trusted::{TrustError, TrustState};
+
+/// Channel checks when neither `--poll-seconds` nor the server says how often.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(300);
+
+/// Bytes of decompressed chunks kept in memory.
+const CHUNK_CACHE_BYTES: u64 = 256 << 20;
+
+/// What to mount, and how.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Servers, tried in order of health, then of the list.
+    pub servers: Vec<String>,
+    /// The channel followed.
+    pub channel: ChannelName,
+    /// The cache directory (objects, state, trusted metadata).
+    pub cache: PathBuf,
+    /// The cache's size limit and free-space floor.
+    pub quota: Quota,
+    /// Threads serving the kernel.
+    pub threads: usize,
+    /// Take opens and hand fully cached files to the kernel (plain copies in CACHE/files).
+    pub passthrough: bool,
+    /// Channel checks, if set by the user (else the server's advice, else `DEFAULT_POLL`).
+    pub poll: Option<Duration>,
+    /// The root to start trusting from, the first time.
+    pub root: Option<PathBuf>,
+    /// The image family this endpoint runs.
+    pub image: Option<String>,
+    /// The architecture this endpoint runs (default: this machine's).
+    pub arch: Option<String>,
+    /// Where.
+    pub mountpoint: PathBuf,
+}
+
+/// Why a mount did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The cache's store could not be opened.
+    #[error("opening the cache {}", cache.display())]
+    OpenCache {
+        /// The cache directory.
+        cache: PathBuf,
+        /// The cause.
+        source: cache::OpenError,
+    },
+    /// The trusted metadata could not be loaded.
+    #[error("loading the trusted metadata")]
+    Trust(#[source] TrustError),
+    /// The channel could not be verified now and the cache has no verified generation of it.
+    #[error("{why}; and the cache {} holds no verified generation of {channel}", cache.display())]
+    NothingVerified {
+        /// Why the channel could not be resolved.
+        why: TrustError,
+        /// The cache directory.
+        cache: PathBuf,
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// The generation's metadata could not be loaded.
+    #[error("loading {label} ({digest})")]
+    Load {
+        /// `IMAGE@N`.
+        label: String,
+        /// Its manifest.
+        digest: Digest,
+        /// Why.
+        source: LoadError,
+    },
+    /// The manifest is not the length its signed target says.
+    #[error("loading {label}")]
+    Length {
+        /// `IMAGE@N`.
+        label: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// The kernel refused the mount.
+    #[error("mounting {}", mountpoint.display())]
+    Kernel {
+        /// Where.
+        mountpoint: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The cache keeper could not read the cache.
+    #[error("reading the cache {}", cache.display())]
+    Keeper {
+        /// The cache directory.
+        cache: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The control socket could not be made.
+    #[error("listening on {}", socket.display())]
+    Control {
+        /// The socket.
+        socket: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The FUSE session ended with an error.
+    #[error("serving the mount")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The generation a mount starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Its manifest.
+    pub digest: Digest,
+    /// `IMAGE@N`.
+    pub label: String,
+    /// The channel version that names it.
+    pub channel_version: u64,
+    /// From the cache's state, not verified now.
+    pub from_cache: bool,
+    /// The manifest's signed length (verified now only).
+    pub length: Option<u64>,
+    /// How often the server says to poll (verified now only).
+    pub poll_seconds: Option<u64>,
+}
+
+/// The generation to start on: the channel as the signed metadata resolves it; if that fails
+/// (no server reachable, or metadata expired or refused), the last verified generation this
+/// cache served of the same channel.
+pub fn choose_start(
+    resolved: Result<crate::trusted::Resolved, TrustError>,
+    saved: Option<&State>,
+    channel: &ChannelName,
+    cache: &Path,
+) -> Result<Start, MountError> {
+    match resolved {
+        Ok(r) => Ok(Start {
+            digest: r.digest(),
+            label: r.label(),
+            channel_version: r.channel.version,
+            from_cache: false,
+            length: Some(r.generation.length),
+            poll_seconds: r.channel.poll_seconds,
+        }),
+        Err(why) => {
+            let Some(st) = saved.filter(|s| &s.channel == channel) else {
+                return Err(MountError::NothingVerified { why, cache: cache.to_path_buf(), channel: channel.clone() });
+            };
+            tracing::warn!(error = %why, generation = %st.current.generation, "mounting the last verified generation from the cache");
+            Ok(Start {
+                digest: st.current.manifest,
+                label: st.current.generation.clone(),
+                channel_version: st.current.channel_version,
+                from_cache: true,
+                length: None,
+                poll_seconds: None,
+            })
+        }
+    }
+}
+
+/// Registers the generation served before (from the state file) as the previous one, so
+/// rollback works offline: the first of the saved current and previous that is not `serving`.
+/// Its channel version (0 if none); a generation whose metadata does not load is reported
+/// and skipped, and rollback has no target.
+pub fn restore_previous(ep: &Endpoint, saved: Option<&State>, serving: Digest) -> u64 {
+    let Some(st) = saved else { return 0 };
+    let candidates = [Some(&st.current), st.previous.as_ref()];
+    let Some(p) = candidates.into_iter().flatten().find(|p| p.manifest != serving) else { return 0 };
+    match ep.load(p.manifest) {
+        Ok(m) => {
+            ep.set_previous(p.manifest, m);
+            p.channel_version
+        }
+        Err(e) => {
+            tracing::warn!(generation = %p.generation, error = %e, "the previous generation is not available; rollback has no target");
+            0
+        }
+    }
+}
+
+/// Plain copies for passthrough: enabled (and their materialiser started) with `passthrough`,
+/// else removed, as copies a passthrough mount left would only take space.
+fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<crate::materialise::Materialiser> {
+    let files = cache.join("files");
+    if !passthrough {
+        if files.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&files) {
+                tracing::warn!(path = %files.display(), error = %e, "cannot remove the plain copies of a passthrough mount");
+            }
+        }
+        return None;
+    }
+    match cache::plain::Plain::open(&files) {
+        Ok(plain) => {
+            ep.enable_plain(plain);
+            Some(crate::materialise::Materialiser::start(ep.clone()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no plain copies (reads go through FUSE)");
+            None
+        }
+    }
+}
+
+/// Mounts and serves until unmounted. `ready` hears once the mount is up (before serving).
+pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), MountError> {
+    let (channel, cache, mountpoint) = (&o.channel, o.cache.as_path(), o.mountpoint.as_path());
+    let started = Instant::now();
+    let store = Arc::new(cache::Store::open(cache.join("store")).map_err(|source| MountError::OpenCache { cache: cache.into(), source })?);
+    let fetcher = Arc::new(Fetcher::new(&o.servers, store, Limits::default()));
+    let arch = o.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
+    let trust = Arc::new(TrustState::open(cache, o.root.as_deref(), o.image.clone(), arch).map_err(MountError::Trust)?);
+    let state = crate::state::load(cache);
+    let start = choose_start(trust.resolve_channel(&fetcher, channel.as_str()), state.as_ref(), channel, cache)?;
+    let (digest, label) = (start.digest, start.label.clone());
+    let mut complete = HashSet::new();
+    let manifest =
+        load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.clone(), digest, source })?;
+    if let Some(len) = start.length {
+        crate::endpoint::check_length(&fetcher, digest, len).map_err(|source| MountError::Length { label: label.clone(), source })?;
+    }
+    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, CHUNK_CACHE_BYTES));
+    let saved = state.as_ref().filter(|s| &s.channel == channel);
+    let previous_version = restore_previous(&ep, saved, digest);
+
+    let mut cfg = fuser::Config::default();
+    let fsname = format!("imgfs:{channel}");
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName(fsname.clone()),
+        fuser::MountOption::Subtype("imgfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(o.threads.max(1));
+    cfg.clone_fd = true;
+    let materialiser = plain_copies(&ep, cache, o.passthrough);
+    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser);
+    let session = match crate::kernel_mount::mount(mountpoint, &fsname) {
+        Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
+        // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
+        Err(e) => Err(e),
+    }
+    .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })?;
+
+    let pins: Vec<Pin> =
+        state.iter().flat_map(|s| &s.pins).map(|p| Pin { generation: p.generation.clone(), manifest: p.manifest }).collect();
+    let keeper = Keeper::new(ep.clone(), o.quota, pins).map_err(|source| MountError::Keeper { cache: cache.into(), source })?;
+    keeper.run();
+    let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
+    let invalidate = crate::invalidate::Invalidator::new(session.notifier(), dev);
+    let control = Arc::new(Control::new(
+        ep,
+        keeper,
+        trust,
+        channel.clone(),
+        (start.channel_version, previous_version),
+        cache.to_path_buf(),
+        invalidate,
+    ));
+    control.save_state();
+    let socket = crate::control::socket_path(mountpoint);
+    control.serve(&socket).map_err(|source| MountError::Control { socket: socket.clone(), source })?;
+    control.poll(o.poll.or(start.poll_seconds.map(Duration::from_secs)).unwrap_or(DEFAULT_POLL).max(Duration::from_secs(1)));
+    // Prefetches a restart interrupted, and pins, resume in the background (pins are
+    // prefetched so that they hold the whole generation).
+    let resume: Vec<Digest> = state.iter().flat_map(|s| s.prefetching.iter().chain(&s.pins)).map(|p| p.manifest).collect();
+    for manifest in resume {
+        if let Err(e) = control.start_prefetch(&manifest.to_hex(), false, None) {
+            tracing::warn!(%manifest, error = %e, "cannot resume a prefetch");
+        }
+    }
+    ready(&Mounted {
+        generation: label,
+        channel: channel.clone(),
+        channel_version: start.channel_version,
+        from_cache: start.from_cache,
+        mountpoint: mountpoint.to_path_buf(),
+        millis: started.elapsed().as_millis() as u64,
+        requests: fetcher.traffic().requests,
+    });
+    session.run().map_err(MountError::Serve)?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
