@@ -1,5 +1,7 @@
-//! `imgctl push` behind a proxy whose body limit refuses large requests: batches are halved
-//! until they pass, and an object too large on its own fails with a message naming the limit.
+//! `imgctl push` behind a proxy whose body limit refuses large requests.
+//!
+//! Batches are halved until they pass, and an object too large on its own fails with a
+//! message naming the limit.
 
 use std::fs;
 use std::process::{Command, Output};
