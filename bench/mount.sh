@@ -56,7 +56,7 @@ mount_imgfs() {
   MOUNTS+=("$W/mnt-$name")
 }
 banner() { grep -o "mounted.*" "$W/imgfs-$1.log"; }
-status() { "$BIN/imgfs" status "$W/mnt-$1"; }
+status() { "$BIN/imgfs" status "$W/mnt-$1" --json; }
 traffic() { status "$1" | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])'; }
 
 echo "== $(nproc) cores; $(uname -r); rust tree $(find "$D/rust" | wc -l) entries, $(du -sm --apparent-size "$D/rust" | cut -f1) MiB"
@@ -94,10 +94,10 @@ mount_imgfs upd bench/debian
 readall "$W/mnt-upd"
 read -r req0 bytes0 < <(traffic upd)
 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@2 >/dev/null
-sw1=$("$BIN/imgfs" update "$W/mnt-upd" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+sw1=$("$BIN/imgfs" update "$W/mnt-upd" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
 readall "$W/mnt-upd"
 read -r req1 bytes1 < <(traffic upd)
-rb1=$("$BIN/imgfs" rollback "$W/mnt-upd" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+rb1=$("$BIN/imgfs" rollback "$W/mnt-upd" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
 printf '\n%-40s %10s\n' "cache gen1 -> gen2 (all of gen2 read)" ""
 printf '%-40s %10s\n' "bytes fetched (MiB)" "$(echo "($bytes1 - $bytes0) / 1048576" | bc -l | xargs printf '%.1f')"
 printf '%-40s %10s\n' "requests" "$((req1 - req0))"
@@ -120,8 +120,8 @@ printf '%-40s %10s\n' "with imgfs prefetch: requests" "$((req1 - req0))"
 "$BIN/imgctl" --store "$W/img" import "$D/rust" --image rust -m "bench: same tree again" >/dev/null 2>&1
 "$BIN/imgctl" --store "$W/img" push rust@2 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/rust rust@2 >/dev/null
-sw2=$("$BIN/imgfs" update "$W/mnt-rust" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
-rb2=$("$BIN/imgfs" rollback "$W/mnt-rust" | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+sw2=$("$BIN/imgfs" update "$W/mnt-rust" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
+rb2=$("$BIN/imgfs" rollback "$W/mnt-rust" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["millis"])')
 printf '\n%-40s %10s %10s\n' "switch latency (ms)" "switch" "rollback"
 printf '%-40s %10s %10s\n' "gen1 -> gen2 (5k files)" "$sw1" "$rb1"
 printf '%-40s %10s %10s\n' "rust@1 -> rust@2 (52k files)" "$sw2" "$rb2"
