@@ -17,12 +17,13 @@ use crate::fault::{self, Kind};
 pub struct Options<'a> {
     mode: u32,
     durable: bool,
+    sync_dir: bool,
     tmp_dir: Option<&'a Path>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { mode: 0o666, durable: true, tmp_dir: None }
+        Options { mode: 0o666, durable: true, sync_dir: true, tmp_dir: None }
     }
 }
 
@@ -42,6 +43,13 @@ impl<'a> Options<'a> {
     /// are rebuilt when lost).
     pub fn not_durable(mut self) -> Options<'a> {
         self.durable = false;
+        self
+    }
+
+    /// Leaves the directory's fsync to the caller, who replaces several files of one
+    /// directory and then calls [`sync_dir`] once.
+    pub fn defer_dir_sync(mut self) -> Options<'a> {
+        self.sync_dir = false;
         self
     }
 
@@ -112,9 +120,14 @@ pub fn write_from<E: From<WriteError>>(
         let _ = fs::remove_file(&tmp);
         return Err(WriteError { path: path.to_path_buf(), source }.into());
     }
-    if options.durable {
-        fault::point(Kind::Sync);
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
+    if options.durable && options.sync_dir {
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Makes the renames done in `dir` durable (after writes with `Options::defer_dir_sync`).
+pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    fault::point(Kind::Sync);
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| WriteError { path: dir.to_path_buf(), source })
 }

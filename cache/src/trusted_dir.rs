@@ -93,10 +93,13 @@ impl TrustedDir {
     /// role no longer trusted keeps its file.
     pub fn persist(&mut self, trusted: &Trusted) -> Result<(), TrustedDirError> {
         let files = trusted.files();
+        let mut renamed = false;
         for (role, bytes) in &files {
             let on_disk = if role == "root" { self.root.as_deref() } else { self.written.get(role).map(Vec::as_slice) };
             if on_disk != Some(*bytes) {
-                atomic::write(&self.dir.join(metadata_file(role, None)), bytes)?;
+                // One directory fsync for all the files of this update, after the loop.
+                atomic::write_with(&self.dir.join(metadata_file(role, None)), bytes, atomic::Options::new().defer_dir_sync())?;
+                renamed = true;
                 if role == "root" {
                     self.root = Some(bytes.to_vec());
                 } else {
@@ -110,6 +113,9 @@ impl TrustedDir {
                 let _ = std::fs::remove_file(self.dir.join(metadata_file(role, None)));
                 self.written.remove(role);
             }
+        }
+        if renamed {
+            atomic::sync_dir(&self.dir)?;
         }
         Ok(())
     }
