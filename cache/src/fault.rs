@@ -70,6 +70,11 @@ fn armed() -> Option<Fault> {
     })
 }
 
+/// Parses the specification now (panics on a malformed one), so a mistake shows at start.
+pub fn check() {
+    let _ = armed();
+}
+
 /// Counts one durable step of `kind`; kills the process (SIGKILL) if it is the armed one.
 pub fn point(kind: Kind) {
     let Some(fault) = armed() else { return };

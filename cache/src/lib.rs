@@ -14,6 +14,7 @@ pub mod fault;
 pub mod pack;
 pub mod plain;
 pub mod quota;
+pub mod seams;
 mod reach;
 pub mod record_reader;
 mod store;

@@ -149,6 +149,7 @@ impl MountArgs {
 }
 
 fn main() {
+    cache::seams::warn_if_set("imgfs");
     // `mount -t fuse.imgfs CHANNEL MOUNTPOINT -o ...` runs `imgfs CHANNEL MOUNTPOINT -o ...`.
     let argv: Vec<String> = std::env::args().collect();
     let (command, json) = match fs::mount_helper::parse(&argv[1..]) {

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "imaged=info".into()))
         .with_writer(writer)
         .init();
+    cache::seams::warn_if_set("imaged");
     let result = match Cli::parse().command {
         Command::Serve { settings } => settings.load().and_then(serve),
         Command::Gc { settings, dry_run, json } => settings.load().and_then(|cfg| gc(cfg, dry_run, json)),

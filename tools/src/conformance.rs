@@ -150,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    cache::seams::warn_if_set("imaged-conformance-client");
     match run(Cli::parse()) {
         Ok(()) => std::process::exit(0),
         Err(e) => {

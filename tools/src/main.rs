@@ -17,6 +17,7 @@ use tools::{ImportError, RepoError};
 
 fn main() {
     let cli = cli::Cli::parse();
+    cache::seams::warn_if_set("imgctl");
     let code = match dispatch::run(cli) {
         Ok(code) => code,
         Err(e) => {
