@@ -240,28 +240,8 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let saved = state.as_ref().filter(|s| &s.channel == channel);
     let previous_version = restore_previous(&ep, saved, digest);
 
-    let mut cfg = fuser::Config::default();
-    let fsname = format!("imgfs:{channel}");
-    cfg.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(fsname.clone()),
-        fuser::MountOption::Subtype("imgfs".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-    ];
-    cfg.acl = fuser::SessionACL::All;
-    cfg.n_threads = Some(o.threads.max(1));
-    cfg.clone_fd = true;
     let materialiser = plain_copies(&ep, cache, o.passthrough);
-    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser);
-    let session = match crate::kernel_mount::mount(mountpoint, &fsname) {
-        Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
-        // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
-        Err(e) => Err(e),
-    }
-    .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })?;
+    let session = session(ep.clone(), &format!("imgfs:{channel}"), mountpoint, o.threads, materialiser)?;
 
     let pins: Vec<Pin> =
         state.iter().flat_map(|s| &s.pins).map(|p| Pin { generation: p.generation.clone(), manifest: p.manifest }).collect();
@@ -302,4 +282,51 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     session.run().map_err(MountError::Serve)?;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The FUSE session of a mount of `ep` at `mountpoint`: read-only, device nodes and set-id
+/// bits honoured, permissions checked by the kernel, mounted with mount(2) as `fuse.imgfs`
+/// (through fusermount3 without the privilege).
+fn session(
+    ep: Arc<Endpoint>,
+    fsname: &str,
+    mountpoint: &Path,
+    threads: usize,
+    materialiser: Option<crate::materialise::Materialiser>,
+) -> Result<fuser::Session<crate::fuse::ImgFs>, MountError> {
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName(fsname.to_string()),
+        fuser::MountOption::Subtype("imgfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(threads.max(1));
+    cfg.clone_fd = true;
+    let imgfs = crate::fuse::ImgFs::new(ep, materialiser);
+    match crate::kernel_mount::mount(mountpoint, fsname) {
+        Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
+        // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
+        Err(e) => Err(e),
+    }
+    .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })
+}
+
+/// Mounts generation `digest` (`label`, `IMAGE@N`) of a local store read-only at
+/// `mountpoint`, as `imgctl mount` does: no servers and no signed metadata (the store is the
+/// engineer's own), every object still verified by digest when read. Calls `ready` once the
+/// mount is up, then serves until it is unmounted.
+pub fn mount_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountpoint: &Path, ready: impl FnOnce()) -> Result<(), MountError> {
+    let fetcher = Arc::new(Fetcher::new(&[], store, Limits::default()));
+    let mut complete = HashSet::new();
+    let manifest =
+        load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
+    let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
+    let session = session(ep, &format!("imgctl:{label}"), mountpoint, 2, None)?;
+    ready();
+    session.run().map_err(MountError::Serve)
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod datasets;
 mod golden;
+mod local_mount;
 mod mount;
 mod push_limits;
 mod roundtrip;

@@ -52,6 +52,19 @@ pub enum Command {
         /// NAME@NUMBER, NAME@latest or a manifest digest, optionally followed by :PATH.
         target: String,
     },
+    /// Mount a generation of the local store read-only at DIR (FUSE; every object verified
+    /// when read) and serve it until `imgctl umount DIR`.
+    Mount {
+        /// Generation.
+        generation: String,
+        /// An empty directory.
+        dir: PathBuf,
+    },
+    /// Unmount what `imgctl mount` mounted at DIR.
+    Umount {
+        /// The mount point.
+        dir: PathBuf,
+    },
     /// Print a file of a generation: GEN:PATH.
     Cat {
         /// GEN:PATH.

@@ -111,6 +111,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print::ls(out, &entries)?;
             }
         }
+        Command::Mount { generation, dir } => {
+            let found = repo.resolve(&generation.parse()?)?;
+            let store = std::sync::Arc::new(cache::Store::open(repo.root())?);
+            let label = found.label();
+            // Scripts and tests wait for this line on standard error.
+            fs::startup::mount_local(store, found.digest, &label, &dir, || eprintln!("imgctl: mounted {label} at {}", dir.display()))
+                .with_context(|| format!("mounting {label} at {}", dir.display()))?;
+        }
+        Command::Umount { dir } => {
+            nix::mount::umount(&dir).with_context(|| format!("unmounting {}", dir.display()))?;
+        }
         Command::Cat { target } => {
             let (spec, path) = split_target(&target)?;
             local::cat(&repo, &spec, path, out)?;
