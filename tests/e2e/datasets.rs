@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tests::{compare_trees, Imgctl};
+use format::Digest;
+use tests::{compare_trees, ok_json, Imgctl};
 
 fn datasets() -> PathBuf {
     let dir = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into()));
@@ -73,6 +74,20 @@ fn debian_generations_round_trip_and_gen2_stores_only_new_content() {
         lacking.iter().take(5).collect::<Vec<_>>()
     );
     assert!(g2["stats"]["new_bytes"].as_u64().unwrap() < g1["stats"]["new_bytes"].as_u64().unwrap() / 3);
+
+    // Which generations carry a package, a version below a bound, a path, a file's content.
+    let affected = |args: &[&str]| -> Vec<String> {
+        let v = ok_json(t.run([&["affected", "--json"], args].concat()));
+        v.as_array().unwrap().iter().map(|r| r["generation"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(affected(&["--package", "less"]), ["debian@2"]);
+    assert_eq!(affected(&["--package", "libc6", "--below", "99"]), ["debian@1", "debian@2"]);
+    assert_eq!(affected(&["--package", "libc6", "--below", "1:0"]), ["debian@1", "debian@2"], "an epoch outranks any version");
+    assert!(affected(&["--package", "libc6", "--below", "2.0"]).is_empty());
+    assert_eq!(affected(&["--path", "usr/bin/less"]), ["debian@2"]);
+    let passwd = Digest::of(&std::fs::read(d.join("gen2/etc/passwd")).unwrap()).to_hex();
+    assert_eq!(affected(&["--path", "/etc/passwd", "--digest", &passwd]), ["debian@1", "debian@2"]);
+    assert!(affected(&["--path", "/etc/passwd", "--digest", &Digest::of(b"other").to_hex()]).is_empty());
 }
 
 #[test]

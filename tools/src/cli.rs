@@ -65,6 +65,22 @@ pub enum Command {
         /// The mount point.
         dir: PathBuf,
     },
+    /// List the generations of the store that carry a Debian package (optionally below a
+    /// version) or a path (optionally with given content).
+    Affected {
+        /// An installed Debian package.
+        #[arg(long, conflicts_with = "path", required_unless_present = "path")]
+        package: Option<String>,
+        /// With --package: only versions lower than this (Debian ordering).
+        #[arg(long, requires = "package")]
+        below: Option<String>,
+        /// A path inside the generations.
+        #[arg(long)]
+        path: Option<String>,
+        /// With --path: only files whose content has this BLAKE3 digest.
+        #[arg(long, requires = "path")]
+        digest: Option<String>,
+    },
     /// Print a file of a generation: GEN:PATH.
     Cat {
         /// GEN:PATH.

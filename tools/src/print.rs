@@ -6,7 +6,7 @@ use std::path::Path;
 use format::{Entry, EntryKind};
 use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
-use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
+use tools::commands::local::{AffectedRow, DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
 use tools::commands::server::{ChannelOutput, PushOutput};
 use tools::diff::Change;
 use tools::signing::Listing;
@@ -75,6 +75,16 @@ pub fn objects(out: &mut dyn Write, rows: &Vec<ObjectRow>) -> Result<()> {
 
 pub fn export(out: &mut dyn Write, r: &ExportOutput) -> Result<()> {
     writeln!(out, "exported {} to {}: {} entries, {} bytes", r.generation, r.dest.display(), r.entries, r.bytes)
+}
+
+pub fn affected(out: &mut dyn Write, rows: &Vec<AffectedRow>) -> Result<()> {
+    for r in rows {
+        match &r.version {
+            Some(v) => writeln!(out, "{:<24} {}  {v}", r.generation, &r.manifest.to_hex()[..12])?,
+            None => writeln!(out, "{:<24} {}", r.generation, &r.manifest.to_hex()[..12])?,
+        }
+    }
+    Ok(())
 }
 
 pub fn diff(out: &mut dyn Write, d: &DiffOutput) -> Result<()> {

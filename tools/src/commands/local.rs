@@ -252,3 +252,77 @@ pub fn diff(repo: &Repo, from: &GenSpec, to: &GenSpec) -> Result<DiffOutput, Com
 pub fn verify(repo: &Repo, dry_run: bool) -> Result<VerifyReport, CommandError> {
     Ok(verify::verify(repo, !dry_run)?)
 }
+
+/// What `affected` looks for in every generation of the store.
+#[derive(Debug, Clone)]
+pub enum Wanted {
+    /// An installed Debian package, optionally only at a version below `below` (Debian's
+    /// version ordering).
+    Package {
+        /// The package name.
+        name: String,
+        /// Only versions lower than this count.
+        below: Option<debversion::Version>,
+    },
+    /// A path, optionally only with this content (BLAKE3 of the file's bytes).
+    Path {
+        /// The path inside the generation.
+        path: String,
+        /// Only this content counts.
+        digest: Option<Digest>,
+    },
+}
+
+/// A generation that carries what `affected` looked for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AffectedRow {
+    /// `IMAGE@N`.
+    pub generation: String,
+    /// Its manifest.
+    pub manifest: Digest,
+    /// The package's version (for a package query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Every generation of the store that carries `wanted`, in image and number order.
+pub fn affected(repo: &Repo, wanted: &Wanted) -> Result<Vec<AffectedRow>, CommandError> {
+    let mut rows = Vec::new();
+    for image in repo.images()? {
+        for n in repo.numbers(&image)? {
+            let g = repo.resolve(&GenSpec::Number(image.clone(), n))?;
+            let version = match wanted {
+                Wanted::Package { name, below } => {
+                    let installed = diff::installed_packages(&repo.store, &g.manifest)?.unwrap_or_default();
+                    // Multi-arch duplicates are listed as `name:arch`.
+                    let found = installed.iter().find(|(k, _)| *k == name || k.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with(':')));
+                    let Some((_, version)) = found else { continue };
+                    if let Some(below) = below {
+                        match version.parse::<debversion::Version>() {
+                            Ok(v) if v < *below => {}
+                            _ => continue,
+                        }
+                    }
+                    Some(version.clone())
+                }
+                Wanted::Path { path, digest } => {
+                    let entry = match browse::locate(&repo.store, &g.manifest, path.trim_start_matches('/').as_bytes()) {
+                        Ok(Located::Entry(e)) => e,
+                        Ok(Located::Root(..)) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if let Some(want) = digest {
+                        let mut bytes = Vec::new();
+                        browse::write_content(&repo.store, &entry, &mut bytes)?;
+                        if Digest::of(&bytes) != *want {
+                            continue;
+                        }
+                    }
+                    None
+                }
+            };
+            rows.push(AffectedRow { generation: g.label(), manifest: g.digest, version });
+        }
+    }
+    Ok(rows)
+}
