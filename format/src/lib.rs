@@ -2,6 +2,7 @@
 //! generation manifests. This crate does no IO; callers hand it bytes and get bytes back.
 #![warn(missing_docs)]
 
+pub mod change;
 pub mod chunking;
 mod codec;
 pub mod digest;
@@ -11,6 +12,7 @@ pub mod object;
 pub mod record;
 pub mod tree;
 
+pub use change::{Activation, ActivationSource, ChangeRecord, Classification, PatchRecord, Step, StepKind};
 pub use chunking::ChunkParams;
 pub use codec::DecodeError;
 pub use digest::Digest;

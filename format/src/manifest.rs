@@ -69,6 +69,29 @@ impl Manifest {
         Some(Digest(value.as_slice().try_into().ok()?))
     }
 
+    /// The change record, if the generation carries one (every import and patch since format
+    /// version log entry 9 does). An undecodable record is an error, not an absent one.
+    pub fn change(&self) -> Option<Result<crate::ChangeRecord, DecodeError>> {
+        self.extension(crate::change::CHANGE_EXTENSION).map(crate::ChangeRecord::decode)
+    }
+
+    /// The patch record, for generations made by `imgctl patch`.
+    pub fn patch(&self) -> Option<Result<crate::PatchRecord, DecodeError>> {
+        self.extension(crate::change::PATCH_EXTENSION).map(crate::PatchRecord::decode)
+    }
+
+    /// The value of extension `key`.
+    pub fn extension(&self, key: &str) -> Option<&[u8]> {
+        self.extensions.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+    }
+
+    /// Sets extension `key`, replacing an earlier value.
+    pub fn set_extension(&mut self, key: &str, value: Vec<u8>) {
+        self.extensions.retain(|(k, _)| k != key);
+        self.extensions.push((key.to_string(), value));
+        self.extensions.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
     /// The canonical bytes. Xattrs of the root must already be sorted (`Tree::canonicalize` order).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
