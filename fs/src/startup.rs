@@ -316,6 +316,17 @@ fn session(
     .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })
 }
 
+/// Mounts generation `digest` of a local store read-only at `mountpoint` like [`mount_local`],
+/// served from background threads. The caller unmounts (umount2) before dropping the session.
+pub fn spawn_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountpoint: &Path) -> Result<fuser::BackgroundSession, MountError> {
+    let fetcher = Arc::new(Fetcher::new(&[], store, Limits::default()));
+    let mut complete = HashSet::new();
+    let manifest =
+        load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
+    let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
+    session(ep, &format!("imgctl:{label}"), mountpoint, 2, None)?.spawn().map_err(MountError::Serve)
+}
+
 /// Mounts generation `digest` (`label`, `IMAGE@N`) of a local store read-only at
 /// `mountpoint`, as `imgctl mount` does: no servers and no signed metadata (the store is the
 /// engineer's own), every object still verified by digest when read. Calls `ready` once the

@@ -41,6 +41,46 @@ pub enum Command {
         /// which every endpoint downloads).
         #[arg(long)]
         level: Option<i32>,
+        /// The change record.
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Make the image's next generation from BASE: run commands in a sandbox over a read-only
+    /// mount of BASE and commit only what they changed.
+    Patch {
+        /// The generation to patch (NAME@N, NAME@latest, a digest).
+        base: String,
+        /// A shell command to run inside the image (`sh -c`), as root in a chroot with its own
+        /// namespaces; repeatable, run in order.
+        #[arg(long = "run", value_name = "CMD")]
+        run: Vec<String>,
+        /// A tar archive (plain, gzip, zstd) to unpack over the root; repeatable.
+        #[arg(long = "apply-tar", value_name = "FILE")]
+        apply_tar: Vec<PathBuf>,
+        /// A directory whose contents are copied over the root; repeatable.
+        #[arg(long = "apply-dir", value_name = "DIR")]
+        apply_dir: Vec<PathBuf>,
+        /// `host`: commands use the host's network and resolv.conf; `none`: no network.
+        #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+        network: String,
+        /// Leave paths matching GLOB (relative to the root, `**` allowed) out of the generation.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Commit the volatile paths too (apt lists and downloaded packages, /tmp, /run).
+        #[arg(long)]
+        keep_volatile: bool,
+        /// Kill a step running longer than this (e.g. 30m, 90s).
+        #[arg(long, value_name = "DURATION")]
+        step_timeout: Option<String>,
+        /// Message recorded with the generation.
+        #[arg(long, short, default_value = "")]
+        message: String,
+        /// Don't echo the steps' output (it is in the log either way).
+        #[arg(long, short)]
+        quiet: bool,
+        /// The change record.
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// List an image's generations.
     Log {
@@ -296,4 +336,25 @@ pub enum TrustOp {
         #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
         expires_days: i64,
     },
+}
+
+/// The change record's flags, on `import` and `patch`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ChangeArgs {
+    /// Why the change is made.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// `normal` or `emergency` (the channel's emergency policy applies).
+    #[arg(long, default_value = "normal", value_parser = ["normal", "emergency"])]
+    pub classification: String,
+    /// An advisory the generation addresses (CVE-2024-…, DSA-…); repeatable.
+    #[arg(long = "advisory", value_name = "ID")]
+    pub advisories: Vec<String>,
+    /// Who asked for the change.
+    #[arg(long, default_value = "")]
+    pub requested_by: String,
+    /// What endpoints do to activate it: live, restart:UNIT[,UNIT...] or reboot (default:
+    /// derived from the diff against the parent).
+    #[arg(long)]
+    pub activation: Option<String>,
 }

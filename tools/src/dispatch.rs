@@ -56,6 +56,66 @@ fn show<T: Serialize>(
     Ok(())
 }
 
+/// The change record of `--reason`, `--classification`, `--advisory`, `--requested-by`,
+/// `--activation` (a derived activation is filled in by import or patch).
+fn change_record(a: &cli::ChangeArgs) -> Result<format::ChangeRecord> {
+    let mut c = format::ChangeRecord {
+        reason: a.reason.clone(),
+        classification: format::Classification::parse(&a.classification).context("--classification: normal or emergency")?,
+        advisories: a.advisories.clone(),
+        requested_by: a.requested_by.clone(),
+        ..Default::default()
+    };
+    if let Some(act) = &a.activation {
+        c.activation = format::Activation::parse(act).map_err(|e| anyhow::anyhow!("--activation {e}"))?;
+        c.activation_source = format::ActivationSource::Override;
+    }
+    Ok(c)
+}
+
+/// Steps in command-line order: clap keeps each flag's values in order, and their positions
+/// among all arguments say how they interleave.
+fn step_order(run: &[String], tars: &[PathBuf], dirs: &[PathBuf]) -> Vec<tools::patch::StepSpec> {
+    use tools::patch::StepSpec;
+    let args: Vec<String> = std::env::args().collect();
+    let (mut r, mut t, mut d) = (run.iter(), tars.iter(), dirs.iter());
+    let mut steps = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let flag = a.split('=').next().unwrap_or("");
+        // A value equal to a flag's name is taken as a value, not a flag.
+        if i > 0 && ["--run", "--apply-tar", "--apply-dir"].contains(&args[i - 1].as_str()) && !args[i - 1].contains('=') {
+            continue;
+        }
+        match flag {
+            "--run" => steps.extend(r.next().cloned().map(StepSpec::Run)),
+            "--apply-tar" => steps.extend(t.next().cloned().map(StepSpec::ApplyTar)),
+            "--apply-dir" => steps.extend(d.next().cloned().map(StepSpec::ApplyDir)),
+            _ => {}
+        }
+    }
+    steps.extend(r.cloned().map(StepSpec::Run));
+    steps.extend(t.cloned().map(StepSpec::ApplyTar));
+    steps.extend(d.cloned().map(StepSpec::ApplyDir));
+    steps
+}
+
+/// `90s`, `30m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration (90s, 30m, 2h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => anyhow::bail!("{s:?} is not a duration (90s, 30m, 2h)"),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn created_now() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or_else(cache::clock::now)
+}
+
 /// Runs the command; its exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let store = match cli.store {
@@ -67,7 +127,8 @@ pub fn run(cli: Cli) -> Result<i32> {
     let mut stdout = std::io::stdout().lock();
     let out: &mut dyn Write = &mut stdout;
     match cli.command {
-        Command::Import { src, image, message, chunk_avg, level } => {
+        Command::Import { src, image, message, chunk_avg, level, change } => {
+            let change = change_record(&change)?;
             let image = ImageName::new(&image)?;
             let created = std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
@@ -87,6 +148,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 chunking: chunk_avg.map(ChunkParams::with_average),
                 level,
                 created,
+                change: Some(change),
                 progress: progress_bar.map(|b| {
                     Box::new(move |p: Progress| match p {
                         Progress::Total(n) => b.set_length(n),
@@ -99,6 +161,27 @@ pub fn run(cli: Cli) -> Result<i32> {
                 b.finish_and_clear();
             }
             show(out, json, &report, print::import)?;
+        }
+        Command::Patch { base, run, apply_tar, apply_dir, network, exclude, keep_volatile, step_timeout, message, quiet, change } => {
+            let base: GenSpec = base.parse()?;
+            let steps = step_order(&run, &apply_tar, &apply_dir);
+            anyhow::ensure!(!steps.is_empty(), "patch needs at least one --run, --apply-tar or --apply-dir");
+            // First, while imgctl is still one thread: every mount of the patch lives and dies
+            // with this process.
+            tools::sandbox::private_mounts()?;
+            let opts = tools::patch::PatchOptions {
+                steps,
+                network: network == "host",
+                exclude,
+                keep_volatile,
+                message,
+                change: change_record(&change)?,
+                created: created_now(),
+                echo: !quiet && !json,
+                step_timeout: step_timeout.as_deref().map(parse_duration).transpose()?,
+            };
+            let report = tools::patch::patch(&repo, &base, &opts)?;
+            show(out, json, &report, print::patch)?;
         }
         Command::Log { image } => show(out, json, &local::log(&repo, &ImageName::new(&image)?)?, print::log)?,
         Command::Ls { target } => {

@@ -31,6 +31,8 @@ pub struct ImportOptions {
     pub level: Option<i32>,
     /// Creation time to record (seconds since the epoch).
     pub created: i64,
+    /// The change record to sign with the generation.
+    pub change: Option<format::ChangeRecord>,
     /// Called with bytes of file content processed, and once with the total when known.
     pub progress: Option<Box<dyn Fn(Progress) + Sync>>,
 }
@@ -107,6 +109,12 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
     }
     let sync_err = |source| ImportError::Commit { path: repo.root().to_path_buf(), source };
     repo.store.sync().map_err(sync_err)?;
+    if let Some(change) = &opts.change {
+        let mut change = change.clone();
+        change.normalize();
+        extensions.push((format::change::CHANGE_EXTENSION.to_string(), change.encode()));
+        extensions.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let manifest = Manifest {
         image: opts.image.clone(),
         generation: parent.as_ref().map_or(1, |p| p.manifest.generation + 1),

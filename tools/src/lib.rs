@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod browse;
+pub mod commit;
 mod build;
 pub mod commands;
 pub mod dictionary;
@@ -16,7 +17,9 @@ mod index;
 mod ingest;
 pub mod push;
 pub mod remote;
+pub mod patch;
 pub mod repo;
+pub mod sandbox;
 mod scan;
 pub mod signing;
 mod tar_scan;
@@ -95,6 +98,9 @@ pub enum ImportError {
     /// The repository failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The base generation of a patch could not be read.
+    #[error("reading the base generation")]
+    Base(#[source] browse::ReadError),
 }
 
 #[cfg(test)]

@@ -16,6 +16,11 @@ use tools::signing::SignError;
 use tools::{ImportError, RepoError};
 
 fn main() {
+    // The sandbox's init re-executes imgctl with a hidden first argument (tools::sandbox).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == tools::sandbox::INIT_ARG) {
+        tools::sandbox::init_main(&args[2..]);
+    }
     let cli = cli::Cli::parse();
     cache::seams::warn_if_set("imgctl");
     let code = match dispatch::run(cli) {

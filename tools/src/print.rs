@@ -23,6 +23,28 @@ pub fn import(out: &mut dyn Write, r: &ImportOutput) -> Result<()> {
     Ok(())
 }
 
+pub fn patch(out: &mut dyn Write, r: &tools::patch::PatchReport) -> Result<()> {
+    writeln!(out, "{}", r.generation)?;
+    for (i, s) in r.steps.iter().enumerate() {
+        eprintln!("step {}: {} {:?}: exit {} in {:.1} s", i + 1, s.kind.as_str(), s.text, s.exit, s.duration_ms as f64 / 1000.0);
+    }
+    if !r.excluded.is_empty() {
+        eprintln!("left out ({}): {}", r.excluded.len(), r.excluded.join(" "));
+    }
+    eprintln!(
+        "from {}: {} paths changed, {} files read at commit; {} new objects ({} bytes stored); commit {:.2} s of {:.1} s; log {}",
+        r.base,
+        r.changed_paths,
+        r.files_read,
+        r.new_objects,
+        r.stored_bytes,
+        r.commit_ms as f64 / 1000.0,
+        r.total_ms as f64 / 1000.0,
+        &r.log.to_hex()[..12]
+    );
+    Ok(())
+}
+
 pub fn log(out: &mut dyn Write, rows: &Vec<LogEntry>) -> Result<()> {
     for g in rows {
         let s = &g.stats;
