@@ -120,9 +120,7 @@ pub fn parse_elf(read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, ReadError>)
     let find = |t: u64| tags.iter().find(|d| d.0 == t).map(|d| d.1);
     let (Some(strtab), Some(strsz)) = (find(DT_STRTAB), find(DT_STRSZ)) else { return Ok(Some(info)) };
     // DT_STRTAB is an address: the loadable segment that maps it says where it is in the file.
-    let Some(&(_, seg_off, seg_addr, _)) =
-        headers.iter().find(|h| h.0 == PT_LOAD && h.2 <= strtab && strtab - h.2 < h.3)
-    else {
+    let Some(&(_, seg_off, seg_addr, _)) = headers.iter().find(|h| h.0 == PT_LOAD && h.2 <= strtab && strtab - h.2 < h.3) else {
         return Ok(None);
     };
     let Some(at) = seg_off.checked_add(strtab - seg_addr) else { return Ok(None) };
@@ -153,15 +151,27 @@ impl Fields {
     }
     fn u16(&self, b: &[u8], at: usize) -> u16 {
         let a = self.bytes(b, at);
-        if self.le { u16::from_le_bytes(a) } else { u16::from_be_bytes(a) }
+        if self.le {
+            u16::from_le_bytes(a)
+        } else {
+            u16::from_be_bytes(a)
+        }
     }
     fn u32(&self, b: &[u8], at: usize) -> u32 {
         let a = self.bytes(b, at);
-        if self.le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        if self.le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
     }
     fn u64(&self, b: &[u8], at: usize) -> u64 {
         let a = self.bytes(b, at);
-        if self.le { u64::from_le_bytes(a) } else { u64::from_be_bytes(a) }
+        if self.le {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        }
     }
 }
 
