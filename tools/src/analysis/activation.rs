@@ -96,6 +96,8 @@ pub fn derive_activation(store: &Store, parent: &Manifest, new: &Manifest) -> Re
         }
         let mut image = Image::new(store, new);
         let mut deps = Deps::default();
+        // One reason per changed path and unit, the first way the unit reaches it.
+        let mut explained: HashSet<(String, String)> = HashSet::new();
         for unit in all_units(&mut image)? {
             if unit_type(&unit) != "service" {
                 continue;
@@ -105,6 +107,9 @@ pub fn derive_activation(store: &Store, parent: &Manifest, new: &Manifest) -> Re
                 for dep in deps.of_program(&mut image, &program)?.iter() {
                     for p in std::iter::once(&dep.path).chain(&dep.via) {
                         let Some(verb) = changed.get(p.as_str()) else { continue };
+                        if !explained.insert((p.clone(), unit.clone())) {
+                            continue;
+                        }
                         units.push(restart_name(&unit));
                         why.push(match &dep.role {
                             Role::Program => format!("{p} {verb}: {unit} runs it"),
