@@ -94,7 +94,7 @@ pub fn walk_changes(
     b: &Digest,
     visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
-    diff_trees(store, a, b, &mut Vec::new(), visit)
+    diff_trees(store, a, b, &[], visit)
 }
 
 fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
@@ -110,7 +110,7 @@ fn diff_trees(
     store: &Store,
     a: &Digest,
     b: &Digest,
-    prefix: &mut Vec<u8>,
+    prefix: &[u8],
     visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     if a == b {
@@ -143,8 +143,7 @@ fn diff_trees(
                     if !what.is_empty() {
                         visit(Delta { path: &path, old: Some(x), new: Some(y), what: &what })?;
                     }
-                    let mut p = path;
-                    diff_trees(store, da, db, &mut p, visit)?;
+                    diff_trees(store, da, db, &path, visit)?;
                 } else if what.contains(&"type") {
                     every(store, &path, x, Side::Old, visit)?;
                     every(store, &path, y, Side::New, visit)?;

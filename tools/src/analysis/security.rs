@@ -126,8 +126,8 @@ pub fn security_summary(store: &Store, a: &Manifest, b: &Manifest) -> Result<Sec
         if co != cn {
             out.capabilities.push(CapabilityChange {
                 path: path.to_string(),
-                before: co.map(|v| describe_capabilities(v)),
-                after: cn.map(|v| describe_capabilities(v)),
+                before: co.map(describe_capabilities),
+                after: cn.map(describe_capabilities),
             });
         }
         if let Some(n) = new {
