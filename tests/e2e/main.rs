@@ -1,5 +1,6 @@
 //! End-to-end tests: the real imgctl, imaged and imgfs on real files, servers and FUSE mounts, as root; and the tidy checks.
 
+mod analysis;
 mod attacks;
 mod bad_input;
 mod cache;

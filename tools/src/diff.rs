@@ -56,8 +56,45 @@ pub fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<Vec<Change>, Re
     if a.root_meta != b.root_meta {
         out.push(Change::Modified { path: "/".into(), old_size: 0, new_size: 0, what: vec!["metadata"] });
     }
-    diff_trees(store, &a.root, &b.root, &mut Vec::new(), &mut out)?;
+    walk_changes(store, &a.root, &b.root, &mut |d| {
+        let path = display_bytes(d.path);
+        out.push(match (d.old, d.new) {
+            (Some(x), Some(y)) => Change::Modified { path, old_size: x.size(), new_size: y.size(), what: d.what.to_vec() },
+            (Some(x), None) => Change::Removed { path, size: x.size() },
+            (None, Some(y)) => Change::Added { path, size: y.size() },
+            (None, None) => unreachable!("the walk reports an entry on at least one side"),
+        });
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// One difference found by [`walk_changes`]: a path below the root with its entries on either
+/// side. An entry only in the older tree is a removal, only in the newer one an addition; in
+/// both, `what` says which aspects differ (never empty). A path whose type changed is reported
+/// as a removal (with everything below the old entry) followed by an addition (with everything
+/// below the new one).
+#[derive(Debug, Clone, Copy)]
+pub struct Delta<'a> {
+    /// Path relative to the root, components joined by `/`.
+    pub path: &'a [u8],
+    /// The entry in the older tree.
+    pub old: Option<&'a Entry>,
+    /// The entry in the newer tree.
+    pub new: Option<&'a Entry>,
+    /// For an entry on both sides: type, content, mode, owner, mtime, xattrs, target, device, links.
+    pub what: &'a [&'static str],
+}
+
+/// Walks the differences between the trees `a` and `b` in path order, skipping subtrees whose
+/// digests are equal: the one walk behind `diff` and the analyses of a diff.
+pub fn walk_changes(
+    store: &Store,
+    a: &Digest,
+    b: &Digest,
+    visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    diff_trees(store, a, b, &[], visit)
 }
 
 fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
@@ -69,7 +106,13 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-fn diff_trees(store: &Store, a: &Digest, b: &Digest, prefix: &mut Vec<u8>, out: &mut Vec<Change>) -> Result<(), ReadError> {
+fn diff_trees(
+    store: &Store,
+    a: &Digest,
+    b: &Digest,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
     if a == b {
         return Ok(());
     }
@@ -86,11 +129,11 @@ fn diff_trees(store: &Store, a: &Digest, b: &Digest, prefix: &mut Vec<u8>, out: 
         match order {
             std::cmp::Ordering::Less => {
                 let e = ia.next().unwrap();
-                every(store, &join(prefix, &e.name), e, &mut |path, e| out.push(Change::Removed { path, size: e.size() }))?;
+                every(store, &join(prefix, &e.name), e, Side::Old, visit)?;
             }
             std::cmp::Ordering::Greater => {
                 let e = ib.next().unwrap();
-                every(store, &join(prefix, &e.name), e, &mut |path, e| out.push(Change::Added { path, size: e.size() }))?;
+                every(store, &join(prefix, &e.name), e, Side::New, visit)?;
             }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (ia.next().unwrap(), ib.next().unwrap());
@@ -98,15 +141,14 @@ fn diff_trees(store: &Store, a: &Digest, b: &Digest, prefix: &mut Vec<u8>, out: 
                 let what = differences(x, y);
                 if let (EntryKind::Directory { tree: da }, EntryKind::Directory { tree: db }) = (&x.kind, &y.kind) {
                     if !what.is_empty() {
-                        out.push(Change::Modified { path: display_bytes(&path), old_size: 0, new_size: 0, what });
+                        visit(Delta { path: &path, old: Some(x), new: Some(y), what: &what })?;
                     }
-                    let mut p = path;
-                    diff_trees(store, da, db, &mut p, out)?;
+                    diff_trees(store, da, db, &path, visit)?;
                 } else if what.contains(&"type") {
-                    every(store, &path, x, &mut |path, e| out.push(Change::Removed { path, size: e.size() }))?;
-                    every(store, &path, y, &mut |path, e| out.push(Change::Added { path, size: e.size() }))?;
+                    every(store, &path, x, Side::Old, visit)?;
+                    every(store, &path, y, Side::New, visit)?;
                 } else if !what.is_empty() {
-                    out.push(Change::Modified { path: display_bytes(&path), old_size: x.size(), new_size: y.size(), what });
+                    visit(Delta { path: &path, old: Some(x), new: Some(y), what: &what })?;
                 }
             }
         }
@@ -114,14 +156,30 @@ fn diff_trees(store: &Store, a: &Digest, b: &Digest, prefix: &mut Vec<u8>, out: 
     Ok(())
 }
 
-/// Calls `f` for an entry and, for a directory, everything below it.
-fn every(store: &Store, path: &[u8], e: &Entry, f: &mut dyn FnMut(String, &Entry)) -> Result<(), ReadError> {
-    f(display_bytes(path), e);
+#[derive(Clone, Copy)]
+enum Side {
+    Old,
+    New,
+}
+
+/// Reports an entry and, for a directory, everything below it, as present on one side only.
+fn every(
+    store: &Store,
+    path: &[u8],
+    e: &Entry,
+    side: Side,
+    visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let one = |path: &[u8], e: &Entry, visit: &mut dyn FnMut(Delta<'_>) -> Result<(), ReadError>| {
+        let (old, new) = match side {
+            Side::Old => (Some(e), None),
+            Side::New => (None, Some(e)),
+        };
+        visit(Delta { path, old, new, what: &[] })
+    };
+    one(path, e, visit)?;
     if let EntryKind::Directory { tree } = &e.kind {
-        browse::walk(store, tree, &mut |rel, child| {
-            f(display_bytes(&join(path, rel)), child);
-            Ok(())
-        })?;
+        browse::walk(store, tree, &mut |rel, child| one(&join(path, rel), child, visit))?;
     }
     Ok(())
 }

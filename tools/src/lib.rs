@@ -5,6 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 
+pub mod analysis;
 pub mod browse;
 pub mod commit;
 mod build;

@@ -3,7 +3,8 @@
 use std::io::{Result, Write};
 use std::path::Path;
 
-use format::{Entry, EntryKind};
+use format::{Activation, Entry, EntryKind};
+use tools::analysis::SecuritySummary;
 use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
 use tools::commands::local::{AffectedRow, DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
@@ -129,6 +130,50 @@ pub fn diff(out: &mut dyn Write, d: &DiffOutput) -> Result<()> {
                 (None, None) => {}
             }
         }
+    }
+    let a = &d.activation;
+    let policy = match &a.policy {
+        Activation::Live => "live".to_string(),
+        Activation::Reboot => "reboot".to_string(),
+        Activation::Restart(units) => format!("restart {}", units.join(" ")),
+    };
+    match a.why.as_slice() {
+        [] => writeln!(out, "activation: {policy}")?,
+        [one] => writeln!(out, "activation: {policy} ({one})")?,
+        many => {
+            writeln!(out, "activation: {policy}")?;
+            for w in many {
+                writeln!(out, "  {w}")?;
+            }
+        }
+    }
+    security(out, &d.security)
+}
+
+/// The `security:` section of a diff, omitted when there is nothing to say.
+fn security(out: &mut dyn Write, s: &SecuritySummary) -> Result<()> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    let or_none = |m: &Option<String>| m.clone().unwrap_or_else(|| "none".into());
+    writeln!(out, "security:")?;
+    for c in &s.setid {
+        writeln!(out, "  setid {}: {} -> {}", c.path, or_none(&c.before), or_none(&c.after))?;
+    }
+    for c in &s.capabilities {
+        writeln!(out, "  capabilities {}: {} -> {}", c.path, or_none(&c.before), or_none(&c.after))?;
+    }
+    for w in &s.world_writable {
+        writeln!(out, "  world-writable {} {} ({})", if w.directory { "directory" } else { "file" }, w.path, w.mode)?;
+    }
+    for u in &s.units {
+        writeln!(out, "  unit {} {}", u.unit, u.change)?;
+    }
+    for l in &s.listening {
+        writeln!(out, "  listening {}: [{}] -> [{}]", l.unit, l.before.join(", "), l.after.join(", "))?;
+    }
+    for p in &s.downgrades {
+        writeln!(out, "  downgrade {} {} -> {}", p.package, p.old.as_deref().unwrap_or(""), p.new.as_deref().unwrap_or(""))?;
     }
     Ok(())
 }

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use format::{Digest, Entry, EntryKind, GenSpec, ImageName, Stats};
+use format::{Activation, Digest, Entry, EntryKind, GenSpec, ImageName, Stats};
 
 use super::CommandError;
+use crate::analysis::{self, SecuritySummary};
 use crate::browse::{self, display_bytes, Located, ReadError};
 use crate::diff::{self, Change, PackageChange};
 use crate::import::ImportOptions;
@@ -234,6 +235,19 @@ pub struct DiffOutput {
     pub changes: Vec<Change>,
     /// Package changes, when both generations have a dpkg status file.
     pub packages: Option<Vec<PackageChange>>,
+    /// What an endpoint must do to activate `to` when it comes from `from`.
+    pub activation: DerivedActivation,
+    /// What the change means for security (always present, possibly all empty).
+    pub security: SecuritySummary,
+}
+
+/// The activation policy derived from a diff, with its reasons.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DerivedActivation {
+    /// `live`, `restart` (with its units) or `reboot`.
+    pub policy: Activation,
+    /// One line per path that decided it.
+    pub why: Vec<String>,
 }
 
 /// Compares `from` with `to`.
@@ -245,7 +259,9 @@ pub fn diff(repo: &Repo, from: &GenSpec, to: &GenSpec) -> Result<DiffOutput, Com
         (Some(pa), Some(pb)) => Some(diff::package_changes(&pa, &pb)),
         _ => None,
     };
-    Ok(DiffOutput { from: a.label(), to: b.label(), changes, packages })
+    let (policy, why) = analysis::derive_activation(&repo.store, &a.manifest, &b.manifest)?;
+    let security = analysis::security_summary(&repo.store, &a.manifest, &b.manifest)?;
+    Ok(DiffOutput { from: a.label(), to: b.label(), changes, packages, activation: DerivedActivation { policy, why }, security })
 }
 
 /// Checks the store, repairing it unless `dry_run`.
