@@ -40,7 +40,7 @@ pub fn reachable(store: &Store, manifest: &Manifest) -> Result<Vec<Digest>, Reac
 /// can be walked sharing their common trees once.
 pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>) -> Result<(), ReachError> {
     let start = out.len();
-    if let Some(d) = manifest.dictionary() {
+    for d in manifest.side_objects() {
         if seen.insert(d) {
             out.push(d);
         }

@@ -69,6 +69,16 @@ impl Manifest {
         Some(Digest(value.as_slice().try_into().ok()?))
     }
 
+    /// Objects the generation carries besides its trees and file data: the zstd dictionary and
+    /// a patch's log. A server holds them before it accepts the manifest, and keeps them with it.
+    pub fn side_objects(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = self.dictionary().into_iter().collect();
+        if let Some(Ok(p)) = self.patch() {
+            out.push(p.log);
+        }
+        out
+    }
+
     /// The change record, if the generation carries one (every import and patch since format
     /// version log entry 9 does). An undecodable record is an error, not an absent one.
     pub fn change(&self) -> Option<Result<crate::ChangeRecord, DecodeError>> {

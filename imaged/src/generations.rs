@@ -31,9 +31,9 @@ pub fn missing_objects(store: &Store, m: &Manifest, cap: usize) -> (Vec<Digest>,
             missing.push(d);
         }
     };
-    if let Some(dict) = m.dictionary() {
-        if !store.contains(&dict) {
-            note(dict, &mut missing);
+    for side in m.side_objects() {
+        if !store.contains(&side) {
+            note(side, &mut missing);
         }
     }
     let mut seen = HashSet::new();

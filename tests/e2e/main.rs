@@ -8,6 +8,7 @@ mod datasets;
 mod golden;
 mod local_mount;
 mod mount;
+mod patch;
 mod push_limits;
 mod roundtrip;
 mod server;

@@ -20,7 +20,7 @@ pub use imgctl::{ok_json, Imgctl};
 pub use mount::Mount;
 pub use server::{client, Server};
 pub use store::{corrupt_object, framed_raw, store_objects};
-pub use trees::{build_special_tree, compare_trees, noise, sample_acl};
+pub use trees::{build_special_tree, compare_trees, compare_trees_but_mtimes, noise, sample_acl};
 
 /// Where the workspace's binaries are: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {

@@ -109,13 +109,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
     }
     let sync_err = |source| ImportError::Commit { path: repo.root().to_path_buf(), source };
     repo.store.sync().map_err(sync_err)?;
-    if let Some(change) = &opts.change {
-        let mut change = change.clone();
-        change.normalize();
-        extensions.push((format::change::CHANGE_EXTENSION.to_string(), change.encode()));
-        extensions.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         image: opts.image.clone(),
         generation: parent.as_ref().map_or(1, |p| p.manifest.generation + 1),
         root: built.root,
@@ -127,6 +121,16 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
         stats,
         extensions,
     };
+    if let Some(change) = &opts.change {
+        let mut change = change.clone();
+        change.normalize();
+        if let (Some(p), format::ActivationSource::Derived) = (&parent, change.activation_source) {
+            let (activation, why) = crate::analysis::derive_activation(&repo.store, &p.manifest, &manifest).map_err(ImportError::Base)?;
+            change.activation = activation;
+            change.activation_why = why;
+        }
+        manifest.set_extension(format::change::CHANGE_EXTENSION, change.encode());
+    }
     let bytes = manifest.encode();
     let ins = repo.store.insert(&bytes, level).map_err(|source| ImportError::Store { path: "(manifest)".into(), source })?;
     repo.store.sync().map_err(sync_err)?;

@@ -445,6 +445,11 @@ pub fn patch(repo: &Repo, base: &GenSpec, opts: &PatchOptions) -> Result<PatchRe
     }
     let mut change = opts.change.clone();
     change.normalize();
+    if change.activation_source == format::ActivationSource::Derived {
+        let (activation, why) = crate::analysis::derive_activation(&repo.store, &base.manifest, &manifest).map_err(ImportError::Base)?;
+        change.activation = activation;
+        change.activation_why = why;
+    }
     manifest.set_extension(format::change::CHANGE_EXTENSION, change.encode());
     manifest.set_extension(format::change::PATCH_EXTENSION, record.encode());
     let bytes = manifest.encode();

@@ -134,10 +134,21 @@ pub fn write_policy_rc_d(path: &Path) -> Result<(), SandboxError> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(err)
 }
 
+/// Whether the image has a shell to chroot into. An application tree without one (a toolchain,
+/// say) runs its commands with the host's tools, in the same namespaces, with the image's root
+/// as working directory and no chroot.
+pub fn has_shell(root: &Path) -> bool {
+    // Resolved by the host: good enough for the question, and nothing is opened.
+    ["bin/sh", "usr/bin/sh"].iter().any(|p| root.join(p).exists())
+}
+
 /// Creates, under `root` (the overlay), the mount points and files the sandbox mounts over
 /// that the image lacks. Returns the paths created (relative), which a commit leaves out.
 pub fn prepare_root(root: &Path, network: bool) -> Result<Vec<String>, SandboxError> {
     let mut created = Vec::new();
+    if !has_shell(root) {
+        return Ok(created);
+    }
     for dir in MOUNT_POINTS {
         let p = root.join(dir);
         if fs::symlink_metadata(&p).is_err() {
@@ -283,7 +294,9 @@ fn init(root: &Path, network: bool, policy: &Path, command: &OsStr) -> io::Resul
     .collect();
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
-            let code = match child(root, network, policy) {
+            let chrooted = has_shell(root);
+            let setup = if chrooted { child(root, network, policy) } else { host_tools(root) };
+            let code = match setup {
                 Ok(()) => match nix::unistd::execve(&shell, &argv, &env) {
                     Ok(never) => match never {},
                     Err(e) => {
@@ -306,6 +319,17 @@ fn init(root: &Path, network: bool, policy: &Path, command: &OsStr) -> io::Resul
             }
         },
     }
+}
+
+/// In the child of an image without a shell: the host's tools, the image's root as working
+/// directory.
+fn host_tools(root: &Path) -> io::Result<()> {
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    nix::unistd::sethostname("imgctl-sandbox")?;
+    nix::unistd::chdir(root)?;
+    Ok(())
 }
 
 /// In the child, PID 1 of the new namespace: the mounts, then chroot.

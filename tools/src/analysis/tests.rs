@@ -132,6 +132,7 @@ fn import_tree(repo: &Repo, tree: &Path) -> Manifest {
         chunking: None,
         level: Some(1),
         created: 0,
+        change: None,
         progress: None,
     };
     import(repo, tree, &opts).unwrap().generation.manifest
