@@ -19,7 +19,7 @@ pub use clock::TestClock;
 pub use imgctl::{ok_json, Imgctl};
 pub use mount::Mount;
 pub use server::{client, Server};
-pub use store::{corrupt_object, framed_raw, store_objects};
+pub use store::{corrupt_object, framed_raw, set_change, store_objects};
 pub use trees::{build_special_tree, compare_trees, noise, sample_acl};
 
 /// Where the workspace's binaries are: next to the test executable's `deps/` folder.

@@ -34,3 +34,18 @@ pub fn corrupt_object(store: &Path, hex: &str) {
     b[0] ^= 0x40;
     f.write_all_at(&b, offset).unwrap();
 }
+
+/// Gives the local generation `image@number` a change record: its manifest rewritten with
+/// the `change` extension, stored, and the ref pointed at it. FIXME: until `imgctl import`
+/// and `patch` write change records themselves, this is how a test makes an emergency
+/// generation.
+pub fn set_change(store: &Path, image: &str, number: u64, change: &format::ChangeRecord) {
+    let s = cache::Store::open(store).unwrap();
+    let ref_path = store.join("refs").join(image).join(number.to_string());
+    let digest: format::Digest = fs::read_to_string(&ref_path).unwrap().trim().parse().unwrap();
+    let mut m = format::Manifest::decode(&s.get(&digest).unwrap()).unwrap();
+    m.set_extension(format::change::CHANGE_EXTENSION, change.encode());
+    let inserted = s.insert(&m.encode(), 3).unwrap();
+    s.sync().unwrap();
+    fs::write(&ref_path, format!("{}\n", inserted.digest())).unwrap();
+}
