@@ -47,5 +47,5 @@ pub fn set_change(store: &Path, image: &str, number: u64, change: &format::Chang
     m.set_extension(format::change::CHANGE_EXTENSION, change.encode());
     let inserted = s.insert(&m.encode(), 3).unwrap();
     s.sync().unwrap();
-    fs::write(&ref_path, format!("{}\n", inserted.digest())).unwrap();
+    fs::write(&ref_path, format!("{}\n", inserted.digest)).unwrap();
 }
