@@ -26,10 +26,16 @@ pub enum ErrorCode {
     BadRecords,
     /// 400: signed metadata refused (signatures, thresholds, expiry, content).
     MetadataRefused,
+    /// 400: a test statement or approval whose signature does not verify, or that is about
+    /// another generation than the route names.
+    BadSignature,
     /// 401: the request needs a bearer token.
     TokenRequired,
     /// 403: the bearer token is wrong.
     BadToken,
+    /// 403: evidence or an approval signed by a key no channel policy lists as a tester or
+    /// approver.
+    SignerNotListed,
     /// 404: no such object, generation, channel, file or route.
     NotFound,
     /// 404: the generation a request names is not published.
@@ -51,6 +57,8 @@ pub enum ErrorCode {
     /// 409: signed metadata whose version is not newer than the server's: someone else
     /// uploaded a version first; fetch, merge and sign again.
     VersionNotNewer,
+    /// 409: a channel's promotion gate is not met: tests or approvals are missing (`gate`).
+    GateNotMet,
     /// 413: a body over the server's limit.
     BodyTooLarge,
     /// 413: more digests in one request than the server takes.
@@ -70,13 +78,13 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadRequest | BadDigest | BadName | BadChannelName | BadGeneration | BadManifest | BadObject | BadRecords
-            | MetadataRefused => 400,
+            | MetadataRefused | BadSignature => 400,
             TokenRequired => 401,
-            BadToken => 403,
+            BadToken | SignerNotListed => 403,
             NotFound | UnknownGeneration => 404,
             MethodNotAllowed => 405,
             GenerationExists | MissingObjects | NothingToRollBackTo | UnsignedGeneration | TrustNotInitialised | NoOnlineKey
-            | VersionNotNewer => 409,
+            | VersionNotNewer | GateNotMet => 409,
             BodyTooLarge | TooManyDigests => 413,
             BadContentType => 415,
             Internal | Unknown => 500,
@@ -96,8 +104,10 @@ impl ErrorCode {
             BadObject => "bad_object",
             BadRecords => "bad_records",
             MetadataRefused => "metadata_refused",
+            BadSignature => "bad_signature",
             TokenRequired => "token_required",
             BadToken => "bad_token",
+            SignerNotListed => "signer_not_listed",
             NotFound => "not_found",
             UnknownGeneration => "unknown_generation",
             MethodNotAllowed => "method_not_allowed",
@@ -108,6 +118,7 @@ impl ErrorCode {
             TrustNotInitialised => "trust_not_initialised",
             NoOnlineKey => "no_online_key",
             VersionNotNewer => "version_not_newer",
+            GateNotMet => "gate_not_met",
             BodyTooLarge => "body_too_large",
             TooManyDigests => "too_many_digests",
             BadContentType => "bad_content_type",
@@ -127,8 +138,10 @@ impl ErrorCode {
         ErrorCode::BadObject,
         ErrorCode::BadRecords,
         ErrorCode::MetadataRefused,
+        ErrorCode::BadSignature,
         ErrorCode::TokenRequired,
         ErrorCode::BadToken,
+        ErrorCode::SignerNotListed,
         ErrorCode::NotFound,
         ErrorCode::UnknownGeneration,
         ErrorCode::MethodNotAllowed,
@@ -139,6 +152,7 @@ impl ErrorCode {
         ErrorCode::TrustNotInitialised,
         ErrorCode::NoOnlineKey,
         ErrorCode::VersionNotNewer,
+        ErrorCode::GateNotMet,
         ErrorCode::BodyTooLarge,
         ErrorCode::TooManyDigests,
         ErrorCode::BadContentType,
@@ -166,11 +180,14 @@ pub struct ErrorBody {
     /// With `missing_objects`: the first of them (up to the server's listing cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing: Option<Vec<Digest>>,
+    /// With `gate_not_met`: the channel, the generation and what it lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateRefusal>,
 }
 
 impl ErrorBody {
     /// A body with a code and message only.
     pub fn new(error: ErrorCode, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { error, message: message.into(), missing_count: None, missing: None }
+        ErrorBody { error, message: message.into(), missing_count: None, missing: None, gate: None }
     }
 }

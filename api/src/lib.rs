@@ -7,6 +7,7 @@
 pub mod channels;
 pub mod control;
 pub mod error;
+pub mod gate;
 pub mod generations;
 pub mod objects;
 pub mod server;

@@ -98,3 +98,44 @@ mod control {
         assert!(serde_json::from_str::<Request>(r#"{"command":"format"}"#).is_err());
     }
 }
+
+mod gate {
+    use crate::gate::{ApprovalStatement, EvidenceStatement, Outcome, TestName};
+    use format::Digest;
+
+    #[test]
+    fn test_names_follow_the_rule() {
+        for good in ["boot", "smoke.net", "a-1_b", "9"] {
+            assert!(TestName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Boot", "-x", "a b", "a\nb", &"x".repeat(65)] {
+            assert!(TestName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<TestName>(r#""Boot""#).is_err());
+    }
+
+    #[test]
+    fn signed_statements_have_one_spelling_per_field() {
+        let e = EvidenceStatement {
+            manifest: Digest::of(b"m"),
+            test: TestName::new("boot").unwrap(),
+            outcome: Outcome::TimedOut,
+            exit: -9,
+            duration_ms: 1500,
+            log: Digest::of(b"log"),
+            log_len: 3,
+            time: 7,
+        };
+        let text = String::from_utf8(e.signed_bytes()).unwrap();
+        let expect = format!(
+            "imaged-evidence-v1\nmanifest {}\ntest boot\noutcome timed_out\nexit -9\nduration_ms 1500\nlog {}\nlog_len 3\ntime 7\n",
+            Digest::of(b"m"),
+            Digest::of(b"log")
+        );
+        assert_eq!(text, expect);
+        // A newline in a comment cannot end the field and forge another.
+        let a = ApprovalStatement { manifest: Digest::of(b"m"), comment: "ok\ntime 9".into(), time: 7 };
+        let text = String::from_utf8(a.signed_bytes()).unwrap();
+        assert!(text.ends_with("approve\ncomment \"ok\\ntime 9\"\ntime 7\n"), "{text}");
+    }
+}

@@ -115,6 +115,11 @@ async fn write(
             let (image, n) = generation.split_once('@').and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?))).unwrap_or(("", 0));
             st.tuf.signed_generation(image, n, &manifest.to_hex())?;
         }
+        // Set and promote pass the channel's promotion gate; a rollback goes back to a
+        // generation the channel already ran, and must stay possible when tests cannot run.
+        if action != ChannelAction::Rollback {
+            crate::gate_api::check(&st, &channel, &generation, &manifest)?;
+        }
         let now = cache::clock::now();
         let cv = ChannelVersion {
             channel,

@@ -4,7 +4,7 @@
 //! Kept generations: the ones a channel names in its newest `keep_channel_versions` versions,
 //! the ones marked `keep`, the newest generation of every image, and any published less than
 //! `gc_grace_seconds` ago. Kept objects: everything a kept generation reaches (manifest,
-//! dictionary, trees, chunks) and every object pinned by an upload or a missing-query within
+//! dictionary, trees, chunks), the logs of recorded test runs, and every object pinned by an upload or a missing-query within
 //! the grace period. The caller holds the collection lock for writing, so no upload, publish
 //! or channel move runs meanwhile.
 
@@ -100,6 +100,8 @@ pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
         report.generations_kept.push(label);
     }
 
+    // The logs of recorded test runs are part of the evidence and stay with it.
+    reached.extend(meta.evidence_logs()?);
     let pins = meta.pins()?;
     let live = |when: u64| when + config.gc_grace_seconds > now;
     let pinned: HashSet<Digest> = pins.iter().filter(|(_, when)| live(*when)).map(|(d, _)| *d).collect();

@@ -6,6 +6,8 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod gate;
+pub mod gate_api;
 pub mod gc;
 pub mod generations;
 pub mod hot;
@@ -60,6 +62,10 @@ pub fn app(state: AppState) -> Router {
         .route(r(17), axum::routing::put(trust_api::put_role))
         .route(r(18), get(trust_api::file))
         .route(r(19), get(trust_api::target))
+        .route(r(20), get(gate_api::get_policy).put(gate_api::put_policy))
+        .route(r(21), post(gate_api::post_evidence))
+        .route(r(22), post(gate_api::post_approval))
+        .route(r(23), get(gate_api::report))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

@@ -8,7 +8,13 @@
 //! `t/IMAGE/\0` + u64 generation → u64 publish time (seconds since the epoch);
 //! `k/IMAGE/\0` + u64 generation → empty: the generation is marked `keep`;
 //! `p/` + 32-byte digest → u64 time a push last uploaded the object or was told it is present;
-//! garbage collection keeps it for the grace period after that.
+//! garbage collection keeps it for the grace period after that;
+//! `policy/CHANNEL` → `api::gate::ChannelPolicy` as JSON;
+//! `evidence/` + manifest hex + `/` + u64 sequence → `api::gate::Evidence` as JSON (every run,
+//! in arrival order);
+//! `approval/` + manifest hex + `/` + key id → `api::gate::Approval` as JSON (one per key);
+//! `audit/` + u64 sequence → `AuditEntry` as JSON. Every gate write lands in the same batch as
+//! its audit entry.
 
 use std::path::Path;
 
@@ -33,6 +39,33 @@ pub struct Published {
 
 /// One version of a channel: stored as the JSON of the API's record.
 pub use api::channels::ChannelVersion;
+
+/// One line of the audit log: who changed what, when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, from 1.
+    #[serde(default)]
+    pub seq: u64,
+    /// Seconds since the epoch.
+    pub time: i64,
+    /// Who: `token` (the bearer token's holder) and, for signed writes, ` key KEYID` of the
+    /// signer whose signature verified.
+    pub actor: String,
+    /// What: `policy`, `evidence`, `approval`.
+    pub action: String,
+    /// On what: a channel, or `IMAGE@N`.
+    pub subject: String,
+    /// A short summary (`boot passed`, the policy's rules).
+    pub detail: String,
+}
+
+fn evidence_prefix(manifest: &Digest) -> Vec<u8> {
+    format!("evidence/{manifest}/").into_bytes()
+}
+
+fn approval_prefix(manifest: &Digest) -> Vec<u8> {
+    format!("approval/{manifest}/").into_bytes()
+}
 
 /// The metadata database.
 pub struct Meta {
@@ -249,5 +282,106 @@ impl Meta {
         batch.put(format!("c/{}", cv.channel), cv.version.to_be_bytes());
         self.db.write_opt(batch, &synced())?;
         Ok(())
+    }
+
+    /// Every value under `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// The last sequence number under `prefix` (keys `prefix` + u64), 0 if none.
+    fn last_seq(&self, prefix: &[u8]) -> Result<u64, MetaError> {
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let Some(item) = self.db.iterator(IteratorMode::From(&end, rocksdb::Direction::Reverse)).next() else { return Ok(0) };
+        let (k, _) = item?;
+        if !k.starts_with(prefix) {
+            return Ok(0);
+        }
+        Ok(k.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// Adds the audit entry to `batch` with the next sequence number. The caller serialises
+    /// writers (`Shared::channel_writes`).
+    fn audit_into(&self, batch: &mut WriteBatch, mut entry: AuditEntry) -> Result<(), MetaError> {
+        entry.seq = self.last_seq(b"audit/")? + 1;
+        let mut k = b"audit/".to_vec();
+        k.extend_from_slice(&entry.seq.to_be_bytes());
+        batch.put(k, serde_json::to_vec(&entry).expect("serialisable"));
+        Ok(())
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditEntry>, MetaError> {
+        Ok(self.scan(b"audit/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    /// Sets a channel's policy, with its audit entry, durably.
+    pub fn put_policy(&self, policy: &api::gate::ChannelPolicy, audit: AuditEntry) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        batch.put(format!("policy/{}", policy.channel), serde_json::to_vec(policy).expect("serialisable"));
+        self.audit_into(&mut batch, audit)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// A channel's policy, if it has one.
+    pub fn policy(&self, channel: &str) -> Result<Option<api::gate::ChannelPolicy>, MetaError> {
+        Ok(self.db.get(format!("policy/{channel}"))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Every channel policy, by channel name.
+    pub fn policies(&self) -> Result<Vec<api::gate::ChannelPolicy>, MetaError> {
+        Ok(self.scan(b"policy/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    /// Appends a test run of the generation `manifest`, with its audit entry, durably.
+    pub fn add_evidence(&self, manifest: &Digest, evidence: &api::gate::Evidence, audit: AuditEntry) -> Result<(), MetaError> {
+        let prefix = evidence_prefix(manifest);
+        let mut key = prefix.clone();
+        key.extend_from_slice(&(self.last_seq(&prefix)? + 1).to_be_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put(key, serde_json::to_vec(evidence).expect("serialisable"));
+        self.audit_into(&mut batch, audit)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Every test run of the generation `manifest`, in arrival order.
+    pub fn evidence(&self, manifest: &Digest) -> Result<Vec<api::gate::Evidence>, MetaError> {
+        Ok(self.scan(&evidence_prefix(manifest))?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    /// The log objects of every test run recorded (garbage collection keeps them).
+    pub fn evidence_logs(&self) -> Result<Vec<Digest>, MetaError> {
+        let rows = self.scan(b"evidence/")?;
+        Ok(rows.iter().filter_map(|(_, v)| serde_json::from_slice::<api::gate::Evidence>(v).ok()).map(|e| e.statement.log).collect())
+    }
+
+    /// Records the approval of `keyid` (replacing its earlier one), with its audit entry.
+    pub fn put_approval(&self, manifest: &Digest, keyid: &str, approval: &api::gate::Approval, audit: AuditEntry) -> Result<(), MetaError> {
+        let mut key = approval_prefix(manifest);
+        key.extend_from_slice(keyid.as_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put(key, serde_json::to_vec(approval).expect("serialisable"));
+        self.audit_into(&mut batch, audit)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Every approval of the generation `manifest`, oldest first.
+    pub fn approvals(&self, manifest: &Digest) -> Result<Vec<api::gate::Approval>, MetaError> {
+        let mut out: Vec<api::gate::Approval> =
+            self.scan(&approval_prefix(manifest))?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect();
+        out.sort_by_key(|a| a.statement.time);
+        Ok(out)
     }
 }

@@ -49,6 +49,10 @@ pub const ROUTES: &[&str] = &[
     "/v1/tuf/roles/{*role}",
     "/tuf/{file}",
     "/tuf/targets/{*path}",
+    "/v1/policies/{*name}",
+    "/v1/generations/{image}/{number}/evidence",
+    "/v1/generations/{image}/{number}/approvals",
+    "/v1/generations/{image}/{number}/gate",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -101,3 +101,158 @@ fn routes_and_methods_have_bounded_labels() {
     assert!(text.contains("imaged_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"), "{text}");
     assert!(text.ends_with("# EOF\n"));
 }
+
+/// The promotion gate's pure evaluation: one `check` per case.
+mod gate {
+    use api::gate::{ApprovalStatement, ChannelPolicy, EvidenceStatement, Missing, Outcome, Rule, Signed, TestName};
+    use format::{Classification, Digest};
+    use trust::keys::SecretKey;
+
+    use crate::gate::{evaluate, Verdict};
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_bytes(&[n; 32])
+    }
+
+    fn api_key(k: &SecretKey) -> api::tuf::TufKey {
+        serde_json::from_value(k.public().to_value()).unwrap()
+    }
+
+    fn name(s: &str) -> TestName {
+        TestName::new(s).unwrap()
+    }
+
+    fn manifest() -> Digest {
+        Digest::of(b"generation")
+    }
+
+    fn run(by: &SecretKey, test: &str, outcome: Outcome, time: i64) -> Signed<EvidenceStatement> {
+        let exit = if outcome.passed() { 0 } else { 1 };
+        let s = EvidenceStatement {
+            manifest: manifest(),
+            test: name(test),
+            outcome,
+            exit,
+            duration_ms: 10,
+            log: Digest::of(b"log"),
+            log_len: 3,
+            time,
+        };
+        Signed { signature: by.sign(&s.signed_bytes()), key: api_key(by), statement: s }
+    }
+
+    fn approval(by: &SecretKey, time: i64) -> Signed<ApprovalStatement> {
+        let s = ApprovalStatement { manifest: manifest(), comment: String::new(), time };
+        Signed { signature: by.sign(&s.signed_bytes()), key: api_key(by), statement: s }
+    }
+
+    /// Policy: `boot` and 2 approvals (approvers 1, 2, 3), emergency: `boot` and 1 approval;
+    /// tester 9.
+    fn policy() -> ChannelPolicy {
+        let normal = Rule { tests: vec![name("boot")], approvals: 2 };
+        ChannelPolicy {
+            channel: "os/stable".parse().unwrap(),
+            emergency: api::gate::default_emergency(&normal),
+            normal,
+            approvers: vec![api_key(&key(1)), api_key(&key(2)), api_key(&key(3))],
+            testers: vec![api_key(&key(9))],
+            updated: 0,
+        }
+    }
+
+    fn check(class: Classification, evidence: &[Signed<EvidenceStatement>], approvals: &[Signed<ApprovalStatement>], tests: &[&str], more: u32) {
+        let want = if tests.is_empty() && more == 0 {
+            Verdict::Met
+        } else {
+            Verdict::Missing(Missing { tests: tests.iter().map(|t| name(t)).collect(), approvals: more })
+        };
+        assert_eq!(evaluate(&policy(), class, &manifest(), evidence, approvals), want);
+    }
+
+    use Classification::{Emergency, Normal};
+
+    #[test]
+    fn nothing_recorded_misses_everything() {
+        check(Normal, &[], &[], &["boot"], 2);
+        check(Emergency, &[], &[], &["boot"], 1);
+    }
+
+    #[test]
+    fn a_failed_or_timed_out_run_does_not_count() {
+        let (a, b) = (approval(&key(1), 1), approval(&key(2), 1));
+        check(Normal, &[run(&key(9), "boot", Outcome::Failed, 1)], &[a.clone(), b.clone()], &["boot"], 0);
+        check(Normal, &[run(&key(9), "boot", Outcome::TimedOut, 1)], &[a, b], &["boot"], 0);
+    }
+
+    #[test]
+    fn the_newest_run_decides() {
+        let pass_then_fail = [run(&key(9), "boot", Outcome::Passed, 1), run(&key(9), "boot", Outcome::Failed, 2)];
+        check(Emergency, &pass_then_fail, &[approval(&key(1), 1)], &["boot"], 0);
+        let fail_then_pass = [run(&key(9), "boot", Outcome::Failed, 1), run(&key(9), "boot", Outcome::Passed, 2)];
+        check(Emergency, &fail_then_pass, &[approval(&key(1), 1)], &[], 0);
+        // Same time: the later arrival wins.
+        let same_time = [run(&key(9), "boot", Outcome::Passed, 5), run(&key(9), "boot", Outcome::Failed, 5)];
+        check(Emergency, &same_time, &[approval(&key(1), 1)], &["boot"], 0);
+    }
+
+    #[test]
+    fn approvals_count_once_per_listed_key() {
+        let pass = [run(&key(9), "boot", Outcome::Passed, 1)];
+        check(Normal, &pass, &[approval(&key(1), 1)], &[], 1);
+        check(Normal, &pass, &[approval(&key(1), 1), approval(&key(1), 2)], &[], 1);
+        check(Normal, &pass, &[approval(&key(1), 1), approval(&key(7), 2)], &[], 1);
+        check(Normal, &pass, &[approval(&key(1), 1), approval(&key(3), 2)], &[], 0);
+    }
+
+    #[test]
+    fn unlisted_testers_forged_signatures_and_other_generations_do_not_count() {
+        let approvals = [approval(&key(1), 1), approval(&key(2), 1)];
+        check(Normal, &[run(&key(1), "boot", Outcome::Passed, 1)], &approvals, &["boot"], 0);
+        let mut forged = run(&key(9), "boot", Outcome::Failed, 1);
+        forged.statement.outcome = Outcome::Passed;
+        check(Normal, &[forged], &approvals, &["boot"], 0);
+        let mut elsewhere = run(&key(9), "boot", Outcome::Passed, 1);
+        elsewhere.statement.manifest = Digest::of(b"other");
+        elsewhere.signature = key(9).sign(&elsewhere.statement.signed_bytes());
+        check(Normal, &[elsewhere], &approvals, &["boot"], 0);
+        let mut forged_approval = approval(&key(3), 1);
+        forged_approval.key = api_key(&key(2));
+        check(Normal, &[run(&key(9), "boot", Outcome::Passed, 1)], &[approvals[0].clone(), forged_approval], &[], 1);
+    }
+
+    #[test]
+    fn an_empty_rule_is_met_and_the_default_emergency_rule_is_never_stricter() {
+        let empty = Rule::default();
+        assert_eq!(api::gate::default_emergency(&empty), empty);
+        let mut p = policy();
+        p.normal = empty;
+        assert_eq!(evaluate(&p, Normal, &manifest(), &[], &[]), Verdict::Met);
+    }
+}
+
+#[test]
+fn gate_records_and_their_audit_entries_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Digest::of(b"m");
+    let k = trust::keys::SecretKey::from_bytes(&[4; 32]);
+    let s = api::gate::ApprovalStatement { manifest: m, comment: "ok".into(), time: 3 };
+    let a = api::gate::Signed { signature: k.sign(&s.signed_bytes()), key: serde_json::from_value(k.public().to_value()).unwrap(), statement: s };
+    let audit = |action: &str| crate::meta::AuditEntry {
+        seq: 0,
+        time: 1,
+        actor: "token".into(),
+        action: action.into(),
+        subject: "img@1".into(),
+        detail: String::new(),
+    };
+    {
+        let meta = Meta::open(dir.path()).unwrap();
+        meta.put_approval(&m, "id1", &a, audit("approval")).unwrap();
+        meta.put_approval(&m, "id1", &a, audit("approval")).unwrap();
+    }
+    let meta = Meta::open(dir.path()).unwrap();
+    assert_eq!(meta.approvals(&m).unwrap(), vec![a], "one approval per key");
+    assert!(meta.approvals(&Digest::of(b"other")).unwrap().is_empty());
+    let log = meta.audit_log().unwrap();
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+}

@@ -63,6 +63,14 @@ fn the_apt_patch_of_gen1_gives_gen2() {
     assert_eq!(r["generation"], "os@2");
     let excluded: Vec<&str> = r["excluded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(excluded.iter().any(|p| p.starts_with("var/lib/apt/lists/")), "apt lists are left out: {excluded:?}");
+    // The patch record: base, the step with its exit status, the full log as an object.
+    let shown = ok_json(t.run(["--json", "show", "os@2"]));
+    let record = &shown["patch"];
+    assert_eq!(record["base_generation"], 1, "{record}");
+    assert_eq!(record["steps"][0]["kind"], "run");
+    assert_eq!(record["steps"][0]["exit"], 0);
+    let log = t.ok(["show", "os@2", "--log"]);
+    assert!(log.contains("Setting up python3-minimal"), "the log object holds apt's output");
     let patched = export(&t, "os@2", "patched");
     assert_eq!(dpkg_list(&patched), dpkg_list(&d.join("gen2")));
     let diffs: Vec<String> = compare_trees_but_mtimes(&d.join("gen2"), &patched)

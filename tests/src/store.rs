@@ -34,3 +34,4 @@ pub fn corrupt_object(store: &Path, hex: &str) {
     b[0] ^= 0x40;
     f.write_all_at(&b, offset).unwrap();
 }
+

@@ -198,6 +198,56 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Run a command inside a generation and record the signed outcome on the server as test
+    /// evidence (a failure or a timeout is evidence too; exit 8 when the test did not pass).
+    Test {
+        /// Generation (in the local store, published on the server).
+        generation: String,
+        /// The test's name, as channel policies require it (`boot`).
+        #[arg(long)]
+        name: String,
+        /// The command line.
+        #[arg(long)]
+        run: String,
+        /// Kill the command after this long and record it as timed out (`90s`, `10m`, `1h`,
+        /// or seconds).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+        /// `none`: the test runs without a network (the default, so results do not depend on
+        /// the outside); `host`: with the host's network and resolv.conf.
+        #[arg(long, default_value = "none", value_parser = ["host", "none"])]
+        network: String,
+        /// The tester's key file.
+        #[arg(long, env = "IMGCTL_TESTER_KEY")]
+        key: PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Approve a generation for the channels whose policy lists your key as an approver.
+    Approve {
+        /// Generation, IMAGE@N.
+        generation: String,
+        /// The approver's key file.
+        #[arg(long, env = "IMGCTL_APPROVER_KEY")]
+        key: PathBuf,
+        /// Recorded with the approval.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// A generation's manifest, change record and patch record; with a server (--server or
+    /// IMAGED_SERVER), also its test evidence, approvals and, per channel policy, whether the
+    /// promotion gate is met.
+    Show {
+        /// Generation.
+        generation: String,
+        /// Print the full log of the generation's patch steps instead.
+        #[arg(long)]
+        log: bool,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Check every object and generation; move corrupt objects aside and clear leftovers.
     Verify {
         /// Report only; change nothing.
@@ -251,6 +301,30 @@ pub enum ChannelOp {
     Get {
         /// Channel.
         channel: String,
+    },
+    /// Set CHANNEL's promotion gate: what a generation needs before `channel set` or
+    /// `promote` may point CHANNEL at it. Without options, print the current policy.
+    Policy {
+        /// Channel.
+        channel: String,
+        /// A test whose newest run by a listed tester must have passed (repeat).
+        #[arg(long = "require-test")]
+        require_test: Vec<String>,
+        /// Distinct listed approvers needed.
+        #[arg(long)]
+        require_approvals: Option<u32>,
+        /// For emergency generations: required tests (default: the normal ones; repeat).
+        #[arg(long = "emergency-require-test")]
+        emergency_require_test: Vec<String>,
+        /// For emergency generations: approvals (default: 1, or 0 if normal needs none).
+        #[arg(long)]
+        emergency_require_approvals: Option<u32>,
+        /// A public key file whose approvals count (repeat).
+        #[arg(long = "approver")]
+        approvers: Vec<PathBuf>,
+        /// A public key file whose test evidence counts (repeat).
+        #[arg(long = "tester")]
+        testers: Vec<PathBuf>,
     },
 }
 

@@ -6,8 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use api::gate::{Rule, SetPolicy};
 use format::{ChannelName, ChunkParams, GenSpec, ImageName};
 use serde::Serialize;
+use tools::commands::gate::{self, TestPlan};
 use tools::commands::keys::{self, InitPlan};
 use tools::commands::local;
 use tools::commands::server::{self, ChannelPlan, PushPlan};
@@ -97,19 +99,6 @@ fn step_order(run: &[String], tars: &[PathBuf], dirs: &[PathBuf]) -> Vec<tools::
     steps.extend(t.cloned().map(StepSpec::ApplyTar));
     steps.extend(d.cloned().map(StepSpec::ApplyDir));
     steps
-}
-
-/// `90s`, `30m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration (90s, 30m, 2h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => anyhow::bail!("{s:?} is not a duration (90s, 30m, 2h)"),
-    };
-    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn created_now() -> i64 {
@@ -236,6 +225,66 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Key { op, server } => key_command(op, server, json, out)?,
         Command::Trust { op, server } => trust_command(op, server, json, out)?,
+        Command::Channel { op: ChannelOp::Policy { channel, require_test, require_approvals, emergency_require_test, emergency_require_approvals, approvers, testers }, server } => {
+            let channel: ChannelName = channel.parse()?;
+            let nothing = require_test.is_empty()
+                && require_approvals.is_none()
+                && emergency_require_test.is_empty()
+                && emergency_require_approvals.is_none()
+                && approvers.is_empty()
+                && testers.is_empty();
+            let set = if nothing {
+                None
+            } else {
+                let normal = Rule { tests: test_names(&require_test)?, approvals: require_approvals.unwrap_or(0) };
+                let emergency = (!emergency_require_test.is_empty() || emergency_require_approvals.is_some()).then(|| {
+                    let default = api::gate::default_emergency(&normal);
+                    Ok::<_, anyhow::Error>(Rule {
+                        tests: if emergency_require_test.is_empty() { default.tests } else { test_names(&emergency_require_test)? },
+                        approvals: emergency_require_approvals.unwrap_or(default.approvals),
+                    })
+                });
+                let keys = |files: &[PathBuf]| -> Result<Vec<api::tuf::TufKey>> {
+                    files.iter().map(|f| Ok(serde_json::from_value(signing::read_public(f)?.to_value())?)).collect()
+                };
+                Some(SetPolicy { normal, emergency: emergency.transpose()?, approvers: keys(&approvers)?, testers: keys(&testers)? })
+            };
+            show(out, json, &gate::policy(&remote(&server)?, &channel, set.as_ref())?, print::policy)?;
+        }
+        Command::Test { generation, name, run, timeout, network, key, server } => {
+            let plan = TestPlan {
+                generation: generation.parse()?,
+                name: name.parse().map_err(|e: api::gate::BadTestName| anyhow::anyhow!("--name: {e}"))?,
+                command: run,
+                timeout: parse_duration(&timeout)?,
+                key: signing::read_secret(&key)?,
+            };
+            tools::sandbox::private_mounts()?;
+            tools::patch::clean_stale(&repo.root().join("work"));
+            let runner = tools::gate::InSandbox { repo: &repo, network: network == "host" };
+            let r = gate::test(&repo, &remote(&server)?, &runner, plan)?;
+            show(out, json, &r, print::tested)?;
+            if r.outcome != api::gate::Outcome::Passed {
+                return Ok(exit_codes::TEST_FAILED);
+            }
+        }
+        Command::Approve { generation, key, comment, server } => {
+            let (image, number) = match generation.parse()? {
+                GenSpec::Number(image, n) => (image, n),
+                _ => anyhow::bail!("approve takes IMAGE@N, not {generation:?}"),
+            };
+            let key = signing::read_secret(&key)?;
+            show(out, json, &gate::approve(&remote(&server)?, &key, &image, number, &comment)?, print::approved)?;
+        }
+        Command::Show { generation, log: true, .. } => {
+            let g = repo.resolve(&generation.parse()?)?;
+            let record = g.manifest.patch().transpose()?.with_context(|| format!("{} was not made by imgctl patch", g.label()))?;
+            out.write_all(&repo.store.get(&record.log)?)?;
+        }
+        Command::Show { generation, server, .. } => {
+            let remote = if server.server.is_some() { Some(remote(&server)?) } else { None };
+            show(out, json, &gate::show(&repo, remote.as_ref(), &generation.parse()?)?, print::show_generation)?;
+        }
         Command::Channel { op, server } => {
             let plan = match op {
                 ChannelOp::Set { channel, generation } => ChannelPlan::Set(channel.parse()?, generation),
@@ -243,6 +292,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ChannelOp::Rollback { channel, to } => ChannelPlan::Rollback(channel.parse()?, to),
                 ChannelOp::History { channel } => ChannelPlan::History(channel.parse::<ChannelName>()?),
                 ChannelOp::Get { channel } => ChannelPlan::Get(channel.parse()?),
+                ChannelOp::Policy { .. } => unreachable!("handled above"),
             };
             show(out, json, &server::channel(&remote(&server)?, &plan)?, print::channel)?;
         }
@@ -253,6 +303,24 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(exit_codes::OK)
+}
+
+fn test_names(names: &[String]) -> Result<Vec<api::gate::TestName>> {
+    names.iter().map(|n| n.parse().map_err(|e: api::gate::BadTestName| anyhow::anyhow!("{e}"))).collect()
+}
+
+/// `90s`, `10m`, `1h`, `2d` or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().with_context(|| format!("{text:?} is not a duration (90s, 10m, 1h)"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => anyhow::bail!("{text:?} is not a duration (90s, 10m, 1h)"),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {

@@ -17,3 +17,5 @@ pub const BAD_INPUT: i32 = 5;
 pub const REFUSED: i32 = 6;
 /// The server could not be reached or did not answer in time.
 pub const UNREACHABLE: i32 = 7;
+/// `imgctl test`: the test ran and its evidence is recorded, but it failed or timed out.
+pub const TEST_FAILED: i32 = 8;

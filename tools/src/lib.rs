@@ -13,6 +13,7 @@ pub mod commands;
 pub mod dictionary;
 pub mod diff;
 pub mod export;
+pub mod gate;
 pub mod import;
 mod index;
 mod ingest;

@@ -49,7 +49,7 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
             CommandError::Verify(e) => code_of(e),
             CommandError::Remote(e) | CommandError::Push { source: PushError::Remote(e), .. } => code_of(e),
             CommandError::Sign { source, .. } | CommandError::Key(source) => code_of(source),
-            CommandError::Export { .. } | CommandError::Write { .. } => None,
+            CommandError::Export { .. } | CommandError::Write { .. } | CommandError::Run { .. } => None,
         };
     }
     if let Some(RepoError::NotFound(_)) = cause.downcast_ref() {

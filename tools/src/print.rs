@@ -6,6 +6,7 @@ use std::path::Path;
 use format::{Activation, Entry, EntryKind};
 use tools::analysis::SecuritySummary;
 use tools::browse::{display_bytes, mode_string, utc_string};
+use tools::commands::gate::{Approved, ShowOutput, TestOutput};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
 use tools::commands::local::{AffectedRow, DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
 use tools::commands::server::{ChannelOutput, PushOutput};
@@ -51,10 +52,11 @@ pub fn log(out: &mut dyn Write, rows: &Vec<LogEntry>) -> Result<()> {
         let s = &g.stats;
         writeln!(
             out,
-            "{:<16} {}  {}  {} files {} bytes (+{} new)  {}",
+            "{:<16} {}  {}  {:<24} {} files {} bytes (+{} new)  {}",
             g.generation,
             &g.manifest.to_hex()[..12],
             utc_string(g.created),
+            g.change,
             s.files,
             s.bytes,
             s.new_bytes,
@@ -273,4 +275,128 @@ pub fn initialised(out: &mut dyn Write, i: &Initialised) -> Result<()> {
 
 pub fn min_epoch(out: &mut dyn Write, m: &MinEpochSet) -> Result<()> {
     writeln!(out, "{}: min_epoch {} (role version {}); generations below it are withdrawn", m.image, m.min_epoch, m.version)
+}
+
+fn names(tests: &[api::gate::TestName]) -> String {
+    if tests.is_empty() {
+        "none".into()
+    } else {
+        tests.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn rule(r: &api::gate::Rule) -> String {
+    format!("tests {}; {} approval(s)", names(&r.tests), r.approvals)
+}
+
+pub fn policy(out: &mut dyn Write, p: &api::gate::ChannelPolicy) -> Result<()> {
+    writeln!(out, "{} policy (set {})", p.channel, utc_string(p.updated))?;
+    writeln!(out, "  normal:    {}", rule(&p.normal))?;
+    writeln!(out, "  emergency: {}", rule(&p.emergency))?;
+    let ids = |keys: &[api::tuf::TufKey]| -> String {
+        let ids: Vec<String> = keys.iter().filter_map(|k| Some(trust::keys::PublicKey::from_value(&serde_json::to_value(k).ok()?).ok()?.key_id().0[..12].to_string())).collect();
+        if ids.is_empty() { "none".into() } else { ids.join(" ") }
+    };
+    writeln!(out, "  approvers: {}", ids(&p.approvers))?;
+    writeln!(out, "  testers:   {}", ids(&p.testers))
+}
+
+pub fn tested(out: &mut dyn Write, t: &TestOutput) -> Result<()> {
+    writeln!(
+        out,
+        "{} {} {} (exit {}, {:.1} s); log {} ({} bytes); signed by {}",
+        t.generation,
+        t.test,
+        t.outcome.as_str(),
+        t.exit,
+        t.duration_ms as f64 / 1000.0,
+        t.log,
+        t.log_len,
+        &t.keyid[..12.min(t.keyid.len())]
+    )
+}
+
+pub fn approved(out: &mut dyn Write, a: &Approved) -> Result<()> {
+    writeln!(out, "{} approved by {}", a.generation, &a.keyid[..12.min(a.keyid.len())])
+}
+
+pub fn show_generation(out: &mut dyn Write, s: &ShowOutput) -> Result<()> {
+    writeln!(out, "{}  manifest {}", s.generation, s.manifest)?;
+    writeln!(out, "  created {}  root {}", utc_string(s.created), s.root)?;
+    if let Some(p) = &s.parent {
+        writeln!(out, "  parent {p}")?;
+    }
+    let st = &s.stats;
+    writeln!(out, "  {} files, {} dirs, {} symlinks, {} bytes", st.files, st.directories, st.symlinks, st.bytes)?;
+    if !s.message.is_empty() {
+        writeln!(out, "  message: {}", s.message)?;
+    }
+    match &s.change {
+        Some(c) => {
+            writeln!(out, "change: {}", c.classification.as_str())?;
+            writeln!(out, "  reason: {}", c.reason)?;
+            writeln!(out, "  requested by: {}", c.requested_by)?;
+            if !c.advisories.is_empty() {
+                writeln!(out, "  advisories: {}", c.advisories.join(" "))?;
+            }
+            let source = match c.activation_source {
+                format::ActivationSource::Derived => "derived",
+                format::ActivationSource::Override => "set by hand",
+            };
+            writeln!(out, "  activation: {} ({source})", c.activation.to_arg())?;
+            for why in &c.activation_why {
+                writeln!(out, "    {why}")?;
+            }
+        }
+        None => writeln!(out, "change: - (no change record)")?,
+    }
+    if let Some(p) = &s.patch {
+        writeln!(out, "patch: over generation {} ({}), network {}", p.base_generation, p.base, if p.network { "host" } else { "none" })?;
+        for step in &p.steps {
+            writeln!(out, "  {} {}  exit {}  {:.1} s", step.kind.as_str(), step.text, step.exit, step.duration_ms as f64 / 1000.0)?;
+        }
+        if !p.excluded.is_empty() {
+            writeln!(out, "  excluded: {}", p.excluded.join(" "))?;
+        }
+        writeln!(out, "  log {} ({} bytes)", p.log, p.log_len)?;
+    }
+    for u in &s.unreadable {
+        writeln!(out, "unreadable {u}")?;
+    }
+    let Some(g) = &s.server else { return Ok(()) };
+    writeln!(out, "server: {} ({})", g.generation, g.classification.as_str())?;
+    let short = |k: &api::tuf::TufKey| -> String {
+        trust::keys::PublicKey::from_value(&serde_json::to_value(k).unwrap_or_default()).map_or("?".into(), |k| k.key_id().0[..12].to_string())
+    };
+    if g.evidence.is_empty() {
+        writeln!(out, "  evidence: none")?;
+    }
+    for e in &g.evidence {
+        let t = &e.statement;
+        writeln!(
+            out,
+            "  test {} {} exit {} {:.1} s  log {}  by {}  at {}",
+            t.test,
+            t.outcome.as_str(),
+            t.exit,
+            t.duration_ms as f64 / 1000.0,
+            &t.log.to_hex()[..12],
+            short(&e.key),
+            utc_string(t.time)
+        )?;
+    }
+    if g.approvals.is_empty() {
+        writeln!(out, "  approvals: none")?;
+    }
+    for a in &g.approvals {
+        writeln!(out, "  approved by {} at {}  {}", short(&a.key), utc_string(a.statement.time), a.statement.comment)?;
+    }
+    for c in &g.channels {
+        if c.met {
+            writeln!(out, "  gate {}: met ({})", c.channel, rule(&c.rule))?;
+        } else {
+            writeln!(out, "  gate {}: not met: missing tests {}; {} more approval(s)", c.channel, names(&c.missing.tests), c.missing.approvals)?;
+        }
+    }
+    Ok(())
 }

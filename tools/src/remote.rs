@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use api::channels::{Channel, History, Promote, Rollback, SetChannel};
+use api::gate::{Approval, ChannelPolicy, Evidence, GateReport, Recorded, SetPolicy};
 use api::generations::{Generation, Kept};
 use api::objects::{DigestList, Missing, Uploaded};
 use api::tuf::{NewKey, RoleUploaded, TufStatus};
@@ -219,6 +220,42 @@ impl Remote {
     /// Every version of `channel`.
     pub fn history(&self, channel: &ChannelName) -> Result<History, RemoteError> {
         let url = self.url(&format!("/v1/history/{channel}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
+    /// The published generation `image@number`.
+    pub fn generation(&self, image: &format::ImageName, number: u64) -> Result<Generation, RemoteError> {
+        let url = self.url(&format!("/v1/generations/{image}/{number}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
+    /// Sets `channel`'s promotion gate policy.
+    pub fn put_policy(&self, channel: &ChannelName, policy: &SetPolicy) -> Result<ChannelPolicy, RemoteError> {
+        let url = self.url(&format!("/v1/policies/{channel}"));
+        self.send(reqwest::Method::PUT, &url, Body::json(policy))
+    }
+
+    /// `channel`'s promotion gate policy.
+    pub fn policy(&self, channel: &ChannelName) -> Result<ChannelPolicy, RemoteError> {
+        let url = self.url(&format!("/v1/policies/{channel}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
+    /// Records signed test evidence about `image@number`.
+    pub fn post_evidence(&self, image: &format::ImageName, number: u64, evidence: &Evidence) -> Result<Recorded, RemoteError> {
+        let url = self.url(&format!("/v1/generations/{image}/{number}/evidence"));
+        self.send(reqwest::Method::POST, &url, Body::json(evidence))
+    }
+
+    /// Records a signed approval of `image@number`.
+    pub fn post_approval(&self, image: &format::ImageName, number: u64, approval: &Approval) -> Result<Recorded, RemoteError> {
+        let url = self.url(&format!("/v1/generations/{image}/{number}/approvals"));
+        self.send(reqwest::Method::POST, &url, Body::json(approval))
+    }
+
+    /// The evidence, approvals and every channel's verdict on `image@number`.
+    pub fn gate_report(&self, image: &format::ImageName, number: u64) -> Result<GateReport, RemoteError> {
+        let url = self.url(&format!("/v1/generations/{image}/{number}/gate"));
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 

@@ -79,6 +79,8 @@ pub struct LogEntry {
     pub message: String,
     /// Counts taken at import.
     pub stats: Stats,
+    /// Classification and activation from the change record (`emergency reboot`), `-` without.
+    pub change: String,
 }
 
 impl LogEntry {
@@ -91,6 +93,7 @@ impl LogEntry {
             created: g.manifest.created,
             message: g.manifest.message.clone(),
             stats: g.manifest.stats,
+            change: super::gate::change_summary(&g.manifest),
         }
     }
 }

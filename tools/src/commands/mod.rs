@@ -12,6 +12,7 @@ use crate::signing::SignError;
 use crate::verify::VerifyError;
 use crate::{ImportError, RepoError};
 
+pub mod gate;
 pub mod keys;
 pub mod local;
 pub mod server;
@@ -72,6 +73,17 @@ pub enum CommandError {
     /// A request to the server failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// A test command could not be run at all (not: it ran and failed).
+    #[error("running {command:?} in {generation}")]
+    Run {
+        /// `IMAGE@N`.
+        generation: String,
+        /// The command.
+        command: String,
+        /// The runner's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file could not be written.
     #[error("writing {path}")]
     Write {
