@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo on embedded defaults: build, import a small OS-like tree as generation 1, patch it
-# into generation 2, start imaged, push, mount the channel with imgfs and run a program from
-# it, publish generation 2 and switch the mount, roll back, move channels, compare, export,
-# verify. Needs root (FUSE).
+# into generation 2 with `imgctl patch` (in a sandbox, with a change record), start imaged,
+# push, mount the channel with imgfs and run a program from it, publish generation 2 and switch
+# the mount, roll back, put a promotion gate on the stable channel (a signed test, two
+# approvals) and promote through it, move channels, compare, export, verify. Needs root (FUSE,
+# the patch sandbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -11,6 +13,7 @@ BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 IMGCTL=$BIN/imgctl
 WORK=$(mktemp -d /tmp/imaged-demo.XXXXXX)
 export IMGCTL_STORE=$WORK/store
+unset IMAGED_SERVER IMAGED_TOKEN   # the demo starts its own server
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "build a small root tree from this machine's files"
@@ -23,10 +26,15 @@ echo "tree: $(find "$WORK/root" | wc -l) entries"
 step "import generation 1"
 "$IMGCTL" import "$WORK/root" --image demo -m "initial image"
 
-step "patch once: upgrade demo-tool, add a config file, import generation 2"
-printf 'Package: demo-tool\nStatus: install ok installed\nVersion: 1.1\n\nPackage: new-lib\nStatus: install ok installed\nVersion: 0.3\n\n' >"$WORK/root/var/lib/dpkg/status"
-echo "patched=yes" >"$WORK/root/etc/demo.conf"
-"$IMGCTL" import "$WORK/root" --image demo -m "patch: demo-tool 1.1"
+step "patch once, in a sandbox over generation 1: upgrade demo-tool, add a config file -> generation 2"
+# The tree has no working shell (its usr/bin/sh is a copy of Debian's /bin/sh, a link to dash,
+# which the tree lacks), so the commands run with the host's tools, in the image's root: hence
+# the relative paths. An image with a shell gets a chroot (apt-get install works there).
+"$IMGCTL" patch demo@1 --network none -m "patch: demo-tool 1.1" \
+  --reason "demo-tool 1.1 fixes CVE-2026-0001" --advisory CVE-2026-0001 --requested-by "demo engineer" \
+  --run "printf 'Package: demo-tool\nStatus: install ok installed\nVersion: 1.1\n\nPackage: new-lib\nStatus: install ok installed\nVersion: 0.3\n\n' > var/lib/dpkg/status" \
+  --run "echo patched=yes > etc/demo.conf"
+"$IMGCTL" show demo@2
 
 step "start imaged on embedded defaults (a temporary data dir, 127.0.0.1, a free port)"
 "$BIN/imaged" serve --data "$WORK/server" --listen 127.0.0.1:0 2>"$WORK/imaged.log" &
@@ -76,20 +84,36 @@ ls "$MNT/etc"
 "$BIN/imgfs" status "$MNT"
 
 step "a channel cannot name an unsigned generation"
-"$IMGCTL" import "$WORK/root" --image demo -m "unsigned experiment" >/dev/null
+"$IMGCTL" patch demo@2 --network none -q -m "unsigned experiment" --run "echo experiment > etc/experiment" >/dev/null
 env -u IMGCTL_KEY "$IMGCTL" push demo@3
 if "$IMGCTL" channel set demo/pilot demo@3; then echo "demo: an unsigned generation was accepted" >&2; exit 1; fi
 "$BIN/imgfs" umount "$MNT"
 wait $IMGFS_PID || true
 
-step "promote pilot to stable"
+step "a promotion gate on stable: a passing boot test by the CI key and two approvals"
+"$IMGCTL" key generate "$WORK/keys-ci.key"
+"$IMGCTL" key generate "$WORK/keys-alice.key"
+"$IMGCTL" key generate "$WORK/keys-bob.key"
+"$IMGCTL" channel policy demo/stable --require-test boot --require-approvals 2 \
+  --approver "$WORK/keys-alice.key.pub" --approver "$WORK/keys-bob.key.pub" --tester "$WORK/keys-ci.key.pub"
+rc=0; "$IMGCTL" channel promote demo/pilot demo/stable || rc=$?
+[[ $rc == 6 ]] || { echo "demo: the gate should have refused demo@2 (exit 6), got exit $rc" >&2; exit 1; }
+echo "refused as expected: demo@2 has no test and no approvals yet"
+
+step "test generation 2 in the sandbox (signed evidence on the server), approve it twice"
+"$IMGCTL" test demo@2 --name boot --run 'grep -q patched=yes etc/demo.conf' --key "$WORK/keys-ci.key"
+"$IMGCTL" approve demo@2 --key "$WORK/keys-alice.key" --comment "diff reviewed"
+"$IMGCTL" approve demo@2 --key "$WORK/keys-bob.key"
+"$IMGCTL" show demo@2   # IMAGED_SERVER is set: evidence, approvals and the gate per channel
+
+step "promote pilot to stable: the gate is met now"
 "$IMGCTL" channel promote demo/pilot demo/stable
 
-step "roll stable back: a new channel version naming generation 1"
+step "roll stable back (rollbacks are not gated): a new channel version naming generation 1"
 "$IMGCTL" channel rollback demo/stable
 "$IMGCTL" channel history demo/stable
 
-step "retention: what garbage collection would delete (nothing: both generations are named)"
+step "retention: what garbage collection would delete (nothing: every generation is recent, named by a channel or the newest)"
 "$BIN/imaged" gc --dry-run --data "$WORK/server" --listen "${IMAGED_SERVER#http://}"
 curl -sf "$IMAGED_SERVER/metrics" | grep -E '^imaged_(publishes|channel_moves)_total' || true
 
