@@ -4,6 +4,7 @@
 //! renamed on one side fails to compile on the other.
 #![warn(missing_docs)]
 
+pub mod affected;
 pub mod channels;
 pub mod control;
 pub mod error;

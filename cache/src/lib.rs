@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod browse;
 pub mod clock;
 mod error;
 pub mod fault;

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod manifest;
 pub mod name;
 pub mod object;
+pub mod packages;
 pub mod record;
 pub mod tree;
 
@@ -17,6 +18,7 @@ pub use chunking::ChunkParams;
 pub use codec::DecodeError;
 pub use digest::Digest;
 pub use manifest::{Manifest, Stats};
+pub use packages::{Package, PackageList};
 pub use name::{ChannelName, ChannelNameError, GenSpec, ImageName, NameError};
 pub use tree::{Entry, EntryKind, Extent, Meta, Tree, Xattr};
 

@@ -69,14 +69,21 @@ impl Manifest {
         Some(Digest(value.as_slice().try_into().ok()?))
     }
 
-    /// Objects the generation carries besides its trees and file data: the zstd dictionary and
-    /// a patch's log. A server holds them before it accepts the manifest, and keeps them with it.
+    /// Objects the generation carries besides its trees and file data: the zstd dictionary, a
+    /// patch's log and the package list. A server holds them before it accepts the manifest, and keeps them with it.
     pub fn side_objects(&self) -> Vec<Digest> {
         let mut out: Vec<Digest> = self.dictionary().into_iter().collect();
         if let Some(Ok(p)) = self.patch() {
             out.push(p.log);
         }
+        out.extend(self.packages());
         out
+    }
+
+    /// The object listing the generation's installed Debian packages, if it has any.
+    pub fn packages(&self) -> Option<Digest> {
+        let value = self.extension(crate::packages::PACKAGES_EXTENSION)?;
+        Some(Digest(value.try_into().ok()?))
     }
 
     /// The change record, if the generation carries one (every import and patch since format

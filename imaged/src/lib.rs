@@ -2,6 +2,7 @@
 //! HTTP. `app(state)` is the whole HTTP surface; `open(config)` builds the state from disk.
 #![warn(missing_docs)]
 
+pub mod affected;
 pub mod channels;
 pub mod config;
 pub mod error;
@@ -66,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route(r(21), post(gate_api::post_evidence))
         .route(r(22), post(gate_api::post_approval))
         .route(r(23), get(gate_api::report))
+        .route(r(24), get(affected::handle))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

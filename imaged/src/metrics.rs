@@ -53,6 +53,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/generations/{image}/{number}/evidence",
     "/v1/generations/{image}/{number}/approvals",
     "/v1/generations/{image}/{number}/gate",
+    "/v1/affected",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -8,7 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use format::Digest;
-use tests::{compare_trees, ok_json, Imgctl};
+use serde_json::json;
+use tests::{compare_trees, ok_json, Imgctl, Server};
 
 fn datasets() -> PathBuf {
     let dir = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into()));
@@ -88,6 +89,40 @@ fn debian_generations_round_trip_and_gen2_stores_only_new_content() {
     let passwd = Digest::of(&std::fs::read(d.join("gen2/etc/passwd")).unwrap()).to_hex();
     assert_eq!(affected(&["--path", "/etc/passwd", "--digest", &passwd]), ["debian@1", "debian@2"]);
     assert!(affected(&["--path", "/etc/passwd", "--digest", &Digest::of(b"other").to_hex()]).is_empty());
+    // By source package: every binary built from glibc, with architecture and source.
+    let rows = ok_json(t.run(["affected", "--json", "--source", "glibc"]));
+    let libc = rows[0]["packages"].as_array().unwrap().iter().find(|p| p["name"] == "libc6").expect("libc6 is built from glibc").clone();
+    assert_eq!((libc["arch"].as_str(), libc["source"].as_str()), (Some("amd64"), Some("glibc")), "{libc}");
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+
+    // A server's generations, with the channels naming them: the same answers over HTTP from
+    // the package lists pushed with the generations.
+    let data = t.path("server");
+    let server = Server::start(&data);
+    for g in ["debian@1", "debian@2"] {
+        ok_json(t.remote(&server, &["--json", "push", g]));
+    }
+    ok_json(t.remote(&server, &["--json", "channel", "set", "debian/stable", "debian@1"]));
+    ok_json(t.remote(&server, &["--json", "channel", "set", "debian/pilot", "debian@2"]));
+    let remote = |args: &[&str]| -> serde_json::Value { ok_json(t.remote(&server, &[&["--json", "affected"], args].concat())) };
+    let rows = remote(&["--package", "libc6", "--below", "99"]);
+    let summary: Vec<(&str, &serde_json::Value)> = rows.as_array().unwrap().iter().map(|r| (r["generation"].as_str().unwrap(), &r["channels"])).collect();
+    assert_eq!(summary, [("debian@1", &json!(["debian/stable"])), ("debian@2", &json!(["debian/pilot"]))]);
+    let rows = remote(&["--package", "less"]);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["generation"], "debian@2");
+    assert_eq!(rows[0]["packages"][0]["version"], dpkg_version(&d.join("gen2"), "less"));
+    let rows = remote(&["--path", "/etc/passwd", "--digest", &passwd]);
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let text = String::from_utf8(t.remote(&server, &["affected", "--package", "less"]).stdout).unwrap();
+    assert!(text.starts_with("debian@2") && text.contains("channels: debian/pilot"), "{text}");
+}
+
+/// The version of `package` in the dpkg database of the tree `root`, read with dpkg-query.
+fn dpkg_version(root: &Path, package: &str) -> String {
+    let out = std::process::Command::new("dpkg-query").arg("--admindir").arg(root.join("var/lib/dpkg")).args(["-W", "-f", "${Version}", package]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -105,14 +105,18 @@ pub enum Command {
         /// The mount point.
         dir: PathBuf,
     },
-    /// List the generations of the store that carry a Debian package (optionally below a
-    /// version) or a path (optionally with given content).
+    /// List the generations that carry a Debian package (optionally below a version) or a
+    /// path (optionally with given content): of the local store, or of the server given with
+    /// --server (or IMAGED_SERVER), with the channels that name them.
     Affected {
-        /// An installed Debian package.
-        #[arg(long, conflicts_with = "path", required_unless_present = "path")]
+        /// An installed Debian binary package (`libssl3`).
+        #[arg(long, required_unless_present_any = ["source", "path"], conflicts_with_all = ["source", "path"])]
         package: Option<String>,
-        /// With --package: only versions lower than this (Debian ordering).
-        #[arg(long, requires = "package")]
+        /// Every binary package built from this Debian source package (`openssl`).
+        #[arg(long, conflicts_with = "path")]
+        source: Option<String>,
+        /// With --package or --source: only versions lower than this (Debian ordering).
+        #[arg(long, conflicts_with = "path")]
         below: Option<String>,
         /// A path inside the generations.
         #[arg(long)]
@@ -120,6 +124,8 @@ pub enum Command {
         /// With --path: only files whose content has this BLAKE3 digest.
         #[arg(long, requires = "path")]
         digest: Option<String>,
+        #[command(flatten)]
+        server: Server,
     },
     /// Print a file of a generation: GEN:PATH.
     Cat {

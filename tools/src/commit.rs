@@ -143,6 +143,9 @@ fn prune(node: &mut Node, rel: &mut Vec<u8>, exclude: &Exclude, excluded: &mut V
     let NodeKind::Dir(children) = &mut node.kind else { return };
     children.retain(|name, _| {
         let path = join(rel, name);
+        if exclude.exact.contains(&path) {
+            return false; // the sandbox's own mount point or file: not worth reporting
+        }
         if exclude.matches(&path) {
             excluded.push(display_bytes(&path));
             return false;

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use cache::Store;
-use format::{Digest, Entry, EntryKind, Manifest};
+use format::{Digest, Entry, EntryKind, Manifest, PackageList};
 
-use crate::browse::{self, display_bytes, load_tree, Located, ReadError};
+use crate::browse::{self, display_bytes, load_tree, ReadError};
 
 /// One changed path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -220,43 +220,46 @@ fn differences(x: &Entry, y: &Entry) -> Vec<&'static str> {
     what
 }
 
-/// Installed packages (name → version) from a generation's dpkg status file; None if it has none.
+/// Indexes the generation's packages: stores its package list as an object and names it in
+/// the manifest (extension `packages`). Nothing when the generation has no dpkg status file.
+pub fn index_packages(store: &Store, m: &mut Manifest, level: i32) -> Result<Option<PackageList>, IndexError> {
+    m.extensions.retain(|(k, _)| k != format::packages::PACKAGES_EXTENSION);
+    let Some(list) = browse::package_list(store, m)? else { return Ok(None) };
+    let ins = store.insert(&list.encode(), level)?;
+    m.set_extension(format::packages::PACKAGES_EXTENSION, ins.digest.0.to_vec());
+    m.stats.objects += u64::from(ins.new);
+    Ok(Some(list))
+}
+
+/// Why a generation's packages could not be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Reading the dpkg status file.
+    #[error("reading the package database")]
+    Read(#[from] ReadError),
+    /// Storing the list.
+    #[error("storing the package list")]
+    Store(#[from] cache::InsertError),
+}
+
+/// Installed packages (name → version) of a generation; None if it has no dpkg database.
+/// A package installed for several architectures appears as `name` and `name:arch`.
 pub fn installed_packages(store: &Store, m: &Manifest) -> Result<Option<BTreeMap<String, String>>, ReadError> {
-    let entry = match browse::locate(store, m, b"var/lib/dpkg/status") {
-        Ok(Located::Entry(e)) if matches!(e.kind, EntryKind::Regular { .. }) => e,
-        Ok(_) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut bytes = Vec::new();
-    browse::write_content(store, &entry, &mut bytes)?;
-    Ok(Some(parse_dpkg_status(&String::from_utf8_lossy(&bytes))))
+    Ok(browse::package_list(store, m)?.map(|l| by_name(&l)))
+}
+
+fn by_name(list: &PackageList) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in &list.0 {
+        let key = if p.arch != "all" && out.contains_key(&p.name) { format!("{}:{}", p.name, p.arch) } else { p.name.clone() };
+        out.insert(key, p.version.clone());
+    }
+    out
 }
 
 /// Parses a dpkg status file into installed package → version.
 pub fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for para in text.split("\n\n") {
-        let (mut name, mut version, mut arch, mut installed) = (None, None, None, false);
-        for line in para.lines() {
-            if let Some(v) = line.strip_prefix("Package: ") {
-                name = Some(v.trim());
-            } else if let Some(v) = line.strip_prefix("Version: ") {
-                version = Some(v.trim());
-            } else if let Some(v) = line.strip_prefix("Architecture: ") {
-                arch = Some(v.trim());
-            } else if let Some(v) = line.strip_prefix("Status: ") {
-                installed = v.trim().ends_with(" installed");
-            }
-        }
-        if let (Some(n), Some(v), true) = (name, version, installed) {
-            let key = match arch {
-                Some(a) if a != "all" && out.contains_key(n) => format!("{n}:{a}"),
-                _ => n.to_string(),
-            };
-            out.insert(key, v.to_string());
-        }
-    }
-    out
+    by_name(&PackageList::from_dpkg_status(text))
 }
 
 /// Package changes from `a` to `b`.

@@ -194,16 +194,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Umount { dir } => {
             nix::mount::umount(&dir).with_context(|| format!("unmounting {}", dir.display()))?;
         }
-        Command::Affected { package, below, path, digest } => {
-            let wanted = match (package, path) {
-                (Some(name), _) => {
-                    let below = below.map(|b| b.parse::<debversion::Version>().map_err(|e| anyhow::anyhow!("--below {b:?}: {e}"))).transpose()?;
-                    local::Wanted::Package { name, below }
-                }
-                (None, Some(path)) => local::Wanted::Path { path, digest: digest.map(|d| d.parse()).transpose()? },
-                (None, None) => anyhow::bail!("affected needs --package or --path"),
-            };
-            show(out, json, &local::affected(&repo, &wanted)?, print::affected)?;
+        Command::Affected { package, source, below, path, digest, server } => {
+            let below = below.map(|b| b.parse::<debversion::Version>().map_err(|e| anyhow::anyhow!("--below {b:?}: {e}"))).transpose()?;
+            let digest = digest.map(|d| d.parse()).transpose()?;
+            let wanted = local::Wanted { query: api::affected::AffectedQuery { package, source, path, digest }, below };
+            let remote = if server.server.is_some() { Some(remote(&server)?) } else { None };
+            show(out, json, &local::affected(&repo, remote.as_ref(), &wanted)?, print::affected)?;
         }
         Command::Cat { target } => {
             let (spec, path) = split_target(&target)?;

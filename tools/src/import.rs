@@ -121,6 +121,7 @@ pub fn import(repo: &Repo, src: &Path, opts: &ImportOptions) -> Result<ImportRep
         stats,
         extensions,
     };
+    crate::diff::index_packages(&repo.store, &mut manifest, level)?;
     if let Some(change) = &opts.change {
         let mut change = change.clone();
         change.normalize();

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod analysis;
-pub mod browse;
+pub use cache::browse;
 pub mod commit;
 mod build;
 pub mod commands;
@@ -103,6 +103,9 @@ pub enum ImportError {
     /// The base generation of a patch could not be read.
     #[error("reading the base generation")]
     Base(#[source] browse::ReadError),
+    /// The generation's package list could not be made.
+    #[error("indexing the installed packages")]
+    Packages(#[from] diff::IndexError),
 }
 
 #[cfg(test)]

@@ -443,6 +443,7 @@ pub fn patch(repo: &Repo, base: &GenSpec, opts: &PatchOptions) -> Result<PatchRe
     if let Some(d) = base.manifest.dictionary() {
         manifest.set_extension(format::manifest::DICT_EXTENSION, d.0.to_vec());
     }
+    crate::diff::index_packages(&repo.store, &mut manifest, level).map_err(ImportError::from)?;
     let mut change = opts.change.clone();
     change.normalize();
     if change.activation_source == format::ActivationSource::Derived {

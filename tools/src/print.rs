@@ -8,7 +8,8 @@ use tools::analysis::SecuritySummary;
 use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::gate::{Approved, ShowOutput, TestOutput};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
-use tools::commands::local::{AffectedRow, DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
+use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
+use api::affected::AffectedRow;
 use tools::commands::server::{ChannelOutput, PushOutput};
 use tools::diff::Change;
 use tools::signing::Listing;
@@ -104,10 +105,16 @@ pub fn export(out: &mut dyn Write, r: &ExportOutput) -> Result<()> {
 
 pub fn affected(out: &mut dyn Write, rows: &Vec<AffectedRow>) -> Result<()> {
     for r in rows {
-        match &r.version {
-            Some(v) => writeln!(out, "{:<24} {}  {v}", r.generation, &r.manifest.to_hex()[..12])?,
-            None => writeln!(out, "{:<24} {}", r.generation, &r.manifest.to_hex()[..12])?,
+        let packages: Vec<String> = r.packages.iter().map(|p| format!("{}:{} {}", p.name, p.arch, p.version)).collect();
+        let channels: Vec<&str> = r.channels.iter().map(|c| c.as_str()).collect();
+        let mut line = format!("{:<24} {}", r.generation, &r.manifest.to_hex()[..12]);
+        if !packages.is_empty() {
+            line += &format!("  {}", packages.join(", "));
         }
+        if !channels.is_empty() {
+            line += &format!("  channels: {}", channels.join(" "));
+        }
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

@@ -229,6 +229,23 @@ impl Remote {
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 
+    /// The published generations that carry a package or a path (`GET /v1/affected`).
+    pub fn affected(&self, query: &api::affected::AffectedQuery) -> Result<api::affected::Affected, RemoteError> {
+        let mut url = self.url("/v1/affected");
+        let pairs = [("package", &query.package), ("source", &query.source), ("path", &query.path), ("digest", &query.digest.map(|d| d.to_hex()))];
+        let mut first = true;
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                url.push(if first { '?' } else { '&' });
+                url.push_str(key);
+                url.push('=');
+                url.extend(percent_encode(v));
+                first = false;
+            }
+        }
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
     /// Sets `channel`'s promotion gate policy.
     pub fn put_policy(&self, channel: &ChannelName, policy: &SetPolicy) -> Result<ChannelPolicy, RemoteError> {
         let url = self.url(&format!("/v1/policies/{channel}"));
@@ -307,4 +324,13 @@ pub(crate) fn error_of(url: &str, status: u16, sent: u64, answer: &[u8]) -> Remo
         Err(_) if status == 413 => RemoteError::TooLarge { url, bytes: sent, said: quote(answer) },
         Err(_) => RemoteError::NotServerJson { url, status, quoted: quote(answer) },
     }
+}
+
+/// `value` percent-encoded for a query string (RFC 3986 unreserved characters kept).
+fn percent_encode(value: &str) -> impl Iterator<Item = char> + '_ {
+    value.bytes().flat_map(|b| {
+        let keep = b.is_ascii_alphanumeric() || b"-._~/".contains(&b);
+        let text: Vec<char> = if keep { vec![b as char] } else { format!("%{b:02X}").chars().collect() };
+        text.into_iter()
+    })
 }

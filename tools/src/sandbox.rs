@@ -138,8 +138,20 @@ pub fn write_policy_rc_d(path: &Path) -> Result<(), SandboxError> {
 /// say) runs its commands with the host's tools, in the same namespaces, with the image's root
 /// as working directory and no chroot.
 pub fn has_shell(root: &Path) -> bool {
-    // Resolved by the host: good enough for the question, and nothing is opened.
-    ["bin/sh", "usr/bin/sh"].iter().any(|p| root.join(p).exists())
+    // `/bin/sh` as the chroot will see it: symbolic links resolved inside the image.
+    let mut path = PathBuf::from("bin/sh");
+    for _ in 0..16 {
+        let Ok(meta) = fs::symlink_metadata(root.join(&path)) else { return false };
+        if !meta.file_type().is_symlink() {
+            return meta.is_file();
+        }
+        let Ok(target) = fs::read_link(root.join(&path)) else { return false };
+        path = match target.strip_prefix("/") {
+            Ok(absolute) => absolute.to_path_buf(),
+            Err(_) => path.parent().unwrap_or(Path::new("")).join(target),
+        };
+    }
+    false
 }
 
 /// Creates, under `root` (the overlay), the mount points and files the sandbox mounts over

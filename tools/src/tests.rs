@@ -127,3 +127,21 @@ fn server_answers_become_the_error_callers_act_on() {
     assert!(matches!(&e, RemoteError::NotServerJson { status: 502, quoted, .. } if quoted == "Bad Gateway"), "{e:?}");
     assert_eq!(e.status(), Some(502));
 }
+
+#[test]
+fn has_shell_resolves_bin_sh_inside_the_image() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/sh"), b"").unwrap();
+    assert!(!crate::sandbox::has_shell(root), "only usr/bin/sh: the chroot has no /bin/sh");
+    std::fs::create_dir(root.join("bin")).unwrap();
+    symlink("/usr/bin/dash", root.join("bin/sh")).unwrap();
+    assert!(!crate::sandbox::has_shell(root), "an absolute link to what the image lacks");
+    std::fs::write(root.join("usr/bin/dash"), b"").unwrap();
+    assert!(crate::sandbox::has_shell(root), "an absolute link, resolved inside the image");
+    std::fs::remove_file(root.join("bin/sh")).unwrap();
+    symlink("../usr/bin/dash", root.join("bin/sh")).unwrap();
+    assert!(crate::sandbox::has_shell(root), "a relative link");
+}

@@ -7,11 +7,14 @@ use std::time::Instant;
 
 use format::{Activation, Digest, Entry, EntryKind, GenSpec, ImageName, Stats};
 
+use api::affected::{AffectedQuery, AffectedRow};
+
 use super::CommandError;
 use crate::analysis::{self, SecuritySummary};
 use crate::browse::{self, display_bytes, Located, ReadError};
 use crate::diff::{self, Change, PackageChange};
 use crate::import::ImportOptions;
+use crate::remote::Remote;
 use crate::verify::{self, VerifyReport};
 use crate::{export, Generation, Repo, RepoError};
 
@@ -272,75 +275,54 @@ pub fn verify(repo: &Repo, dry_run: bool) -> Result<VerifyReport, CommandError> 
     Ok(verify::verify(repo, !dry_run)?)
 }
 
-/// What `affected` looks for in every generation of the store.
+/// What `affected` looks for in every generation.
 #[derive(Debug, Clone)]
-pub enum Wanted {
-    /// An installed Debian package, optionally only at a version below `below` (Debian's
-    /// version ordering).
-    Package {
-        /// The package name.
-        name: String,
-        /// Only versions lower than this count.
-        below: Option<debversion::Version>,
-    },
-    /// A path, optionally only with this content (BLAKE3 of the file's bytes).
-    Path {
-        /// The path inside the generation.
-        path: String,
-        /// Only this content counts.
-        digest: Option<Digest>,
-    },
+pub struct Wanted {
+    /// Package name, source package name or path, as the server's query takes them.
+    pub query: AffectedQuery,
+    /// With a package query: only versions lower than this count (Debian's version ordering).
+    pub below: Option<debversion::Version>,
 }
 
-/// A generation that carries what `affected` looked for.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AffectedRow {
-    /// `IMAGE@N`.
-    pub generation: String,
-    /// Its manifest.
-    pub manifest: Digest,
-    /// The package's version (for a package query).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+impl Wanted {
+    /// Keeps the packages below `below`; false when none is left (the row goes).
+    fn keep(&self, row: &mut AffectedRow) -> bool {
+        if self.query.path.is_some() {
+            return true;
+        }
+        if let Some(below) = &self.below {
+            row.packages.retain(|p| p.version.parse::<debversion::Version>().is_ok_and(|v| v < *below));
+        }
+        !row.packages.is_empty()
+    }
 }
 
-/// Every generation of the store that carries `wanted`, in image and number order.
-pub fn affected(repo: &Repo, wanted: &Wanted) -> Result<Vec<AffectedRow>, CommandError> {
+/// Every generation that carries `wanted`, in image and number order: of the local store, or
+/// with `remote`, of the server (with the channels that name them).
+pub fn affected(repo: &Repo, remote: Option<&Remote>, wanted: &Wanted) -> Result<Vec<AffectedRow>, CommandError> {
+    let mut rows = match remote {
+        Some(r) => r.affected(&wanted.query)?.rows,
+        None => local_affected(repo, &wanted.query)?,
+    };
+    rows.retain_mut(|r| wanted.keep(r));
+    Ok(rows)
+}
+
+fn local_affected(repo: &Repo, q: &AffectedQuery) -> Result<Vec<AffectedRow>, CommandError> {
     let mut rows = Vec::new();
     for image in repo.images()? {
         for n in repo.numbers(&image)? {
             let g = repo.resolve(&GenSpec::Number(image.clone(), n))?;
-            let version = match wanted {
-                Wanted::Package { name, below } => {
-                    let installed = diff::installed_packages(&repo.store, &g.manifest)?.unwrap_or_default();
-                    // Multi-arch duplicates are listed as `name:arch`.
-                    let found = installed.iter().find(|(k, _)| *k == name || k.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with(':')));
-                    let Some((_, version)) = found else { continue };
-                    if let Some(below) = below {
-                        match version.parse::<debversion::Version>() {
-                            Ok(v) if v < *below => {}
-                            _ => continue,
-                        }
-                    }
-                    Some(version.clone())
-                }
-                Wanted::Path { path, digest } => {
-                    let entry = match browse::locate(&repo.store, &g.manifest, path.trim_start_matches('/').as_bytes()) {
-                        Ok(Located::Entry(e)) => e,
-                        Ok(Located::Root(..)) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    if let Some(want) = digest {
-                        let mut bytes = Vec::new();
-                        browse::write_content(&repo.store, &entry, &mut bytes)?;
-                        if Digest::of(&bytes) != *want {
-                            continue;
-                        }
-                    }
-                    None
-                }
+            let packages = match (&q.package, &q.source, &q.path) {
+                (Some(name), _, _) => browse::carried_packages(&repo.store, &g.manifest, name, false)?,
+                (_, Some(name), _) => browse::carried_packages(&repo.store, &g.manifest, name, true)?,
+                (_, _, Some(path)) if browse::carries_path(&repo.store, &g.manifest, path.trim_start_matches('/'), q.digest.as_ref())? => Vec::new(),
+                _ => continue,
             };
-            rows.push(AffectedRow { generation: g.label(), manifest: g.digest, version });
+            if packages.is_empty() && q.path.is_none() {
+                continue;
+            }
+            rows.push(AffectedRow { generation: g.label(), manifest: g.digest, packages, channels: Vec::new() });
         }
     }
     Ok(rows)

@@ -1,17 +1,19 @@
 //! Reading a generation back: finding a path, listing a directory, reading a file, walking the
-//! tree. Every object is verified against its digest as it is read.
+//! tree, and what a generation carries (a package, a file) for `imgctl affected` and the
+//! server's `GET /v1/affected`. Every object is verified against its digest as it is read.
 
 use std::io::{self, Write};
 
-use cache::Store;
-use format::{Digest, Entry, EntryKind, Manifest, Meta, Tree};
+use crate::Store;
+use format::packages::DPKG_STATUS;
+use format::{Digest, Entry, EntryKind, Manifest, Meta, Package, PackageList, Tree};
 
 /// Why reading a generation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// An object is missing or corrupt.
     #[error(transparent)]
-    Object(#[from] cache::GetError),
+    Object(#[from] crate::GetError),
     /// A tree object does not parse.
     #[error("tree object {digest} is malformed")]
     Decode {
@@ -162,4 +164,59 @@ pub fn mode_string(kind: char, mode: u16) -> String {
 pub fn utc_string(secs: i64) -> String {
     let (y, m, d, h, mi, s) = trust::time::utc_parts(secs);
     format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// The generation's installed Debian packages: its package-list object when it has one (every
+/// import and patch since format log entry 10), else parsed from its dpkg status file; None
+/// when it has neither.
+pub fn package_list(store: &Store, m: &Manifest) -> Result<Option<PackageList>, ReadError> {
+    if let Some(digest) = m.packages() {
+        let bytes = store.get(&digest)?;
+        return PackageList::decode(&bytes).map(Some).map_err(|source| ReadError::Decode { digest, source });
+    }
+    let entry = match locate(store, m, DPKG_STATUS.as_bytes()) {
+        Ok(Located::Entry(e)) if matches!(e.kind, EntryKind::Regular { .. }) => e,
+        Ok(_) | Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    write_content(store, &entry, &mut bytes)?;
+    Ok(Some(PackageList::from_dpkg_status(&String::from_utf8_lossy(&bytes))))
+}
+
+/// The packages of the generation named `name` (or built from the source package `name` when
+/// `by_source`); empty when it carries none.
+pub fn carried_packages(store: &Store, m: &Manifest, name: &str, by_source: bool) -> Result<Vec<Package>, ReadError> {
+    let Some(list) = package_list(store, m)? else { return Ok(Vec::new()) };
+    Ok(list.find(name, by_source).cloned().collect())
+}
+
+/// Whether the generation has something at `path` (a regular file whose content has the
+/// digest `digest`, when given).
+pub fn carries_path(store: &Store, m: &Manifest, path: &str, digest: Option<&Digest>) -> Result<bool, ReadError> {
+    let entry = match locate(store, m, path.as_bytes()) {
+        Ok(Located::Entry(e)) => e,
+        Ok(Located::Root(..)) => return Ok(digest.is_none()),
+        Err(ReadError::NotFound(_)) | Err(ReadError::NotADirectory(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let Some(want) = digest else { return Ok(true) };
+    if !matches!(entry.kind, EntryKind::Regular { .. }) {
+        return Ok(false);
+    }
+    let mut hasher = HashWriter(blake3::Hasher::new());
+    write_content(store, &entry, &mut hasher)?;
+    Ok(Digest(*hasher.0.finalize().as_bytes()) == *want)
+}
+
+struct HashWriter(blake3::Hasher);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
