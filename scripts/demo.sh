@@ -35,6 +35,8 @@ step "patch once, in a sandbox over generation 1: upgrade demo-tool, add a confi
   --run "printf 'Package: demo-tool\nStatus: install ok installed\nVersion: 1.1\n\nPackage: new-lib\nStatus: install ok installed\nVersion: 0.3\n\n' > var/lib/dpkg/status" \
   --run "echo patched=yes > etc/demo.conf"
 "$IMGCTL" show demo@2
+echo "generations still carrying demo-tool below 1.1:"
+"$IMGCTL" affected --package demo-tool --below 1.1
 
 step "start imaged on embedded defaults (a temporary data dir, 127.0.0.1, a free port)"
 "$BIN/imaged" serve --data "$WORK/server" --listen 127.0.0.1:0 2>"$WORK/imaged.log" &

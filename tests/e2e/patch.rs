@@ -1,6 +1,8 @@
-//! `imgctl patch` on the real Debian root (gen1) and the Rust toolchain tree: the apt patch that
-//! built gen2, sandbox semantics against the same commands on a plain copy, failure and kill -9,
-//! the network switch, the activation policy, and the small patch on the large tree.
+//! `imgctl patch` on the real Debian root (gen1) and the Rust toolchain tree.
+//!
+//! The apt patch that built gen2, sandbox semantics against the same commands on a plain copy,
+//! failure and kill -9, the network switch, the activation policy, and the small patch on the
+//! large tree.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
