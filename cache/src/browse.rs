@@ -167,7 +167,7 @@ pub fn utc_string(secs: i64) -> String {
 }
 
 /// The generation's installed Debian packages: its package-list object when it has one (every
-/// import and patch since format log entry 10), else parsed from its dpkg status file; None
+/// import and patch since format log entry 9), else parsed from its dpkg status file; None
 /// when it has neither.
 pub fn package_list(store: &Store, m: &Manifest) -> Result<Option<PackageList>, ReadError> {
     if let Some(digest) = m.packages() {

@@ -87,7 +87,7 @@ impl Manifest {
     }
 
     /// The change record, if the generation carries one (every import and patch since format
-    /// version log entry 9 does). An undecodable record is an error, not an absent one.
+    /// version log entry 7 does). An undecodable record is an error, not an absent one.
     pub fn change(&self) -> Option<Result<crate::ChangeRecord, DecodeError>> {
         self.extension(crate::change::CHANGE_EXTENSION).map(crate::ChangeRecord::decode)
     }

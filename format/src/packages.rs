@@ -29,7 +29,7 @@ pub struct Package {
     pub source: String,
 }
 
-/// Every installed package of a generation, sorted by name then architecture.
+/// Every installed package of a generation, sorted (by name, then version, architecture, source).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackageList(pub Vec<Package>);
 

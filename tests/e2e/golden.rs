@@ -72,7 +72,7 @@ fn golden_v1_store_is_read_and_today_encodes_identically() {
     let log: serde_json::Value = serde_json::from_str(&golden.ok(["--json", "log", "golden"])).unwrap();
     assert_eq!(log[0]["root"], today["root"], "today's trees encode differently from format v1");
     assert_eq!(log[0]["stats"], today["stats"], "today's import counts differently");
-    // Since format log entry 9 every import carries a change record (an extension v1 did not
+    // Since format log entry 7 every import carries a change record (an extension v1 did not
     // have); without it, today's manifest must be v1's byte for byte.
     let digest: format::Digest = today["manifest"].as_str().unwrap().parse().unwrap();
     let mut manifest = format::Manifest::decode(&cache::Store::open(&t.store).unwrap().get(&digest).unwrap()).unwrap();

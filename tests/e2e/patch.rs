@@ -256,3 +256,26 @@ fn a_small_patch_of_the_large_tree_reads_only_what_changed() {
     assert!(t.run(["cat", "rust@2:bin/rustdoc"]).status.code() != Some(0));
     assert_eq!(t.ok(["cat", "rust@2:new-file"]), "x\n");
 }
+
+#[test]
+fn a_shell_less_image_gets_the_host_s_tools_read_only_and_only_itself_writable() {
+    let t = Imgctl::new();
+    let src = t.path("app");
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::write(src.join("bin/tool"), "v1\n").unwrap();
+    t.import(&src, "app");
+    let input = t.path("input");
+    fs::create_dir_all(input.join("share")).unwrap();
+    fs::write(input.join("share/data"), "from a tar\n").unwrap();
+    let tar = t.path("input.tar");
+    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&input).arg(".").status().unwrap().success());
+    let r = patch(&t, &["app@1", "--network", "none", "--run", "echo v2 > bin/tool", "--apply-tar", tar.to_str().unwrap()]);
+    assert_eq!(r["generation"], "app@2");
+    assert_eq!(t.ok(["cat", "app@2:bin/tool"]), "v2\n");
+    assert_eq!(t.ok(["cat", "app@2:share/data"]), "from a tar\n", "the tar lands in the image, not on the host");
+    assert!(!Path::new("/share/data").exists());
+    let escape = format!("/etc/imgctl-escape-{}", std::process::id());
+    let out = t.run(["patch", "app@2", "--network", "none", "--run", &format!("touch {escape}")]);
+    assert!(!out.status.success(), "the host's /etc is read-only to the step");
+    assert!(!Path::new(&escape).exists());
+}

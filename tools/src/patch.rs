@@ -25,7 +25,7 @@ use crate::repo::{Generation, Repo, RepoError};
 use crate::sandbox::{self, Outcome, RunOptions, SandboxError};
 use crate::ImportError;
 
-/// Paths a package manager changes that no image should carry; left out unless `--keep`.
+/// Paths a package manager changes that no image should carry; left out unless `--keep-volatile`.
 pub const VOLATILE: [&str; 6] = [
     "var/lib/apt/lists/*",
     "var/cache/apt/archives/*.deb",
@@ -365,7 +365,9 @@ fn step_input(step: &StepSpec) -> Result<(Vec<u8>, Digest), PatchError> {
     Ok((bytes, digest))
 }
 
-const UNPACK: &str = "tar -xpf - --numeric-owner --xattrs --xattrs-include='*' --acls --overwrite -C /";
+/// Run in the sandbox, whose working directory is the image's root (`/` when chrooted into
+/// it, `/image` for a shell-less image).
+const UNPACK: &str = "tar -xpf - --numeric-owner --xattrs --xattrs-include='*' --acls --overwrite -C .";
 
 /// Runs the steps over `base` and commits the result as the image's next generation.
 pub fn patch(repo: &Repo, base: &GenSpec, opts: &PatchOptions) -> Result<PatchReport, PatchError> {

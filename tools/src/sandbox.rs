@@ -333,14 +333,69 @@ fn init(root: &Path, network: bool, policy: &Path, command: &OsStr) -> io::Resul
     }
 }
 
-/// In the child of an image without a shell: the host's tools, the image's root as working
-/// directory.
+/// In the child of an image without a shell: a root of its own on a tmpfs (next to the
+/// overlay, under the work directory) with the host's `/usr`, `/bin`, `/lib*`, `/etc` bound
+/// read-only, a fresh `/proc`, `/dev`, `/tmp` and `/run`, and the image's overlay at `/image`,
+/// the working directory. The command uses the host's tools but can write only to the image.
 fn host_tools(root: &Path) -> io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let new = root.with_file_name("tools-root");
+    fs::create_dir_all(&new)?;
+    let ctx = |what: &'static str| move |e: nix::Error| io::Error::new(io::Error::from(e).kind(), format!("mounting {what}: {e}"));
+    mount(Some("tmpfs"), &new, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=16m")).map_err(ctx("the tools root"))?;
+    for name in HOST_TOOLS {
+        let host = Path::new("/").join(name);
+        let Ok(meta) = fs::symlink_metadata(&host) else { continue };
+        let target = new.join(name);
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&host)?, &target)?;
+        } else if meta.is_dir() {
+            fs::create_dir(&target)?;
+            mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(ctx("a host directory"))?;
+            mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+                .map_err(ctx("a host directory read-only"))?;
+        }
+    }
+    for dir in ["proc", "dev", "tmp", "run", "image"] {
+        fs::create_dir(new.join(dir))?;
+    }
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(Some("proc"), &new.join("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>).map_err(ctx("/proc"))?;
+    populate_dev(&new.join("dev"))?;
+    for dir in ["tmp", "run"] {
+        mount(Some("tmpfs"), &new.join(dir), Some("tmpfs"), nosuid, Some("mode=1777")).map_err(ctx("a tmpfs"))?;
+    }
+    mount(Some(root), &new.join("image"), None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(ctx("the image"))?;
     nix::unistd::sethostname("imgctl-sandbox")?;
-    nix::unistd::chdir(root)?;
+    nix::unistd::chroot(&new)?;
+    nix::unistd::chdir("/image")?;
+    Ok(())
+}
+
+/// What a shell-less image's commands get from the host, read-only.
+const HOST_TOOLS: [&str; 9] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt"];
+
+/// A tmpfs at `dev` with the host's harmless device nodes bound in, a private devpts and the
+/// usual links.
+fn populate_dev(dev: &Path) -> io::Result<()> {
+    let ctx = |what: &'static str| move |e: nix::Error| io::Error::new(io::Error::from(e).kind(), format!("mounting {what}: {e}"));
+    mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755,size=64m")).map_err(ctx("/dev"))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        File::create(&target)?;
+        mount(Some(&Path::new("/dev").join(node)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(ctx("a device"))?;
+    }
+    fs::create_dir(dev.join("pts"))?;
+    mount(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))
+        .map_err(ctx("/dev/pts"))?;
+    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
+    std::os::unix::fs::symlink("/proc/self/fd", dev.join("fd"))?;
+    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        std::os::unix::fs::symlink(format!("/proc/self/fd/{i}"), dev.join(name))?;
+    }
+    fs::create_dir(dev.join("shm"))?;
     Ok(())
 }
 
@@ -355,21 +410,7 @@ fn child(root: &Path, network: bool, policy: &Path) -> io::Result<()> {
     mount(Some("proc"), &at("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>).map_err(ctx("/proc"))?;
     mount(Some("sysfs"), &at("sys"), Some("sysfs"), nosuid | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None::<&str>)
         .map_err(ctx("/sys"))?;
-    mount(Some("tmpfs"), &at("dev"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755,size=64m")).map_err(ctx("/dev"))?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = at("dev").join(node);
-        File::create(&target)?;
-        mount(Some(&Path::new("/dev").join(node)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(ctx("a device"))?;
-    }
-    fs::create_dir(at("dev/pts"))?;
-    mount(Some("devpts"), &at("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))
-        .map_err(ctx("/dev/pts"))?;
-    std::os::unix::fs::symlink("pts/ptmx", at("dev/ptmx"))?;
-    std::os::unix::fs::symlink("/proc/self/fd", at("dev/fd"))?;
-    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-        std::os::unix::fs::symlink(format!("/proc/self/fd/{i}"), at("dev").join(name))?;
-    }
-    fs::create_dir(at("dev/shm"))?;
+    populate_dev(&at("dev"))?;
     for dir in ["dev/shm", "run", "tmp"] {
         mount(Some("tmpfs"), &at(dir), Some("tmpfs"), nosuid, Some("mode=1777")).map_err(ctx("a tmpfs"))?;
     }
