@@ -132,8 +132,8 @@ pub enum Command {
         /// GEN:PATH.
         target: String,
     },
-    /// List every object a generation reaches (manifest, dictionary, trees, chunks) with its
-    /// stored size: what a server or a cache must hold for it.
+    /// List every object a generation reaches (manifest, dictionary, patch log, package list,
+    /// trees, chunks) with its stored size: what a server or a cache must hold for it.
     Objects {
         /// Generation.
         generation: String,
