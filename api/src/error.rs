@@ -31,8 +31,10 @@ pub enum ErrorCode {
     BadSignature,
     /// 401: the request needs a bearer token.
     TokenRequired,
-    /// 403: the bearer token is wrong.
+    /// 403: the bearer token is wrong (or revoked).
     BadToken,
+    /// 403: the token is right but its user's role does not allow this request.
+    Forbidden,
     /// 403: evidence or an approval signed by a key no channel policy lists as a tester or
     /// approver.
     SignerNotListed,
@@ -59,6 +61,8 @@ pub enum ErrorCode {
     VersionNotNewer,
     /// 409: a channel's promotion gate is not met: tests or approvals are missing (`gate`).
     GateNotMet,
+    /// 409: a user of that name exists already (revoked users keep their name).
+    UserExists,
     /// 413: a body over the server's limit.
     BodyTooLarge,
     /// 413: more digests in one request than the server takes.
@@ -80,11 +84,11 @@ impl ErrorCode {
             BadRequest | BadDigest | BadName | BadChannelName | BadGeneration | BadManifest | BadObject | BadRecords
             | MetadataRefused | BadSignature => 400,
             TokenRequired => 401,
-            BadToken | SignerNotListed => 403,
+            BadToken | Forbidden | SignerNotListed => 403,
             NotFound | UnknownGeneration => 404,
             MethodNotAllowed => 405,
             GenerationExists | MissingObjects | NothingToRollBackTo | UnsignedGeneration | TrustNotInitialised | NoOnlineKey
-            | VersionNotNewer | GateNotMet => 409,
+            | VersionNotNewer | GateNotMet | UserExists => 409,
             BodyTooLarge | TooManyDigests => 413,
             BadContentType => 415,
             Internal | Unknown => 500,
@@ -107,6 +111,7 @@ impl ErrorCode {
             BadSignature => "bad_signature",
             TokenRequired => "token_required",
             BadToken => "bad_token",
+            Forbidden => "forbidden",
             SignerNotListed => "signer_not_listed",
             NotFound => "not_found",
             UnknownGeneration => "unknown_generation",
@@ -119,6 +124,7 @@ impl ErrorCode {
             NoOnlineKey => "no_online_key",
             VersionNotNewer => "version_not_newer",
             GateNotMet => "gate_not_met",
+            UserExists => "user_exists",
             BodyTooLarge => "body_too_large",
             TooManyDigests => "too_many_digests",
             BadContentType => "bad_content_type",
@@ -141,6 +147,7 @@ impl ErrorCode {
         ErrorCode::BadSignature,
         ErrorCode::TokenRequired,
         ErrorCode::BadToken,
+        ErrorCode::Forbidden,
         ErrorCode::SignerNotListed,
         ErrorCode::NotFound,
         ErrorCode::UnknownGeneration,
@@ -153,6 +160,7 @@ impl ErrorCode {
         ErrorCode::NoOnlineKey,
         ErrorCode::VersionNotNewer,
         ErrorCode::GateNotMet,
+        ErrorCode::UserExists,
         ErrorCode::BodyTooLarge,
         ErrorCode::TooManyDigests,
         ErrorCode::BadContentType,

@@ -13,6 +13,7 @@ pub mod generations;
 pub mod objects;
 pub mod server;
 pub mod tuf;
+pub mod users;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use format::{ChannelName, Digest, ImageName};

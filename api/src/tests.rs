@@ -139,3 +139,19 @@ mod gate {
         assert!(text.ends_with("approve\ncomment \"ok\\ntime 9\"\ntime 7\n"), "{text}");
     }
 }
+
+#[test]
+fn roles_grant_nested_permissions_and_user_names_are_checked() {
+    use crate::users::{Permission::*, Role, UserName};
+    let grants = |r: Role| [Read, Publish, Attest, Approve, Admin].map(|p| r.allows(p));
+    assert_eq!(grants(Role::Admin), [true; 5]);
+    assert_eq!(grants(Role::Publisher), [true, true, true, false, false]);
+    assert_eq!(grants(Role::Approver), [true, false, true, true, false]);
+    assert_eq!(grants(Role::Viewer), [true, false, false, false, false]);
+    assert_eq!(Role::parse("approver"), Some(Role::Approver));
+    assert!(UserName::new("ci-bot.1").is_ok());
+    for bad in ["", "Alice", "-x", "a b", &"a".repeat(65)] {
+        assert!(UserName::new(bad).is_err(), "{bad:?}");
+    }
+    assert!(serde_json::from_str::<UserName>("\"Bad\"").is_err());
+}

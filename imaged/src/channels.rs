@@ -150,7 +150,7 @@ pub async fn set(
     headers: HeaderMap,
     body: Result<Json<SetChannel>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let name = check_name(&name, uri.path())?;
     let Json(body) = body?;
     write(&state, name, ChannelAction::Set, move |st, _| resolve(st, &body.generation)).await
@@ -162,7 +162,7 @@ pub async fn promote(
     headers: HeaderMap,
     body: Result<Json<Promote>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let Json(body) = body.map_err(channel_body)?;
     let from = body.from.clone();
     write(&state, body.to, ChannelAction::Promote, move |st, _| {
@@ -181,7 +181,7 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Result<Json<Rollback>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let Json(body) = body.map_err(channel_body)?;
     let to = body.to;
     let channel = body.channel.clone();

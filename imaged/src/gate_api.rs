@@ -31,7 +31,7 @@ pub async fn put_policy(
     headers: HeaderMap,
     body: Result<Json<SetPolicy>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    let actor = state.authorize(&headers, api::users::Permission::Admin)?;
     let channel = check_name(&name, uri.path())?;
     let Json(body) = body?;
     for key in body.approvers.iter().chain(&body.testers) {
@@ -60,7 +60,7 @@ pub async fn put_policy(
             policy.approvers.len(),
             policy.testers.len()
         );
-        let audit = entry("token".into(), "policy", channel.to_string(), detail);
+        let audit = entry(actor.name.clone(), "policy", channel.to_string(), detail);
         st.meta.put_policy(&policy, audit).map_err(|e| AppError::internal("recording the policy", e))?;
         tracing::info!(channel = %policy.channel, "gate policy set");
         Ok(Json(policy).into_response())
@@ -145,7 +145,7 @@ pub async fn post_evidence(
     headers: HeaderMap,
     body: Result<Json<Evidence>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    let actor = state.authorize(&headers, api::users::Permission::Attest)?;
     let Json(evidence) = body?;
     let _guard = state.channel_writes.lock().await;
     let _gc = state.gc_lock.read().await;
@@ -162,7 +162,7 @@ pub async fn post_evidence(
             return Err(e);
         }
         let detail = format!("{} {} exit {} in {} ms", s.test, s.outcome.as_str(), s.exit, s.duration_ms);
-        let audit = entry(format!("token key {keyid}"), "evidence", label.clone(), detail);
+        let audit = entry(format!("{} key {keyid}", actor.name), "evidence", label.clone(), detail);
         st.meta.add_evidence(&manifest, &evidence, audit).map_err(|e| AppError::internal("recording the evidence", e))?;
         tracing::info!(generation = %label, test = %s.test, outcome = s.outcome.as_str(), keyid = %keyid, "test evidence recorded");
         Ok((StatusCode::CREATED, Json(Recorded { generation: label, keyid, received: cache::clock::now() })).into_response())
@@ -178,7 +178,7 @@ pub async fn post_approval(
     headers: HeaderMap,
     body: Result<Json<Approval>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    let actor = state.authorize(&headers, api::users::Permission::Approve)?;
     let Json(approval) = body?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
@@ -187,7 +187,7 @@ pub async fn post_approval(
         let label = format!("{image}@{number}");
         let s = &approval.statement;
         let keyid = check_signed(&st, &label, &manifest, &s.manifest, &approval, &s.signed_bytes(), |p| &p.approvers, "approval")?;
-        let audit = entry(format!("token key {keyid}"), "approval", label.clone(), s.comment.clone());
+        let audit = entry(format!("{} key {keyid}", actor.name), "approval", label.clone(), s.comment.clone());
         st.meta.put_approval(&manifest, &keyid, &approval, audit).map_err(|e| AppError::internal("recording the approval", e))?;
         tracing::info!(generation = %label, keyid = %keyid, "approval recorded");
         Ok((StatusCode::CREATED, Json(Recorded { generation: label, keyid, received: cache::clock::now() })).into_response())

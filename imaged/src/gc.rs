@@ -163,6 +163,6 @@ pub async fn handle(
     headers: axum::http::HeaderMap,
     axum::Json(req): axum::Json<GcRequest>,
 ) -> Result<axum::Json<GcReport>, crate::error::AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Admin)?;
     Ok(axum::Json(run(&state, req.dry_run).await?))
 }

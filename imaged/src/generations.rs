@@ -85,7 +85,7 @@ fn describe_with(p: &crate::meta::Published, m: &Manifest, keep: Option<bool>) -
 
 /// `POST /v1/generations` with the manifest bytes as body.
 pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let manifest = Manifest::decode(&body).map_err(|e| AppError::new(ErrorCode::BadManifest, format!("not a generation manifest: {e}")))?;
     let digest = Digest::of(&body);
     let _gc = state.gc_lock.read().await;
@@ -174,7 +174,7 @@ pub async fn keep(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let image = ImageName::new(&image).map_err(|e| AppError::new(ErrorCode::BadName, e.to_string()))?;
     let keep = method == axum::http::Method::PUT;
     let _gc = state.gc_lock.read().await;

@@ -19,6 +19,7 @@ pub mod objects;
 pub mod state;
 pub mod trust_api;
 pub mod tuf;
+pub mod users;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -68,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route(r(22), post(gate_api::post_approval))
         .route(r(23), get(gate_api::report))
         .route(r(24), get(affected::handle))
+        .route(r(25), get(users::list).post(users::add))
+        .route(r(26), axum::routing::delete(users::revoke))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

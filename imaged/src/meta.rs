@@ -13,6 +13,8 @@
 //! `evidence/` + manifest hex + `/` + u64 sequence → `api::gate::Evidence` as JSON (every run,
 //! in arrival order);
 //! `approval/` + manifest hex + `/` + key id → `api::gate::Approval` as JSON (one per key);
+//! `user/NAME` → `StoredUser` as JSON; `tok/` + hex BLAKE3 of a user's token → the user's
+//! name (deleted when the token is revoked);
 //! `audit/` + u64 sequence → `AuditEntry` as JSON. Every gate write lands in the same batch as
 //! its audit entry.
 
@@ -20,6 +22,15 @@ use std::path::Path;
 
 use format::{Digest, ImageName};
 use rocksdb::{IteratorMode, Options, WriteBatch, DB};
+
+/// A user as stored: what the API shows, and the hash of its token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredUser {
+    /// The user.
+    pub user: api::users::User,
+    /// Hex BLAKE3 of the bearer token.
+    pub token_hash: String,
+}
 
 /// Failures of the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +59,7 @@ pub struct AuditEntry {
     pub seq: u64,
     /// Seconds since the epoch.
     pub time: i64,
-    /// Who: `token` (the bearer token's holder) and, for signed writes, ` key KEYID` of the
+    /// Who: the user (`admin` for the bootstrap token) and, for signed writes, ` key KEYID` of the
     /// signer whose signature verified.
     pub actor: String,
     /// What: `policy`, `evidence`, `approval`.
@@ -317,6 +328,49 @@ impl Meta {
         k.extend_from_slice(&entry.seq.to_be_bytes());
         batch.put(k, serde_json::to_vec(&entry).expect("serialisable"));
         Ok(())
+    }
+
+    /// Adds a user and the hash of its token, with its audit entry, durably; false (and
+    /// nothing written) when the name is taken. The caller serialises user writes.
+    pub fn add_user(&self, stored: &StoredUser, audit: AuditEntry) -> Result<bool, MetaError> {
+        let key = format!("user/{}", stored.user.name);
+        if self.db.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(&key, serde_json::to_vec(stored).expect("serialisable"));
+        batch.put(format!("tok/{}", stored.token_hash), stored.user.name.as_str());
+        self.audit_into(&mut batch, audit)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(true)
+    }
+
+    /// A user, if it exists.
+    pub fn user(&self, name: &str) -> Result<Option<StoredUser>, MetaError> {
+        Ok(self.db.get(format!("user/{name}"))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The (unrevoked) user whose token hashes to `hash`.
+    pub fn user_by_token(&self, hash: &str) -> Result<Option<api::users::User>, MetaError> {
+        let Some(name) = self.db.get(format!("tok/{hash}"))? else { return Ok(None) };
+        let stored = self.user(&String::from_utf8_lossy(&name))?;
+        Ok(stored.filter(|s| s.token_hash == hash && s.user.revoked.is_none()).map(|s| s.user))
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<api::users::User>, MetaError> {
+        Ok(self.scan(b"user/")?.iter().filter_map(|(_, v)| serde_json::from_slice::<StoredUser>(v).ok()).map(|s| s.user).collect())
+    }
+
+    /// Revokes a user's token at `time`, with its audit entry, durably.
+    pub fn revoke_user(&self, mut stored: StoredUser, time: i64, audit: AuditEntry) -> Result<api::users::User, MetaError> {
+        stored.user.revoked = Some(time);
+        let mut batch = WriteBatch::default();
+        batch.put(format!("user/{}", stored.user.name), serde_json::to_vec(&stored).expect("serialisable"));
+        batch.delete(format!("tok/{}", stored.token_hash));
+        self.audit_into(&mut batch, audit)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(stored.user)
     }
 
     /// The audit log, oldest first.

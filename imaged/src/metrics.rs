@@ -54,6 +54,8 @@ pub const ROUTES: &[&str] = &[
     "/v1/generations/{image}/{number}/approvals",
     "/v1/generations/{image}/{number}/gate",
     "/v1/affected",
+    "/v1/users",
+    "/v1/users/{name}",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -109,7 +109,7 @@ fn parse_list(list: Result<Json<DigestList>, JsonRejection>) -> Result<Vec<Diges
 pub async fn missing(State(state): State<AppState>, headers: HeaderMap, list: Result<Json<DigestList>, JsonRejection>) -> Result<Response, AppError> {
     state.require_read(&headers)?;
     let digests = parse_list(list)?;
-    let pin = state.has_token(&headers);
+    let pin = state.allowed(&headers, api::users::Permission::Publish);
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
     let missing: Vec<Digest> = blocking(move || {
@@ -152,7 +152,7 @@ fn tokio_stream_from(
 
 /// `PUT /v1/objects/{digest}`: stores framed bytes after checking they decode to the digest.
 pub async fn put(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let digest = parse_digest(&hex)?;
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
@@ -201,7 +201,7 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<(Digest, &[u8])>, AppError> {
 /// Every record is verified before any is stored; one bad record refuses the whole batch.
 /// The batch is written as one pack and made durable before the answer.
 pub async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Publish)?;
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
     let (stored, new) = blocking(move || {

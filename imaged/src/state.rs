@@ -1,4 +1,5 @@
-//! Shared server state, passed explicitly to every handler, and the bearer-token check.
+//! Shared server state, passed explicitly to every handler, and who may do what: bearer tokens
+//! (the bootstrap `admin.token` and users' tokens) checked against roles.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use axum::http::HeaderMap;
 use cache::Store;
 
 use crate::config::Config;
+use api::users::{Permission, Role};
 use api::ErrorCode;
 
 use crate::error::AppError;
@@ -56,30 +58,60 @@ pub struct Shared {
     pub tuf: Arc<crate::tuf::Repo>,
 }
 
+/// Who made a request: the bootstrap admin (`admin.token`) or a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `admin` for the bootstrap token, else the user's name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl Actor {
+    /// Nobody: a read without a token on a server that does not require one.
+    pub fn anonymous() -> Actor {
+        Actor { name: "anonymous".into(), role: Role::Viewer }
+    }
+}
+
 impl Shared {
-    /// Requires `Authorization: Bearer TOKEN`.
-    pub fn require_token(&self, headers: &HeaderMap) -> Result<(), AppError> {
+    /// The actor behind `Authorization: Bearer TOKEN`, which must be allowed `p`: 401
+    /// `token_required` without a token, 403 `bad_token` for an unknown or revoked one, 403
+    /// `forbidden` when its role does not allow `p`.
+    pub fn authorize(&self, headers: &HeaderMap, p: Permission) -> Result<Actor, AppError> {
         let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
-            Some(_) => Err(AppError::new(ErrorCode::BadToken, "the bearer token is wrong")),
-            None => {
-                Err(AppError::new(ErrorCode::TokenRequired, "this request needs Authorization: Bearer TOKEN"))
-            }
-        }
-    }
-
-    /// Whether the request carries the right token (for reads that do more when it does).
-    pub fn has_token(&self, headers: &HeaderMap) -> bool {
-        self.require_token(headers).is_ok()
-    }
-
-    /// Requires the token for reads when the configuration says so.
-    pub fn require_read(&self, headers: &HeaderMap) -> Result<(), AppError> {
-        if self.config.token_for_reads {
-            self.require_token(headers)
+        let Some(given) = given else {
+            return Err(AppError::new(ErrorCode::TokenRequired, "this request needs Authorization: Bearer TOKEN"));
+        };
+        let actor = if constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
+            Actor { name: "admin".into(), role: Role::Admin }
         } else {
-            Ok(())
+            let hash = format::Digest::of(given.as_bytes()).to_hex();
+            match self.meta.user_by_token(&hash).map_err(|e| AppError::internal("reading users", e))? {
+                Some(u) => Actor { name: u.name.to_string(), role: u.role },
+                None => return Err(AppError::new(ErrorCode::BadToken, "the bearer token is wrong or revoked")),
+            }
+        };
+        if !actor.role.allows(p) {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                format!("{} is a {} and may not do this ({p:?} is needed)", actor.name, actor.role.as_str()),
+            ));
+        }
+        Ok(actor)
+    }
+
+    /// Whether the request carries a token allowed `p` (for reads that do more when it does).
+    pub fn allowed(&self, headers: &HeaderMap, p: Permission) -> bool {
+        self.authorize(headers, p).is_ok()
+    }
+
+    /// Read access: anyone, unless the configuration requires a token for reads.
+    pub fn require_read(&self, headers: &HeaderMap) -> Result<Actor, AppError> {
+        if self.config.token_for_reads {
+            self.authorize(headers, Permission::Read)
+        } else {
+            Ok(Actor::anonymous())
         }
     }
 }

@@ -37,7 +37,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result
 
 /// `POST /v1/tuf/keys/{role}`: a new key for an online role; its public half.
 pub async fn add_key(State(state): State<AppState>, Path(role): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Admin)?;
     let st = state.clone();
     let key = blocking(move || Ok(st.tuf.add_online_key(&role)?)).await?;
     Ok((StatusCode::CREATED, Json(NewKey { keyid: key.key_id().0, key: crate::tuf::api_key(&key) })).into_response())
@@ -45,7 +45,7 @@ pub async fn add_key(State(state): State<AppState>, Path(role): Path<String>, he
 
 /// `PUT /v1/tuf/root` with a root file signed offline.
 pub async fn put_root(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Admin)?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     let version = blocking(move || Ok(st.tuf.put_root(&body, &st.meta)?)).await?;
@@ -59,7 +59,7 @@ pub async fn put_role(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    state.require_token(&headers)?;
+    state.authorize(&headers, api::users::Permission::Admin)?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     let r = role.clone();

@@ -17,3 +17,4 @@ mod server_ops;
 mod store;
 mod tidy;
 mod trust;
+mod users;

@@ -50,7 +50,7 @@ impl Imgctl {
     }
 
     /// `imgctl --store STORE`, with the clock set by `use_clock`.
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(bin("imgctl"));
         cmd.arg("--store").arg(&self.store);
         if let Some(clock) = &*self.clock.borrow() {

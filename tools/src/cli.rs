@@ -197,6 +197,13 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// People on a server: add a user with a role (its token is printed once), list, revoke.
+    User {
+        #[command(subcommand)]
+        op: UserOp,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Move and inspect channels on a server.
     Channel {
         #[command(subcommand)]
@@ -271,6 +278,28 @@ pub struct Server {
     /// Bearer token for publishing (the server's admin.token).
     #[arg(long, env = "IMAGED_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// User operations (admin token).
+#[derive(Subcommand, Debug)]
+pub enum UserOp {
+    /// Add a user; prints its bearer token, which is not shown again.
+    Add {
+        /// 1-64 of [a-z0-9._-].
+        name: String,
+        /// `admin`, `publisher` (push, channels, test evidence), `approver` (approvals, test
+        /// evidence) or `viewer` (reads).
+        #[arg(long, value_parser = ["admin", "publisher", "approver", "viewer"])]
+        role: String,
+    },
+    /// List users (revoked ones too).
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a user's token at once.
+    Revoke {
+        /// The user.
+        name: String,
+    },
 }
 
 /// Channel operations.

@@ -17,7 +17,7 @@ use tools::import::{ImportOptions, Progress};
 use tools::remote::Remote;
 use tools::{signing, Repo};
 
-use crate::cli::{self, ChannelOp, Cli, Command, KeyOp, TrustOp};
+use crate::cli::{self, ChannelOp, Cli, Command, KeyOp, TrustOp, UserOp};
 use crate::{exit_codes, print};
 
 fn default_store() -> Result<PathBuf> {
@@ -280,6 +280,18 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Show { generation, server, .. } => {
             let remote = if server.server.is_some() { Some(remote(&server)?) } else { None };
             show(out, json, &gate::show(&repo, remote.as_ref(), &generation.parse()?)?, print::show_generation)?;
+        }
+        Command::User { op, server } => {
+            let remote = remote(&server)?;
+            match op {
+                UserOp::Add { name, role } => {
+                    let role = api::users::Role::parse(&role).context("--role")?;
+                    let user = api::users::AddUser { name: name.parse()?, role };
+                    show(out, json, &remote.add_user(&user)?, print::new_user)?;
+                }
+                UserOp::List => show(out, json, &remote.users()?, print::users)?,
+                UserOp::Revoke { name } => show(out, json, &remote.revoke_user(&name.parse()?)?, print::revoked_user)?,
+            }
         }
         Command::Channel { op, server } => {
             let plan = match op {

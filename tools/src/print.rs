@@ -407,3 +407,25 @@ pub fn show_generation(out: &mut dyn Write, s: &ShowOutput) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn new_user(out: &mut dyn Write, u: &api::users::NewUser) -> Result<()> {
+    writeln!(out, "added {} ({}); its token, shown only now:", u.user.name, u.user.role.as_str())?;
+    writeln!(out, "{}", u.token)?;
+    Ok(())
+}
+
+pub fn users(out: &mut dyn Write, u: &api::users::Users) -> Result<()> {
+    for user in &u.users {
+        let state = match user.revoked {
+            Some(t) => format!("revoked {}", utc_string(t)),
+            None => "active".to_string(),
+        };
+        writeln!(out, "{:<24} {:<10} {}  added {} by {}", user.name, user.role.as_str(), state, utc_string(user.created), user.created_by)?;
+    }
+    Ok(())
+}
+
+pub fn revoked_user(out: &mut dyn Write, u: &api::users::User) -> Result<()> {
+    writeln!(out, "revoked {} ({})", u.name, u.role.as_str())?;
+    Ok(())
+}

@@ -270,6 +270,21 @@ impl Remote {
         self.send(reqwest::Method::POST, &url, Body::json(approval))
     }
 
+    /// Adds a user; the answer carries its token, shown this once.
+    pub fn add_user(&self, user: &api::users::AddUser) -> Result<api::users::NewUser, RemoteError> {
+        self.send(reqwest::Method::POST, &self.url("/v1/users"), Body::json(user))
+    }
+
+    /// Every user of the server.
+    pub fn users(&self) -> Result<api::users::Users, RemoteError> {
+        self.send(reqwest::Method::GET, &self.url("/v1/users"), Body::None)
+    }
+
+    /// Revokes a user's token.
+    pub fn revoke_user(&self, name: &api::users::UserName) -> Result<api::users::User, RemoteError> {
+        self.send(reqwest::Method::DELETE, &self.url(&format!("/v1/users/{name}")), Body::None)
+    }
+
     /// The evidence, approvals and every channel's verdict on `image@number`.
     pub fn gate_report(&self, image: &format::ImageName, number: u64) -> Result<GateReport, RemoteError> {
         let url = self.url(&format!("/v1/generations/{image}/{number}/gate"));
