@@ -282,7 +282,9 @@ fn readers_are_served_while_a_publisher_pushes_and_collects() {
         r.join().expect("a reader failed");
     }
     let served = served.load(Ordering::Relaxed);
-    assert!(served > 100, "readers were starved: {served} requests in {publishing:?}");
+    // A rate, not a count: the publish may take half a second or five on a loaded machine.
+    let rate = served as f64 / publishing.as_secs_f64();
+    assert!(served >= 10 && rate > 20.0, "readers were starved: {served} requests in {publishing:?}");
     let slowest = slowest.load(Ordering::Relaxed);
     assert!(slowest < 5_000, "a read took {slowest} ms while the publisher worked");
     assert_eq!(assert_consistent(&t, &server), 2);
