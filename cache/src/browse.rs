@@ -209,6 +209,26 @@ pub fn carries_path(store: &Store, m: &Manifest, path: &str, digest: Option<&Dig
     Ok(Digest(*hasher.0.finalize().as_bytes()) == *want)
 }
 
+/// What one generation carries of a query (exactly one of `package`, `source` or `path`, as
+/// `imgctl affected` and `GET /v1/affected` take them): None when it carries nothing; else the
+/// matching packages (empty for a path query).
+pub fn carries(
+    store: &Store,
+    m: &Manifest,
+    package: Option<&str>,
+    source: Option<&str>,
+    path: Option<&str>,
+    digest: Option<&Digest>,
+) -> Result<Option<Vec<Package>>, ReadError> {
+    let packages = match (package, source, path) {
+        (Some(name), _, _) => carried_packages(store, m, name, false)?,
+        (_, Some(name), _) => carried_packages(store, m, name, true)?,
+        (_, _, Some(path)) => return Ok(carries_path(store, m, path.trim_start_matches('/'), digest)?.then(Vec::new)),
+        _ => return Ok(None),
+    };
+    Ok((!packages.is_empty()).then_some(packages))
+}
+
 struct HashWriter(blake3::Hasher);
 
 impl Write for HashWriter {

@@ -55,20 +55,9 @@ fn rows(st: &Shared, q: &AffectedQuery) -> Result<Vec<AffectedRow>, AppError> {
         let generation = format!("{}@{}", p.image, p.generation);
         let bytes = st.store.get(&p.manifest).map_err(|e| AppError::internal("reading a manifest", e))?;
         let m = Manifest::decode(&bytes).map_err(|e| AppError::internal("parsing a manifest", e))?;
-        let packages = match (&q.package, &q.source, &q.path) {
-            (Some(name), _, _) => browse::carried_packages(&st.store, &m, name, false),
-            (_, Some(name), _) => browse::carried_packages(&st.store, &m, name, true),
-            (_, _, Some(path)) => match browse::carries_path(&st.store, &m, path.trim_start_matches('/'), q.digest.as_ref()) {
-                Ok(true) => Ok(Vec::new()),
-                Ok(false) => continue,
-                Err(e) => Err(e),
-            },
-            _ => unreachable!("checked: one of package, source, path"),
-        }
-        .map_err(|e| read_err(&generation, e))?;
-        if packages.is_empty() && q.path.is_none() {
-            continue;
-        }
+        let found = browse::carries(&st.store, &m, q.package.as_deref(), q.source.as_deref(), q.path.as_deref(), q.digest.as_ref())
+            .map_err(|e| read_err(&generation, e))?;
+        let Some(packages) = found else { continue };
         let mut channels = naming.remove(&generation).unwrap_or_default();
         channels.sort();
         out.push(AffectedRow { generation, manifest: p.manifest, packages, channels });

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use format::{Digest, Entry, EntryKind, Extent, Stats, Tree};
+use format::{Digest, EntryKind, Extent, Stats, Tree};
 
 use crate::ingest::Storing;
 use crate::scan::{Node, NodeKind};
@@ -89,27 +89,12 @@ impl Builder<'_> {
                     self.stats.symlinks += 1;
                     EntryKind::Symlink { target: target.clone() }
                 }
-                NodeKind::Char(major, minor) => EntryKind::CharDevice { major: *major, minor: *minor },
-                NodeKind::Block(major, minor) => EntryKind::BlockDevice { major: *major, minor: *minor },
-                NodeKind::Fifo => EntryKind::Fifo,
-                NodeKind::Socket => EntryKind::Socket,
+                leaf => leaf.leaf_kind().expect("directories and files are handled above"),
             };
             if matches!(kind, EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo | EntryKind::Socket) {
                 self.stats.other += 1;
             }
-            let m = &child.meta;
-            tree.entries.push(Entry {
-                name: name.clone(),
-                mode: m.mode,
-                uid: m.uid,
-                gid: m.gid,
-                mtime_sec: m.mtime_sec,
-                mtime_nsec: m.mtime_nsec,
-                link_group,
-                link_count,
-                xattrs: m.xattrs.clone(),
-                kind,
-            });
+            tree.entries.push(crate::scan::entry(name, &child.meta, link_group, link_count, kind));
         }
         let bytes = tree.encode().map_err(|source| ImportError::Tree {
             path: PathBuf::from(String::from_utf8_lossy(&tree.entries.first().map(|e| e.name.clone()).unwrap_or_default()).into_owned()),

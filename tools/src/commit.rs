@@ -293,31 +293,11 @@ impl Merger<'_> {
                             }
                             EntryKind::Regular { size, extents }
                         }
-                        NodeKind::Symlink(t) => EntryKind::Symlink { target: t.clone() },
-                        NodeKind::Char(a, b) => EntryKind::CharDevice { major: *a, minor: *b },
-                        NodeKind::Block(a, b) => EntryKind::BlockDevice { major: *a, minor: *b },
-                        NodeKind::Fifo => EntryKind::Fifo,
-                        NodeKind::Socket => EntryKind::Socket,
-                        NodeKind::Dir(_) => unreachable!("handled above"),
+                        leaf => leaf.leaf_kind().expect("directories are handled above"),
                     }
                 }
             };
-            let m = &node.meta;
-            entries.insert(
-                name.clone(),
-                Entry {
-                    name: name.clone(),
-                    mode: m.mode,
-                    uid: m.uid,
-                    gid: m.gid,
-                    mtime_sec: m.mtime_sec,
-                    mtime_nsec: m.mtime_nsec,
-                    link_group,
-                    link_count,
-                    xattrs: m.xattrs.clone(),
-                    kind,
-                },
-            );
+            entries.insert(name.clone(), crate::scan::entry(name, &node.meta, link_group, link_count, kind));
         }
         self.store_tree(entries.into_values().collect(), rel)
     }

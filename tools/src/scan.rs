@@ -42,6 +42,38 @@ pub enum NodeKind {
     Socket,
 }
 
+impl NodeKind {
+    /// The entry kind of a node that is neither a directory nor a regular file (those need
+    /// their tree or contents); None for those two.
+    pub fn leaf_kind(&self) -> Option<format::EntryKind> {
+        use format::EntryKind;
+        Some(match self {
+            NodeKind::Dir(_) | NodeKind::File(_) => return None,
+            NodeKind::Symlink(target) => EntryKind::Symlink { target: target.clone() },
+            NodeKind::Char(major, minor) => EntryKind::CharDevice { major: *major, minor: *minor },
+            NodeKind::Block(major, minor) => EntryKind::BlockDevice { major: *major, minor: *minor },
+            NodeKind::Fifo => EntryKind::Fifo,
+            NodeKind::Socket => EntryKind::Socket,
+        })
+    }
+}
+
+/// The tree entry `name` with metadata `m`, in link group `link_group` of `link_count` names.
+pub fn entry(name: &[u8], m: &Meta, link_group: u32, link_count: u32, kind: format::EntryKind) -> format::Entry {
+    format::Entry {
+        name: name.to_vec(),
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        mtime_sec: m.mtime_sec,
+        mtime_nsec: m.mtime_nsec,
+        link_group,
+        link_count,
+        xattrs: m.xattrs.clone(),
+        kind,
+    }
+}
+
 /// What identifies an unchanged file between imports, as git's index does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatKey {

@@ -313,15 +313,8 @@ fn local_affected(repo: &Repo, q: &AffectedQuery) -> Result<Vec<AffectedRow>, Co
     for image in repo.images()? {
         for n in repo.numbers(&image)? {
             let g = repo.resolve(&GenSpec::Number(image.clone(), n))?;
-            let packages = match (&q.package, &q.source, &q.path) {
-                (Some(name), _, _) => browse::carried_packages(&repo.store, &g.manifest, name, false)?,
-                (_, Some(name), _) => browse::carried_packages(&repo.store, &g.manifest, name, true)?,
-                (_, _, Some(path)) if browse::carries_path(&repo.store, &g.manifest, path.trim_start_matches('/'), q.digest.as_ref())? => Vec::new(),
-                _ => continue,
-            };
-            if packages.is_empty() && q.path.is_none() {
-                continue;
-            }
+            let found = browse::carries(&repo.store, &g.manifest, q.package.as_deref(), q.source.as_deref(), q.path.as_deref(), q.digest.as_ref())?;
+            let Some(packages) = found else { continue };
             rows.push(AffectedRow { generation: g.label(), manifest: g.digest, packages, channels: Vec::new() });
         }
     }
