@@ -63,6 +63,23 @@ pub enum ErrorCode {
     GateNotMet,
     /// 409: a user of that name exists already (revoked users keep their name).
     UserExists,
+    /// 409: a group of that name exists already.
+    GroupExists,
+    /// 400: a label selector that does not parse.
+    BadSelector,
+    /// 400: a report, facts or labels an endpoint sent that break the rules (control
+    /// characters, too long, sequence numbers not increasing).
+    BadReport,
+    /// 401: an endpoint's session token has expired: open a new session.
+    SessionExpired,
+    /// 403: the enrollment token is unknown, used up or expired.
+    BadEnrollToken,
+    /// 403: no endpoint has that id or key.
+    UnknownEndpoint,
+    /// 403: the endpoint was revoked.
+    EndpointRevoked,
+    /// 413: more events in one report batch than the server takes.
+    TooManyEvents,
     /// 413: a body over the server's limit.
     BodyTooLarge,
     /// 413: more digests in one request than the server takes.
@@ -82,14 +99,14 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadRequest | BadDigest | BadName | BadChannelName | BadGeneration | BadManifest | BadObject | BadRecords
-            | MetadataRefused | BadSignature => 400,
-            TokenRequired => 401,
-            BadToken | Forbidden | SignerNotListed => 403,
+            | MetadataRefused | BadSignature | BadSelector | BadReport => 400,
+            TokenRequired | SessionExpired => 401,
+            BadToken | Forbidden | SignerNotListed | BadEnrollToken | UnknownEndpoint | EndpointRevoked => 403,
             NotFound | UnknownGeneration => 404,
             MethodNotAllowed => 405,
             GenerationExists | MissingObjects | NothingToRollBackTo | UnsignedGeneration | TrustNotInitialised | NoOnlineKey
-            | VersionNotNewer | GateNotMet | UserExists => 409,
-            BodyTooLarge | TooManyDigests => 413,
+            | VersionNotNewer | GateNotMet | UserExists | GroupExists => 409,
+            BodyTooLarge | TooManyDigests | TooManyEvents => 413,
             BadContentType => 415,
             Internal | Unknown => 500,
         }
@@ -125,6 +142,14 @@ impl ErrorCode {
             VersionNotNewer => "version_not_newer",
             GateNotMet => "gate_not_met",
             UserExists => "user_exists",
+            GroupExists => "group_exists",
+            BadSelector => "bad_selector",
+            BadReport => "bad_report",
+            SessionExpired => "session_expired",
+            BadEnrollToken => "bad_enroll_token",
+            UnknownEndpoint => "unknown_endpoint",
+            EndpointRevoked => "endpoint_revoked",
+            TooManyEvents => "too_many_events",
             BodyTooLarge => "body_too_large",
             TooManyDigests => "too_many_digests",
             BadContentType => "bad_content_type",
@@ -161,6 +186,14 @@ impl ErrorCode {
         ErrorCode::VersionNotNewer,
         ErrorCode::GateNotMet,
         ErrorCode::UserExists,
+        ErrorCode::GroupExists,
+        ErrorCode::BadSelector,
+        ErrorCode::BadReport,
+        ErrorCode::SessionExpired,
+        ErrorCode::BadEnrollToken,
+        ErrorCode::UnknownEndpoint,
+        ErrorCode::EndpointRevoked,
+        ErrorCode::TooManyEvents,
         ErrorCode::BodyTooLarge,
         ErrorCode::TooManyDigests,
         ErrorCode::BadContentType,

@@ -8,6 +8,7 @@ pub mod affected;
 pub mod channels;
 pub mod control;
 pub mod error;
+pub mod fleet;
 pub mod gate;
 pub mod generations;
 pub mod objects;

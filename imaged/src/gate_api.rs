@@ -81,7 +81,7 @@ fn dedup(keys: Vec<TufKey>) -> Vec<TufKey> {
 }
 
 fn entry(actor: String, action: &str, subject: String, detail: String) -> AuditEntry {
-    AuditEntry { seq: 0, time: cache::clock::now(), actor, action: action.into(), subject, detail }
+    AuditEntry::new(&actor, action, subject, detail)
 }
 
 /// `GET /v1/policies/{channel}`.

@@ -70,6 +70,13 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+impl AuditEntry {
+    /// An entry stamped now by the workspace's clock; `Meta` numbers it when it writes it.
+    pub fn new(actor: &str, action: &str, subject: impl Into<String>, detail: impl Into<String>) -> AuditEntry {
+        AuditEntry { seq: 0, time: cache::clock::now(), actor: actor.into(), action: action.into(), subject: subject.into(), detail: detail.into() }
+    }
+}
+
 fn evidence_prefix(manifest: &Digest) -> Vec<u8> {
     format!("evidence/{manifest}/").into_bytes()
 }

@@ -237,14 +237,7 @@ fn gate_records_and_their_audit_entries_survive_a_reopen() {
     let k = trust::keys::SecretKey::from_bytes(&[4; 32]);
     let s = api::gate::ApprovalStatement { manifest: m, comment: "ok".into(), time: 3 };
     let a = api::gate::Signed { signature: k.sign(&s.signed_bytes()), key: serde_json::from_value(k.public().to_value()).unwrap(), statement: s };
-    let audit = |action: &str| crate::meta::AuditEntry {
-        seq: 0,
-        time: 1,
-        actor: "token".into(),
-        action: action.into(),
-        subject: "img@1".into(),
-        detail: String::new(),
-    };
+    let audit = |action: &str| crate::meta::AuditEntry::new("token", action, "img@1", "");
     {
         let meta = Meta::open(dir.path()).unwrap();
         meta.put_approval(&m, "id1", &a, audit("approval")).unwrap();

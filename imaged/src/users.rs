@@ -18,7 +18,7 @@ fn meta_err(e: crate::meta::MetaError) -> AppError {
 }
 
 fn audit(actor: &str, action: &str, user: &UserName, detail: String) -> AuditEntry {
-    AuditEntry { seq: 0, time: cache::clock::now(), actor: actor.to_string(), action: action.into(), subject: format!("user {user}"), detail }
+    AuditEntry::new(actor, action, format!("user {user}"), detail)
 }
 
 /// `POST /v1/users` (admin): adds a user with a new token; 409 `user_exists` if the name is
