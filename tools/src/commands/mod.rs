@@ -12,6 +12,7 @@ use crate::signing::SignError;
 use crate::verify::VerifyError;
 use crate::{ImportError, RepoError};
 
+pub mod fleet;
 pub mod gate;
 pub mod keys;
 pub mod local;
