@@ -3,12 +3,12 @@
 use std::io::Read;
 use std::process::Output;
 
-use api::fleet::{Enroll, Enrolled, Facts, Labels};
+use api::fleet::{EndpointId, Enroll, Enrolled, Event, EventKind, Facts, Labels, MountState, ReportBatch, Session, SessionRequest};
 use serde_json::Value;
 use tests::{client, ok_json, Imgctl, Server};
 
-/// Enrolls a synthetic endpoint named `hostname` with a key made here; its id.
-fn enroll(server: &Server, token: &str, hostname: &str, labels: &[(&str, &str)]) -> String {
+/// Enrolls a synthetic endpoint named `hostname` with a key made here; its id and key.
+fn enroll(server: &Server, token: &str, hostname: &str, labels: &[(&str, &str)]) -> (String, trust::keys::SecretKey) {
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut seed).unwrap();
     let key = trust::keys::SecretKey::from_bytes(&seed);
@@ -24,7 +24,20 @@ fn enroll(server: &Server, token: &str, hostname: &str, labels: &[(&str, &str)])
     let status = r.status().as_u16();
     let text = r.text().unwrap();
     assert!(status == 200 || status == 201, "enroll: {status} {text}");
-    serde_json::from_str::<Enrolled>(&text).unwrap().endpoint.to_string()
+    (serde_json::from_str::<Enrolled>(&text).unwrap().endpoint.to_string(), key)
+}
+
+/// Reports `events` and `mounts` as the endpoint `id` holding `key` would.
+fn report(server: &Server, id: &str, key: &trust::keys::SecretKey, events: Vec<Event>, mounts: Vec<MountState>) {
+    let endpoint = EndpointId::new(id).unwrap();
+    let time = cache::clock::now();
+    let request = SessionRequest { signature: key.sign(&api::fleet::session_message(&endpoint, time)), endpoint, time };
+    let r = client().post(format!("{}/v1/fleet/session", server.url)).json(&request).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let session: Session = r.json().unwrap();
+    let batch = ReportBatch { events, mounts };
+    let r = client().post(format!("{}/v1/fleet/reports", server.url)).bearer_auth(&session.token).json(&batch).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
 }
 
 /// The ids of a listing's `endpoints`: summaries (`fleet ls`) or plain ids (a group).
@@ -56,8 +69,8 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let shown = text(t.remote(&server, &["fleet", "token", "create", "--uses", "1"]));
     assert!(shown.contains("shown only now") && shown.contains("1 use(s) left, never expires"), "{shown}");
 
-    let kiosk = enroll(&server, &token, "kiosk-1", &[("role", "kiosk")]);
-    let desk = enroll(&server, &token, "desk-1", &[("role", "desk")]);
+    let (kiosk, _) = enroll(&server, &token, "kiosk-1", &[("role", "kiosk")]);
+    let (desk, desk_key) = enroll(&server, &token, "desk-1", &[("role", "desk")]);
     let tokens = ok_json(t.remote(&server, &["--json", "fleet", "token", "ls"]));
     assert_eq!(tokens["tokens"][0]["uses_left"], 0);
     assert!(!tokens.to_string().contains(&token), "secrets are never listed");
@@ -107,6 +120,21 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     assert!(detail.contains("role=kiosk (own)") && detail.contains("site=paris (enroll token)") && detail.contains("groups:     kiosks"), "{detail}");
     let detail = ok_json(t.remote(&server, &["--json", "fleet", "show", &kiosk]));
     assert_eq!(detail["summary"]["hostname"], "kiosk-1");
+
+    // desk-1 reports a mount and a switch: show, ls and compliance tell.
+    let now = cache::clock::now();
+    let events = vec![
+        Event { seq: 1, time: now - 60, kind: EventKind::Mounted { path: "/os".into(), generation: "os@1".into() } },
+        Event { seq: 2, time: now - 30, kind: EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 120 } },
+    ];
+    report(&server, &desk, &desk_key, events, vec![MountState { path: "/os".into(), current: Some("os@2".into()), previous: Some("os@1".into()) }]);
+    let detail = text(t.remote(&server, &["fleet", "show", "desk-1"]));
+    assert!(detail.contains("switched /os os@1 -> os@2 in 120 ms") && detail.contains("mounted /os on os@1"), "{detail}");
+    assert!(detail.contains("actual os@2, previous os@1") && detail.contains("state:      online; last seen"), "{detail}");
+    assert!(text(t.remote(&server, &["fleet", "ls"])).contains("/os=os@2"));
+    assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--not-on", "os@2"]))), [kiosk.as_str()]);
+    let words = text(t.remote(&server, &["fleet", "compliance", "os@2"]));
+    assert!(words.starts_with("1 of 2 on os@2\nnot on it: 1 never checked in\n") && words.contains("kiosk-1"), "{words}");
 
     // Revocation.
     let revoked = ok_json(t.remote(&server, &["--json", "fleet", "revoke", "kiosk-1"]));
