@@ -62,7 +62,8 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let server = Server::start(&t.path("server"));
 
     // A token for two endpoints, shown once; the listing never shows it.
-    let created = ok_json(t.remote(&server, &["--json", "fleet", "token", "create", "--uses", "2", "--lifetime", "1h", "--label", "site=paris"]));
+    let created =
+        ok_json(t.remote(&server, &["--json", "fleet", "token", "create", "--uses", "2", "--lifetime", "1h", "--label", "site=paris"]));
     let token = created["token"].as_str().unwrap().to_string();
     assert_eq!(created["info"]["uses_left"], 2);
     assert!(created["info"]["expires"].is_i64(), "{created}");
@@ -77,8 +78,26 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
 
     // Groups: one by selector with a namespace, one by static membership.
     let ns = t.path("kiosk.toml");
-    std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"os/stable\"\ncache_share = 40\n\n[[mount]]\npath = \"/opt/kiosk\"\npinned = \"kiosk@3\"\n").unwrap();
-    let kiosks = ok_json(t.remote(&server, &["--json", "group", "create", "kiosks", "--selector", "role=kiosk,site=paris", "--priority", "5", "--namespace", ns.to_str().unwrap()]));
+    std::fs::write(
+        &ns,
+        "[[mount]]\npath = \"/os\"\nchannel = \"os/stable\"\ncache_share = 40\n\n[[mount]]\npath = \"/opt/kiosk\"\npinned = \"kiosk@3\"\n",
+    )
+    .unwrap();
+    let kiosks = ok_json(t.remote(
+        &server,
+        &[
+            "--json",
+            "group",
+            "create",
+            "kiosks",
+            "--selector",
+            "role=kiosk,site=paris",
+            "--priority",
+            "5",
+            "--namespace",
+            ns.to_str().unwrap(),
+        ],
+    ));
     assert_eq!(ids(&kiosks), [kiosk.as_str()], "group answers list endpoint ids");
     assert_eq!(kiosks["group"]["namespace"]["mounts"][0]["channel"], "os/stable");
     let desks = text(t.remote(&server, &["group", "create", "desks", "--member", &desk]));
@@ -89,7 +108,10 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
 
     // Listing by labels (all must match), in a table and as JSON.
     assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--label", "role=kiosk"]))), [kiosk.as_str()]);
-    assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--label", "site=paris", "--label", "role=desk"]))), [desk.as_str()]);
+    assert_eq!(
+        ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--label", "site=paris", "--label", "role=desk"]))),
+        [desk.as_str()]
+    );
     assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--group", "desks"]))), [desk.as_str()]);
     let table = text(t.remote(&server, &["fleet", "ls"]));
     assert!(table.starts_with("ID ") && table.contains("kiosk-1") && table.contains("never"), "{table}");
@@ -106,7 +128,13 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     want.sort();
     assert_eq!(members, want);
     let shown = text(t.remote(&server, &["group", "show", "kiosks"]));
-    assert!(shown.contains("selector:   role=kiosk,site=paris") && shown.contains("/os") && shown.contains("channel os/stable, cache share 40%") && shown.contains(&desk), "{shown}");
+    assert!(
+        shown.contains("selector:   role=kiosk,site=paris")
+            && shown.contains("/os")
+            && shown.contains("channel os/stable, cache share 40%")
+            && shown.contains(&desk),
+        "{shown}"
+    );
     let listed = text(t.remote(&server, &["group", "ls"]));
     assert!(listed.contains("kiosks") && listed.contains("desks"), "{listed}");
 
@@ -117,7 +145,10 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     assert!(words.starts_with("0 of 2 on os@1\n") && words.contains("never checked in"), "{words}");
     let detail = text(t.remote(&server, &["fleet", "show", "kiosk-1"]));
     assert!(detail.contains(&format!("endpoint:   {kiosk} (kiosk-1)")) && detail.contains("never checked in"), "{detail}");
-    assert!(detail.contains("role=kiosk (own)") && detail.contains("site=paris (enroll token)") && detail.contains("groups:     kiosks"), "{detail}");
+    assert!(
+        detail.contains("role=kiosk (own)") && detail.contains("site=paris (enroll token)") && detail.contains("groups:     kiosks"),
+        "{detail}"
+    );
     let detail = ok_json(t.remote(&server, &["--json", "fleet", "show", &kiosk]));
     assert_eq!(detail["summary"]["hostname"], "kiosk-1");
 
@@ -125,9 +156,19 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let now = cache::clock::now();
     let events = vec![
         Event { seq: 1, time: now - 60, kind: EventKind::Mounted { path: "/os".into(), generation: "os@1".into() } },
-        Event { seq: 2, time: now - 30, kind: EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 120 } },
+        Event {
+            seq: 2,
+            time: now - 30,
+            kind: EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 120 },
+        },
     ];
-    report(&server, &desk, &desk_key, events, vec![MountState { path: "/os".into(), current: Some("os@2".into()), previous: Some("os@1".into()) }]);
+    report(
+        &server,
+        &desk,
+        &desk_key,
+        events,
+        vec![MountState { path: "/os".into(), current: Some("os@2".into()), previous: Some("os@1".into()) }],
+    );
     let detail = text(t.remote(&server, &["fleet", "show", "desk-1"]));
     assert!(detail.contains("switched /os os@1 -> os@2 in 120 ms") && detail.contains("mounted /os on os@1"), "{detail}");
     assert!(detail.contains("actual os@2, previous os@1") && detail.contains("state:      online; last seen"), "{detail}");

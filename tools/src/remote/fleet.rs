@@ -2,8 +2,8 @@
 //! `Remote`: enrollment tokens, endpoints and their labels, groups, compliance.
 
 use api::fleet::{
-    Compliance, CreatedEnrollToken, EndpointDetail, EndpointId, EndpointSummary, Endpoints, EnrollTokens, Group, GroupName, GroupSummary, Groups,
-    LabelChange, NewEnrollToken,
+    Compliance, CreatedEnrollToken, EndpointDetail, EndpointId, EndpointSummary, Endpoints, EnrollTokens, Group, GroupName, GroupSummary,
+    Groups, LabelChange, NewEnrollToken,
 };
 
 use super::{percent_encode, Body, Remote, RemoteError};

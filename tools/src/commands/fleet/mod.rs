@@ -12,9 +12,9 @@ use super::CommandError;
 use crate::remote::fleet::EndpointQuery;
 use crate::remote::Remote;
 
-pub mod text;
 #[cfg(test)]
 mod tests;
+pub mod text;
 
 /// An argument of a fleet command that is refused before any request is made.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use api::fleet::{
-    CacheState, Compliance, Conflict, DesiredMount, EndpointDetail, EndpointId, EndpointSummary, Endpoints, Event, EventKind, Facts, GroupName,
-    MountState, MountView, NamespaceMount, Reason, Source, Straggler,
+    CacheState, Compliance, Conflict, DesiredMount, EndpointDetail, EndpointId, EndpointSummary, Endpoints, Event, EventKind, Facts,
+    GroupName, MountState, MountView, NamespaceMount, Reason, Source, Straggler,
 };
 
 use super::*;
@@ -91,7 +91,12 @@ pinned = "app@3"
     assert_eq!(
         ns.mounts,
         [
-            NamespaceMount { path: "/os".into(), source: Source::Channel("os/stable".parse().unwrap()), cache_share: Some(40), passthrough: true },
+            NamespaceMount {
+                path: "/os".into(),
+                source: Source::Channel("os/stable".parse().unwrap()),
+                cache_share: Some(40),
+                passthrough: true
+            },
             NamespaceMount { path: "/opt/app".into(), source: Source::Pinned("app@3".into()), cache_share: None, passthrough: false },
         ]
     );
@@ -267,9 +272,18 @@ ep-00000000000000ad  new       kiosks,paris  -                    never
 #[test]
 fn events_are_one_human_line_each() {
     let check = |kind: EventKind, want: &str| assert_eq!(text::event(&kind), want);
-    check(EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 120 }, "switched /os os@1 -> os@2 in 120 ms");
-    check(EventKind::RolledBack { path: "/os".into(), from: "os@2".into(), to: "os@1".into(), why: "asked".into() }, "rolled back /os os@2 -> os@1: asked");
-    check(EventKind::Failed { path: "/os".into(), generation: Some("os@2".into()), error: "no\nspace".into() }, "failed /os to os@2: no / space");
+    check(
+        EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 120 },
+        "switched /os os@1 -> os@2 in 120 ms",
+    );
+    check(
+        EventKind::RolledBack { path: "/os".into(), from: "os@2".into(), to: "os@1".into(), why: "asked".into() },
+        "rolled back /os os@2 -> os@1: asked",
+    );
+    check(
+        EventKind::Failed { path: "/os".into(), generation: Some("os@2".into()), error: "no\nspace".into() },
+        "failed /os to os@2: no / space",
+    );
     check(EventKind::Failed { path: "/os".into(), generation: None, error: "x".into() }, "failed /os: x");
     check(EventKind::Mounted { path: "/os".into(), generation: "os@1".into() }, "mounted /os on os@1");
     check(EventKind::Unmounted { path: "/os".into() }, "unmounted /os");
@@ -277,7 +291,14 @@ fn events_are_one_human_line_each() {
     check(EventKind::FetchFailed { path: "/os".into(), error: "timeout".into() }, "fetch failed /os: timeout");
     check(EventKind::Enrolled, "enrolled");
     check(
-        EventKind::Cache { cache: CacheState { used_bytes: 3 << 30, free_bytes: 10 << 30, pins: vec!["os@3".into()], generations: vec!["os@3".into(), "os@4".into()] } },
+        EventKind::Cache {
+            cache: CacheState {
+                used_bytes: 3 << 30,
+                free_bytes: 10 << 30,
+                pins: vec!["os@3".into()],
+                generations: vec!["os@3".into(), "os@4".into()],
+            },
+        },
         "cache: 3.0 GiB used, 10.0 GiB free; pinned os@3; holds os@3 os@4",
     );
 }
@@ -316,14 +337,26 @@ fn fleet_show_puts_desired_next_to_actual() {
                 desired: Some(desired("/opt/app", Source::Pinned("app@3".into()), "paris", Some("app@3"))),
                 actual: Some(MountState { path: "/opt/app".into(), current: Some("app@3".into()), previous: None }),
             },
-            MountView { path: "/old".into(), desired: None, actual: Some(MountState { path: "/old".into(), current: None, previous: None }) },
+            MountView {
+                path: "/old".into(),
+                desired: None,
+                actual: Some(MountState { path: "/old".into(), current: None, previous: None }),
+            },
         ],
-        conflicts: vec![Conflict { path: "/os".into(), winner: GroupName::new("kiosks").unwrap(), losers: vec![GroupName::new("paris").unwrap()] }],
+        conflicts: vec![Conflict {
+            path: "/os".into(),
+            winner: GroupName::new("kiosks").unwrap(),
+            losers: vec![GroupName::new("paris").unwrap()],
+        }],
         cache: Some(CacheState { used_bytes: 1 << 30, free_bytes: 60 << 30, pins: vec![], generations: vec!["os@4".into()] }),
         enrolled: NOW - 2 * 86400,
         events: vec![
             Event { seq: 1, time: NOW - 2 * 86400, kind: EventKind::Enrolled },
-            Event { seq: 2, time: NOW - 90, kind: EventKind::Switched { path: "/os".into(), from: "os@3".into(), to: "os@4".into(), millis: 120 } },
+            Event {
+                seq: 2,
+                time: NOW - 90,
+                kind: EventKind::Switched { path: "/os".into(), from: "os@3".into(), to: "os@4".into(), millis: 120 },
+            },
         ],
     };
     let want = "\

@@ -5,8 +5,8 @@
 use std::io::{Result, Write};
 
 use api::fleet::{
-    CacheState, Compliance, CreatedEnrollToken, EndpointDetail, EndpointSummary, Endpoints, EnrollToken, EnrollTokens, Event, EventKind, GroupSummary,
-    Groups, Labels, MountState, NamespaceMount, Reason, Source, Straggler,
+    CacheState, Compliance, CreatedEnrollToken, EndpointDetail, EndpointSummary, Endpoints, EnrollToken, EnrollTokens, Event, EventKind,
+    GroupSummary, Groups, Labels, MountState, NamespaceMount, Reason, Source, Straggler,
 };
 
 /// `2026-12-03 10:00`, UTC.
@@ -57,7 +57,8 @@ fn mounts(m: &[MountState]) -> String {
 /// Rows as columns, each as wide as its widest cell; the last column is not padded.
 fn table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
@@ -214,7 +215,13 @@ pub fn endpoint(out: &mut dyn Write, d: &EndpointDetail, now: i64) -> Result<()>
         f.cpus,
         fs::report::bytes(f.memory_bytes)
     )?;
-    writeln!(out, "            machine-id {}, cache disk {} ({} free)", f.machine_id, fs::report::bytes(f.cache_disk_bytes), fs::report::bytes(f.cache_free_bytes))?;
+    writeln!(
+        out,
+        "            machine-id {}, cache disk {} ({} free)",
+        f.machine_id,
+        fs::report::bytes(f.cache_disk_bytes),
+        fs::report::bytes(f.cache_free_bytes)
+    )?;
     if !f.addresses.is_empty() {
         writeln!(out, "            addresses {}", f.addresses.join(" "))?;
     }
@@ -257,7 +264,12 @@ pub fn endpoint(out: &mut dyn Write, d: &EndpointDetail, now: i64) -> Result<()>
             let actual = match &m.actual {
                 Some(MountState { current: Some(c), previous, .. }) => {
                     let before = previous.as_deref().map(|p| format!(", previous {p}")).unwrap_or_default();
-                    let in_step = m.desired.as_ref().and_then(|w| w.generation.as_deref()).map(|g| if g == c { "  ok" } else { "  differs" }).unwrap_or("");
+                    let in_step = m
+                        .desired
+                        .as_ref()
+                        .and_then(|w| w.generation.as_deref())
+                        .map(|g| if g == c { "  ok" } else { "  differs" })
+                        .unwrap_or("");
                     format!("actual {c}{before}{in_step}")
                 }
                 Some(MountState { current: None, .. }) => "actual: not mounted".into(),
@@ -299,7 +311,9 @@ pub fn reason(s: &Straggler, now: i64) -> String {
         Reason::Offline { since } => format!("offline since {}{}", when(*since, now), tail(", last on")),
         Reason::Failed { error, time } => format!("failed {}: {}{}", relative(*time, now), one_line(error), tail("; runs")),
         Reason::RolledBack { why, time } => format!("rolled back {}: {}{}", relative(*time, now), one_line(why), tail("; runs")),
-        Reason::MetadataStale { error, time } => format!("metadata stale since {}: {}{}", relative(*time, now), one_line(error), tail("; runs")),
+        Reason::MetadataStale { error, time } => {
+            format!("metadata stale since {}: {}{}", relative(*time, now), one_line(error), tail("; runs"))
+        }
         Reason::Pinned { generation } => format!("pinned to {generation}"),
         Reason::NotInGroup => format!("not in a group that gets it{}", tail("; runs")),
         Reason::Pending { since } => format!("pending since {}{}", when(*since, now), tail("; runs")),
@@ -352,7 +366,12 @@ pub fn group(out: &mut dyn Write, verb: Option<&str>, g: &GroupSummary) -> Resul
         writeln!(out, "mounts:")?;
         group_mounts(out, &group.namespace.mounts)?;
     }
-    writeln!(out, "endpoints:  {}{}", g.endpoints.len(), if g.endpoints.is_empty() { String::new() } else { format!(": {}", join(&g.endpoints, " ")) })
+    writeln!(
+        out,
+        "endpoints:  {}{}",
+        g.endpoints.len(),
+        if g.endpoints.is_empty() { String::new() } else { format!(": {}", join(&g.endpoints, " ")) }
+    )
 }
 
 /// `group ls`.
@@ -363,10 +382,21 @@ pub fn groups(out: &mut dyn Write, g: &Groups) -> Result<()> {
     let mut rows = vec![vec!["NAME".into(), "PRIORITY".into(), "ENDPOINTS".into(), "SELECTOR".into(), "MEMBERS".into(), "MOUNTS".into()]];
     for s in &g.groups {
         let group = &s.group;
-        let mounts: Vec<String> = group.namespace.mounts.iter().map(|m| format!("{}={}", m.path, match &m.source {
-            Source::Channel(c) => c.to_string(),
-            Source::Pinned(g) => g.clone(),
-        })).collect();
+        let mounts: Vec<String> = group
+            .namespace
+            .mounts
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}",
+                    m.path,
+                    match &m.source {
+                        Source::Channel(c) => c.to_string(),
+                        Source::Pinned(g) => g.clone(),
+                    }
+                )
+            })
+            .collect();
         rows.push(vec![
             group.name.to_string(),
             group.priority.to_string(),
