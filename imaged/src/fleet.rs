@@ -748,10 +748,9 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (u32, u32) {
     (stored, dups)
 }
 
-/// Applies a check-in's actual generations; true if the record changed.
-pub fn apply_actual(r: &mut Record, actual: &[(String, Option<String>)]) -> bool {
-    let before = r.mounts.clone();
-    let mut mounts = Vec::new();
+/// The mounts after a check-in's actual generations, if they differ from `before`.
+pub fn actual_mounts(before: &[MountState], actual: &[(String, Option<String>)]) -> Option<Vec<MountState>> {
+    let mut mounts = Vec::with_capacity(actual.len());
     for (path, current) in actual {
         let old = before.iter().find(|m| &m.path == path);
         let previous = match old {
@@ -762,11 +761,18 @@ pub fn apply_actual(r: &mut Record, actual: &[(String, Option<String>)]) -> bool
         mounts.push(MountState { path: path.clone(), current: current.clone(), previous });
     }
     mounts.sort_by(|a, b| a.path.cmp(&b.path));
-    if mounts == before {
-        return false;
+    (mounts != before).then_some(mounts)
+}
+
+/// Applies a check-in's actual generations; true if the record changed.
+pub fn apply_actual(r: &mut Record, actual: &[(String, Option<String>)]) -> bool {
+    match actual_mounts(&r.mounts, actual) {
+        Some(m) => {
+            r.mounts = m;
+            true
+        }
+        None => false,
     }
-    r.mounts = mounts;
-    true
 }
 
 /// What an endpoint's compliance answer is built from.

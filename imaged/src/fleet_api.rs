@@ -240,8 +240,8 @@ pub async fn desired(State(state): State<AppState>, headers: HeaderMap) -> Resul
         let actual = h.to_str().ok().and_then(api::fleet::parse_actual).ok_or_else(|| {
             bad_report(format!("{} must be PATH=IMAGE@N pairs separated by spaces", api::fleet::ACTUAL_HEADER))
         })?;
-        let mut r = ep.record();
-        if fleet::apply_actual(&mut r, &actual) {
+        let differs = fleet::actual_mounts(&ep.record.lock().unwrap().mounts, &actual).is_some();
+        if differs {
             let _turn = ep.write_turn.lock().await;
             let mut r = ep.record();
             fleet::apply_actual(&mut r, &actual);

@@ -88,8 +88,8 @@ pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
         let Some((image, n)) = generation.rsplit_once('@').and_then(|(i, n)| Some((i.to_string(), n.parse::<u64>().ok()?))) else {
             continue;
         };
-        if published.iter().any(|p| p.image == image && p.generation == n) {
-            keep.insert((image, n));
+        // Listed only when nothing else keeps it: "kept because these endpoints run it".
+        if published.iter().any(|p| p.image == image && p.generation == n) && keep.insert((image, n)) {
             report.kept_for_endpoints.push(api::server::KeptForEndpoints { generation, endpoints });
         }
     }

@@ -6,6 +6,7 @@ mod bad_input;
 mod cache;
 mod datasets;
 mod fleet_ctl;
+mod fleet_server;
 mod gate;
 mod golden;
 mod local_mount;
