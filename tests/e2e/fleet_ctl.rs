@@ -73,7 +73,8 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let (kiosk, _) = enroll(&server, &token, "kiosk-1", &[("role", "kiosk")]);
     let (desk, desk_key) = enroll(&server, &token, "desk-1", &[("role", "desk")]);
     let tokens = ok_json(t.remote(&server, &["--json", "fleet", "token", "ls"]));
-    assert_eq!(tokens["tokens"][0]["uses_left"], 0);
+    let first = tokens["tokens"].as_array().unwrap().iter().find(|t| t["id"] == created["info"]["id"]).unwrap();
+    assert_eq!(first["uses_left"], 0, "{tokens}");
     assert!(!tokens.to_string().contains(&token), "secrets are never listed");
 
     // Groups: one by selector with a namespace, one by static membership.
