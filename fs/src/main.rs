@@ -29,9 +29,13 @@ struct MountArgs {
     /// Servers, comma-separated, tried in order: http://a:4640,http://b:4640.
     #[arg(long, value_delimiter = ',', required = true)]
     server: Vec<String>,
-    /// Channel, e.g. os/stable.
-    #[arg(long)]
-    channel: ChannelName,
+    /// Channel to follow, e.g. os/stable.
+    #[arg(long, required_unless_present = "at", conflicts_with = "at")]
+    channel: Option<ChannelName>,
+    /// Stay on one generation, IMAGE@N, verified through the signed targets (follows no
+    /// channel; `imgfs update` only checks it is still signed).
+    #[arg(long, value_name = "IMAGE@N", value_parser = parse_at)]
+    at: Option<(format::ImageName, u64)>,
     /// Cache directory (objects and the endpoint's state).
     #[arg(long)]
     cache: PathBuf,
@@ -134,7 +138,11 @@ impl MountArgs {
     fn options(&self) -> fs::startup::MountOptions {
         fs::startup::MountOptions {
             servers: self.server.clone(),
-            channel: self.channel.clone(),
+            follow: match (&self.channel, &self.at) {
+                (Some(c), _) => fs::state::Follow::Channel(c.clone()),
+                (None, Some((image, n))) => fs::state::Follow::At { image: image.clone(), n: *n },
+                (None, None) => unreachable!("clap requires --channel or --at"),
+            },
             cache: self.cache.clone(),
             quota: Quota { limit: self.cache_size, min_free: self.min_free },
             threads: self.threads,
@@ -335,6 +343,11 @@ fn rate_arg(max_rate: Option<Size>) -> Result<Option<u64>> {
         Some(Size::Bytes(b)) if b > 0 => Ok(Some(b)),
         Some(other) => anyhow::bail!("--max-rate {other}: give bytes per second, like 10M"),
     }
+}
+
+/// `--at IMAGE@N`.
+fn parse_at(s: &str) -> Result<(format::ImageName, u64), String> {
+    api::fleet::parse_generation(s).ok_or_else(|| format!("{s:?} is not IMAGE@N"))
 }
 
 /// Mount arguments from the `mount -t fuse.imgfs` helper form.
