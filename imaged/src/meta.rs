@@ -337,6 +337,35 @@ impl Meta {
         Ok(())
     }
 
+    /// Every key and value under `prefix` (the fleet's records), in key order.
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        Ok(self
+            .scan(prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.into_vec()))
+            .collect())
+    }
+
+    /// Writes `puts` and `deletes` in one batch, with `audit` when given (the caller then
+    /// serialises writers of audit entries); synced when `sync`.
+    pub fn write_records(&self, puts: &[(String, Vec<u8>)], deletes: &[String], audit: Option<AuditEntry>, sync: bool) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in puts {
+            batch.put(k.as_bytes(), v);
+        }
+        for k in deletes {
+            batch.delete(k.as_bytes());
+        }
+        if let Some(entry) = audit {
+            self.audit_into(&mut batch, entry)?;
+        }
+        match sync {
+            true => self.db.write_opt(batch, &synced())?,
+            false => self.db.write(batch)?,
+        }
+        Ok(())
+    }
+
     /// Adds a user and the hash of its token, with its audit entry, durably; false (and
     /// nothing written) when the name is taken. The caller serialises user writes.
     pub fn add_user(&self, stored: &StoredUser, audit: AuditEntry) -> Result<bool, MetaError> {

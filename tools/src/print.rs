@@ -115,6 +115,9 @@ pub fn affected(out: &mut dyn Write, rows: &Vec<AffectedRow>) -> Result<()> {
             line += &format!("  channels: {}", channels.join(" "));
         }
         writeln!(out, "{line}")?;
+        for h in &r.endpoints {
+            writeln!(out, "    {} {} ({})", h.how, h.endpoint, h.hostname)?;
+        }
     }
     Ok(())
 }
