@@ -177,6 +177,10 @@ fn spawn_stream(client: Arc<Client>, sessions: Arc<Sessions>, hints: mpsc::Sende
                     std::thread::sleep(Duration::from_secs(seconds));
                     continue;
                 }
+                // Revoked or unknown: the check-in that follows finds out and stops the agent.
+                Err(e) if e.locked_out() => {
+                    let _ = hints.send(());
+                }
                 Err(e) => tracing::debug!(error = %e, "event stream failed"),
             }
             std::thread::sleep(backoff.next(jitter()));
