@@ -1,83 +1,13 @@
 //! Real `imgfs agent`s against a real imaged: enrollment, a namespace of a channel mount and a pinned mount through real FUSE, a channel move switched by the push hint, a revoked endpoint refused while its mounts keep serving.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tests::fleet::enroll_token;
+use tests::agent::Agent;
 use tests::{bin, client, ok_json, Imgctl, Server};
-
-/// A running `imgfs agent`, killed and its mounts detached when dropped.
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path, server: &Server, root: &Path, token: &str, site: &str) -> Agent {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("agent.toml");
-        let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
-        // A long interval: switches within seconds can only come from the push hint.
-        let text = format!(
-            "servers = [{:?}]\nstate = {:?}\ncache = {:?}\nroot = {:?}\nmount_prefix = {:?}\nenroll_token = {:?}\ninterval_seconds = 600\n[labels]\nsite = {:?}\n",
-            server.url,
-            d("state"),
-            d("cache"),
-            root.to_str().unwrap(),
-            d("mnt"),
-            token,
-            site
-        );
-        std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let child = Command::new(bin("imgfs")).arg("agent").arg("--config").arg(&config).stderr(log).spawn().unwrap();
-        Agent { child, dir: dir.to_path_buf() }
-    }
-
-    fn mount(&self, path: &str) -> PathBuf {
-        self.dir.join("mnt").join(path.trim_start_matches('/'))
-    }
-
-    fn id(&self) -> String {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(b) = std::fs::read(self.dir.join("state/endpoint.json")) {
-                return serde_json::from_slice::<Value>(&b).unwrap()["endpoint"].as_str().unwrap().to_string();
-            }
-            assert!(Instant::now() < until, "the agent did not enroll: {}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    /// Waits (at most `secs`) until `path/f` holds `want`.
-    fn wait_file(&self, path: &str, want: &str, secs: u64) -> Duration {
-        let start = Instant::now();
-        let file = self.mount(path).join("f");
-        loop {
-            if std::fs::read_to_string(&file).is_ok_and(|s| s == want) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(secs), "{} never held {want:?}; agent log:\n{}", file.display(), self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for p in ["/os", "/pinned"] {
-            let _ = nix::mount::umount2(&self.mount(p), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
 
 fn publish(t: &Imgctl, server: &Server, src: &Path, content: &str) {
     std::fs::write(src.join("f"), content).unwrap();
@@ -122,8 +52,10 @@ fn agents_enroll_mount_their_namespace_switch_on_a_channel_move_and_a_revoked_on
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
 
     let root = t.root_file();
-    let a1 = Agent::start(&t.path("a1"), &server, &root, &token, "paris");
-    let mut a2 = Agent::start(&t.path("a2"), &server, &root, &token, "paris");
+    // A long interval: switches within seconds can only come from the push hint.
+    let (extra, paths) = ("interval_seconds = 600", &["/os", "/pinned"]);
+    let a1 = Agent::start(&t.path("a1"), &server, &root, &token, "paris", extra, paths);
+    let mut a2 = Agent::start(&t.path("a2"), &server, &root, &token, "paris", extra, paths);
     let (id1, id2) = (a1.id(), a2.id());
     assert_ne!(id1, id2);
     for a in [&a1, &a2] {
@@ -161,7 +93,7 @@ fn agents_enroll_mount_their_namespace_switch_on_a_channel_move_and_a_revoked_on
     assert_eq!(r.status().as_u16(), 200);
     let until = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = a2.child.try_wait().unwrap() {
+        if let Some(s) = a2.child.as_mut().unwrap().try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < until, "the revoked agent did not stop: {}", a2.log());

@@ -5,6 +5,7 @@ mod attacks;
 mod bad_input;
 mod cache;
 mod datasets;
+mod fleet;
 mod fleet_agent;
 mod fleet_ctl;
 mod fleet_server;

@@ -29,6 +29,11 @@ pub fn enroll_token(server: &Server, uses: Option<u32>, lifetime: Option<u64>, l
     r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
 }
 
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 /// Facts with this host name.
 pub fn facts(hostname: &str) -> Value {
     json!({ "hostname": hostname, "machine_id": "m", "arch": "x86_64", "os_release": "Debian", "kernel": "6.1",

@@ -2,11 +2,12 @@
 //! command runner on a temporary store), `server` (a real imaged), `mount` (a real imgfs
 //! mount), `clock` (the time those processes see), `store` (the store's files, directly),
 //! `trees` (trees with every kind of file, and their comparison), `proxy` (a repository the
-//! test controls), `fleet` (a synthetic fleet endpoint). Every helper is also reachable at the crate root (`tests::Imgctl`,
+//! test controls), `fleet` (a synthetic fleet endpoint), `agent` (a real `imgfs agent`). Every helper is also reachable at the crate root (`tests::Imgctl`,
 //! `tests::bin`, ...).
 
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 pub mod clock;
 pub mod fleet;
 pub mod imgctl;
