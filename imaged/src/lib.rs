@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod affected;
+pub mod audit;
 pub mod channels;
 pub mod config;
 pub mod error;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route(r(24), get(affected::handle))
         .route(r(25), get(users::list).post(users::add))
         .route(r(26), axum::routing::delete(users::revoke))
+        .route(r(27), get(audit::handle))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

@@ -56,6 +56,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/affected",
     "/v1/users",
     "/v1/users/{name}",
+    "/v1/audit",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -311,6 +311,9 @@ pub enum ChannelOp {
         channel: String,
         /// Generation.
         generation: String,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Point TO at FROM's generation.
     Promote {
@@ -318,6 +321,9 @@ pub enum ChannelOp {
         from: String,
         /// Target channel.
         to: String,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// A new version of CHANNEL naming an older generation (the previous one by default).
     Rollback {
@@ -326,6 +332,9 @@ pub enum ChannelOp {
         /// Generation to go back to.
         #[arg(long)]
         to: Option<String>,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Every version of CHANNEL.
     History {

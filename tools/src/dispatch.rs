@@ -295,9 +295,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Channel { op, server } => {
             let plan = match op {
-                ChannelOp::Set { channel, generation } => ChannelPlan::Set(channel.parse()?, generation),
-                ChannelOp::Promote { from, to } => ChannelPlan::Promote { from: from.parse()?, to: to.parse()? },
-                ChannelOp::Rollback { channel, to } => ChannelPlan::Rollback(channel.parse()?, to),
+                ChannelOp::Set { channel, generation, reason } => ChannelPlan::Set { channel: channel.parse()?, generation, reason },
+                ChannelOp::Promote { from, to, reason } => ChannelPlan::Promote { from: from.parse()?, to: to.parse()?, reason },
+                ChannelOp::Rollback { channel, to, reason } => ChannelPlan::Rollback { channel: channel.parse()?, to, reason },
                 ChannelOp::History { channel } => ChannelPlan::History(channel.parse::<ChannelName>()?),
                 ChannelOp::Get { channel } => ChannelPlan::Get(channel.parse()?),
                 ChannelOp::Policy { .. } => unreachable!("handled above"),

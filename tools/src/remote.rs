@@ -192,10 +192,12 @@ impl Remote {
         self.send(reqwest::Method::POST, &url, Body::Bytes(manifest))
     }
 
-    /// Points `channel` at `generation` (`IMAGE@N`, `IMAGE@latest` or a manifest digest).
-    pub fn channel_set(&self, channel: &ChannelName, generation: &str) -> Result<Channel, RemoteError> {
+    /// Points `channel` at `generation` (`IMAGE@N`, `IMAGE@latest` or a manifest digest);
+    /// `reason` goes to the audit log.
+    pub fn channel_set(&self, channel: &ChannelName, generation: &str, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url(&format!("/v1/channels/{channel}"));
-        self.send(reqwest::Method::PUT, &url, Body::json(&SetChannel { generation: generation.to_string() }))
+        let body = SetChannel { generation: generation.to_string(), reason: reason.map(String::from) };
+        self.send(reqwest::Method::PUT, &url, Body::json(&body))
     }
 
     /// The channel's current version.
@@ -204,16 +206,18 @@ impl Remote {
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 
-    /// Points `to` at `from`'s generation.
-    pub fn promote(&self, from: &ChannelName, to: &ChannelName) -> Result<Channel, RemoteError> {
+    /// Points `to` at `from`'s generation; `reason` goes to the audit log.
+    pub fn promote(&self, from: &ChannelName, to: &ChannelName, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url("/v1/promote");
-        self.send(reqwest::Method::POST, &url, Body::json(&Promote { from: from.clone(), to: to.clone() }))
+        let body = Promote { from: from.clone(), to: to.clone(), reason: reason.map(String::from) };
+        self.send(reqwest::Method::POST, &url, Body::json(&body))
     }
 
-    /// A new version of `channel` naming `to`, or its previous generation.
-    pub fn rollback(&self, channel: &ChannelName, to: Option<&str>) -> Result<Channel, RemoteError> {
+    /// A new version of `channel` naming `to`, or its previous generation; `reason` goes to
+    /// the audit log.
+    pub fn rollback(&self, channel: &ChannelName, to: Option<&str>, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url("/v1/rollback");
-        let body = Rollback { channel: channel.clone(), to: to.map(String::from) };
+        let body = Rollback { channel: channel.clone(), to: to.map(String::from), reason: reason.map(String::from) };
         self.send(reqwest::Method::POST, &url, Body::json(&body))
     }
 
