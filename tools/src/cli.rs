@@ -204,6 +204,20 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// The server's audit log: every change, with its actor, time, before and after, and
+    /// reason. The whole hash chain is verified here first (exit 4, naming the first bad
+    /// entry, when it does not hold).
+    Audit {
+        /// Only entries from this time on: seconds since the epoch, YYYY-MM-DD or
+        /// YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries by this user (`admin` for the bootstrap token).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Move and inspect channels on a server.
     Channel {
         #[command(subcommand)]

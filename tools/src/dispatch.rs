@@ -293,6 +293,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 UserOp::Revoke { name } => show(out, json, &remote.revoke_user(&name.parse()?)?, print::revoked_user)?,
             }
         }
+        Command::Audit { since, actor, server } => {
+            let since = since.as_deref().map(tools::commands::audit::parse_since).transpose()?;
+            let plan = tools::commands::audit::AuditPlan { since, actor };
+            show(out, json, &tools::commands::audit::audit(&remote(&server)?, &plan)?, print::audit)?;
+        }
         Command::Channel { op, server } => {
             let plan = match op {
                 ChannelOp::Set { channel, generation, reason } => ChannelPlan::Set { channel: channel.parse()?, generation, reason },

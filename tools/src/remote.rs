@@ -233,6 +233,23 @@ impl Remote {
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 
+    /// The audit log (`GET /v1/audit`), the entries `query` selects (the default: all).
+    pub fn audit(&self, query: &api::audit::AuditQuery) -> Result<api::audit::AuditLog, RemoteError> {
+        let mut url = self.url("/v1/audit");
+        let pairs = [("since", query.since.map(|t| t.to_string())), ("actor", query.actor.clone()), ("limit", query.limit.map(|n| n.to_string()))];
+        let mut first = true;
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                url.push(if first { '?' } else { '&' });
+                url.push_str(key);
+                url.push('=');
+                url.extend(percent_encode(&v));
+                first = false;
+            }
+        }
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
     /// The published generations that carry a package or a path (`GET /v1/affected`).
     pub fn affected(&self, query: &api::affected::AffectedQuery) -> Result<api::affected::Affected, RemoteError> {
         let mut url = self.url("/v1/affected");

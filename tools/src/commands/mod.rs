@@ -12,6 +12,7 @@ use crate::signing::SignError;
 use crate::verify::VerifyError;
 use crate::{ImportError, RepoError};
 
+pub mod audit;
 pub mod gate;
 pub mod keys;
 pub mod local;
@@ -84,6 +85,9 @@ pub enum CommandError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server's audit log does not verify: an entry was altered, removed or inserted.
+    #[error(transparent)]
+    AuditBroken(#[from] api::audit::ChainBreak),
     /// A file could not be written.
     #[error("writing {path}")]
     Write {
