@@ -226,7 +226,7 @@ impl Meta {
     /// Runs `f` under the audit lock, then writes what it returns (when it returns a batch
     /// and an entry): for a check and its write that must not interleave with another writer
     /// (publishing `IMAGE@N` twice at once, a keep mark set twice).
-    fn commit_if<T>(&self, f: impl FnOnce(&DB) -> Result<(T, Option<(WriteBatch, AuditEntry)>), MetaError>) -> Result<T, MetaError> {
+    pub fn commit_if<T>(&self, f: impl FnOnce(&DB) -> Result<(T, Option<(WriteBatch, AuditEntry)>), MetaError>) -> Result<T, MetaError> {
         let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let (out, write) = f(&self.db)?;
         if let Some((batch, entry)) = write {
