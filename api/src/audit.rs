@@ -210,7 +210,8 @@ pub struct AuditQuery {
 impl AuditQuery {
     /// Whether `e` passes the `since` and `actor` filters (`limit` applies to the result).
     pub fn matches(&self, e: &AuditEntry) -> bool {
-        let actor_ok = self.actor.as_deref().map_or(true, |a| e.actor == a || e.actor.split_once(" key ").is_some_and(|(name, _)| name == a));
+        let actor_ok =
+            self.actor.as_deref().map_or(true, |a| e.actor == a || e.actor.split_once(" key ").is_some_and(|(name, _)| name == a));
         actor_ok && self.since.map_or(true, |t| e.time >= t)
     }
 

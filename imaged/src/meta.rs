@@ -211,21 +211,40 @@ impl Meta {
         self.commit(WriteBatch::default(), entry)
     }
 
-    fn commit_locked(&self, tail: &mut AuditTail, mut batch: WriteBatch, mut entry: AuditEntry) -> Result<AuditEntry, MetaError> {
-        if entry.time == 0 {
-            entry.time = cache::clock::now();
+    /// Writes `batch` with several entries, chained in order, as one synced write: for bulk
+    /// changes (many enrollments at once) that would otherwise pay one sync per entry.
+    pub fn commit_all(&self, batch: WriteBatch, entries: Vec<AuditEntry>) -> Result<Vec<AuditEntry>, MetaError> {
+        let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_entries(&mut tail, batch, entries)
+    }
+
+    fn commit_locked(&self, tail: &mut AuditTail, batch: WriteBatch, entry: AuditEntry) -> Result<AuditEntry, MetaError> {
+        Ok(self.commit_entries(tail, batch, vec![entry])?.remove(0))
+    }
+
+    /// Seals `entries` after the tail and writes them with `batch`; the tail moves only once
+    /// the write succeeded, so a failed write leaves no hole in the numbering.
+    fn commit_entries(&self, tail: &mut AuditTail, mut batch: WriteBatch, mut entries: Vec<AuditEntry>) -> Result<Vec<AuditEntry>, MetaError> {
+        let now = cache::clock::now();
+        let (mut seq, mut prev) = (tail.seq, tail.hash.clone());
+        for entry in &mut entries {
+            if entry.time == 0 {
+                entry.time = now;
+            }
+            seq += 1;
+            entry.seal(seq, &prev);
+            prev.clone_from(&entry.hash);
+            batch.put(audit_key(entry.seq), serde_json::to_vec(&entry).expect("serialisable"));
         }
-        entry.seal(tail.seq + 1, &tail.hash);
-        batch.put(audit_key(entry.seq), serde_json::to_vec(&entry).expect("serialisable"));
         self.db.write_opt(batch, &synced())?;
-        tail.seq = entry.seq;
-        tail.hash.clone_from(&entry.hash);
-        Ok(entry)
+        (tail.seq, tail.hash) = (seq, prev);
+        Ok(entries)
     }
 
     /// Runs `f` under the audit lock, then writes what it returns (when it returns a batch
     /// and an entry): for a check and its write that must not interleave with another writer
-    /// (publishing `IMAGE@N` twice at once, a keep mark set twice).
+    /// (publishing `IMAGE@N` twice at once, a keep mark set twice). Keep `f` short: every
+    /// audited write waits for it.
     pub fn commit_if<T>(&self, f: impl FnOnce(&DB) -> Result<(T, Option<(WriteBatch, AuditEntry)>), MetaError>) -> Result<T, MetaError> {
         let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let (out, write) = f(&self.db)?;
