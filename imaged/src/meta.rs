@@ -127,44 +127,34 @@ fn now_secs() -> u64 {
 /// database written before the log was a chain (format.md, log entry 11): when no entry
 /// carries a hash, each gets `prev` and `hash` in order, once. A log where some entries carry
 /// a hash is left as it is, so an entry whose hash was removed shows as broken instead of
-/// being sealed again.
+/// being sealed again. An entry that does not read cannot be chained to: the tail takes its
+/// number with an empty hash, and verification reports it.
 fn seal_legacy_entries(db: &DB) -> Result<AuditTail, MetaError> {
+    // The usual case costs one read: the newest entry carries its hash.
+    let newest = match last_audit_entry(db)? {
+        None => return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() }),
+        Some((seq, Some(e))) if !e.hash.is_empty() => return Ok(AuditTail { seq, hash: e.hash }),
+        Some((seq, None)) => return Ok(AuditTail { seq, hash: String::new() }),
+        Some((seq, Some(_))) => seq,
+    };
     let mut entries: Vec<AuditEntry> = Vec::new();
-    let mut end = b"audit/".to_vec();
-    end.extend_from_slice(&u64::MAX.to_be_bytes());
-    if let Some(item) = db.iterator(IteratorMode::From(&end, rocksdb::Direction::Reverse)).next() {
-        let (k, v) = item?;
-        if k.starts_with(b"audit/") {
-            // An entry that does not read cannot be chained to: the tail still takes its
-            // number, and verification reports it.
-            let seq = k.get(6..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
-            match serde_json::from_slice::<AuditEntry>(&v) {
-                Ok(e) if !e.hash.is_empty() => return Ok(AuditTail { seq, hash: e.hash }),
-                Ok(_) => {}
-                Err(_) => return Ok(AuditTail { seq, hash: String::new() }),
-            }
-        } else {
-            return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() });
-        }
-    } else {
-        return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() });
-    }
     for item in db.iterator(IteratorMode::From(b"audit/", rocksdb::Direction::Forward)) {
         let (k, v) = item?;
         if !k.starts_with(b"audit/") {
             break;
         }
-        let seq = k.get(6..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
         match serde_json::from_slice::<AuditEntry>(&v) {
             Ok(mut e) => {
-                e.seq = seq;
+                e.seq = audit_seq(&k);
                 entries.push(e);
             }
-            Err(_) => return Ok(AuditTail { seq, hash: String::new() }),
+            // Older entries are hashless and this one does not read: leave it all for
+            // verification to report.
+            Err(_) => return Ok(AuditTail { seq: newest, hash: String::new() }),
         }
     }
+    let Some(last) = entries.last() else { return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() }) };
     if entries.iter().any(|e| !e.hash.is_empty()) {
-        let last = entries.last().expect("the log has an entry");
         return Ok(AuditTail { seq: last.seq, hash: last.hash.clone() });
     }
     let mut batch = WriteBatch::default();
@@ -177,8 +167,24 @@ fn seal_legacy_entries(db: &DB) -> Result<AuditTail, MetaError> {
     }
     db.write_opt(batch, &synced())?;
     tracing::info!(entries = entries.len(), "sealed the audit entries of an older server into the chain");
-    let last = entries.last().expect("the log has an entry");
-    Ok(AuditTail { seq: last.seq, hash: last.hash.clone() })
+    Ok(AuditTail { seq: entries.last().map_or(0, |e| e.seq), hash: prev })
+}
+
+/// The newest audit entry's number and the entry (None when it does not read), if any.
+fn last_audit_entry(db: &DB) -> Result<Option<(u64, Option<AuditEntry>)>, MetaError> {
+    let mut end = b"audit/".to_vec();
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    let Some(item) = db.iterator(IteratorMode::From(&end, rocksdb::Direction::Reverse)).next() else { return Ok(None) };
+    let (k, v) = item?;
+    if !k.starts_with(b"audit/") {
+        return Ok(None);
+    }
+    Ok(Some((audit_seq(&k), serde_json::from_slice(&v).ok())))
+}
+
+/// The sequence number of an `audit/` key.
+fn audit_seq(key: &[u8]) -> u64 {
+    key.get(b"audit/".len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
 }
 
 fn synced() -> rocksdb::WriteOptions {
