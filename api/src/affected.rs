@@ -35,6 +35,10 @@ pub struct AffectedRow {
     /// The channels whose current version names this generation.
     #[serde(default)]
     pub channels: Vec<ChannelName>,
+    /// The endpoints that run it, would roll back to it, or hold it in their cache, as they
+    /// last reported (server queries only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<crate::fleet::Holder>,
 }
 
 /// Answer of `GET /v1/affected`: the rows in image then generation order.

@@ -435,8 +435,13 @@ pub struct LastCheck {
 /// Answer of `status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
-    /// The channel followed.
-    pub channel: ChannelName,
+    /// The channel followed (absent for a mount that stays on one generation, `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelName>,
+    /// The generation a mount made with `imgfs mount --at IMAGE@N` stays on (it follows no
+    /// channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The channel version that named the current generation (0 if unknown).
     pub channel_version: u64,
     /// The generation new opens see.
@@ -481,8 +486,12 @@ pub enum Startup {
 pub struct Mounted {
     /// The generation served, `IMAGE@N`.
     pub generation: String,
-    /// The channel.
-    pub channel: ChannelName,
+    /// The channel (absent for a mount that stays on one generation, `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelName>,
+    /// The generation a mount made with `--at IMAGE@N` stays on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The channel version that named it.
     pub channel_version: u64,
     /// Not verified now: every server was unreachable or refused, so the last verified
@@ -497,14 +506,18 @@ pub struct Mounted {
 }
 
 impl std::fmt::Display for Mounted {
-    /// The line scripts wait for: `imgfs: mounted IMAGE@N (channel C vV) at DIR in T ms, R requests`.
+    /// The line scripts wait for: `imgfs: mounted IMAGE@N (channel C vV) at DIR in T ms, R requests`
+    /// (`(pinned)` instead of the channel for a mount made with `--at`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let follows = match (&self.channel, &self.at) {
+            (Some(c), _) => format!("channel {c} v{}", self.channel_version),
+            (None, _) => "pinned".to_string(),
+        };
         write!(
             f,
-            "imgfs: mounted {} (channel {} v{}{}) at {} in {} ms, {} requests",
+            "imgfs: mounted {} ({}{}) at {} in {} ms, {} requests",
             self.generation,
-            self.channel,
-            self.channel_version,
+            follows,
             if self.from_cache { ", not verified now: from the cache" } else { "" },
             self.mountpoint.display(),
             self.millis,

@@ -303,9 +303,9 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// One mount of a namespace.
+/// One mount of a namespace. (Unknown fields cannot be refused here: serde does not combine
+/// that with the flattened source.)
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NamespaceMount {
     /// Absolute mount path (the agent may put its `mount_prefix` in front).
     pub path: String,
@@ -582,7 +582,7 @@ pub struct CacheState {
 
 /// What happened on an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     /// It enrolled.
     Enrolled,
@@ -704,7 +704,6 @@ impl EventKind {
 /// One event with the endpoint's sequence number (from 1, increasing; gaps allowed when the
 /// endpoint's queue dropped events).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     /// Sequence number.
     pub seq: u64,

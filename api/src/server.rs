@@ -29,4 +29,17 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Milliseconds the collection took.
     pub millis: u64,
+    /// Generations kept because endpoints seen within `fleet_keep_seconds` run them or would
+    /// roll back to them, with those endpoints.
+    #[serde(default)]
+    pub kept_for_endpoints: Vec<KeptForEndpoints>,
+}
+
+/// A generation garbage collection kept for the endpoints that run it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptForEndpoints {
+    /// `IMAGE@N`.
+    pub generation: String,
+    /// The endpoints running it (current or previous generation of a mount).
+    pub endpoints: Vec<crate::fleet::EndpointId>,
 }

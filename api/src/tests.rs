@@ -195,3 +195,48 @@ fn an_empty_reason_is_left_out_but_an_empty_before_is_not_an_absent_one() {
     empty.before = Some(String::new());
     assert_ne!(empty.expected_hash(), crate::audit::AuditEntry { before: None, ..e }.expected_hash());
 }
+
+#[test]
+fn fleet_wire_forms_round_trip_and_refuse_what_they_should() {
+    use crate::fleet::*;
+    let m: NamespaceMount = serde_json::from_str(r#"{"path":"/os","channel":"os/stable","cache_share":30}"#).unwrap();
+    assert_eq!(m.source, Source::Channel(format::ChannelName::new("os/stable").unwrap()));
+    let back: NamespaceMount = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    let p: NamespaceMount = serde_json::from_str(r#"{"path":"/app","pinned":"app@3"}"#).unwrap();
+    assert_eq!(p.source, Source::Pinned("app@3".into()));
+    let ns = Namespace { mounts: vec![m.clone(), p] };
+    assert_eq!(ns.problem(), None);
+    let twice = Namespace { mounts: vec![m.clone(), m.clone()] };
+    assert!(twice.problem().unwrap().contains("two mounts"));
+    for bad in ["os", "/os/", "/a/../b", "/a b", "/a=b", "/"] {
+        let ns = Namespace { mounts: vec![NamespaceMount { path: bad.into(), ..m.clone() }] };
+        assert!(ns.problem().is_some(), "{bad:?}");
+    }
+    let e: Event = serde_json::from_str(r#"{"seq":3,"time":9,"kind":"switched","path":"/os","from":"os@1","to":"os@2","millis":12}"#).unwrap();
+    assert_eq!(e.kind.name(), "switched");
+    assert_eq!(serde_json::from_str::<Event>(&serde_json::to_string(&e).unwrap()).unwrap(), e);
+    assert!(serde_json::from_str::<Event>(r#"{"seq":3,"time":9,"kind":"nope"}"#).is_err());
+    let bad = EventKind::Failed { path: "/os".into(), generation: None, error: "x\u{1b}[31m".into() };
+    assert!(bad.problem().is_some());
+    assert!(EventKind::Failed { path: "/os".into(), generation: None, error: "line 1\nline 2".into() }.problem().is_none());
+    let s = Selector::parse("site=paris, role=kiosk,!legacy").unwrap();
+    let mut labels = Labels::new();
+    labels.insert("site".into(), "paris".into());
+    assert!(!s.matches(&labels));
+    labels.insert("role".into(), "kiosk".into());
+    assert!(s.matches(&labels));
+    labels.insert("legacy".into(), "".into());
+    assert!(!s.matches(&labels));
+    for bad in ["", "a==b", "=x", "site=par is", "a=b,,c"] {
+        assert!(Selector::parse(bad).is_err(), "{bad:?}");
+    }
+    let actual = parse_actual("/os=os@3 /app=-").unwrap();
+    assert_eq!(actual, vec![("/os".to_string(), Some("os@3".to_string())), ("/app".to_string(), None)]);
+    assert_eq!(format_actual(&actual), "/os=os@3 /app=-");
+    assert!(parse_actual("os=os@3").is_none());
+    assert!(parse_actual("/os=junk").is_none());
+    let id = EndpointId::of_key(&[7; 32]);
+    assert_eq!(EndpointId::new(id.as_str()).unwrap(), id);
+    assert!(EndpointId::new("ep-XYZ").is_err());
+}

@@ -20,12 +20,13 @@ use api::control::{
     Failed, FailureKind, GenerationRef, LastCheck, OpenMode, Opens, Prefetched, Prefetching, ProgressLine, Refusal, Reply, Request, Status,
     Switch, Unpinned,
 };
-use format::{ChannelName, Digest};
+use format::Digest;
 
 use crate::endpoint::{Endpoint, LoadError};
 use crate::image::Image;
 use crate::keeper::{Keeper, Pin};
 use crate::prefetch::{prefetch, Progress};
+use crate::state::Follow;
 use crate::trusted::TrustError;
 
 /// Where the control socket of the mount at `mountpoint` lives.
@@ -181,8 +182,8 @@ struct JobState {
 pub struct Control {
     /// The endpoint.
     pub ep: Arc<Endpoint>,
-    /// The channel followed.
-    pub channel: ChannelName,
+    /// The channel followed, or the one generation served.
+    pub follow: Follow,
     /// The channel versions of the current and previous generations (0 if unknown).
     pub versions: Mutex<(u64, u64)>,
     /// The cache directory, where the state file lives.
@@ -207,14 +208,14 @@ impl Control {
         ep: Arc<Endpoint>,
         keeper: Arc<Keeper>,
         trust: Arc<crate::trusted::TrustState>,
-        channel: ChannelName,
+        follow: Follow,
         versions: (u64, u64),
         cache: PathBuf,
         invalidate: crate::invalidate::Invalidator,
     ) -> Control {
         Control {
             ep,
-            channel,
+            follow,
             versions: Mutex::new(versions),
             cache,
             invalidate,
@@ -233,7 +234,8 @@ impl Control {
         let served = |img: &Image, channel_version| Served { generation: img.label(), manifest: img.manifest_digest(), channel_version };
         let st = crate::state::State {
             version: crate::state::STATE_VERSION,
-            channel: self.channel.clone(),
+            channel: self.follow.channel().cloned(),
+            at: self.follow.at(),
             current: served(&self.ep.current(), cv),
             previous: self.ep.previous().map(|p| served(&p, pv)),
             pins: self
@@ -271,19 +273,21 @@ impl Control {
         self.invalidate.inode(1);
     }
 
-    /// Checks the channel and switches to its generation if it moved.
+    /// Checks the channel and switches to its generation if it moved. A mount pinned to one
+    /// generation checks that it is still signed and allowed (refreshing the metadata) and
+    /// switches back to it after a rollback.
     pub fn update(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
         let start = Instant::now();
         let outcome = (|| {
             // Only a generation the signed metadata names, verified now, is switched to.
-            let r = match self.trust.resolve_channel(self.ep.fetcher(), self.channel.as_str()) {
+            let r = match crate::startup::resolve(&self.trust, self.ep.fetcher(), &self.follow) {
                 Ok(r) => r,
                 Err(e) => return Switch::Refused { reason: refusal(&e), error: e.to_string() },
             };
-            let (digest, label) = (r.digest(), r.label());
+            let (digest, label) = (r.digest, r.label.clone());
             let current = self.ep.current();
-            let version = r.channel.version;
+            let version = r.channel_version;
             if current.manifest_digest() == digest {
                 self.versions.lock().unwrap().0 = version;
                 return Switch::AlreadyCurrent { generation: label, channel_version: version };
@@ -292,8 +296,10 @@ impl Control {
                 Ok(m) => m,
                 Err(e) => return load_failed(e),
             };
-            if let Err(e) = crate::endpoint::check_length(self.ep.fetcher(), digest, r.generation.length) {
-                return load_failed(e);
+            if let Some(length) = r.length {
+                if let Err(e) = crate::endpoint::check_length(self.ep.fetcher(), digest, length) {
+                    return load_failed(e);
+                }
             }
             let old = self.ep.switch_to(digest, manifest);
             self.expire_root(&old, &self.ep.current());
@@ -342,7 +348,8 @@ impl Control {
         let named = |i: &Image| GenerationRef { generation: i.label(), manifest: i.manifest_digest() };
         let opens = |i: usize| self.ep.opens[i].load(std::sync::atomic::Ordering::Relaxed);
         Status {
-            channel: self.channel.clone(),
+            channel: self.follow.channel().cloned(),
+            at: self.follow.at(),
             channel_version: self.versions.lock().unwrap().0,
             current: named(&current),
             previous: self.ep.previous().map(|p| named(&p)),

@@ -21,6 +21,9 @@ pub enum ExitCode {
     Unreachable = 5,
     /// No imgfs mount answers at the mount point.
     NoMount = 6,
+    /// The fleet's server refuses this endpoint (revoked or unknown): `imgfs agent` stops and
+    /// its mounts keep serving.
+    LockedOut = 7,
 }
 
 impl ExitCode {
@@ -33,6 +36,7 @@ impl ExitCode {
         ExitCode::Refused,
         ExitCode::Unreachable,
         ExitCode::NoMount,
+        ExitCode::LockedOut,
     ];
 
     /// The number the process exits with.
@@ -72,4 +76,5 @@ Exit codes:
   3  not found: no such generation, not pinned, nothing to roll back to
   4  refused: the signed metadata refused the update; the mount stays on its generation
   5  unreachable: no server could be reached
-  6  no imgfs mount answers at MOUNTPOINT";
+  6  no imgfs mount answers at MOUNTPOINT
+  7  locked out: the fleet's server refuses this endpoint (revoked or unknown); its mounts keep serving";

@@ -3,6 +3,7 @@
 //! without FUSE; the FUSE adapter, the fetcher and the control socket are thin layers on it.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod control;
 pub mod endpoint;
 pub mod exit_codes;

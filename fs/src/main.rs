@@ -29,9 +29,13 @@ struct MountArgs {
     /// Servers, comma-separated, tried in order: http://a:4640,http://b:4640.
     #[arg(long, value_delimiter = ',', required = true)]
     server: Vec<String>,
-    /// Channel, e.g. os/stable.
-    #[arg(long)]
-    channel: ChannelName,
+    /// Channel to follow, e.g. os/stable.
+    #[arg(long, required_unless_present = "at", conflicts_with = "at")]
+    channel: Option<ChannelName>,
+    /// Stay on one generation, IMAGE@N, verified through the signed targets (follows no
+    /// channel; `imgfs update` only checks it is still signed).
+    #[arg(long, value_name = "IMAGE@N", value_parser = parse_at)]
+    at: Option<(format::ImageName, u64)>,
     /// Cache directory (objects and the endpoint's state).
     #[arg(long)]
     cache: PathBuf,
@@ -76,6 +80,32 @@ struct MountArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Enroll this endpoint with the fleet: make its key (STATE/endpoint.key, never sent),
+    /// register it with an enrollment token, write STATE/endpoint.json; prints its id.
+    Enroll {
+        /// Servers, comma-separated, tried in order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<String>,
+        /// The enrollment token (`imgctl fleet enroll-token`).
+        #[arg(long, env = "IMGFS_ENROLL_TOKEN")]
+        enroll_token: String,
+        /// The endpoint's state directory.
+        #[arg(long, default_value = "/var/lib/imgfs")]
+        state: PathBuf,
+        /// The cache directory whose partition the facts describe.
+        #[arg(long, default_value = "/var/cache/imgfs")]
+        cache: PathBuf,
+        /// A label of this endpoint, k=v (repeatable).
+        #[arg(long, value_parser = parse_label)]
+        label: Vec<(String, String)>,
+    },
+    /// Run the endpoint's namespace as the fleet's server says (docs/fleet.md): check in,
+    /// mount, switch, unmount, report. Runs until the server refuses the endpoint.
+    Agent {
+        /// The agent's configuration (docs/agent.toml.example).
+        #[arg(long, default_value = "/etc/imgfs/agent.toml")]
+        config: PathBuf,
+    },
     /// Mount CHANNEL at MOUNTPOINT (in the foreground until unmounted, unless --daemon).
     Mount(MountArgs),
     /// Unmount MOUNTPOINT.
@@ -134,7 +164,11 @@ impl MountArgs {
     fn options(&self) -> fs::startup::MountOptions {
         fs::startup::MountOptions {
             servers: self.server.clone(),
-            channel: self.channel.clone(),
+            follow: match (&self.channel, &self.at) {
+                (Some(c), _) => fs::state::Follow::Channel(c.clone()),
+                (None, Some((image, n))) => fs::state::Follow::At { image: image.clone(), n: *n },
+                (None, None) => unreachable!("clap requires --channel or --at"),
+            },
             cache: self.cache.clone(),
             quota: Quota { limit: self.cache_size, min_free: self.min_free },
             threads: self.threads,
@@ -231,6 +265,8 @@ fn run(command: Command, json: bool) -> ExitCode {
         control::<Prefetched>(mountpoint, what, &request, json, fs::report::prefetched, |_| None)
     };
     match command {
+        Command::Enroll { server, enroll_token, state, cache, label } => enroll(&server, &enroll_token, &state, &cache, label, json),
+        Command::Agent { config } => agent(&config),
         Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
         Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),
         Command::Rollback { mountpoint } => control(&mountpoint, "rollback", &Request::Rollback, json, fs::report::outcome, switch_error),
@@ -248,6 +284,61 @@ fn run(command: Command, json: bool) -> ExitCode {
         },
         Command::Mount(_) => unreachable!("mounts are run by mount()"),
     }
+}
+
+/// `imgfs enroll`: prints the endpoint's id.
+fn enroll(servers: &[String], token: &str, state: &Path, cache: &Path, labels: Vec<(String, String)>, json: bool) -> ExitCode {
+    let labels: api::fleet::Labels = labels.into_iter().collect();
+    match fs::agent::identity::enroll(state, servers, token, labels, cache) {
+        Ok(file) => {
+            match json {
+                true => println!("{}", pretty(&file)),
+                false => println!("{}", file.endpoint),
+            }
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("imgfs: error: {:#}", anyhow::Error::from(e));
+            ExitCode::Failure
+        }
+    }
+}
+
+/// `imgfs agent`: runs until the server refuses the endpoint.
+fn agent(config: &Path) -> ExitCode {
+    let cfg = match fs::agent::config::AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imgfs: error: {:#}", anyhow::Error::from(e));
+            return ExitCode::Usage;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("imgfs: error: finding this executable: {e}");
+            return ExitCode::Failure;
+        }
+    };
+    let e = match fs::agent::run(cfg, exe) {
+        Ok(()) => return ExitCode::Ok,
+        Err(e) => e,
+    };
+    let code = match &e {
+        fs::agent::AgentError::LockedOut(_) => ExitCode::LockedOut,
+        _ => ExitCode::Failure,
+    };
+    tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "the agent stops");
+    code
+}
+
+/// `--label k=v`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not k=v"))?;
+    if !api::fleet::label_key_ok(k) || !api::fleet::label_value_ok(v) {
+        return Err(format!("{s:?}: keys 1-63 and values 0-63 of [a-zA-Z0-9._/-]"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// A switch that did not happen: its exit code and what to tell people.
@@ -335,6 +426,11 @@ fn rate_arg(max_rate: Option<Size>) -> Result<Option<u64>> {
         Some(Size::Bytes(b)) if b > 0 => Ok(Some(b)),
         Some(other) => anyhow::bail!("--max-rate {other}: give bytes per second, like 10M"),
     }
+}
+
+/// `--at IMAGE@N`.
+fn parse_at(s: &str) -> Result<(format::ImageName, u64), String> {
+    api::fleet::parse_generation(s).ok_or_else(|| format!("{s:?} is not IMAGE@N"))
 }
 
 /// Mount arguments from the `mount -t fuse.imgfs` helper form.

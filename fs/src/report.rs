@@ -62,7 +62,10 @@ pub fn status(st: &Status) -> String {
         let label = if label.is_empty() { String::new() } else { format!("{label}:") };
         let _ = writeln!(out, "{label:<12} {text}");
     };
-    line("channel", format!("{}, version {}", st.channel, st.channel_version));
+    match (&st.channel, &st.at) {
+        (Some(channel), _) => line("channel", format!("{channel}, version {}", st.channel_version)),
+        (None, at) => line("pinned", format!("{}: follows no channel", at.as_deref().unwrap_or("?"))),
+    }
     line("current", format!("{} (manifest {})", st.current.generation, short(&st.current.manifest)));
     line(
         "previous",

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use api::control::Mounted;
 use cache::quota::Quota;
-use format::{ChannelName, Digest};
+use format::Digest;
 
 use crate::control::Control;
 use crate::endpoint::{load_metadata, Endpoint, LoadError};
 use crate::fetch::{Fetcher, Limits};
 use crate::keeper::{Keeper, Pin};
-use crate::state::State;
+use crate::state::{Follow, State};
 use crate::trusted::{TrustError, TrustState};
 
 /// Channel checks when neither `--poll-seconds` nor the server says how often.
@@ -30,8 +30,8 @@ const CHUNK_CACHE_BYTES: u64 = 256 << 20;
 pub struct MountOptions {
     /// Servers, tried in order of health, then of the list.
     pub servers: Vec<String>,
-    /// The channel followed.
-    pub channel: ChannelName,
+    /// The channel followed, or the one generation served.
+    pub follow: Follow,
     /// The cache directory (objects, state, trusted metadata).
     pub cache: PathBuf,
     /// The cache's size limit and free-space floor.
@@ -66,15 +66,16 @@ pub enum MountError {
     /// The trusted metadata could not be loaded.
     #[error("loading the trusted metadata")]
     Trust(#[source] TrustError),
-    /// The channel could not be verified now and the cache has no verified generation of it.
-    #[error("{why}; and the cache {} holds no verified generation of {channel}", cache.display())]
+    /// The channel (or pinned generation) could not be verified now and the cache has no
+    /// verified generation of it.
+    #[error("{why}; and the cache {} holds no verified generation of {follow}", cache.display())]
     NothingVerified {
         /// Why the channel could not be resolved.
         why: TrustError,
         /// The cache directory.
         cache: PathBuf,
-        /// The channel.
-        channel: ChannelName,
+        /// The channel, or `IMAGE@N`.
+        follow: Follow,
     },
     /// The generation's metadata could not be loaded.
     #[error("loading {label} ({digest})")]
@@ -140,27 +141,15 @@ pub struct Start {
     pub poll_seconds: Option<u64>,
 }
 
-/// The generation to start on: the channel as the signed metadata resolves it; if that fails
-/// (no server reachable, or metadata expired or refused), the last verified generation this
-/// cache served of the same channel.
-pub fn choose_start(
-    resolved: Result<crate::trusted::Resolved, TrustError>,
-    saved: Option<&State>,
-    channel: &ChannelName,
-    cache: &Path,
-) -> Result<Start, MountError> {
+/// The generation to start on: the channel (or pinned generation) as the signed metadata
+/// resolves it; if that fails (no server reachable, or metadata expired or refused), the last
+/// verified generation this cache served of the same channel or pin.
+pub fn choose_start(resolved: Result<Start, TrustError>, saved: Option<&State>, follow: &Follow, cache: &Path) -> Result<Start, MountError> {
     match resolved {
-        Ok(r) => Ok(Start {
-            digest: r.digest(),
-            label: r.label(),
-            channel_version: r.channel.version,
-            from_cache: false,
-            length: Some(r.generation.length),
-            poll_seconds: r.channel.poll_seconds,
-        }),
+        Ok(start) => Ok(start),
         Err(why) => {
-            let Some(st) = saved.filter(|s| &s.channel == channel) else {
-                return Err(MountError::NothingVerified { why, cache: cache.to_path_buf(), channel: channel.clone() });
+            let Some(st) = saved.filter(|s| s.follows(follow)) else {
+                return Err(MountError::NothingVerified { why, cache: cache.to_path_buf(), follow: follow.clone() });
             };
             tracing::warn!(error = %why, generation = %st.current.generation, "mounting the last verified generation from the cache");
             Ok(Start {
@@ -172,6 +161,29 @@ pub fn choose_start(
                 poll_seconds: None,
             })
         }
+    }
+}
+
+/// Resolves what `follow` names now through the signed metadata: a channel's generation, or
+/// the pinned generation itself (signed by the family, allowed for this endpoint).
+pub fn resolve(trust: &TrustState, fetcher: &Fetcher, follow: &Follow) -> Result<Start, TrustError> {
+    match follow {
+        Follow::Channel(channel) => trust.resolve_channel(fetcher, channel.as_str()).map(|r| Start {
+            digest: r.digest(),
+            label: r.label(),
+            channel_version: r.channel.version,
+            from_cache: false,
+            length: Some(r.generation.length),
+            poll_seconds: r.channel.poll_seconds,
+        }),
+        Follow::At { image, n } => trust.resolve_generation(fetcher, image.as_str(), *n).map(|a| Start {
+            digest: a.manifest.parse().expect("checked to be 64 hex digits"),
+            label: format!("{}@{}", a.record.image, a.record.generation),
+            channel_version: 0,
+            from_cache: false,
+            length: Some(a.length),
+            poll_seconds: None,
+        }),
     }
 }
 
@@ -221,14 +233,14 @@ fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<c
 
 /// Mounts and serves until unmounted. `ready` hears once the mount is up (before serving).
 pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), MountError> {
-    let (channel, cache, mountpoint) = (&o.channel, o.cache.as_path(), o.mountpoint.as_path());
+    let (follow, cache, mountpoint) = (&o.follow, o.cache.as_path(), o.mountpoint.as_path());
     let started = Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).map_err(|source| MountError::OpenCache { cache: cache.into(), source })?);
     let fetcher = Arc::new(Fetcher::new(&o.servers, store, Limits::default()));
     let arch = o.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
     let trust = Arc::new(TrustState::open(cache, o.root.as_deref(), o.image.clone(), arch).map_err(MountError::Trust)?);
     let state = crate::state::load(cache);
-    let start = choose_start(trust.resolve_channel(&fetcher, channel.as_str()), state.as_ref(), channel, cache)?;
+    let start = choose_start(resolve(&trust, &fetcher, follow), state.as_ref(), follow, cache)?;
     let (digest, label) = (start.digest, start.label.clone());
     let mut complete = HashSet::new();
     let manifest =
@@ -237,11 +249,11 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         crate::endpoint::check_length(&fetcher, digest, len).map_err(|source| MountError::Length { label: label.clone(), source })?;
     }
     let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, CHUNK_CACHE_BYTES));
-    let saved = state.as_ref().filter(|s| &s.channel == channel);
+    let saved = state.as_ref().filter(|s| s.follows(follow));
     let previous_version = restore_previous(&ep, saved, digest);
 
     let materialiser = plain_copies(&ep, cache, o.passthrough);
-    let session = session(ep.clone(), &format!("imgfs:{channel}"), mountpoint, o.threads, materialiser)?;
+    let session = session(ep.clone(), &format!("imgfs:{follow}"), mountpoint, o.threads, materialiser)?;
 
     let pins: Vec<Pin> =
         state.iter().flat_map(|s| &s.pins).map(|p| Pin { generation: p.generation.clone(), manifest: p.manifest }).collect();
@@ -253,7 +265,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         ep,
         keeper,
         trust,
-        channel.clone(),
+        follow.clone(),
         (start.channel_version, previous_version),
         cache.to_path_buf(),
         invalidate,
@@ -272,7 +284,8 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     }
     ready(&Mounted {
         generation: label,
-        channel: channel.clone(),
+        channel: follow.channel().cloned(),
+        at: follow.at(),
         channel_version: start.channel_version,
         from_cache: start.from_cache,
         mountpoint: mountpoint.to_path_buf(),

@@ -28,8 +28,13 @@ pub struct Served {
 pub struct State {
     /// Always `STATE_VERSION`.
     pub version: u32,
-    /// The channel followed.
-    pub channel: ChannelName,
+    /// The channel followed (absent for a mount that stays on one generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelName>,
+    /// The generation a mount made with `--at IMAGE@N` stays on. Absent in files of earlier
+    /// builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The generation served now.
     pub current: Served,
     /// The one before, for rollback.
@@ -40,6 +45,56 @@ pub struct State {
     /// Prefetches under way, resumed when the mount starts again.
     #[serde(default)]
     pub prefetching: Vec<Served>,
+}
+
+/// What a mount serves: the generation a channel names (`imgfs mount --channel`), or one
+/// generation, `IMAGE@N`, verified through the signed targets and never left (`--at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow a channel.
+    Channel(ChannelName),
+    /// Stay on one generation.
+    At {
+        /// The image family.
+        image: format::ImageName,
+        /// The generation number.
+        n: u64,
+    },
+}
+
+impl Follow {
+    /// `IMAGE@N` of a pinned mount.
+    pub fn at(&self) -> Option<String> {
+        match self {
+            Follow::Channel(_) => None,
+            Follow::At { image, n } => Some(format!("{image}@{n}")),
+        }
+    }
+
+    /// The channel of a channel mount.
+    pub fn channel(&self) -> Option<&ChannelName> {
+        match self {
+            Follow::Channel(c) => Some(c),
+            Follow::At { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Follow::Channel(c) => write!(f, "{c}"),
+            Follow::At { image, n } => write!(f, "{image}@{n}"),
+        }
+    }
+}
+
+impl State {
+    /// Whether this state is of a mount following `follow` (a state of another channel, or
+    /// of a mount pinned elsewhere, is not used to start).
+    pub fn follows(&self, follow: &Follow) -> bool {
+        self.channel.as_ref() == follow.channel() && self.at == follow.at()
+    }
 }
 
 /// The state file of a cache directory.

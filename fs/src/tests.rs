@@ -346,13 +346,14 @@ mod seams {
 
     use crate::exit_codes::{ExitCode, HELP};
     use crate::fetch::{Fetcher, Limits, RemoteError};
-    use crate::state::{Served, State, STATE_VERSION};
+    use crate::state::{Follow, Served, State, STATE_VERSION};
     use crate::trusted::TrustError;
 
     fn fixed_status() -> Status {
         let d = |s: &[u8]| Digest::of(s);
         Status {
-            channel: ChannelName::new("os/stable").unwrap(),
+            channel: Some(ChannelName::new("os/stable").unwrap()),
+            at: None,
             channel_version: 3,
             current: GenerationRef { generation: "os@2".into(), manifest: d(b"2") },
             previous: Some(GenerationRef { generation: "os@1".into(), manifest: d(b"1") }),
@@ -469,14 +470,30 @@ mod seams {
     fn a_mount_offline_starts_on_the_last_verified_generation_of_its_channel_only() {
         let channel = ChannelName::new("os/stable").unwrap();
         let served = Served { generation: "os@4".into(), manifest: Digest::of(b"4"), channel_version: 9 };
-        let state =
-            State { version: STATE_VERSION, channel: channel.clone(), current: served, previous: None, pins: vec![], prefetching: vec![] };
+        let state = State {
+            version: STATE_VERSION,
+            channel: Some(channel.clone()),
+            at: None,
+            current: served,
+            previous: None,
+            pins: vec![],
+            prefetching: vec![],
+        };
         let offline = || Err(TrustError::Unreachable("http://a: request failed".into()));
-        let start = crate::startup::choose_start(offline(), Some(&state), &channel, Path::new("/c")).unwrap();
+        let follow = Follow::Channel(channel.clone());
+        let start = crate::startup::choose_start(offline(), Some(&state), &follow, Path::new("/c")).unwrap();
         assert_eq!((start.label.as_str(), start.digest, start.channel_version, start.from_cache), ("os@4", Digest::of(b"4"), 9, true));
-        let other = ChannelName::new("os/pilot").unwrap();
+        let other = Follow::Channel(ChannelName::new("os/pilot").unwrap());
         let err = crate::startup::choose_start(offline(), Some(&state), &other, Path::new("/c")).unwrap_err();
         assert!(err.to_string().contains("holds no verified generation of os/pilot"), "{err}");
+        // A pinned mount starts offline only from the state of the same pin.
+        let pinned = Follow::At { image: format::ImageName::new("os").unwrap(), n: 4 };
+        let err = crate::startup::choose_start(offline(), Some(&state), &pinned, Path::new("/c")).unwrap_err();
+        assert!(matches!(err, crate::startup::MountError::NothingVerified { .. }), "{err}");
+        let pinned_state = State { channel: None, at: Some("os@4".into()), ..state.clone() };
+        let start = crate::startup::choose_start(offline(), Some(&pinned_state), &pinned, Path::new("/c")).unwrap();
+        assert_eq!((start.label.as_str(), start.from_cache), ("os@4", true));
+        assert!(crate::startup::choose_start(offline(), Some(&pinned_state), &follow, Path::new("/c")).is_err());
         // The state file keeps digests and channel names as plain strings.
         let text = serde_json::to_value(&state).unwrap();
         assert_eq!(

@@ -50,6 +50,7 @@ fn rows(st: &Shared, q: &AffectedQuery) -> Result<Vec<AffectedRow>, AppError> {
             naming.entry(cv.generation.clone()).or_default().push(cv.channel);
         }
     }
+    let mut holders = st.fleet.holders();
     let mut out = Vec::new();
     for p in st.meta.generations().map_err(meta_err)? {
         let generation = format!("{}@{}", p.image, p.generation);
@@ -60,7 +61,8 @@ fn rows(st: &Shared, q: &AffectedQuery) -> Result<Vec<AffectedRow>, AppError> {
         let Some(packages) = found else { continue };
         let mut channels = naming.remove(&generation).unwrap_or_default();
         channels.sort();
-        out.push(AffectedRow { generation, manifest: p.manifest, packages, channels });
+        let endpoints = holders.remove(&generation).unwrap_or_default();
+        out.push(AffectedRow { generation, manifest: p.manifest, packages, channels, endpoints });
     }
     Ok(out)
 }

@@ -151,6 +151,7 @@ async fn write(
         st.tuf.channels_changed(&st.meta)?;
         st.metrics.channel_moves.inc();
         st.hot_channels.put(&cv);
+        st.fleet.changed();
         tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action = action.as_str(), "channel moved");
         Ok(cv)
     })

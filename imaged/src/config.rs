@@ -37,6 +37,16 @@ pub struct Config {
     pub tuf_snapshot_seconds: i64,
     /// How long the signed channel records are valid, seconds.
     pub tuf_channels_seconds: i64,
+    /// An endpoint not heard from for this many seconds is offline (0: three check-in
+    /// intervals, `poll_seconds`).
+    pub fleet_offline_seconds: u64,
+    /// How long an endpoint's session token works, seconds.
+    pub fleet_session_seconds: u64,
+    /// Garbage collection keeps the generations endpoints seen in this many seconds run or
+    /// would roll back to.
+    pub fleet_keep_seconds: u64,
+    /// Most check-ins answered at once; more get 503 with `Retry-After`.
+    pub fleet_max_checkins: u64,
 }
 
 /// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
@@ -59,6 +69,10 @@ impl Default for Config {
             tuf_timestamp_seconds: 24 * 3600,
             tuf_snapshot_seconds: 7 * 24 * 3600,
             tuf_channels_seconds: 7 * 24 * 3600,
+            fleet_offline_seconds: 0,
+            fleet_session_seconds: 3600,
+            fleet_keep_seconds: 30 * 24 * 3600,
+            fleet_max_checkins: 10_000,
         }
     }
 }
@@ -102,6 +116,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The fleet's settings.
+    pub fn fleet(&self) -> crate::fleet::Settings {
+        let interval = u64::from(self.poll_seconds.max(1));
+        let offline = if self.fleet_offline_seconds == 0 { 3 * interval } else { self.fleet_offline_seconds };
+        crate::fleet::Settings { interval, offline_after: offline as i64, session_seconds: self.fleet_session_seconds.max(10) as i64 }
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;

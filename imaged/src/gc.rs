@@ -84,6 +84,17 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
     keep.extend(newest.into_iter().map(|(i, n)| (i.to_string(), n)));
 
     let mut report = GcReport { dry_run, ..GcReport::default() };
+    // What endpoints report running (or would roll back to) stays, whatever channels say.
+    let since = now.saturating_sub(config.fleet_keep_seconds) as i64;
+    for (generation, endpoints) in state.fleet.running(since) {
+        let Some((image, n)) = generation.rsplit_once('@').and_then(|(i, n)| Some((i.to_string(), n.parse::<u64>().ok()?))) else {
+            continue;
+        };
+        // Listed only when nothing else keeps it: "kept because these endpoints run it".
+        if published.iter().any(|p| p.image == image && p.generation == n) && keep.insert((image, n)) {
+            report.kept_for_endpoints.push(api::server::KeptForEndpoints { generation, endpoints });
+        }
+    }
     let mut reached: HashSet<Digest> = HashSet::new();
     let mut order = Vec::new();
     let mut removed = Vec::new();

@@ -8,6 +8,8 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod fleet;
+pub mod fleet_api;
 pub mod gate;
 pub mod gate_api;
 pub mod gc;
@@ -72,7 +74,19 @@ pub fn app(state: AppState) -> Router {
         .route(r(24), get(affected::handle))
         .route(r(25), get(users::list).post(users::add))
         .route(r(26), axum::routing::delete(users::revoke))
-        .route(r(27), get(audit::handle))
+        .route(r(27), get(fleet_api::list_tokens).post(fleet_api::create_token))
+        .route(r(28), post(fleet_api::enroll))
+        .route(r(29), post(fleet_api::session))
+        .route(r(30), get(fleet_api::desired))
+        .route(r(31), get(fleet_api::events))
+        .route(r(32), post(fleet_api::reports))
+        .route(r(33), get(fleet_api::list_endpoints))
+        .route(r(34), get(fleet_api::show_endpoint).delete(fleet_api::revoke_endpoint))
+        .route(r(35), axum::routing::put(fleet_api::label_endpoint))
+        .route(r(36), get(fleet_api::list_groups).post(fleet_api::create_group))
+        .route(r(37), get(fleet_api::show_group).put(fleet_api::put_group).delete(fleet_api::remove_group))
+        .route(r(38), get(fleet_api::compliance))
+        .route(r(39), get(audit::handle))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))
@@ -163,6 +177,9 @@ pub enum OpenError {
     /// The signed metadata or the online keys could not be loaded.
     #[error(transparent)]
     Tuf(#[from] tuf::TufError),
+    /// The fleet's records could not be loaded.
+    #[error(transparent)]
+    Fleet(#[from] fleet::LoadError),
 }
 
 /// Opens the data directory: `store/`, `meta/`, and the publishing token (generated into
@@ -184,7 +201,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(OpenError::Locked { path: lock_path }),
         Err((_, errno)) => return Err(OpenError::Io { path: lock_path, source: errno.into() }),
     };
-    let meta = meta::Meta::open(&config.data.join("meta"))?;
+    let meta = Arc::new(meta::Meta::open(&config.data.join("meta"))?);
     let store = cache::Store::open(config.data.join("store"))?;
     let store_dir = config.data.join("store");
     store.clean_tmp().map_err(io(&store_dir))?;
@@ -217,10 +234,12 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         channels: config.tuf_channels_seconds.max(2),
     };
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
+    let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;
     let state = AppState::new(state::Shared {
         tuf: Arc::new(tuf),
         store: Arc::new(store),
-        meta: Arc::new(meta),
+        fleet: Arc::new(fleet),
+        meta,
         token: Arc::new(token),
         channel_writes: Arc::new(tokio::sync::Mutex::new(())),
         gc_lock: Arc::new(tokio::sync::RwLock::new(())),

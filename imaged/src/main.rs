@@ -138,7 +138,12 @@ async fn serve(cfg: Config) -> Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, imaged::app(state)).with_graceful_shutdown(shutdown()).await.context("serving")?;
+    let fleet = state.fleet.clone();
+    let stopping = async move {
+        shutdown().await;
+        fleet.close();
+    };
+    axum::serve(listener, imaged::app(state)).with_graceful_shutdown(stopping).await.context("serving")?;
     Ok(())
 }
 

@@ -24,6 +24,18 @@ pub fn spawn(state: &AppState) {
             }
         });
     }
+    // Last-seen times of endpoints, kept in memory by check-ins, reach the disk in batches.
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let f = st.fleet.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || f.flush_seen()).await {
+                tracing::error!(error = %e, "writing endpoints' last-seen times failed");
+            }
+        }
+    });
     // The online roles are signed again before they expire, by the server itself.
     let st = state.clone();
     let shortest = st.config.tuf_timestamp_seconds.min(st.config.tuf_snapshot_seconds).min(st.config.tuf_channels_seconds);

@@ -124,7 +124,7 @@ fn now_secs() -> u64 {
 }
 
 /// The audit log's newest entry, for the in-memory tail; first seals the entries of a
-/// database written before the log was a chain (format.md, log entry 11): when no entry
+/// database written before the log was a chain (format.md, log entry 12): when no entry
 /// carries a hash, each gets `prev` and `hash` in order, once. A log where some entries carry
 /// a hash is left as it is, so an entry whose hash was removed shows as broken instead of
 /// being sealed again. An entry that does not read cannot be chained to: the tail takes its
@@ -459,6 +459,36 @@ impl Meta {
             return Ok(0);
         }
         Ok(k.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// Every key and value under `prefix` (the fleet's records), in key order.
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        Ok(self
+            .scan(prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.into_vec()))
+            .collect())
+    }
+
+    /// Writes `puts` and `deletes` in one batch, with `audit` when given (then always synced,
+    /// numbered and chained under the audit lock: `commit`); without, synced when `sync`.
+    pub fn write_records(&self, puts: &[(String, Vec<u8>)], deletes: &[String], audit: Option<AuditEntry>, sync: bool) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in puts {
+            batch.put(k.as_bytes(), v);
+        }
+        for k in deletes {
+            batch.delete(k.as_bytes());
+        }
+        if let Some(entry) = audit {
+            self.commit(batch, entry)?;
+            return Ok(());
+        }
+        match sync {
+            true => self.db.write_opt(batch, &synced())?,
+            false => self.db.write(batch)?,
+        }
+        Ok(())
     }
 
     /// Adds a user and the hash of its token, with its audit entry, durably; false (and

@@ -56,6 +56,18 @@ pub const ROUTES: &[&str] = &[
     "/v1/affected",
     "/v1/users",
     "/v1/users/{name}",
+    "/v1/fleet/enroll-tokens",
+    "/v1/fleet/enroll",
+    "/v1/fleet/session",
+    "/v1/fleet/desired",
+    "/v1/fleet/events",
+    "/v1/fleet/reports",
+    "/v1/fleet/endpoints",
+    "/v1/fleet/endpoints/{id}",
+    "/v1/fleet/endpoints/{id}/labels",
+    "/v1/fleet/groups",
+    "/v1/fleet/groups/{name}",
+    "/v1/fleet/compliance",
     "/v1/audit",
 ];
 

@@ -56,6 +56,8 @@ pub struct Shared {
     pub hot_channels: Arc<crate::hot::HotChannels>,
     /// The signed metadata (TUF repository) and the online keys.
     pub tuf: Arc<crate::tuf::Repo>,
+    /// Enrolled endpoints, groups, enrollment tokens.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 /// Who made a request: the bootstrap admin (`admin.token`) or a user.

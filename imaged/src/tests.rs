@@ -398,4 +398,160 @@ fn entries_of_an_older_server_are_sealed_into_the_chain_once() {
     let log = meta.audit_log().unwrap();
     assert_eq!(api::audit::verify(&log).unwrap().unwrap().seq, 3);
     assert_eq!(log[0].time, 5, "sealing keeps what the entries said");
+mod fleet_core {
+    use api::fleet::*;
+    use format::ChannelName;
+
+    use crate::fleet::{apply_actual, apply_report, check_report, desired_of, reason, LiveGroup, Observed, Record, ReportError};
+
+    fn group(name: &str, priority: i32, selector: Option<&str>, members: &[&EndpointId], mounts: &[(&str, Source)]) -> LiveGroup {
+        let mounts = mounts
+            .iter()
+            .map(|(p, s)| NamespaceMount { path: p.to_string(), source: s.clone(), cache_share: None, passthrough: false })
+            .collect();
+        LiveGroup::new(Group {
+            name: GroupName::new(name).unwrap(),
+            members: members.iter().map(|m| (*m).clone()).collect(),
+            selector: selector.map(Into::into),
+            priority,
+            namespace: Namespace { mounts },
+        })
+        .unwrap()
+    }
+
+    fn chan(s: &str) -> Source {
+        Source::Channel(ChannelName::new(s).unwrap())
+    }
+
+    fn record(id: &EndpointId) -> Record {
+        Record {
+            id: id.clone(),
+            public_key: String::new(),
+            facts: Facts::default(),
+            own_labels: Labels::new(),
+            token_labels: Labels::new(),
+            operator_labels: Labels::new(),
+            enrolled: 0,
+            revoked: None,
+            last_seq: 0,
+            mounts: vec![],
+            cache: None,
+            events: Default::default(),
+            problems: Default::default(),
+            last_seen: None,
+        }
+    }
+
+    fn ev(seq: u64, kind: EventKind) -> Event {
+        Event { seq, time: 100 + seq as i64, kind }
+    }
+
+    #[test]
+    fn desired_state_is_the_union_of_groups_with_priority_on_shared_paths() {
+        let me = EndpointId::of_key(&[1; 32]);
+        let other = EndpointId::of_key(&[2; 32]);
+        let mut labels = Labels::new();
+        labels.insert("site".into(), "paris".into());
+        let groups = [
+            group("paris", 0, Some("site=paris"), &[], &[("/os", chan("os/stable")), ("/app", chan("app/stable"))]),
+            group("pilots", 10, None, &[&me], &[("/os", chan("os/beta"))]),
+            group("lyon", 50, Some("site=lyon"), &[&other], &[("/os", chan("os/lyon"))]),
+        ];
+        let gen = |c: &ChannelName| Some(format!("{}@7", c.as_str().split('/').next().unwrap()));
+        let d = desired_of(&me, &labels, groups.iter(), &gen, 60);
+        assert_eq!(d.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(), ["paris", "pilots"]);
+        let mounts: Vec<(&str, &str, Option<&str>)> =
+            d.mounts.iter().map(|m| (m.mount.path.as_str(), m.group.as_str(), m.generation.as_deref())).collect();
+        assert_eq!(mounts, [("/app", "paris", Some("app@7")), ("/os", "pilots", Some("os@7"))]);
+        assert_eq!(d.conflicts.len(), 1);
+        assert_eq!((d.conflicts[0].winner.as_str(), d.conflicts[0].losers[0].as_str()), ("pilots", "paris"));
+        // The same priority: the name that sorts first wins.
+        let tie = [group("b", 0, Some("site"), &[], &[("/os", chan("os/b"))]), group("a", 0, Some("site"), &[], &[("/os", chan("os/a"))])];
+        let d = desired_of(&me, &labels, tie.iter(), &|_| None, 60);
+        assert_eq!(d.mounts[0].group.as_str(), "a");
+        // No group: nothing to run.
+        assert!(desired_of(&me, &Labels::new(), groups[..1].iter(), &gen, 60).mounts.is_empty());
+    }
+
+    #[test]
+    fn reports_are_idempotent_and_move_mounts_and_problems() {
+        let id = EndpointId::of_key(&[1; 32]);
+        let mut r = record(&id);
+        let batch = ReportBatch {
+            events: vec![
+                ev(1, EventKind::Mounted { path: "/os".into(), generation: "os@1".into() }),
+                ev(2, EventKind::Failed { path: "/os".into(), generation: Some("os@2".into()), error: "no space".into() }),
+            ],
+            mounts: vec![],
+        };
+        assert_eq!(check_report(&batch), Ok(()));
+        assert_eq!(apply_report(&mut r, &batch), (2, 0));
+        assert_eq!(r.problems["/os"].kind, "failed");
+        // The same batch again (a lost ack): nothing changes.
+        let before = r.clone();
+        assert_eq!(apply_report(&mut r, &batch), (0, 2));
+        assert_eq!(r, before);
+        let more = ReportBatch {
+            events: vec![
+                ev(2, EventKind::Unmounted { path: "/os".into() }),
+                ev(5, EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 9 }),
+            ],
+            mounts: vec![],
+        };
+        assert_eq!(apply_report(&mut r, &more), (1, 1));
+        assert_eq!(r.last_seq, 5);
+        assert_eq!(r.mounts, [MountState { path: "/os".into(), current: Some("os@2".into()), previous: Some("os@1".into()) }]);
+        assert!(r.problems.is_empty(), "a switch clears the failure");
+        let back = ReportBatch {
+            events: vec![ev(6, EventKind::RolledBack { path: "/os".into(), from: "os@2".into(), to: "os@1".into(), why: "probe".into() })],
+            mounts: vec![],
+        };
+        apply_report(&mut r, &back);
+        assert_eq!(r.problems["/os"].kind, "rolled_back");
+        // Refused before anything is stored.
+        let unordered = ReportBatch { events: vec![ev(9, EventKind::Enrolled), ev(8, EventKind::Enrolled)], mounts: vec![] };
+        assert!(matches!(check_report(&unordered), Err(ReportError::Bad(_))));
+        let many = ReportBatch { events: (1..=1001).map(|i| ev(i, EventKind::Enrolled)).collect(), mounts: vec![] };
+        assert_eq!(check_report(&many), Err(ReportError::TooMany(1001)));
+        let dirty = ReportBatch { events: vec![ev(1, EventKind::Mounted { path: "/os\u{7}".into(), generation: "os@1".into() })], mounts: vec![] };
+        assert!(matches!(check_report(&dirty), Err(ReportError::Bad(_))));
+    }
+
+    #[test]
+    fn check_ins_record_a_change_of_generation_once() {
+        let id = EndpointId::of_key(&[1; 32]);
+        let mut r = record(&id);
+        assert!(apply_actual(&mut r, &[("/os".into(), Some("os@1".into()))]));
+        assert!(!apply_actual(&mut r, &[("/os".into(), Some("os@1".into()))]), "the same state is no change: no write");
+        assert!(apply_actual(&mut r, &[("/os".into(), Some("os@2".into()))]));
+        assert_eq!(r.mounts[0].previous.as_deref(), Some("os@1"));
+        assert!(apply_actual(&mut r, &[]), "a mount gone");
+        assert!(r.mounts.is_empty());
+    }
+
+    #[test]
+    fn compliance_reasons_come_from_reports_in_order() {
+        let id = EndpointId::of_key(&[1; 32]);
+        let stable = ChannelName::new("os/stable").unwrap();
+        let groups = [group("all", 0, Some("site"), &[], &[("/os", chan("os/stable"))])];
+        let mut labels = Labels::new();
+        labels.insert("site".into(), "x".into());
+        let desired = desired_of(&id, &labels, groups.iter(), &|_| Some("os@2".into()), 60);
+        let mut r = record(&id);
+        let why = |r: &Record, seen: Option<i64>, d: &Desired| reason(&Observed { record: r, last_seen: seen, desired: d }, "os@2", Some(&stable), 1000, 180);
+        assert_eq!(why(&r, None, &desired), Some(Reason::NeverCheckedIn));
+        assert_eq!(why(&r, Some(700), &desired), Some(Reason::Offline { since: 700 }));
+        assert_eq!(why(&r, Some(990), &desired), Some(Reason::Pending { since: 990 }));
+        apply_report(&mut r, &ReportBatch { events: vec![ev(1, EventKind::Failed { path: "/os".into(), generation: None, error: "disk full".into() })], mounts: vec![] });
+        assert_eq!(why(&r, Some(990), &desired), Some(Reason::Failed { error: "disk full".into(), time: 101 }));
+        apply_report(&mut r, &ReportBatch { events: vec![ev(2, EventKind::MetadataStale { path: "/os".into(), error: "expired".into() })], mounts: vec![] });
+        assert_eq!(why(&r, Some(990), &desired), Some(Reason::MetadataStale { error: "expired".into(), time: 102 }));
+        let none = desired_of(&id, &Labels::new(), groups.iter(), &|_| None, 60);
+        assert_eq!(why(&r, Some(990), &none), Some(Reason::NotInGroup));
+        let pinned = [group("held", 0, Some("site"), &[], &[("/os", Source::Pinned("os@1".into()))])];
+        let pinned = desired_of(&id, &labels, pinned.iter(), &|_| None, 60);
+        assert_eq!(why(&r, Some(990), &pinned), Some(Reason::Pinned { generation: "os@1".into() }));
+        apply_report(&mut r, &ReportBatch { events: vec![ev(3, EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 5 })], mounts: vec![] });
+        assert_eq!(why(&r, None, &none), None, "on it, whatever else holds");
+    }
 }

@@ -2,12 +2,13 @@
 //! command runner on a temporary store), `server` (a real imaged), `mount` (a real imgfs
 //! mount), `clock` (the time those processes see), `store` (the store's files, directly),
 //! `trees` (trees with every kind of file, and their comparison), `proxy` (a repository the
-//! test controls). Every helper is also reachable at the crate root (`tests::Imgctl`,
+//! test controls), `fleet` (a synthetic fleet endpoint). Every helper is also reachable at the crate root (`tests::Imgctl`,
 //! `tests::bin`, ...).
 
 use std::path::{Path, PathBuf};
 
 pub mod clock;
+pub mod fleet;
 pub mod imgctl;
 pub mod mount;
 pub mod proxy;

@@ -218,6 +218,22 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// The fleet on a server: enrollment tokens, endpoints, their labels, compliance with a
+    /// channel or generation.
+    Fleet {
+        #[command(subcommand)]
+        op: FleetOp,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Groups of endpoints on a server: who is in them (a label selector, named members) and
+    /// the namespace (mounts) they run.
+    Group {
+        #[command(subcommand)]
+        op: GroupOp,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Move and inspect channels on a server.
     Channel {
         #[command(subcommand)]
@@ -312,6 +328,118 @@ pub enum UserOp {
     /// Revoke a user's token at once.
     Revoke {
         /// The user.
+        name: String,
+    },
+}
+
+/// Fleet operations.
+#[derive(Subcommand, Debug)]
+pub enum FleetOp {
+    /// Enrollment tokens: what an endpoint presents once to enroll (`imgfs enroll`).
+    Token {
+        #[command(subcommand)]
+        op: TokenOp,
+    },
+    /// List endpoints: id, host name, groups, what each mount runs, last seen, flags.
+    #[command(alias = "list")]
+    Ls {
+        /// Only members of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only endpoints with this label, KEY=VALUE (repeat: all must match).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Only endpoints none of whose mounts runs this generation, IMAGE@N.
+        #[arg(long, value_name = "IMAGE@N")]
+        not_on: Option<String>,
+    },
+    /// Everything about one endpoint: facts, labels, groups, desired vs actual mounts,
+    /// conflicts, cache, recent events.
+    Show {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+    },
+    /// Set operators' labels of an endpoint (KEY=VALUE...) and remove some (--remove KEY).
+    Label {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+        /// Labels to set, KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A label key to remove (repeat).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+    },
+    /// Revoke an endpoint: it can no longer check in or report (admin).
+    Revoke {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+    },
+    /// How many endpoints run TARGET (a channel's current generation, or IMAGE@N) and why
+    /// each other one does not.
+    Compliance {
+        /// A channel (os/stable) or a generation (os@5).
+        target: String,
+    },
+}
+
+/// Enrollment token operations (admin).
+#[derive(Subcommand, Debug)]
+pub enum TokenOp {
+    /// Make an enrollment token; prints it once.
+    Create {
+        /// How many endpoints may enroll with it (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// How long it stays valid: 30m, 1h, 7d or seconds (default: forever).
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// A label every endpoint enrolled with it gets, KEY=VALUE (repeat).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List enrollment tokens (never their secrets).
+    #[command(alias = "list")]
+    Ls,
+}
+
+/// Group operations.
+#[derive(Subcommand, Debug)]
+pub enum GroupOp {
+    /// Create a group (or with --replace, create or replace it).
+    Create {
+        /// 1-64 of [a-z0-9._-].
+        name: String,
+        /// Endpoints whose labels match are members: 'site=paris,role=kiosk', 'tier!=test',
+        /// 'gpu', '!legacy' (every term must hold).
+        #[arg(long)]
+        selector: Option<String>,
+        /// An endpoint id that is a member whatever its labels (repeat).
+        #[arg(long = "member", value_name = "ENDPOINT")]
+        members: Vec<String>,
+        /// On a mount path two groups of an endpoint both name, the higher priority wins.
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        priority: i32,
+        /// The mounts its endpoints run: a TOML file of [[mount]] tables (JSON if it ends in
+        /// .json; docs/namespace.toml.example).
+        #[arg(long, value_name = "FILE")]
+        namespace: Option<PathBuf>,
+        /// Replace the group of that name if there is one.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List groups with their selector, size and mounts.
+    #[command(alias = "list")]
+    Ls,
+    /// A group: selector, members, priority, namespace, current endpoints.
+    Show {
+        /// The group.
+        name: String,
+    },
+    /// Remove a group.
+    #[command(alias = "delete")]
+    Rm {
+        /// The group.
         name: String,
     },
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use api::gate::{Rule, SetPolicy};
 use format::{ChannelName, ChunkParams, GenSpec, ImageName};
 use serde::Serialize;
+use tools::commands::fleet::{self, GroupArgs};
 use tools::commands::gate::{self, TestPlan};
 use tools::commands::keys::{self, InitPlan};
 use tools::commands::local;
@@ -17,7 +18,7 @@ use tools::import::{ImportOptions, Progress};
 use tools::remote::Remote;
 use tools::{signing, Repo};
 
-use crate::cli::{self, ChannelOp, Cli, Command, KeyOp, TrustOp, UserOp};
+use crate::cli::{self, ChannelOp, Cli, Command, FleetOp, GroupOp, KeyOp, TokenOp, TrustOp, UserOp};
 use crate::{exit_codes, print};
 
 fn default_store() -> Result<PathBuf> {
@@ -298,6 +299,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let plan = tools::commands::audit::AuditPlan { since, actor };
             show(out, json, &tools::commands::audit::audit(&remote(&server)?, &plan)?, print::audit)?;
         }
+        Command::Fleet { op, server } => fleet_command(op, &server, json, out)?,
+        Command::Group { op, server } => group_command(op, &server, json, out)?,
         Command::Channel { op, server } => {
             let plan = match op {
                 ChannelOp::Set { channel, generation, reason } => ChannelPlan::Set { channel: channel.parse()?, generation, reason },
@@ -373,6 +376,80 @@ fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut dyn Wri
             let image = ImageName::new(&image)?;
             let secrets = secrets(&key_files)?;
             show(out, json, &keys::min_epoch(&remote(&server)?, &secrets, &image, epoch, expires_days)?, print::min_epoch)
+        }
+    }
+}
+
+fn fleet_command(op: FleetOp, server: &cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
+    // Arguments are checked before the first request.
+    match op {
+        FleetOp::Token { op: TokenOp::Create { uses, lifetime, labels } } => {
+            let token = api::fleet::NewEnrollToken {
+                uses,
+                lifetime_seconds: lifetime.as_deref().map(fleet::parse_lifetime).transpose()?,
+                labels: fleet::parse_labels(&labels)?,
+            };
+            show(out, json, &remote(server)?.create_enroll_token(&token)?, print::created_enroll_token)
+        }
+        FleetOp::Token { op: TokenOp::Ls } => show(out, json, &remote(server)?.enroll_tokens()?, print::enroll_tokens),
+        FleetOp::Ls { group, labels, not_on } => {
+            let query = tools::remote::fleet::EndpointQuery {
+                group: group.as_deref().map(api::fleet::GroupName::new).transpose()?,
+                labels: labels.iter().map(|l| fleet::parse_label(l)).collect::<Result<_, _>>()?,
+                not_on: not_on.as_deref().map(fleet::parse_generation).transpose()?,
+            };
+            show(out, json, &remote(server)?.endpoints(&query)?, print::endpoints)
+        }
+        FleetOp::Show { endpoint } => {
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.endpoint(&id)?, print::endpoint)
+        }
+        FleetOp::Label { endpoint, labels, remove } => {
+            let set = fleet::parse_labels(&labels)?;
+            if let Some(bad) = remove.iter().find(|k| !api::fleet::label_key_ok(k)) {
+                return Err(fleet::InputError::LabelKey(bad.clone()).into());
+            }
+            if set.is_empty() && remove.is_empty() {
+                return Err(fleet::InputError::NoLabelChange.into());
+            }
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            let change = api::fleet::LabelChange { set, remove };
+            show(out, json, &remote.change_labels(&id, &change)?, |o, e| print::endpoint_changed(o, "labelled", e))
+        }
+        FleetOp::Revoke { endpoint } => {
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.revoke_endpoint(&id)?, |o, e| print::endpoint_changed(o, "revoked", e))
+        }
+        FleetOp::Compliance { target } => {
+            let target = fleet::parse_target(&target)?;
+            show(out, json, &remote(server)?.compliance(&target)?, print::compliance)
+        }
+    }
+}
+
+fn group_command(op: GroupOp, server: &cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
+    match op {
+        GroupOp::Create { name, selector, members, priority, namespace, replace } => {
+            let namespace = match &namespace {
+                Some(file) => fleet::read_namespace(file)?,
+                None => api::fleet::Namespace::default(),
+            };
+            let group = fleet::group(GroupArgs { name, selector, members, priority, namespace })?;
+            let remote = remote(server)?;
+            let (made, verb) = if replace { (remote.put_group(&group)?, "put") } else { (remote.create_group(&group)?, "created") };
+            show(out, json, &made, |o, g| print::group(o, Some(verb), g))
+        }
+        GroupOp::Ls => show(out, json, &remote(server)?.groups()?, print::groups),
+        GroupOp::Show { name } => {
+            let name = api::fleet::GroupName::new(&name)?;
+            show(out, json, &remote(server)?.group(&name)?, |o, g| print::group(o, None, g))
+        }
+        GroupOp::Rm { name } => {
+            let name = api::fleet::GroupName::new(&name)?;
+            show(out, json, &remote(server)?.delete_group(&name)?, |o, g| print::group(o, Some("removed"), g))
         }
     }
 }

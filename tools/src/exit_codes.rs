@@ -7,11 +7,12 @@ pub const FAILURE: i32 = 1;
 /// Bad command-line usage (clap's own code).
 #[allow(dead_code)]
 pub const USAGE: i32 = 2;
-/// The named generation or path does not exist.
+/// The named generation, path, endpoint or group does not exist.
 pub const NOT_FOUND: i32 = 3;
 /// Verification found corrupt or missing objects, or the server's audit log does not verify.
 pub const VERIFY_FAILED: i32 = 4;
-/// The input was refused: an unsafe or corrupt archive, an unsupported file, a bad name.
+/// The input was refused: an unsafe or corrupt archive, an unsupported file, a bad name, label,
+/// label selector or namespace file.
 pub const BAD_INPUT: i32 = 5;
 /// The server refused the request (bad token, conflict, invalid input).
 pub const REFUSED: i32 = 6;

@@ -9,6 +9,7 @@ mod print;
 
 use clap::Parser;
 use tools::browse::ReadError;
+use tools::commands::fleet::{InputError, LookupError};
 use tools::commands::CommandError;
 use tools::push::PushError;
 use tools::remote::RemoteError;
@@ -69,6 +70,14 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
     }
     if cause.downcast_ref::<format::NameError>().is_some() || cause.downcast_ref::<format::ChannelNameError>().is_some() {
         return Some(exit_codes::BAD_INPUT);
+    }
+    if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<api::fleet::BadId>().is_some() {
+        return Some(exit_codes::BAD_INPUT);
+    }
+    match cause.downcast_ref::<LookupError>() {
+        Some(LookupError::NoSuchEndpoint(_)) => return Some(exit_codes::NOT_FOUND),
+        Some(LookupError::Ambiguous { .. }) => return Some(exit_codes::BAD_INPUT),
+        None => {}
     }
     match cause.downcast_ref::<SignError>() {
         Some(SignError::Remote(e)) => return code_of(e),

@@ -6,6 +6,7 @@ use std::path::Path;
 use format::{Activation, Entry, EntryKind};
 use tools::analysis::SecuritySummary;
 use tools::browse::{display_bytes, mode_string, utc_string};
+use tools::commands::fleet::text as fleet_text;
 use tools::commands::gate::{Approved, ShowOutput, TestOutput};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
 use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
@@ -115,6 +116,9 @@ pub fn affected(out: &mut dyn Write, rows: &Vec<AffectedRow>) -> Result<()> {
             line += &format!("  channels: {}", channels.join(" "));
         }
         writeln!(out, "{line}")?;
+        for h in &r.endpoints {
+            writeln!(out, "    {} {} ({})", h.how, h.endpoint, h.hostname)?;
+        }
     }
     Ok(())
 }
@@ -452,4 +456,39 @@ pub fn audit(out: &mut dyn Write, a: &tools::commands::audit::AuditOutput) -> Re
         None => writeln!(out, "the audit log is empty")?,
     }
     Ok(())
+}
+
+// The fleet's text lives in the library (`tools::commands::fleet::text`), where it is tested;
+// these give it the time now.
+
+pub fn created_enroll_token(out: &mut dyn Write, t: &api::fleet::CreatedEnrollToken) -> Result<()> {
+    fleet_text::created_token(out, t, cache::clock::now())
+}
+
+pub fn enroll_tokens(out: &mut dyn Write, t: &api::fleet::EnrollTokens) -> Result<()> {
+    fleet_text::tokens(out, t, cache::clock::now())
+}
+
+pub fn endpoints(out: &mut dyn Write, e: &api::fleet::Endpoints) -> Result<()> {
+    fleet_text::endpoints(out, e, cache::clock::now())
+}
+
+pub fn endpoint(out: &mut dyn Write, d: &api::fleet::EndpointDetail) -> Result<()> {
+    fleet_text::endpoint(out, d, cache::clock::now())
+}
+
+pub fn endpoint_changed(out: &mut dyn Write, verb: &str, e: &api::fleet::EndpointSummary) -> Result<()> {
+    fleet_text::endpoint_changed(out, verb, e)
+}
+
+pub fn compliance(out: &mut dyn Write, c: &api::fleet::Compliance) -> Result<()> {
+    fleet_text::compliance(out, c, cache::clock::now())
+}
+
+pub fn group(out: &mut dyn Write, verb: Option<&str>, g: &api::fleet::GroupSummary) -> Result<()> {
+    fleet_text::group(out, verb, g)
+}
+
+pub fn groups(out: &mut dyn Write, g: &api::fleet::Groups) -> Result<()> {
+    fleet_text::groups(out, g)
 }

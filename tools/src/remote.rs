@@ -13,6 +13,8 @@ use api::{ChannelName, ErrorBody, ErrorCode};
 use format::Digest;
 use serde::de::DeserializeOwned;
 
+pub mod fleet;
+
 /// How much of an answer that is not the server's JSON an error quotes.
 const QUOTED_BYTES: usize = 200;
 

@@ -54,6 +54,11 @@ impl PublicKey {
         ed25519_dalek::VerifyingKey::from_bytes(&bytes).map(PublicKey).map_err(|_| KeyError::Malformed(hex_key.into()))
     }
 
+    /// The ed25519 key with these 32 public bytes (an endpoint's key), if they are one.
+    pub fn from_raw(bytes: &[u8; 32]) -> Option<PublicKey> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes).ok().map(PublicKey)
+    }
+
     /// The key object as metadata lists it.
     pub fn to_value(&self) -> Value {
         json!({"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": hex::encode(self.0.as_bytes())}})

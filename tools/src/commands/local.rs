@@ -315,7 +315,7 @@ fn local_affected(repo: &Repo, q: &AffectedQuery) -> Result<Vec<AffectedRow>, Co
             let g = repo.resolve(&GenSpec::Number(image.clone(), n))?;
             let found = browse::carries(&repo.store, &g.manifest, q.package.as_deref(), q.source.as_deref(), q.path.as_deref(), q.digest.as_ref())?;
             let Some(packages) = found else { continue };
-            rows.push(AffectedRow { generation: g.label(), manifest: g.digest, packages, channels: Vec::new() });
+            rows.push(AffectedRow { generation: g.label(), manifest: g.digest, packages, channels: Vec::new(), endpoints: Vec::new() });
         }
     }
     Ok(rows)

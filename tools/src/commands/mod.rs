@@ -13,6 +13,7 @@ use crate::verify::VerifyError;
 use crate::{ImportError, RepoError};
 
 pub mod audit;
+pub mod fleet;
 pub mod gate;
 pub mod keys;
 pub mod local;

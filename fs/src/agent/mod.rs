@@ -1,0 +1,436 @@
+//! `imgfs agent` and `imgfs enroll`: the endpoint's side of the fleet (docs/fleet.md). The
+//! agent enrolls once, then checks in for its desired state (a conditional GET on an interval
+//! with jitter, at once on a push hint from the event stream), runs each desired mount as an
+//! `imgfs mount --daemon` of its own and reconciles them, and reports what happens through a
+//! queue on disk. Pure decisions live in `reconcile` and `schedule`; `client`, `supervisor`,
+//! `queue`, `identity` and `facts` do the IO.
+
+pub mod client;
+pub mod config;
+pub mod facts;
+pub mod identity;
+pub mod queue;
+pub mod reconcile;
+pub mod schedule;
+pub mod supervisor;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::control::Switch;
+use api::fleet::{CacheState, Desired, EventKind, Facts, MountState, ReportBatch};
+
+use client::{Client, ClientError, DesiredAnswer};
+use config::AgentConfig;
+use identity::Sessions;
+use queue::Queue;
+use reconcile::{Action, RunState, Running};
+use schedule::{jitter, Backoff, Schedule};
+use supervisor::{Child, Supervisor};
+
+/// Check-ins before the server has said how often (and when it is unreachable).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the mounts are asked for their status.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The identity could not be read, made or enrolled.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// Not enrolled and no `enroll_token` configured.
+    #[error("{} does not exist: run `imgfs enroll` or set enroll_token in the configuration", path.display())]
+    NotEnrolled {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// The report queue cannot be used.
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    /// The server refuses this endpoint (revoked or unknown). The mounts keep serving.
+    #[error("the server refuses this endpoint; its mounts keep serving what they serve")]
+    LockedOut(#[source] ClientError),
+}
+
+/// What the agent holds while it runs.
+struct Agent {
+    config: AgentConfig,
+    client: Arc<Client>,
+    sessions: Arc<Sessions>,
+    queue: Queue,
+    supervisor: Supervisor,
+    desired: Option<Desired>,
+    etag: Option<String>,
+    facts: Option<Facts>,
+    cache: Option<CacheState>,
+    report_backoff: Backoff,
+    next_report: Instant,
+}
+
+/// Seconds since the epoch (the workspace's clock, which tests can set).
+fn unix_now() -> i64 {
+    crate::trusted::unix_now()
+}
+
+/// Runs the agent until the server refuses the endpoint (or a local failure).
+pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
+    let state = config.state.clone();
+    let key = identity::load_or_create_key(&state)?;
+    if identity::read_endpoint(&state)?.is_none() {
+        let Some(token) = &config.enroll_token else { return Err(AgentError::NotEnrolled { path: identity::endpoint_path(&state) }) };
+        let file = identity::enroll(&state, &config.servers, token, config.labels.clone(), &config.cache)?;
+        tracing::info!(endpoint = %file.endpoint, "enrolled");
+    }
+    tracing::info!(endpoint = %identity::endpoint_id(&key), "agent starting");
+    let client = Arc::new(Client::new(&config.servers));
+    let sessions = Arc::new(Sessions::new(key));
+    let queue = Queue::open(&state.join("reports"), config.report_queue_max)?;
+    let (hints_tx, hints) = mpsc::channel::<()>();
+    spawn_stream(client.clone(), sessions.clone(), hints_tx);
+    let now = Instant::now();
+    let mut supervisor = Supervisor::new(exe, config.clone());
+    supervisor.adopt(now);
+    let desired = std::fs::read(state.join("desired.json")).ok().and_then(|b| serde_json::from_slice::<Desired>(&b).ok());
+    let mut agent = Agent {
+        config,
+        client,
+        sessions,
+        queue,
+        supervisor,
+        desired,
+        etag: None,
+        facts: None,
+        cache: None,
+        report_backoff: Backoff::default(),
+        next_report: now,
+    };
+    agent.check_facts();
+    let mut schedule = Schedule::new(now);
+    let mut next_status = now;
+    loop {
+        let now = Instant::now();
+        let interval = agent.interval();
+        if schedule.due(now) {
+            match agent.check_in() {
+                Ok(()) => schedule.checked_in(Instant::now(), interval, jitter()),
+                Err(e) if e.locked_out() => return Err(AgentError::LockedOut(e)),
+                Err(ClientError::RetryAfter { seconds, .. }) => schedule.retry_after(now, seconds),
+                Err(e) => {
+                    tracing::warn!(error = %e, "check-in failed; the mounts keep serving");
+                    schedule.failed(now, interval, jitter());
+                }
+            }
+            agent.check_facts();
+        }
+        if now >= next_status {
+            agent.watch();
+            agent.reconcile();
+            next_status = Instant::now() + STATUS_EVERY;
+        }
+        if !agent.queue.is_empty() && Instant::now() >= agent.next_report {
+            if let Err(e) = agent.send_reports() {
+                if e.locked_out() {
+                    return Err(AgentError::LockedOut(e));
+                }
+            }
+        }
+        let mut until = schedule.next().min(next_status);
+        if !agent.queue.is_empty() {
+            until = until.min(agent.next_report);
+        }
+        let wait = until.saturating_duration_since(Instant::now());
+        match hints.recv_timeout(wait) {
+            Ok(()) => {
+                tracing::debug!("push hint: checking in now");
+                while hints.try_recv().is_ok() {}
+                schedule.hint(Instant::now());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+    }
+}
+
+/// Keeps the event stream open in a thread of its own, reconnecting with backoff; every
+/// `check` event sends a hint. The agent works the same without it.
+fn spawn_stream(client: Arc<Client>, sessions: Arc<Sessions>, hints: mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        let mut backoff = Backoff::default();
+        loop {
+            let opened = Instant::now();
+            let result = sessions.with(&client, unix_now(), |token| {
+                client.events(token, &mut || {
+                    let _ = hints.send(());
+                })
+            });
+            match result {
+                // A stream that stayed open a while was healthy: reconnect at once.
+                Ok(()) if opened.elapsed() > Duration::from_secs(10) => backoff.reset(),
+                Ok(()) => {}
+                Err(ClientError::RetryAfter { seconds, .. }) => {
+                    std::thread::sleep(Duration::from_secs(seconds));
+                    continue;
+                }
+                // Revoked or unknown: the check-in that follows finds out and stops the agent.
+                Err(e) if e.locked_out() => {
+                    let _ = hints.send(());
+                }
+                Err(e) => tracing::debug!(error = %e, "event stream failed"),
+            }
+            std::thread::sleep(backoff.next(jitter()));
+        }
+    });
+}
+
+impl Agent {
+    /// The check-in interval: the configuration's, else the server's, else the default.
+    fn interval(&self) -> Duration {
+        let secs = self.config.interval_seconds.or(self.desired.as_ref().map(|d| d.interval_seconds)).unwrap_or(DEFAULT_INTERVAL.as_secs());
+        Duration::from_secs(secs.max(1))
+    }
+
+    /// Queues an event (a queue that cannot be written loses it, and says so).
+    fn event(&mut self, kind: EventKind) {
+        tracing::info!(event = kind.name(), "{kind:?}");
+        if let Some(problem) = kind.problem() {
+            // The server would refuse the whole batch: this one event is not sent.
+            tracing::error!(problem, "an event the server would refuse: not queued");
+            return;
+        }
+        if let Err(e) = self.queue.push(unix_now(), kind) {
+            tracing::error!(error = %e, "cannot queue an event");
+        }
+        // Events are sent at once (the backoff still holds after failures).
+        if self.report_backoff.failures() == 0 {
+            self.next_report = Instant::now();
+        }
+    }
+
+    /// Asks for the desired state (conditionally) and applies it.
+    fn check_in(&mut self) -> Result<(), ClientError> {
+        let actual = api::fleet::format_actual(&reconcile::actual(&self.running()));
+        let etag = self.etag.clone();
+        let answer = self.sessions.with(&self.client, unix_now(), |token| self.client.desired(token, &actual, etag.as_deref()))?;
+        if let DesiredAnswer::Changed { desired, etag } = answer {
+            if self.desired.as_ref() != Some(&desired) {
+                let bytes = serde_json::to_vec_pretty(&desired).expect("serialises");
+                if let Err(e) = cache::atomic::write(&self.config.state.join("desired.json"), &bytes) {
+                    tracing::warn!(error = %e, "cannot keep the desired state for an offline restart");
+                }
+            }
+            self.desired = Some(desired);
+            self.etag = etag;
+        }
+        self.reconcile();
+        if !self.queue.is_empty() {
+            let _ = self.send_reports();
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> std::collections::BTreeMap<String, Running> {
+        self.supervisor.children.iter().map(|(p, c)| (p.clone(), c.running.clone())).collect()
+    }
+
+    /// Makes the mounts what the desired state says (nothing before the first answer).
+    fn reconcile(&mut self) {
+        let Some(desired) = self.desired.clone() else { return };
+        let actions = reconcile::plan(&desired.mounts, &self.running(), Instant::now());
+        let mut changed = false;
+        for action in actions {
+            match action {
+                Action::Stop { path } => {
+                    self.supervisor.stop(&path);
+                    self.event(EventKind::Unmounted { path });
+                    changed = true;
+                }
+                Action::Restart { path, spec } => {
+                    self.supervisor.stop(&path);
+                    self.event(EventKind::Unmounted { path: path.clone() });
+                    self.start(&path, spec);
+                    changed = true;
+                }
+                Action::Start { path, spec } => {
+                    self.start(&path, spec);
+                    changed = true;
+                }
+                Action::Update { path, hint } => self.update(&path, hint),
+            }
+        }
+        if changed {
+            self.supervisor.save();
+        }
+    }
+
+    /// Starts a mount; a failure is reported and tried again after a backoff.
+    fn start(&mut self, path: &str, spec: reconcile::Spec) {
+        let failures = self.supervisor.children.get(path).map_or(0, |c| c.failures);
+        let local = self.config.local_path(path);
+        match self.supervisor.start(path, &spec) {
+            Ok(st) => {
+                let generation = st.current.generation.clone();
+                let seen = reconcile::observe(path, None, &st).1;
+                let running = Running { spec, state: RunState::Up { current: generation.clone() }, last_update: None };
+                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: Some(seen), status: Some(st), failures: 0 });
+                self.event(EventKind::Mounted { path: path.to_string(), generation });
+            }
+            Err(e) => {
+                let wait = restart_wait(failures);
+                tracing::warn!(path, error = %e, retry_in = ?wait, "mount failed");
+                let generation = match &spec.source {
+                    api::fleet::Source::Pinned(g) => Some(g.clone()),
+                    api::fleet::Source::Channel(_) => None,
+                };
+                let running = Running { spec, state: RunState::Down { retry_at: Instant::now() + wait }, last_update: None };
+                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: None, status: None, failures: failures + 1 });
+                self.event(EventKind::Failed { path: path.to_string(), generation, error: reconcile::clip(&format!("{e:#}")) });
+            }
+        }
+    }
+
+    /// Asks a mount to check its channel now, and reports what it did.
+    fn update(&mut self, path: &str, hint: String) {
+        if let Some(c) = self.supervisor.children.get_mut(path) {
+            c.running.last_update = Some((hint.clone(), Instant::now()));
+        }
+        match self.supervisor.update(path) {
+            Ok(Switch::Switched { from, to, millis, .. }) => {
+                if let Some(c) = self.supervisor.children.get_mut(path) {
+                    c.running.state = RunState::Up { current: to.clone() };
+                    if let Some(seen) = c.seen.as_mut() {
+                        seen.current = to.clone();
+                    }
+                }
+                self.event(EventKind::Switched { path: path.into(), from, to, millis });
+            }
+            Ok(Switch::AlreadyCurrent { generation, .. }) => {
+                tracing::info!(path, %generation, %hint, "the mount's signed metadata does not name the hinted generation yet");
+            }
+            Ok(Switch::Refused { error, .. }) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&error) })
+            }
+            Ok(Switch::NothingToRollBackTo) => {}
+            Err(e) => self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&format!("{e:#}")) }),
+        }
+    }
+
+    /// Asks every mount that is up for its status: reports what changed, marks dead ones down.
+    fn watch(&mut self) {
+        let paths: Vec<String> = self.supervisor.children.keys().cloned().collect();
+        let mut events = Vec::new();
+        for path in paths {
+            let c = self.supervisor.children.get_mut(&path).expect("listed");
+            if !matches!(c.running.state, RunState::Up { .. }) {
+                continue;
+            }
+            match supervisor::status(&c.local) {
+                Ok(st) => {
+                    let (evs, seen) = reconcile::observe(&path, c.seen.as_ref(), &st);
+                    c.running.state = RunState::Up { current: seen.current.clone() };
+                    c.seen = Some(seen);
+                    c.status = Some(st);
+                    events.extend(evs);
+                }
+                Err(e) => {
+                    let wait = restart_wait(c.failures);
+                    c.failures += 1;
+                    c.running.state = RunState::Down { retry_at: Instant::now() + wait };
+                    c.status = None;
+                    events.push(EventKind::Failed {
+                        path: path.clone(),
+                        generation: None,
+                        error: reconcile::clip(&format!("the mount stopped answering: {e:#}")),
+                    });
+                }
+            }
+        }
+        for e in events {
+            self.event(e);
+        }
+        let cache = reconcile::cache_state(self.supervisor.children.values().filter_map(|c| c.status.as_ref()));
+        if !self.supervisor.children.is_empty() && reconcile::cache_changed(self.cache.as_ref(), &cache) {
+            self.cache = Some(cache.clone());
+            self.event(EventKind::Cache { cache });
+        }
+    }
+
+    /// Reports the facts if they changed (always at start).
+    fn check_facts(&mut self) {
+        let now = facts::collect(&self.config.cache);
+        if self.facts.as_ref().map_or(true, |old| facts::changed(old, &now)) {
+            self.facts = Some(now.clone());
+            self.event(EventKind::Facts { facts: now });
+        }
+    }
+
+    /// Sends the queued events in batches until the queue is empty or a send fails.
+    fn send_reports(&mut self) -> Result<(), ClientError> {
+        while !self.queue.is_empty() {
+            let batch = ReportBatch { events: self.queue.batch(), mounts: self.mount_states() };
+            let sent = self.sessions.with(&self.client, unix_now(), |token| self.client.report(token, &batch));
+            match sent {
+                Ok(ack) => {
+                    self.report_backoff.reset();
+                    if let Err(e) = self.queue.ack(ack.acked) {
+                        tracing::error!(error = %e, "cannot drop acknowledged events");
+                    }
+                    if ack.acked < batch.events.last().map_or(0, |e| e.seq) {
+                        // The server holds less than was sent (it refused part): try later.
+                        self.next_report = Instant::now() + self.report_backoff.next(jitter());
+                        return Ok(());
+                    }
+                }
+                Err(e) if matches!(e.code(), Some(api::ErrorCode::BadReport | api::ErrorCode::TooManyEvents)) => {
+                    // Sending it again would be refused again: the batch is dropped so the
+                    // queue does not stall behind it.
+                    tracing::error!(error = %e, events = batch.events.len(), "the server refused a report batch: dropped");
+                    let last = batch.events.last().map_or(0, |e| e.seq);
+                    if let Err(e) = self.queue.ack(last) {
+                        tracing::error!(error = %e, "cannot drop refused events");
+                    }
+                }
+                Err(e) => {
+                    let wait = match &e {
+                        ClientError::RetryAfter { seconds, .. } => Duration::from_secs(*seconds),
+                        _ => self.report_backoff.next(jitter()),
+                    };
+                    tracing::warn!(error = %e, queued = self.queue.len(), retry_in = ?wait, "reports not sent; they wait on disk");
+                    self.next_report = Instant::now() + wait;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What each mount runs now.
+    fn mount_states(&self) -> Vec<MountState> {
+        self.supervisor
+            .children
+            .iter()
+            .map(|(p, c)| MountState {
+                path: p.clone(),
+                current: match &c.running.state {
+                    RunState::Up { current } => Some(current.clone()),
+                    RunState::Down { .. } => None,
+                },
+                previous: c.status.as_ref().and_then(|s| s.previous.as_ref()).map(|g| g.generation.clone()),
+            })
+            .collect()
+    }
+}
+
+/// How long a mount that failed `failures` times before waits to be started again.
+pub fn restart_wait(failures: u32) -> Duration {
+    let mut b = Backoff::default();
+    (0..failures).for_each(|_| {
+        b.next(1.0);
+    });
+    b.next(jitter())
+}
