@@ -398,6 +398,8 @@ fn entries_of_an_older_server_are_sealed_into_the_chain_once() {
     let log = meta.audit_log().unwrap();
     assert_eq!(api::audit::verify(&log).unwrap().unwrap().seq, 3);
     assert_eq!(log[0].time, 5, "sealing keeps what the entries said");
+}
+
 mod fleet_core {
     use api::fleet::*;
     use format::ChannelName;
