@@ -67,6 +67,9 @@ pub struct Channel {
 pub struct SetChannel {
     /// `IMAGE@N`, `IMAGE@latest` or a manifest digest.
     pub generation: String,
+    /// Why, recorded in the audit log with the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Body of `POST /v1/promote`: `to` gets `from`'s generation.
@@ -76,6 +79,9 @@ pub struct Promote {
     pub from: ChannelName,
     /// The channel that moves.
     pub to: ChannelName,
+    /// Why, recorded in the audit log with the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Body of `POST /v1/rollback`.
@@ -86,6 +92,9 @@ pub struct Rollback {
     /// The generation to go back to; else the newest earlier one still published.
     #[serde(default)]
     pub to: Option<String>,
+    /// Why, recorded in the audit log with the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Answer of `GET /v1/history/{name}`.

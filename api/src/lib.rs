@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod affected;
+pub mod audit;
 pub mod channels;
 pub mod control;
 pub mod error;

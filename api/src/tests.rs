@@ -156,6 +156,46 @@ fn roles_grant_nested_permissions_and_user_names_are_checked() {
     assert!(serde_json::from_str::<UserName>("\"Bad\"").is_err());
 }
 
+fn sealed_entry() -> crate::audit::AuditEntry {
+    let mut e = crate::audit::AuditEntry::new("alice", "channel set", "os/stable", "version 2").at(1_700_000_000).before("img@1").after("img@2");
+    e.seal(1, crate::audit::GENESIS);
+    e
+}
+
+#[test]
+fn an_audit_entry_hashes_its_canonical_encoding_and_survives_json() {
+    let e = sealed_entry();
+    let mut want = b"imaged-audit-1\n".to_vec();
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.extend_from_slice(&1_700_000_000i64.to_be_bytes());
+    for s in ["alice", "channel set", "os/stable", "version 2"] {
+        want.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        want.extend_from_slice(s.as_bytes());
+    }
+    for s in ["img@1", "img@2"] {
+        want.push(1);
+        want.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        want.extend_from_slice(s.as_bytes());
+    }
+    want.push(0);
+    want.extend_from_slice(&64u32.to_be_bytes());
+    want.extend_from_slice(crate::audit::GENESIS.as_bytes());
+    assert_eq!(e.canonical(), want, "format.md describes this encoding");
+    assert_eq!(e.hash, format::Digest::of(&want).to_hex());
+    let back: crate::audit::AuditEntry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
+    assert!(!serde_json::to_string(&e).unwrap().contains("reason"), "absent fields stay absent");
+}
+
+#[test]
+fn an_empty_reason_is_left_out_but_an_empty_before_is_not_an_absent_one() {
+    let e = sealed_entry();
+    assert_eq!(e.clone().reason("").reason, None);
+    let mut empty = e.clone();
+    empty.before = Some(String::new());
+    assert_ne!(empty.expected_hash(), crate::audit::AuditEntry { before: None, ..e }.expected_hash());
+}
+
 #[test]
 fn fleet_wire_forms_round_trip_and_refuse_what_they_should() {
     use crate::fleet::*;

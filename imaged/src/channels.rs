@@ -13,7 +13,7 @@ use format::{ChannelName, Digest, GenSpec};
 use api::ErrorCode;
 
 use crate::error::AppError;
-use crate::meta::ChannelVersion;
+use crate::meta::{AuditEntry, ChannelVersion};
 use crate::state::{blocking, AppState};
 
 /// Checks a channel name in a path (`format::ChannelName` has the rule). The raw request path
@@ -97,10 +97,19 @@ fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
     Ok((format!("{}@{}", p.image, p.generation), p.manifest))
 }
 
+/// Who moves a channel and why, for the audit entry.
+struct Why {
+    actor: String,
+    reason: Option<String>,
+    /// Added to the entry's detail (a promotion's source channel).
+    note: String,
+}
+
 async fn write(
     state: &AppState,
     channel: ChannelName,
     action: ChannelAction,
+    why: Why,
     pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
 ) -> Result<Response, AppError> {
     let _guard = state.channel_writes.lock().await;
@@ -129,7 +138,14 @@ async fn write(
             created: now,
             action,
         };
-        st.meta.push_channel(&cv).map_err(|e| AppError::internal("recording the channel", e))?;
+        // Before is the generation the channel named until now (absent for a new channel).
+        let mut entry = AuditEntry::new(&why.actor, &format!("channel {}", action.as_str()), cv.channel.to_string(), format!("version {}{}", cv.version, why.note))
+            .after(cv.generation.clone())
+            .reason(why.reason.unwrap_or_default());
+        if let Some(old) = history.last() {
+            entry = entry.before(old.generation.clone());
+        }
+        st.meta.push_channel(&cv, entry).map_err(|e| AppError::internal("recording the channel", e))?;
         // The signed channel records follow (rebuilt from the recorded versions, so a failure
         // here is repaired by the next signing round).
         st.tuf.channels_changed(&st.meta)?;
@@ -151,10 +167,11 @@ pub async fn set(
     headers: HeaderMap,
     body: Result<Json<SetChannel>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Publish)?;
+    let actor = state.authorize(&headers, api::users::Permission::Publish)?;
     let name = check_name(&name, uri.path())?;
     let Json(body) = body?;
-    write(&state, name, ChannelAction::Set, move |st, _| resolve(st, &body.generation)).await
+    let why = Why { actor: actor.name, reason: body.reason, note: String::new() };
+    write(&state, name, ChannelAction::Set, why, move |st, _| resolve(st, &body.generation)).await
 }
 
 /// `POST /v1/promote` `{"from": CHANNEL, "to": CHANNEL}`: `to` gets `from`'s generation.
@@ -163,10 +180,11 @@ pub async fn promote(
     headers: HeaderMap,
     body: Result<Json<Promote>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Publish)?;
+    let actor = state.authorize(&headers, api::users::Permission::Publish)?;
     let Json(body) = body.map_err(channel_body)?;
     let from = body.from.clone();
-    write(&state, body.to, ChannelAction::Promote, move |st, _| {
+    let why = Why { actor: actor.name, reason: body.reason, note: format!(", from {from}") };
+    write(&state, body.to, ChannelAction::Promote, why, move |st, _| {
         let cv = st.meta.channel(from.as_str()).map_err(|e| AppError::internal("reading metadata", e))?;
         let cv = cv.ok_or_else(|| AppError::not_found(format!("no channel {from}")))?;
         Ok((cv.generation, cv.manifest))
@@ -182,11 +200,12 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Result<Json<Rollback>, JsonRejection>,
 ) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Publish)?;
+    let actor = state.authorize(&headers, api::users::Permission::Publish)?;
     let Json(body) = body.map_err(channel_body)?;
     let to = body.to;
     let channel = body.channel.clone();
-    write(&state, body.channel, ChannelAction::Rollback, move |st, history| {
+    let why = Why { actor: actor.name, reason: body.reason, note: String::new() };
+    write(&state, body.channel, ChannelAction::Rollback, why, move |st, history| {
         let current = history.last().ok_or_else(|| AppError::not_found(format!("no channel {channel}")))?;
         if let Some(spec) = to {
             return resolve(st, &spec);

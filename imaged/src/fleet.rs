@@ -455,7 +455,7 @@ impl Fleet {
     }
 
     /// Adds or replaces an endpoint (enrollment), with the token's new state and the audit
-    /// entry, durably. The caller serialises writers of audit entries.
+    /// entry, durably (`Meta` numbers and chains the entry under its own lock).
     pub fn put_enrolled(&self, record: Record, token: Option<(&str, &StoredToken)>, audit: AuditEntry) -> Result<Arc<Endpoint>, MetaError> {
         let mut puts = vec![(ep_key(&record.id), json(&record))];
         if let Some((hash, t)) = token {

@@ -51,21 +51,30 @@ pub async fn put_policy(
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     blocking(move || {
-        let detail = format!(
-            "normal: tests {:?}, {} approvals; emergency: tests {:?}, {} approvals; {} approvers, {} testers",
-            policy.normal.tests.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            policy.normal.approvals,
-            policy.emergency.tests.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            policy.emergency.approvals,
-            policy.approvers.len(),
-            policy.testers.len()
-        );
-        let audit = entry(actor.name.clone(), "policy", channel.to_string(), detail);
+        // Before and after are the rules the channel had and has (absent before a first policy).
+        let old = st.meta.policy(channel.as_str()).map_err(meta_err)?;
+        let mut audit = entry(actor.name.clone(), "policy", channel.to_string(), String::new()).after(rules(&policy));
+        if let Some(old) = old {
+            audit = audit.before(rules(&old));
+        }
         st.meta.put_policy(&policy, audit).map_err(|e| AppError::internal("recording the policy", e))?;
         tracing::info!(channel = %policy.channel, "gate policy set");
         Ok(Json(policy).into_response())
     })
     .await
+}
+
+/// A policy's rules in one line, for its audit entry.
+fn rules(policy: &ChannelPolicy) -> String {
+    format!(
+        "normal: tests {:?}, {} approvals; emergency: tests {:?}, {} approvals; {} approvers, {} testers",
+        policy.normal.tests.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        policy.normal.approvals,
+        policy.emergency.tests.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        policy.emergency.approvals,
+        policy.approvers.len(),
+        policy.testers.len()
+    )
 }
 
 /// The same key listed twice is listed once.

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use format::{Digest, Manifest};
 
+use crate::meta::AuditEntry;
 use crate::state::AppState;
 
 /// What a collection found and (unless a dry run) did.
@@ -57,8 +58,9 @@ fn now_secs() -> u64 {
     cache::clock::now().max(0) as u64
 }
 
-/// Runs a collection. Blocking; the caller holds `state.gc_lock` for writing.
-pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
+/// Runs a collection on behalf of `actor` (recorded in the audit log unless a dry run).
+/// Blocking; the caller holds `state.gc_lock` for writing.
+pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport, GcError> {
     let start = std::time::Instant::now();
     let (meta, store, config) = (&state.meta, &state.store, &state.config);
     let now = now_secs();
@@ -134,7 +136,21 @@ pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
     report.objects_removed = garbage.len() as u64;
     if !dry_run {
         // Generations go first: at no moment is a generation visible whose objects are gone.
-        meta.remove_generations(&removed)?;
+        // The audit entry lands with the removal of the generations, before any object goes.
+        let detail = format!(
+            "{} generations removed, {} kept; {} objects ({} bytes) deleted, {} kept ({} pinned by pushes)",
+            report.generations_removed.len(),
+            report.generations_kept.len(),
+            report.objects_removed,
+            report.bytes_freed,
+            report.objects_kept,
+            report.objects_pinned
+        );
+        let mut entry = AuditEntry::new(actor, "gc", "garbage collection", detail);
+        if !report.generations_removed.is_empty() {
+            entry = entry.before(report.generations_removed.join(" ")).after("removed");
+        }
+        meta.remove_generations(&removed, entry)?;
         state.hot_objects.forget(&garbage);
         store.remove(&garbage).map_err(store_err)?;
         meta.unpin(&expired)?;
@@ -147,13 +163,15 @@ pub fn collect(state: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
 }
 
 /// Takes the collection lock (waiting for uploads, publishes and channel moves in progress to
-/// finish, and holding new ones back) and collects.
-pub async fn run(state: &AppState, dry_run: bool) -> Result<GcReport, crate::error::AppError> {
+/// finish, and holding new ones back) and collects on behalf of `actor` (a user, `imaged` for
+/// the schedule, `local` for `imaged gc` run with no server up).
+pub async fn run(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport, crate::error::AppError> {
     let _exclusive = state.gc_lock.write().await;
-    let st = state.clone();
-    let report =
-        crate::state::blocking(move || collect(&st, dry_run).map_err(|e| crate::error::AppError::internal("collecting garbage", e)))
-            .await?;
+    let (st, actor) = (state.clone(), actor.to_string());
+    let report = crate::state::blocking(move || {
+        collect(&st, dry_run, &actor).map_err(|e| crate::error::AppError::internal("collecting garbage", e))
+    })
+    .await?;
     tracing::info!(
         dry_run,
         removed = report.objects_removed,
@@ -174,6 +192,6 @@ pub async fn handle(
     headers: axum::http::HeaderMap,
     axum::Json(req): axum::Json<GcRequest>,
 ) -> Result<axum::Json<GcReport>, crate::error::AppError> {
-    state.authorize(&headers, api::users::Permission::Admin)?;
-    Ok(axum::Json(run(&state, req.dry_run).await?))
+    let actor = state.authorize(&headers, api::users::Permission::Admin)?;
+    Ok(axum::Json(run(&state, req.dry_run, &actor.name).await?))
 }

@@ -15,6 +15,7 @@ use api::generations::{Generation, GenerationList, GenerationStats, Kept};
 use api::ErrorCode;
 
 use crate::error::AppError;
+use crate::meta::AuditEntry;
 use crate::state::{blocking, AppState};
 
 /// How many missing digests a refusal lists (the count is always exact).
@@ -85,7 +86,7 @@ fn describe_with(p: &crate::meta::Published, m: &Manifest, keep: Option<bool>) -
 
 /// `POST /v1/generations` with the manifest bytes as body.
 pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Publish)?;
+    let actor = state.authorize(&headers, api::users::Permission::Publish)?;
     let manifest = Manifest::decode(&body).map_err(|e| AppError::new(ErrorCode::BadManifest, format!("not a generation manifest: {e}")))?;
     let digest = Digest::of(&body);
     let _gc = state.gc_lock.read().await;
@@ -117,9 +118,22 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
         // generation visible.
         st.store.insert(&body, 3).map_err(|e| AppError::internal("storing the manifest", e))?;
         st.store.sync().map_err(|e| AppError::internal("syncing the store", e))?;
-        st.meta
-            .put_generation(&manifest.image, manifest.generation, &digest)
+        // The change record's reason is the publish's reason; a generation without one (or
+        // with one this server cannot read) is recorded without.
+        let reason = manifest.change().and_then(Result::ok).map(|c| c.reason).unwrap_or_default();
+        let entry = AuditEntry::new(&actor.name, "publish", label.clone(), manifest.message.clone()).after(digest.to_hex()).reason(reason);
+        let existing = st
+            .meta
+            .put_generation(&manifest.image, manifest.generation, &digest, entry)
             .map_err(|e| AppError::internal("recording the generation", e))?;
+        match existing {
+            // Another publish of the same generation got there first.
+            Some(existing) if existing == digest => return Ok((StatusCode::OK, Json(describe(&published, &manifest))).into_response()),
+            Some(existing) => {
+                return Err(AppError::new(ErrorCode::GenerationExists, format!("{label} is already published as manifest {existing}")));
+            }
+            None => {}
+        }
         st.metrics.publishes.inc();
         tracing::info!(generation = %label, manifest = %digest, "published");
         Ok((StatusCode::CREATED, Json(describe(&published, &manifest))).into_response())
@@ -174,7 +188,7 @@ pub async fn keep(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Publish)?;
+    let actor = state.authorize(&headers, api::users::Permission::Publish)?;
     let image = ImageName::new(&image).map_err(|e| AppError::new(ErrorCode::BadName, e.to_string()))?;
     let keep = method == axum::http::Method::PUT;
     let _gc = state.gc_lock.read().await;
@@ -182,7 +196,11 @@ pub async fn keep(
     blocking(move || {
         let found = st.meta.generation(image.as_str(), number).map_err(|e| AppError::internal("reading metadata", e))?;
         found.ok_or_else(|| AppError::not_found(format!("no generation {image}@{number}")))?;
-        st.meta.set_keep(image.as_str(), number, keep).map_err(|e| AppError::internal("recording the mark", e))?;
+        let label = format!("{image}@{number}");
+        let (action, before, after) = if keep { ("keep", "not kept", "kept") } else { ("unkeep", "kept", "not kept") };
+        let entry = AuditEntry::new(&actor.name, action, label, "").before(before).after(after);
+        // Setting a mark that is already so changes nothing and records nothing.
+        st.meta.set_keep(image.as_str(), number, keep, entry).map_err(|e| AppError::internal("recording the mark", e))?;
         Ok(Json(Kept { generation: format!("{image}@{number}"), keep }).into_response())
     })
     .await

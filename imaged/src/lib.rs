@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod affected;
+pub mod audit;
 pub mod channels;
 pub mod config;
 pub mod error;
@@ -85,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route(r(36), get(fleet_api::list_groups).post(fleet_api::create_group))
         .route(r(37), get(fleet_api::show_group).put(fleet_api::put_group).delete(fleet_api::remove_group))
         .route(r(38), get(fleet_api::compliance))
+        .route(r(39), get(audit::handle))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

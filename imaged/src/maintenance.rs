@@ -18,7 +18,7 @@ pub fn spawn(state: &AppState) {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
-                if let Err(e) = crate::gc::run(&st, false).await {
+                if let Err(e) = crate::gc::run(&st, false, "imaged").await {
                     tracing::error!(error = %e, "scheduled garbage collection failed");
                 }
             }
@@ -115,7 +115,7 @@ pub fn collect(cfg: Config, dry_run: bool) -> Result<GcReport, CollectError> {
                 data: data.clone(),
                 source: crate::OpenError::Io { path: data.clone(), source },
             })?;
-            rt.block_on(crate::gc::run(&state, dry_run)).map_err(CollectError::Failed)
+            rt.block_on(crate::gc::run(&state, dry_run, "local")).map_err(CollectError::Failed)
         }
         Err(crate::OpenError::Locked { .. }) => {
             let token = match configured_token {

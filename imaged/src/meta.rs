@@ -15,8 +15,8 @@
 //! `approval/` + manifest hex + `/` + key id → `api::gate::Approval` as JSON (one per key);
 //! `user/NAME` → `StoredUser` as JSON; `tok/` + hex BLAKE3 of a user's token → the user's
 //! name (deleted when the token is revoked);
-//! `audit/` + u64 sequence → `AuditEntry` as JSON. Every gate write lands in the same batch as
-//! its audit entry.
+//! `audit/` + u64 sequence → `AuditEntry` as JSON, a hash chain (`api::audit`). Every change
+//! lands in the same batch as its audit entry (`Meta::commit`), numbered under one lock.
 
 use std::path::Path;
 
@@ -51,30 +51,16 @@ pub struct Published {
 /// One version of a channel: stored as the JSON of the API's record.
 pub use api::channels::ChannelVersion;
 
-/// One line of the audit log: who changed what, when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEntry {
-    /// Sequence number, from 1.
-    #[serde(default)]
-    pub seq: u64,
-    /// Seconds since the epoch.
-    pub time: i64,
-    /// Who: the user (`admin` for the bootstrap token) and, for signed writes, ` key KEYID` of the
-    /// signer whose signature verified.
-    pub actor: String,
-    /// What: `policy`, `evidence`, `approval`.
-    pub action: String,
-    /// On what: a channel, or `IMAGE@N`.
-    pub subject: String,
-    /// A short summary (`boot passed`, the policy's rules).
-    pub detail: String,
-}
+/// One entry of the audit log, stored as its JSON: the wire type (`api::audit`), so what the
+/// server hashes is what clients check.
+pub use api::audit::AuditEntry;
 
-impl AuditEntry {
-    /// An entry stamped now by the workspace's clock; `Meta` numbers it when it writes it.
-    pub fn new(actor: &str, action: &str, subject: impl Into<String>, detail: impl Into<String>) -> AuditEntry {
-        AuditEntry { seq: 0, time: cache::clock::now(), actor: actor.into(), action: action.into(), subject: subject.into(), detail: detail.into() }
-    }
+/// The newest entry of the audit log, kept in memory under the lock every audited write
+/// takes, so the next entry's number and `prev` never race and cost no read.
+#[derive(Debug)]
+struct AuditTail {
+    seq: u64,
+    hash: String,
 }
 
 fn evidence_prefix(manifest: &Digest) -> Vec<u8> {
@@ -88,6 +74,16 @@ fn approval_prefix(manifest: &Digest) -> Vec<u8> {
 /// The metadata database.
 pub struct Meta {
     db: DB,
+    /// Held from numbering an audit entry until its batch is written: the one lock of every
+    /// audited write, whoever the caller is.
+    audit: std::sync::Mutex<AuditTail>,
+}
+
+/// Where an audit entry is stored.
+fn audit_key(seq: u64) -> Vec<u8> {
+    let mut k = b"audit/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn gen_key(image: &str, generation: u64) -> Vec<u8> {
@@ -127,6 +123,70 @@ fn now_secs() -> u64 {
     cache::clock::now().max(0) as u64
 }
 
+/// The audit log's newest entry, for the in-memory tail; first seals the entries of a
+/// database written before the log was a chain (format.md, log entry 12): when no entry
+/// carries a hash, each gets `prev` and `hash` in order, once. A log where some entries carry
+/// a hash is left as it is, so an entry whose hash was removed shows as broken instead of
+/// being sealed again. An entry that does not read cannot be chained to: the tail takes its
+/// number with an empty hash, and verification reports it.
+fn seal_legacy_entries(db: &DB) -> Result<AuditTail, MetaError> {
+    // The usual case costs one read: the newest entry carries its hash.
+    let newest = match last_audit_entry(db)? {
+        None => return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() }),
+        Some((seq, Some(e))) if !e.hash.is_empty() => return Ok(AuditTail { seq, hash: e.hash }),
+        Some((seq, None)) => return Ok(AuditTail { seq, hash: String::new() }),
+        Some((seq, Some(_))) => seq,
+    };
+    let mut entries: Vec<AuditEntry> = Vec::new();
+    for item in db.iterator(IteratorMode::From(b"audit/", rocksdb::Direction::Forward)) {
+        let (k, v) = item?;
+        if !k.starts_with(b"audit/") {
+            break;
+        }
+        match serde_json::from_slice::<AuditEntry>(&v) {
+            Ok(mut e) => {
+                e.seq = audit_seq(&k);
+                entries.push(e);
+            }
+            // Older entries are hashless and this one does not read: leave it all for
+            // verification to report.
+            Err(_) => return Ok(AuditTail { seq: newest, hash: String::new() }),
+        }
+    }
+    let Some(last) = entries.last() else { return Ok(AuditTail { seq: 0, hash: api::audit::GENESIS.into() }) };
+    if entries.iter().any(|e| !e.hash.is_empty()) {
+        return Ok(AuditTail { seq: last.seq, hash: last.hash.clone() });
+    }
+    let mut batch = WriteBatch::default();
+    let mut prev = api::audit::GENESIS.to_string();
+    for e in &mut entries {
+        let seq = e.seq;
+        e.seal(seq, &prev);
+        prev.clone_from(&e.hash);
+        batch.put(audit_key(e.seq), serde_json::to_vec(&e).expect("serialisable"));
+    }
+    db.write_opt(batch, &synced())?;
+    tracing::info!(entries = entries.len(), "sealed the audit entries of an older server into the chain");
+    Ok(AuditTail { seq: entries.last().map_or(0, |e| e.seq), hash: prev })
+}
+
+/// The newest audit entry's number and the entry (None when it does not read), if any.
+fn last_audit_entry(db: &DB) -> Result<Option<(u64, Option<AuditEntry>)>, MetaError> {
+    let mut end = b"audit/".to_vec();
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    let Some(item) = db.iterator(IteratorMode::From(&end, rocksdb::Direction::Reverse)).next() else { return Ok(None) };
+    let (k, v) = item?;
+    if !k.starts_with(b"audit/") {
+        return Ok(None);
+    }
+    Ok(Some((audit_seq(&k), serde_json::from_slice(&v).ok())))
+}
+
+/// The sequence number of an `audit/` key.
+fn audit_seq(key: &[u8]) -> u64 {
+    key.get(b"audit/".len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
+}
+
 fn synced() -> rocksdb::WriteOptions {
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
@@ -138,18 +198,84 @@ impl Meta {
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
-        Ok(Meta { db: DB::open(&opts, path)? })
+        let db = DB::open(&opts, path)?;
+        let tail = seal_legacy_entries(&db)?;
+        Ok(Meta { db, audit: std::sync::Mutex::new(tail) })
     }
 
-    /// Records a published generation and when (durably, atomically).
-    pub fn put_generation(&self, image: &ImageName, generation: u64, manifest: &Digest) -> Result<(), MetaError> {
-        let mut batch = WriteBatch::default();
-        batch.put(gen_key(image.as_str(), generation), manifest.0);
-        batch.put(numbered_key('t', image.as_str(), generation), now_secs().to_be_bytes());
-        // The publish commit: a crash test can stop just before it (`cache::fault`).
-        cache::fault::point(cache::fault::Kind::Sync);
+    /// Writes `batch` and `entry`, appended to the audit log, as one synced rocksdb write:
+    /// the change and its record land together or not at all. The entry gets the next
+    /// sequence number, the time (unless set), `prev` and its hash here, under the audit lock,
+    /// so concurrent writers keep the chain dense. Returns the entry as stored.
+    pub fn commit(&self, batch: WriteBatch, entry: AuditEntry) -> Result<AuditEntry, MetaError> {
+        let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_locked(&mut tail, batch, entry)
+    }
+
+    /// Appends an entry alone (for changes stored elsewhere: the signed metadata's files).
+    pub fn record(&self, entry: AuditEntry) -> Result<AuditEntry, MetaError> {
+        self.commit(WriteBatch::default(), entry)
+    }
+
+    /// Writes `batch` with several entries, chained in order, as one synced write: for bulk
+    /// changes (many enrollments at once) that would otherwise pay one sync per entry.
+    pub fn commit_all(&self, batch: WriteBatch, entries: Vec<AuditEntry>) -> Result<Vec<AuditEntry>, MetaError> {
+        let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_entries(&mut tail, batch, entries)
+    }
+
+    fn commit_locked(&self, tail: &mut AuditTail, batch: WriteBatch, entry: AuditEntry) -> Result<AuditEntry, MetaError> {
+        Ok(self.commit_entries(tail, batch, vec![entry])?.remove(0))
+    }
+
+    /// Seals `entries` after the tail and writes them with `batch`; the tail moves only once
+    /// the write succeeded, so a failed write leaves no hole in the numbering.
+    fn commit_entries(&self, tail: &mut AuditTail, mut batch: WriteBatch, mut entries: Vec<AuditEntry>) -> Result<Vec<AuditEntry>, MetaError> {
+        let now = cache::clock::now();
+        let (mut seq, mut prev) = (tail.seq, tail.hash.clone());
+        for entry in &mut entries {
+            if entry.time == 0 {
+                entry.time = now;
+            }
+            seq += 1;
+            entry.seal(seq, &prev);
+            prev.clone_from(&entry.hash);
+            batch.put(audit_key(entry.seq), serde_json::to_vec(&entry).expect("serialisable"));
+        }
         self.db.write_opt(batch, &synced())?;
-        Ok(())
+        (tail.seq, tail.hash) = (seq, prev);
+        Ok(entries)
+    }
+
+    /// Runs `f` under the audit lock, then writes what it returns (when it returns a batch
+    /// and an entry): for a check and its write that must not interleave with another writer
+    /// (publishing `IMAGE@N` twice at once, a keep mark set twice). Keep `f` short: every
+    /// audited write waits for it.
+    pub fn commit_if<T>(&self, f: impl FnOnce(&DB) -> Result<(T, Option<(WriteBatch, AuditEntry)>), MetaError>) -> Result<T, MetaError> {
+        let mut tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, write) = f(&self.db)?;
+        if let Some((batch, entry)) = write {
+            self.commit_locked(&mut tail, batch, entry)?;
+        }
+        Ok(out)
+    }
+
+    /// Records a published generation and when, with its audit entry (durably, atomically),
+    /// unless `image@generation` is published already: then nothing is written and the
+    /// manifest it has is returned. The check and the write hold the audit lock, so two
+    /// publishes of one generation cannot both record it.
+    pub fn put_generation(&self, image: &ImageName, generation: u64, manifest: &Digest, audit: AuditEntry) -> Result<Option<Digest>, MetaError> {
+        self.commit_if(|db| {
+            if let Some(existing) = db.get(gen_key(image.as_str(), generation))?.and_then(|v| v.try_into().ok().map(Digest)) {
+                return Ok((Some(existing), None));
+            }
+            let mut batch = WriteBatch::default();
+            batch.put(gen_key(image.as_str(), generation), manifest.0);
+            batch.put(numbered_key('t', image.as_str(), generation), now_secs().to_be_bytes());
+            // The publish commit: a crash test can stop just before it (`cache::fault`).
+            cache::fault::point(cache::fault::Kind::Sync);
+            Ok((None, Some((batch, audit))))
+        })
     }
 
     /// When `image@generation` was published (0 if unknown).
@@ -158,15 +284,22 @@ impl Meta {
         Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map_or(0, u64::from_be_bytes))
     }
 
-    /// Marks or unmarks `image@generation` as kept by garbage collection.
-    pub fn set_keep(&self, image: &str, generation: u64, keep: bool) -> Result<(), MetaError> {
+    /// Marks or unmarks `image@generation` as kept by garbage collection, with its audit
+    /// entry; false (nothing written) when the mark is already so.
+    pub fn set_keep(&self, image: &str, generation: u64, keep: bool, audit: AuditEntry) -> Result<bool, MetaError> {
         let key = numbered_key('k', image, generation);
-        if keep {
-            self.db.put_opt(key, [], &synced())?;
-        } else {
-            self.db.delete_opt(key, &synced())?;
-        }
-        Ok(())
+        self.commit_if(|db| {
+            if db.get(&key)?.is_some() == keep {
+                return Ok((false, None));
+            }
+            let mut batch = WriteBatch::default();
+            if keep {
+                batch.put(&key, []);
+            } else {
+                batch.delete(&key);
+            }
+            Ok((true, Some((batch, audit))))
+        })
     }
 
     /// Every generation marked `keep`.
@@ -182,16 +315,16 @@ impl Meta {
         Ok(out)
     }
 
-    /// Removes generations from the published list (with their keep marks and times), durably
-    /// and at once.
-    pub fn remove_generations(&self, gens: &[(String, u64)]) -> Result<(), MetaError> {
+    /// Removes generations from the published list (with their keep marks and times) and
+    /// records the collection that did it, durably and at once.
+    pub fn remove_generations(&self, gens: &[(String, u64)], audit: AuditEntry) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
         for (image, n) in gens {
             batch.delete(gen_key(image, *n));
             batch.delete(numbered_key('t', image, *n));
             batch.delete(numbered_key('k', image, *n));
         }
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(())
     }
 
@@ -292,13 +425,14 @@ impl Meta {
         Ok(out)
     }
 
-    /// Appends a channel version and makes it current, atomically and durably. The caller
+    /// Appends a channel version and makes it current, with its audit entry, atomically and
+    /// durably. The caller
     /// serialises writers of one channel so versions stay dense and increasing.
-    pub fn push_channel(&self, cv: &ChannelVersion) -> Result<(), MetaError> {
+    pub fn push_channel(&self, cv: &ChannelVersion, audit: AuditEntry) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
         batch.put(version_key(cv.channel.as_str(), cv.version), serde_json::to_vec(cv).expect("serialisable"));
         batch.put(format!("c/{}", cv.channel), cv.version.to_be_bytes());
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(())
     }
 
@@ -327,16 +461,6 @@ impl Meta {
         Ok(k.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes))
     }
 
-    /// Adds the audit entry to `batch` with the next sequence number. The caller serialises
-    /// writers (`Shared::channel_writes`).
-    fn audit_into(&self, batch: &mut WriteBatch, mut entry: AuditEntry) -> Result<(), MetaError> {
-        entry.seq = self.last_seq(b"audit/")? + 1;
-        let mut k = b"audit/".to_vec();
-        k.extend_from_slice(&entry.seq.to_be_bytes());
-        batch.put(k, serde_json::to_vec(&entry).expect("serialisable"));
-        Ok(())
-    }
-
     /// Every key and value under `prefix` (the fleet's records), in key order.
     pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         Ok(self
@@ -346,8 +470,8 @@ impl Meta {
             .collect())
     }
 
-    /// Writes `puts` and `deletes` in one batch, with `audit` when given (the caller then
-    /// serialises writers of audit entries); synced when `sync`.
+    /// Writes `puts` and `deletes` in one batch, with `audit` when given (then always synced,
+    /// numbered and chained under the audit lock: `commit`); without, synced when `sync`.
     pub fn write_records(&self, puts: &[(String, Vec<u8>)], deletes: &[String], audit: Option<AuditEntry>, sync: bool) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
         for (k, v) in puts {
@@ -357,7 +481,8 @@ impl Meta {
             batch.delete(k.as_bytes());
         }
         if let Some(entry) = audit {
-            self.audit_into(&mut batch, entry)?;
+            self.commit(batch, entry)?;
+            return Ok(());
         }
         match sync {
             true => self.db.write_opt(batch, &synced())?,
@@ -367,18 +492,18 @@ impl Meta {
     }
 
     /// Adds a user and the hash of its token, with its audit entry, durably; false (and
-    /// nothing written) when the name is taken. The caller serialises user writes.
+    /// nothing written) when the name is taken.
     pub fn add_user(&self, stored: &StoredUser, audit: AuditEntry) -> Result<bool, MetaError> {
         let key = format!("user/{}", stored.user.name);
-        if self.db.get(&key)?.is_some() {
-            return Ok(false);
-        }
-        let mut batch = WriteBatch::default();
-        batch.put(&key, serde_json::to_vec(stored).expect("serialisable"));
-        batch.put(format!("tok/{}", stored.token_hash), stored.user.name.as_str());
-        self.audit_into(&mut batch, audit)?;
-        self.db.write_opt(batch, &synced())?;
-        Ok(true)
+        self.commit_if(|db| {
+            if db.get(&key)?.is_some() {
+                return Ok((false, None));
+            }
+            let mut batch = WriteBatch::default();
+            batch.put(&key, serde_json::to_vec(stored).expect("serialisable"));
+            batch.put(format!("tok/{}", stored.token_hash), stored.user.name.as_str());
+            Ok((true, Some((batch, audit))))
+        })
     }
 
     /// A user, if it exists.
@@ -404,22 +529,27 @@ impl Meta {
         let mut batch = WriteBatch::default();
         batch.put(format!("user/{}", stored.user.name), serde_json::to_vec(&stored).expect("serialisable"));
         batch.delete(format!("tok/{}", stored.token_hash));
-        self.audit_into(&mut batch, audit)?;
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(stored.user)
     }
 
-    /// The audit log, oldest first.
+    /// The audit log, oldest first. An entry that does not read is left out (verification
+    /// then reports the gap).
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>, MetaError> {
         Ok(self.scan(b"audit/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    /// The newest entry's number and hash, from memory (0 and `GENESIS` for an empty log).
+    pub fn audit_head(&self) -> (u64, String) {
+        let tail = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        (tail.seq, tail.hash.clone())
     }
 
     /// Sets a channel's policy, with its audit entry, durably.
     pub fn put_policy(&self, policy: &api::gate::ChannelPolicy, audit: AuditEntry) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
         batch.put(format!("policy/{}", policy.channel), serde_json::to_vec(policy).expect("serialisable"));
-        self.audit_into(&mut batch, audit)?;
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(())
     }
 
@@ -440,8 +570,7 @@ impl Meta {
         key.extend_from_slice(&(self.last_seq(&prefix)? + 1).to_be_bytes());
         let mut batch = WriteBatch::default();
         batch.put(key, serde_json::to_vec(evidence).expect("serialisable"));
-        self.audit_into(&mut batch, audit)?;
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(())
     }
 
@@ -462,8 +591,7 @@ impl Meta {
         key.extend_from_slice(keyid.as_bytes());
         let mut batch = WriteBatch::default();
         batch.put(key, serde_json::to_vec(approval).expect("serialisable"));
-        self.audit_into(&mut batch, audit)?;
-        self.db.write_opt(batch, &synced())?;
+        self.commit(batch, audit)?;
         Ok(())
     }
 

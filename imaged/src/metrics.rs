@@ -68,6 +68,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/fleet/groups",
     "/v1/fleet/groups/{name}",
     "/v1/fleet/compliance",
+    "/v1/audit",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

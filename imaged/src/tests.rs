@@ -4,7 +4,11 @@
 use format::Digest;
 
 use crate::hot::{HotChannels, HotObjects};
-use crate::meta::{ChannelVersion, Meta};
+use crate::meta::{AuditEntry, ChannelVersion, Meta};
+
+fn entry(action: &str) -> AuditEntry {
+    AuditEntry::new("alice", action, "img@1", "")
+}
 
 fn cv(channel: &str, version: u64, generation: &str) -> ChannelVersion {
     ChannelVersion {
@@ -66,12 +70,13 @@ fn metadata_survives_reopening_and_removes_generations_atomically() {
     {
         let meta = Meta::open(dir.path()).unwrap();
         for n in 1..=3 {
-            meta.put_generation(&image, n, &Digest::of(&[n as u8])).unwrap();
+            assert_eq!(meta.put_generation(&image, n, &Digest::of(&[n as u8]), entry("publish")).unwrap(), None);
         }
-        meta.set_keep("img", 2, true).unwrap();
+        assert!(meta.set_keep("img", 2, true, entry("keep")).unwrap());
+        assert!(!meta.set_keep("img", 2, true, entry("keep")).unwrap(), "no change, no entry");
         meta.pin(&[Digest::of(b"pinned")]).unwrap();
-        meta.push_channel(&cv("os/stable", 1, "img@1")).unwrap();
-        meta.push_channel(&cv("os/stable", 2, "img@3")).unwrap();
+        meta.push_channel(&cv("os/stable", 1, "img@1"), entry("channel set")).unwrap();
+        meta.push_channel(&cv("os/stable", 2, "img@3"), entry("channel set")).unwrap();
     }
     let meta = Meta::open(dir.path()).unwrap();
     assert_eq!(meta.generations().unwrap().len(), 3);
@@ -80,7 +85,7 @@ fn metadata_survives_reopening_and_removes_generations_atomically() {
     assert_eq!(meta.pins().unwrap()[0].0, Digest::of(b"pinned"));
     assert_eq!(meta.channel("os/stable").unwrap().unwrap().generation, "img@3");
     assert_eq!(meta.history("os/stable").unwrap().len(), 2);
-    meta.remove_generations(&[("img".into(), 1), ("img".into(), 2)]).unwrap();
+    meta.remove_generations(&[("img".into(), 1), ("img".into(), 2)], entry("gc")).unwrap();
     let left: Vec<u64> = meta.generations().unwrap().iter().map(|p| p.generation).collect();
     assert_eq!(left, [3]);
     assert!(meta.kept().unwrap().is_empty(), "a removed generation's keep mark goes with it");
@@ -248,6 +253,151 @@ fn gate_records_and_their_audit_entries_survive_a_reopen() {
     assert!(meta.approvals(&Digest::of(b"other")).unwrap().is_empty());
     let log = meta.audit_log().unwrap();
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn publishing_a_generation_again_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = format::ImageName::new("img").unwrap();
+    let meta = Meta::open(dir.path()).unwrap();
+    assert_eq!(meta.put_generation(&image, 1, &Digest::of(b"a"), entry("publish")).unwrap(), None);
+    let again = meta.put_generation(&image, 1, &Digest::of(b"b"), entry("publish")).unwrap();
+    assert_eq!(again, Some(Digest::of(b"a")), "a second publish of img@1 records nothing");
+    let actions: Vec<String> = meta.audit_log().unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["publish"]);
+}
+
+/// Writes `n` entries through `Meta::record`.
+fn record(meta: &Meta, actor: &str, n: usize) {
+    for i in 0..n {
+        meta.record(AuditEntry::new(actor, "test", format!("thing {i}"), "").before("a").after("b").reason("why")).unwrap();
+    }
+}
+
+#[test]
+fn the_audit_chain_continues_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let meta = Meta::open(dir.path()).unwrap();
+        record(&meta, "alice", 3);
+    }
+    let meta = Meta::open(dir.path()).unwrap();
+    assert_eq!(meta.audit_head().0, 3);
+    record(&meta, "bob", 2);
+    let log = meta.audit_log().unwrap();
+    let head = api::audit::verify(&log).unwrap().unwrap();
+    assert_eq!((head.seq, log[3].prev.as_str()), (5, log[2].hash.as_str()));
+    assert_eq!(log[0].prev, api::audit::GENESIS);
+    assert!(log.iter().all(|e| e.time > 1_700_000_000), "the server stamps the time");
+    assert_eq!(meta.audit_head(), (5, head.hash));
+}
+
+/// Replaces the stored entry `seq` with what `change` makes of it.
+fn doctor(dir: &std::path::Path, seq: u64, change: impl FnOnce(&mut serde_json::Value)) {
+    let db = rocksdb::DB::open_default(dir).unwrap();
+    let mut key = b"audit/".to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    let mut v: serde_json::Value = serde_json::from_slice(&db.get(&key).unwrap().unwrap()).unwrap();
+    change(&mut v);
+    db.put(&key, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_tampered_stored_entry_is_found_by_verification() {
+    use api::audit::{BreakKind, ChainBreak};
+    let check = |seq: u64, change: fn(&mut serde_json::Value), expect: ChainBreak| {
+        let dir = tempfile::tempdir().unwrap();
+        record(&Meta::open(dir.path()).unwrap(), "alice", 4);
+        doctor(dir.path(), seq, change);
+        let meta = Meta::open(dir.path()).unwrap();
+        let got = crate::audit::log(&meta, &api::audit::AuditQuery::default()).unwrap();
+        assert_eq!(got.broken_at, Some(expect.seq));
+        assert_eq!(api::audit::verify(&meta.audit_log().unwrap()), Err(expect));
+    };
+    check(2, |v| v["actor"] = "mallory".into(), ChainBreak { seq: 2, kind: BreakKind::Hash });
+    check(3, |v| v["before"] = serde_json::Value::Null, ChainBreak { seq: 3, kind: BreakKind::Hash });
+    // Recomputing the altered entry's hash moves the break to the next entry.
+    check(
+        2,
+        |v| {
+            let mut e: AuditEntry = serde_json::from_value(v.clone()).unwrap();
+            e.actor = "mallory".into();
+            let prev = e.prev.clone();
+            e.seal(2, &prev);
+            *v = serde_json::to_value(e).unwrap();
+        },
+        ChainBreak { seq: 3, kind: BreakKind::Prev },
+    );
+}
+
+#[test]
+fn an_entry_deleted_from_the_middle_is_found_and_one_cut_off_the_end_moves_the_head() {
+    use api::audit::{AuditQuery, BreakKind, ChainBreak};
+    for (cut, expect) in [(2, ChainBreak { seq: 2, kind: BreakKind::Gap }), (4, ChainBreak { seq: 4, kind: BreakKind::Gap })] {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path()).unwrap();
+        record(&meta, "alice", 4);
+        drop(meta);
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        let mut key = b"audit/".to_vec();
+        key.extend_from_slice(&(cut as u64).to_be_bytes());
+        db.delete(&key).unwrap();
+        drop(db);
+        let meta = Meta::open(dir.path()).unwrap();
+        let got = crate::audit::log(&meta, &AuditQuery::default()).unwrap();
+        if cut == 2 {
+            assert_eq!(got.broken_at, Some(expect.seq));
+        } else {
+            // The end cut while no server ran: the chain that is left holds, and a reader that
+            // kept the old head (seq 4) sees it gone.
+            assert_eq!((got.broken_at, got.head.map(|h| h.seq)), (None, Some(3)));
+        }
+    }
+}
+
+#[test]
+fn concurrent_writers_keep_a_dense_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = std::sync::Arc::new(Meta::open(dir.path()).unwrap());
+    let image = format::ImageName::new("img").unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (meta, image) = (meta.clone(), image.clone());
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    match i % 3 {
+                        0 => record(&meta, &format!("writer{t}"), 1),
+                        1 => {
+                            meta.put_generation(&image, t * 100 + i, &Digest::of(&[t as u8, i as u8]), entry("publish")).unwrap();
+                        }
+                        _ => meta.push_channel(&cv(&format!("c/{t}"), i, "img@1"), entry("channel set")).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    meta.commit_all(rocksdb::WriteBatch::default(), (0..3).map(|_| entry("enroll")).collect()).unwrap();
+    let log = meta.audit_log().unwrap();
+    assert_eq!(api::audit::verify(&log).unwrap().unwrap().seq, 103);
+}
+
+#[test]
+fn entries_of_an_older_server_are_sealed_into_the_chain_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        for seq in 1..=2u64 {
+            let mut key = b"audit/".to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            let old = serde_json::json!({"seq": seq, "time": 5, "actor": "admin", "action": "policy", "subject": "os/stable", "detail": ""});
+            db.put(&key, serde_json::to_vec(&old).unwrap()).unwrap();
+        }
+    }
+    let meta = Meta::open(dir.path()).unwrap();
+    record(&meta, "alice", 1);
+    let log = meta.audit_log().unwrap();
+    assert_eq!(api::audit::verify(&log).unwrap().unwrap().seq, 3);
+    assert_eq!(log[0].time, 5, "sealing keeps what the entries said");
 }
 
 mod fleet_core {

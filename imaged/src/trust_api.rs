@@ -13,6 +13,7 @@ use api::tuf::{NewKey, RoleUploaded};
 use api::ErrorCode;
 
 use crate::error::AppError;
+use crate::meta::AuditEntry;
 use crate::state::{blocking, AppState};
 use crate::tuf::TufError;
 
@@ -29,6 +30,26 @@ impl From<TufError> for AppError {
     }
 }
 
+/// The current version of a role of the signed repository, if it has one.
+fn role_version(st: &crate::state::Shared, role: &str) -> Option<u64> {
+    st.tuf.status().roles.get(role).map(|r| r.version)
+}
+
+/// An entry with a role's version before and after an upload.
+fn versions(entry: AuditEntry, before: Option<u64>, after: u64) -> AuditEntry {
+    let entry = entry.after(format!("version {after}"));
+    match before {
+        Some(v) => entry.before(format!("version {v}")),
+        None => entry,
+    }
+}
+
+/// The signed metadata files are written before their audit entry (they are not in rocksdb),
+/// so a failure here follows an accepted change: the answer says so.
+fn audit_err(e: crate::meta::MetaError) -> AppError {
+    AppError::internal("recording the audit entry of an accepted change", e)
+}
+
 /// `GET /v1/tuf`.
 pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
     state.require_read(&headers)?;
@@ -37,18 +58,30 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result
 
 /// `POST /v1/tuf/keys/{role}`: a new key for an online role; its public half.
 pub async fn add_key(State(state): State<AppState>, Path(role): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Admin)?;
+    let actor = state.authorize(&headers, api::users::Permission::Admin)?;
     let st = state.clone();
-    let key = blocking(move || Ok(st.tuf.add_online_key(&role)?)).await?;
+    let key = blocking(move || {
+        let key = st.tuf.add_online_key(&role)?;
+        let entry = AuditEntry::new(&actor.name, "trust key", format!("role {role}"), "a new online key").after(key.key_id().0);
+        st.meta.record(entry).map_err(audit_err)?;
+        Ok(key)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(NewKey { keyid: key.key_id().0, key: crate::tuf::api_key(&key) })).into_response())
 }
 
 /// `PUT /v1/tuf/root` with a root file signed offline.
 pub async fn put_root(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Admin)?;
+    let actor = state.authorize(&headers, api::users::Permission::Admin)?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
-    let version = blocking(move || Ok(st.tuf.put_root(&body, &st.meta)?)).await?;
+    let version = blocking(move || {
+        let before = role_version(&st, "root");
+        let version = st.tuf.put_root(&body, &st.meta)?;
+        st.meta.record(versions(AuditEntry::new(&actor.name, "trust root", "root", "a root signed offline"), before, version)).map_err(audit_err)?;
+        Ok(version)
+    })
+    .await?;
     Ok(Json(RoleUploaded { role: "root".into(), version }).into_response())
 }
 
@@ -59,11 +92,18 @@ pub async fn put_role(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    state.authorize(&headers, api::users::Permission::Admin)?;
+    let actor = state.authorize(&headers, api::users::Permission::Admin)?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     let r = role.clone();
-    let version = blocking(move || Ok(st.tuf.put_role(&r, &body, &st.meta)?)).await?;
+    let version = blocking(move || {
+        let before = role_version(&st, &r);
+        let version = st.tuf.put_role(&r, &body, &st.meta)?;
+        let entry = AuditEntry::new(&actor.name, "trust role", format!("role {r}"), "metadata signed offline");
+        st.meta.record(versions(entry, before, version)).map_err(audit_err)?;
+        Ok(version)
+    })
+    .await?;
     Ok(Json(RoleUploaded { role, version }).into_response())
 }
 

@@ -36,7 +36,7 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: Result
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let user = User { name: req.name.clone(), role: req.role, created: cache::clock::now(), created_by: actor.name.clone(), revoked: None };
         let stored = StoredUser { user: user.clone(), token_hash: format::Digest::of(token.as_bytes()).to_hex() };
-        let entry = audit(&actor.name, "user add", &req.name, format!("role {}", req.role.as_str()));
+        let entry = audit(&actor.name, "user add", &req.name, String::new()).after(format!("role {}", req.role.as_str()));
         if !st.meta.add_user(&stored, entry).map_err(meta_err)? {
             return Err(AppError::new(ErrorCode::UserExists, format!("a user named {} exists (revoked users keep their name)", req.name)));
         }
@@ -66,7 +66,8 @@ pub async fn revoke(State(state): State<AppState>, Path(name): Path<String>, hea
         if stored.user.revoked.is_some() {
             return Ok(Json(stored.user));
         }
-        let entry = audit(&actor.name, "user revoke", &name, String::new());
+        let role = stored.user.role.as_str();
+        let entry = audit(&actor.name, "user revoke", &name, String::new()).before(format!("role {role}")).after("revoked");
         let user = st.meta.revoke_user(stored, cache::clock::now(), entry).map_err(meta_err)?;
         tracing::info!(user = %name, by = %actor.name, "user revoked");
         Ok(Json(user))

@@ -2,6 +2,7 @@
 
 mod analysis;
 mod attacks;
+mod audit;
 mod bad_input;
 mod cache;
 mod datasets;

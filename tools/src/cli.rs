@@ -204,6 +204,20 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// The server's audit log: every change, with its actor, time, before and after, and
+    /// reason. The whole hash chain is verified here first (exit 4, naming the first bad
+    /// entry, when it does not hold).
+    Audit {
+        /// Only entries from this time on: seconds since the epoch, YYYY-MM-DD or
+        /// YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries by this user (`admin` for the bootstrap token).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
     /// The fleet on a server: enrollment tokens, endpoints, their labels, compliance with a
     /// channel or generation.
     Fleet {
@@ -439,6 +453,9 @@ pub enum ChannelOp {
         channel: String,
         /// Generation.
         generation: String,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Point TO at FROM's generation.
     Promote {
@@ -446,6 +463,9 @@ pub enum ChannelOp {
         from: String,
         /// Target channel.
         to: String,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// A new version of CHANNEL naming an older generation (the previous one by default).
     Rollback {
@@ -454,6 +474,9 @@ pub enum ChannelOp {
         /// Generation to go back to.
         #[arg(long)]
         to: Option<String>,
+        /// Why: recorded with the move in the server's audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Every version of CHANNEL.
     History {

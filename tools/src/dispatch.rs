@@ -294,13 +294,18 @@ pub fn run(cli: Cli) -> Result<i32> {
                 UserOp::Revoke { name } => show(out, json, &remote.revoke_user(&name.parse()?)?, print::revoked_user)?,
             }
         }
+        Command::Audit { since, actor, server } => {
+            let since = since.as_deref().map(tools::commands::audit::parse_since).transpose()?;
+            let plan = tools::commands::audit::AuditPlan { since, actor };
+            show(out, json, &tools::commands::audit::audit(&remote(&server)?, &plan)?, print::audit)?;
+        }
         Command::Fleet { op, server } => fleet_command(op, &server, json, out)?,
         Command::Group { op, server } => group_command(op, &server, json, out)?,
         Command::Channel { op, server } => {
             let plan = match op {
-                ChannelOp::Set { channel, generation } => ChannelPlan::Set(channel.parse()?, generation),
-                ChannelOp::Promote { from, to } => ChannelPlan::Promote { from: from.parse()?, to: to.parse()? },
-                ChannelOp::Rollback { channel, to } => ChannelPlan::Rollback(channel.parse()?, to),
+                ChannelOp::Set { channel, generation, reason } => ChannelPlan::Set { channel: channel.parse()?, generation, reason },
+                ChannelOp::Promote { from, to, reason } => ChannelPlan::Promote { from: from.parse()?, to: to.parse()?, reason },
+                ChannelOp::Rollback { channel, to, reason } => ChannelPlan::Rollback { channel: channel.parse()?, to, reason },
                 ChannelOp::History { channel } => ChannelPlan::History(channel.parse::<ChannelName>()?),
                 ChannelOp::Get { channel } => ChannelPlan::Get(channel.parse()?),
                 ChannelOp::Policy { .. } => unreachable!("handled above"),

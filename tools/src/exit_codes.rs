@@ -9,7 +9,7 @@ pub const FAILURE: i32 = 1;
 pub const USAGE: i32 = 2;
 /// The named generation, path, endpoint or group does not exist.
 pub const NOT_FOUND: i32 = 3;
-/// Verification found corrupt or missing objects.
+/// Verification found corrupt or missing objects, or the server's audit log does not verify.
 pub const VERIFY_FAILED: i32 = 4;
 /// The input was refused: an unsafe or corrupt archive, an unsupported file, a bad name, label,
 /// label selector or namespace file.

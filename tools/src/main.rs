@@ -50,6 +50,7 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
             CommandError::Verify(e) => code_of(e),
             CommandError::Remote(e) | CommandError::Push { source: PushError::Remote(e), .. } => code_of(e),
             CommandError::Sign { source, .. } | CommandError::Key(source) => code_of(source),
+            CommandError::AuditBroken(_) => Some(exit_codes::VERIFY_FAILED),
             CommandError::Export { .. } | CommandError::Write { .. } | CommandError::Run { .. } => None,
         };
     }
@@ -62,6 +63,9 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
     if let Some(ImportError::UnsafePath { .. } | ImportError::Archive { .. } | ImportError::Unsupported { .. } | ImportError::Tree { .. }) =
         cause.downcast_ref()
     {
+        return Some(exit_codes::BAD_INPUT);
+    }
+    if cause.downcast_ref::<tools::commands::audit::BadSince>().is_some() {
         return Some(exit_codes::BAD_INPUT);
     }
     if cause.downcast_ref::<format::NameError>().is_some() || cause.downcast_ref::<format::ChannelNameError>().is_some() {

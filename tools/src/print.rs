@@ -434,6 +434,30 @@ pub fn revoked_user(out: &mut dyn Write, u: &api::users::User) -> Result<()> {
     Ok(())
 }
 
+pub fn audit(out: &mut dyn Write, a: &tools::commands::audit::AuditOutput) -> Result<()> {
+    for e in &a.entries {
+        write!(out, "{:>6}  {}  {:<16} {:<16} {}", e.seq, utc_string(e.time), e.actor, e.action, e.subject)?;
+        match (&e.before, &e.after) {
+            (Some(b), Some(a)) => write!(out, ": {b} -> {a}")?,
+            (None, Some(a)) => write!(out, ": -> {a}")?,
+            (Some(b), None) => write!(out, ": {b} ->")?,
+            (None, None) => {}
+        }
+        if !e.detail.is_empty() {
+            write!(out, " ({})", e.detail)?;
+        }
+        if let Some(r) = &e.reason {
+            write!(out, " because: {r}")?;
+        }
+        writeln!(out)?;
+    }
+    match &a.head {
+        Some(h) => writeln!(out, "chain verified: {} entries, {} shown; head {} {}", a.total, a.entries.len(), h.seq, h.hash)?,
+        None => writeln!(out, "the audit log is empty")?,
+    }
+    Ok(())
+}
+
 // The fleet's text lives in the library (`tools::commands::fleet::text`), where it is tested;
 // these give it the time now.
 

@@ -194,10 +194,12 @@ impl Remote {
         self.send(reqwest::Method::POST, &url, Body::Bytes(manifest))
     }
 
-    /// Points `channel` at `generation` (`IMAGE@N`, `IMAGE@latest` or a manifest digest).
-    pub fn channel_set(&self, channel: &ChannelName, generation: &str) -> Result<Channel, RemoteError> {
+    /// Points `channel` at `generation` (`IMAGE@N`, `IMAGE@latest` or a manifest digest);
+    /// `reason` goes to the audit log.
+    pub fn channel_set(&self, channel: &ChannelName, generation: &str, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url(&format!("/v1/channels/{channel}"));
-        self.send(reqwest::Method::PUT, &url, Body::json(&SetChannel { generation: generation.to_string() }))
+        let body = SetChannel { generation: generation.to_string(), reason: reason.map(String::from) };
+        self.send(reqwest::Method::PUT, &url, Body::json(&body))
     }
 
     /// The channel's current version.
@@ -206,16 +208,18 @@ impl Remote {
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 
-    /// Points `to` at `from`'s generation.
-    pub fn promote(&self, from: &ChannelName, to: &ChannelName) -> Result<Channel, RemoteError> {
+    /// Points `to` at `from`'s generation; `reason` goes to the audit log.
+    pub fn promote(&self, from: &ChannelName, to: &ChannelName, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url("/v1/promote");
-        self.send(reqwest::Method::POST, &url, Body::json(&Promote { from: from.clone(), to: to.clone() }))
+        let body = Promote { from: from.clone(), to: to.clone(), reason: reason.map(String::from) };
+        self.send(reqwest::Method::POST, &url, Body::json(&body))
     }
 
-    /// A new version of `channel` naming `to`, or its previous generation.
-    pub fn rollback(&self, channel: &ChannelName, to: Option<&str>) -> Result<Channel, RemoteError> {
+    /// A new version of `channel` naming `to`, or its previous generation; `reason` goes to
+    /// the audit log.
+    pub fn rollback(&self, channel: &ChannelName, to: Option<&str>, reason: Option<&str>) -> Result<Channel, RemoteError> {
         let url = self.url("/v1/rollback");
-        let body = Rollback { channel: channel.clone(), to: to.map(String::from) };
+        let body = Rollback { channel: channel.clone(), to: to.map(String::from), reason: reason.map(String::from) };
         self.send(reqwest::Method::POST, &url, Body::json(&body))
     }
 
@@ -228,6 +232,23 @@ impl Remote {
     /// The published generation `image@number`.
     pub fn generation(&self, image: &format::ImageName, number: u64) -> Result<Generation, RemoteError> {
         let url = self.url(&format!("/v1/generations/{image}/{number}"));
+        self.send(reqwest::Method::GET, &url, Body::None)
+    }
+
+    /// The audit log (`GET /v1/audit`), the entries `query` selects (the default: all).
+    pub fn audit(&self, query: &api::audit::AuditQuery) -> Result<api::audit::AuditLog, RemoteError> {
+        let mut url = self.url("/v1/audit");
+        let pairs = [("since", query.since.map(|t| t.to_string())), ("actor", query.actor.clone()), ("limit", query.limit.map(|n| n.to_string()))];
+        let mut first = true;
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                url.push(if first { '?' } else { '&' });
+                url.push_str(key);
+                url.push('=');
+                url.extend(percent_encode(&v));
+                first = false;
+            }
+        }
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 

@@ -1,5 +1,5 @@
 //! Unit tests of the pure helpers behind imgctl: archive path safety, PAX records, dpkg status
-//! parsing, and the text shown by ls.
+//! parsing, the text shown by ls, and the audit log's client-side check.
 
 use std::path::Path;
 
@@ -144,4 +144,73 @@ fn has_shell_resolves_bin_sh_inside_the_image() {
     std::fs::remove_file(root.join("bin/sh")).unwrap();
     symlink("../usr/bin/dash", root.join("bin/sh")).unwrap();
     assert!(crate::sandbox::has_shell(root), "a relative link");
+}
+
+/// A log of `n` entries as a server would send it, sealed into a chain.
+fn audit_log(n: u64) -> api::audit::AuditLog {
+    let mut prev = api::audit::GENESIS.to_string();
+    let mut entries = Vec::new();
+    for seq in 1..=n {
+        let actor = if seq % 2 == 0 { "alice" } else { "admin" };
+        let mut e = api::audit::AuditEntry::new(actor, "channel set", "os/stable", "").at(1_000 * seq as i64).before("img@1").after("img@2");
+        e.seal(seq, &prev);
+        prev.clone_from(&e.hash);
+        entries.push(e);
+    }
+    api::audit::AuditLog { head: entries.last().map(|e| api::audit::AuditHead { seq: e.seq, hash: e.hash.clone() }), entries, broken_at: None }
+}
+
+/// Runs the client's check on `log` after `doctor` changed its JSON, as a server would send it.
+fn check_audit(doctor: impl FnOnce(&mut serde_json::Value), expect: Result<u64, api::audit::ChainBreak>) {
+    use crate::commands::audit::{select, AuditPlan};
+    let mut json = serde_json::to_value(audit_log(5)).unwrap();
+    doctor(&mut json);
+    let log: api::audit::AuditLog = serde_json::from_value(json).unwrap();
+    assert_eq!(select(&log, &AuditPlan::default()).map(|o| o.entries.len() as u64), expect);
+}
+
+#[test]
+fn the_audit_check_names_the_first_entry_a_doctored_log_breaks() {
+    use api::audit::{BreakKind::*, ChainBreak};
+    check_audit(|_| {}, Ok(5));
+    check_audit(|j| j["entries"][2]["actor"] = "mallory".into(), Err(ChainBreak { seq: 3, kind: Hash }));
+    check_audit(|j| j["entries"][3]["reason"] = "late excuse".into(), Err(ChainBreak { seq: 4, kind: Hash }));
+    check_audit(|j| j["entries"][1]["time"] = 1.into(), Err(ChainBreak { seq: 2, kind: Hash }));
+    check_audit(|j| drop(j["entries"].as_array_mut().unwrap().remove(1)), Err(ChainBreak { seq: 2, kind: Gap }));
+    check_audit(|j| j["entries"].as_array_mut().unwrap().swap(1, 2), Err(ChainBreak { seq: 2, kind: Gap }));
+    // An entry renumbered and re-hashed after a removal still does not follow its predecessor.
+    check_audit(
+        |j| {
+            let entries = j["entries"].as_array_mut().unwrap();
+            entries.remove(1);
+            let mut e: api::audit::AuditEntry = serde_json::from_value(entries[1].clone()).unwrap();
+            let prev = e.prev.clone();
+            e.seal(2, &prev);
+            entries[1] = serde_json::to_value(e).unwrap();
+        },
+        Err(ChainBreak { seq: 2, kind: Prev }),
+    );
+    check_audit(|j| j["broken_at"] = 6.into(), Err(ChainBreak { seq: 6, kind: Gap }));
+}
+
+#[test]
+fn the_audit_check_filters_only_after_verifying_the_whole_log() {
+    use crate::commands::audit::{select, AuditPlan};
+    let log = audit_log(6);
+    let shown = |plan: AuditPlan| select(&log, &plan).unwrap().entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(shown(AuditPlan { actor: Some("alice".into()), since: None }), [2, 4, 6]);
+    assert_eq!(shown(AuditPlan { actor: None, since: Some(4_000) }), [4, 5, 6]);
+    assert_eq!(shown(AuditPlan { actor: Some("admin".into()), since: Some(2_000) }), [3, 5]);
+    assert_eq!(select(&log, &AuditPlan::default()).unwrap().head.unwrap().seq, 6);
+}
+
+#[test]
+fn since_takes_epoch_seconds_dates_and_utc_times() {
+    use crate::commands::audit::{parse_since, BadSince};
+    assert_eq!(parse_since("1700000000"), Ok(1_700_000_000));
+    assert_eq!(parse_since("2026-12-03"), Ok(1_796_256_000));
+    assert_eq!(parse_since("2026-12-03T01:00:00Z"), Ok(1_796_259_600));
+    for bad in ["", "yesterday", "2026-13-01", "-5", "2026-12-03 01:00"] {
+        assert_eq!(parse_since(bad), Err(BadSince(bad.into())), "{bad}");
+    }
 }

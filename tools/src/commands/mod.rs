@@ -12,6 +12,7 @@ use crate::signing::SignError;
 use crate::verify::VerifyError;
 use crate::{ImportError, RepoError};
 
+pub mod audit;
 pub mod fleet;
 pub mod gate;
 pub mod keys;
@@ -85,6 +86,9 @@ pub enum CommandError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server's audit log does not verify: an entry was altered, removed or inserted.
+    #[error(transparent)]
+    AuditBroken(#[from] api::audit::ChainBreak),
     /// A file could not be written.
     #[error("writing {path}")]
     Write {

@@ -76,16 +76,32 @@ pub fn keep(remote: &Remote, image: &ImageName, number: u64, keep: bool) -> Resu
 /// A channel operation, its names checked.
 pub enum ChannelPlan {
     /// Point the channel at a generation (`IMAGE@N`, `IMAGE@latest` or a manifest digest).
-    Set(ChannelName, String),
+    Set {
+        /// The channel.
+        channel: ChannelName,
+        /// The generation.
+        generation: String,
+        /// Why (the audit log records it).
+        reason: Option<String>,
+    },
     /// Point `to` at `from`'s generation.
     Promote {
         /// Source.
         from: ChannelName,
         /// Target.
         to: ChannelName,
+        /// Why (the audit log records it).
+        reason: Option<String>,
     },
     /// A new version naming an older generation (the previous one by default).
-    Rollback(ChannelName, Option<String>),
+    Rollback {
+        /// The channel.
+        channel: ChannelName,
+        /// The generation to go back to.
+        to: Option<String>,
+        /// Why (the audit log records it).
+        reason: Option<String>,
+    },
     /// Every version.
     History(ChannelName),
     /// The current version.
@@ -105,9 +121,9 @@ pub enum ChannelOutput {
 /// Runs a channel operation on the server.
 pub fn channel(remote: &Remote, plan: &ChannelPlan) -> Result<ChannelOutput, CommandError> {
     Ok(match plan {
-        ChannelPlan::Set(channel, generation) => ChannelOutput::Channel(remote.channel_set(channel, generation)?),
-        ChannelPlan::Promote { from, to } => ChannelOutput::Channel(remote.promote(from, to)?),
-        ChannelPlan::Rollback(channel, to) => ChannelOutput::Channel(remote.rollback(channel, to.as_deref())?),
+        ChannelPlan::Set { channel, generation, reason } => ChannelOutput::Channel(remote.channel_set(channel, generation, reason.as_deref())?),
+        ChannelPlan::Promote { from, to, reason } => ChannelOutput::Channel(remote.promote(from, to, reason.as_deref())?),
+        ChannelPlan::Rollback { channel, to, reason } => ChannelOutput::Channel(remote.rollback(channel, to.as_deref(), reason.as_deref())?),
         ChannelPlan::History(channel) => ChannelOutput::History(remote.history(channel)?),
         ChannelPlan::Get(channel) => ChannelOutput::Channel(remote.channel_get(channel)?),
     })
