@@ -495,7 +495,10 @@ pub async fn label_endpoint(
             return Err(bad_report(format!("more than {} labels", api::fleet::MAX_LABELS)));
         }
         if r.operator_labels != before {
-            let entry = AuditEntry::new(&actor.name, "endpoint label", format!("endpoint {}", ep.id), format!("{before:?} -> {:?}", r.operator_labels));
+            let show = |l: &api::fleet::Labels| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let entry = AuditEntry::new(&actor.name, "endpoint label", format!("endpoint {}", ep.id), "operators' labels")
+                .before(show(&before))
+                .after(show(&r.operator_labels));
             st.fleet.put_record(&ep, r, entry).map_err(meta_err)?;
         }
         Ok(Json(st.fleet.summary(&ep, cache::clock::now())))
@@ -550,7 +553,10 @@ async fn write_group(state: AppState, headers: HeaderMap, group: Group, create: 
         let after = String::from_utf8(fleet::json(&live.group)).unwrap_or_default();
         let before = old.map(|g| String::from_utf8(fleet::json(&g)).unwrap_or_default()).unwrap_or_default();
         let action = if before.is_empty() { "group create" } else { "group replace" };
-        let entry = AuditEntry::new(&actor.name, action, format!("group {}", live.group.name), format!("{before} -> {after}"));
+        let mut entry = AuditEntry::new(&actor.name, action, format!("group {}", live.group.name), "").after(after);
+        if !before.is_empty() {
+            entry = entry.before(before);
+        }
         st.fleet.put_group(live.clone(), entry).map_err(meta_err)?;
         let status = if create { StatusCode::CREATED } else { StatusCode::OK };
         Ok((status, Json(summary_of(&st, &live))).into_response())
@@ -589,7 +595,7 @@ pub async fn remove_group(State(state): State<AppState>, Path(name): Path<String
             return Err(AppError::new(ErrorCode::NotFound, format!("no group {name}")));
         };
         let summary = summary_of(&st, &g);
-        let entry = AuditEntry::new(&actor.name, "group remove", format!("group {name}"), String::from_utf8(fleet::json(&g.group)).unwrap_or_default());
+        let entry = AuditEntry::new(&actor.name, "group remove", format!("group {name}"), "").before(String::from_utf8(fleet::json(&g.group)).unwrap_or_default());
         st.fleet.remove_group(&name, entry).map_err(meta_err)?;
         Ok(Json(summary))
     })

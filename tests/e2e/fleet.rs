@@ -97,6 +97,7 @@ fn fifty_agents_enroll_switch_within_seconds_and_report_through_a_server_crash()
     ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "os@2"]));
     wait(60, "all fifty on os@2", || running(&server, "/os").values().all(|g| g.as_deref() == Some("os@2")));
     let took = moved.elapsed();
+    eprintln!("fleet: the last of {AGENTS} switches was reported {took:?} after the channel move");
     assert!(took < Duration::from_secs(5), "the last switch was reported {took:?} after the move");
     for id in &ids {
         let switched = events(&server, id).iter().filter(|e| e["kind"] == "switched" && e["to"] == "os@2").count();
@@ -139,8 +140,18 @@ fn fifty_agents_enroll_switch_within_seconds_and_report_through_a_server_crash()
         let back = evs.iter().filter(|e| e["kind"] == "rolled_back" && e["to"] == "os@1").count();
         assert_eq!(back, 1, "{id}: the rollback once: {evs:?}");
     }
-    // The five stopped ones: offline since their last check-in, on their last generation.
-    let c = get(&server, "/v1/fleet/compliance?target=os@2");
+    // The others switch again while the five stay stopped: compliance counts the forty-five
+    // and shows the five offline since their last check-in, on their last generation.
+    std::fs::write(src.join("f"), "os three").unwrap();
+    t.import(&src, "os");
+    t.push_signed(&server, "os@3");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "os@3"]));
+    wait(60, "the forty-five on os@3", || {
+        let r = running(&server, "/os");
+        ids[5..].iter().all(|id| r[id].as_deref() == Some("os@3"))
+    });
+    let c = get(&server, "/v1/fleet/compliance?target=os/stable");
+    assert_eq!((c["generation"].as_str(), c["on"].as_u64(), c["counts"]["offline"].as_u64()), (Some("os@3"), Some(45), Some(5)), "{c}");
     for id in &ids[..5] {
         let s = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == id.as_str()).unwrap_or_else(|| panic!("{id} in {c}"));
         assert_eq!(s["reason"], "offline", "{s}");
@@ -148,7 +159,18 @@ fn fifty_agents_enroll_switch_within_seconds_and_report_through_a_server_crash()
         assert!(since <= stopped_at && since > stopped_at - 60, "{s}");
         assert_eq!(s["running"].as_array().unwrap().iter().find(|m| m["path"] == "/os").unwrap()["current"], "os@2");
     }
-    wait(60, "the forty-five counted on os@2", || get(&server, "/v1/fleet/compliance?target=os@2")["on"].as_u64() == Some(45));
+    let listed = get(&server, "/v1/fleet/endpoints?not_on=os%403");
+    assert_eq!(listed["endpoints"].as_array().unwrap().iter().filter(|e| e["offline"] == true).count(), 5, "{listed}");
+
+    // The audit log names who did what: the admin's channel moves and groups, each
+    // enrollment by its token.
+    let log = get(&server, "/v1/audit");
+    let entries = log["entries"].as_array().unwrap();
+    let count = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("endpoint enroll"), AGENTS, "{log}");
+    assert!(entries.iter().filter(|e| e["action"] == "endpoint enroll").all(|e| e["actor"].as_str().unwrap().starts_with("enroll-token ")));
+    assert_eq!(entries.iter().filter(|e| e["action"] == "group create" && e["actor"] == "admin").count(), 2);
+    assert!(entries.iter().any(|e| e["actor"] == "admin" && e["subject"].as_str().unwrap().contains("os/stable") && e["after"] == "os@3"), "{log}");
 
     // A revoked endpoint is refused: its agent stops (exit 7), everyone else carries on.
     let r = client().delete(format!("{}/v1/fleet/endpoints/{}", server.url, ids[5])).bearer_auth(server.token()).send().unwrap();
@@ -163,6 +185,9 @@ fn fifty_agents_enroll_switch_within_seconds_and_report_through_a_server_crash()
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(7));
-    let c = get(&server, "/v1/fleet/compliance?target=os@2");
+    let c = get(&server, "/v1/fleet/compliance?target=os@3");
     assert_eq!(c["total"].as_u64(), Some(AGENTS as u64 - 1), "revoked endpoints are not counted");
+    let log = get(&server, "/v1/audit");
+    let revoke = log["entries"].as_array().unwrap().iter().find(|e| e["action"] == "endpoint revoke").cloned().unwrap_or(Value::Null);
+    assert_eq!((revoke["actor"].as_str(), revoke["subject"].as_str()), (Some("admin"), Some(format!("endpoint {}", ids[5]).as_str())));
 }
