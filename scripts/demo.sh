@@ -3,8 +3,9 @@
 # into generation 2 with `imgctl patch` (in a sandbox, with a change record), start imaged,
 # push, mount the channel with imgfs and run a program from it, publish generation 2 and switch
 # the mount, roll back, put a promotion gate on the stable channel (a signed test, two
-# approvals) and promote through it, move channels, compare, export, verify. Needs root (FUSE,
-# the patch sandbox).
+# approvals), enroll two endpoints running `imgfs agent` in a group, promote through the gate
+# and watch the fleet follow, roll back, read the audit log, compare, export, verify. Needs
+# root (FUSE, the patch sandbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -108,12 +109,48 @@ step "test generation 2 in the sandbox (signed evidence on the server), approve 
 "$IMGCTL" approve demo@2 --key "$WORK/keys-bob.key"
 "$IMGCTL" show demo@2   # IMAGED_SERVER is set: evidence, approvals and the gate per channel
 
-step "promote pilot to stable: the gate is met now"
-"$IMGCTL" channel promote demo/pilot demo/stable
+step "the fleet: an enrollment token, a group whose namespace mounts demo/stable, two endpoints running imgfs agent"
+TOKEN=$("$IMGCTL" fleet token create --uses 2 --lifetime 1h --label site=demo | tail -1)
+printf '[[mount]]\npath = "/demo"\nchannel = "demo/stable"\n' >"$WORK/namespace.toml"
+"$IMGCTL" group create demo-site --selector site=demo --namespace "$WORK/namespace.toml"
+AGENT_PIDS=()
+for i in 1 2; do
+  A=$WORK/endpoint$i
+  mkdir -p "$A"
+  cat >"$A/agent.toml" <<TOML
+servers = ["$IMAGED_SERVER"]
+state = "$A/state"
+cache = "$A/cache"
+root = "$WORK/root.json"
+mount_prefix = "$A/mnt"   # two endpoints on one machine: each mounts under its own directory
+enroll_token = "$TOKEN"
+TOML
+  "$BIN/imgfs" agent --config "$A/agent.toml" 2>"$A/agent.log" &
+  AGENT_PIDS+=($!)
+done
+trap 'kill "${AGENT_PIDS[@]}" $SERVER_PID 2>/dev/null || true; umount -l "$WORK"/endpoint*/mnt/demo 2>/dev/null || true' EXIT
+wait_for() { for _ in $(seq 300); do eval "$1" && return 0; sleep 0.1; done; echo "demo: timed out waiting for: $1" >&2; exit 1; }
+wait_for '[[ -f $WORK/endpoint1/mnt/demo/usr/bin/ls && -f $WORK/endpoint2/mnt/demo/usr/bin/ls ]]'
+sleep 1   # their first reports
+"$IMGCTL" fleet ls
+"$IMGCTL" fleet compliance demo/stable
 
-step "roll stable back (rollbacks are not gated): a new channel version naming generation 1"
-"$IMGCTL" channel rollback demo/stable
+step "promote pilot to stable: the gate is met now; the push hint switches both endpoints at once"
+"$IMGCTL" channel promote demo/pilot demo/stable
+wait_for 'grep -q patched=yes "$WORK"/endpoint1/mnt/demo/etc/demo.conf 2>/dev/null && grep -q patched=yes "$WORK"/endpoint2/mnt/demo/etc/demo.conf 2>/dev/null'
+sleep 1
+"$IMGCTL" fleet compliance demo/stable
+"$IMGCTL" fleet show "$(sed -n 's/.*"endpoint": *"\(ep-[0-9a-f]*\)".*/\1/p' "$WORK/endpoint1/state/endpoint.json")"
+
+step "roll stable back (rollbacks are not gated): a new channel version naming generation 1; the endpoints follow"
+"$IMGCTL" channel rollback demo/stable --reason "demo of a rollback"
 "$IMGCTL" channel history demo/stable
+wait_for '[[ ! -e $WORK/endpoint1/mnt/demo/etc/demo.conf && ! -e $WORK/endpoint2/mnt/demo/etc/demo.conf ]]'
+sleep 1
+"$IMGCTL" fleet compliance demo/stable
+
+step "the audit log: every change with its actor, hash-chained"
+"$IMGCTL" audit --since "$(date -u +%Y-%m-%d)" >"$WORK/audit.txt"; tail -12 "$WORK/audit.txt"
 
 step "retention: what garbage collection would delete (nothing: every generation is recent, named by a channel or the newest)"
 "$BIN/imaged" gc --dry-run --data "$WORK/server" --listen "${IMAGED_SERVER#http://}"

@@ -107,7 +107,10 @@ pub async fn create_token(
             created_by: actor.name.clone(),
             created: now,
         };
-        let detail = format!("uses {:?}, expires {:?}, labels {:?}", info.uses_left, info.expires, info.labels);
+        let uses = info.uses_left.map_or("unlimited uses".to_string(), |n| format!("{n} uses"));
+        let expires = info.expires.map_or("no expiry".to_string(), |e| format!("expires at {e}"));
+        let labels: Vec<String> = info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let detail = format!("{uses}, {expires}, labels {}", labels.join(","));
         let entry = AuditEntry::new(&actor.name, "enroll-token create", format!("enroll-token {}", info.id), detail);
         st.fleet.put_token(&hash, StoredToken { info: info.clone() }, entry).map_err(meta_err)?;
         Ok((StatusCode::CREATED, Json(CreatedEnrollToken { info, token })).into_response())
@@ -183,7 +186,8 @@ pub async fn enroll(State(state): State<AppState>, body: Result<Json<Enroll>, Js
                 last_seen: None,
             },
         };
-        let detail = format!("host {}, labels {:?}", record.facts.hostname, record.labels());
+        let labels: Vec<String> = record.labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let detail = format!("host {}, labels {}", record.facts.hostname, labels.join(","));
         let entry = AuditEntry::new(&format!("enroll-token {}", token.info.id), "endpoint enroll", format!("endpoint {id}"), detail);
         st.fleet.put_enrolled(record, Some((&hash, &token)), entry).map_err(meta_err)?;
         st.fleet.changed();
