@@ -451,24 +451,39 @@ pub async fn show_endpoint(State(state): State<AppState>, Path(id): Path<String>
     }))
 }
 
-/// `DELETE /v1/fleet/endpoints/{id}` (admin): revokes the endpoint; its sessions and event
-/// stream stop working at once.
-pub async fn revoke_endpoint(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<api::fleet::EndpointSummary>, AppError> {
-    let actor = state.authorize(&headers, Permission::Admin)?;
-    let ep = find(&state, &id)?;
+/// Changes one endpoint's record as `change` says (None: nothing to change), with its audit
+/// entry, serialised with the endpoint's other writes.
+async fn edit_endpoint(
+    state: AppState,
+    id: &str,
+    change: impl FnOnce(&mut Record) -> Result<Option<AuditEntry>, AppError> + Send + 'static,
+) -> Result<Json<api::fleet::EndpointSummary>, AppError> {
+    let ep = find(&state, id)?;
     let _guard = state.channel_writes.lock().await;
     let _turn = ep.write_turn.lock().await;
     let st = state.clone();
     let ep = ep.clone();
     blocking(move || {
         let mut r = ep.record();
-        if r.revoked.is_none() {
-            r.revoked = Some(cache::clock::now());
-            let entry = AuditEntry::new(&actor.name, "endpoint revoke", format!("endpoint {}", ep.id), format!("host {}", r.facts.hostname));
+        if let Some(entry) = change(&mut r)? {
             st.fleet.put_record(&ep, r, entry).map_err(meta_err)?;
-            tracing::info!(endpoint = %ep.id, by = %actor.name, "endpoint revoked");
         }
         Ok(Json(st.fleet.summary(&ep, cache::clock::now())))
+    })
+    .await
+}
+
+/// `DELETE /v1/fleet/endpoints/{id}` (admin): revokes the endpoint; its sessions and event
+/// stream stop working at once.
+pub async fn revoke_endpoint(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<api::fleet::EndpointSummary>, AppError> {
+    let actor = state.authorize(&headers, Permission::Admin)?;
+    edit_endpoint(state, &id, move |r| {
+        if r.revoked.is_some() {
+            return Ok(None);
+        }
+        r.revoked = Some(cache::clock::now());
+        tracing::info!(endpoint = %r.id, by = %actor.name, "endpoint revoked");
+        Ok(Some(AuditEntry::new(&actor.name, "endpoint revoke", format!("endpoint {}", r.id), format!("host {}", r.facts.hostname))))
     })
     .await
 }
@@ -483,13 +498,7 @@ pub async fn label_endpoint(
     let actor = state.authorize(&headers, Permission::Publish)?;
     let change = json_body(body)?;
     labels_ok(&change.set)?;
-    let ep = find(&state, &id)?;
-    let _guard = state.channel_writes.lock().await;
-    let _turn = ep.write_turn.lock().await;
-    let st = state.clone();
-    let ep = ep.clone();
-    blocking(move || {
-        let mut r = ep.record();
+    edit_endpoint(state, &id, move |r| {
         let before = r.operator_labels.clone();
         for k in &change.remove {
             r.operator_labels.remove(k);
@@ -498,14 +507,14 @@ pub async fn label_endpoint(
         if r.operator_labels.len() > api::fleet::MAX_LABELS {
             return Err(bad_report(format!("more than {} labels", api::fleet::MAX_LABELS)));
         }
-        if r.operator_labels != before {
-            let show = |l: &api::fleet::Labels| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-            let entry = AuditEntry::new(&actor.name, "endpoint label", format!("endpoint {}", ep.id), "operators' labels")
-                .before(show(&before))
-                .after(show(&r.operator_labels));
-            st.fleet.put_record(&ep, r, entry).map_err(meta_err)?;
+        if r.operator_labels == before {
+            return Ok(None);
         }
-        Ok(Json(st.fleet.summary(&ep, cache::clock::now())))
+        let show = |l: &api::fleet::Labels| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let entry = AuditEntry::new(&actor.name, "endpoint label", format!("endpoint {}", r.id), "operators' labels")
+            .before(show(&before))
+            .after(show(&r.operator_labels));
+        Ok(Some(entry))
     })
     .await
 }

@@ -237,35 +237,16 @@ impl Remote {
 
     /// The audit log (`GET /v1/audit`), the entries `query` selects (the default: all).
     pub fn audit(&self, query: &api::audit::AuditQuery) -> Result<api::audit::AuditLog, RemoteError> {
-        let mut url = self.url("/v1/audit");
         let pairs = [("since", query.since.map(|t| t.to_string())), ("actor", query.actor.clone()), ("limit", query.limit.map(|n| n.to_string()))];
-        let mut first = true;
-        for (key, value) in pairs {
-            if let Some(v) = value {
-                url.push(if first { '?' } else { '&' });
-                url.push_str(key);
-                url.push('=');
-                url.extend(percent_encode(&v));
-                first = false;
-            }
-        }
-        self.send(reqwest::Method::GET, &url, Body::None)
+        let pairs: Vec<(&str, String)> = pairs.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        self.send(reqwest::Method::GET, &format!("{}{}", self.url("/v1/audit"), self::query(&pairs)), Body::None)
     }
 
     /// The published generations that carry a package or a path (`GET /v1/affected`).
     pub fn affected(&self, query: &api::affected::AffectedQuery) -> Result<api::affected::Affected, RemoteError> {
-        let mut url = self.url("/v1/affected");
-        let pairs = [("package", &query.package), ("source", &query.source), ("path", &query.path), ("digest", &query.digest.map(|d| d.to_hex()))];
-        let mut first = true;
-        for (key, value) in pairs {
-            if let Some(v) = value {
-                url.push(if first { '?' } else { '&' });
-                url.push_str(key);
-                url.push('=');
-                url.extend(percent_encode(v));
-                first = false;
-            }
-        }
+        let pairs = [("package", query.package.clone()), ("source", query.source.clone()), ("path", query.path.clone()), ("digest", query.digest.map(|d| d.to_hex()))];
+        let pairs: Vec<(&str, String)> = pairs.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        let url = format!("{}{}", self.url("/v1/affected"), self::query(&pairs));
         self.send(reqwest::Method::GET, &url, Body::None)
     }
 
@@ -365,6 +346,18 @@ pub(crate) fn error_of(url: &str, status: u16, sent: u64, answer: &[u8]) -> Remo
 }
 
 /// `value` percent-encoded for a query string (RFC 3986 unreserved characters kept).
+/// `?k=v&k=v`, values percent-encoded; empty for no pairs.
+fn query(pairs: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(key);
+        out.push('=');
+        out.extend(percent_encode(value));
+    }
+    out
+}
+
 fn percent_encode(value: &str) -> impl Iterator<Item = char> + '_ {
     value.bytes().flat_map(|b| {
         let keep = b.is_ascii_alphanumeric() || b"-._~/".contains(&b);

@@ -6,7 +6,7 @@ use api::fleet::{
     Groups, LabelChange, NewEnrollToken,
 };
 
-use super::{percent_encode, Body, Remote, RemoteError};
+use super::{query, Body, Remote, RemoteError};
 
 /// Which endpoints `GET /v1/fleet/endpoints` lists: every condition given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,18 +34,6 @@ impl EndpointQuery {
         }
         query(&pairs)
     }
-}
-
-/// `?k=v&k=v`, values percent-encoded; empty for no pairs.
-fn query(pairs: &[(&str, String)]) -> String {
-    let mut out = String::new();
-    for (i, (key, value)) in pairs.iter().enumerate() {
-        out.push(if i == 0 { '?' } else { '&' });
-        out.push_str(key);
-        out.push('=');
-        out.extend(percent_encode(value));
-    }
-    out
 }
 
 impl Remote {
