@@ -5,7 +5,7 @@
 //! The pure parts (desired state, reports, compliance reasons) are free functions tested
 //! without a server.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -73,8 +73,6 @@ pub struct Record {
     pub mounts: Vec<MountState>,
     /// Its cache as last reported.
     pub cache: Option<CacheState>,
-    /// The last events.
-    pub events: VecDeque<Event>,
     /// Open problems per mount path.
     pub problems: BTreeMap<String, Problem>,
     /// Last check-in or report as of this record's write (`fleet/seen/ID` may be newer).
@@ -207,6 +205,7 @@ pub struct Inner {
 /// A durable write of several endpoints' records at once.
 struct Job {
     puts: Vec<(String, Vec<u8>)>,
+    ranges: Vec<(String, String)>,
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
@@ -230,7 +229,8 @@ impl Committer {
                         }
                     }
                     let puts: Vec<(String, Vec<u8>)> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.puts)).collect();
-                    let ok = match meta.write_records(&puts, &[], None, true) {
+                    let ranges: Vec<(String, String)> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.ranges)).collect();
+                    let ok = match meta.write_ranges(&puts, &ranges) {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::error!(error = %e, "writing endpoint records failed");
@@ -246,9 +246,9 @@ impl Committer {
         Committer { tx: Mutex::new(tx) }
     }
 
-    async fn write(&self, puts: Vec<(String, Vec<u8>)>) -> bool {
+    async fn write(&self, puts: Vec<(String, Vec<u8>)>, ranges: Vec<(String, String)>) -> bool {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.tx.lock().unwrap().send(Job { puts, done }).is_err() {
+        if self.tx.lock().unwrap().send(Job { puts, ranges, done }).is_err() {
             return false;
         }
         wait.await.unwrap_or(false)
@@ -276,6 +276,11 @@ pub struct Fleet {
 
 fn ep_key(id: &EndpointId) -> String {
     format!("fleet/ep/{id}")
+}
+
+/// The key of one stored event: sequence numbers zero-padded so keys sort by them.
+fn event_key(id: &EndpointId, seq: u64) -> String {
+    format!("fleet/ev/{id}/{seq:020}")
 }
 
 fn seen_key(id: &EndpointId) -> String {
@@ -443,10 +448,20 @@ impl Fleet {
         Ok(puts.len())
     }
 
-    /// Writes an endpoint's record durably (batched with other endpoints') and then makes it
-    /// the one in memory. False if the write failed (memory unchanged).
-    pub async fn commit(&self, ep: &Endpoint, record: Record) -> bool {
-        if !self.committer.write(vec![(ep_key(&ep.id), json(&record))]).await {
+    /// Writes an endpoint's record and its new events durably (batched with other
+    /// endpoints') and then makes the record the one in memory. Events older than the last
+    /// `RECENT_EVENTS` go, a range at a time. False if the write failed (memory unchanged).
+    pub async fn commit(&self, ep: &Endpoint, record: Record, events: &[Event]) -> bool {
+        let mut puts = vec![(ep_key(&ep.id), json(&record))];
+        puts.extend(events.iter().map(|e| (event_key(&ep.id, e.seq), json(e))));
+        let old = RECENT_EVENTS as u64;
+        let before = ep.record.lock().unwrap().last_seq;
+        let ranges = match record.last_seq / old > before / old && record.last_seq > 2 * old {
+            // Every `RECENT_EVENTS` sequence numbers, what is older than twice that goes.
+            true => vec![(event_key(&ep.id, 0), event_key(&ep.id, record.last_seq - 2 * old))],
+            false => vec![],
+        };
+        if !self.committer.write(puts, ranges).await {
             return false;
         }
         ep.revoked.store(record.revoked.unwrap_or(0), Ordering::Relaxed);
@@ -529,6 +544,13 @@ impl Fleet {
         let s = Served { epoch, etag, body: body.into(), desired: Arc::new(desired) };
         *ep.served.lock().unwrap() = Some(s.clone());
         s
+    }
+
+    /// The last `RECENT_EVENTS` events an endpoint reported, oldest first.
+    pub fn recent_events(&self, id: &EndpointId) -> Result<Vec<Event>, MetaError> {
+        let stored = self.meta.records(&format!("fleet/ev/{id}/"))?;
+        let skip = stored.len().saturating_sub(RECENT_EVENTS);
+        Ok(stored.into_iter().skip(skip).filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect())
     }
 
     /// Every endpoint, by id.
@@ -694,15 +716,16 @@ fn set_mount(r: &mut Record, path: &str, current: Option<String>, previous: Opti
 
 /// Applies a checked batch to a record: events above `last_seq` are stored (and change the
 /// mounts, cache, facts and problems they speak of), the others counted as duplicates; the
-/// batch's mount list, if any, is the truth about the mounts. Returns (stored, duplicates).
-pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (u32, u32) {
-    let (mut stored, mut dups) = (0, 0);
+/// batch's mount list, if any, is the truth about the mounts. Returns the events stored and
+/// how many were duplicates.
+pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (Vec<Event>, u32) {
+    let (mut stored, mut dups) = (Vec::new(), 0);
     for e in &batch.events {
         if e.seq <= r.last_seq {
             dups += 1;
             continue;
         }
-        stored += 1;
+        stored.push(e.clone());
         r.last_seq = e.seq;
         let problem = |kind: &str, text: &str, generation: Option<String>| Problem { kind: kind.into(), text: text.into(), generation, time: e.time };
         match &e.kind {
@@ -734,10 +757,6 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (u32, u32) {
                 r.problems.entry(path.clone()).or_insert_with(|| problem("fetch_failed", error, None));
             }
             EventKind::Cache { cache } => r.cache = Some(cache.clone()),
-        }
-        r.events.push_back(e.clone());
-        while r.events.len() > RECENT_EVENTS {
-            r.events.pop_front();
         }
     }
     if !batch.mounts.is_empty() {

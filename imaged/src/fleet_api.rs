@@ -181,7 +181,6 @@ pub async fn enroll(State(state): State<AppState>, body: Result<Json<Enroll>, Js
                 last_seq: 0,
                 mounts: Vec::new(),
                 cache: None,
-                events: Default::default(),
                 problems: Default::default(),
                 last_seen: None,
             },
@@ -250,7 +249,7 @@ pub async fn desired(State(state): State<AppState>, headers: HeaderMap) -> Resul
             let mut r = ep.record();
             fleet::apply_actual(&mut r, &actual);
             r.last_seen = Some(now);
-            if !state.fleet.commit(&ep, r).await {
+            if !state.fleet.commit(&ep, r, &[]).await {
                 return Err(AppError::internal("recording a check-in", "the write failed"));
             }
         }
@@ -324,10 +323,11 @@ pub async fn reports(State(state): State<AppState>, headers: HeaderMap, body: Re
     let _turn = ep.write_turn.lock().await;
     let mut r = ep.record();
     let before = r.clone();
-    let (stored, duplicates) = fleet::apply_report(&mut r, &batch);
+    let (events, duplicates) = fleet::apply_report(&mut r, &batch);
+    let stored = events.len() as u32;
     if r != before {
         r.last_seen = Some(now);
-        if !state.fleet.commit(&ep, r).await {
+        if !state.fleet.commit(&ep, r, &events).await {
             return Err(AppError::internal("storing a report", "the write failed"));
         }
     }
@@ -447,7 +447,7 @@ pub async fn show_endpoint(State(state): State<AppState>, Path(id): Path<String>
         conflicts: desired.conflicts.clone(),
         cache: r.cache.clone(),
         enrolled: r.enrolled,
-        events: r.events.iter().cloned().collect(),
+        events: state.fleet.recent_events(&ep.id).map_err(|e| AppError::internal("reading an endpoint's events", e))?,
     }))
 }
 

@@ -491,6 +491,20 @@ impl Meta {
         Ok(())
     }
 
+    /// Writes `puts` and deletes every key in each `[from, to)` range, synced, in one batch
+    /// (the fleet's reports and the events they trim).
+    pub fn write_ranges(&self, puts: &[(String, Vec<u8>)], ranges: &[(String, String)]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in puts {
+            batch.put(k.as_bytes(), v);
+        }
+        for (from, to) in ranges {
+            batch.delete_range(from.as_bytes(), to.as_bytes());
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
     /// Adds a user and the hash of its token, with its audit entry, durably; false (and
     /// nothing written) when the name is taken.
     pub fn add_user(&self, stored: &StoredUser, audit: AuditEntry) -> Result<bool, MetaError> {

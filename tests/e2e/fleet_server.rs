@@ -127,6 +127,13 @@ fn endpoints_enroll_check_in_report_and_compliance_says_why_from_their_reports()
     let dirty = json!([{ "seq": 3, "time": 1, "kind": "failed", "path": "/os\u{7}", "error": "x" }]);
     assert_eq!(error_of(e1.report(dirty, json!([]))), (400, "bad_report".into()));
     assert_eq!(admin_get(&server, &format!("/v1/fleet/endpoints/{}", e1.id))["events"].as_array().unwrap().len(), 2);
+    // The server keeps an endpoint's last 50 events.
+    let burst: Vec<Value> = (3..=160).map(|i| json!({ "seq": i, "time": 1, "kind": "cache", "cache": { "used_bytes": i, "free_bytes": 1 } })).collect();
+    assert_eq!(e1.report(json!(burst), json!([])).1["acked"], 160);
+    let shown = admin_get(&server, &format!("/v1/fleet/endpoints/{}", e1.id));
+    let seqs: Vec<u64> = shown["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (111..=160).collect::<Vec<_>>());
+    assert_eq!(shown["cache"]["used_bytes"], 160);
 
     // e2 runs img@1 and fails to reach img@2.
     assert_eq!(e2.check_in("/os=img@1", None).0, 200);
@@ -183,7 +190,7 @@ fn endpoints_enroll_check_in_report_and_compliance_says_why_from_their_reports()
     let server = Server::start_clocked(&t.path("server"), Some(&config), &clock);
     e1.url = server.url.clone();
     assert_eq!(e1.open_session(clock.now()).0, 200);
-    let replay = json!([{ "seq": 2, "time": 1, "kind": "switched", "path": "/os", "from": "img@1", "to": "img@2", "millis": 30 }]);
+    let replay = json!([{ "seq": 150, "time": 1, "kind": "switched", "path": "/os", "from": "img@1", "to": "img@2", "millis": 30 }]);
     assert_eq!(e1.report(replay, json!([])).1["duplicates"], 1);
     e2.url = server.url.clone();
     assert_eq!(error_of(e2.open_session(clock.now())), (403, "endpoint_revoked".into()));
