@@ -184,6 +184,9 @@ fn endpoints_enroll_check_in_report_and_compliance_says_why_from_their_reports()
     let mut holders: Vec<(String, String)> = row["endpoints"].as_array().unwrap().iter().map(|h| (h["hostname"].as_str().unwrap().into(), h["how"].as_str().unwrap().into())).collect();
     holders.sort();
     assert_eq!(holders, [("one".to_string(), "previous".to_string()), ("three".into(), "running".into())]);
+    let out = t.remote(&server, &["affected", "--path", "f"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("running {} (three)", e3.id)), "imgctl affected lists the endpoints: {text}");
 
     // A crash loses nothing acked: the reports and the revocation are there after a restart.
     server.kill();
