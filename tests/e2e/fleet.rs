@@ -105,6 +105,9 @@ fn fifty_agents_enroll_switch_within_seconds_and_report_through_a_server_crash()
     }
     let c = get(&server, "/v1/fleet/compliance?target=os/stable");
     assert_eq!((c["on"].as_u64(), c["total"].as_u64()), (Some(AGENTS as u64), Some(AGENTS as u64)), "{c}");
+    let out = t.remote(&server, &["fleet", "compliance", "os/stable"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("{AGENTS} of {AGENTS} on os@2")), "{text}");
     // The pinned app mount of Lyon stays on app@1: compliance with app/stable says why.
     let c = get(&server, "/v1/fleet/compliance?target=app/stable");
     assert_eq!(c["on"].as_u64(), Some(AGENTS as u64), "app@1 is what app/stable names: {c}");
