@@ -19,6 +19,13 @@ pub enum Request {
     Update,
     /// Switch back to the previous generation: answered with a `Switch`.
     Rollback,
+    /// Switch to this generation, `IMAGE@N`, verified by its family's signature and epoch floor
+    /// like a pinned mount's (the fleet agent's rollouts): answered with a `Switch`. The mount
+    /// then stays on it until told otherwise (its channel poller does not move it).
+    SwitchTo {
+        /// `IMAGE@N`.
+        generation: String,
+    },
     /// Pin a generation and fetch what the cache lacks of it: `ProgressLine`s, then `Prefetched`.
     Pin {
         /// `IMAGE@N`, a manifest digest, `current` or `previous`.

@@ -318,6 +318,49 @@ pub struct NamespaceMount {
     /// FUSE passthrough of fully cached files.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passthrough: bool,
+    /// The health probe run after a switch (else the agent's own, if its config has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Probe>,
+}
+
+/// A health probe: a command (exit 0 is healthy) or an HTTP URL (2xx is healthy), with a
+/// deadline.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// Run with `/bin/sh -c`; the mount's local path in `IMGFS_MOUNT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Fetched with GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Seconds before the probe counts as failed.
+    #[serde(default = "probe_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn probe_timeout() -> u64 {
+    30
+}
+
+/// A maintenance window: when endpoints of a group may switch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Cron expression of the window's starts (`0 2 * * *`: 5 fields, minute first).
+    pub cron: String,
+    /// Seconds each window lasts.
+    pub duration_seconds: u64,
+    /// IANA time zone of the expression (default UTC).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Most seconds a user may defer a switch (`imgfs defer`); 0 forbids it.
+    #[serde(default)]
+    pub max_defer_seconds: u64,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 /// A namespace: the mounts a group's endpoints run.
@@ -385,6 +428,9 @@ pub struct Group {
     /// The mounts its endpoints run.
     #[serde(default)]
     pub namespace: Namespace,
+    /// When its endpoints may switch (absent: any time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
 }
 
 /// Answer of `GET /v1/fleet/groups`.
@@ -492,9 +538,27 @@ pub struct DesiredMount {
     /// The group it comes from.
     pub group: GroupName,
     /// For a channel: the generation it names now, `IMAGE@N` (a hint: the endpoint verifies
-    /// the channel's signed metadata itself). For a pin: the pinned generation.
+    /// the channel's signed metadata itself). For a pin: the pinned generation. During a
+    /// rollout that reached this endpoint: the rollout's generation, which the endpoint
+    /// verifies by its family's signature (as a pinned mount does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
+    /// The rollout that set `generation`, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollouts::RolloutId>,
+    /// Seconds to stay healthy after a switch before reporting `healthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_seconds: Option<u64>,
+    /// Switch now, whatever the window or a deferral say (an emergency plan, a withdrawal).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_windows: bool,
+    /// The group's maintenance window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The generation's activation policy from its change record (`live`, `reboot`,
+    /// `restart:UNIT,UNIT`); absent means live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
 }
 
 /// A mount path two of an endpoint's groups both name: who won.
@@ -523,6 +587,10 @@ pub struct Desired {
     pub conflicts: Vec<Conflict>,
     /// Seconds between check-ins (the agent adds up to 10% jitter).
     pub interval_seconds: u64,
+    /// Withdrawn generations, `IMAGE@N`: a mount running one goes back to its previous
+    /// generation at once and never takes it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<String>,
 }
 
 /// What one mount runs, as a check-in or a report says.
@@ -654,6 +722,35 @@ pub enum EventKind {
         /// Its state.
         cache: CacheState,
     },
+    /// A mount stayed healthy for the soak time after switching to `generation`.
+    Healthy {
+        /// Mount path.
+        path: String,
+        /// Generation.
+        generation: String,
+    },
+    /// A mount was offered `generation` and waits before switching.
+    Waiting {
+        /// Mount path.
+        path: String,
+        /// Generation offered.
+        generation: String,
+        /// `window` (until its next opening), `deferred` (until a user's deferral ends),
+        /// `prefetching`, `pending_reboot`.
+        why: String,
+        /// Until when, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// A mount fetched everything of an offered generation ahead of its switch.
+    Prefetched {
+        /// Mount path.
+        path: String,
+        /// Generation.
+        generation: String,
+        /// Bytes fetched.
+        bytes: u64,
+    },
 }
 
 impl EventKind {
@@ -670,6 +767,9 @@ impl EventKind {
             EventKind::MetadataStale { .. } => "metadata_stale",
             EventKind::FetchFailed { .. } => "fetch_failed",
             EventKind::Cache { .. } => "cache",
+            EventKind::Healthy { .. } => "healthy",
+            EventKind::Waiting { .. } => "waiting",
+            EventKind::Prefetched { .. } => "prefetched",
         }
     }
 
@@ -684,6 +784,8 @@ impl EventKind {
             EventKind::RolledBack { path, from, to, why } => (vec![path, from, to], vec![why]),
             EventKind::Failed { path, generation, error } => (vec![path, generation.as_deref().unwrap_or("")], vec![error]),
             EventKind::MetadataStale { path, error } | EventKind::FetchFailed { path, error } => (vec![path], vec![error]),
+            EventKind::Healthy { path, generation } | EventKind::Prefetched { path, generation, .. } => (vec![path, generation], vec![]),
+            EventKind::Waiting { path, generation, why, .. } => (vec![path, generation, why], vec![]),
             EventKind::Cache { cache } => {
                 if cache.pins.len() + cache.generations.len() > 1000 {
                     return Some("a cache event lists more than 1000 generations".into());
@@ -855,6 +957,22 @@ pub enum Reason {
     },
     /// None of its groups gets the target.
     NotInGroup,
+    /// It was offered the target and waits: for its window, a user's deferral, a prefetch,
+    /// a reboot.
+    Waiting {
+        /// `window`, `deferred`, `prefetching`, `pending_reboot`.
+        why: String,
+        /// Until when, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// An operator holds it where it is.
+    Held {
+        /// Why.
+        why: String,
+    },
+    /// The rollout to the target has not reached it yet.
+    NotYetOffered,
     /// It was offered the target and has not reported reaching it yet.
     Pending {
         /// Its last check-in.
@@ -873,6 +991,9 @@ impl Reason {
             Reason::MetadataStale { .. } => "metadata_stale",
             Reason::Pinned { .. } => "pinned",
             Reason::NotInGroup => "not_in_group",
+            Reason::Waiting { .. } => "waiting",
+            Reason::Held { .. } => "held",
+            Reason::NotYetOffered => "not_yet_offered",
             Reason::Pending { .. } => "pending",
         }
     }

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod gate;
 pub mod generations;
 pub mod objects;
+pub mod rollouts;
 pub mod server;
 pub mod tuf;
 pub mod users;

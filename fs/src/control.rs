@@ -409,6 +409,7 @@ impl Control {
             Ok(Request::Status) => to_line(&self.status()),
             Ok(Request::Update) => to_line(&self.update()),
             Ok(Request::Rollback) => to_line(&self.rollback()),
+            Ok(Request::SwitchTo { .. }) => to_line(&Failed::new(FailureKind::BadRequest, "switch-to is not supported by this mount yet")),
             Ok(Request::Unpin { generation }) => match self.unpin(&generation) {
                 Ok(u) => to_line(&u),
                 Err(f) => to_line(&f),

@@ -647,7 +647,19 @@ pub fn desired_of<'a>(
                         Source::Channel(c) => channel(c),
                         Source::Pinned(g) => Some(g.clone()),
                     };
-                    by_path.insert(&m.path, (DesiredMount { mount: m.clone(), group: g.group.name.clone(), generation }, Vec::new()));
+                    by_path.insert(&m.path, (
+                            DesiredMount {
+                                mount: m.clone(),
+                                group: g.group.name.clone(),
+                                generation,
+                                rollout: None,
+                                soak_seconds: None,
+                                ignore_windows: false,
+                                window: g.group.window.clone(),
+                                activation: None,
+                            },
+                            Vec::new(),
+                        ));
                 }
             }
         }
@@ -662,7 +674,7 @@ pub fn desired_of<'a>(
     }
     let mut groups: Vec<GroupName> = mine.iter().map(|g| g.group.name.clone()).collect();
     groups.sort();
-    Desired { endpoint: id.clone(), groups, mounts, conflicts, interval_seconds: interval }
+    Desired { endpoint: id.clone(), groups, mounts, conflicts, interval_seconds: interval, withdrawn: Vec::new() }
 }
 
 /// Why a report batch was refused.
@@ -757,6 +769,17 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (Vec<Event>, u32) {
                 r.problems.entry(path.clone()).or_insert_with(|| problem("fetch_failed", error, None));
             }
             EventKind::Cache { cache } => r.cache = Some(cache.clone()),
+            EventKind::Healthy { path, .. } => {
+                r.problems.remove(path);
+            }
+            EventKind::Waiting { path, generation, why, until } => {
+                let text = match until {
+                    Some(t) => format!("{why} until {t}"),
+                    None => why.clone(),
+                };
+                r.problems.insert(path.clone(), problem("waiting", &text, Some(generation.clone())));
+            }
+            EventKind::Prefetched { .. } => {}
         }
     }
     if !batch.mounts.is_empty() {

@@ -183,9 +183,14 @@ fn the_example_config_parses() {
 
 fn desired(path: &str, source: Source, hint: Option<&str>) -> DesiredMount {
     DesiredMount {
-        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false },
+        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None },
         group: GroupName::new("kiosks").unwrap(),
         generation: hint.map(String::from),
+        rollout: None,
+        soak_seconds: None,
+        ignore_windows: false,
+        window: None,
+        activation: None,
     }
 }
 

@@ -228,7 +228,7 @@ pub fn group(args: GroupArgs) -> Result<Group, InputError> {
     if let Some(problem) = args.namespace.problem() {
         return Err(InputError::Namespace { path: PathBuf::from("(namespace)"), problem });
     }
-    Ok(Group { name, members: members.into_iter().collect(), selector: args.selector, priority: args.priority, namespace: args.namespace })
+    Ok(Group { name, members: members.into_iter().collect(), selector: args.selector, priority: args.priority, window: None, namespace: args.namespace })
 }
 
 /// The endpoint `name` names: itself if it is an id (`ep-` and 16 hex digits), else the one

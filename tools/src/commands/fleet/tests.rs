@@ -95,9 +95,10 @@ pinned = "app@3"
                 path: "/os".into(),
                 source: Source::Channel("os/stable".parse().unwrap()),
                 cache_share: Some(40),
-                passthrough: true
+                passthrough: true,
+                health: None,
             },
-            NamespaceMount { path: "/opt/app".into(), source: Source::Pinned("app@3".into()), cache_share: None, passthrough: false },
+            NamespaceMount { path: "/opt/app".into(), source: Source::Pinned("app@3".into()), cache_share: None, passthrough: false, health: None },
         ]
     );
     assert_eq!(namespace("empty.toml", "").unwrap(), Namespace::default());
@@ -306,9 +307,14 @@ fn events_are_one_human_line_each() {
 #[test]
 fn fleet_show_puts_desired_next_to_actual() {
     let desired = |path: &str, source: Source, group: &str, generation: Option<&str>| DesiredMount {
-        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false },
+        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None },
         group: GroupName::new(group).unwrap(),
         generation: generation.map(String::from),
+        rollout: None,
+        soak_seconds: None,
+        ignore_windows: false,
+        window: None,
+        activation: None,
     };
     let d = EndpointDetail {
         summary: summary(),

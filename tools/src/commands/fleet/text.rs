@@ -162,6 +162,10 @@ pub fn event(kind: &EventKind) -> String {
         EventKind::MetadataStale { path, error } => format!("metadata stale {path}: {}", one_line(error)),
         EventKind::FetchFailed { path, error } => format!("fetch failed {path}: {}", one_line(error)),
         EventKind::Cache { cache: c } => format!("cache: {}", cache(c)),
+        EventKind::Healthy { path, generation } => format!("healthy {path} on {generation}"),
+        EventKind::Waiting { path, generation, why, until: Some(t) } => format!("waiting {path} for {generation}: {why} until {t}"),
+        EventKind::Waiting { path, generation, why, until: None } => format!("waiting {path} for {generation}: {why}"),
+        EventKind::Prefetched { path, generation, bytes } => format!("prefetched {generation} for {path}: {}", fs::report::bytes(*bytes)),
     }
 }
 
@@ -317,6 +321,10 @@ pub fn reason(s: &Straggler, now: i64) -> String {
         Reason::Pinned { generation } => format!("pinned to {generation}"),
         Reason::NotInGroup => format!("not in a group that gets it{}", tail("; runs")),
         Reason::Pending { since } => format!("pending since {}{}", when(*since, now), tail("; runs")),
+        Reason::Waiting { why, until: Some(t) } => format!("waiting ({why}) until {}{}", when(*t, now), tail("; runs")),
+        Reason::Waiting { why, until: None } => format!("waiting ({why}){}", tail("; runs")),
+        Reason::Held { why } => format!("held: {}{}", one_line(why), tail("; runs")),
+        Reason::NotYetOffered => format!("not yet offered by the rollout{}", tail("; runs")),
     }
 }
 
