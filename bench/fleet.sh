@@ -8,6 +8,7 @@
 #   5. compliance of the channel over all N endpoints (median of 3 requests).
 # Prints one table with the goals; not a timed test. The generator and imaged share the machine.
 #   N=100000 C=64 DURATION=10 STREAMS=10000 bench/fleet.sh
+#   HISTORY=50 bench/fleet.sh     # each endpoint first reports 50 events (a fleet that has run a while)
 #   BIN=/path/to/target/release bench/fleet.sh     # use built binaries, skip the build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ N=${N:-100000}
 C=${C:-64}
 DURATION=${DURATION:-10}
 STREAMS=${STREAMS:-10000}
+HISTORY=${HISTORY:-0}
 need=(); for c in curl:curl awk:gawk; do command -v "${c%%:*}" >/dev/null || need+=("${c#*:}"); done
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 if [[ -z ${BIN:-} ]]; then
@@ -46,8 +48,8 @@ export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
 "$BIN/imgctl" --store "$W/img" channel set bench/stable bench@1 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/stable bench@2 >/dev/null
 
-echo "== $N endpoints, $C connections, ${DURATION}s per timed phase, $STREAMS streams; $(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); generator and imaged on one machine"
-"$BIN/fleet-load" --endpoints "$N" --concurrency "$C" --duration "$DURATION" --streams "$STREAMS" \
+echo "== $N endpoints, $C connections, ${DURATION}s per timed phase, $STREAMS streams, $HISTORY events of history each; $(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); generator and imaged on one machine"
+"$BIN/fleet-load" --endpoints "$N" --concurrency "$C" --duration "$DURATION" --streams "$STREAMS" --history "$HISTORY" \
   --channel bench/stable --running bench@1 --pid "$IMAGED_PID" | tee "$W/results.txt"
 rss_end=$(awk '/^VmRSS/ {print $2}' "/proc/$IMAGED_PID/status")
 

@@ -49,6 +49,10 @@ struct Args {
     /// has stragglers with a reason); 0: none.
     #[arg(long, default_value_t = 20)]
     fail_every: usize,
+    /// Events each endpoint reports before the timed phases (in one batch), so that its record
+    /// carries a history as in a fleet that has been running (the server keeps the last 50).
+    #[arg(long, default_value_t = 0)]
+    history: usize,
     /// imaged's process id, to sample its resident memory around the event streams.
     #[arg(long)]
     pid: Option<u32>,
@@ -443,6 +447,28 @@ async fn report(b: Arc<Bench>, i: usize) -> bool {
     }
 }
 
+/// One batch of `--history` cache events from endpoint `i`.
+async fn history(b: Arc<Bench>, i: usize) -> bool {
+    let _turn = b.sims[i].turn.lock().await;
+    let n = b.args.history.min(api::fleet::MAX_EVENTS) as u64;
+    let first = b.sims[i].seq.fetch_add(n, Ordering::Relaxed) + 1;
+    let time = now();
+    let cache = CacheState { used_bytes: 700 << 20, free_bytes: 40 << 30, pins: Vec::new(), generations: vec![b.args.running.clone()] };
+    let events = (first..first + n).map(|seq| Event { seq, time, kind: EventKind::Cache { cache: cache.clone() } }).collect();
+    let batch = ReportBatch { events, mounts: Vec::new() };
+    match b.http.post(b.reports_url.clone()).header(AUTHORIZATION, b.auth(i)).json(&batch).send().await {
+        Ok(r) if r.status() == StatusCode::OK => true,
+        Ok(r) => {
+            b.note_error(format!("history {i}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+            false
+        }
+        Err(e) => {
+            b.note_error(format!("history {i}: {e}"));
+            false
+        }
+    }
+}
+
 /// Resident memory of `pid`, KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -607,6 +633,12 @@ async fn main() -> Result<()> {
     say(t.line("checkin_first", s, &format!("target={}", b.target())));
     if failed > 0 {
         bail!("{failed} first check-ins failed");
+    }
+
+    if b.args.history > 0 {
+        let (t, s) = b.run(Some(n), None, |b, i, _| history(b, i)).await;
+        b.print_errors("history");
+        say(t.line("history", s, &format!("events_each={}", b.args.history.min(api::fleet::MAX_EVENTS))));
     }
 
     let (t, s) = b.run(None, Some(Instant::now() + duration), |b, i, salt| conditional_check_in(b, i, salt)).await;
