@@ -270,7 +270,9 @@ async fn setup(b: &Bench) -> Result<String> {
         members: Vec::new(),
         selector: Some(format!("{}={}", LABEL.0, LABEL.1)),
         priority: 0,
-        namespace: Namespace { mounts: vec![NamespaceMount { path: MOUNT.into(), source: Source::Channel(channel), cache_share: None, passthrough: false }] },
+        namespace: Namespace {
+            mounts: vec![NamespaceMount { path: MOUNT.into(), source: Source::Channel(channel), cache_share: None, passthrough: false }],
+        },
     };
     let r = b.http.put(b.url(&format!("/v1/fleet/groups/{GROUP}"))).bearer_auth(&b.args.admin_token).json(&group).send().await?;
     if !r.status().is_success() {
@@ -338,7 +340,8 @@ async fn open_session(b: Arc<Bench>, i: usize) -> bool {
 /// generation, the target).
 async fn first_check_in(b: Arc<Bench>, i: usize) -> bool {
     let sim = &b.sims[i];
-    let r = b.http.get(b.desired_url.clone()).header(AUTHORIZATION, b.auth(i)).header(api::fleet::ACTUAL_HEADER, b.actual.clone()).send().await;
+    let r =
+        b.http.get(b.desired_url.clone()).header(AUTHORIZATION, b.auth(i)).header(api::fleet::ACTUAL_HEADER, b.actual.clone()).send().await;
     let r = match r {
         Ok(r) if r.status() == StatusCode::OK => r,
         Ok(r) => {
@@ -402,7 +405,11 @@ fn batch_of(b: &Bench, i: usize) -> ReportBatch {
     let (running, target, time) = (b.args.running.clone(), b.target().to_string(), now());
     let fails = b.args.fail_every > 0 && i % b.args.fail_every == 0;
     let first = if fails {
-        EventKind::Failed { path: MOUNT.into(), generation: Some(target.clone()), error: "fetching 3 objects: connection reset by peer".into() }
+        EventKind::Failed {
+            path: MOUNT.into(),
+            generation: Some(target.clone()),
+            error: "fetching 3 objects: connection reset by peer".into(),
+        }
     } else {
         EventKind::Switched { path: MOUNT.into(), from: running.clone(), to: target.clone(), millis: 20 + (i % 50) as u64 }
     };
@@ -478,12 +485,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Opens the event stream of endpoint `i` and reads up to its first `check` event.
 async fn open_stream(http: &reqwest::Client, b: &Bench, i: usize) -> Result<reqwest::Response> {
-    let mut r = http
-        .get(b.url("/v1/fleet/events"))
-        .header(AUTHORIZATION, b.auth(i))
-        .send()
-        .await
-        .with_context(|| format!("opening stream {i}"))?;
+    let mut r =
+        http.get(b.url("/v1/fleet/events")).header(AUTHORIZATION, b.auth(i)).send().await.with_context(|| format!("opening stream {i}"))?;
     if r.status() != StatusCode::OK {
         bail!("stream {i}: {}", r.status());
     }
@@ -552,7 +555,8 @@ async fn compliance(b: &Bench) -> Result<String> {
     let mut last = None;
     for _ in 0..3 {
         let start = Instant::now();
-        let r = b.http.get(b.url("/v1/fleet/compliance")).query(&[("target", &b.args.channel)]).bearer_auth(&b.args.admin_token).send().await?;
+        let r =
+            b.http.get(b.url("/v1/fleet/compliance")).query(&[("target", &b.args.channel)]).bearer_auth(&b.args.admin_token).send().await?;
         if r.status() != StatusCode::OK {
             bail!("compliance: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
