@@ -645,7 +645,7 @@ async fn main() -> Result<()> {
         say(t.line("history", s, &format!("events_each={}", b.args.history.min(api::fleet::MAX_EVENTS))));
     }
 
-    let (t, s) = b.run(None, Some(Instant::now() + duration), |b, i, salt| conditional_check_in(b, i, salt)).await;
+    let (t, s) = b.run(None, Some(Instant::now() + duration), conditional_check_in).await;
     b.print_errors("conditional check-in");
     say(t.line("checkin_304", s, ""));
 
