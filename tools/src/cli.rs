@@ -234,6 +234,26 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Rollouts on a server: a channel moves to a generation stage by stage (a group, then
+    /// growing shares of the endpoints), each stage passing when its endpoints report healthy
+    /// after a soak, halting by itself when failures exceed its budget (docs/rollouts.md).
+    Rollout {
+        #[command(subcommand)]
+        op: RolloutOp,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Withdraw a bad generation fleet-wide: channels naming it move back, rollouts to it
+    /// abort, endpoints running it roll back, and it is never offered again.
+    Withdraw {
+        /// The generation, IMAGE@N.
+        generation: String,
+        /// Why (required; recorded in the audit log and the rollouts' decisions).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Move and inspect channels on a server.
     Channel {
         #[command(subcommand)]
@@ -380,6 +400,85 @@ pub enum FleetOp {
     Compliance {
         /// A channel (os/stable) or a generation (os@5).
         target: String,
+    },
+    /// Pin an endpoint's mounts of an image to one generation, whatever channels and rollouts
+    /// say.
+    Pin {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+        /// The generation, IMAGE@N.
+        generation: String,
+    },
+    /// Remove an endpoint's pin: its mounts follow their channels and rollouts again.
+    Unpin {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+    },
+    /// Hold an endpoint where it is: no channel move or rollout switches it until released.
+    Hold {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+        /// Why (required; compliance shows it).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release an endpoint's hold.
+    Release {
+        /// Endpoint id (ep-...) or host name.
+        endpoint: String,
+    },
+}
+
+/// Rollout operations.
+#[derive(Subcommand, Debug)]
+pub enum RolloutOp {
+    /// Start a rollout of CHANNEL to GENERATION (it waits for approval when the channel's
+    /// policy is not met yet).
+    Start {
+        /// The channel it moves, e.g. os/stable.
+        channel: String,
+        /// Where to, IMAGE@N.
+        generation: String,
+        /// `normal` (pilot group, 1%, 10%, 50%, 100%), `emergency` (10%, 100%, windows
+        /// ignored) or a plan file: TOML with [[stage]] tables, JSON if it ends in .json
+        /// (docs/plan.toml.example).
+        #[arg(long, value_name = "normal|emergency|FILE")]
+        plan: Option<String>,
+        /// Why: recorded with the rollout and in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List rollouts, newest first.
+    #[command(alias = "list")]
+    Ls,
+    /// A rollout: its state (the brake's rule and who failed), the plan with the current
+    /// stage marked, the stage's counts, every decision.
+    Status {
+        /// Rollout id, r1.
+        id: String,
+    },
+    /// Pause a running rollout: endpoints stay where they are.
+    Pause {
+        /// Rollout id.
+        id: String,
+    },
+    /// Resume a paused rollout, or one the brake halted (acknowledging the failures it saw).
+    Resume {
+        /// Rollout id.
+        id: String,
+    },
+    /// Start a rollout that waits for approval, once the channel's policy is met.
+    Approve {
+        /// Rollout id.
+        id: String,
+    },
+    /// Abort a rollout: endpoints stay where they are, or go back with --revert.
+    Abort {
+        /// Rollout id.
+        id: String,
+        /// Send the endpoints it reached back to what the channel named before.
+        #[arg(long)]
+        revert: bool,
     },
 }
 

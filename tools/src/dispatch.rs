@@ -13,12 +13,13 @@ use tools::commands::fleet::{self, GroupArgs};
 use tools::commands::gate::{self, TestPlan};
 use tools::commands::keys::{self, InitPlan};
 use tools::commands::local;
+use tools::commands::rollouts;
 use tools::commands::server::{self, ChannelPlan, PushPlan};
 use tools::import::{ImportOptions, Progress};
 use tools::remote::Remote;
 use tools::{signing, Repo};
 
-use crate::cli::{self, ChannelOp, Cli, Command, FleetOp, GroupOp, KeyOp, TokenOp, TrustOp, UserOp};
+use crate::cli::{self, ChannelOp, Cli, Command, FleetOp, GroupOp, KeyOp, RolloutOp, TokenOp, TrustOp, UserOp};
 use crate::{exit_codes, print};
 
 fn default_store() -> Result<PathBuf> {
@@ -301,6 +302,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Fleet { op, server } => fleet_command(op, &server, json, out)?,
         Command::Group { op, server } => group_command(op, &server, json, out)?,
+        Command::Rollout { op, server } => rollout_command(op, &server, json, out)?,
+        Command::Withdraw { generation, reason, server } => {
+            let withdraw = rollouts::withdraw(&generation, &reason)?;
+            show(out, json, &remote(&server)?.withdraw(&withdraw)?, print::withdrawn)?;
+        }
         Command::Channel { op, server } => {
             let plan = match op {
                 ChannelOp::Set { channel, generation, reason } => ChannelPlan::Set { channel: channel.parse()?, generation, reason },
@@ -427,7 +433,54 @@ fn fleet_command(op: FleetOp, server: &cli::Server, json: bool, out: &mut dyn Wr
             let target = fleet::parse_target(&target)?;
             show(out, json, &remote(server)?.compliance(&target)?, print::compliance)
         }
+        FleetOp::Pin { endpoint, generation } => {
+            let pin = api::rollouts::Pin { generation: fleet::parse_generation(&generation)? };
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.pin_endpoint(&id, Some(&pin))?, |o, e| print::pinned(o, e, Some(&pin.generation)))
+        }
+        FleetOp::Unpin { endpoint } => {
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.pin_endpoint(&id, None)?, |o, e| print::pinned(o, e, None))
+        }
+        FleetOp::Hold { endpoint, reason } => {
+            if reason.trim().is_empty() {
+                return Err(fleet::InputError::NoReason.into());
+            }
+            let hold = api::rollouts::Hold { reason };
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.hold_endpoint(&id, Some(&hold))?, |o, e| print::held(o, e, Some(&hold.reason)))
+        }
+        FleetOp::Release { endpoint } => {
+            let remote = remote(server)?;
+            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
+            show(out, json, &remote.hold_endpoint(&id, None)?, |o, e| print::held(o, e, None))
+        }
     }
+}
+
+fn rollout_command(op: RolloutOp, server: &cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
+    use tools::remote::rollouts::RolloutAction;
+    // Arguments (the plan file above all) are checked before the first request.
+    let (id, action, verb) = match op {
+        RolloutOp::Start { channel, generation, plan, reason } => {
+            let start = rollouts::start(&channel, &generation, plan.as_deref(), reason)?;
+            return show(out, json, &remote(server)?.start_rollout(&start)?, print::rollout_started);
+        }
+        RolloutOp::Ls => return show(out, json, &remote(server)?.rollouts()?, print::rollouts),
+        RolloutOp::Status { id } => {
+            let id: api::rollouts::RolloutId = id.parse()?;
+            return show(out, json, &remote(server)?.rollout(id)?, print::rollout_status);
+        }
+        RolloutOp::Pause { id } => (id, RolloutAction::Pause, "paused"),
+        RolloutOp::Resume { id } => (id, RolloutAction::Resume, "resumed"),
+        RolloutOp::Approve { id } => (id, RolloutAction::Approve, "approved"),
+        RolloutOp::Abort { id, revert } => (id, RolloutAction::Abort { revert }, "aborted"),
+    };
+    let id: api::rollouts::RolloutId = id.parse()?;
+    show(out, json, &remote(server)?.rollout_action(id, action)?, |o, r| print::rollout_acted(o, verb, r))
 }
 
 fn group_command(op: GroupOp, server: &cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {

@@ -10,6 +10,7 @@ mod print;
 use clap::Parser;
 use tools::browse::ReadError;
 use tools::commands::fleet::{InputError, LookupError};
+use tools::commands::rollouts::PlanError;
 use tools::commands::CommandError;
 use tools::push::PushError;
 use tools::remote::RemoteError;
@@ -73,6 +74,11 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
     }
     if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<api::fleet::BadId>().is_some() {
         return Some(exit_codes::BAD_INPUT);
+    }
+    match cause.downcast_ref::<PlanError>() {
+        Some(PlanError::Unknown(_) | PlanError::Syntax { .. } | PlanError::Problem { .. }) => return Some(exit_codes::BAD_INPUT),
+        Some(PlanError::Read { .. }) => return Some(exit_codes::FAILURE),
+        None => {}
     }
     match cause.downcast_ref::<LookupError>() {
         Some(LookupError::NoSuchEndpoint(_)) => return Some(exit_codes::NOT_FOUND),

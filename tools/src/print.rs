@@ -7,6 +7,7 @@ use format::{Activation, Entry, EntryKind};
 use tools::analysis::SecuritySummary;
 use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::fleet::text as fleet_text;
+use tools::commands::rollouts::text as rollout_text;
 use tools::commands::gate::{Approved, ShowOutput, TestOutput};
 use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
 use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
@@ -491,4 +492,34 @@ pub fn group(out: &mut dyn Write, verb: Option<&str>, g: &api::fleet::GroupSumma
 
 pub fn groups(out: &mut dyn Write, g: &api::fleet::Groups) -> Result<()> {
     fleet_text::groups(out, g)
+}
+
+// The rollouts' text lives in the library too (`tools::commands::rollouts::text`).
+
+pub fn rollout_started(out: &mut dyn Write, r: &api::rollouts::Rollout) -> Result<()> {
+    rollout_text::started(out, r, cache::clock::now())
+}
+
+pub fn rollout_status(out: &mut dyn Write, r: &api::rollouts::Rollout) -> Result<()> {
+    rollout_text::status(out, r, cache::clock::now())
+}
+
+pub fn rollout_acted(out: &mut dyn Write, verb: &str, r: &api::rollouts::Rollout) -> Result<()> {
+    rollout_text::acted(out, verb, r)
+}
+
+pub fn rollouts(out: &mut dyn Write, r: &api::rollouts::Rollouts) -> Result<()> {
+    rollout_text::rollouts(out, r, cache::clock::now())
+}
+
+pub fn withdrawn(out: &mut dyn Write, w: &api::rollouts::Withdrawn) -> Result<()> {
+    rollout_text::withdrawn(out, w)
+}
+
+pub fn pinned(out: &mut dyn Write, e: &api::fleet::EndpointSummary, pin: Option<&str>) -> Result<()> {
+    rollout_text::pinned(out, e, pin)
+}
+
+pub fn held(out: &mut dyn Write, e: &api::fleet::EndpointSummary, reason: Option<&str>) -> Result<()> {
+    rollout_text::held(out, e, reason)
 }

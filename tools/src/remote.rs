@@ -14,6 +14,7 @@ use format::Digest;
 use serde::de::DeserializeOwned;
 
 pub mod fleet;
+pub mod rollouts;
 
 /// How much of an answer that is not the server's JSON an error quotes.
 const QUOTED_BYTES: usize = 200;

@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod gate;
 pub mod keys;
 pub mod local;
+pub mod rollouts;
 pub mod server;
 
 /// Why a subcommand failed; each variant says what was being done, the cause is its source.

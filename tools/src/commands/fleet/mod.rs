@@ -64,6 +64,9 @@ pub enum InputError {
     /// `fleet label` with nothing to set or remove.
     #[error("nothing to change: give k=v labels to set or --remove KEY")]
     NoLabelChange,
+    /// `withdraw` or `fleet hold` with an empty reason.
+    #[error("a reason is required: --reason TEXT")]
+    NoReason,
 }
 
 /// An endpoint named by a host name that no endpoint, or several, have.

@@ -398,3 +398,48 @@ fn the_endpoint_query_repeats_label_and_encodes_values() {
     };
     assert_eq!(q.query_string(), "?group=kiosks&label=site%3Dparis&label=role%3Dkiosk&not_on=os%405");
 }
+
+#[test]
+fn rollout_events_are_one_human_line_each() {
+    let check = |kind: EventKind, want: &str| assert_eq!(text::event(&kind), want);
+    check(EventKind::Healthy { path: "/os".into(), generation: "os@5".into() }, "healthy /os on os@5");
+    check(EventKind::Prefetched { path: "/os".into(), generation: "os@5".into(), bytes: 3 << 20 }, "prefetched os@5 for /os: 3.0 MiB");
+    let waiting = |why: &str, until: Option<i64>| EventKind::Waiting { path: "/os".into(), generation: "os@5".into(), why: why.into(), until };
+    check(waiting("window", Some(NOW + 7200)), "waiting /os for os@5: its maintenance window opens 2026-12-03 12:05");
+    check(waiting("window", None), "waiting /os for os@5: its maintenance window");
+    check(waiting("deferred", Some(NOW + 3600)), "waiting /os for os@5: deferred by its user until 2026-12-03 11:05");
+    check(waiting("prefetching", None), "waiting /os for os@5: prefetching");
+    check(waiting("pending_reboot", None), "waiting /os for os@5: pending a reboot");
+    check(waiting("disk_full", None), "waiting /os for os@5: disk full");
+}
+
+#[test]
+fn compliance_during_a_rollout_says_who_waits_is_held_or_is_not_offered_yet() {
+    let waiting = |why: &str, until| Reason::Waiting { why: why.into(), until };
+    let c = Compliance {
+        target: "os/stable".into(),
+        generation: "os@5".into(),
+        total: 7,
+        on: 1,
+        counts: BTreeMap::from([("waiting".into(), 4), ("held".into(), 1), ("not_yet_offered".into(), 1)]),
+        stragglers: vec![
+            straggler(1, "kiosk-1", Some("os@4"), waiting("window", Some(NOW + 7200))),
+            straggler(2, "kiosk-2", Some("os@4"), waiting("deferred", Some(NOW + 3600))),
+            straggler(3, "kiosk-3", Some("os@4"), waiting("prefetching", None)),
+            straggler(4, "kiosk-4", Some("os@4"), waiting("pending_reboot", None)),
+            straggler(5, "show-1", Some("os@4"), Reason::Held { why: "trade show\nuntil friday".into() }),
+            straggler(6, "kiosk-6", Some("os@4"), Reason::NotYetOffered),
+        ],
+    };
+    let want = "\
+1 of 7 on os@5 (channel os/stable)
+not on it: 1 held, 1 not yet offered, 4 waiting
+  ep-0000000000000001  kiosk-1  waiting: its maintenance window opens 2026-12-03 12:05 (in 2h); runs os@4
+  ep-0000000000000002  kiosk-2  waiting: deferred by its user until 2026-12-03 11:05 (in 1h); runs os@4
+  ep-0000000000000003  kiosk-3  waiting: prefetching; runs os@4
+  ep-0000000000000004  kiosk-4  waiting: pending a reboot; runs os@4
+  ep-0000000000000005  show-1   held: trade show / until friday; runs os@4
+  ep-0000000000000006  kiosk-6  not yet offered by the rollout; runs os@4
+";
+    assert_eq!(render(|out| text::compliance(out, &c, NOW)), want);
+}

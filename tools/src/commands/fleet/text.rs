@@ -31,12 +31,12 @@ pub fn relative(then: i64, now: i64) -> String {
 }
 
 /// `2026-12-03 10:00 (5m ago)`.
-fn when(then: i64, now: i64) -> String {
+pub(crate) fn when(then: i64, now: i64) -> String {
     format!("{} ({})", minute(then), relative(then, now))
 }
 
 /// Text an endpoint sent, on one line: newlines and tabs become spaces.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split(['\n', '\t', '\r']).map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" / ")
 }
 
@@ -55,7 +55,7 @@ fn mounts(m: &[MountState]) -> String {
 }
 
 /// Rows as columns, each as wide as its widest cell; the last column is not padded.
-fn table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
+pub(crate) fn table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
         (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
@@ -163,9 +163,22 @@ pub fn event(kind: &EventKind) -> String {
         EventKind::FetchFailed { path, error } => format!("fetch failed {path}: {}", one_line(error)),
         EventKind::Cache { cache: c } => format!("cache: {}", cache(c)),
         EventKind::Healthy { path, generation } => format!("healthy {path} on {generation}"),
-        EventKind::Waiting { path, generation, why, until: Some(t) } => format!("waiting {path} for {generation}: {why} until {t}"),
-        EventKind::Waiting { path, generation, why, until: None } => format!("waiting {path} for {generation}: {why}"),
+        EventKind::Waiting { path, generation, why, until } => format!("waiting {path} for {generation}: {}", waiting(why, until.map(minute))),
         EventKind::Prefetched { path, generation, bytes } => format!("prefetched {generation} for {path}: {}", fs::report::bytes(*bytes)),
+    }
+}
+
+/// Why an endpoint waits before switching, in words: `its maintenance window opens T`,
+/// `deferred by its user until T`, `prefetching`, `pending a reboot` (the agent's `why`,
+/// `window`, `deferred`, `prefetching`, `pending_reboot`; another is shown as it is).
+pub fn waiting(why: &str, until: Option<String>) -> String {
+    let until = |lead: &str| until.as_ref().map(|t| format!(" {lead} {t}")).unwrap_or_default();
+    match why {
+        "window" => format!("its maintenance window{}", until("opens")),
+        "deferred" => format!("deferred by its user{}", until("until")),
+        "prefetching" => format!("prefetching{}", until("until")),
+        "pending_reboot" => "pending a reboot".into(),
+        other => format!("{}{}", one_line(&other.replace('_', " ")), until("until")),
     }
 }
 
@@ -321,8 +334,7 @@ pub fn reason(s: &Straggler, now: i64) -> String {
         Reason::Pinned { generation } => format!("pinned to {generation}"),
         Reason::NotInGroup => format!("not in a group that gets it{}", tail("; runs")),
         Reason::Pending { since } => format!("pending since {}{}", when(*since, now), tail("; runs")),
-        Reason::Waiting { why, until: Some(t) } => format!("waiting ({why}) until {}{}", when(*t, now), tail("; runs")),
-        Reason::Waiting { why, until: None } => format!("waiting ({why}){}", tail("; runs")),
+        Reason::Waiting { why, until } => format!("waiting: {}{}", waiting(why, until.map(|t| when(t, now))), tail("; runs")),
         Reason::Held { why } => format!("held: {}{}", one_line(why), tail("; runs")),
         Reason::NotYetOffered => format!("not yet offered by the rollout{}", tail("; runs")),
     }
