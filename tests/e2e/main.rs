@@ -17,6 +17,7 @@ mod mount;
 mod patch;
 mod push_limits;
 mod rollouts;
+mod rollouts_ctl;
 mod roundtrip;
 mod server;
 mod server_ops;
