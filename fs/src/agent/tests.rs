@@ -273,6 +273,7 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
         channel: Some(format::ChannelName::new("os/stable").unwrap()),
         at: None,
         channel_version: 1,
+        held: None,
         current: g(current),
         previous: Some(g("os@1")),
         cache: CacheReport {
