@@ -17,6 +17,7 @@ mod local_mount;
 mod mount;
 mod patch;
 mod push_limits;
+mod rollouts;
 mod roundtrip;
 mod server;
 mod server_ops;
