@@ -10,6 +10,7 @@ mod fleet;
 mod fleet_agent;
 mod fleet_ctl;
 mod fleet_health;
+mod fleet_rollout;
 mod fleet_server;
 mod gate;
 mod golden;
