@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100000}
 C=${C:-64}
+# A rollout of the channel runs during the check-ins (the normal plan, stuck waiting for
+# healthy endpoints at its 1% stage): ROLLOUT= turns it off.
+ROLLOUT=${ROLLOUT-bench@1}
 DURATION=${DURATION:-10}
 STREAMS=${STREAMS:-10000}
 HISTORY=${HISTORY:-0}
@@ -50,7 +53,7 @@ export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
 
 echo "== $N endpoints, $C connections, ${DURATION}s per timed phase, $STREAMS streams, $HISTORY events of history each; $(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); generator and imaged on one machine"
 "$BIN/fleet-load" --endpoints "$N" --concurrency "$C" --duration "$DURATION" --streams "$STREAMS" --history "$HISTORY" \
-  --channel bench/stable --running bench@1 --pid "$IMAGED_PID" | tee "$W/results.txt"
+  --channel bench/stable --running bench@1 --pid "$IMAGED_PID" ${ROLLOUT:+--rollout-to "$ROLLOUT"} | tee "$W/results.txt"
 rss_end=$(awk '/^VmRSS/ {print $2}' "/proc/$IMAGED_PID/status")
 
 # One value of a RESULT line: val PHASE KEY

@@ -152,8 +152,11 @@ pub fn evaluate(r: &Rollout, members: &[Member], now: i64) -> (StageCounts, Step
     let acknowledged: BTreeSet<&EndpointId> = r.acknowledged.iter().collect();
     let mut c = StageCounts::default();
     let mut failed = Vec::new();
+    // Endpoints whose failure a resume acknowledged no longer count for the gate either.
+    let mut excused = 0u64;
     for m in members.iter().filter(|m| m.entry <= r.stage) {
         c.targeted += 1;
+        excused += u64::from(acknowledged.contains(&m.id) && !m.healthy);
         c.switched += u64::from(m.switched);
         c.healthy += u64::from(m.healthy);
         c.waiting += u64::from(m.waiting && !m.switched);
@@ -170,9 +173,10 @@ pub fn evaluate(r: &Rollout, members: &[Member], now: i64) -> (StageCounts, Step
         let rule = format!("stage {n}: {} failed or lost, budget {}", failed.len(), stage.failure_budget);
         return (c, Step::Halt(rule, failed));
     }
-    let need = u64::from(stage.min_sample).min(c.targeted);
-    let ratio_ok = c.healthy * 100 >= u64::from(stage.success_percent) * c.targeted;
-    let soaked = now - r.stage_started >= stage.soak_seconds as i64 || c.targeted == 0;
+    let counted = c.targeted - excused;
+    let need = u64::from(stage.min_sample).min(counted);
+    let ratio_ok = c.healthy * 100 >= u64::from(stage.success_percent) * counted;
+    let soaked = now - r.stage_started >= stage.soak_seconds as i64 || counted == 0;
     if c.healthy >= need && ratio_ok && soaked {
         return (c.clone(), Step::Advance(format!("stage {n} passed: {} healthy of {}", c.healthy, c.targeted)));
     }

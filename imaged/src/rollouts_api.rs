@@ -298,7 +298,10 @@ pub async fn withdraw(State(state): State<AppState>, headers: HeaderMap, body: R
         let (g, reason, by) = (generation.clone(), req.reason.clone(), actor.name.clone());
         blocking(move || {
             let w = WithdrawnRecord { generation: g.clone(), reason: reason.clone(), by: by.clone(), time: cache::clock::now() };
-            st.rollouts.put_withdrawn(w, AuditEntry::new(&by, "withdraw", g, "").reason(reason)).map_err(meta_err)
+            st.rollouts.put_withdrawn(w, AuditEntry::new(&by, "withdraw", g, "").reason(reason)).map_err(meta_err)?;
+            // The signed channels role lists it from now on.
+            st.tuf.channels_changed(&st.meta)?;
+            Ok(())
         })
         .await?;
     }

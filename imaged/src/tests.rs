@@ -631,7 +631,7 @@ mod rollout_core {
         }
         // Acknowledged failures no longer count.
         r.acknowledged.push(EndpointId::of_key(&[2; 32]));
-        assert_eq!(evaluate(&r, &one_failed, 1061).1, Step::Stay, "1 healthy of 2 is under 100%");
+        assert!(matches!(evaluate(&r, &one_failed, 1061).1, Step::Advance(_)), "1 healthy of the 1 not excused");
         // Silent past the deadline counts as lost, and lost as failed.
         let mut silent = member(4, 0, false, false);
         silent.seen = Some(1000);

@@ -9,6 +9,8 @@ mod datasets;
 mod fleet;
 mod fleet_agent;
 mod fleet_ctl;
+mod fleet_health;
+mod fleet_rollout;
 mod fleet_server;
 mod gate;
 mod golden;

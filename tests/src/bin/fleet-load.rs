@@ -59,6 +59,10 @@ struct Args {
     /// Seed of the endpoints' keys (the same seed enrolls the same endpoints again).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Start a rollout of the channel to this generation (`IMAGE@N`, the `normal` plan) before
+    /// the check-ins, so they are answered while the server ticks it.
+    #[arg(long)]
+    rollout_to: Option<String>,
 }
 
 /// The label every endpoint enrolls with, and the group's selector.
@@ -257,6 +261,26 @@ impl Bench {
 }
 
 /// An enrollment token for every endpoint, with the label the group selects.
+/// Starts a rollout of the channel (the `normal` plan) and lets its first tick pass (the
+/// empty pilot stage), so the desired states the endpoints learn next stay put.
+async fn start_rollout(b: &Bench, to: &str) -> Result<String> {
+    let req = api::rollouts::StartRollout {
+        channel: format::ChannelName::new(&b.args.channel).map_err(|e| anyhow::anyhow!("{e}"))?,
+        generation: to.to_string(),
+        plan: api::rollouts::PlanSpec::Named("normal".into()),
+        reason: Some("fleet-load".into()),
+    };
+    let r = b.http.post(b.url("/v1/rollouts")).bearer_auth(&b.args.admin_token).json(&req).send().await?;
+    if r.status() != StatusCode::CREATED {
+        bail!("starting a rollout: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let started: api::rollouts::Rollout = r.json().await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = b.http.get(b.url(&format!("/v1/rollouts/{}", started.id))).bearer_auth(&b.args.admin_token).send().await?;
+    let now: api::rollouts::Rollout = r.json().await?;
+    Ok(format!("RESULT phase=rollout id={} stage={} targeted={}", now.id, now.stage + 1, now.counts.targeted))
+}
+
 async fn setup(b: &Bench) -> Result<String> {
     let req = NewEnrollToken { uses: None, lifetime_seconds: Some(24 * 3600), labels: [(LABEL.0.to_string(), LABEL.1.to_string())].into() };
     let r = b.http.post(b.url("/v1/fleet/enroll-tokens")).bearer_auth(&b.args.admin_token).json(&req).send().await?;
@@ -630,6 +654,10 @@ async fn main() -> Result<()> {
     say(t.line("session", s, ""));
     if failed > 0 {
         bail!("{failed} sessions were not opened");
+    }
+
+    if let Some(to) = &b.args.rollout_to {
+        say(start_rollout(&b, to).await?);
     }
 
     let (t, s) = b.run(Some(n), None, |b, i, _| first_check_in(b, i)).await;
