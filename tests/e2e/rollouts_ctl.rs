@@ -83,7 +83,10 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     let two = t.path("two.toml");
     std::fs::write(&two, "[[stage]]\ngroup = \"pilot\"\n\n[[stage]]\npercent = 100\n").unwrap();
     let started = text(t.remote(&server, &["rollout", "start", "img/stable", "img@2", "--plan", two.to_str().unwrap(), "--reason", "fix"]));
-    assert!(started.starts_with("started rollout r1\nrollout:    r1, img/stable: img@1 -> img@2 (activation live)\nstate:      running\n"), "{started}");
+    assert!(
+        started.starts_with("started rollout r1\nrollout:    r1, img/stable: img@1 -> img@2 (activation live)\nstate:      running\n"),
+        "{started}"
+    );
     assert!(started.contains("plan:       two, 2 stages") && started.contains("  >  1      group pilot"), "{started}");
     // One rollout per channel at a time: rollout_active, exit 6.
     let (code, err) = failed(t.remote(&server, &["rollout", "start", "img/stable", "img@3"]));
@@ -92,7 +95,11 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     // Stage 1: the pilot alone.
     wait_status(&t, &server, "r1", "stage 1 counted", |r| r["counts"]["targeted"] == 1);
     let status = text(t.remote(&server, &["rollout", "status", "r1"]));
-    assert!(status.contains("  >  1      group pilot") && status.contains("counts:     stage 1: 1 targeted, 0 switched, 0 healthy, 0 failed, 0 lost, 0 waiting"), "{status}");
+    assert!(
+        status.contains("  >  1      group pilot")
+            && status.contains("counts:     stage 1: 1 targeted, 0 switched, 0 healthy, 0 failed, 0 lost, 0 waiting"),
+        "{status}"
+    );
     assert_eq!(desired(&eps[0], "/os=img@1"), "img@2");
     let events = json!([
         { "seq": 1, "time": 1, "kind": "switched", "path": "/os", "from": "img@1", "to": "img@2", "millis": 5 },
@@ -152,7 +159,10 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     let (code, _) = failed(t.remote(&server, &["withdraw", "img@3", "--reason", ""]));
     assert_eq!(code, 5, "a withdrawal needs a reason");
     let w = text(t.remote(&server, &["withdraw", "img@3", "--reason", "pre-release pushed by mistake"]));
-    assert!(w.starts_with("withdrew img@3: it is never offered again\nchannels moved back:\n  img/other -> img@1\nrollouts aborted: r2\n"), "{w}");
+    assert!(
+        w.starts_with("withdrew img@3: it is never offered again\nchannels moved back:\n  img/other -> img@1\nrollouts aborted: r2\n"),
+        "{w}"
+    );
     assert!(w.contains(&format!("endpoints running it: 1 ")) && w.contains(&format!("  {}\n", eps[3].id)), "{w}");
     assert_eq!(ok_json(t.remote(&server, &["--json", "rollout", "status", "r2"]))["state"], "aborted");
     let (code, err) = failed(t.remote(&server, &["rollout", "start", "img/stable", "img@3"]));

@@ -50,7 +50,13 @@ failure_budget = 2
         Plan {
             name: "careful".into(),
             stages: vec![
-                Stage { target: StageTarget::Group(GroupName::new("pilot").unwrap()), min_sample: 1, soak_seconds: 60, success_percent: 100, failure_budget: 0 },
+                Stage {
+                    target: StageTarget::Group(GroupName::new("pilot").unwrap()),
+                    min_sample: 1,
+                    soak_seconds: 60,
+                    success_percent: 100,
+                    failure_budget: 0
+                },
                 Stage { target: StageTarget::Percent(100), min_sample: 3, soak_seconds: 0, success_percent: 90, failure_budget: 2 },
             ],
             ignore_windows: false,
@@ -166,7 +172,10 @@ fn rollout(state: RolloutState) -> Rollout {
         started_by: "alice".into(),
         started: NOW - 3600,
         reason: Some("point release\nDSA-0000-1".into()),
-        log: vec![decision(3600, "alice", "started with plan normal (5 stages)"), decision(1500, "rollout", "stage 1 passed: 1 healthy of 1")],
+        log: vec![
+            decision(3600, "alice", "started with plan normal (5 stages)"),
+            decision(1500, "rollout", "stage 1 passed: 1 healthy of 1"),
+        ],
         acknowledged: vec![],
         activation: Some("reboot".into()),
     }
@@ -206,7 +215,10 @@ state:      halted by the brake: stage 2: 2 failed or lost, budget 0
             after a fix, imgctl rollout resume r3 acknowledges them; or abort it (--revert sends endpoints back)
 ";
     assert!(shown.starts_with(want_head), "{shown}");
-    assert!(shown.contains("  >  2      1%           1           10m   95%      0       halted since 2026-12-03 09:40 (25m ago)\n"), "{shown}");
+    assert!(
+        shown.contains("  >  2      1%           1           10m   95%      0       halted since 2026-12-03 09:40 (25m ago)\n"),
+        "{shown}"
+    );
     assert!(shown.contains("acknowledged: ep-0000000000000009 (failures a resume accepted; the brake no longer counts them)\n"), "{shown}");
     assert!(shown.ends_with("  2026-12-03 10:04 (1m ago)   rollout  halted: stage 2: 2 failed or lost, budget 0\n"), "{shown}");
 }
@@ -295,7 +307,10 @@ fn pins_and_holds_say_what_now_moves_the_endpoint() {
         render(|out| text::pinned(out, &e, Some("os@3"))),
         "pinned ep-00000000000000ab (kiosk-12): its mounts of that image stay on os@3, whatever channels and rollouts say\n",
     );
-    check(render(|out| text::pinned(out, &e, None)), "unpinned ep-00000000000000ab (kiosk-12): its mounts follow their channels and rollouts again\n");
+    check(
+        render(|out| text::pinned(out, &e, None)),
+        "unpinned ep-00000000000000ab (kiosk-12): its mounts follow their channels and rollouts again\n",
+    );
     check(render(|out| text::held(out, &e, Some("trade\nshow"))), "held ep-00000000000000ab (kiosk-12) where it is: trade / show\n");
     check(render(|out| text::held(out, &e, None)), "released ep-00000000000000ab (kiosk-12): channels and rollouts move it again\n");
 }

@@ -60,7 +60,16 @@ pub fn rollouts(out: &mut dyn Write, list: &Rollouts, now: i64) -> Result<()> {
     if list.rollouts.is_empty() {
         return writeln!(out, "no rollouts");
     }
-    let mut rows = vec![vec!["ID".into(), "CHANNEL".into(), "FROM".into(), "TO".into(), "PLAN".into(), "STAGE".into(), "STATE".into(), "STARTED".into()]];
+    let mut rows = vec![vec![
+        "ID".into(),
+        "CHANNEL".into(),
+        "FROM".into(),
+        "TO".into(),
+        "PLAN".into(),
+        "STAGE".into(),
+        "STATE".into(),
+        "STARTED".into(),
+    ]];
     for r in &list.rollouts {
         rows.push(vec![
             r.id.to_string(),
@@ -192,8 +201,11 @@ pub fn status(out: &mut dyn Write, r: &Rollout, now: i64) -> Result<()> {
         return writeln!(out, "log:        none");
     }
     writeln!(out, "log:")?;
-    let rows: Vec<Vec<String>> =
-        r.log.iter().map(|d| vec![format!("  {} ({})", minute(d.time), relative(d.time, now)), d.actor.clone(), one_line(&d.text)]).collect();
+    let rows: Vec<Vec<String>> = r
+        .log
+        .iter()
+        .map(|d| vec![format!("  {} ({})", minute(d.time), relative(d.time, now)), d.actor.clone(), one_line(&d.text)])
+        .collect();
     table(out, &rows)
 }
 
@@ -239,7 +251,9 @@ pub fn withdrawn(out: &mut dyn Write, w: &Withdrawn) -> Result<()> {
 /// `fleet pin|unpin|hold|release`: what now holds the endpoint.
 pub fn pinned(out: &mut dyn Write, e: &EndpointSummary, pin: Option<&str>) -> Result<()> {
     match pin {
-        Some(g) => writeln!(out, "pinned {} ({}): its mounts of that image stay on {g}, whatever channels and rollouts say", e.id, e.hostname),
+        Some(g) => {
+            writeln!(out, "pinned {} ({}): its mounts of that image stay on {g}, whatever channels and rollouts say", e.id, e.hostname)
+        }
         None => writeln!(out, "unpinned {} ({}): its mounts follow their channels and rollouts again", e.id, e.hostname),
     }
 }
