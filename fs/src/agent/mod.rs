@@ -13,6 +13,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod schedule;
 pub mod supervisor;
+pub mod window;
 
 #[cfg(test)]
 mod tests;
