@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod deferral;
 pub mod facts;
 pub mod identity;
 pub mod queue;
