@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod deferral;
 pub mod facts;
+pub mod hold;
 pub mod identity;
 pub mod queue;
 pub mod reconcile;
@@ -73,6 +74,8 @@ struct Agent {
     cache: Option<CacheState>,
     report_backoff: Backoff,
     next_report: Instant,
+    /// Switches the switch gate holds back (maintenance windows, deferrals).
+    holds: hold::Holds,
 }
 
 /// Seconds since the epoch (the workspace's clock, which tests can set).
@@ -111,6 +114,7 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
         cache: None,
         report_backoff: Backoff::default(),
         next_report: now,
+        holds: hold::Holds::default(),
     };
     agent.check_facts();
     let mut schedule = Schedule::new(now);
@@ -130,7 +134,8 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
             }
             agent.check_facts();
         }
-        if now >= next_status {
+        let gate_due = agent.gate_wake().is_some_and(|t| now >= t);
+        if now >= next_status || gate_due {
             agent.watch();
             agent.reconcile();
             next_status = Instant::now() + STATUS_EVERY;
@@ -143,6 +148,9 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
             }
         }
         let mut until = schedule.next().min(next_status);
+        if let Some(t) = agent.gate_wake() {
+            until = until.min(t);
+        }
         if !agent.queue.is_empty() {
             until = until.min(agent.next_report);
         }
@@ -244,6 +252,9 @@ impl Agent {
     fn reconcile(&mut self) {
         let Some(desired) = self.desired.clone() else { return };
         let actions = reconcile::plan(&desired.mounts, &self.running(), Instant::now());
+        let mut prefetched = Vec::new();
+        self.holds.finished(unix_now(), &mut prefetched);
+        prefetched.into_iter().for_each(|e| self.event(e));
         let mut changed = false;
         for action in actions {
             match action {
@@ -262,12 +273,43 @@ impl Agent {
                     self.start(&path, spec);
                     changed = true;
                 }
-                Action::Update { path, hint } => self.update(&path, hint),
+                Action::Update { path, hint } => {
+                    if self.may_switch(&desired, &path, &hint) {
+                        self.update(&path, hint)
+                    }
+                }
             }
         }
+        self.holds.end_turn();
         if changed {
             self.supervisor.save();
         }
+    }
+
+    /// The switch gate's hook (`window`, `hold`), asked before any switch to an offered
+    /// generation: whether the mount at `path` may switch to `generation` now. If not, the
+    /// mount prefetches it in the background and the agent reports why it waits; the loop asks
+    /// again at every turn and wakes when the gate may open (`gate_wake`).
+    fn may_switch(&mut self, desired: &Desired, path: &str, generation: &str) -> bool {
+        let Some(mount) = desired.mounts.iter().find(|m| m.mount.path == path) else { return true };
+        let deferral = match deferral::read(&self.config.state) {
+            Ok(d) => d.deferrals.get(path).copied(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the users' deferrals; none is honoured");
+                None
+            }
+        };
+        let mut events = Vec::new();
+        let local = self.config.local_path(path);
+        let now = self.holds.consider(unix_now(), mount, generation, &local, deferral, &mut events);
+        events.into_iter().for_each(|e| self.event(e));
+        now
+    }
+
+    /// When the switch gate may open for a held switch.
+    fn gate_wake(&self) -> Option<Instant> {
+        let until = self.holds.wake()?;
+        Some(Instant::now() + Duration::from_secs(until.saturating_sub(unix_now()).max(0) as u64))
     }
 
     /// Starts a mount; a failure is reported and tried again after a backoff.
