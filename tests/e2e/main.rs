@@ -10,6 +10,7 @@ mod fleet;
 mod fleet_agent;
 mod fleet_ctl;
 mod fleet_server;
+mod fleet_window;
 mod gate;
 mod golden;
 mod local_mount;
