@@ -369,9 +369,10 @@ fn defer(config: &Path, mountpoint: &Path, seconds: Option<u64>, json: bool) -> 
         }
         Err(e) => {
             let code = match &e {
-                DeferError::NoDesiredState { .. } | DeferError::NoPolicy { .. } | DeferError::Forbidden { .. } | DeferError::TooLong { .. } => {
-                    ExitCode::Policy
-                }
+                DeferError::NoDesiredState { .. }
+                | DeferError::NoPolicy { .. }
+                | DeferError::Forbidden { .. }
+                | DeferError::TooLong { .. } => ExitCode::Policy,
                 DeferError::NotAMount { .. } => ExitCode::NotFound,
                 DeferError::Io { .. } | DeferError::Write(_) | DeferError::Corrupt { .. } => ExitCode::Failure,
             };

@@ -69,7 +69,8 @@ fn a_window_prefetches_at_once_switches_when_it_opens_and_a_deferral_holds_until
     publish(&t, &server, &src, "one", 1);
 
     let token = enroll_token(&server, None, None, json!({}));
-    let mut group = json!({ "name": "paris", "selector": "site=paris", "namespace": { "mounts": [{ "path": "/os", "channel": "app/stable" }] } });
+    let mut group =
+        json!({ "name": "paris", "selector": "site=paris", "namespace": { "mounts": [{ "path": "/os", "channel": "app/stable" }] } });
     let r = client().post(format!("{}/v1/fleet/groups", server.url)).bearer_auth(server.token()).json(&group).send().unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
 
@@ -117,7 +118,12 @@ fn a_window_prefetches_at_once_switches_when_it_opens_and_a_deferral_holds_until
     assert!(switched_at >= opens && switched_at <= opens + 10, "switched at {switched_at}, the window opened at {opens}");
     let switched = wait_event(&server, &agent, &id, "switched to app@2", 15, |e| e["kind"] == "switched" && e["to"] == "app@2");
     assert!(switched["time"].as_i64().unwrap() >= opens, "{switched}");
-    println!("window: moved {} s before it opened, prefetched {} bytes, switched {} s after it opened", opens - moved, prefetched["bytes"], switched_at - opens);
+    println!(
+        "window: moved {} s before it opened, prefetched {} bytes, switched {} s after it opened",
+        opens - moved,
+        prefetched["bytes"],
+        switched_at - opens
+    );
 
     // Deferrals: longer than the policy allows is refused (exit 8), an hour is recorded.
     let out = defer(&agent, &clock, &["--for", "2h"]);

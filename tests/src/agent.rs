@@ -30,7 +30,16 @@ impl Agent {
 
     /// `start` with environment variables (`IMAGED_TEST_CLOCK`: the agent's and its mounts' clock).
     #[allow(clippy::too_many_arguments)]
-    pub fn start_with_env(dir: &Path, server: &Server, root: &Path, token: &str, site: &str, extra: &str, paths: &[&str], env: &[(&str, &Path)]) -> Agent {
+    pub fn start_with_env(
+        dir: &Path,
+        server: &Server,
+        root: &Path,
+        token: &str,
+        site: &str,
+        extra: &str,
+        paths: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("agent.toml");
         let d = |p: &str| dir.join(p).to_str().unwrap().to_string();

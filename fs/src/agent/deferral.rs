@@ -117,7 +117,11 @@ fn write(state: &Path, deferrals: &Deferrals) -> Result<(), DeferError> {
 fn find<'a>(config: &AgentConfig, desired: &'a Desired, mountpoint: &Path) -> Option<&'a DesiredMount> {
     let given = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let given = given.components().collect::<PathBuf>();
-    desired.mounts.iter().find(|m| config.local_path(&m.mount.path) == given).or_else(|| desired.mounts.iter().find(|m| Path::new(&m.mount.path) == given))
+    desired
+        .mounts
+        .iter()
+        .find(|m| config.local_path(&m.mount.path) == given)
+        .or_else(|| desired.mounts.iter().find(|m| Path::new(&m.mount.path) == given))
 }
 
 /// Whether a deferral of `seconds` is allowed for `mount`.

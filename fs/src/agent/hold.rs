@@ -69,7 +69,15 @@ impl Holds {
     /// Whether the mount `mount` (mounted at `local`) may switch to `generation` at `now`.
     /// If not, its prefetch is started (unless it ran already) and what changed in why it
     /// waits is added to `events`.
-    pub fn consider(&mut self, now: i64, mount: &DesiredMount, generation: &str, local: &Path, deferral: Option<Deferral>, events: &mut Vec<EventKind>) -> bool {
+    pub fn consider(
+        &mut self,
+        now: i64,
+        mount: &DesiredMount,
+        generation: &str,
+        local: &Path,
+        deferral: Option<Deferral>,
+        events: &mut Vec<EventKind>,
+    ) -> bool {
         let path = mount.mount.path.as_str();
         if self.by_path.get(path).is_some_and(|h| h.generation != generation) {
             self.by_path.remove(path);
@@ -78,7 +86,14 @@ impl Holds {
             if let Some(Err(e)) = mount.window.as_ref().map(window::Schedule::parse) {
                 tracing::warn!(path, error = %e, "the group's maintenance window cannot be used: it does not hold switches back");
             }
-            Hold { generation: generation.to_string(), offered: now, prefetch: Prefetch::SendAt(now), reported: None, until: now, seen: true }
+            Hold {
+                generation: generation.to_string(),
+                offered: now,
+                prefetch: Prefetch::SendAt(now),
+                reported: None,
+                until: now,
+                seen: true,
+            }
         });
         hold.seen = true;
         let (why, until) = match window::gate(now, mount.window.as_ref(), mount.ignore_windows, deferral, hold.offered) {
@@ -99,7 +114,12 @@ impl Holds {
         };
         if hold.reported.as_ref() != Some(&(why.to_string(), until)) {
             hold.reported = Some((why.to_string(), until));
-            events.push(EventKind::Waiting { path: path.to_string(), generation: generation.to_string(), why: why.to_string(), until: Some(until) });
+            events.push(EventKind::Waiting {
+                path: path.to_string(),
+                generation: generation.to_string(),
+                why: why.to_string(),
+                until: Some(until),
+            });
         }
         false
     }
@@ -117,7 +137,12 @@ impl Holds {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(path = done.path, generation = done.generation, error, "prefetch before the switch failed; tried again later");
+                    tracing::warn!(
+                        path = done.path,
+                        generation = done.generation,
+                        error,
+                        "prefetch before the switch failed; tried again later"
+                    );
                     if let Some(h) = hold {
                         h.prefetch = Prefetch::SendAt(now + PREFETCH_AGAIN);
                     }

@@ -203,7 +203,9 @@ impl Cron {
 
     /// The local times (hour, minute) of a day that match, in order.
     fn times(&self) -> impl Iterator<Item = (i8, i8)> + '_ {
-        (0..24i8).filter(|h| self.hours & (1 << h) != 0).flat_map(move |h| (0..60i8).filter(|m| self.minutes & (1 << m) != 0).map(move |m| (h, m)))
+        (0..24i8)
+            .filter(|h| self.hours & (1 << h) != 0)
+            .flat_map(move |h| (0..60i8).filter(|m| self.minutes & (1 << m) != 0).map(move |m| (h, m)))
     }
 }
 
@@ -272,7 +274,8 @@ impl Schedule {
     /// Checks and parses a window.
     pub fn parse(window: &Window) -> Result<Schedule, WindowError> {
         let cron = Cron::parse(&window.cron).map_err(|source| WindowError::Cron { cron: window.cron.clone(), source })?;
-        let tz = TimeZone::get(&window.timezone).map_err(|e| WindowError::TimeZone { name: window.timezone.clone(), why: e.to_string() })?;
+        let tz =
+            TimeZone::get(&window.timezone).map_err(|e| WindowError::TimeZone { name: window.timezone.clone(), why: e.to_string() })?;
         if window.duration_seconds == 0 {
             return Err(WindowError::ZeroDuration);
         }

@@ -11,13 +11,24 @@ const NOW: i64 = 1_800_000_000;
 
 fn mount(path: &str, max_defer: Option<u64>) -> DesiredMount {
     DesiredMount {
-        mount: NamespaceMount { path: path.into(), source: Source::Pinned("app@1".into()), cache_share: None, passthrough: false, health: None },
+        mount: NamespaceMount {
+            path: path.into(),
+            source: Source::Pinned("app@1".into()),
+            cache_share: None,
+            passthrough: false,
+            health: None,
+        },
         group: GroupName::new("kiosks").unwrap(),
         generation: None,
         rollout: None,
         soak_seconds: None,
         ignore_windows: false,
-        window: max_defer.map(|m| Window { cron: "0 2 * * *".into(), duration_seconds: 3600, timezone: "UTC".into(), max_defer_seconds: m }),
+        window: max_defer.map(|m| Window {
+            cron: "0 2 * * *".into(),
+            duration_seconds: 3600,
+            timezone: "UTC".into(),
+            max_defer_seconds: m,
+        }),
         activation: None,
     }
 }
@@ -49,7 +60,9 @@ fn refused_without_a_known_policy_or_beyond_it() {
     assert!(matches!(defer(&config, &os, Some(60), NOW), Err(DeferError::NoDesiredState { .. })));
     let config = setup(dir.path(), Some(vec![mount("/os", Some(7200)), mount("/free", None), mount("/strict", Some(0))]));
     assert!(matches!(defer(&config, &dir.path().join("mnt/free"), Some(60), NOW), Err(DeferError::NoPolicy { path }) if path == "/free"));
-    assert!(matches!(defer(&config, &dir.path().join("mnt/strict"), Some(60), NOW), Err(DeferError::Forbidden { path }) if path == "/strict"));
+    assert!(
+        matches!(defer(&config, &dir.path().join("mnt/strict"), Some(60), NOW), Err(DeferError::Forbidden { path }) if path == "/strict")
+    );
     assert!(matches!(
         defer(&config, &os, Some(7201), NOW),
         Err(DeferError::TooLong { path, asked: 7201, max: 7200 }) if path == "/os"

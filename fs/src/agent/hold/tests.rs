@@ -14,7 +14,13 @@ const OPENS: i64 = NOON + 14 * 3600;
 
 fn mount(window: Option<Window>, ignore_windows: bool) -> DesiredMount {
     DesiredMount {
-        mount: NamespaceMount { path: "/os".into(), source: Source::Pinned("os@1".into()), cache_share: None, passthrough: false, health: None },
+        mount: NamespaceMount {
+            path: "/os".into(),
+            source: Source::Pinned("os@1".into()),
+            cache_share: None,
+            passthrough: false,
+            health: None,
+        },
         group: GroupName::new("kiosks").unwrap(),
         generation: Some("os@2".into()),
         rollout: None,

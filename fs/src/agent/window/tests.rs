@@ -181,7 +181,10 @@ fn the_gate_waits_for_the_window() {
     assert_eq!(gate(offered, Some(&w), false, None, offered), Gate::Wait { why: Why::Window, until: t("2026-01-02T02:00:00Z") });
     assert_eq!(gate(t("2026-01-02T02:00:00Z"), Some(&w), false, None, offered), Gate::Now);
     assert_eq!(gate(t("2026-01-02T02:59:59Z"), Some(&w), false, None, offered), Gate::Now);
-    assert_eq!(gate(t("2026-01-02T03:00:00Z"), Some(&w), false, None, offered), Gate::Wait { why: Why::Window, until: t("2026-01-03T02:00:00Z") });
+    assert_eq!(
+        gate(t("2026-01-02T03:00:00Z"), Some(&w), false, None, offered),
+        Gate::Wait { why: Why::Window, until: t("2026-01-03T02:00:00Z") }
+    );
 }
 
 #[test]
