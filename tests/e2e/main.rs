@@ -7,6 +7,7 @@ mod bad_input;
 mod cache;
 mod datasets;
 mod fleet;
+mod fleet_activation;
 mod fleet_agent;
 mod fleet_ctl;
 mod fleet_health;
