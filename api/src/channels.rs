@@ -13,6 +13,10 @@ pub enum ChannelAction {
     Promote,
     /// `channel rollback`: an earlier generation.
     Rollback,
+    /// A rollout completed (`imgctl rollout`).
+    Rollout,
+    /// A withdrawal moved the channel off a withdrawn generation (`imgctl withdraw`).
+    Withdraw,
 }
 
 impl ChannelAction {
@@ -22,6 +26,8 @@ impl ChannelAction {
             ChannelAction::Set => "set",
             ChannelAction::Promote => "promote",
             ChannelAction::Rollback => "rollback",
+            ChannelAction::Rollout => "rollout",
+            ChannelAction::Withdraw => "withdraw",
         }
     }
 }

@@ -451,6 +451,10 @@ pub struct Status {
     pub at: Option<String>,
     /// The channel version that named the current generation (0 if unknown).
     pub channel_version: u64,
+    /// The generation a `switch_to` holds the mount on, `IMAGE@N`: its channel poller does not
+    /// move it until an `update` or a `rollback` (absent: not held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// The generation new opens see.
     pub current: GenerationRef,
     /// The one before, the target of a rollback.

@@ -80,6 +80,14 @@ pub enum ErrorCode {
     EndpointRevoked,
     /// 413: more events in one report batch than the server takes.
     TooManyEvents,
+    /// 409: a rollout of that channel is under way (pause, abort or finish it first).
+    RolloutActive,
+    /// 409: the rollout is not in a state that allows this (resume a completed one).
+    RolloutState,
+    /// 409: the generation was withdrawn: it is never offered again.
+    Withdrawn,
+    /// 400: a rollout plan that cannot run.
+    BadPlan,
     /// 413: a body over the server's limit.
     BodyTooLarge,
     /// 413: more digests in one request than the server takes.
@@ -99,13 +107,13 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadRequest | BadDigest | BadName | BadChannelName | BadGeneration | BadManifest | BadObject | BadRecords
-            | MetadataRefused | BadSignature | BadSelector | BadReport => 400,
+            | MetadataRefused | BadSignature | BadSelector | BadReport | BadPlan => 400,
             TokenRequired | SessionExpired => 401,
             BadToken | Forbidden | SignerNotListed | BadEnrollToken | UnknownEndpoint | EndpointRevoked => 403,
             NotFound | UnknownGeneration => 404,
             MethodNotAllowed => 405,
             GenerationExists | MissingObjects | NothingToRollBackTo | UnsignedGeneration | TrustNotInitialised | NoOnlineKey
-            | VersionNotNewer | GateNotMet | UserExists | GroupExists => 409,
+            | VersionNotNewer | GateNotMet | UserExists | GroupExists | RolloutActive | RolloutState | Withdrawn => 409,
             BodyTooLarge | TooManyDigests | TooManyEvents => 413,
             BadContentType => 415,
             Internal | Unknown => 500,
@@ -150,6 +158,10 @@ impl ErrorCode {
             UnknownEndpoint => "unknown_endpoint",
             EndpointRevoked => "endpoint_revoked",
             TooManyEvents => "too_many_events",
+            RolloutActive => "rollout_active",
+            RolloutState => "rollout_state",
+            Withdrawn => "withdrawn",
+            BadPlan => "bad_plan",
             BodyTooLarge => "body_too_large",
             TooManyDigests => "too_many_digests",
             BadContentType => "bad_content_type",
@@ -194,6 +206,10 @@ impl ErrorCode {
         ErrorCode::UnknownEndpoint,
         ErrorCode::EndpointRevoked,
         ErrorCode::TooManyEvents,
+        ErrorCode::RolloutActive,
+        ErrorCode::RolloutState,
+        ErrorCode::Withdrawn,
+        ErrorCode::BadPlan,
         ErrorCode::BodyTooLarge,
         ErrorCode::TooManyDigests,
         ErrorCode::BadContentType,

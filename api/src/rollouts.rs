@@ -244,6 +244,9 @@ pub struct Rollout {
     pub stage: usize,
     /// When the current stage started.
     pub stage_started: i64,
+    /// When each stage reached so far started.
+    #[serde(default)]
+    pub stage_times: Vec<i64>,
     /// Counts of the current stage.
     pub counts: StageCounts,
     /// Who started it, when, why.
@@ -255,6 +258,13 @@ pub struct Rollout {
     pub reason: Option<String>,
     /// Every decision, oldest first (`stage 1 passed: 1 healthy of 1`).
     pub log: Vec<Decision>,
+    /// Endpoints whose failure a resume acknowledged: the brake no longer counts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<EndpointId>,
+    /// The generation's activation policy (`live`, `reboot`, `restart:UNITS`), from its change
+    /// record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
 }
 
 /// One decision of a rollout.

@@ -1,7 +1,8 @@
 //! The control socket of a mount and the commands it answers: `status`, `update` (check the
 //! channel now and switch if it moved), `rollback` (switch back to the previous generation),
-//! `pin`, `unpin` and `prefetch`. Also the poller that runs `update` on an interval with
-//! jitter, and the prefetch jobs.
+//! `switch_to` (switch to one signed generation and hold the mount there), `pin`, `unpin` and
+//! `prefetch`. Also the poller that checks the channel on an interval with jitter (and leaves a
+//! held mount where it is), and the prefetch jobs.
 //!
 //! Each mount listens on a unix socket whose path is derived from its mount point, so
 //! `imgfs status MOUNTPOINT` finds it. One request per connection: an `api::control::Request`
@@ -194,6 +195,9 @@ pub struct Control {
     pub last_check: Mutex<Option<(Instant, Switch)>>,
     /// Serialises switches.
     switching: Mutex<()>,
+    /// The generation a `switch_to` holds the mount on, `IMAGE@N` (the poller leaves it there
+    /// until an `update` or a `rollback`).
+    held: Mutex<Option<String>>,
     /// The cache keeper, which holds the pins.
     pub keeper: Arc<Keeper>,
     /// The trusted metadata: what the channel may switch to.
@@ -212,6 +216,7 @@ impl Control {
         versions: (u64, u64),
         cache: PathBuf,
         invalidate: crate::invalidate::Invalidator,
+        held: Option<String>,
     ) -> Control {
         Control {
             ep,
@@ -221,6 +226,7 @@ impl Control {
             invalidate,
             last_check: Mutex::new(None),
             switching: Mutex::new(()),
+            held: Mutex::new(held),
             keeper,
             trust,
             jobs: Mutex::new(HashMap::new()),
@@ -236,6 +242,7 @@ impl Control {
             version: crate::state::STATE_VERSION,
             channel: self.follow.channel().cloned(),
             at: self.follow.at(),
+            held: self.held(),
             current: served(&self.ep.current(), cv),
             previous: self.ep.previous().map(|p| served(&p, pv)),
             pins: self
@@ -273,11 +280,101 @@ impl Control {
         self.invalidate.inode(1);
     }
 
+    /// The generation the mount is held on, if it is.
+    pub fn held(&self) -> Option<String> {
+        self.held.lock().unwrap().clone()
+    }
+
     /// Checks the channel and switches to its generation if it moved. A mount pinned to one
     /// generation checks that it is still signed and allowed (refreshing the metadata) and
-    /// switches back to it after a rollback.
+    /// switches back to it after a rollback. Asked for (`imgfs update`, the agent), it ends a
+    /// hold first: the mount follows its channel again.
     pub fn update(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
+        if self.held.lock().unwrap().take().is_some() {
+            tracing::info!("hold released: following {} again", self.follow);
+            self.save_state();
+        }
+        self.follow_now()
+    }
+
+    /// What the poller does: `update`, except that a held mount stays where it is (its held
+    /// generation is only checked again against the signed metadata, which keeps it fresh).
+    pub fn poll_once(&self) -> Switch {
+        let _one = self.switching.lock().unwrap();
+        let Some(held) = self.held() else { return self.follow_now() };
+        let outcome = match api::fleet::parse_generation(&held) {
+            Some((image, n)) => match self.trust.resolve_generation(self.ep.fetcher(), image.as_str(), n) {
+                Ok(_) => Switch::AlreadyCurrent { generation: held, channel_version: 0 },
+                Err(e) => Switch::Refused { reason: refusal(&e), error: e.to_string() },
+            },
+            None => Switch::AlreadyCurrent { generation: held, channel_version: 0 },
+        };
+        *self.last_check.lock().unwrap() = Some((Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    /// Switches to generation `generation` (`IMAGE@N`), verified through the signed targets as
+    /// a pinned mount's is (its family's signature, this endpoint's architecture, the epoch
+    /// floor, the manifest's signed length), and holds the mount there: the channel poller
+    /// leaves it until an `update` or a `rollback`. The generation served already is held
+    /// without asking the servers (it was verified when it was loaded). `Err` for text that is
+    /// not `IMAGE@N`.
+    pub fn switch_to(&self, generation: &str) -> Result<Switch, Failed> {
+        let Some((image, n)) = api::fleet::parse_generation(generation) else {
+            return Err(Failed::new(FailureKind::BadRequest, format!("{generation:?} is not IMAGE@N")));
+        };
+        let _one = self.switching.lock().unwrap();
+        let start = Instant::now();
+        let label = format!("{image}@{n}");
+        let current = self.ep.current();
+        let outcome = if current.label() == label {
+            *self.held.lock().unwrap() = Some(label.clone());
+            self.save_state();
+            Switch::AlreadyCurrent { generation: label, channel_version: self.versions.lock().unwrap().0 }
+        } else {
+            self.switch_to_signed(&image, n, start)
+        };
+        *self.last_check.lock().unwrap() = Some((Instant::now(), outcome.clone()));
+        Ok(outcome)
+    }
+
+    fn switch_to_signed(&self, image: &format::ImageName, n: u64, start: Instant) -> Switch {
+        let accepted = match self.trust.resolve_generation(self.ep.fetcher(), image.as_str(), n) {
+            Ok(a) => a,
+            Err(e) => {
+                // A generation its family never signed is not signed (not merely not allowed).
+                let reason = match &e {
+                    TrustError::Policy(trust::policy::PolicyError::NotSigned { .. }) => Refusal::NotSigned,
+                    e => refusal(e),
+                };
+                return Switch::Refused { reason, error: e.to_string() };
+            }
+        };
+        let digest: Digest = accepted.manifest.parse().expect("checked to be 64 hex digits");
+        let label = format!("{}@{}", accepted.record.image, accepted.record.generation);
+        let manifest = match self.ep.load(digest) {
+            Ok(m) => m,
+            Err(e) => return load_failed(e),
+        };
+        if let Err(e) = crate::endpoint::check_length(self.ep.fetcher(), digest, accepted.length) {
+            return load_failed(e);
+        }
+        let old = self.ep.switch_to(digest, manifest);
+        self.expire_root(&old, &self.ep.current());
+        {
+            let mut v = self.versions.lock().unwrap();
+            *v = (0, v.0);
+        }
+        *self.held.lock().unwrap() = Some(label.clone());
+        self.save_state();
+        tracing::info!(from = %old.label(), to = %label, "switched to a held generation");
+        Switch::Switched { from: old.label(), to: label, channel_version: 0, millis: start.elapsed().as_millis() as u64 }
+    }
+
+    /// Checks the channel (or pin) now and switches to what it names; the caller holds
+    /// `switching`.
+    fn follow_now(&self) -> Switch {
         let start = Instant::now();
         let outcome = (|| {
             // Only a generation the signed metadata names, verified now, is switched to.
@@ -315,12 +412,14 @@ impl Control {
         outcome
     }
 
-    /// Switches back to the previous generation, offline too.
+    /// Switches back to the previous generation, offline too. It ends a hold: the poller
+    /// follows the channel again.
     pub fn rollback(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
         let start = Instant::now();
         match self.ep.rollback() {
             Some(old) => {
+                *self.held.lock().unwrap() = None;
                 let current = self.ep.current();
                 self.expire_root(&old, &current);
                 let version = {
@@ -351,6 +450,7 @@ impl Control {
             channel: self.follow.channel().cloned(),
             at: self.follow.at(),
             channel_version: self.versions.lock().unwrap().0,
+            held: self.held(),
             current: named(&current),
             previous: self.ep.previous().map(|p| named(&p)),
             cache: self.keeper.report(),
@@ -409,7 +509,10 @@ impl Control {
             Ok(Request::Status) => to_line(&self.status()),
             Ok(Request::Update) => to_line(&self.update()),
             Ok(Request::Rollback) => to_line(&self.rollback()),
-            Ok(Request::SwitchTo { .. }) => to_line(&Failed::new(FailureKind::BadRequest, "switch-to is not supported by this mount yet")),
+            Ok(Request::SwitchTo { generation }) => match self.switch_to(&generation) {
+                Ok(s) => to_line(&s),
+                Err(f) => to_line(&f),
+            },
             Ok(Request::Unpin { generation }) => match self.unpin(&generation) {
                 Ok(u) => to_line(&u),
                 Err(f) => to_line(&f),
@@ -572,13 +675,14 @@ impl Control {
         }
     }
 
-    /// Checks the channel every `every` (± 20 % jitter) until the process ends.
+    /// Checks the channel every `every` (± 20 % jitter) until the process ends (a held mount
+    /// stays where it is: `poll_once`).
     pub fn poll(self: &Arc<Self>, every: Duration) {
         let me = self.clone();
         std::thread::spawn(move || loop {
             let jitter = 0.8 + 0.4 * (rand_fraction());
             std::thread::sleep(every.mul_f64(jitter));
-            me.update();
+            me.poll_once();
         });
     }
 }

@@ -74,6 +74,10 @@ struct MountArgs {
     /// The architecture this endpoint runs (default: this machine's).
     #[arg(long)]
     arch: Option<String>,
+    /// Start on IMAGE@N (verified by its family's signature) and stay there until `imgfs
+    /// update` or `imgfs rollback` (the fleet agent's staged reboot generation).
+    #[arg(long, value_name = "IMAGE@N", value_parser = parse_at)]
+    hold: Option<(format::ImageName, u64)>,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -128,6 +132,14 @@ enum Command {
     Rollback {
         /// The mount point.
         mountpoint: PathBuf,
+    },
+    /// Switch to GEN, verified by its family's signature, and hold the mount there: its
+    /// channel poller leaves it until `imgfs update` or `imgfs rollback`.
+    Switch {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// IMAGE@N.
+        generation: String,
     },
     /// Keep GEN whole in the cache (fetching what it lacks) until unpinned.
     Pin {
@@ -192,6 +204,7 @@ impl MountArgs {
             root: self.root.clone(),
             image: self.image.clone(),
             arch: self.arch.clone(),
+            hold: self.hold.as_ref().map(|(image, n)| format!("{image}@{n}")),
             mountpoint: self.mountpoint.clone(),
         }
     }
@@ -286,6 +299,9 @@ fn run(command: Command, json: bool) -> ExitCode {
         Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
         Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),
         Command::Rollback { mountpoint } => control(&mountpoint, "rollback", &Request::Rollback, json, fs::report::outcome, switch_error),
+        Command::Switch { mountpoint, generation } => {
+            control(&mountpoint, "switch", &Request::SwitchTo { generation }, json, fs::report::outcome, switch_error)
+        }
         Command::Pin { mountpoint, generation, max_rate } => fetch(&mountpoint, true, generation, max_rate),
         Command::Prefetch { mountpoint, generation, max_rate } => fetch(&mountpoint, false, generation, max_rate),
         Command::Unpin { mountpoint, generation } => {

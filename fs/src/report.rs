@@ -71,6 +71,9 @@ pub fn status(st: &Status) -> String {
         (Some(channel), _) => line("channel", format!("{channel}, version {}", st.channel_version)),
         (None, at) => line("pinned", format!("{}: follows no channel", at.as_deref().unwrap_or("?"))),
     }
+    if let Some(held) = &st.held {
+        line("held", format!("{held}: the poller leaves it there until `imgfs update` or `imgfs rollback`"));
+    }
     line("current", format!("{} (manifest {})", st.current.generation, short(&st.current.manifest)));
     line(
         "previous",

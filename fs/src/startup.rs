@@ -48,6 +48,10 @@ pub struct MountOptions {
     pub image: Option<String>,
     /// The architecture this endpoint runs (default: this machine's).
     pub arch: Option<String>,
+    /// Start on this generation, `IMAGE@N` (verified by its family's signature), and hold the
+    /// mount there (`imgfs mount --hold`, the agent's staged reboot generation); else the hold
+    /// the state file keeps, if any.
+    pub hold: Option<String>,
     /// Where.
     pub mountpoint: PathBuf,
 }
@@ -240,7 +244,15 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let arch = o.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
     let trust = Arc::new(TrustState::open(cache, o.root.as_deref(), o.image.clone(), arch).map_err(MountError::Trust)?);
     let state = crate::state::load(cache);
-    let start = choose_start(resolve(&trust, &fetcher, follow), state.as_ref(), follow, cache)?;
+    let hold = o.hold.clone().or_else(|| state.as_ref().filter(|s| s.follows(follow)).and_then(|s| s.held.clone()));
+    let resolved = match hold.as_deref().and_then(api::fleet::parse_generation) {
+        // A held mount starts on its held generation, never on the channel's first.
+        Some((image, n)) => resolve(&trust, &fetcher, &Follow::At { image, n }),
+        None => resolve(&trust, &fetcher, follow),
+    };
+    let start = choose_start(resolved, state.as_ref(), follow, cache)?;
+    // Offline, a hold stays only if the cache's last generation is the held one.
+    let hold = hold.filter(|h| !start.from_cache || &start.label == h);
     let (digest, label) = (start.digest, start.label.clone());
     let mut complete = HashSet::new();
     let manifest =
@@ -269,6 +281,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         (start.channel_version, previous_version),
         cache.to_path_buf(),
         invalidate,
+        hold,
     ));
     control.save_state();
     let socket = crate::control::socket_path(mountpoint);

@@ -35,6 +35,11 @@ pub struct State {
     /// builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The generation a `switch_to` (or `imgfs mount --hold`) holds the mount on, `IMAGE@N`:
+    /// the channel poller leaves it there, and a restart starts on it. Absent in files of
+    /// earlier builds (not held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// The generation served now.
     pub current: Served,
     /// The one before, for rollback.

@@ -355,6 +355,7 @@ mod seams {
             channel: Some(ChannelName::new("os/stable").unwrap()),
             at: None,
             channel_version: 3,
+            held: None,
             current: GenerationRef { generation: "os@2".into(), manifest: d(b"2") },
             previous: Some(GenerationRef { generation: "os@1".into(), manifest: d(b"1") }),
             cache: CacheReport {
@@ -474,6 +475,7 @@ mod seams {
             version: STATE_VERSION,
             channel: Some(channel.clone()),
             at: None,
+            held: None,
             current: served,
             previous: None,
             pins: vec![],
@@ -500,6 +502,22 @@ mod seams {
             (text["channel"].as_str(), text["current"]["manifest"].as_str()),
             (Some("os/stable"), Some(&*Digest::of(b"4").to_hex()))
         );
+    }
+
+    #[test]
+    fn the_hold_is_kept_in_the_state_file_and_files_without_it_are_not_held() {
+        let served = Served { generation: "os@2".into(), manifest: Digest::of(b"2"), channel_version: 0 };
+        let old = format!(
+            r#"{{"version": 1, "channel": "os/stable", "current": {{"generation": "os@1", "manifest": "{}", "channel_version": 3}}, "previous": null}}"#,
+            Digest::of(b"1").to_hex()
+        );
+        let st: State = serde_json::from_str(&old).unwrap();
+        assert_eq!(st.held, None);
+        assert!(!serde_json::to_string(&st).unwrap().contains("held"), "an unheld state writes no field");
+        let held = State { held: Some("os@2".into()), current: served, ..st };
+        let back: State = serde_json::from_str(&serde_json::to_string(&held).unwrap()).unwrap();
+        assert_eq!(back.held.as_deref(), Some("os@2"));
+        assert!(back.follows(&Follow::Channel(ChannelName::new("os/stable").unwrap())), "a hold does not change what the mount follows");
     }
 
     /// A server answering every request once with `status` and `body`.

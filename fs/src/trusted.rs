@@ -343,7 +343,8 @@ fn generation(
     let floor = policy::floor(t, family, local.min_epoch);
     local.min_epoch = floor;
     let (file, role) = found.ok_or_else(|| Failure::Policy(PolicyError::NotSigned { path: path.into() }))?;
-    Ok(policy::check_generation(path, &file, &role, family, arch, floor)?)
+    let accepted = policy::check_generation(path, &file, &role, family, arch, floor)?;
+    Ok(policy::check_not_withdrawn(t, accepted)?)
 }
 
 /// A failure against one server.

@@ -84,7 +84,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, req: a
 }
 
 /// Resolves `IMAGE@N` or a manifest digest to a published generation.
-fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
+pub(crate) fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
     let bad = |m: String| AppError::new(ErrorCode::BadGeneration, m);
     let parsed: GenSpec = spec.parse().map_err(|e: format::NameError| bad(e.to_string()))?;
     let all = state.meta.generations().map_err(|e| AppError::internal("reading metadata", e))?;
@@ -98,11 +98,13 @@ fn resolve(state: &AppState, spec: &str) -> Result<(String, Digest), AppError> {
 }
 
 /// Who moves a channel and why, for the audit entry.
-struct Why {
-    actor: String,
-    reason: Option<String>,
+pub(crate) struct Why {
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
     /// Added to the entry's detail (a promotion's source channel).
-    note: String,
+    pub note: String,
 }
 
 async fn write(
@@ -112,10 +114,24 @@ async fn write(
     why: Why,
     pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
 ) -> Result<Response, AppError> {
+    let cv = move_channel(state, channel, action, why, pick).await?;
+    Ok((StatusCode::CREATED, Json(doc(&cv, state.config.poll_seconds))).into_response())
+}
+
+/// Appends a channel version naming what `pick` chooses from the history: signed and gated
+/// (not for rollbacks and withdrawals), never a withdrawn generation, audited, the signed
+/// channel records and the fleet told.
+pub(crate) async fn move_channel(
+    state: &AppState,
+    channel: ChannelName,
+    action: ChannelAction,
+    why: Why,
+    pick: impl FnOnce(&AppState, &[ChannelVersion]) -> Result<(String, Digest), AppError> + Send + 'static,
+) -> Result<ChannelVersion, AppError> {
     let _guard = state.channel_writes.lock().await;
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
-    let cv = blocking(move || {
+    blocking(move || {
         let history = st.meta.history(channel.as_str()).map_err(|e| AppError::internal("reading metadata", e))?;
         let (generation, manifest) = pick(&st, &history)?;
         // Once the repository is signed, a channel may name only a generation its family's
@@ -124,9 +140,13 @@ async fn write(
             let (image, n) = generation.split_once('@').and_then(|(i, n)| Some((i, n.parse::<u64>().ok()?))).unwrap_or(("", 0));
             st.tuf.signed_generation(image, n, &manifest.to_hex())?;
         }
+        if st.rollouts.withdrawn(&generation).is_some() {
+            return Err(AppError::new(ErrorCode::Withdrawn, format!("{generation} was withdrawn: no channel names it again")));
+        }
         // Set and promote pass the channel's promotion gate; a rollback goes back to a
-        // generation the channel already ran, and must stay possible when tests cannot run.
-        if action != ChannelAction::Rollback {
+        // generation the channel already ran, and must stay possible when tests cannot run;
+        // a rollout passed it when it started.
+        if matches!(action, ChannelAction::Set | ChannelAction::Promote) {
             crate::gate_api::check(&st, &channel, &generation, &manifest)?;
         }
         let now = cache::clock::now();
@@ -155,8 +175,7 @@ async fn write(
         tracing::info!(channel = %cv.channel, version = cv.version, generation = %cv.generation, action = action.as_str(), "channel moved");
         Ok(cv)
     })
-    .await?;
-    Ok((StatusCode::CREATED, Json(doc(&cv, state.config.poll_seconds))).into_response())
+    .await
 }
 
 /// `PUT /v1/channels/{name}` `{"generation": "IMAGE@N" | DIGEST}`.

@@ -46,6 +46,9 @@ pub struct Problem {
     pub generation: Option<String>,
     /// When, by the endpoint's clock.
     pub time: i64,
+    /// For `waiting`: until when, if known.
+    #[serde(default)]
+    pub until: Option<i64>,
 }
 
 /// An endpoint as stored (`fleet/ep/ID`).
@@ -75,6 +78,15 @@ pub struct Record {
     pub cache: Option<CacheState>,
     /// Open problems per mount path.
     pub problems: BTreeMap<String, Problem>,
+    /// Per mount path, the generation it last reported healthy on (cleared by a switch).
+    #[serde(default)]
+    pub healthy: BTreeMap<String, String>,
+    /// An operator's pin, `IMAGE@N`: mounts of that image stay on it.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// An operator's hold, with its reason: every mount stays where it is.
+    #[serde(default)]
+    pub hold: Option<String>,
     /// Last check-in or report as of this record's write (`fleet/seen/ID` may be newer).
     pub last_seen: Option<i64>,
 }
@@ -529,16 +541,17 @@ impl Fleet {
     }
 
     /// The desired state of `ep`, from the one served last if nothing changed since.
-    pub fn served(&self, ep: &Endpoint, channel: &dyn Fn(&ChannelName) -> Option<String>) -> Served {
+    pub fn served(&self, ep: &Endpoint, channel: &dyn Fn(&ChannelName) -> Option<String>, overlay: &dyn Fn(&Record, &mut Desired)) -> Served {
         let epoch = self.epoch();
         if let Some(s) = ep.served.lock().unwrap().as_ref().filter(|s| s.epoch == epoch) {
             return s.clone();
         }
         let labels = ep.record.lock().unwrap().labels();
-        let desired = {
+        let mut desired = {
             let inner = self.inner.read().unwrap();
             desired_of(&ep.id, &labels, inner.groups.values(), channel, self.settings.interval)
         };
+        overlay(&ep.record.lock().unwrap(), &mut desired);
         let body = json(&desired);
         let etag = format!("\"{}\"", &format::Digest::of(&body).to_hex()[..20]);
         let s = Served { epoch, etag, body: body.into(), desired: Arc::new(desired) };
@@ -739,24 +752,28 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (Vec<Event>, u32) {
         }
         stored.push(e.clone());
         r.last_seq = e.seq;
-        let problem = |kind: &str, text: &str, generation: Option<String>| Problem { kind: kind.into(), text: text.into(), generation, time: e.time };
+        let problem = |kind: &str, text: &str, generation: Option<String>| Problem { kind: kind.into(), text: text.into(), generation, time: e.time, until: None };
         match &e.kind {
             EventKind::Enrolled => {}
             EventKind::Facts { facts } => r.facts = facts.clone(),
             EventKind::Mounted { path, generation } => {
                 set_mount(r, path, Some(generation.clone()), None);
                 r.problems.remove(path);
+                r.healthy.remove(path);
             }
             EventKind::Unmounted { path } => {
                 r.mounts.retain(|m| &m.path != path);
                 r.problems.remove(path);
+                r.healthy.remove(path);
             }
             EventKind::Switched { path, from, to, .. } => {
                 set_mount(r, path, Some(to.clone()), Some(from.clone()));
                 r.problems.remove(path);
+                r.healthy.remove(path);
             }
             EventKind::RolledBack { path, from, to, why } => {
                 set_mount(r, path, Some(to.clone()), Some(from.clone()));
+                r.healthy.remove(path);
                 r.problems.insert(path.clone(), problem("rolled_back", why, Some(from.clone())));
             }
             EventKind::Failed { path, generation, error } => {
@@ -769,15 +786,13 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (Vec<Event>, u32) {
                 r.problems.entry(path.clone()).or_insert_with(|| problem("fetch_failed", error, None));
             }
             EventKind::Cache { cache } => r.cache = Some(cache.clone()),
-            EventKind::Healthy { path, .. } => {
+            EventKind::Healthy { path, generation } => {
                 r.problems.remove(path);
+                r.healthy.insert(path.clone(), generation.clone());
             }
             EventKind::Waiting { path, generation, why, until } => {
-                let text = match until {
-                    Some(t) => format!("{why} until {t}"),
-                    None => why.clone(),
-                };
-                r.problems.insert(path.clone(), problem("waiting", &text, Some(generation.clone())));
+                let waiting = Problem { until: *until, ..problem("waiting", why, Some(generation.clone())) };
+                r.problems.insert(path.clone(), waiting);
             }
             EventKind::Prefetched { .. } => {}
         }
@@ -837,6 +852,9 @@ pub fn reason(o: &Observed, generation: &str, channel: Option<&ChannelName>, now
     if now - seen > offline_after {
         return Some(Reason::Offline { since: seen });
     }
+    if let Some(why) = &o.record.hold {
+        return Some(Reason::Held { why: why.clone() });
+    }
     let image = generation.rsplit_once('@').map_or(generation, |(i, _)| i);
     // The mount that should carry it: one following the channel, or one whose desired
     // generation is it.
@@ -849,8 +867,13 @@ pub fn reason(o: &Observed, generation: &str, channel: Option<&ChannelName>, now
             Source::Pinned(g) if g.rsplit_once('@').map(|(i, _)| i) == Some(image) => Some(g.clone()),
             _ => None,
         });
+        // A mount of the same image following a channel: a rollout has not reached it yet.
+        let same_image = o.desired.mounts.iter().any(|m| {
+            matches!(m.mount.source, Source::Channel(_)) && m.generation.as_deref().and_then(|g| g.rsplit_once('@')).map(|(i, _)| i) == Some(image)
+        });
         return Some(match pinned {
             Some(generation) => Reason::Pinned { generation },
+            None if same_image => Reason::NotYetOffered,
             None => Reason::NotInGroup,
         });
     };
@@ -863,6 +886,7 @@ pub fn reason(o: &Observed, generation: &str, channel: Option<&ChannelName>, now
         Some(p) => match p.kind.as_str() {
             "rolled_back" => Reason::RolledBack { why: p.text.clone(), time: p.time },
             "metadata_stale" => Reason::MetadataStale { error: p.text.clone(), time: p.time },
+            "waiting" => Reason::Waiting { why: p.text.clone(), until: p.until },
             _ => Reason::Failed { error: p.text.clone(), time: p.time },
         },
         None => Reason::Pending { since: seen },

@@ -53,13 +53,23 @@ fn labels_ok(labels: &api::fleet::Labels) -> Result<(), AppError> {
 }
 
 /// The generation a channel names now, from memory or the database.
-fn channel_generation(st: &Shared, c: &ChannelName) -> Option<String> {
+pub fn channel_generation(st: &Shared, c: &ChannelName) -> Option<String> {
     if let Some(cv) = st.hot_channels.get(c.as_str()) {
         return Some(cv.generation);
     }
     let cv = st.meta.channel(c.as_str()).ok()??;
     st.hot_channels.put(&cv);
     Some(cv.generation)
+}
+
+/// The endpoint's desired state now: its groups' namespaces, with the rollouts that reached
+/// it, its pin or hold, and the withdrawn generations.
+pub fn served(st: &Shared, ep: &Endpoint) -> fleet::Served {
+    st.fleet.served(ep, &|c| channel_generation(st, c), &|record, desired| {
+        let holding = st.rollouts.holding();
+        let refs: Vec<&api::rollouts::Rollout> = holding.iter().collect();
+        crate::rollouts::overlay(desired, record, &refs, &st.rollouts.all_withdrawn());
+    })
 }
 
 /// The endpoint behind `Authorization: Bearer ep1...`: 401 `token_required` without one, 401
@@ -182,6 +192,9 @@ pub async fn enroll(State(state): State<AppState>, body: Result<Json<Enroll>, Js
                 mounts: Vec::new(),
                 cache: None,
                 problems: Default::default(),
+                healthy: Default::default(),
+                pin: None,
+                hold: None,
                 last_seen: None,
             },
         };
@@ -255,7 +268,7 @@ pub async fn desired(State(state): State<AppState>, headers: HeaderMap) -> Resul
         }
     }
     state.fleet.seen(&ep, now);
-    let served = state.fleet.served(&ep, &|c| channel_generation(&state, c));
+    let served = served(&state, &ep);
     let etag = HeaderValue::from_str(&served.etag).expect("hex");
     let matches = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == served.etag.as_bytes());
     if matches {
@@ -426,7 +439,7 @@ pub async fn show_endpoint(State(state): State<AppState>, Path(id): Path<String>
     let now = cache::clock::now();
     let summary = state.fleet.summary(&ep, now);
     let r = ep.record();
-    let desired = state.fleet.served(&ep, &|c| channel_generation(&state, c)).desired;
+    let desired = served(&state, &ep).desired;
     let mut paths: Vec<String> = desired.mounts.iter().map(|m| m.mount.path.clone()).chain(r.mounts.iter().map(|m| m.path.clone())).collect();
     paths.sort();
     paths.dedup();
@@ -453,7 +466,7 @@ pub async fn show_endpoint(State(state): State<AppState>, Path(id): Path<String>
 
 /// Changes one endpoint's record as `change` says (None: nothing to change), with its audit
 /// entry, serialised with the endpoint's other writes.
-async fn edit_endpoint(
+pub(crate) async fn edit_endpoint(
     state: AppState,
     id: &str,
     change: impl FnOnce(&mut Record) -> Result<Option<AuditEntry>, AppError> + Send + 'static,
@@ -648,7 +661,7 @@ pub async fn compliance(
                 continue;
             }
             out.total += 1;
-            let desired: Arc<Desired> = st.fleet.served(&ep, &|c| channel_generation(&st, c)).desired;
+            let desired: Arc<Desired> = served(&st, &ep).desired;
             let r = ep.record.lock().unwrap();
             let o = Observed { record: &r, last_seen: ep.seen(), desired: &desired };
             match fleet::reason(&o, &generation, channel.as_ref(), now, offline_after) {

@@ -19,6 +19,8 @@ pub mod maintenance;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
+pub mod rollouts;
+pub mod rollouts_api;
 pub mod state;
 pub mod trust_api;
 pub mod tuf;
@@ -87,6 +89,12 @@ pub fn app(state: AppState) -> Router {
         .route(r(37), get(fleet_api::show_group).put(fleet_api::put_group).delete(fleet_api::remove_group))
         .route(r(38), get(fleet_api::compliance))
         .route(r(39), get(audit::handle))
+        .route(r(40), get(rollouts_api::list).post(rollouts_api::start))
+        .route(r(41), get(rollouts_api::show))
+        .route(r(42), post(rollouts_api::act))
+        .route(r(43), post(rollouts_api::withdraw))
+        .route(r(44), axum::routing::put(rollouts_api::pin).delete(rollouts_api::pin))
+        .route(r(45), axum::routing::put(rollouts_api::hold).delete(rollouts_api::hold))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))
@@ -180,6 +188,9 @@ pub enum OpenError {
     /// The fleet's records could not be loaded.
     #[error(transparent)]
     Fleet(#[from] fleet::LoadError),
+    /// The rollouts could not be loaded.
+    #[error(transparent)]
+    Rollouts(#[from] rollouts::LoadError),
 }
 
 /// Opens the data directory: `store/`, `meta/`, and the publishing token (generated into
@@ -239,6 +250,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         tuf: Arc::new(tuf),
         store: Arc::new(store),
         fleet: Arc::new(fleet),
+        rollouts: Arc::new(rollouts::Engine::load(meta.clone())?),
         meta,
         token: Arc::new(token),
         channel_writes: Arc::new(tokio::sync::Mutex::new(())),

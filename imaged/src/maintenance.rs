@@ -24,6 +24,7 @@ pub fn spawn(state: &AppState) {
             }
         });
     }
+    crate::rollouts_api::spawn(state);
     // Last-seen times of endpoints, kept in memory by check-ins, reach the disk in batches.
     let st = state.clone();
     tokio::spawn(async move {

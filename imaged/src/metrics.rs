@@ -69,6 +69,12 @@ pub const ROUTES: &[&str] = &[
     "/v1/fleet/groups/{name}",
     "/v1/fleet/compliance",
     "/v1/audit",
+    "/v1/rollouts",
+    "/v1/rollouts/{id}",
+    "/v1/rollouts/{id}/{action}",
+    "/v1/withdraw",
+    "/v1/fleet/endpoints/{id}/pin",
+    "/v1/fleet/endpoints/{id}/hold",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -58,6 +58,8 @@ pub struct Shared {
     pub tuf: Arc<crate::tuf::Repo>,
     /// Enrolled endpoints, groups, enrollment tokens.
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// Rollouts and withdrawn generations.
+    pub rollouts: Arc<crate::rollouts::Engine>,
 }
 
 /// Who made a request: the bootstrap admin (`admin.token`) or a user.

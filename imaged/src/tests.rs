@@ -440,6 +440,9 @@ mod fleet_core {
             mounts: vec![],
             cache: None,
             problems: Default::default(),
+            healthy: Default::default(),
+            pin: None,
+            hold: None,
             last_seen: None,
         }
     }
@@ -557,5 +560,93 @@ mod fleet_core {
         assert_eq!(why(&r, Some(990), &pinned), Some(Reason::Pinned { generation: "os@1".into() }));
         apply_report(&mut r, &ReportBatch { events: vec![ev(3, EventKind::Switched { path: "/os".into(), from: "os@1".into(), to: "os@2".into(), millis: 5 })], mounts: vec![] });
         assert_eq!(why(&r, None, &none), None, "on it, whatever else holds");
+    }
+}
+
+mod rollout_core {
+    use api::fleet::*;
+    use api::rollouts::*;
+    use format::ChannelName;
+
+    use crate::rollouts::{bucket, entry_stage, evaluate, Member, Step};
+
+    fn rollout(stages: Vec<Stage>) -> Rollout {
+        Rollout {
+            id: RolloutId(7),
+            channel: ChannelName::new("os/stable").unwrap(),
+            generation: "os@2".into(),
+            from: Some("os@1".into()),
+            plan: Plan { name: "t".into(), stages, ignore_windows: false, lost_after_seconds: 100 },
+            state: RolloutState::Running,
+            stage: 0,
+            stage_started: 1000,
+            stage_times: vec![1000],
+            counts: Default::default(),
+            started_by: "admin".into(),
+            started: 1000,
+            reason: None,
+            log: vec![],
+            acknowledged: vec![],
+            activation: None,
+        }
+    }
+
+    fn stage(target: StageTarget, min_sample: u32, soak_seconds: u64, budget: u32) -> Stage {
+        Stage { target, min_sample, soak_seconds, success_percent: 100, failure_budget: budget }
+    }
+
+    fn member(n: u8, entry: usize, healthy: bool, failed: bool) -> Member {
+        Member { id: EndpointId::of_key(&[n; 32]), entry, switched: healthy, healthy, failed, waiting: false, seen: Some(1000) }
+    }
+
+    #[test]
+    fn buckets_are_stable_per_rollout_and_differ_between_rollouts() {
+        let ids: Vec<EndpointId> = (0..200u8).map(|n| EndpointId::of_key(&[n; 32])).collect();
+        let a: Vec<u32> = ids.iter().map(|e| bucket(e, RolloutId(1))).collect();
+        assert_eq!(a, ids.iter().map(|e| bucket(e, RolloutId(1))).collect::<Vec<_>>());
+        assert_ne!(a, ids.iter().map(|e| bucket(e, RolloutId(2))).collect::<Vec<_>>());
+        // Shares select about their size.
+        let ten = a.iter().filter(|b| **b < 1000).count();
+        assert!((5..=40).contains(&ten), "{ten} of 200 in 10%");
+        let r = rollout(vec![stage(StageTarget::Group(GroupName::new("pilot").unwrap()), 1, 0, 0), stage(StageTarget::Percent(100), 1, 0, 0)]);
+        let pilot = [GroupName::new("pilot").unwrap()];
+        assert_eq!(entry_stage(&r, &ids[0], &pilot), Some(0));
+        assert_eq!(entry_stage(&r, &ids[0], &[]), Some(1));
+    }
+
+    #[test]
+    fn a_stage_passes_on_healthy_endpoints_after_its_soak_and_the_brake_halts_beyond_the_budget() {
+        let mut r = rollout(vec![stage(StageTarget::Percent(10), 2, 60, 0), stage(StageTarget::Percent(100), 1, 0, 1)]);
+        let two_healthy = [member(1, 0, true, false), member(2, 0, true, false), member(3, 1, false, false)];
+        let (c, step) = evaluate(&r, &two_healthy, 1030);
+        assert_eq!((c.targeted, c.healthy, step), (2, 2, Step::Stay), "the soak is not over");
+        assert!(matches!(evaluate(&r, &two_healthy, 1061).1, Step::Advance(_)));
+        let one_failed = [member(1, 0, true, false), member(2, 0, false, true)];
+        match evaluate(&r, &one_failed, 1061).1 {
+            Step::Halt(rule, failed) => {
+                assert!(rule.contains("budget 0"), "{rule}");
+                assert_eq!(failed, [EndpointId::of_key(&[2; 32])]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Acknowledged failures no longer count.
+        r.acknowledged.push(EndpointId::of_key(&[2; 32]));
+        assert!(matches!(evaluate(&r, &one_failed, 1061).1, Step::Advance(_)), "1 healthy of the 1 not excused");
+        // Silent past the deadline counts as lost, and lost as failed.
+        let mut silent = member(4, 0, false, false);
+        silent.seen = Some(1000);
+        r.acknowledged.clear();
+        let (c, step) = evaluate(&r, &[member(1, 0, true, false), silent], 1200);
+        assert_eq!(c.lost, 1);
+        assert!(matches!(step, Step::Halt(..)));
+        // Stage 2 takes everyone and tolerates one failure.
+        r.stage = 1;
+        r.stage_times.push(1100);
+        let all = [member(1, 0, true, false), member(2, 0, true, false), member(3, 1, false, true), member(5, 1, true, false)];
+        assert_eq!(evaluate(&r, &all, 1150).1, Step::Stay, "3 of 4 healthy is under 100%, one failure within budget");
+        // An empty stage passes at once.
+        let mut empty = rollout(vec![stage(StageTarget::Group(GroupName::new("pilot").unwrap()), 1, 600, 0)]);
+        empty.stage_started = 1000;
+        assert!(matches!(evaluate(&empty, &[], 1001).1, Step::Advance(_)));
     }
 }

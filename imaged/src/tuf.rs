@@ -449,8 +449,11 @@ impl Repo {
             );
         }
         let version = st.roles.get(CHANNELS_ROLE).map_or(1, |r| r.0.common.version + 1);
+        // Withdrawn generations ride in the role's own custom data, signed with it.
+        let withdrawn: Vec<String> = meta.records("withdrawn/")?.into_iter().map(|(k, _)| k["withdrawn/".len()..].to_string()).collect();
+        let custom = serde_json::to_value(policy::ChannelsRecord { withdrawn }).expect("serialisable");
         let signed = json!({"_type": "targets", "spec_version": "1.0.31", "version": version,
-            "expires": sign::expires(t + self.lifetimes.channels), "targets": targets});
+            "expires": sign::expires(t + self.lifetimes.channels), "targets": targets, "custom": custom});
         let bytes = sign::sign(&signed, &st.signers(CHANNELS_ROLE)?).expect("no floats");
         self.publish(CHANNELS_ROLE, Some(version), &bytes)?;
         let parsed: Targets = parse(CHANNELS_ROLE, "targets", &bytes, usize::MAX)?.1;

@@ -1,4 +1,4 @@
-//! A group's maintenance window with a real imaged and a real `imgfs agent`: an offered generation is prefetched at once (bytes reported) and switched to only once the window opens, and a user's `imgfs defer` holds the next one back, is reported, and its clearing lets the switch through.
+//! A group's maintenance window with a real imaged and a real `imgfs agent`: an offered generation is prefetched at once (bytes reported) and switched to only once the window opens, a user's `imgfs defer` holds the next one back and is reported, and an emergency rollout (`ignore_windows`) overrides the deferral.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -61,7 +61,7 @@ fn read(agent: &Agent) -> String {
 }
 
 #[test]
-fn a_window_prefetches_at_once_switches_when_it_opens_and_a_deferral_holds_until_cleared() {
+fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_emergency_overrides_it() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
@@ -144,8 +144,24 @@ fn a_window_prefetches_at_once_switches_when_it_opens_and_a_deferral_holds_until
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(read(&agent), "two");
 
-    // Cleared: the switch goes through within a turn or two.
+    // An emergency rollout ignores windows and deferrals: app@4 goes through at once while the
+    // deferral still holds app@3 back.
+    std::fs::write(src.join("f"), "four").unwrap();
+    t.import(&src, "app");
+    t.push_signed(&server, "app@latest");
+    let plan = json!({ "name": "now", "ignore_windows": true, "stages": [{ "percent": 100, "min_sample": 1, "soak_seconds": 0 }] });
+    let r = client()
+        .post(format!("{}/v1/rollouts", server.url))
+        .bearer_auth(server.token())
+        .json(&json!({ "channel": "app/stable", "generation": "app@4", "plan": plan, "reason": "emergency" }))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    agent.wait_file("/os", "four", 30);
+    assert!(clock.now() < deferred_until);
+
+    // Clearing a deferral removes it from the agent's state.
     let out = defer(&agent, &clock, &["--clear"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    agent.wait_file("/os", "three", 15);
+    assert!(!std::fs::read_to_string(agent.dir.join("state/deferrals.json")).unwrap().contains("/os"));
 }

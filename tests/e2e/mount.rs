@@ -1,4 +1,4 @@
-//! imgfs mounted for real through FUSE from a real imaged: every kind of file, switches and rollback, offline, dpkg from the mount.
+//! imgfs mounted for real through FUSE from a real imaged: every kind of file, switches and rollback, held generations (switch), offline, dpkg from the mount.
 //!
 //! The server is on 127.0.0.1 over HTTP; the tests check every field of every kind of file,
 //! open files and shells across switches, offline reads from the cache, and a Debian root
@@ -249,4 +249,65 @@ fn a_shell_inside_an_old_generation_keeps_working_after_two_switches() {
     let out = std::process::Output { status: sh.wait().unwrap(), stdout: rest, stderr: Vec::new() };
     assert!(out.status.success(), "the shell in generation 1 failed: {:?}", out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nversion\n", "relative paths still resolve in generation 1");
+}
+
+#[test]
+fn switch_to_holds_a_signed_generation_across_polls_and_restarts_until_update_follows_the_channel() {
+    use std::time::Duration;
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "one").unwrap();
+    t.publish(&server, &src, "os", "os/stable");
+    // os@2 signed but on no channel; os@3 published unsigned.
+    std::fs::write(src.join("f"), "two").unwrap();
+    t.import(&src, "os");
+    t.push_signed(&server, "os@2");
+    std::fs::write(src.join("f"), "three").unwrap();
+    t.import(&src, "os");
+    ok_json(t.remote(&server, &["--json", "push", "os@3"]));
+
+    let (cache, point) = (t.path("cache"), t.path("mnt"));
+    let mut mnt = Mount::start_with(&[&server.url], "os/stable", &cache, &point, &["--poll-seconds", "1"]);
+    let read = || std::fs::read_to_string(point.join("f")).unwrap();
+    assert_eq!(read(), "one");
+    let sw = mnt.control_with("switch", &["os@2"]);
+    assert_eq!((sw["outcome"].as_str(), sw["generation"].as_str(), sw["from"].as_str()), (Some("switched"), Some("os@2"), Some("os@1")), "{sw}");
+    assert_eq!(read(), "two");
+    // The poller checks (its last check says the held generation is current) and leaves it.
+    let st = mnt.wait_status(20, |st| st["last_check"]["result"]["outcome"] == "already_current");
+    assert_eq!((st["held"].as_str(), st["current"]["generation"].as_str()), (Some("os@2"), Some("os@2")), "{st}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(), "two", "a poll moved a held mount");
+
+    // Unsigned and unknown generations are refused, typed; the mount stays.
+    for (g, reason) in [("os@3", "not_signed"), ("os@9", "not_signed")] {
+        let out = Command::new(tests::bin("imgfs")).arg("switch").arg(&point).arg(g).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(4), "{g}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((v["outcome"].as_str(), v["reason"].as_str()), (Some("refused"), Some(reason)), "{g}: {v}");
+    }
+    let out = Command::new(tests::bin("imgfs")).arg("switch").arg(&point).arg("nonsense").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read(), "two");
+
+    // A restart keeps the hold: it starts on os@2, not on the channel's os@1.
+    mnt.kill();
+    let mnt = Mount::start_with(&[&server.url], "os/stable", &cache, &point, &["--poll-seconds", "1"]);
+    assert!(mnt.banner.contains("os@2"), "{}", mnt.banner);
+    assert_eq!(mnt.control("status")["held"], "os@2");
+    assert_eq!(read(), "two");
+
+    // update: the channel's generation again, no longer held.
+    let up = mnt.control("update");
+    assert_eq!((up["switched"].as_bool(), up["generation"].as_str()), (Some(true), Some("os@1")), "{up}");
+    let st = mnt.control("status");
+    assert!(st.get("held").is_none(), "{st}");
+    assert_eq!(read(), "one");
+    // Held again, then rolled back: the hold ends too.
+    mnt.control_with("switch", &["os@2"]);
+    let back = mnt.control("rollback");
+    assert_eq!(back["generation"], "os@1", "{back}");
+    assert!(mnt.control("status").get("held").is_none());
 }

@@ -73,6 +73,32 @@ pub struct FamilyRecord {
     pub min_epoch: u64,
 }
 
+/// `custom` of the online `channels` role: generations withdrawn fleet-wide (`IMAGE@N`),
+/// which an endpoint refuses to switch to, as it refuses one below its family's floor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelsRecord {
+    /// Withdrawn generations.
+    #[serde(default)]
+    pub withdrawn: Vec<String>,
+}
+
+/// The generations the trusted `channels` role lists as withdrawn.
+pub fn withdrawn(t: &Trusted) -> Vec<String> {
+    t.targets(CHANNELS_ROLE)
+        .and_then(|r| r.custom.clone())
+        .and_then(|c| serde_json::from_value::<ChannelsRecord>(c).ok())
+        .map_or_else(Vec::new, |c| c.withdrawn)
+}
+
+/// Refuses `accepted` if the trusted metadata lists it as withdrawn.
+pub fn check_not_withdrawn(t: &Trusted, accepted: Accepted) -> Result<Accepted, PolicyError> {
+    let label = format!("{}@{}", accepted.record.image, accepted.record.generation);
+    if withdrawn(t).contains(&label) {
+        return Err(PolicyError::Withdrawn { path: accepted.path });
+    }
+    Ok(accepted)
+}
+
 /// A generation an endpoint may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
@@ -132,6 +158,12 @@ pub enum PolicyError {
         arch: String,
         /// The endpoint's.
         want: String,
+    },
+    /// Withdrawn fleet-wide by the signed `channels` role.
+    #[error("{path} was withdrawn (the signed channels role lists it)")]
+    Withdrawn {
+        /// The target path.
+        path: String,
     },
     /// Below the security epoch floor.
     #[error("{path} has security epoch {epoch}, below the floor {floor}")]

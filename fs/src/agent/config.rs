@@ -34,7 +34,20 @@ pub struct AgentConfig {
     /// Most events the report queue keeps.
     #[serde(default = "default_queue_max")]
     pub report_queue_max: usize,
+    /// The health probe run after a switch when the namespace's mount has none (`[health]`:
+    /// `command` or `url`, `timeout_seconds`); none at all: healthy.
+    pub health: Option<api::fleet::Probe>,
+    /// The command an activation `restart:UNIT,UNIT` runs, the units appended as arguments.
+    #[serde(default = "default_restart_command")]
+    pub restart_command: String,
 }
+
+fn default_restart_command() -> String {
+    DEFAULT_RESTART_COMMAND.into()
+}
+
+/// The default `restart_command`.
+pub const DEFAULT_RESTART_COMMAND: &str = "systemctl restart";
 
 fn default_state() -> PathBuf {
     PathBuf::from("/var/lib/imgfs")
@@ -107,6 +120,17 @@ impl AgentConfig {
         }
         if c.report_queue_max == 0 {
             return Err(ParseError::Invalid("report_queue_max must be at least 1".into()));
+        }
+        if let Some(h) = &c.health {
+            if h.command.is_some() == h.url.is_some() {
+                return Err(ParseError::Invalid("[health] needs exactly one of `command` and `url`".into()));
+            }
+            if h.timeout_seconds == 0 {
+                return Err(ParseError::Invalid("[health] timeout_seconds must be at least 1".into()));
+            }
+        }
+        if c.restart_command.split_whitespace().next().is_none() {
+            return Err(ParseError::Invalid("restart_command is empty".into()));
         }
         if let Some(p) = c.mount_prefix.as_ref().filter(|p| !p.is_absolute()) {
             return Err(ParseError::Invalid(format!("mount_prefix {} must be absolute", p.display())));

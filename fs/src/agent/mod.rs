@@ -1,16 +1,20 @@
 //! `imgfs agent` and `imgfs enroll`: the endpoint's side of the fleet (docs/fleet.md). The
 //! agent enrolls once, then checks in for its desired state (a conditional GET on an interval
 //! with jitter, at once on a push hint from the event stream), runs each desired mount as an
-//! `imgfs mount --daemon` of its own and reconciles them, and reports what happens through a
-//! queue on disk. Pure decisions live in `reconcile` and `schedule`; `client`, `supervisor`,
-//! `queue`, `identity` and `facts` do the IO.
+//! `imgfs mount --daemon` of its own and reconciles them (rollouts, withdrawn generations,
+//! activations), checks a mount's health after each switch and rolls it back when its probe
+//! fails, and reports what happens through a queue on disk. Pure decisions live in
+//! `reconcile`, `health` and `schedule`; `client`, `supervisor`, `probe`, `queue`,
+//! `identity` and `facts` do the IO.
 
 pub mod client;
 pub mod config;
 pub mod deferral;
 pub mod facts;
+pub mod health;
 pub mod hold;
 pub mod identity;
+pub mod probe;
 pub mod queue;
 pub mod reconcile;
 pub mod schedule;
@@ -20,6 +24,7 @@ pub mod window;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -30,9 +35,10 @@ use api::fleet::{CacheState, Desired, EventKind, Facts, MountState, ReportBatch}
 
 use client::{Client, ClientError, DesiredAnswer};
 use config::AgentConfig;
+use health::{Check, Task, Verdict};
 use identity::Sessions;
 use queue::Queue;
-use reconcile::{Action, RunState, Running};
+use reconcile::{Action, Activation, Memo, Offer, RunState, Running};
 use schedule::{jitter, Backoff, Schedule};
 use supervisor::{Child, Supervisor};
 
@@ -61,6 +67,21 @@ pub enum AgentError {
     LockedOut(#[source] ClientError),
 }
 
+/// What wakes the agent's loop up besides its timers.
+enum Wake {
+    /// A push hint: check in now.
+    Hint,
+    /// A health check's task ended.
+    Done {
+        /// Namespace path.
+        path: String,
+        /// The check it belongs to.
+        serial: u64,
+        /// Its outcome.
+        result: Result<(), probe::Failure>,
+    },
+}
+
 /// What the agent holds while it runs.
 struct Agent {
     config: AgentConfig,
@@ -74,6 +95,14 @@ struct Agent {
     cache: Option<CacheState>,
     report_backoff: Backoff,
     next_report: Instant,
+    /// Health checks after switches, by namespace path.
+    checks: BTreeMap<String, Check>,
+    /// Serial numbers of checks.
+    serial: u64,
+    /// What is remembered of each mount (`STATE/rollouts.json`).
+    memos: BTreeMap<String, Memo>,
+    /// Where the health checks' tasks report.
+    wake: mpsc::Sender<Wake>,
     /// Switches the switch gate holds back (maintenance windows, deferrals).
     holds: hold::Holds,
 }
@@ -96,12 +125,13 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
     let client = Arc::new(Client::new(&config.servers));
     let sessions = Arc::new(Sessions::new(key));
     let queue = Queue::open(&state.join("reports"), config.report_queue_max)?;
-    let (hints_tx, hints) = mpsc::channel::<()>();
-    spawn_stream(client.clone(), sessions.clone(), hints_tx);
+    let (wake, wakes) = mpsc::channel::<Wake>();
+    spawn_stream(client.clone(), sessions.clone(), wake.clone());
     let now = Instant::now();
     let mut supervisor = Supervisor::new(exe, config.clone());
     supervisor.adopt(now);
     let desired = std::fs::read(state.join("desired.json")).ok().and_then(|b| serde_json::from_slice::<Desired>(&b).ok());
+    let memos = load_memos(&state);
     let mut agent = Agent {
         config,
         client,
@@ -114,6 +144,10 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
         cache: None,
         report_backoff: Backoff::default(),
         next_report: now,
+        checks: BTreeMap::new(),
+        serial: 0,
+        memos,
+        wake,
         holds: hold::Holds::default(),
     };
     agent.check_facts();
@@ -147,6 +181,7 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
                 }
             }
         }
+        agent.run_checks(Instant::now());
         let mut until = schedule.next().min(next_status);
         if let Some(t) = agent.gate_wake() {
             until = until.min(t);
@@ -154,29 +189,33 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
         if !agent.queue.is_empty() {
             until = until.min(agent.next_report);
         }
+        if let Some(due) = agent.checks.values().filter(|c| !c.busy).map(Check::due).min() {
+            until = until.min(due);
+        }
         let wait = until.saturating_duration_since(Instant::now());
-        match hints.recv_timeout(wait) {
-            Ok(()) => {
+        if let Ok(first) = wakes.recv_timeout(wait) {
+            let mut hinted = agent.woken(first);
+            while let Ok(more) = wakes.try_recv() {
+                hinted |= agent.woken(more);
+            }
+            if hinted {
                 tracing::debug!("push hint: checking in now");
-                while hints.try_recv().is_ok() {}
                 schedule.hint(Instant::now());
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
     }
 }
 
 /// Keeps the event stream open in a thread of its own, reconnecting with backoff; every
 /// `check` event sends a hint. The agent works the same without it.
-fn spawn_stream(client: Arc<Client>, sessions: Arc<Sessions>, hints: mpsc::Sender<()>) {
+fn spawn_stream(client: Arc<Client>, sessions: Arc<Sessions>, hints: mpsc::Sender<Wake>) {
     std::thread::spawn(move || {
         let mut backoff = Backoff::default();
         loop {
             let opened = Instant::now();
             let result = sessions.with(&client, unix_now(), |token| {
                 client.events(token, &mut || {
-                    let _ = hints.send(());
+                    let _ = hints.send(Wake::Hint);
                 })
             });
             match result {
@@ -189,7 +228,7 @@ fn spawn_stream(client: Arc<Client>, sessions: Arc<Sessions>, hints: mpsc::Sende
                 }
                 // Revoked or unknown: the check-in that follows finds out and stops the agent.
                 Err(e) if e.locked_out() => {
-                    let _ = hints.send(());
+                    let _ = hints.send(Wake::Hint);
                 }
                 Err(e) => tracing::debug!(error = %e, "event stream failed"),
             }
@@ -251,7 +290,10 @@ impl Agent {
     /// Makes the mounts what the desired state says (nothing before the first answer).
     fn reconcile(&mut self) {
         let Some(desired) = self.desired.clone() else { return };
-        let actions = reconcile::plan(&desired.mounts, &self.running(), Instant::now());
+        if reconcile::forget_stale(&mut self.memos, &desired.mounts, &desired.withdrawn) {
+            self.save_memos();
+        }
+        let actions = reconcile::plan_with(&desired.mounts, &desired.withdrawn, &self.memos, &self.running(), Instant::now());
         let mut prefetched = Vec::new();
         self.holds.finished(unix_now(), &mut prefetched);
         prefetched.into_iter().for_each(|e| self.event(e));
@@ -260,23 +302,51 @@ impl Agent {
             match action {
                 Action::Stop { path } => {
                     self.supervisor.stop(&path);
+                    self.checks.remove(&path);
                     self.event(EventKind::Unmounted { path });
                     changed = true;
                 }
                 Action::Restart { path, spec } => {
                     self.supervisor.stop(&path);
+                    self.checks.remove(&path);
                     self.event(EventKind::Unmounted { path: path.clone() });
-                    self.start(&path, spec);
+                    self.start(&path, spec, None);
                     changed = true;
                 }
                 Action::Start { path, spec } => {
-                    self.start(&path, spec);
+                    let staged = reconcile::boot_generation(self.memos.get(&path), &desired.withdrawn);
+                    self.start(&path, spec, staged);
                     changed = true;
                 }
                 Action::Update { path, hint } => {
                     if self.may_switch(&desired, &path, &hint) {
                         self.update(&path, hint)
                     }
+                }
+                Action::SwitchTo { path, generation } => {
+                    if self.may_switch(&desired, &path, &generation) {
+                        self.switch_to(&path, generation)
+                    }
+                }
+                Action::Withdraw { path, from } => {
+                    self.checks.remove(&path);
+                    self.roll_back(&path, &from, "withdrawn".into(), None);
+                }
+                Action::Stuck { path, generation, previous } => {
+                    let error = match &previous {
+                        Some(p) => {
+                            format!("{generation} is withdrawn and so is its previous generation {p}: it keeps serving {generation}")
+                        }
+                        None => format!("{generation} is withdrawn and there is no previous generation to go back to: it keeps serving it"),
+                    };
+                    self.memo(&path).stuck_on = Some(generation.clone());
+                    self.save_memos();
+                    self.event(EventKind::Failed { path, generation: Some(generation), error });
+                }
+                Action::StageReboot { path, generation } => self.stage_reboot(&path, generation),
+                Action::Unstage { path } => {
+                    self.memo(&path).pending_reboot = None;
+                    self.save_memos();
                 }
             }
         }
@@ -312,17 +382,46 @@ impl Agent {
         Some(Instant::now() + Duration::from_secs(until.saturating_sub(unix_now()).max(0) as u64))
     }
 
-    /// Starts a mount; a failure is reported and tried again after a backoff.
-    fn start(&mut self, path: &str, spec: reconcile::Spec) {
+    /// What is remembered of the mount at `path` (made empty if nothing was).
+    fn memo(&mut self, path: &str) -> &mut Memo {
+        self.memos.entry(path.to_string()).or_default()
+    }
+
+    /// Writes `STATE/rollouts.json` atomically (before the events that depend on it).
+    fn save_memos(&mut self) {
+        self.memos.retain(|_, m| !m.is_empty());
+        let file = MemosFile { mounts: self.memos.clone() };
+        let bytes = serde_json::to_vec_pretty(&file).expect("serialises");
+        if let Err(e) = cache::atomic::write(&self.config.state.join(MEMOS_FILE), &bytes) {
+            tracing::error!(error = %e, "cannot record the staged and failed generations");
+        }
+    }
+
+    /// The desired mount at `path`.
+    fn desired_mount(&self, path: &str) -> Option<api::fleet::DesiredMount> {
+        self.desired.as_ref()?.mounts.iter().find(|d| d.mount.path == path).cloned()
+    }
+
+    /// Starts a mount (on `staged`, held there, if a generation was staged for its next start);
+    /// a failure is reported and tried again after a backoff.
+    fn start(&mut self, path: &str, spec: reconcile::Spec, staged: Option<String>) {
         let failures = self.supervisor.children.get(path).map_or(0, |c| c.failures);
         let local = self.config.local_path(path);
-        match self.supervisor.start(path, &spec) {
+        match self.supervisor.start(path, &spec, staged.as_deref()) {
             Ok(st) => {
                 let generation = st.current.generation.clone();
                 let seen = reconcile::observe(path, None, &st).1;
-                let running = Running { spec, state: RunState::Up { current: generation.clone() }, last_update: None };
-                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: Some(seen), status: Some(st), failures: 0 });
-                self.event(EventKind::Mounted { path: path.to_string(), generation });
+                let running = Running::of_status(spec, &st);
+                self.supervisor
+                    .children
+                    .insert(path.to_string(), Child { running, local, seen: Some(seen), status: Some(st), failures: 0 });
+                self.event(EventKind::Mounted { path: path.to_string(), generation: generation.clone() });
+                if staged.as_ref() == Some(&generation) {
+                    tracing::info!(path, %generation, "started on the generation staged for this start");
+                    self.memo(path).pending_reboot = None;
+                    self.save_memos();
+                    self.begin_check(path, &generation);
+                }
             }
             Err(e) => {
                 let wait = restart_wait(failures);
@@ -331,8 +430,10 @@ impl Agent {
                     api::fleet::Source::Pinned(g) => Some(g.clone()),
                     api::fleet::Source::Channel(_) => None,
                 };
-                let running = Running { spec, state: RunState::Down { retry_at: Instant::now() + wait }, last_update: None };
-                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: None, status: None, failures: failures + 1 });
+                let running = Running::down(spec, Instant::now() + wait);
+                self.supervisor
+                    .children
+                    .insert(path.to_string(), Child { running, local, seen: None, status: None, failures: failures + 1 });
                 self.event(EventKind::Failed { path: path.to_string(), generation, error: reconcile::clip(&format!("{e:#}")) });
             }
         }
@@ -345,22 +446,208 @@ impl Agent {
         }
         match self.supervisor.update(path) {
             Ok(Switch::Switched { from, to, millis, .. }) => {
-                if let Some(c) = self.supervisor.children.get_mut(path) {
-                    c.running.state = RunState::Up { current: to.clone() };
-                    if let Some(seen) = c.seen.as_mut() {
-                        seen.current = to.clone();
-                    }
-                }
-                self.event(EventKind::Switched { path: path.into(), from, to, millis });
+                self.moved(path, &from, &to, None);
+                self.event(EventKind::Switched { path: path.into(), from, to: to.clone(), millis });
+                self.begin_check(path, &to);
             }
             Ok(Switch::AlreadyCurrent { generation, .. }) => {
-                tracing::info!(path, %generation, %hint, "the mount's signed metadata does not name the hinted generation yet");
+                if let Some(c) = self.supervisor.children.get_mut(path) {
+                    c.running.held = None;
+                }
+                if generation != hint {
+                    tracing::info!(path, %generation, %hint, "the mount's signed metadata does not name the hinted generation yet");
+                }
             }
             Ok(Switch::Refused { error, .. }) => {
                 self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&error) })
             }
             Ok(Switch::NothingToRollBackTo) => {}
-            Err(e) => self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&format!("{e:#}")) }),
+            Err(e) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&format!("{e:#}")) })
+            }
+        }
+    }
+
+    /// Records that the mount at `path` moved from `from` to `to` by the agent's own request
+    /// (so the next status shows no surprise), held on `held`.
+    fn moved(&mut self, path: &str, from: &str, to: &str, held: Option<String>) {
+        if let Some(c) = self.supervisor.children.get_mut(path) {
+            c.running.state = RunState::Up { current: to.to_string() };
+            c.running.previous = Some(from.to_string());
+            c.running.held = held;
+            if let Some(seen) = c.seen.as_mut() {
+                seen.current = to.to_string();
+            }
+        }
+    }
+
+    /// Switches the mount to a rollout's generation (held there) and reports it.
+    fn switch_to(&mut self, path: &str, generation: String) {
+        if let Some(c) = self.supervisor.children.get_mut(path) {
+            c.running.last_update = Some((generation.clone(), Instant::now()));
+        }
+        match self.supervisor.switch_to(path, &generation) {
+            Ok(Switch::Switched { from, to, millis, .. }) => {
+                self.moved(path, &from, &to, Some(to.clone()));
+                if self.memos.get(path).is_some_and(|m| m.pending_reboot.is_some()) {
+                    // A live switch supersedes a generation staged for the next start.
+                    self.memo(path).pending_reboot = None;
+                    self.save_memos();
+                }
+                self.event(EventKind::Switched { path: path.into(), from, to: to.clone(), millis });
+                self.begin_check(path, &to);
+            }
+            Ok(Switch::AlreadyCurrent { generation, .. }) => {
+                if let Some(c) = self.supervisor.children.get_mut(path) {
+                    c.running.held = Some(generation);
+                }
+            }
+            Ok(Switch::Refused { error, .. }) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(generation), error: reconcile::clip(&error) })
+            }
+            Ok(Switch::NothingToRollBackTo) => {}
+            Err(e) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(generation), error: reconcile::clip(&format!("{e:#}")) })
+            }
+        }
+    }
+
+    /// Rolls the mount at `path` back from `from` and holds it on what it went back to (so
+    /// its channel poller does not take `from` again); reports `rolled_back` with `why`, and
+    /// `failed` with `failure` (a failed probe's error) when given.
+    fn roll_back(&mut self, path: &str, from: &str, why: String, failure: Option<String>) {
+        let failed =
+            |error: String| EventKind::Failed { path: path.into(), generation: Some(from.to_string()), error: reconcile::clip(&error) };
+        match self.supervisor.rollback(path) {
+            Ok(Switch::Switched { from: left, to, .. }) => {
+                self.moved(path, &left, &to, None);
+                match self.supervisor.switch_to(path, &to) {
+                    Ok(Switch::AlreadyCurrent { .. } | Switch::Switched { .. }) => self.moved(path, &left, &to, Some(to.clone())),
+                    Ok(other) => tracing::warn!(path, outcome = ?other, "cannot hold the mount after its rollback"),
+                    Err(e) => tracing::warn!(path, error = %e, "cannot hold the mount after its rollback"),
+                }
+                self.event(EventKind::RolledBack { path: path.into(), from: left, to, why: reconcile::clip(&why) });
+                if let Some(error) = failure {
+                    self.event(failed(error));
+                }
+            }
+            Ok(Switch::NothingToRollBackTo) => {
+                let error = failure.unwrap_or(why);
+                self.event(failed(format!("{error}; no previous generation to roll back to: it keeps serving {from}")));
+            }
+            Ok(Switch::Refused { error, .. }) => self.event(failed(format!("rolling back ({why}): {error}"))),
+            Ok(Switch::AlreadyCurrent { .. }) => {}
+            Err(e) => self.event(failed(format!("rolling back ({why}): {e:#}"))),
+        }
+    }
+
+    /// Stages `generation` for the mount's next start (a `reboot` activation): recorded first,
+    /// the mount held where it is so its poller does not switch it live, then reported.
+    fn stage_reboot(&mut self, path: &str, generation: String) {
+        self.memo(path).pending_reboot = Some(generation.clone());
+        self.save_memos();
+        let current = self.supervisor.children.get(path).and_then(|c| match &c.running.state {
+            RunState::Up { current } if c.running.held.as_ref() != Some(current) => Some(current.clone()),
+            _ => None,
+        });
+        if let Some(current) = current {
+            match self.supervisor.switch_to(path, &current) {
+                Ok(Switch::AlreadyCurrent { .. }) => {
+                    if let Some(c) = self.supervisor.children.get_mut(path) {
+                        c.running.held = Some(current);
+                    }
+                }
+                other => {
+                    tracing::warn!(path, outcome = ?other.map_err(|e| e.to_string()), "cannot hold the mount for its staged generation")
+                }
+            }
+        }
+        tracing::info!(path, %generation, "staged for the next boot (activation reboot)");
+        self.event(EventKind::Waiting { path: path.into(), generation, why: "pending_reboot".into(), until: None });
+    }
+
+    /// Starts the health check of the mount at `path`, which switched to `generation` now:
+    /// with the desired mount's soak time, and its activation's units when the desired state
+    /// offers this generation. A check under way for the path is replaced.
+    fn begin_check(&mut self, path: &str, generation: &str) {
+        let d = self.desired_mount(path);
+        let offered = d.as_ref().is_some_and(|d| reconcile::target(d).as_deref() == Some(generation));
+        let offer = Offer { generation: generation.to_string(), rollout: d.as_ref().filter(|_| offered).and_then(|d| d.rollout) };
+        let soak = Duration::from_secs(d.as_ref().and_then(|d| d.soak_seconds).unwrap_or(0));
+        let units = match (&d, offered) {
+            (Some(d), true) => Activation::of(d.activation.as_deref()).units().to_vec(),
+            _ => vec![],
+        };
+        self.serial += 1;
+        self.checks.insert(path.to_string(), Check::new(offer, Instant::now(), soak, units, self.serial));
+    }
+
+    /// Starts the health checks' tasks that are due, each on a thread of its own (the loop
+    /// goes on: check-ins, hints and other mounts do not wait for a probe).
+    fn run_checks(&mut self, now: Instant) {
+        let paths: Vec<String> = self.checks.keys().cloned().collect();
+        for path in paths {
+            let probe = self.desired_mount(&path).and_then(|d| d.mount.health).or_else(|| self.config.health.clone());
+            let local = self.config.local_path(&path);
+            let restart_command = self.config.restart_command.clone();
+            let check = self.checks.get_mut(&path).expect("listed");
+            let Some(task) = check.start(now) else { continue };
+            let (serial, generation, units) = (check.serial, check.offer.generation.clone(), check.units.clone());
+            let wake = self.wake.clone();
+            std::thread::spawn(move || {
+                let result = match task {
+                    Task::Probe => probe::probe(probe.as_ref(), &local, &generation),
+                    Task::Restart => probe::restart(&restart_command, &units),
+                };
+                let _ = wake.send(Wake::Done { path, serial, result });
+            });
+        }
+    }
+
+    /// Handles what woke the loop; whether it was a push hint.
+    fn woken(&mut self, wake: Wake) -> bool {
+        match wake {
+            Wake::Hint => true,
+            Wake::Done { path, serial, result } => {
+                self.check_done(&path, serial, result);
+                false
+            }
+        }
+    }
+
+    /// A health check's task ended: the verdict, acted on.
+    fn check_done(&mut self, path: &str, serial: u64, result: Result<(), probe::Failure>) {
+        let Some(check) = self.checks.get_mut(path).filter(|c| c.serial == serial) else { return };
+        let verdict = check.finished(result.is_ok());
+        let (offer, units) = (check.offer.clone(), check.units.clone());
+        if verdict == Verdict::Continue {
+            return;
+        }
+        self.checks.remove(path);
+        let generation = offer.generation.clone();
+        match (verdict, result) {
+            (Verdict::Healthy, _) => self.event(EventKind::Healthy { path: path.into(), generation }),
+            (Verdict::ProbeFailed, Err(f)) => {
+                let current = self.supervisor.children.get(path).and_then(|c| match &c.running.state {
+                    RunState::Up { current } => Some(current.clone()),
+                    RunState::Down { .. } => None,
+                });
+                if current.as_deref() != Some(generation.as_str()) {
+                    // It moved on meanwhile: the failure is of a generation it no longer runs.
+                    return;
+                }
+                tracing::warn!(path, %generation, error = %f, "health probe failed: rolling back");
+                self.memo(path).failed = Some(offer);
+                self.save_memos();
+                let why = format!("health probe failed: {}", f.output);
+                self.roll_back(path, &generation, why, Some(format!("health probe failed: {f}")));
+            }
+            (Verdict::RestartFailed, Err(f)) => self.event(EventKind::Failed {
+                path: path.into(),
+                generation: Some(generation),
+                error: reconcile::clip(&format!("restarting {} failed: {f}", units.join(" "))),
+            }),
+            (verdict, result) => tracing::error!(path, ?verdict, ok = result.is_ok(), "a verdict that does not match its outcome"),
         }
     }
 
@@ -377,6 +664,8 @@ impl Agent {
                 Ok(st) => {
                     let (evs, seen) = reconcile::observe(&path, c.seen.as_ref(), &st);
                     c.running.state = RunState::Up { current: seen.current.clone() };
+                    c.running.previous = st.previous.as_ref().map(|p| p.generation.clone());
+                    c.running.held = st.held.clone();
                     c.seen = Some(seen);
                     c.status = Some(st);
                     events.extend(evs);
@@ -395,6 +684,11 @@ impl Agent {
             }
         }
         for e in events {
+            if let EventKind::Switched { path, to, .. } = &e {
+                // The mount's own poller switched it: its health is checked like any switch.
+                let (path, to) = (path.clone(), to.clone());
+                self.begin_check(&path, &to);
+            }
             self.event(e);
         }
         let cache = reconcile::cache_state(self.supervisor.children.values().filter_map(|c| c.status.as_ref()));
@@ -467,6 +761,27 @@ impl Agent {
                 previous: c.status.as_ref().and_then(|s| s.previous.as_ref()).map(|g| g.generation.clone()),
             })
             .collect()
+    }
+}
+
+/// The file of what the agent remembers of its mounts: staged and failed generations.
+pub const MEMOS_FILE: &str = "rollouts.json";
+
+/// What `STATE/rollouts.json` holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct MemosFile {
+    mounts: BTreeMap<String, Memo>,
+}
+
+/// Reads `STATE/rollouts.json` (nothing remembered if it is missing or unreadable).
+fn load_memos(state: &std::path::Path) -> BTreeMap<String, Memo> {
+    let Ok(bytes) = std::fs::read(state.join(MEMOS_FILE)) else { return BTreeMap::new() };
+    match serde_json::from_slice::<MemosFile>(&bytes) {
+        Ok(f) => f.mounts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read {MEMOS_FILE}: no staged or failed generations remembered");
+            BTreeMap::new()
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use api::control::{Request, Status, Switch};
 use api::fleet::Source;
 
 use super::config::AgentConfig;
-use super::reconcile::{RunState, Running, Seen, Spec};
+use super::reconcile::{Running, Seen, Spec};
 
 /// Why a mount could not be started or asked.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,8 @@ pub struct Supervisor {
 /// A directory name for the mount at namespace path `path`: its components joined by `-`,
 /// then 8 hex digits of its hash (so `/a-b` and `/a/b` differ).
 pub fn dir_name(path: &str) -> String {
-    let readable: String = path.trim_matches('/').replace('/', "-").chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+    let readable: String =
+        path.trim_matches('/').replace('/', "-").chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
     let hash = format::Digest::of(path.as_bytes()).to_hex();
     format!("{}-{}", readable.chars().take(64).collect::<String>(), &hash[..8])
 }
@@ -128,18 +129,17 @@ impl Supervisor {
         for (path, m) in file.mounts {
             let local = self.config.local_path(&path);
             let spec = Spec { source: m.source, cache_share: m.cache_share, passthrough: m.passthrough };
-            let (state, seen, status) = match status(&local) {
+            let (running, seen, status) = match status(&local) {
                 Ok(st) => {
                     tracing::info!(path, generation = %st.current.generation, "adopted a running mount");
                     let seen = super::reconcile::observe(&path, None, &st).1;
-                    (RunState::Up { current: st.current.generation.clone() }, Some(seen), Some(st))
+                    (Running::of_status(spec, &st), Some(seen), Some(st))
                 }
                 Err(_) => {
                     detach(&local);
-                    (RunState::Down { retry_at: now }, None, None)
+                    (Running::down(spec, now), None, None)
                 }
             };
-            let running = Running { spec, state, last_update: None };
             self.children.insert(path, Child { running, local, seen, status, failures: 0 });
         }
     }
@@ -149,8 +149,10 @@ impl Supervisor {
         self.config.cache.join(dir_name(path))
     }
 
-    /// Starts the mount at namespace path `path` (an `imgfs mount --daemon`); its status once up.
-    pub fn start(&mut self, path: &str, spec: &Spec) -> Result<Status, SuperviseError> {
+    /// Starts the mount at namespace path `path` (an `imgfs mount --daemon`), on generation
+    /// `hold` and held there if given (`--hold`: a generation staged for the next boot, so the
+    /// mount never serves the one before); its status once up.
+    pub fn start(&mut self, path: &str, spec: &Spec, hold: Option<&str>) -> Result<Status, SuperviseError> {
         let local = self.config.local_path(path);
         let cache = self.cache_dir(path);
         let logs = self.config.state.join("logs");
@@ -173,6 +175,9 @@ impl Supervisor {
         }
         if spec.passthrough {
             cmd.arg("--passthrough");
+        }
+        if let Some(g) = hold {
+            cmd.arg("--hold").arg(g);
         }
         cmd.arg(&local);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
@@ -199,10 +204,27 @@ impl Supervisor {
         }
     }
 
-    /// Asks the mount to check its channel now.
+    /// Asks the mount to check its channel now (ending a hold).
     pub fn update(&self, path: &str) -> Result<Switch, SuperviseError> {
-        let c = self.children.get(path).ok_or_else(|| SuperviseError::Failed(api::control::Failed::new(api::control::FailureKind::NotFound, "no such mount")))?;
-        crate::control::request::<Switch>(&c.local, &Request::Update, &mut |_| {})?.map_err(SuperviseError::Failed)
+        self.switch(path, &Request::Update)
+    }
+
+    /// Asks the mount to switch to `generation` and hold it there.
+    pub fn switch_to(&self, path: &str, generation: &str) -> Result<Switch, SuperviseError> {
+        self.switch(path, &Request::SwitchTo { generation: generation.to_string() })
+    }
+
+    /// Asks the mount to go back to its previous generation.
+    pub fn rollback(&self, path: &str) -> Result<Switch, SuperviseError> {
+        self.switch(path, &Request::Rollback)
+    }
+
+    fn switch(&self, path: &str, request: &Request) -> Result<Switch, SuperviseError> {
+        let c = self
+            .children
+            .get(path)
+            .ok_or_else(|| SuperviseError::Failed(api::control::Failed::new(api::control::FailureKind::NotFound, "no such mount")))?;
+        crate::control::request::<Switch>(&c.local, request, &mut |_| {})?.map_err(SuperviseError::Failed)
     }
 }
 

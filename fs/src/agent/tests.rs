@@ -1,6 +1,8 @@
 //! Unit tests of the agent's pure parts and its disk state: the report queue (order,
 //! durability across reopen, torn writes, the bound, acks), the configuration, the
-//! reconciler, the observer, the schedule, the SSE parser, facts parsing and the key file.
+//! reconciler (rollouts, withdrawal, activation, failed offers), health checks on an injected
+//! clock, probes and restarts as real processes, the observer, the schedule, the SSE parser,
+//! facts parsing and the key file.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -203,6 +205,8 @@ fn up(source: Source, current: &str) -> Running {
         spec: Spec { source, cache_share: reconcile::DEFAULT_CACHE_SHARE, passthrough: false },
         state: RunState::Up { current: current.into() },
         last_update: None,
+        previous: None,
+        held: None,
     }
 }
 
@@ -273,6 +277,7 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
         channel: Some(format::ChannelName::new("os/stable").unwrap()),
         at: None,
         channel_version: 1,
+        held: None,
         current: g(current),
         previous: Some(g("os@1")),
         cache: CacheReport {
@@ -293,7 +298,13 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
         },
         pins: vec![g("os@0")],
         prefetching: vec![],
-        servers: vec![ServerHealth { url: "http://a".into(), ok: 1, failed: 2, last_error: Some("connection refused".into()), resting_for: 5 }],
+        servers: vec![ServerHealth {
+            url: "http://a".into(),
+            ok: 1,
+            failed: 2,
+            last_error: Some("connection refused".into()),
+            resting_for: 5,
+        }],
         offline,
         traffic: Traffic::default(),
         opens: Opens { mode: OpenMode::Kernel, fuse: 0, passthrough: 0 },
@@ -447,4 +458,295 @@ fn mount_directories_are_named_from_their_paths_without_collisions() {
     let a = super::supervisor::dir_name("/a-b");
     let b = super::supervisor::dir_name("/a/b");
     assert!(a.starts_with("a-b-") && b.starts_with("a-b-") && a != b, "{a} {b}");
+}
+
+// Rollouts, withdrawal, activation.
+
+fn rollout(path: &str, generation: &str, id: u64) -> DesiredMount {
+    let mut d = desired(path, channel("os/stable"), Some(generation));
+    d.rollout = Some(api::rollouts::RolloutId(id));
+    d
+}
+
+fn memos(path: &str, memo: reconcile::Memo) -> BTreeMap<String, reconcile::Memo> {
+    BTreeMap::from([(path.to_string(), memo)])
+}
+
+fn plan_one(d: &DesiredMount, withdrawn: &[&str], memo: reconcile::Memo, r: Running) -> Vec<Action> {
+    let withdrawn: Vec<String> = withdrawn.iter().map(|s| s.to_string()).collect();
+    let running = BTreeMap::from([(d.mount.path.clone(), r)]);
+    reconcile::plan_with(std::slice::from_ref(d), &withdrawn, &memos(&d.mount.path, memo), &running, Instant::now())
+}
+
+#[test]
+fn a_rollout_switches_to_its_generation_and_a_moved_channel_is_updated() {
+    let r = up(channel("os/stable"), "os@1");
+    assert_eq!(
+        plan_one(&rollout("/os", "os@2", 7), &[], Default::default(), r.clone()),
+        vec![Action::SwitchTo { path: "/os".into(), generation: "os@2".into() }]
+    );
+    // No rollout: the channel moved (or a rollout was aborted with revert): update.
+    let d = desired("/os", channel("os/stable"), Some("os@2"));
+    assert_eq!(plan_one(&d, &[], Default::default(), r.clone()), vec![Action::Update { path: "/os".into(), hint: "os@2".into() }]);
+    // A switch just sent is not sent again at once.
+    let mut sent = r.clone();
+    sent.last_update = Some(("os@2".into(), Instant::now()));
+    assert_eq!(plan_one(&rollout("/os", "os@2", 7), &[], Default::default(), sent), vec![]);
+    // On it already and held by the rollout: nothing.
+    let mut there = up(channel("os/stable"), "os@2");
+    there.held = Some("os@2".into());
+    assert_eq!(plan_one(&rollout("/os", "os@2", 7), &[], Default::default(), there.clone()), vec![]);
+    // The rollout is over (the channel names os@2): the hold is released so the mount follows
+    // its channel again.
+    assert_eq!(plan_one(&d, &[], Default::default(), there), vec![Action::Update { path: "/os".into(), hint: "os@2".into() }]);
+}
+
+#[test]
+fn a_withdrawn_generation_is_left_at_once_and_never_entered() {
+    let mut r = up(channel("os/stable"), "os@2");
+    r.previous = Some("os@1".into());
+    let d = desired("/os", channel("os/stable"), Some("os@2"));
+    assert_eq!(plan_one(&d, &["os@2"], Default::default(), r.clone()), vec![Action::Withdraw { path: "/os".into(), from: "os@2".into() }]);
+    // Even while a rollout offers it.
+    assert_eq!(
+        plan_one(&rollout("/os", "os@2", 3), &["os@2"], Default::default(), r.clone()),
+        vec![Action::Withdraw { path: "/os".into(), from: "os@2".into() }]
+    );
+    // Nothing to go back to (none, or withdrawn too): reported once, and it keeps serving.
+    let mut stuck = r.clone();
+    stuck.previous = Some("os@1".into());
+    let want = vec![Action::Stuck { path: "/os".into(), generation: "os@2".into(), previous: Some("os@1".into()) }];
+    assert_eq!(plan_one(&d, &["os@1", "os@2"], Default::default(), stuck.clone()), want);
+    let reported = reconcile::Memo { stuck_on: Some("os@2".into()), ..Default::default() };
+    assert_eq!(plan_one(&d, &["os@1", "os@2"], reported, stuck.clone()), vec![]);
+    stuck.previous = None;
+    assert!(matches!(&plan_one(&d, &["os@2"], Default::default(), stuck)[..], [Action::Stuck { previous: None, .. }]));
+    // Back on os@1 with os@2 still offered: never switched (or updated) into it.
+    let back = up(channel("os/stable"), "os@1");
+    assert_eq!(plan_one(&d, &["os@2"], Default::default(), back.clone()), vec![]);
+    assert_eq!(plan_one(&rollout("/os", "os@2", 3), &["os@2"], Default::default(), back), vec![]);
+}
+
+#[test]
+fn a_failed_offer_is_not_tried_again_until_the_desired_state_changes() {
+    let r = up(channel("os/stable"), "os@1");
+    let failed = |g: &str, id: Option<u64>| reconcile::Memo {
+        failed: Some(reconcile::Offer { generation: g.into(), rollout: id.map(api::rollouts::RolloutId) }),
+        ..Default::default()
+    };
+    assert_eq!(plan_one(&rollout("/os", "os@2", 7), &[], failed("os@2", Some(7)), r.clone()), vec![]);
+    // Another rollout of the same generation, another generation, or the channel's own move
+    // are other offers.
+    assert_eq!(plan_one(&rollout("/os", "os@2", 8), &[], failed("os@2", Some(7)), r.clone()).len(), 1);
+    assert_eq!(plan_one(&rollout("/os", "os@3", 7), &[], failed("os@2", Some(7)), r.clone()).len(), 1);
+    let d = desired("/os", channel("os/stable"), Some("os@2"));
+    assert_eq!(plan_one(&d, &[], failed("os@2", None), r.clone()), vec![]);
+    assert_eq!(plan_one(&d, &[], failed("os@2", Some(7)), r), vec![Action::Update { path: "/os".into(), hint: "os@2".into() }]);
+    // forget_stale drops what the desired state no longer offers, and mounts no longer desired.
+    let mut m = BTreeMap::from([("/os".to_string(), failed("os@2", Some(7))), ("/gone".to_string(), failed("x@1", None))]);
+    assert!(reconcile::forget_stale(&mut m, &[rollout("/os", "os@2", 7)], &[]));
+    assert_eq!(m.keys().collect::<Vec<_>>(), vec!["/os"]);
+    assert!(!reconcile::forget_stale(&mut m, &[rollout("/os", "os@2", 7)], &[]));
+    assert!(reconcile::forget_stale(&mut m, &[rollout("/os", "os@3", 7)], &[]));
+    assert!(m.is_empty());
+}
+
+#[test]
+fn a_reboot_activation_is_staged_once_and_forgotten_when_reached_or_withdrawn() {
+    let r = up(channel("os/stable"), "os@1");
+    let mut d = rollout("/os", "os@2", 4);
+    d.activation = Some("reboot".into());
+    assert_eq!(
+        plan_one(&d, &[], Default::default(), r.clone()),
+        vec![Action::StageReboot { path: "/os".into(), generation: "os@2".into() }]
+    );
+    let staged = |g: &str| reconcile::Memo { pending_reboot: Some(g.into()), ..Default::default() };
+    assert_eq!(plan_one(&d, &[], staged("os@2"), r.clone()), vec![], "waiting is reported once");
+    // A newer generation replaces the staged one: several collapse into the latest offered.
+    let mut d3 = d.clone();
+    d3.generation = Some("os@3".into());
+    assert_eq!(plan_one(&d3, &[], staged("os@2"), r.clone()), vec![Action::StageReboot { path: "/os".into(), generation: "os@3".into() }]);
+    // Withdrawn: forgotten, and the next start will not take it.
+    assert_eq!(plan_one(&d, &["os@2"], staged("os@2"), r.clone()), vec![Action::Unstage { path: "/os".into() }]);
+    assert_eq!(reconcile::boot_generation(Some(&staged("os@2")), &["os@2".into()]), None);
+    assert_eq!(reconcile::boot_generation(Some(&staged("os@2")), &[]).as_deref(), Some("os@2"));
+    assert_eq!(reconcile::boot_generation(None, &[]), None);
+    // Reached (the mount started on it): forgotten.
+    assert_eq!(plan_one(&d, &[], staged("os@2"), up(channel("os/stable"), "os@2")), vec![Action::Unstage { path: "/os".into() }]);
+    // Live and restart activations switch.
+    for a in ["live", "restart:nginx.service,app@1.service"] {
+        let mut live = d.clone();
+        live.activation = Some(a.into());
+        assert_eq!(
+            plan_one(&live, &[], Default::default(), r.clone()),
+            vec![Action::SwitchTo { path: "/os".into(), generation: "os@2".into() }]
+        );
+    }
+}
+
+#[test]
+fn activations_parse_and_anything_unknown_is_taken_as_reboot() {
+    use reconcile::Activation;
+    assert_eq!(Activation::of(None), Activation::Live);
+    assert_eq!(Activation::of(Some("live")), Activation::Live);
+    assert_eq!(Activation::of(Some("reboot")), Activation::Reboot);
+    assert_eq!(Activation::of(Some("restart:a.service,b")), Activation::Restart(vec!["a.service".into(), "b".into()]));
+    for odd in ["restart:", "restart:a;rm -rf /", "restart:a,,b", "soon"] {
+        assert_eq!(Activation::of(Some(odd)), Activation::Reboot, "{odd}");
+    }
+}
+
+// Health checks on an injected clock.
+
+fn check(soak: u64, units: &[&str], t0: Instant) -> super::health::Check {
+    let offer = reconcile::Offer { generation: "os@2".into(), rollout: None };
+    super::health::Check::new(offer, t0, Duration::from_secs(soak), units.iter().map(|u| u.to_string()).collect(), 1)
+}
+
+#[test]
+fn a_switch_is_probed_at_once_and_again_after_the_soak_then_healthy() {
+    use super::health::{Task, Verdict};
+    let t0 = Instant::now();
+    let mut c = check(60, &[], t0);
+    assert_eq!(c.start(t0), Some(Task::Probe));
+    assert_eq!(c.start(t0), None, "one task at a time");
+    assert_eq!(c.finished(true), Verdict::Continue);
+    assert_eq!(c.due(), t0 + Duration::from_secs(60));
+    assert_eq!(c.start(t0 + Duration::from_secs(59)), None, "not before the soak ends");
+    assert_eq!(c.start(t0 + Duration::from_secs(60)), Some(Task::Probe));
+    assert_eq!(c.finished(true), Verdict::Healthy);
+    // No soak: one healthy probe is enough.
+    let mut c = check(0, &[], t0);
+    assert_eq!(c.start(t0), Some(Task::Probe));
+    assert_eq!(c.finished(true), Verdict::Healthy);
+}
+
+#[test]
+fn a_failed_probe_at_once_or_after_the_soak_fails_the_check() {
+    use super::health::Verdict;
+    let t0 = Instant::now();
+    let mut c = check(30, &[], t0);
+    c.start(t0);
+    assert_eq!(c.finished(false), Verdict::ProbeFailed);
+    let mut c = check(30, &[], t0);
+    c.start(t0);
+    c.finished(true);
+    c.start(t0 + Duration::from_secs(31));
+    assert_eq!(c.finished(false), Verdict::ProbeFailed);
+}
+
+#[test]
+fn units_are_restarted_after_a_healthy_first_probe_and_a_failed_restart_says_so() {
+    use super::health::{Task, Verdict};
+    let t0 = Instant::now();
+    let mut c = check(10, &["app.service"], t0);
+    assert_eq!(c.start(t0), Some(Task::Probe));
+    assert_eq!(c.finished(true), Verdict::Continue);
+    assert_eq!(c.start(t0), Some(Task::Restart));
+    assert_eq!(c.finished(true), Verdict::Continue);
+    assert_eq!(c.start(t0 + Duration::from_secs(10)), Some(Task::Probe));
+    assert_eq!(c.finished(true), Verdict::Healthy);
+    let mut c = check(10, &["app.service"], t0);
+    c.start(t0);
+    c.finished(true);
+    c.start(t0);
+    assert_eq!(c.finished(false), Verdict::RestartFailed);
+}
+
+// Probes and restarts as real processes.
+
+fn probe_cmd(command: &str, timeout: u64) -> api::fleet::Probe {
+    api::fleet::Probe { command: Some(command.into()), url: None, timeout_seconds: timeout }
+}
+
+#[test]
+fn a_command_probe_sees_the_mount_and_generation_and_fails_with_its_output_and_exit() {
+    use super::probe::{probe, How};
+    let dir = tempfile::tempdir().unwrap();
+    let ok = probe_cmd(r#"test "$IMGFS_MOUNT" = /srv/os && test "$IMGFS_GENERATION" = os@2"#, 10);
+    assert_eq!(probe(Some(&ok), std::path::Path::new("/srv/os"), "os@2"), Ok(()));
+    let bad = probe_cmd("echo out; echo err >&2; exit 3", 10);
+    let f = probe(Some(&bad), dir.path(), "os@2").unwrap_err();
+    assert_eq!((f.output.as_str(), &f.how), ("out\nerr", &How::Exit(3)));
+    assert_eq!(f.to_string(), "out\nerr (exit 3)");
+    assert_eq!(probe(None, dir.path(), "os@2"), Ok(()), "no probe: healthy");
+}
+
+#[test]
+fn a_probe_past_its_deadline_is_killed_with_its_whole_process_group() {
+    use super::probe::{probe, How};
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("child.pid");
+    // The shell leaves a grandchild behind that would keep the pipe open.
+    let cmd = format!("echo started; sleep 30 & echo $! > {}; wait", marker.display());
+    let start = Instant::now();
+    let f = probe(Some(&probe_cmd(&cmd, 1)), dir.path(), "os@2").unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert_eq!((f.output.as_str(), &f.how), ("started", &How::TimedOut(1)));
+    let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    // Killed (or a zombie about to be reaped by init): no longer sleeping.
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
+    assert!(!alive, "the probe's grandchild {pid} survived");
+}
+
+#[test]
+fn an_http_probe_is_healthy_on_2xx_only() {
+    use super::probe::{probe, How};
+    use std::io::{Read, Write};
+    let serve = |status: &'static str, body: &'static str| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            c.write_all(reply.as_bytes()).unwrap();
+        });
+        api::fleet::Probe { command: None, url: Some(url), timeout_seconds: 5 }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(probe(Some(&serve("204 No Content", "")), dir.path(), "os@2"), Ok(()));
+    let f = probe(Some(&serve("503 Service Unavailable", "db down")), dir.path(), "os@2").unwrap_err();
+    assert_eq!((f.output.as_str(), &f.how), ("db down", &How::Http(503)));
+}
+
+#[test]
+fn the_restart_command_gets_the_units_as_arguments() {
+    use super::probe::{restart, How};
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("restart");
+    let log = dir.path().join("log");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> {}\ncase \"$*\" in *bad.service*) echo no such unit; exit 5;; esac\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let command = format!("{} --now", script.display());
+    assert_eq!(restart(&command, &["a.service".into(), "b.service".into()]), Ok(()));
+    let f = restart(&command, &["bad.service".into()]).unwrap_err();
+    assert_eq!((f.output.as_str(), &f.how), ("no such unit", &How::Exit(5)));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "--now a.service b.service\n--now bad.service\n");
+}
+
+#[test]
+fn the_config_takes_a_health_probe_and_a_restart_command() {
+    let c = AgentConfig::parse(
+        "servers = [\"http://a\"]\nrestart_command = \"/usr/local/bin/restart\"\n[health]\ncommand = \"true\"\ntimeout_seconds = 5\n",
+    )
+    .unwrap();
+    assert_eq!(c.health.as_ref().and_then(|h| h.command.as_deref()), Some("true"));
+    assert_eq!(c.restart_command, "/usr/local/bin/restart");
+    let c = AgentConfig::parse("servers = [\"http://a\"]").unwrap();
+    assert_eq!((c.health, c.restart_command.as_str()), (None, super::config::DEFAULT_RESTART_COMMAND));
+    for bad in [
+        "servers = [\"http://a\"]\n[health]\ntimeout_seconds = 5",
+        "servers = [\"http://a\"]\n[health]\ncommand = \"true\"\nurl = \"http://x\"",
+        "servers = [\"http://a\"]\n[health]\ncommand = \"true\"\ntimeout_seconds = 0",
+        "servers = [\"http://a\"]\n[health]\ncommand = \"true\"\ntimeot = 3",
+        "servers = [\"http://a\"]\nrestart_command = \" \"",
+    ] {
+        assert!(AgentConfig::parse(bad).is_err(), "{bad}");
+    }
 }
