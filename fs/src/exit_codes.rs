@@ -24,6 +24,9 @@ pub enum ExitCode {
     /// The fleet's server refuses this endpoint (revoked or unknown): `imgfs agent` stops and
     /// its mounts keep serving.
     LockedOut = 7,
+    /// `imgfs defer`: the mount's group policy does not allow it (no window, deferring
+    /// forbidden, longer than allowed, or no desired state kept yet).
+    Policy = 8,
 }
 
 impl ExitCode {
@@ -37,6 +40,7 @@ impl ExitCode {
         ExitCode::Unreachable,
         ExitCode::NoMount,
         ExitCode::LockedOut,
+        ExitCode::Policy,
     ];
 
     /// The number the process exits with.
@@ -77,4 +81,5 @@ Exit codes:
   4  refused: the signed metadata refused the update; the mount stays on its generation
   5  unreachable: no server could be reached
   6  no imgfs mount answers at MOUNTPOINT
-  7  locked out: the fleet's server refuses this endpoint (revoked or unknown); its mounts keep serving";
+  7  locked out: the fleet's server refuses this endpoint (revoked or unknown); its mounts keep serving
+  8  defer: the mount's group policy does not allow it (no window, deferring forbidden or too long)";

@@ -158,6 +158,21 @@ enum Command {
         /// As given to pin: IMAGE@N or a manifest digest.
         generation: String,
     },
+    /// Defer the fleet agent's switches of MOUNTPOINT for a while (up to what its group's
+    /// maintenance window allows), or clear a deferral; prints until when.
+    Defer {
+        /// The mount point (or the namespace path of the mount).
+        mountpoint: PathBuf,
+        /// How long: 90s, 30m, 4h, 1d or seconds.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_seconds, required_unless_present = "clear", conflicts_with = "clear")]
+        duration: Option<u64>,
+        /// Remove the mount's deferral: it switches as its window allows.
+        #[arg(long)]
+        clear: bool,
+        /// The agent's configuration, for its state directory.
+        #[arg(long, default_value = "/etc/imgfs/agent.toml")]
+        config: PathBuf,
+    },
     /// Fetch everything of GEN the cache lacks, for offline use. Resumes where an interrupted
     /// prefetch stopped; the mount finishes it even if this command is interrupted.
     Prefetch {
@@ -280,6 +295,7 @@ fn run(command: Command, json: bool) -> ExitCode {
     match command {
         Command::Enroll { server, enroll_token, state, cache, label } => enroll(&server, &enroll_token, &state, &cache, label, json),
         Command::Agent { config } => agent(&config),
+        Command::Defer { mountpoint, duration, clear: _, config } => defer(&config, &mountpoint, duration, json),
         Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
         Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),
         Command::Rollback { mountpoint } => control(&mountpoint, "rollback", &Request::Rollback, json, fs::report::outcome, switch_error),
@@ -346,6 +362,56 @@ fn agent(config: &Path) -> ExitCode {
     };
     tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "the agent stops");
     code
+}
+
+/// `imgfs defer`: records or clears a deferral; prints until when.
+fn defer(config: &Path, mountpoint: &Path, seconds: Option<u64>, json: bool) -> ExitCode {
+    use fs::agent::deferral::DeferError;
+    let cfg = match fs::agent::config::AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imgfs: error: {:#}", anyhow::Error::from(e));
+            return ExitCode::Usage;
+        }
+    };
+    match fs::agent::deferral::defer(&cfg, mountpoint, seconds, fs::trusted::unix_now()) {
+        Ok(done) => {
+            match (json, done.deferral) {
+                (true, _) => println!("{}", pretty(&done)),
+                (false, Some(d)) => println!("{}: switches deferred until {}", done.path, fs::report::time(d.until)),
+                (false, None) => println!("{}: deferral cleared; it switches as its window allows", done.path),
+            }
+            ExitCode::Ok
+        }
+        Err(e) => {
+            let code = match &e {
+                DeferError::NoDesiredState { .. }
+                | DeferError::NoPolicy { .. }
+                | DeferError::Forbidden { .. }
+                | DeferError::TooLong { .. } => ExitCode::Policy,
+                DeferError::NotAMount { .. } => ExitCode::NotFound,
+                DeferError::Io { .. } | DeferError::Write(_) | DeferError::Corrupt { .. } => ExitCode::Failure,
+            };
+            eprintln!("imgfs: defer refused: {:#}", anyhow::Error::from(e));
+            code
+        }
+    }
+}
+
+/// `--for 4h`: `90s`, `30m`, `4h`, `1d` or a number of seconds (not zero).
+fn parse_seconds(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration: give 90s, 30m, 4h, 1d or seconds");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).filter(|s| *s > 0).ok_or_else(bad)
 }
 
 /// `--label k=v`.

@@ -36,6 +36,11 @@ fn ago(seconds: u64) -> String {
     }
 }
 
+/// Unix seconds as an RFC 3339 instant in UTC (`2026-12-03T10:00:00Z`).
+pub fn time(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix).map_or_else(|_| format!("{unix} (unix seconds)"), |t| t.to_string())
+}
+
 fn percent(done: u64, total: u64) -> u64 {
     (done * 100).checked_div(total).unwrap_or(100)
 }

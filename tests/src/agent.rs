@@ -17,12 +17,29 @@ pub struct Agent {
     pub dir: PathBuf,
     /// Namespace paths it may have mounted (detached on drop).
     pub paths: Vec<String>,
+    /// Environment variables it (and so its mounts) runs with.
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Agent {
     /// Writes `DIR/agent.toml` for `server` (enrolling with `token`, labelled `site=SITE`,
     /// `extra` TOML lines appended before the labels) and starts `imgfs agent`.
     pub fn start(dir: &Path, server: &Server, root: &Path, token: &str, site: &str, extra: &str, paths: &[&str]) -> Agent {
+        Agent::start_with_env(dir, server, root, token, site, extra, paths, &[])
+    }
+
+    /// `start` with environment variables (`IMAGED_TEST_CLOCK`: the agent's and its mounts' clock).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_env(
+        dir: &Path,
+        server: &Server,
+        root: &Path,
+        token: &str,
+        site: &str,
+        extra: &str,
+        paths: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("agent.toml");
         let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
@@ -37,7 +54,8 @@ impl Agent {
             site
         );
         std::fs::write(&config, text).unwrap();
-        let mut agent = Agent { child: None, dir: dir.to_path_buf(), paths: paths.iter().map(|p| p.to_string()).collect() };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+        let mut agent = Agent { child: None, dir: dir.to_path_buf(), paths: paths.iter().map(|p| p.to_string()).collect(), env };
         agent.restart();
         agent
     }
@@ -45,7 +63,14 @@ impl Agent {
     /// Starts the agent again on the same configuration (after `stop`).
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.log")).unwrap();
-        let child = Command::new(bin("imgfs")).arg("agent").arg("--config").arg(self.dir.join("agent.toml")).stderr(log).spawn().unwrap();
+        let child = Command::new(bin("imgfs"))
+            .arg("agent")
+            .arg("--config")
+            .arg(self.dir.join("agent.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.child = Some(child);
     }
 

@@ -40,7 +40,8 @@ pub fn clean(s: &str) -> String {
 pub fn pretty_name(os_release: &str) -> Option<String> {
     let value = os_release.lines().find_map(|l| l.trim().strip_prefix("PRETTY_NAME="))?;
     let v = value.trim();
-    let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
+    let unquoted =
+        v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
     Some(unquoted.unwrap_or(v).replace("\\\"", "\""))
 }
 

@@ -9,14 +9,17 @@
 
 pub mod client;
 pub mod config;
+pub mod deferral;
 pub mod facts;
 pub mod health;
+pub mod hold;
 pub mod identity;
 pub mod probe;
 pub mod queue;
 pub mod reconcile;
 pub mod schedule;
 pub mod supervisor;
+pub mod window;
 
 #[cfg(test)]
 mod tests;
@@ -32,9 +35,9 @@ use api::fleet::{CacheState, Desired, EventKind, Facts, MountState, ReportBatch}
 
 use client::{Client, ClientError, DesiredAnswer};
 use config::AgentConfig;
+use health::{Check, Task, Verdict};
 use identity::Sessions;
 use queue::Queue;
-use health::{Check, Task, Verdict};
 use reconcile::{Action, Activation, Memo, Offer, RunState, Running};
 use schedule::{jitter, Backoff, Schedule};
 use supervisor::{Child, Supervisor};
@@ -100,6 +103,8 @@ struct Agent {
     memos: BTreeMap<String, Memo>,
     /// Where the health checks' tasks report.
     wake: mpsc::Sender<Wake>,
+    /// Switches the switch gate holds back (maintenance windows, deferrals).
+    holds: hold::Holds,
 }
 
 /// Seconds since the epoch (the workspace's clock, which tests can set).
@@ -143,6 +148,7 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
         serial: 0,
         memos,
         wake,
+        holds: hold::Holds::default(),
     };
     agent.check_facts();
     let mut schedule = Schedule::new(now);
@@ -162,7 +168,8 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
             }
             agent.check_facts();
         }
-        if now >= next_status {
+        let gate_due = agent.gate_wake().is_some_and(|t| now >= t);
+        if now >= next_status || gate_due {
             agent.watch();
             agent.reconcile();
             next_status = Instant::now() + STATUS_EVERY;
@@ -176,6 +183,9 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
         }
         agent.run_checks(Instant::now());
         let mut until = schedule.next().min(next_status);
+        if let Some(t) = agent.gate_wake() {
+            until = until.min(t);
+        }
         if !agent.queue.is_empty() {
             until = until.min(agent.next_report);
         }
@@ -284,6 +294,9 @@ impl Agent {
             self.save_memos();
         }
         let actions = reconcile::plan_with(&desired.mounts, &desired.withdrawn, &self.memos, &self.running(), Instant::now());
+        let mut prefetched = Vec::new();
+        self.holds.finished(unix_now(), &mut prefetched);
+        prefetched.into_iter().for_each(|e| self.event(e));
         let mut changed = false;
         for action in actions {
             match action {
@@ -305,15 +318,25 @@ impl Agent {
                     self.start(&path, spec, staged);
                     changed = true;
                 }
-                Action::Update { path, hint } => self.update(&path, hint),
-                Action::SwitchTo { path, generation } => self.switch_to(&path, generation),
+                Action::Update { path, hint } => {
+                    if self.may_switch(&desired, &path, &hint) {
+                        self.update(&path, hint)
+                    }
+                }
+                Action::SwitchTo { path, generation } => {
+                    if self.may_switch(&desired, &path, &generation) {
+                        self.switch_to(&path, generation)
+                    }
+                }
                 Action::Withdraw { path, from } => {
                     self.checks.remove(&path);
                     self.roll_back(&path, &from, "withdrawn".into(), None);
                 }
                 Action::Stuck { path, generation, previous } => {
                     let error = match &previous {
-                        Some(p) => format!("{generation} is withdrawn and so is its previous generation {p}: it keeps serving {generation}"),
+                        Some(p) => {
+                            format!("{generation} is withdrawn and so is its previous generation {p}: it keeps serving {generation}")
+                        }
                         None => format!("{generation} is withdrawn and there is no previous generation to go back to: it keeps serving it"),
                     };
                     self.memo(&path).stuck_on = Some(generation.clone());
@@ -327,9 +350,36 @@ impl Agent {
                 }
             }
         }
+        self.holds.end_turn();
         if changed {
             self.supervisor.save();
         }
+    }
+
+    /// The switch gate's hook (`window`, `hold`), asked before any switch to an offered
+    /// generation: whether the mount at `path` may switch to `generation` now. If not, the
+    /// mount prefetches it in the background and the agent reports why it waits; the loop asks
+    /// again at every turn and wakes when the gate may open (`gate_wake`).
+    fn may_switch(&mut self, desired: &Desired, path: &str, generation: &str) -> bool {
+        let Some(mount) = desired.mounts.iter().find(|m| m.mount.path == path) else { return true };
+        let deferral = match deferral::read(&self.config.state) {
+            Ok(d) => d.deferrals.get(path).copied(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the users' deferrals; none is honoured");
+                None
+            }
+        };
+        let mut events = Vec::new();
+        let local = self.config.local_path(path);
+        let now = self.holds.consider(unix_now(), mount, generation, &local, deferral, &mut events);
+        events.into_iter().for_each(|e| self.event(e));
+        now
+    }
+
+    /// When the switch gate may open for a held switch.
+    fn gate_wake(&self) -> Option<Instant> {
+        let until = self.holds.wake()?;
+        Some(Instant::now() + Duration::from_secs(until.saturating_sub(unix_now()).max(0) as u64))
     }
 
     /// What is remembered of the mount at `path` (made empty if nothing was).
@@ -362,7 +412,9 @@ impl Agent {
                 let generation = st.current.generation.clone();
                 let seen = reconcile::observe(path, None, &st).1;
                 let running = Running::of_status(spec, &st);
-                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: Some(seen), status: Some(st), failures: 0 });
+                self.supervisor
+                    .children
+                    .insert(path.to_string(), Child { running, local, seen: Some(seen), status: Some(st), failures: 0 });
                 self.event(EventKind::Mounted { path: path.to_string(), generation: generation.clone() });
                 if staged.as_ref() == Some(&generation) {
                     tracing::info!(path, %generation, "started on the generation staged for this start");
@@ -379,7 +431,9 @@ impl Agent {
                     api::fleet::Source::Channel(_) => None,
                 };
                 let running = Running::down(spec, Instant::now() + wait);
-                self.supervisor.children.insert(path.to_string(), Child { running, local, seen: None, status: None, failures: failures + 1 });
+                self.supervisor
+                    .children
+                    .insert(path.to_string(), Child { running, local, seen: None, status: None, failures: failures + 1 });
                 self.event(EventKind::Failed { path: path.to_string(), generation, error: reconcile::clip(&format!("{e:#}")) });
             }
         }
@@ -408,7 +462,9 @@ impl Agent {
                 self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&error) })
             }
             Ok(Switch::NothingToRollBackTo) => {}
-            Err(e) => self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&format!("{e:#}")) }),
+            Err(e) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(hint), error: reconcile::clip(&format!("{e:#}")) })
+            }
         }
     }
 
@@ -450,7 +506,9 @@ impl Agent {
                 self.event(EventKind::Failed { path: path.into(), generation: Some(generation), error: reconcile::clip(&error) })
             }
             Ok(Switch::NothingToRollBackTo) => {}
-            Err(e) => self.event(EventKind::Failed { path: path.into(), generation: Some(generation), error: reconcile::clip(&format!("{e:#}")) }),
+            Err(e) => {
+                self.event(EventKind::Failed { path: path.into(), generation: Some(generation), error: reconcile::clip(&format!("{e:#}")) })
+            }
         }
     }
 
@@ -458,7 +516,8 @@ impl Agent {
     /// its channel poller does not take `from` again); reports `rolled_back` with `why`, and
     /// `failed` with `failure` (a failed probe's error) when given.
     fn roll_back(&mut self, path: &str, from: &str, why: String, failure: Option<String>) {
-        let failed = |error: String| EventKind::Failed { path: path.into(), generation: Some(from.to_string()), error: reconcile::clip(&error) };
+        let failed =
+            |error: String| EventKind::Failed { path: path.into(), generation: Some(from.to_string()), error: reconcile::clip(&error) };
         match self.supervisor.rollback(path) {
             Ok(Switch::Switched { from: left, to, .. }) => {
                 self.moved(path, &left, &to, None);
@@ -498,7 +557,9 @@ impl Agent {
                         c.running.held = Some(current);
                     }
                 }
-                other => tracing::warn!(path, outcome = ?other.map_err(|e| e.to_string()), "cannot hold the mount for its staged generation"),
+                other => {
+                    tracing::warn!(path, outcome = ?other.map_err(|e| e.to_string()), "cannot hold the mount for its staged generation")
+                }
             }
         }
         tracing::info!(path, %generation, "staged for the next boot (activation reboot)");

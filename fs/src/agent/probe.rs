@@ -132,10 +132,8 @@ fn run(mut cmd: Command, timeout: Duration) -> Result<(), Failure> {
 
 /// GETs `url` within `timeout`: a 2xx answer is healthy.
 fn get(url: &str, timeout: Duration) -> Result<(), Failure> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| Failure { output: e.to_string(), how: How::Request })?;
+    let client =
+        reqwest::blocking::Client::builder().timeout(timeout).build().map_err(|e| Failure { output: e.to_string(), how: How::Request })?;
     match client.get(url).send() {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => {

@@ -127,7 +127,8 @@ impl Activation {
             None | Some("live") => Activation::Live,
             Some("reboot") => Activation::Reboot,
             Some(t) => {
-                let unit_ok = |u: &str| !u.is_empty() && u.len() <= 256 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._:-".contains(&b));
+                let unit_ok =
+                    |u: &str| !u.is_empty() && u.len() <= 256 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._:-".contains(&b));
                 match t.strip_prefix("restart:") {
                     Some(units) if units.split(',').all(unit_ok) => Activation::Restart(units.split(',').map(String::from).collect()),
                     _ => Activation::Reboot,
@@ -306,8 +307,11 @@ fn up_action(d: &DesiredMount, withdrawn: &[String], memo: Option<&Memo>, r: &Ru
     if is_withdrawn(current) {
         return match &r.previous {
             Some(p) if !is_withdrawn(p) => Some(Action::Withdraw { path, from: current.to_string() }),
-            previous => (memo.and_then(|m| m.stuck_on.as_deref()) != Some(current))
-                .then(|| Action::Stuck { path, generation: current.to_string(), previous: previous.clone() }),
+            previous => (memo.and_then(|m| m.stuck_on.as_deref()) != Some(current)).then(|| Action::Stuck {
+                path,
+                generation: current.to_string(),
+                previous: previous.clone(),
+            }),
         };
     }
     let target = target(d)?;
@@ -417,7 +421,12 @@ pub fn observe(path: &str, before: Option<&Seen>, st: &Status) -> (Vec<EventKind
         events.push(EventKind::MetadataStale { path: path.into(), error: clip(&error) });
     }
     if now.offline && !before.offline {
-        let error = st.servers.iter().filter_map(|s| s.last_error.clone()).last().unwrap_or_else(|| "every server is resting after failures".into());
+        let error = st
+            .servers
+            .iter()
+            .filter_map(|s| s.last_error.clone())
+            .last()
+            .unwrap_or_else(|| "every server is resting after failures".into());
         events.push(EventKind::FetchFailed { path: path.into(), error: clip(&error) });
     }
     (events, now)
@@ -462,7 +471,10 @@ pub fn cache_state<'a>(statuses: impl IntoIterator<Item = &'a Status>) -> CacheS
 pub fn cache_changed(old: Option<&CacheState>, new: &CacheState) -> bool {
     let Some(old) = old else { return true };
     let moved = |a: u64, b: u64| a.abs_diff(b) > (a / 10).max(64 << 20);
-    old.pins != new.pins || old.generations != new.generations || moved(old.used_bytes, new.used_bytes) || moved(old.free_bytes, new.free_bytes)
+    old.pins != new.pins
+        || old.generations != new.generations
+        || moved(old.used_bytes, new.used_bytes)
+        || moved(old.free_bytes, new.free_bytes)
 }
 
 /// The `x-imaged-actual` pairs of the mounts running: each path with its generation, or none

@@ -87,7 +87,8 @@ pub struct Supervisor {
 /// A directory name for the mount at namespace path `path`: its components joined by `-`,
 /// then 8 hex digits of its hash (so `/a-b` and `/a/b` differ).
 pub fn dir_name(path: &str) -> String {
-    let readable: String = path.trim_matches('/').replace('/', "-").chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+    let readable: String =
+        path.trim_matches('/').replace('/', "-").chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
     let hash = format::Digest::of(path.as_bytes()).to_hex();
     format!("{}-{}", readable.chars().take(64).collect::<String>(), &hash[..8])
 }
@@ -219,7 +220,10 @@ impl Supervisor {
     }
 
     fn switch(&self, path: &str, request: &Request) -> Result<Switch, SuperviseError> {
-        let c = self.children.get(path).ok_or_else(|| SuperviseError::Failed(api::control::Failed::new(api::control::FailureKind::NotFound, "no such mount")))?;
+        let c = self
+            .children
+            .get(path)
+            .ok_or_else(|| SuperviseError::Failed(api::control::Failed::new(api::control::FailureKind::NotFound, "no such mount")))?;
         crate::control::request::<Switch>(&c.local, request, &mut |_| {})?.map_err(SuperviseError::Failed)
     }
 }

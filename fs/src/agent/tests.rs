@@ -298,7 +298,13 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
         },
         pins: vec![g("os@0")],
         prefetching: vec![],
-        servers: vec![ServerHealth { url: "http://a".into(), ok: 1, failed: 2, last_error: Some("connection refused".into()), resting_for: 5 }],
+        servers: vec![ServerHealth {
+            url: "http://a".into(),
+            ok: 1,
+            failed: 2,
+            last_error: Some("connection refused".into()),
+            resting_for: 5,
+        }],
         offline,
         traffic: Traffic::default(),
         opens: Opens { mode: OpenMode::Kernel, fuse: 0, passthrough: 0 },
@@ -550,7 +556,10 @@ fn a_reboot_activation_is_staged_once_and_forgotten_when_reached_or_withdrawn() 
     let r = up(channel("os/stable"), "os@1");
     let mut d = rollout("/os", "os@2", 4);
     d.activation = Some("reboot".into());
-    assert_eq!(plan_one(&d, &[], Default::default(), r.clone()), vec![Action::StageReboot { path: "/os".into(), generation: "os@2".into() }]);
+    assert_eq!(
+        plan_one(&d, &[], Default::default(), r.clone()),
+        vec![Action::StageReboot { path: "/os".into(), generation: "os@2".into() }]
+    );
     let staged = |g: &str| reconcile::Memo { pending_reboot: Some(g.into()), ..Default::default() };
     assert_eq!(plan_one(&d, &[], staged("os@2"), r.clone()), vec![], "waiting is reported once");
     // A newer generation replaces the staged one: several collapse into the latest offered.
@@ -568,7 +577,10 @@ fn a_reboot_activation_is_staged_once_and_forgotten_when_reached_or_withdrawn() 
     for a in ["live", "restart:nginx.service,app@1.service"] {
         let mut live = d.clone();
         live.activation = Some(a.into());
-        assert_eq!(plan_one(&live, &[], Default::default(), r.clone()), vec![Action::SwitchTo { path: "/os".into(), generation: "os@2".into() }]);
+        assert_eq!(
+            plan_one(&live, &[], Default::default(), r.clone()),
+            vec![Action::SwitchTo { path: "/os".into(), generation: "os@2".into() }]
+        );
     }
 }
 
@@ -705,7 +717,11 @@ fn the_restart_command_gets_the_units_as_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("restart");
     let log = dir.path().join("log");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" >> {}\ncase \"$*\" in *bad.service*) echo no such unit; exit 5;; esac\n", log.display())).unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> {}\ncase \"$*\" in *bad.service*) echo no such unit; exit 5;; esac\n", log.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let command = format!("{} --now", script.display());
     assert_eq!(restart(&command, &["a.service".into(), "b.service".into()]), Ok(()));
@@ -716,7 +732,10 @@ fn the_restart_command_gets_the_units_as_arguments() {
 
 #[test]
 fn the_config_takes_a_health_probe_and_a_restart_command() {
-    let c = AgentConfig::parse("servers = [\"http://a\"]\nrestart_command = \"/usr/local/bin/restart\"\n[health]\ncommand = \"true\"\ntimeout_seconds = 5\n").unwrap();
+    let c = AgentConfig::parse(
+        "servers = [\"http://a\"]\nrestart_command = \"/usr/local/bin/restart\"\n[health]\ncommand = \"true\"\ntimeout_seconds = 5\n",
+    )
+    .unwrap();
     assert_eq!(c.health.as_ref().and_then(|h| h.command.as_deref()), Some("true"));
     assert_eq!(c.restart_command, "/usr/local/bin/restart");
     let c = AgentConfig::parse("servers = [\"http://a\"]").unwrap();
