@@ -241,9 +241,13 @@ impl Engine {
         self.inner.read().unwrap().rollouts.get(&id).cloned()
     }
 
-    /// The rollouts that hold endpoints now (for desired states).
+    /// The rollouts that hold endpoints now (for desired states): of each channel only the
+    /// newest counts, so a rollout aborted where it stood stops holding its endpoints once a
+    /// later rollout of its channel starts.
     pub fn holding(&self) -> Vec<Rollout> {
-        self.inner.read().unwrap().rollouts.values().filter(|r| holds_endpoints(&r.state)).cloned().collect()
+        let inner = self.inner.read().unwrap();
+        let mut seen = BTreeSet::new();
+        inner.rollouts.values().rev().filter(|r| seen.insert(r.channel.clone())).filter(|r| holds_endpoints(&r.state)).cloned().collect()
     }
 
     /// The active rollout of a channel, if any.

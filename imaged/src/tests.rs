@@ -600,6 +600,24 @@ mod rollout_core {
     }
 
     #[test]
+    fn only_the_newest_rollout_of_a_channel_holds_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::sync::Arc::new(crate::meta::Meta::open(dir.path()).unwrap());
+        let engine = crate::rollouts::Engine::load(meta).unwrap();
+        let entry = || crate::meta::AuditEntry::new("admin", "rollout", "r", "");
+        let mut old = rollout(vec![stage(StageTarget::Percent(100), 1, 0, 0)]);
+        old.id = RolloutId(1);
+        old.state = RolloutState::Aborted { by: "admin".into(), revert: false };
+        engine.put(old, entry()).unwrap();
+        assert_eq!(engine.holding().iter().map(|r| r.id).collect::<Vec<_>>(), [RolloutId(1)], "aborted where it stood: still holds");
+        let mut new = rollout(vec![stage(StageTarget::Percent(100), 1, 0, 0)]);
+        new.id = RolloutId(2);
+        new.state = RolloutState::Completed;
+        engine.put(new, entry()).unwrap();
+        assert!(engine.holding().is_empty(), "a later rollout of the channel ends the old one's hold");
+    }
+
+    #[test]
     fn buckets_are_stable_per_rollout_and_differ_between_rollouts() {
         let ids: Vec<EndpointId> = (0..200u8).map(|n| EndpointId::of_key(&[n; 32])).collect();
         let a: Vec<u32> = ids.iter().map(|e| bucket(e, RolloutId(1))).collect();
