@@ -122,6 +122,22 @@ macro_rules! text_id {
 text_id!(EndpointId);
 text_id!(GroupName);
 
+/// A duration as people write one: `90s`, `30m`, `4h`, `1d` or a number of seconds; None if
+/// it is not one or is zero.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|s| *s > 0)
+}
+
 /// Whether `s` is text an endpoint may send: at most `MAX_TEXT` bytes, no control characters
 /// (a newline or a tab is allowed in long texts such as errors when `multiline`).
 pub fn clean_text(s: &str, multiline: bool) -> bool {

@@ -206,6 +206,20 @@ pub enum RolloutState {
     },
 }
 
+impl RolloutState {
+    /// The state in a word or two: `running`, `awaiting approval`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutState::AwaitingApproval => "awaiting approval",
+            RolloutState::Running => "running",
+            RolloutState::Paused { .. } => "paused",
+            RolloutState::Halted { .. } => "halted",
+            RolloutState::Completed => "completed",
+            RolloutState::Aborted { .. } => "aborted",
+        }
+    }
+}
+
 /// What one stage's endpoints reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StageCounts {

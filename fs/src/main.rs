@@ -400,18 +400,7 @@ fn defer(config: &Path, mountpoint: &Path, seconds: Option<u64>, json: bool) -> 
 
 /// `--for 4h`: `90s`, `30m`, `4h`, `1d` or a number of seconds (not zero).
 fn parse_seconds(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration: give 90s, 30m, 4h, 1d or seconds");
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).filter(|s| *s > 0).ok_or_else(bad)
+    api::fleet::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration: give 90s, 30m, 4h, 1d or seconds"))
 }
 
 /// `--label k=v`.

@@ -146,7 +146,7 @@ pub async fn act(
     let st = state.clone();
     blocking(move || {
         let mut r = find(&st, &id)?;
-        let wrong = |r: &Rollout| AppError::new(ErrorCode::RolloutState, format!("rollout {} is {}: cannot {action}", r.id, state_name(&r.state)));
+        let wrong = |r: &Rollout| AppError::new(ErrorCode::RolloutState, format!("rollout {} is {}: cannot {action}", r.id, r.state.name()));
         let text = match (action.as_str(), &r.state) {
             ("pause", RolloutState::Running) => {
                 r.state = RolloutState::Paused { by: actor.name.clone() };
@@ -188,16 +188,6 @@ pub async fn act(
     .await
 }
 
-fn state_name(s: &RolloutState) -> &'static str {
-    match s {
-        RolloutState::AwaitingApproval => "awaiting approval",
-        RolloutState::Running => "running",
-        RolloutState::Paused { .. } => "paused",
-        RolloutState::Halted { .. } => "halted",
-        RolloutState::Completed => "completed",
-        RolloutState::Aborted { .. } => "aborted",
-    }
-}
 
 /// One tick: every running rollout's counts from its endpoints, and its next step.
 pub async fn tick(state: &AppState) {

@@ -116,18 +116,7 @@ pub fn parse_labels(texts: &[String]) -> Result<Labels, InputError> {
 
 /// `30m`, `1h`, `7d`, `90s` or a number of seconds, in seconds (not zero).
 pub fn parse_lifetime(text: &str) -> Result<u64, InputError> {
-    let bad = || InputError::Lifetime(text.chars().take(64).collect());
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).filter(|s| *s > 0).ok_or_else(bad)
+    api::fleet::parse_duration(text).ok_or_else(|| InputError::Lifetime(text.chars().take(64).collect()))
 }
 
 /// A compliance target: a channel name, or `IMAGE@N`; checked, returned as given.

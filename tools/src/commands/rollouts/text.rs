@@ -23,13 +23,8 @@ pub fn duration(secs: u64) -> String {
 /// A state in one or two words: `running`, `awaiting approval`, `aborted (reverted)`.
 pub fn state_name(s: &RolloutState) -> &'static str {
     match s {
-        RolloutState::AwaitingApproval => "awaiting approval",
-        RolloutState::Running => "running",
-        RolloutState::Paused { .. } => "paused",
-        RolloutState::Halted { .. } => "halted",
-        RolloutState::Completed => "completed",
         RolloutState::Aborted { revert: true, .. } => "aborted (reverted)",
-        RolloutState::Aborted { revert: false, .. } => "aborted",
+        s => s.name(),
     }
 }
 
