@@ -3,8 +3,9 @@
 # into generation 2 with `imgctl patch` (in a sandbox, with a change record), start imaged,
 # push, mount the channel with imgfs and run a program from it, publish generation 2 and switch
 # the mount, roll back, put a promotion gate on the stable channel (a signed test, two
-# approvals), enroll two endpoints running `imgfs agent` in a group, promote through the gate
-# and watch the fleet follow, roll back, read the audit log, compare, export, verify. Needs
+# approvals), enroll two endpoints running `imgfs agent` in a group, roll generation 2 out in
+# two stages (the pilot's probe fails: the brake halts it; fixed and resumed, it completes),
+# roll back, read the audit log, compare, export, verify. Needs
 # root (FUSE, the patch sandbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +118,7 @@ AGENT_PIDS=()
 for i in 1 2; do
   A=$WORK/endpoint$i
   mkdir -p "$A"
+  [[ $i == 1 ]] && echo broken >"$A/broken"   # endpoint 1, the pilot, will fail its probe
   cat >"$A/agent.toml" <<TOML
 servers = ["$IMAGED_SERVER"]
 state = "$A/state"
@@ -124,6 +126,9 @@ cache = "$A/cache"
 root = "$WORK/root.json"
 mount_prefix = "$A/mnt"   # two endpoints on one machine: each mounts under its own directory
 enroll_token = "$TOKEN"
+[health]   # healthy unless a file named broken sits in the endpoint's directory while it runs generation 2
+command = 'if grep -q patched=yes "\$IMGFS_MOUNT/etc/demo.conf" 2>/dev/null && [ -e $A/broken ]; then echo "demo.conf breaks this kiosk"; exit 1; fi'
+timeout_seconds = 10
 TOML
   "$BIN/imgfs" agent --config "$A/agent.toml" 2>"$A/agent.log" &
   AGENT_PIDS+=($!)
@@ -135,12 +140,35 @@ sleep 1   # their first reports
 "$IMGCTL" fleet ls
 "$IMGCTL" fleet compliance demo/stable
 
-step "promote pilot to stable: the gate is met now; the push hint switches both endpoints at once"
-"$IMGCTL" channel promote demo/pilot demo/stable
+step "a two-stage rollout of generation 2 to stable (the gate is met now): the pilot's probe fails, the brake halts it, the pilot rolls itself back"
+PILOT=$(sed -n 's/.*"endpoint": *"\(ep-[0-9a-f]*\)".*/\1/p' "$WORK/endpoint1/state/endpoint.json")
+"$IMGCTL" fleet label "$PILOT" ring=pilot
+"$IMGCTL" group create pilot --selector ring=pilot
+cat >"$WORK/plan.toml" <<'TOML'
+name = "pilot-then-all"
+[[stage]]
+group = "pilot"
+min_sample = 1
+soak_seconds = 2
+[[stage]]
+percent = 100
+min_sample = 1
+soak_seconds = 2
+TOML
+ROLLOUT=$("$IMGCTL" --json rollout start demo/stable demo@2 --plan "$WORK/plan.toml" --reason "point release" | grep -o '"id": *"r[0-9]*"' | head -1 | grep -o 'r[0-9]*')
+wait_for '"$IMGCTL" --json rollout status $ROLLOUT | grep -q "\"state\":\"halted\""'
+"$IMGCTL" rollout status "$ROLLOUT"
+"$IMGCTL" fleet compliance demo@2
+
+step "fix the pilot and resume: the rollout completes, the channel names generation 2, both endpoints run it"
+rm "$WORK/endpoint1/broken"
+"$IMGCTL" rollout resume "$ROLLOUT"
+wait_for '"$IMGCTL" --json rollout status $ROLLOUT | grep -q "\"state\":\"completed\""'
 wait_for 'grep -q patched=yes "$WORK"/endpoint1/mnt/demo/etc/demo.conf 2>/dev/null && grep -q patched=yes "$WORK"/endpoint2/mnt/demo/etc/demo.conf 2>/dev/null'
-sleep 1
+sleep 2
+"$IMGCTL" rollout status "$ROLLOUT"
 "$IMGCTL" fleet compliance demo/stable
-"$IMGCTL" fleet show "$(sed -n 's/.*"endpoint": *"\(ep-[0-9a-f]*\)".*/\1/p' "$WORK/endpoint1/state/endpoint.json")"
+"$IMGCTL" fleet show "$PILOT"
 
 step "roll stable back (rollbacks are not gated): a new channel version naming generation 1; the endpoints follow"
 "$IMGCTL" channel rollback demo/stable --reason "demo of a rollback"
