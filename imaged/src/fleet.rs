@@ -92,6 +92,28 @@ pub struct Record {
 }
 
 impl Record {
+    /// A newly enrolled endpoint: nothing reported yet.
+    pub fn new(id: EndpointId, public_key: String, facts: Facts, enrolled: i64) -> Record {
+        Record {
+            id,
+            public_key,
+            facts,
+            own_labels: Labels::new(),
+            token_labels: Labels::new(),
+            operator_labels: Labels::new(),
+            enrolled,
+            revoked: None,
+            last_seq: 0,
+            mounts: Vec::new(),
+            cache: None,
+            problems: BTreeMap::new(),
+            healthy: BTreeMap::new(),
+            pin: None,
+            hold: None,
+            last_seen: None,
+        }
+    }
+
     /// All labels: the endpoint's, the token's, then the operators' (later ones win).
     pub fn labels(&self) -> Labels {
         let mut l = self.own_labels.clone();

@@ -180,22 +180,9 @@ pub async fn enroll(State(state): State<AppState>, body: Result<Json<Enroll>, Js
                 r
             }
             None => Record {
-                id: id.clone(),
-                public_key: fleet::hex_encode(&key_bytes),
-                facts: req.facts,
                 own_labels: req.labels,
                 token_labels: token.info.labels.clone(),
-                operator_labels: Default::default(),
-                enrolled: now,
-                revoked: None,
-                last_seq: 0,
-                mounts: Vec::new(),
-                cache: None,
-                problems: Default::default(),
-                healthy: Default::default(),
-                pin: None,
-                hold: None,
-                last_seen: None,
+                ..Record::new(id.clone(), fleet::hex_encode(&key_bytes), req.facts, now)
             },
         };
         let labels: Vec<String> = record.labels().iter().map(|(k, v)| format!("{k}={v}")).collect();

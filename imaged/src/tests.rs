@@ -427,24 +427,7 @@ mod fleet_core {
     }
 
     fn record(id: &EndpointId) -> Record {
-        Record {
-            id: id.clone(),
-            public_key: String::new(),
-            facts: Facts::default(),
-            own_labels: Labels::new(),
-            token_labels: Labels::new(),
-            operator_labels: Labels::new(),
-            enrolled: 0,
-            revoked: None,
-            last_seq: 0,
-            mounts: vec![],
-            cache: None,
-            problems: Default::default(),
-            healthy: Default::default(),
-            pin: None,
-            hold: None,
-            last_seen: None,
-        }
+        Record::new(id.clone(), String::new(), Facts::default(), 0)
     }
 
     fn ev(seq: u64, kind: EventKind) -> Event {
