@@ -447,6 +447,12 @@ pub struct Group {
     /// When its endpoints may switch (absent: any time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// An operator's pin, `IMAGE@N`: its endpoints' mounts of that image stay on it, whatever
+    /// channels and rollouts say (an endpoint's own pin comes first, then the pins of its
+    /// groups by priority). Set and removed only through `PUT`/`DELETE
+    /// /v1/fleet/groups/{name}/pin`: creating or replacing a group keeps the pin it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 /// Answer of `GET /v1/fleet/groups`.

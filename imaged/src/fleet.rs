@@ -554,6 +554,11 @@ impl Fleet {
         Ok(())
     }
 
+    /// The group named `name`, if there is one.
+    pub fn group(&self, name: &GroupName) -> Option<LiveGroup> {
+        self.inner.read().unwrap().groups.get(name).cloned()
+    }
+
     /// Removes a group.
     pub fn remove_group(&self, name: &GroupName, audit: AuditEntry) -> Result<Option<LiveGroup>, MetaError> {
         self.meta.write_records(&[], &[group_key(name)], Some(audit), true)?;
@@ -701,15 +706,31 @@ pub fn desired_of<'a>(
     }
     let mut mounts = Vec::new();
     let mut conflicts = Vec::new();
-    for (path, (m, losers)) in by_path {
+    let pins: Vec<&String> = mine.iter().filter_map(|g| g.group.pin.as_ref()).collect();
+    for (path, (mut m, losers)) in by_path {
         if !losers.is_empty() {
             conflicts.push(Conflict { path: path.to_string(), winner: m.group.clone(), losers });
+        }
+        if let Some(pin) = pins.iter().find(|p| same_image(p, &m)) {
+            m.mount.source = Source::Pinned((*pin).clone());
+            m.generation = Some((*pin).clone());
         }
         mounts.push(m);
     }
     let mut groups: Vec<GroupName> = mine.iter().map(|g| g.group.name.clone()).collect();
     groups.sort();
     Desired { endpoint: id.clone(), groups, mounts, conflicts, interval_seconds: interval, withdrawn: Vec::new() }
+}
+
+/// Whether pin `pin` (`IMAGE@N`) names the image of mount `m`: the image of its pinned
+/// generation, or of the generation its channel names now.
+pub fn same_image(pin: &str, m: &DesiredMount) -> bool {
+    let image = |g: &str| g.rsplit_once('@').map(|(i, _)| i.to_string());
+    let mine = match &m.mount.source {
+        Source::Pinned(g) => image(g),
+        Source::Channel(_) => m.generation.as_deref().and_then(image),
+    };
+    mine.is_some() && mine == image(pin)
 }
 
 /// Why a report batch was refused.

@@ -519,7 +519,7 @@ pub async fn label_endpoint(
     .await
 }
 
-fn summary_of(st: &Shared, g: &LiveGroup) -> GroupSummary {
+pub(crate) fn summary_of(st: &Shared, g: &LiveGroup) -> GroupSummary {
     let endpoints = st
         .fleet
         .endpoints()
@@ -537,7 +537,7 @@ pub async fn list_groups(State(state): State<AppState>, headers: HeaderMap) -> R
     Ok(Json(Groups { groups: groups.iter().map(|g| summary_of(&state, g)).collect() }))
 }
 
-fn group_name(name: &str) -> Result<GroupName, AppError> {
+pub(crate) fn group_name(name: &str) -> Result<GroupName, AppError> {
     GroupName::new(name).map_err(|e| AppError::new(ErrorCode::BadName, e.to_string()))
 }
 
@@ -559,7 +559,10 @@ async fn write_group(state: AppState, headers: HeaderMap, group: Group, create: 
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();
     blocking(move || {
+        let mut live = live;
         let old = st.fleet.inner.read().unwrap().groups.get(&live.group.name).map(|g| g.group.clone());
+        // The pin is changed only through its own route.
+        live.group.pin = old.as_ref().and_then(|g| g.pin.clone());
         if create && old.is_some() {
             return Err(AppError::new(ErrorCode::GroupExists, format!("a group named {} exists", live.group.name)));
         }

@@ -95,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .route(r(43), post(rollouts_api::withdraw))
         .route(r(44), axum::routing::put(rollouts_api::pin).delete(rollouts_api::pin))
         .route(r(45), axum::routing::put(rollouts_api::hold).delete(rollouts_api::hold))
+        .route(r(46), axum::routing::put(rollouts_api::pin_group).delete(rollouts_api::pin_group))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))

@@ -75,6 +75,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/withdraw",
     "/v1/fleet/endpoints/{id}/pin",
     "/v1/fleet/endpoints/{id}/hold",
+    "/v1/fleet/groups/{name}/pin",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -61,17 +61,10 @@ pub fn active(state: &RolloutState) -> bool {
 pub fn overlay(d: &mut Desired, record: &Record, rollouts: &[&Rollout], withdrawn: &BTreeMap<String, WithdrawnRecord>) {
     d.withdrawn = withdrawn.keys().cloned().collect();
     for m in &mut d.mounts {
-        if let Some(pin) = &record.pin {
-            let image = |g: &str| g.rsplit_once('@').map(|(i, _)| i.to_string());
-            let mine = match &m.mount.source {
-                Source::Pinned(g) => image(g),
-                Source::Channel(_) => m.generation.as_deref().and_then(image),
-            };
-            if mine.is_some() && mine == image(pin) {
-                m.mount.source = Source::Pinned(pin.clone());
-                m.generation = Some(pin.clone());
-                continue;
-            }
+        if let Some(pin) = record.pin.as_ref().filter(|p| crate::fleet::same_image(p, m)) {
+            m.mount.source = Source::Pinned(pin.clone());
+            m.generation = Some(pin.clone());
+            continue;
         }
         if record.hold.is_some() {
             if let Some(current) = record.mounts.iter().find(|a| a.path == m.mount.path).and_then(|a| a.current.clone()) {

@@ -346,14 +346,7 @@ pub async fn withdraw(State(state): State<AppState>, headers: HeaderMap, body: R
 pub async fn pin(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Option<Json<Pin>>) -> Result<Json<api::fleet::EndpointSummary>, AppError> {
     let actor = state.authorize(&headers, Permission::Publish)?;
     let pin = body.map(|b| b.0.generation);
-    if let Some(g) = &pin {
-        if api::fleet::parse_generation(g).is_none() {
-            return Err(AppError::new(ErrorCode::BadGeneration, format!("{g:?} is not IMAGE@N")));
-        }
-        if state.rollouts.withdrawn(g).is_some() {
-            return Err(AppError::new(ErrorCode::Withdrawn, format!("{g} was withdrawn")));
-        }
-    }
+    pin_allowed(&state, pin.as_deref())?;
     crate::fleet_api::edit_endpoint(state, &id, move |r| {
         if r.pin == pin {
             return Ok(None);
@@ -365,6 +358,49 @@ pub async fn pin(State(state): State<AppState>, Path(id): Path<String>, headers:
         Ok(Some(entry))
     })
     .await
+}
+
+/// `PUT`/`DELETE /v1/fleet/groups/{name}/pin` (publish): the group's endpoints' mounts of the
+/// image stay on the generation (an endpoint's own pin comes first).
+pub async fn pin_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Pin>>,
+) -> Result<Json<api::fleet::GroupSummary>, AppError> {
+    let actor = state.authorize(&headers, Permission::Publish)?;
+    let name = crate::fleet_api::group_name(&name)?;
+    let pin = body.map(|b| b.0.generation);
+    pin_allowed(&state, pin.as_deref())?;
+    let _guard = state.channel_writes.lock().await;
+    let st = state.clone();
+    blocking(move || {
+        let Some(mut live) = st.fleet.group(&name) else {
+            return Err(AppError::new(ErrorCode::NotFound, format!("no group {name}")));
+        };
+        if live.group.pin != pin {
+            let entry = AuditEntry::new(&actor.name, if pin.is_some() { "group pin" } else { "group unpin" }, format!("group {name}"), "")
+                .before(live.group.pin.clone().unwrap_or_default())
+                .after(pin.clone().unwrap_or_default());
+            live.group.pin = pin;
+            st.fleet.put_group(live.clone(), entry).map_err(meta_err)?;
+        }
+        Ok(Json(crate::fleet_api::summary_of(&st, &live)))
+    })
+    .await
+}
+
+/// Refuses a pin to text that is not `IMAGE@N` or to a withdrawn generation.
+fn pin_allowed(state: &Shared, pin: Option<&str>) -> Result<(), AppError> {
+    if let Some(g) = pin {
+        if api::fleet::parse_generation(g).is_none() {
+            return Err(AppError::new(ErrorCode::BadGeneration, format!("{g:?} is not IMAGE@N")));
+        }
+        if state.rollouts.withdrawn(g).is_some() {
+            return Err(AppError::new(ErrorCode::Withdrawn, format!("{g} was withdrawn")));
+        }
+    }
+    Ok(())
 }
 
 /// `PUT`/`DELETE /v1/fleet/endpoints/{id}/hold` (publish).

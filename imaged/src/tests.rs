@@ -418,6 +418,7 @@ mod fleet_core {
             priority,
             namespace: Namespace { mounts },
             window: None,
+            pin: None,
         })
         .unwrap()
     }
@@ -459,6 +460,34 @@ mod fleet_core {
         assert_eq!(d.mounts[0].group.as_str(), "a");
         // No group: nothing to run.
         assert!(desired_of(&me, &Labels::new(), groups[..1].iter(), &gen, 60).mounts.is_empty());
+    }
+
+    #[test]
+    fn a_group_pin_holds_its_endpoints_mounts_of_the_image_the_higher_priority_group_first() {
+        let me = EndpointId::of_key(&[1; 32]);
+        let mut labels = Labels::new();
+        labels.insert("site".into(), "paris".into());
+        let pinned = |mut g: LiveGroup, pin: &str| {
+            g.group.pin = Some(pin.into());
+            g
+        };
+        let groups = [
+            pinned(group("paris", 0, Some("site=paris"), &[], &[("/os", chan("os/stable")), ("/app", chan("app/stable"))]), "os@3"),
+            pinned(group("kiosks", 5, None, &[&me], &[]), "os@4"),
+            pinned(group("apps", 0, None, &[&me], &[]), "app@1"),
+        ];
+        let gen = |c: &ChannelName| Some(format!("{}@7", c.as_str().split('/').next().unwrap()));
+        let d = desired_of(&me, &labels, groups.iter(), &gen, 60);
+        let mounts: Vec<(&str, &Source, Option<&str>)> =
+            d.mounts.iter().map(|m| (m.mount.path.as_str(), &m.mount.source, m.generation.as_deref())).collect();
+        let pin = |g: &str| Source::Pinned(g.into());
+        assert_eq!(mounts, [("/app", &pin("app@1"), Some("app@1")), ("/os", &pin("os@4"), Some("os@4"))]);
+        // An endpoint outside the pinning groups follows its channel.
+        let other = EndpointId::of_key(&[2; 32]);
+        let d = desired_of(&other, &labels, groups[..1].iter().chain(&groups[2..]), &gen, 60);
+        assert_eq!(d.mounts[1].generation.as_deref(), Some("os@3"));
+        let d = desired_of(&other, &labels, groups[2..].iter(), &gen, 60);
+        assert!(d.mounts.is_empty());
     }
 
     #[test]

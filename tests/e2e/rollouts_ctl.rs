@@ -142,6 +142,17 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     assert!(words.contains("host1  pinned to img@1") && words.contains("host2  held: trade show; runs img@1"), "{words}");
     assert!(words.contains("host3  not yet offered by the rollout; runs img@1"), "{words}");
     text(t.remote(&server, &["fleet", "unpin", "host1"]));
+    // A group's pin: every member of the pilot group stays on img@1, and a group replace keeps it.
+    let pinned = text(t.remote(&server, &["fleet", "pin", "pilot", "img@1"]));
+    assert!(pinned.starts_with("pinned group pilot\n") && pinned.contains("pinned:     img@1"), "{pinned}");
+    assert_eq!(desired(&eps[0], "/os=img@1"), "img@1");
+    ok_json(t.remote(&server, &["--json", "group", "create", "pilot", "--member", &eps[0].id, "--priority", "1", "--replace"]));
+    let c = ok_json(t.remote(&server, &["--json", "fleet", "compliance", "img@2"]));
+    assert_eq!(c["counts"]["pinned"], 1, "{c}");
+    let g = ok_json(t.remote(&server, &["--json", "fleet", "unpin", "--group", "pilot"]));
+    assert!(g["group"].get("pin").is_none(), "{g}");
+    let (code, err) = failed(t.remote(&server, &["fleet", "pin", "nosuch", "img@1"]));
+    assert!(code == 3 && err.contains("no endpoint has the id or host name"), "{code} {err}");
     let released = text(t.remote(&server, &["fleet", "release", &eps[2].id]));
     assert!(released.contains("released"), "{released}");
     let c = ok_json(t.remote(&server, &["--json", "fleet", "compliance", "img@2"]));

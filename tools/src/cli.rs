@@ -401,18 +401,25 @@ pub enum FleetOp {
         /// A channel (os/stable) or a generation (os@5).
         target: String,
     },
-    /// Pin an endpoint's mounts of an image to one generation, whatever channels and rollouts
-    /// say.
+    /// Pin the mounts of an image to one generation, whatever channels and rollouts say: of
+    /// one endpoint, or of every endpoint of a group (an endpoint's own pin comes first).
     Pin {
-        /// Endpoint id (ep-...) or host name.
-        endpoint: String,
+        /// Endpoint id (ep-...), host name, or group name (a name that is both is refused
+        /// unless --group says which).
+        target: String,
         /// The generation, IMAGE@N.
         generation: String,
+        /// TARGET is a group.
+        #[arg(long)]
+        group: bool,
     },
-    /// Remove an endpoint's pin: its mounts follow their channels and rollouts again.
+    /// Remove a pin: the mounts follow their channels and rollouts again.
     Unpin {
-        /// Endpoint id (ep-...) or host name.
-        endpoint: String,
+        /// Endpoint id (ep-...), host name, or group name.
+        target: String,
+        /// TARGET is a group.
+        #[arg(long)]
+        group: bool,
     },
     /// Hold an endpoint where it is: no channel move or rollout switches it until released.
     Hold {

@@ -433,16 +433,24 @@ fn fleet_command(op: FleetOp, server: &cli::Server, json: bool, out: &mut dyn Wr
             let target = fleet::parse_target(&target)?;
             show(out, json, &remote(server)?.compliance(&target)?, print::compliance)
         }
-        FleetOp::Pin { endpoint, generation } => {
+        FleetOp::Pin { target, generation, group } => {
             let pin = api::rollouts::Pin { generation: fleet::parse_generation(&generation)? };
             let remote = remote(server)?;
-            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
-            show(out, json, &remote.pin_endpoint(&id, Some(&pin))?, |o, e| print::pinned(o, e, Some(&pin.generation)))
+            match fleet::resolve_pin_target(&remote, &target, group)? {
+                fleet::PinTarget::Endpoint(id) => {
+                    show(out, json, &remote.pin_endpoint(&id, Some(&pin))?, |o, e| print::pinned(o, e, Some(&pin.generation)))
+                }
+                fleet::PinTarget::Group(name) => {
+                    show(out, json, &remote.pin_group(&name, Some(&pin))?, |o, g| print::group(o, Some("pinned"), g))
+                }
+            }
         }
-        FleetOp::Unpin { endpoint } => {
+        FleetOp::Unpin { target, group } => {
             let remote = remote(server)?;
-            let id = fleet::resolve_endpoint(&remote, &endpoint)?;
-            show(out, json, &remote.pin_endpoint(&id, None)?, |o, e| print::pinned(o, e, None))
+            match fleet::resolve_pin_target(&remote, &target, group)? {
+                fleet::PinTarget::Endpoint(id) => show(out, json, &remote.pin_endpoint(&id, None)?, |o, e| print::pinned(o, e, None)),
+                fleet::PinTarget::Group(name) => show(out, json, &remote.pin_group(&name, None)?, |o, g| print::group(o, Some("unpinned"), g)),
+            }
         }
         FleetOp::Hold { endpoint, reason } => {
             if reason.trim().is_empty() {

@@ -82,7 +82,7 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
     }
     match cause.downcast_ref::<LookupError>() {
         Some(LookupError::NoSuchEndpoint(_)) => return Some(exit_codes::NOT_FOUND),
-        Some(LookupError::Ambiguous { .. }) => return Some(exit_codes::BAD_INPUT),
+        Some(LookupError::Ambiguous { .. } | LookupError::GroupOrEndpoint(_)) => return Some(exit_codes::BAD_INPUT),
         None => {}
     }
     match cause.downcast_ref::<SignError>() {

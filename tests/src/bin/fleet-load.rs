@@ -298,6 +298,7 @@ async fn setup(b: &Bench) -> Result<String> {
             mounts: vec![NamespaceMount { path: MOUNT.into(), source: Source::Channel(channel), cache_share: None, passthrough: false, health: None }],
         },
         window: None,
+        pin: None,
     };
     let r = b.http.put(b.url(&format!("/v1/fleet/groups/{GROUP}"))).bearer_auth(&b.args.admin_token).json(&group).send().await?;
     if !r.status().is_success() {

@@ -1,7 +1,7 @@
 //! The rollout routes of imaged's API (`/v1/rollouts`, `/v1/withdraw`, endpoint pins and
 //! holds; docs/rollouts.md) as typed methods of `Remote`.
 
-use api::fleet::{EndpointId, EndpointSummary};
+use api::fleet::{EndpointId, EndpointSummary, GroupName, GroupSummary};
 use api::rollouts::{Abort, Hold, Pin, Rollout, RolloutId, Rollouts, StartRollout, Withdraw, Withdrawn};
 
 use super::{Body, Remote, RemoteError};
@@ -70,6 +70,15 @@ impl Remote {
     /// Pins an endpoint's mounts of an image to one generation, or (`None`) removes its pin.
     pub fn pin_endpoint(&self, id: &EndpointId, pin: Option<&Pin>) -> Result<EndpointSummary, RemoteError> {
         let url = self.url(&format!("/v1/fleet/endpoints/{id}/pin"));
+        match pin {
+            Some(p) => self.send(reqwest::Method::PUT, &url, Body::json(p)),
+            None => self.send(reqwest::Method::DELETE, &url, Body::None),
+        }
+    }
+
+    /// Pins a group's endpoints' mounts of an image to a generation, or (`None`) unpins them.
+    pub fn pin_group(&self, name: &GroupName, pin: Option<&Pin>) -> Result<GroupSummary, RemoteError> {
+        let url = self.url(&format!("/v1/fleet/groups/{name}/pin"));
         match pin {
             Some(p) => self.send(reqwest::Method::PUT, &url, Body::json(p)),
             None => self.send(reqwest::Method::DELETE, &url, Body::None),

@@ -10,7 +10,7 @@ use api::fleet::{BadId, BadSelector, EndpointId, Group, GroupName, Labels, Names
 
 use super::CommandError;
 use crate::remote::fleet::EndpointQuery;
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteError};
 
 #[cfg(test)]
 mod tests;
@@ -75,6 +75,9 @@ pub enum LookupError {
     /// No endpoint has that id or host name.
     #[error("no endpoint has the id or host name {0:?}")]
     NoSuchEndpoint(String),
+    /// A name that is both a group's and an endpoint's host name.
+    #[error("{0:?} is both a group and an endpoint's host name: say --group, or name the endpoint by its id")]
+    GroupOrEndpoint(String),
     /// Several endpoints have that host name.
     #[error("{name:?} is the host name of {} endpoints: {}; name one by its id", ids.len(), ids.join(" "))]
     Ambiguous {
@@ -220,7 +223,41 @@ pub fn group(args: GroupArgs) -> Result<Group, InputError> {
     if let Some(problem) = args.namespace.problem() {
         return Err(InputError::Namespace { path: PathBuf::from("(namespace)"), problem });
     }
-    Ok(Group { name, members: members.into_iter().collect(), selector: args.selector, priority: args.priority, window: None, namespace: args.namespace })
+    Ok(Group { name, members: members.into_iter().collect(), selector: args.selector, priority: args.priority, window: None, namespace: args.namespace, pin: None })
+}
+
+/// What `fleet pin` and `fleet unpin` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTarget {
+    /// One endpoint.
+    Endpoint(EndpointId),
+    /// Every endpoint of a group.
+    Group(GroupName),
+}
+
+/// The endpoint or group `name` names: a group with `--group`; else an endpoint id, or a
+/// host name, or a group's name (refused if it is both a host name and a group's).
+pub fn resolve_pin_target(remote: &Remote, name: &str, group: bool) -> Result<PinTarget, anyhow::Error> {
+    if group {
+        return Ok(PinTarget::Group(GroupName::new(name).map_err(InputError::from)?));
+    }
+    if let Ok(id) = EndpointId::new(name) {
+        return Ok(PinTarget::Endpoint(id));
+    }
+    let a_group = match GroupName::new(name) {
+        Ok(g) => match remote.group(&g) {
+            Ok(_) => Some(g),
+            Err(RemoteError::Http { code: api::ErrorCode::NotFound, .. }) => None,
+            Err(e) => return Err(CommandError::from(e).into()),
+        },
+        Err(_) => None,
+    };
+    match (resolve_endpoint(remote, name), a_group) {
+        (Ok(_), Some(_)) => Err(LookupError::GroupOrEndpoint(name.to_string()).into()),
+        (Ok(id), None) => Ok(PinTarget::Endpoint(id)),
+        (Err(_), Some(g)) => Ok(PinTarget::Group(g)),
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// The endpoint `name` names: itself if it is an id (`ep-` and 16 hex digits), else the one

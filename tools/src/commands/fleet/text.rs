@@ -380,6 +380,9 @@ pub fn group(out: &mut dyn Write, verb: Option<&str>, g: &GroupSummary) -> Resul
     writeln!(out, "group:      {} (priority {})", group.name, group.priority)?;
     writeln!(out, "selector:   {}", group.selector.as_deref().unwrap_or("none"))?;
     writeln!(out, "members:    {}", if group.members.is_empty() { "none".into() } else { join(&group.members, " ") })?;
+    if let Some(pin) = &group.pin {
+        writeln!(out, "pinned:     {pin}")?;
+    }
     if group.namespace.mounts.is_empty() {
         writeln!(out, "mounts:     none")?;
     } else {
