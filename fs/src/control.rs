@@ -295,13 +295,43 @@ impl Control {
             tracing::info!("hold released: following {} again", self.follow);
             self.save_state();
         }
-        self.follow_now()
+        let outcome = self.follow_now();
+        self.leave_withdrawn().unwrap_or(outcome)
     }
 
     /// What the poller does: `update`, except that a held mount stays where it is (its held
     /// generation is only checked again against the signed metadata, which keeps it fresh).
     pub fn poll_once(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
+        let outcome = self.check_once();
+        self.leave_withdrawn().unwrap_or(outcome)
+    }
+
+    /// If the trusted signed metadata lists the generation served as withdrawn, goes back to
+    /// the previous generation, on the endpoint's own (no agent or server asks), unless that
+    /// one is withdrawn too; ends a hold. The caller holds `switching`.
+    fn leave_withdrawn(&self) -> Option<Switch> {
+        let withdrawn = self.trust.withdrawn();
+        let current = self.ep.current().label();
+        if !withdrawn.contains(&current) {
+            return None;
+        }
+        match self.ep.previous().map(|p| p.label()) {
+            Some(p) if !withdrawn.contains(&p) => {
+                tracing::warn!(generation = %current, back_to = %p, "the signed metadata lists the generation served as withdrawn: rolling back");
+                let outcome = self.rollback_locked();
+                *self.last_check.lock().unwrap() = Some((Instant::now(), outcome.clone()));
+                Some(outcome)
+            }
+            p => {
+                tracing::error!(generation = %current, previous = ?p, "the generation served is withdrawn and there is no previous one that is not: it keeps serving it");
+                None
+            }
+        }
+    }
+
+    /// `poll_once` before the withdrawn check; the caller holds `switching`.
+    fn check_once(&self) -> Switch {
         let Some(held) = self.held() else { return self.follow_now() };
         let outcome = match api::fleet::parse_generation(&held) {
             Some((image, n)) => match self.trust.resolve_generation(self.ep.fetcher(), image.as_str(), n) {
@@ -416,6 +446,11 @@ impl Control {
     /// follows the channel again.
     pub fn rollback(&self) -> Switch {
         let _one = self.switching.lock().unwrap();
+        self.rollback_locked()
+    }
+
+    /// `rollback`; the caller holds `switching`.
+    fn rollback_locked(&self) -> Switch {
         let start = Instant::now();
         match self.ep.rollback() {
             Some(old) => {

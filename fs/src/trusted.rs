@@ -291,6 +291,11 @@ impl TrustState {
         self.inner.lock().unwrap().local.family.clone()
     }
 
+    /// The generations the trusted signed metadata lists as withdrawn fleet-wide (`IMAGE@N`).
+    pub fn withdrawn(&self) -> Vec<String> {
+        policy::withdrawn(&self.inner.lock().unwrap().trusted)
+    }
+
     /// For `imgfs status`: whether the trusted metadata is fresh, since when it is stale
     /// (expired, or refused on every check since), versions, floor, family, architecture.
     pub fn status(&self) -> TrustSummary {
@@ -344,6 +349,8 @@ fn generation(
     local.min_epoch = floor;
     let (file, role) = found.ok_or_else(|| Failure::Policy(PolicyError::NotSigned { path: path.into() }))?;
     let accepted = policy::check_generation(path, &file, &role, family, arch, floor)?;
+    // The withdrawn list rides in the channels role, which a generation's search never reaches.
+    update::load_delegated(t, remote, policy::CHANNELS_ROLE, now)?;
     Ok(policy::check_not_withdrawn(t, accepted)?)
 }
 

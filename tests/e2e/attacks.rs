@@ -368,6 +368,32 @@ fn a_stolen_online_key_cannot_point_a_channel_at_unsigned_or_withdrawn_generatio
 }
 
 #[test]
+fn a_mount_leaves_a_generation_the_signed_metadata_withdraws_on_its_own() {
+    let s = setup();
+    // A mount held on os@2, as an agent holds one for a rollout, polling every second.
+    let mnt = Mount::start_clocked(&[&s.proxy.url], "os/stable", &s.t.path("cache2"), &s.t.path("mnt2"), &["--poll-seconds", "1"], &s.clock);
+    let switched = mnt.control_with("switch", &["os@2"]);
+    assert_eq!(switched["outcome"], "switched", "{switched}");
+    assert_eq!(version(&mnt), "two");
+    // Withdrawn: no channel named it, so only the signed `channels` role says so.
+    let w = ok_json(s.t.remote(&s.server, &["--json", "withdraw", "os@2", "--reason", "a pre-release pushed by mistake"]));
+    assert_eq!(w["channels"], serde_json::json!([]), "{w}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while version(&mnt) != "one" {
+        assert!(std::time::Instant::now() < until, "still serving os@2: {}", status(&mnt));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let st = status(&mnt);
+    assert!(st["held"].is_null() && st["current"]["generation"] == "os@1", "{st}");
+    // It is not taken again, asked or not.
+    let out = Command::new(bin("imgfs")).args(["switch"]).arg(&mnt.point).arg("os@2").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("withdrawn"), "{out:?}");
+    assert_eq!(version(&mnt), "one");
+    // The mount that was not held follows its channel, which never moved: os@1 still.
+    assert_eq!(version(&s.mnt), "one");
+}
+
+#[test]
 fn another_image_family_or_architecture_is_refused() {
     let s = setup();
     let src = s.t.path("other");

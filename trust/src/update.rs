@@ -88,6 +88,20 @@ pub fn refresh(t: &mut Trusted, remote: &mut impl Remote, now: i64) -> Result<()
     t.check_fresh(&["timestamp", "snapshot", "targets"], now).map_err(RefreshError::Stale)
 }
 
+/// Loads `role` as the top-level targets role delegates it, at the version the trusted
+/// snapshot names (after a `refresh`), and checks it is fresh; `Ok(false)` if targets does not
+/// delegate it. For a role read for its own data (the `channels` role's withdrawn list) when
+/// no target search reached it.
+pub fn load_delegated(t: &mut Trusted, remote: &mut impl Remote, role: &str, now: i64) -> Result<bool, RefreshError> {
+    let delegated = t.targets("targets").and_then(|r| r.delegations.as_ref()).is_some_and(|d| d.roles.iter().any(|r| r.name == role));
+    if !delegated {
+        return Ok(false);
+    }
+    load_role(t, remote, role, "targets", now)?;
+    t.check_fresh(&[role], now).map_err(RefreshError::Stale)?;
+    Ok(true)
+}
+
 /// Makes targets role `role` the version the trusted snapshot names (fetching it if the
 /// trusted one is another version or absent).
 fn load_role(t: &mut Trusted, remote: &mut impl Remote, role: &str, delegator: &str, now: i64) -> Result<(), RefreshError> {
