@@ -108,6 +108,10 @@ fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_em
     wait_event(&server, &agent, &id, "waiting while prefetching", 1, |e| is(e, "waiting", "app@2") && e["why"] == "prefetching");
     let before = clock.now();
     assert!(before < opens, "prefetching took until the window opened; nothing left to check");
+    // The waiting mount is held where it is, so its own channel poller cannot switch it early.
+    let out = Command::new(bin("imgfs")).arg("status").arg(agent.mount("/os")).arg("--json").output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(status["held"], "app@1", "{status}");
     // Until the window opens the mount serves the old generation.
     while clock.now() < opens - 1 {
         assert_eq!(read(&agent), "one", "switched before the window opened ({} s early)", opens - clock.now());

@@ -42,6 +42,20 @@ struct Hold {
     seen: bool,
 }
 
+impl Hold {
+    /// A switch to `generation` first offered at `offered`: its prefetch is due at once.
+    fn new(generation: &str, offered: i64) -> Hold {
+        Hold {
+            generation: generation.to_string(),
+            offered,
+            prefetch: Prefetch::SendAt(offered),
+            reported: None,
+            until: offered,
+            seen: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prefetch {
     /// To be sent at this time (at once when offered; later again after a failure).
@@ -86,14 +100,7 @@ impl Holds {
             if let Some(Err(e)) = mount.window.as_ref().map(window::Schedule::parse) {
                 tracing::warn!(path, error = %e, "the group's maintenance window cannot be used: it does not hold switches back");
             }
-            Hold {
-                generation: generation.to_string(),
-                offered: now,
-                prefetch: Prefetch::SendAt(now),
-                reported: None,
-                until: now,
-                seen: true,
-            }
+            Hold::new(generation, now)
         });
         hold.seen = true;
         let (why, until) = match window::gate(now, mount.window.as_ref(), mount.ignore_windows, deferral, hold.offered) {
@@ -122,6 +129,18 @@ impl Holds {
             });
         }
         false
+    }
+
+    /// Restores what a restart forgot: `generation` was first offered to the mount at `path`
+    /// at `offered` (the agent keeps it in its memos), so a deferral's deadline still counts
+    /// from then. Nothing changes if the mount's held switch is known already.
+    pub fn restore(&mut self, path: &str, generation: &str, offered: i64) {
+        self.by_path.entry(path.to_string()).or_insert_with(|| Hold::new(generation, offered));
+    }
+
+    /// The generation held back from the mount at `path` and when it was first offered.
+    pub fn offered(&self, path: &str) -> Option<(String, i64)> {
+        self.by_path.get(path).map(|h| (h.generation.clone(), h.offered))
     }
 
     /// Takes in the prefetches that ended: a `prefetched` event for each that succeeded; the

@@ -371,9 +371,41 @@ impl Agent {
         };
         let mut events = Vec::new();
         let local = self.config.local_path(path);
+        if let Some((g, offered)) = self.memos.get(path).and_then(|m| m.offered.clone()).filter(|(g, _)| g == generation) {
+            self.holds.restore(path, &g, offered);
+        }
         let now = self.holds.consider(unix_now(), mount, generation, &local, deferral, &mut events);
+        let offered = self.holds.offered(path);
+        if self.memos.get(path).and_then(|m| m.offered.clone()) != offered {
+            self.memo(path).offered = offered;
+            self.save_memos();
+        }
         events.into_iter().for_each(|e| self.event(e));
+        if !now {
+            self.keep_still(path);
+        }
         now
+    }
+
+    /// Holds a waiting mount on the generation it serves, so that its own channel poller does
+    /// not switch it outside its window or deferral when the channel moves; the switch the gate
+    /// lets through later ends the hold.
+    fn keep_still(&mut self, path: &str) {
+        let Some(c) = self.supervisor.children.get(path) else { return };
+        let RunState::Up { current } = &c.running.state else { return };
+        if c.running.held.is_some() {
+            return;
+        }
+        let current = current.clone();
+        match self.supervisor.switch_to(path, &current) {
+            Ok(Switch::AlreadyCurrent { .. }) => {
+                if let Some(c) = self.supervisor.children.get_mut(path) {
+                    c.running.held = Some(current);
+                }
+            }
+            Ok(other) => tracing::warn!(path, ?other, "holding a waiting mount where it is did something else"),
+            Err(e) => tracing::warn!(path, error = %e, "cannot hold a waiting mount where it is; its poller may switch it early"),
+        }
     }
 
     /// When the switch gate may open for a held switch.

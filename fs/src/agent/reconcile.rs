@@ -98,6 +98,10 @@ pub struct Memo {
     /// one), reported once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_on: Option<String>,
+    /// A generation offered and held back (window, deferral) and when it was first offered:
+    /// a user's deferral cannot push the switch past the policy's deadline, restarts or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<(String, i64)>,
 }
 
 impl Memo {
@@ -364,6 +368,9 @@ pub fn forget_stale(memos: &mut BTreeMap<String, Memo>, desired: &[DesiredMount]
         }
         if m.stuck_on.as_ref().is_some_and(|g| !withdrawn.contains(g)) {
             m.stuck_on = None;
+        }
+        if m.offered.as_ref().is_some_and(|(g, _)| target(d).as_ref() != Some(g)) {
+            m.offered = None;
         }
     }
     memos.retain(|_, m| !m.is_empty());

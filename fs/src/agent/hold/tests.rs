@@ -107,3 +107,33 @@ fn a_deferral_is_reported_and_holds_not_asked_about_are_forgotten() {
     holds.end_turn();
     assert_eq!(holds.wake(), None, "not asked about in a turn: forgotten");
 }
+
+#[test]
+fn a_restored_offer_keeps_the_deferral_deadline_of_the_first_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = mount(nightly(7200), false);
+    let inside = OPENS + 60;
+    // Offered an hour and a half ago (before a restart); a fresh deferral of two hours.
+    let first = inside - 5400;
+    let deferral = Some(Deferral { made: inside, until: inside + 7200 });
+    let mut holds = Holds::default();
+    holds.restore("/os", "os@2", first);
+    let mut events = Vec::new();
+    assert!(!holds.consider(inside, &m, "os@2", dir.path(), deferral, &mut events));
+    assert_eq!(events, [waiting("prefetching", first + 7200)], "the deadline counts from the first offer");
+    assert_eq!(holds.offered("/os"), Some(("os@2".into(), first)));
+    // Without it, the deadline would count from now.
+    let mut fresh = Holds::default();
+    let mut events = Vec::new();
+    assert!(!fresh.consider(inside, &m, "os@2", dir.path(), deferral, &mut events));
+    assert_eq!(events, [waiting("prefetching", inside + 7200)]);
+    // A restore for a generation the mount is not offered is replaced by the offer.
+    let mut other = Holds::default();
+    other.restore("/os", "os@9", first);
+    let mut events = Vec::new();
+    other.consider(inside, &m, "os@2", dir.path(), deferral, &mut events);
+    assert_eq!(other.offered("/os"), Some(("os@2".into(), inside)));
+    settle(&mut holds, inside);
+    settle(&mut fresh, inside);
+    settle(&mut other, inside);
+}
