@@ -175,6 +175,14 @@ fn normal_spec() -> PlanSpec {
     PlanSpec::Named("normal".into())
 }
 
+/// The stable bucket of an endpoint in a rollout, 0..10000: the first 8 bytes (big-endian)
+/// of BLAKE3(`ENDPOINT\nROLLOUT`) modulo 10000, so stage membership can be reproduced by
+/// anyone and differs between rollouts. A percent stage of P takes buckets below P × 100.
+pub fn bucket(endpoint: &EndpointId, rollout: RolloutId) -> u32 {
+    let d = format::Digest::of(format!("{endpoint}\n{rollout}").as_bytes());
+    (u64::from_be_bytes(d.0[..8].try_into().expect("8 bytes")) % 10_000) as u32
+}
+
 /// Where a rollout is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -36,6 +36,13 @@ pub fn now_system() -> SystemTime {
     SystemTime::now() + Duration::from_secs(offset())
 }
 
+/// A monotonic instant that the test clock's offset moves forward too: for waits measured in
+/// seconds of the workspace's time (an agent's soak after a switch), which a test then lets
+/// pass by advancing the clock. An offset lowered later would move it back: tests only raise it.
+pub fn instant() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(offset())
+}
+
 /// The seconds `IMAGED_TEST_CLOCK`'s file adds to the system clock; 0 without the variable.
 pub fn offset() -> u64 {
     match std::env::var_os(TEST_CLOCK_VAR) {

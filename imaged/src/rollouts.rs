@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use api::fleet::{Desired, EndpointId, GroupName, Source};
+pub use api::rollouts::bucket;
 use api::rollouts::{Decision, Rollout, RolloutId, RolloutState, StageCounts, StageTarget};
 use format::ChannelName;
 
@@ -26,13 +27,6 @@ pub struct WithdrawnRecord {
     pub by: String,
     /// When.
     pub time: i64,
-}
-
-/// The stable bucket of an endpoint in a rollout, 0..10000: a hash of both ids, so stage
-/// membership can be reproduced and differs between rollouts.
-pub fn bucket(endpoint: &EndpointId, rollout: RolloutId) -> u32 {
-    let d = format::Digest::of(format!("{endpoint}\n{rollout}").as_bytes());
-    (u64::from_be_bytes(d.0[..8].try_into().expect("8 bytes")) % 10_000) as u32
 }
 
 /// The first stage of `r`'s plan that takes the endpoint, if any.

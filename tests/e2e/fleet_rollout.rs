@@ -1,4 +1,4 @@
-//! Fifty real agents through a staged rollout: a canary ring whose probe fails trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
+//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tests::agent::Agent;
 use tests::fleet::enroll_token;
-use tests::{client, ok_json, Imgctl, Server};
+use tests::{client, ok_json, Imgctl, Server, TestClock};
 
 const AGENTS: usize = 50;
-/// Agents 0-1 are the pilot ring, 2-4 the canary ring (their probe fails on os@2 until fixed).
+/// Agents 0-1 are the pilot group.
 const PILOTS: std::ops::Range<usize> = 0..2;
-const CANARIES: std::ops::Range<usize> = 2..5;
 
 fn get(server: &Server, path: &str) -> Value {
     let r = client().get(format!("{}{path}", server.url)).bearer_auth(server.token()).send().unwrap();
@@ -61,12 +60,26 @@ fn publish(t: &Imgctl, server: &Server, src: &Path, content: &str) {
     t.push_signed(server, "os@latest");
 }
 
+/// The built-in `normal` plan's stages: pilot group, then 1%, 10%, 50%, 100% of buckets.
+const NORMAL_PERCENTS: [u32; 4] = [1, 10, 50, 100];
+
+/// The first stage (0-based) of the `normal` plan that takes an endpoint of bucket `b`.
+fn entry_stage(pilot: bool, b: u32) -> usize {
+    if pilot {
+        return 0;
+    }
+    1 + NORMAL_PERCENTS.iter().position(|p| b < p * 100).expect("100% takes every bucket")
+}
+
 #[test]
-fn fifty_agents_a_failing_canary_ring_trips_the_brake_a_resume_completes_and_a_withdrawal_undoes_it_in_seconds() {
+fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_a_withdrawal_undoes_it_in_seconds() {
     let t = Imgctl::new();
     let config = t.path("imaged.toml");
     std::fs::write(&config, "poll_seconds = 10\n").unwrap();
-    let server = Server::start_with(&t.path("server"), 0, Some(&config));
+    // The server, the agents and their mounts share one test clock: the plan's soaks (10 min to
+    // an hour) pass by moving it, not by waiting.
+    let clock = TestClock::new(&t.path("clock"));
+    let server = Server::start_clocked(&t.path("server"), Some(&config), &clock);
     let src = t.path("src");
     std::fs::create_dir_all(&src).unwrap();
     publish(&t, &server, &src, "one");
@@ -76,77 +89,124 @@ fn fifty_agents_a_failing_canary_ring_trips_the_brake_a_resume_completes_and_a_w
     let ns = json!({ "mounts": [{ "path": "/os", "channel": "os/stable" }] });
     post(&server, "/v1/fleet/groups", json!({ "name": "fleet", "selector": "site=lab", "namespace": ns }));
     post(&server, "/v1/fleet/groups", json!({ "name": "pilot", "selector": "ring=pilot" }));
-    post(&server, "/v1/fleet/groups", json!({ "name": "canary", "selector": "ring=canary" }));
     let token = enroll_token(&server, None, None, json!({ "site": "lab" }));
     let root = t.root_file();
+    let env = [("IMAGED_TEST_CLOCK", clock.path())];
     // Every agent probes its mount: healthy unless a file named `broken` sits in its directory
-    // (the canary ring's), and only on os@2.
+    // (standing in for a machine-specific fault), and only on os@2.
     let mut agents: Vec<Agent> = (0..AGENTS)
         .map(|i| {
             let dir = t.path(&format!("agent{i}"));
             std::fs::create_dir_all(&dir).unwrap();
-            let ring = if PILOTS.contains(&i) { "pilot" } else if CANARIES.contains(&i) { "canary" } else { "rest" };
-            if ring == "canary" {
-                std::fs::write(dir.join("broken"), "os@2 breaks this machine").unwrap();
-            }
             let probe = format!(
                 "[health]\ncommand = 'if [ \"$IMGFS_GENERATION\" = os@2 ] && [ -e {} ]; then cat {}; exit 3; fi'\ntimeout_seconds = 10\n",
                 dir.join("broken").display(),
                 dir.join("broken").display()
             );
-            Agent::start(&dir, &server, &root, &token, "lab", &probe, &["/os"])
+            Agent::start_with_env(&dir, &server, &root, &token, "lab", &probe, &["/os"], &env)
         })
         .collect();
-    // The rings are operators' labels.
     let ids: Vec<String> = agents.iter().map(Agent::id).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let ring = if PILOTS.contains(&i) { "pilot" } else if CANARIES.contains(&i) { "canary" } else { "rest" };
-        let r = client().put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url)).bearer_auth(server.token()).json(&json!({ "set": { "ring": ring } })).send().unwrap();
+    // Agents 0-1 are the pilot group (an operator's label).
+    for id in &ids[PILOTS] {
+        let r = client().put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url)).bearer_auth(server.token()).json(&json!({ "set": { "ring": "pilot" } })).send().unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
     wait(120, "all fifty mounted on os@1", || running(&server).values().filter(|g| g.as_deref() == Some("os@1")).count() == AGENTS);
 
-    // The plan: pilot, canary (tolerates 1 failure), everyone; soaks of 2 s.
-    let plan = json!({ "name": "rings", "lost_after_seconds": 600, "stages": [
-        { "group": "pilot", "min_sample": 2, "soak_seconds": 2, "failure_budget": 0 },
-        { "group": "canary", "min_sample": 3, "soak_seconds": 2, "failure_budget": 1 },
-        { "percent": 100, "min_sample": 10, "soak_seconds": 2, "success_percent": 95, "failure_budget": 2 },
-    ] });
+    // The rollout will be r1: each endpoint's stage follows from its stable bucket. The whole
+    // 50% stage fails its probe on os@2.
+    let stage_of: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| entry_stage(PILOTS.contains(&i), api::rollouts::bucket(&id.parse().unwrap(), api::rollouts::RolloutId(1))))
+        .collect();
+    let broken: Vec<usize> = (0..AGENTS).filter(|i| stage_of[*i] == 3).collect();
+    assert!(broken.len() >= 3, "the 50% stage has {} of 50 endpoints: too few to trip its budget of 2", broken.len());
+    for i in &broken {
+        std::fs::write(t.path(&format!("agent{i}")).join("broken"), "os@2 breaks this machine").unwrap();
+    }
+    eprintln!("stages of the 50 endpoints: {:?}", (0..5).map(|k| stage_of.iter().filter(|s| **s == k).count()).collect::<Vec<_>>());
+
     let t0 = Instant::now();
-    let r = post(&server, "/v1/rollouts", json!({ "channel": "os/stable", "generation": "os@2", "plan": plan, "reason": "fix" }));
+    let r = post(&server, "/v1/rollouts", json!({ "channel": "os/stable", "generation": "os@2", "plan": "normal", "reason": "fix" }));
     let id = r["id"].as_str().unwrap().to_string();
-    mark(t0, &format!("rollout {id} started"));
+    assert_eq!(id, "r1");
+    let soaks: Vec<u64> = r["plan"]["stages"].as_array().unwrap().iter().map(|s| s["soak_seconds"].as_u64().unwrap()).collect();
+    let lost_after = r["plan"]["lost_after_seconds"].as_u64().unwrap();
+    mark(t0, &format!("rollout {id} started with the normal plan, soaks {soaks:?} s"));
     let rollout = || get(&server, &format!("/v1/rollouts/{id}"));
-    wait(60, "the pilot ring passes", || rollout()["stage"] == 1);
-    mark(t0, "stage 1 (pilot) passed");
-    wait(60, "the brake", || rollout()["state"] == "halted");
+    // Lets `secs` of the clock pass, in steps of at most half the plan's lost-after time, each
+    // followed by a check-in of every online agent (or its silence would count as lost).
+    let soak = |secs: u64, online: &[String]| {
+        let mut left = secs;
+        while left > 0 {
+            let step = left.min(lost_after / 2);
+            clock.advance(step);
+            left -= step;
+            let after = clock.now();
+            wait(60, "every agent checked in after the clock moved", || {
+                let all = get(&server, "/v1/fleet/endpoints");
+                all["endpoints"].as_array().unwrap().iter().filter(|e| online.iter().any(|id| e["id"] == id.as_str())).all(|e| e["last_seen"].as_i64() >= Some(after))
+            });
+        }
+    };
+    // Each stage: once the server counts exactly the endpoints the buckets put in it and its
+    // earlier stages, and they switched (or failed), its soak passes.
+    let stage_settled = |k: u64| {
+        let r = rollout();
+        let c = &r["counts"];
+        let n = |f: &str| c[f].as_u64().unwrap();
+        let members = stage_of.iter().filter(|s| **s as u64 <= k).count() as u64;
+        r["state"] == "halted"
+            || r["stage"].as_u64() > Some(k)
+            || (r["stage"] == k && n("targeted") == members && n("switched") + n("failed") >= members)
+    };
+    for k in 0..3u64 {
+        wait(60, &format!("stage {} switched", k + 1), || stage_settled(k));
+        mark(t0, &format!("stage {}: {}", k + 1, rollout()["counts"]));
+        soak(soaks[k as usize], &ids);
+        wait(60, &format!("stage {} passes", k + 1), || rollout()["stage"].as_u64() > Some(k));
+        mark(t0, &format!("stage {} passed after its soak of {} s", k + 1, soaks[k as usize]));
+    }
+    wait(90, "the brake", || rollout()["state"] == "halted");
     let halted = rollout();
     mark(t0, &format!("halted: {}", halted["rule"]));
+    assert_eq!(halted["stage"], 3, "{halted:#}");
     let failed: Vec<&str> = halted["failed"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-    assert!(failed.len() >= 2 && failed.iter().all(|f| ids[CANARIES].contains(&f.to_string())), "{halted:#}");
-    // The canaries are back on os@1 by themselves; compliance says they failed, with the output.
-    wait(30, "the canaries rolled back", || {
+    let broken_ids: Vec<&String> = broken.iter().map(|i| &ids[*i]).collect();
+    assert!(failed.len() >= 3 && failed.iter().all(|f| broken_ids.iter().any(|b| b.as_str() == *f)), "{halted:#}");
+    // Those endpoints are back on os@1 by themselves; compliance says they failed, with the output.
+    wait(60, "the failing stage rolled back", || {
         let r = running(&server);
-        ids[CANARIES].iter().all(|id| r[id].as_deref() == Some("os@1"))
+        broken_ids.iter().all(|id| r[id.as_str()].as_deref() == Some("os@1"))
     });
-    mark(t0, "canaries back on os@1 by themselves");
+    mark(t0, &format!("the {} endpoints of stage 4 back on os@1 by themselves", broken.len()));
     let c = get(&server, "/v1/fleet/compliance?target=os@2");
-    for id in &ids[CANARIES] {
+    for id in &broken_ids {
         let s = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == id.as_str()).unwrap_or_else(|| panic!("{id}: {c}"));
         assert!(matches!(s["reason"].as_str(), Some("failed" | "rolled_back")), "{s}");
         let text = s["error"].as_str().or(s["why"].as_str()).unwrap_or("");
         assert!(text.contains("os@2 breaks this machine"), "the probe's output: {s}");
     }
-    let rest = running(&server);
-    assert!(ids[5..].iter().all(|id| rest[id].as_deref() == Some("os@1")), "the brake kept the rest on os@1");
+    let now = running(&server);
+    for (i, id) in ids.iter().enumerate() {
+        let want = if stage_of[i] < 3 { "os@2" } else { "os@1" };
+        assert_eq!(now[id].as_deref(), Some(want), "stage {} endpoint {id}: the brake keeps later stages on os@1", stage_of[i] + 1);
+    }
 
     // The fix, then resume: the rollout completes and every endpoint ends on os@2.
-    for i in CANARIES {
+    for i in &broken {
         std::fs::remove_file(t.path(&format!("agent{i}")).join("broken")).unwrap();
     }
     post(&server, &format!("/v1/rollouts/{id}/resume"), json!({}));
     mark(t0, "fixed; resumed");
-    wait(120, "completion", || rollout()["state"] == "completed");
+    soak(soaks[3], &ids);
+    wait(60, "stage 4 passes", || rollout()["stage"].as_u64() > Some(3));
+    mark(t0, "stage 4 passed after its soak");
+    wait(60, "stage 5 switched", || stage_settled(4));
+    soak(soaks[4], &ids);
+    wait(60, "completion", || rollout()["state"] == "completed");
     mark(t0, "completed: the channel names os@2");
     wait(60, "all fifty on os@2", || running(&server).values().all(|g| g.as_deref() == Some("os@2")));
     mark(t0, "all fifty on os@2");

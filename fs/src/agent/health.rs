@@ -1,7 +1,8 @@
 //! Health after a switch, pure: the probe at once, the activation's unit restarts after a
 //! healthy first probe, the probe again when the soak time has passed since the switch, and
-//! the verdict. Time is passed in (an injected clock), so tests need no sleeps; the agent runs
-//! the probes themselves on threads (`probe`) and feeds their outcomes back.
+//! the verdict. Time is passed in (an injected clock), so tests need no sleeps; the agent passes
+//! `cache::clock::instant()`, which end-to-end tests move forward with the shared test clock,
+//! runs the probes themselves on threads (`probe`) and feeds their outcomes back.
 
 use std::time::{Duration, Instant};
 

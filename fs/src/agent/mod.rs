@@ -181,7 +181,7 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
                 }
             }
         }
-        agent.run_checks(Instant::now());
+        agent.run_checks(cache::clock::instant());
         let mut until = schedule.next().min(next_status);
         if let Some(t) = agent.gate_wake() {
             until = until.min(t);
@@ -190,7 +190,8 @@ pub fn run(config: AgentConfig, exe: PathBuf) -> Result<(), AgentError> {
             until = until.min(agent.next_report);
         }
         if let Some(due) = agent.checks.values().filter(|c| !c.busy).map(Check::due).min() {
-            until = until.min(due);
+            // Soaks run on the workspace's clock (`cache::clock::instant`), which a test moves.
+            until = until.min(Instant::now() + due.saturating_duration_since(cache::clock::instant()));
         }
         let wait = until.saturating_duration_since(Instant::now());
         if let Ok(first) = wakes.recv_timeout(wait) {
@@ -611,7 +612,7 @@ impl Agent {
             _ => vec![],
         };
         self.serial += 1;
-        self.checks.insert(path.to_string(), Check::new(offer, Instant::now(), soak, units, self.serial));
+        self.checks.insert(path.to_string(), Check::new(offer, cache::clock::instant(), soak, units, self.serial));
     }
 
     /// Starts the health checks' tasks that are due, each on a thread of its own (the loop
