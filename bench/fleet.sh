@@ -5,7 +5,8 @@
 #   2. conditional check-ins answered 304, per second, with p50/p99 latency;
 #   3. report batches (a switch and a cache event each), endpoints' reports per second, p50/p99;
 #   4. STREAMS event streams held open: imaged's resident memory per stream;
-#   5. compliance of the channel over all N endpoints (median of 3 requests).
+#   5. compliance of the channel over all N endpoints (median of 3 requests);
+#   6. (AGENTS=50) the emergency plan with AGENTS real agents: rollout start to all healthy.
 # Prints one table with the goals; not a timed test. The generator and imaged share the machine.
 #   N=100000 C=64 DURATION=10 STREAMS=10000 bench/fleet.sh
 #   HISTORY=50 bench/fleet.sh     # each endpoint first reports 50 events (a fleet that has run a while)
@@ -76,3 +77,17 @@ s=$(val compliance seconds)
 printf '\n%-46s %14s %10s %14s\n' "compliance bench/stable" "endpoints" "seconds" "goal"
 printf '%-46s %14s %10s %14s\n' "$(val compliance on) on, $(val compliance counts)" "$(val compliance total)" "$s" "< 1: $(meets "$s" 1 '<')"
 echo "imaged resident memory at the end: $((rss_end / 1024)) MiB"
+
+# The emergency plan with real agents (tests/src/bin/rollout-bench.rs): AGENTS real `imgfs agent`s,
+# each probing its mount; the time from `rollout start` to every endpoint healthy on the new
+# generation, against the plan's own soak times. AGENTS=0 skips it.
+AGENTS=${AGENTS:-50}
+if (( AGENTS > 0 )); then
+  kill "$IMAGED_PID" 2>/dev/null; wait "$IMAGED_PID" 2>/dev/null || true; IMAGED_PID=
+  "$BIN/rollout-bench" --agents "$AGENTS" | tee "$W/agents.txt"
+  ev() { awk -v k="$1" '$1 == "RESULT" && $2 == "phase=emergency" { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$W/agents.txt"; }
+  over=$(ev over_soaks_s)
+  printf '\n%-46s %10s %10s %10s %10s %14s\n' "emergency rollout, $AGENTS real agents" "soaks s" "switched s" "healthy s" "over s" "goal"
+  printf '%-46s %10s %10s %10s %10s %14s\n' "rollout start -> every endpoint ..." "$(ev soak_seconds)" "$(ev all_switched_s)" "$(ev all_healthy_s)" "$over" "<= 10: $(meets "$over" 10.001 '<')"
+  echo "(completed $(ev completed_s) s after the start: the last stage passes once 90% are healthy)"
+fi

@@ -24,9 +24,14 @@ pub use server::{client, Server};
 pub use store::{corrupt_object, framed_raw, store_objects};
 pub use trees::{build_special_tree, compare_trees, compare_trees_but_mtimes, noise, sample_acl};
 
-/// Where the workspace's binaries are: next to the test executable's `deps/` folder.
+/// Where the workspace's binaries are: next to the test executable's `deps/` folder, or next
+/// to the executable itself (a benchmark's binary in `target/<profile>/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
+    let beside = exe.parent().expect("target/<profile>").join(name);
+    if beside.exists() && exe.parent().and_then(Path::file_name).is_some_and(|d| d != "deps") {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join(name);
     assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
