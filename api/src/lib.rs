@@ -17,6 +17,7 @@ pub mod rollouts;
 pub mod server;
 pub mod tuf;
 pub mod users;
+pub mod window;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use format::{ChannelName, Digest, ImageName};

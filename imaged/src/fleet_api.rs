@@ -555,6 +555,9 @@ async fn write_group(state: AppState, headers: HeaderMap, group: Group, create: 
     if let Some(p) = group.namespace.problem() {
         return Err(AppError::new(ErrorCode::BadRequest, format!("namespace of {}: {p}", group.name)));
     }
+    if let Some(Err(e)) = group.window.as_ref().map(api::window::Schedule::parse) {
+        return Err(AppError::new(ErrorCode::BadRequest, format!("group {}: {e}", group.name)));
+    }
     let live = LiveGroup::new(group).map_err(|e| AppError::new(ErrorCode::BadSelector, e.to_string()))?;
     let _guard = state.channel_writes.lock().await;
     let st = state.clone();

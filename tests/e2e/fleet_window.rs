@@ -87,6 +87,19 @@ fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_em
     clock.advance((40 - clock.now()).rem_euclid(60) as u64);
     let opens = (clock.now() / 60 + 1) * 60;
     let minute = (opens / 60) % 60;
+    // A window the endpoints could not use is refused when the group is written.
+    for (bad, says) in [
+        (json!({ "cron": "0 2 * * MON", "duration_seconds": 600, "timezone": "UTC" }), "window cron expression \"0 2 * * MON\""),
+        (json!({ "cron": "0 2 * * *", "duration_seconds": 600, "timezone": "Mars/Olympus" }), "window time zone \"Mars/Olympus\" is not known"),
+        (json!({ "cron": "0 0 30 2 *", "duration_seconds": 600, "timezone": "UTC" }), "never matches a day that exists"),
+    ] {
+        let mut g = group.clone();
+        g["window"] = bad;
+        let r = client().put(format!("{}/v1/fleet/groups/paris", server.url)).bearer_auth(server.token()).json(&g).send().unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().unwrap();
+        assert!(status == 400 && body["message"].as_str().unwrap_or("").contains(says), "{status} {body}");
+    }
     group["window"] = json!({ "cron": format!("{minute} * * * *"), "duration_seconds": 600, "timezone": "UTC", "max_defer_seconds": 3600 });
     let r = client().put(format!("{}/v1/fleet/groups/paris", server.url)).bearer_auth(server.token()).json(&group).send().unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
