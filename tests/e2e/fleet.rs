@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tests::agent::Agent;
-use tests::fleet::enroll_token;
+use tests::fleet::{enroll_token, get};
 use tests::{bin, client, ok_json, Imgctl, Server};
 
 const AGENTS: usize = 50;
@@ -14,12 +14,6 @@ const AGENTS: usize = 50;
 fn publish(t: &Imgctl, server: &Server, src: &Path, image: &str, content: &str) {
     std::fs::write(src.join("f"), content).unwrap();
     t.publish(server, src, image, &format!("{image}/stable"));
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    let r = client().get(format!("{}{path}", server.url)).bearer_auth(server.token()).send().unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{path}");
-    r.json().unwrap()
 }
 
 /// What each endpoint reports its `path` mount runs.

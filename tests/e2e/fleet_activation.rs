@@ -5,16 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tests::agent::Agent;
-use tests::fleet::enroll_token;
+use tests::fleet::{enroll_token, post};
 use tests::{client, ok_json, Imgctl, Server};
-
-fn post(server: &Server, path: &str, body: Value) -> Value {
-    let r = client().post(format!("{}{path}", server.url)).bearer_auth(server.token()).json(&body).send().unwrap();
-    let status = r.status().as_u16();
-    let v: Value = r.json().unwrap();
-    assert!(status < 300, "{path}: {status} {v}");
-    v
-}
 
 fn events(server: &Server, id: &str) -> Vec<Value> {
     let r = client().get(format!("{}/v1/fleet/endpoints/{id}", server.url)).bearer_auth(server.token()).send().unwrap();

@@ -6,26 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tests::agent::Agent;
-use tests::fleet::enroll_token;
+use tests::fleet::{enroll_token, get, post};
 use tests::{client, ok_json, Imgctl, Server, TestClock};
 
 const AGENTS: usize = 50;
 /// Agents 0-1 are the pilot group.
 const PILOTS: std::ops::Range<usize> = 0..2;
-
-fn get(server: &Server, path: &str) -> Value {
-    let r = client().get(format!("{}{path}", server.url)).bearer_auth(server.token()).send().unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{path}");
-    r.json().unwrap()
-}
-
-fn post(server: &Server, path: &str, body: Value) -> Value {
-    let r = client().post(format!("{}{path}", server.url)).bearer_auth(server.token()).json(&body).send().unwrap();
-    let status = r.status().as_u16();
-    let v: Value = r.json().unwrap();
-    assert!(status < 300, "{path}: {status} {v}");
-    v
-}
 
 /// What each endpoint reports its `/os` mount runs.
 fn running(server: &Server) -> BTreeMap<String, Option<String>> {

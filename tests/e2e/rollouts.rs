@@ -3,24 +3,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tests::fleet::{enroll_token, Synthetic};
+use tests::fleet::{call, enroll_token, get, Synthetic};
 use tests::{client, ok_json, Imgctl, Server};
-
-fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = client().post(format!("{}{path}", server.url)).bearer_auth(server.token()).json(&body).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
-
-fn put(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = client().put(format!("{}{path}", server.url)).bearer_auth(server.token()).json(&body).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    let r = client().get(format!("{}{path}", server.url)).bearer_auth(server.token()).send().unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{path}");
-    r.json().unwrap()
-}
 
 /// Polls the rollout until `done` (at most 15 s: the server ticks every second).
 fn wait_rollout(server: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -75,18 +59,18 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
         assert_eq!(e.check_in("/os=img@1", None).0, 200);
     }
     let ns = json!({ "mounts": [{ "path": "/os", "channel": "img/stable" }] });
-    assert_eq!(post(&server, "/v1/fleet/groups", json!({ "name": "all", "selector": "site=x", "namespace": ns })).0, 201);
-    assert_eq!(post(&server, "/v1/fleet/groups", json!({ "name": "pilot", "members": [eps[0].id] })).0, 201);
+    assert_eq!(call(&server, "POST", "/v1/fleet/groups", json!({ "name": "all", "selector": "site=x", "namespace": ns })).0, 201);
+    assert_eq!(call(&server, "POST", "/v1/fleet/groups", json!({ "name": "pilot", "members": [eps[0].id] })).0, 201);
 
     // A two-stage plan: the pilot group, then everyone; no failure tolerated.
     let plan = json!({ "name": "two", "lost_after_seconds": 900, "stages": [
         { "group": "pilot", "min_sample": 1, "soak_seconds": 0, "failure_budget": 0 },
         { "percent": 100, "min_sample": 1, "soak_seconds": 0, "failure_budget": 0 },
     ] });
-    let (status, r) = post(&server, "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2", "plan": plan, "reason": "fix" }));
+    let (status, r) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2", "plan": plan, "reason": "fix" }));
     assert_eq!((status, r["state"].as_str()), (201, Some("running")), "{r}");
     let id = r["id"].as_str().unwrap().to_string();
-    let (status, again) = post(&server, "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@3" }));
+    let (status, again) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@3" }));
     assert_eq!((status, again["error"].as_str()), (409, Some("rollout_active")));
 
     // Stage 1 reaches the pilot alone; the others are not offered it yet.
@@ -117,7 +101,7 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     assert_eq!(get(&server, &format!("/v1/rollouts/{id}"))["state"], "halted");
 
     // Resume acknowledges the failure; the rest report healthy and the rollout completes.
-    let (status, r) = post(&server, &format!("/v1/rollouts/{id}/resume"), json!({}));
+    let (status, r) = call(&server, "POST", &format!("/v1/rollouts/{id}/resume"), json!({}));
     assert_eq!((status, r["state"].as_str()), (200, Some("running")), "{r}");
     for (i, e) in eps.iter_mut().enumerate().skip(1) {
         e.url = server.url.clone();
@@ -128,25 +112,25 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     let r = wait_rollout(&server, &id, "completion", |r| r["state"] == "completed");
     assert_eq!(r["stage"], 2);
     assert_eq!(get(&server, "/v1/channels/img/stable")["generation"], "img@2", "the channel moved when the last stage passed");
-    let (status, r) = post(&server, &format!("/v1/rollouts/{id}/pause"), json!({}));
+    let (status, r) = call(&server, "POST", &format!("/v1/rollouts/{id}/pause"), json!({}));
     assert_eq!((status, r["error"].as_str()), (409, Some("rollout_state")));
 
     // Pins and holds.
     eps[0].url = server.url.clone();
     eps[0].open_session(tests::fleet::now());
-    assert_eq!(put(&server, &format!("/v1/fleet/endpoints/{}/pin", eps[2].id), json!({ "generation": "img@1" })).0, 200);
+    assert_eq!(call(&server, "PUT", &format!("/v1/fleet/endpoints/{}/pin", eps[2].id), json!({ "generation": "img@1" })).0, 200);
     let (g, _, d) = desired(&eps[2], "/os=img@2");
     assert_eq!((g.as_str(), d["mounts"][0]["pinned"].as_str()), ("img@1", Some("img@1")), "{d}");
-    assert_eq!(put(&server, &format!("/v1/fleet/endpoints/{}/hold", eps[3].id), json!({ "reason": "trade show" })).0, 200);
+    assert_eq!(call(&server, "PUT", &format!("/v1/fleet/endpoints/{}/hold", eps[3].id), json!({ "reason": "trade show" })).0, 200);
 
     // Withdrawal: the channel goes back, every endpoint is told, it is never offered again.
-    let (status, w) = post(&server, "/v1/withdraw", json!({ "generation": "img@2", "reason": "pre-release pushed by mistake" }));
+    let (status, w) = call(&server, "POST", "/v1/withdraw", json!({ "generation": "img@2", "reason": "pre-release pushed by mistake" }));
     assert_eq!(status, 200, "{w}");
     assert_eq!(w["channels"], json!([["img/stable", "img@1"]]));
     assert_eq!(get(&server, "/v1/channels/img/stable")["generation"], "img@1");
     let (g, _, d) = desired(&eps[0], "/os=img@2");
     assert_eq!((g.as_str(), d["withdrawn"].clone()), ("img@1", json!(["img@2"])));
-    let (status, body) = post(&server, "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2" }));
+    let (status, body) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2" }));
     assert_eq!((status, body["error"].as_str()), (409, Some("withdrawn")));
     let r = client().put(format!("{}/v1/channels/img/stable", server.url)).bearer_auth(server.token()).json(&json!({ "generation": "img@2" })).send().unwrap();
     assert_eq!(r.status().as_u16(), 409);

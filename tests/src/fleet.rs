@@ -29,6 +29,28 @@ pub fn enroll_token(server: &Server, uses: Option<u32>, lifetime: Option<u64>, l
     r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
 }
 
+/// `GET PATH` with the admin token: the JSON answer; panics unless 200.
+pub fn get(server: &Server, path: &str) -> Value {
+    let r = client().get(format!("{}{path}", server.url)).bearer_auth(server.token()).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    r.json().unwrap()
+}
+
+/// `POST PATH` with the admin token and a JSON body: the JSON answer; panics unless 2xx.
+pub fn post(server: &Server, path: &str, body: Value) -> Value {
+    let (status, v) = call(server, "POST", path, body);
+    assert!(status < 300, "{path}: {status} {v}");
+    v
+}
+
+/// A request (`POST`, `PUT`, `DELETE`) with the admin token and a JSON body: the status and
+/// the JSON answer (null if there is none).
+pub fn call(server: &Server, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let r = client().request(method, format!("{}{path}", server.url)).bearer_auth(server.token()).json(&body).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
