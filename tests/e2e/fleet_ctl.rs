@@ -12,7 +12,7 @@ fn enroll(server: &Server, token: &str, hostname: &str, labels: &[(&str, &str)])
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut seed).unwrap();
     let key = trust::keys::SecretKey::from_bytes(&seed);
-    let public: String = key.public().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let public: String = key.public().ed25519_bytes().expect("ed25519").iter().map(|b| format!("{b:02x}")).collect();
     let body = Enroll {
         token: token.to_string(),
         signature: key.sign(&api::fleet::enroll_message(token, &public)),

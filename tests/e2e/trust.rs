@@ -38,9 +38,15 @@ fn keys_are_generated_once_listed_and_rotated_into_a_new_root() {
     let list = ok_json(t.remote(&server, &["--json", "key", "list"]));
     assert_eq!(list["root"]["version"], 1);
     let old_targets = list["root"]["roles"]["targets"]["keyids"][0].clone();
-    // A new targets key: root version 2 (signed by the root key), and targets.json signed
-    // again by the new key; publishing goes on.
-    let (root, new_targets) = (t.key("root"), t.key("targets-2"));
+    // A new targets key, ECDSA P-256 this time: root version 2 (signed by the root key), and
+    // targets.json signed again by the new key; publishing goes on.
+    let root = t.key("root");
+    let new_targets = t.path("targets-2.key");
+    let made = ok_json(t.run(["--json", "key", "generate", new_targets.to_str().unwrap(), "--type", "ecdsa"]));
+    assert_eq!(made["keytype"], "ecdsa");
+    let public: Value = serde_json::from_slice(&std::fs::read(t.path("targets-2.key.pub")).unwrap()).unwrap();
+    assert_eq!(public["scheme"], "ecdsa-sha2-nistp256");
+    assert!(public["keyval"]["public"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----\n"), "{public}");
     let add = format!("{}.pub", new_targets.display());
     let sign = [root.to_str().unwrap(), new_targets.to_str().unwrap()];
     ok_json(t.remote(
@@ -50,8 +56,18 @@ fn keys_are_generated_once_listed_and_rotated_into_a_new_root() {
     let list = ok_json(t.remote(&server, &["--json", "key", "list"]));
     assert_eq!(list["root"]["version"], 2);
     assert_ne!(list["root"]["roles"]["targets"]["keyids"][0], old_targets);
+    assert_eq!(list["root"]["roles"]["targets"]["keyids"][0], made["keyid"]);
     std::fs::write(src.join("f"), b"two\n").unwrap();
     t.publish(&server, &src, "os", "os/stable");
+    // A client provisioned with root 1 follows the rotation and verifies the ECDSA signature.
+    let md = t.path("metadata");
+    let md_s = md.to_str().unwrap();
+    assert!(conformance(&["--metadata-dir", md_s, "init", t.root_file().to_str().unwrap()]).0);
+    let (ok, err) = conformance(&["--metadata-dir", md_s, "--metadata-url", &format!("{}/tuf", server.url), "refresh"]);
+    assert!(ok, "{err}");
+    let targets: Value = serde_json::from_slice(&std::fs::read(md.join("targets.json")).unwrap()).unwrap();
+    assert_eq!(targets["signatures"][0]["keyid"], made["keyid"]);
+    assert!(targets["signatures"][0]["sig"].as_str().unwrap().starts_with("30"), "a DER signature: {targets}");
     // A rotation signed without the root key is refused by the server.
     let out = t.remote(&server, &["key", "rotate", "targets", "--add", &add, "--sign-with", sign[1]]);
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));

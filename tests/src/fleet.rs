@@ -70,7 +70,7 @@ impl Synthetic {
 
     /// The public key, hex.
     pub fn public(&self) -> String {
-        self.key.public().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        self.key.public().ed25519_bytes().expect("ed25519").iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// `POST /v1/fleet/enroll`: the status and body; keeps the id on success.

@@ -622,10 +622,14 @@ pub enum ChannelOp {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyOp {
-    /// Write a new ed25519 key to FILE (mode 0600) and its public half to FILE.pub.
+    /// Write a new key to FILE (mode 0600) and its public half to FILE.pub.
     Generate {
         /// The secret key file to create (never overwritten).
         file: PathBuf,
+        /// ed25519 (default); ecdsa (P-256, ecdsa-sha2-nistp256: python-tuf's default, what
+        /// hardware tokens and KMSs hold); rsa (3072 bits, rsassa-pss-sha256).
+        #[arg(long = "type", default_value = "ed25519", value_parser = ["ed25519", "ecdsa", "rsa"])]
+        keytype: String,
     },
     /// Show the key ids of key files, or (with none) the keys and thresholds of every role
     /// of the server's repository.

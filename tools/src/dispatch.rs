@@ -347,7 +347,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
 
 fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
     match op {
-        KeyOp::Generate { file } => show(out, json, &keys::generate(&file)?, print::generated_key),
+        KeyOp::Generate { file, keytype } => {
+            let t = keytype.parse().map_err(|e| signing::key_err(&file, e))?;
+            show(out, json, &keys::generate(&file, t)?, print::generated_key)
+        }
         KeyOp::List { files } if !files.is_empty() => show(out, json, &keys::list_files(&files)?, print::key_files),
         KeyOp::List { .. } => show(out, json, &keys::list(&remote(&server)?)?, print::listing),
         KeyOp::Rotate { role, add, remove, replace, online, threshold, sign_with, expires_days } => {

@@ -247,7 +247,7 @@ pub fn verify(out: &mut dyn Write, r: &VerifyReport, quarantine: &Path) -> Resul
 }
 
 pub fn generated_key(out: &mut dyn Write, k: &GeneratedKey) -> Result<()> {
-    writeln!(out, "{} {} (public half in {})", k.keyid, k.file.display(), k.public.display())
+    writeln!(out, "{} {} {} (public half in {})", k.keytype, k.keyid, k.file.display(), k.public.display())
 }
 
 pub fn key_files(out: &mut dyn Write, rows: &Vec<KeyFile>) -> Result<()> {

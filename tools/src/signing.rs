@@ -40,14 +40,15 @@ pub enum SignError {
     Refused(String),
 }
 
-fn key_err(path: &Path, why: impl ToString) -> SignError {
+/// A key file that could not be used: `SignError::Key`.
+pub fn key_err(path: &Path, why: impl ToString) -> SignError {
     SignError::Key { path: path.to_path_buf(), why: why.to_string() }
 }
 
-/// Writes a new ed25519 key to `path` (mode 0600, never over an existing file) and its
+/// Writes a new key of `keytype` to `path` (mode 0600, never over an existing file) and its
 /// public half to `path.pub`.
-pub fn generate_key(path: &Path) -> Result<PublicKey, SignError> {
-    let key = SecretKey::generate(&mut trust::OsRng);
+pub fn generate_key(path: &Path, keytype: trust::keys::KeyType) -> Result<PublicKey, SignError> {
+    let key = SecretKey::generate_type(keytype, &mut trust::OsRng);
     let write = |p: &Path, bytes: &[u8], mode: u32| -> Result<(), SignError> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(p).map_err(|e| key_err(p, e))?;
         f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| key_err(p, e))

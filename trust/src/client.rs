@@ -214,7 +214,7 @@ impl Trusted {
         let rotated = |role: &str| {
             let keys = |r: &Root| {
                 r.role(role).map(|rk| {
-                    (rk.threshold, rk.keyids.iter().filter_map(|id| r.keys.get(id)).map(|k| *k.as_bytes()).collect::<HashSet<_>>())
+                    (rk.threshold, rk.keyids.iter().filter_map(|id| r.keys.get(id)).map(|k| k.fingerprint()).collect::<HashSet<_>>())
                 })
             };
             keys(old) != keys(&new)

@@ -70,6 +70,11 @@ impl Envelope {
                 _ => Err(bad("a signature lacks keyid or sig".into())),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // As python-tuf: one key id signing twice is an error, not one signature counted once.
+        let mut seen = std::collections::HashSet::new();
+        if let Some((id, _)) = signatures.iter().find(|(id, _)| !seen.insert(id)) {
+            return Err(bad(format!("the signatures list key {id} twice")));
+        }
         let message = canonical::encode(&signed).map_err(|e| bad(e.to_string()))?;
         Ok(Envelope { signed, signatures, message })
     }

@@ -103,12 +103,16 @@ pub fn load_or_create_key(state: &Path) -> Result<SecretKey, IdentityError> {
 }
 
 fn read_key(path: &Path, bytes: &[u8]) -> Result<SecretKey, IdentityError> {
-    trust::keys::secret_from_file(bytes).map_err(|e| IdentityError::BadKey { path: path.into(), why: e.to_string() })
+    let key = trust::keys::secret_from_file(bytes).map_err(|e| IdentityError::BadKey { path: path.into(), why: e.to_string() })?;
+    if key.public().ed25519_bytes().is_none() {
+        return Err(IdentityError::BadKey { path: path.into(), why: format!("an endpoint's key is ed25519, this one is {}", key.public().keytype()) });
+    }
+    Ok(key)
 }
 
 /// The id of the endpoint holding `key`.
 pub fn endpoint_id(key: &SecretKey) -> EndpointId {
-    EndpointId::of_key(key.public().as_bytes())
+    EndpointId::of_key(key.public().ed25519_bytes().expect("an endpoint's key is ed25519 (read_key)"))
 }
 
 /// What `endpoint.json` holds.
@@ -139,7 +143,7 @@ pub fn write_endpoint(state: &Path, file: &EndpointFile) -> Result<(), IdentityE
 
 /// The body that enrolls `key` with enrollment token `token`.
 pub fn enroll_request(key: &SecretKey, token: &str, facts: Facts, labels: Labels) -> Enroll {
-    let public_key = hex::encode(key.public().as_bytes());
+    let public_key = hex::encode(key.public().ed25519_bytes().expect("an endpoint's key is ed25519 (read_key)"));
     let signature = key.sign(&enroll_message(token, &public_key));
     Enroll { token: token.to_string(), public_key, signature, facts, labels }
 }

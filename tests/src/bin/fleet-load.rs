@@ -309,7 +309,7 @@ async fn setup(b: &Bench) -> Result<String> {
 
 async fn enroll(b: Arc<Bench>, i: usize, token: Arc<String>) -> bool {
     let sim = &b.sims[i];
-    let public = hex(sim.key.public().as_bytes());
+    let public = hex(sim.key.public().ed25519_bytes().expect("ed25519"));
     let signature = sim.key.sign(&api::fleet::enroll_message(&token, &public));
     let body = Enroll { token: token.to_string(), public_key: public, signature, facts: facts(i), labels: Default::default() };
     match b.http.post(b.url("/v1/fleet/enroll")).json(&body).send().await {
@@ -627,7 +627,7 @@ async fn main() -> Result<()> {
     let sims: Vec<Sim> = (0..args.endpoints)
         .map(|i| {
             let key = key_of(args.seed, i);
-            let id = EndpointId::of_key(key.public().as_bytes());
+            let id = EndpointId::of_key(key.public().ed25519_bytes().expect("ed25519"));
             Sim { key, id, auth: OnceLock::new(), etag: OnceLock::new(), seq: AtomicU64::new(0), turn: Default::default() }
         })
         .collect();

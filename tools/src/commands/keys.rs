@@ -15,6 +15,8 @@ use crate::signing::{self, Listing, Rotation};
 pub struct GeneratedKey {
     /// Its key id.
     pub keyid: KeyId,
+    /// Its key type (`ed25519`, `ecdsa`, `rsa`).
+    pub keytype: String,
     /// The secret key file.
     pub file: PathBuf,
     /// The public half.
@@ -22,9 +24,9 @@ pub struct GeneratedKey {
 }
 
 /// Writes a new key to `file` and its public half next to it.
-pub fn generate(file: &Path) -> Result<GeneratedKey, CommandError> {
-    let k = signing::generate_key(file)?;
-    Ok(GeneratedKey { keyid: k.key_id(), file: file.to_path_buf(), public: signing::public_path(file) })
+pub fn generate(file: &Path, keytype: trust::keys::KeyType) -> Result<GeneratedKey, CommandError> {
+    let k = signing::generate_key(file, keytype)?;
+    Ok(GeneratedKey { keyid: k.key_id(), keytype: k.keytype().to_string(), file: file.to_path_buf(), public: signing::public_path(file) })
 }
 
 /// A key file (`key list FILE...`).
