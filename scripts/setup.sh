@@ -8,6 +8,7 @@ PKGS=(
   debootstrap                     # real Debian test data (shared/datasets/make-datasets.sh)
   tar gzip zstd attr acl util-linux # archives in tests, xattr tools, setpriv
   curl                            # the demo reads the server's metrics
+  openssl                         # the external-signer test holds a key the way a token would
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -125,3 +125,81 @@ fn the_conformance_client_refreshes_downloads_and_refuses_tampering() {
     assert!(err.contains("valid signature"), "{err}");
     assert_eq!(std::fs::read(md.join("timestamp.json")).unwrap(), before);
 }
+
+/// An external signer around an ECDSA key that only `openssl` touches (as a token's PKCS #11
+/// tool would): prints the public key object, or signs standard input; counts its uses.
+fn openssl_signer(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = dir.join("root.pem");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key.to_str().unwrap()]);
+    run(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", dir.join("root.pub.pem").to_str().unwrap()]);
+    let script = dir.join("signer.sh");
+    let d = dir.display();
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+set -e
+echo "$IMGCTL_SIGNER" >> {d}/uses
+case "$IMGCTL_SIGNER" in
+  public) printf '{{"keytype":"ecdsa","scheme":"ecdsa-sha2-nistp256","keyval":{{"public":"%s"}}}}' "$(awk '{{printf "%s\\n", $0}}' {d}/root.pub.pem)" ;;
+  sign) openssl dgst -sha256 -sign {d}/root.pem | od -An -v -tx1 | tr -d ' \n' ;;
+  *) exit 2 ;;
+esac
+"#
+        ),
+    )
+    .unwrap();
+    format!("sh {}", script.display())
+}
+
+#[test]
+fn a_root_key_behind_an_external_signer_creates_the_repository_and_rotates_a_role() {
+    let t = Imgctl::new();
+    let token = t.path("token");
+    let signer = openssl_signer(&token);
+    let server = Server::start(&t.path("server"));
+    let (targets, images) = (t.key("targets"), t.key("images"));
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let root_out = t.path("root-from-signer.json");
+    let family = format!("os={}.pub", s(&images));
+    ok_json(t.remote(
+        &server,
+        &["--json", "trust", "init", "--root-signer", &signer, "--targets-key", &s(&targets), "--image", &family, "--out", &s(&root_out)],
+    ));
+    let root: Value = serde_json::from_slice(&std::fs::read(&root_out).unwrap()).unwrap();
+    let root_id = root["signed"]["roles"]["root"]["keyids"][0].as_str().unwrap().to_string();
+    assert_eq!(root["signed"]["keys"][&root_id]["keytype"], "ecdsa", "{root:#}");
+    assert_eq!(root["signatures"][0]["keyid"], root_id.as_str());
+    // A new targets key, with the root key still in its token: root version 2.
+    let new_targets = t.key("targets-2");
+    let add = format!("{}.pub", s(&new_targets));
+    ok_json(t.remote(
+        &server,
+        &["--json", "key", "rotate", "targets", "--add", &add, "--replace", "--signer", &signer, "--sign-with", &s(&new_targets)],
+    ));
+    let list = ok_json(t.remote(&server, &["--json", "key", "list"]));
+    assert_eq!(list["root"]["version"], 2);
+    let uses = std::fs::read_to_string(token.join("uses")).unwrap();
+    assert_eq!(uses.lines().filter(|l| *l == "sign").count(), 2, "root 1 and root 2 were signed in the token: {uses}");
+    // A client provisioned with root 1 follows to root 2: both verify with the token's key.
+    let md = t.path("metadata");
+    let md_s = md.to_str().unwrap();
+    assert!(conformance(&["--metadata-dir", md_s, "init", root_out.to_str().unwrap()]).0);
+    let (ok, err) = conformance(&["--metadata-dir", md_s, "--metadata-url", &format!("{}/tuf", server.url), "refresh"]);
+    assert!(ok, "{err}");
+    let trusted: Value = serde_json::from_slice(&std::fs::read(md.join("root.json")).unwrap()).unwrap();
+    assert_eq!(trusted["signed"]["version"], 2);
+    // A signer that answers with a bad signature is caught before anything is sent.
+    let liar = format!("{signer_dir}/liar.sh", signer_dir = token.display());
+    std::fs::write(&liar, format!("#!/bin/sh\nif [ \"$IMGCTL_SIGNER\" = sign ]; then echo 3045022100aa; else {signer}; fi\n")).unwrap();
+    let out = t.remote(&server, &["key", "rotate", "targets", "--add", &add, "--signer", &format!("sh {liar}"), "--sign-with", &s(&new_targets)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not verify with its public key"), "{err}");
+    assert_eq!(ok_json(t.remote(&server, &["--json", "key", "list"]))["root"]["version"], 2);
+}

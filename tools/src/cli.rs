@@ -161,6 +161,11 @@ pub enum Command {
         /// is published unsigned: channels cannot name it until a push with a key signs it.
         #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',')]
         keys: Vec<PathBuf>,
+        /// An external signer instead of a key file: COMMAND prints the public key when
+        /// IMGCTL_SIGNER=public and signs standard input when IMGCTL_SIGNER=sign (repeat;
+        /// docs/security.md).
+        #[arg(long = "signer", value_name = "COMMAND")]
+        signers: Vec<String>,
         /// Architecture it runs on (default: this machine's).
         #[arg(long)]
         arch: Option<String>,
@@ -660,8 +665,13 @@ pub enum KeyOp {
         threshold: Option<usize>,
         /// The keys that sign the new file: old and new root keys for a new root, targets
         /// keys for a new targets (repeat).
-        #[arg(long = "sign-with", required = true)]
+        #[arg(long = "sign-with", required_unless_present = "signers")]
         sign_with: Vec<PathBuf>,
+        /// An external signer instead of a key file: COMMAND prints the public key when
+        /// IMGCTL_SIGNER=public and signs standard input when IMGCTL_SIGNER=sign (repeat;
+        /// docs/security.md).
+        #[arg(long = "signer", value_name = "COMMAND")]
+        signers: Vec<String>,
         /// Days until the new file expires.
         #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
         expires_days: i64,
@@ -675,14 +685,20 @@ pub enum TrustOp {
     /// root endpoints start from to --out.
     Init {
         /// A root key file (repeat).
-        #[arg(long = "root-key", required = true)]
+        #[arg(long = "root-key", required_unless_present = "root_signers")]
         root_keys: Vec<PathBuf>,
+        /// A root key behind an external signer (repeat; see --signer of `key rotate`).
+        #[arg(long = "root-signer", value_name = "COMMAND")]
+        root_signers: Vec<String>,
         /// Root signatures required for the next root.
         #[arg(long, default_value_t = 1)]
         root_threshold: usize,
         /// A targets key file (repeat).
-        #[arg(long = "targets-key", required = true)]
+        #[arg(long = "targets-key", required_unless_present = "targets_signers")]
         targets_keys: Vec<PathBuf>,
+        /// A targets key behind an external signer (repeat).
+        #[arg(long = "targets-signer", value_name = "COMMAND")]
+        targets_signers: Vec<String>,
         /// FAMILY=KEYFILE: delegate an image family to a key (repeat).
         #[arg(long = "image")]
         images: Vec<String>,
@@ -700,8 +716,13 @@ pub enum TrustOp {
         /// The new minimum epoch.
         epoch: u64,
         /// The family's key file (repeat for a threshold above 1).
-        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required = true)]
+        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required_unless_present = "signers")]
         keys: Vec<PathBuf>,
+        /// An external signer instead of a key file: COMMAND prints the public key when
+        /// IMGCTL_SIGNER=public and signs standard input when IMGCTL_SIGNER=sign (repeat;
+        /// docs/security.md).
+        #[arg(long = "signer", value_name = "COMMAND")]
+        signers: Vec<String>,
         /// Days until the family's signed metadata expires.
         #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
         expires_days: i64,

@@ -41,8 +41,8 @@ fn split_target(target: &str) -> Result<(GenSpec, &str)> {
     Ok((gen.parse()?, path))
 }
 
-fn secrets(files: &[PathBuf]) -> Result<Vec<trust::keys::SecretKey>> {
-    Ok(files.iter().map(|f| signing::read_secret(f)).collect::<Result<Vec<_>, _>>()?)
+fn secrets(files: &[PathBuf], signers: &[String]) -> Result<Vec<tools::signer::Holder>> {
+    tools::signer::holders(files, signers)
 }
 
 /// Prints `value` as one line of JSON, or as `text` prints it.
@@ -210,8 +210,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Objects { generation } => show(out, json, &local::objects(&repo, &generation.parse()?)?, print::objects)?,
         Command::Export { generation, dest } => show(out, json, &local::export(&repo, &generation.parse()?, &dest)?, print::export)?,
         Command::Diff { from, to } => show(out, json, &local::diff(&repo, &from.parse()?, &to.parse()?)?, print::diff)?,
-        Command::Push { generation, keys, arch, epoch, expires_days, server } => {
-            let plan = PushPlan { generation: generation.parse()?, keys: secrets(&keys)?, arch, epoch, expires_days };
+        Command::Push { generation, keys, signers, arch, epoch, expires_days, server } => {
+            let plan = PushPlan { generation: generation.parse()?, keys: secrets(&keys, &signers)?, arch, epoch, expires_days };
             show(out, json, &server::push(&repo, &remote(&server)?, plan)?, print::push)?;
         }
         Command::Keep { generation, off, server } => {
@@ -353,10 +353,10 @@ fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut dyn Write) 
         }
         KeyOp::List { files } if !files.is_empty() => show(out, json, &keys::list_files(&files)?, print::key_files),
         KeyOp::List { .. } => show(out, json, &keys::list(&remote(&server)?)?, print::listing),
-        KeyOp::Rotate { role, add, remove, replace, online, threshold, sign_with, expires_days } => {
+        KeyOp::Rotate { role, add, remove, replace, online, threshold, sign_with, signers, expires_days } => {
             let add = add.iter().map(|f| signing::read_public(f)).collect::<Result<Vec<_>, _>>()?;
             let remove = remove.iter().map(|r| keys::key_id_of(r)).collect::<Result<Vec<_>, _>>()?;
-            let signers = secrets(&sign_with)?;
+            let signers = secrets(&sign_with, &signers)?;
             let r = signing::Rotation { role, add, remove, replace, online, threshold, expires_days };
             show(out, json, &keys::rotate(&remote(&server)?, &signers, &r)?, print::rotated)
         }
@@ -365,25 +365,25 @@ fn key_command(op: KeyOp, server: cli::Server, json: bool, out: &mut dyn Write) 
 
 fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut dyn Write) -> Result<()> {
     match op {
-        TrustOp::Init { root_keys, root_threshold, targets_keys, images, out: root_out, expires_days } => {
+        TrustOp::Init { root_keys, root_signers, root_threshold, targets_keys, targets_signers, images, out: root_out, expires_days } => {
             let mut families = Vec::new();
             for spec in &images {
                 let (name, file) = spec.split_once('=').with_context(|| format!("--image takes FAMILY=KEYFILE, not {spec:?}"))?;
                 families.push((ImageName::new(name)?, signing::read_public(Path::new(file))?));
             }
             let plan = InitPlan {
-                root_keys: secrets(&root_keys)?,
+                root_keys: secrets(&root_keys, &root_signers)?,
                 root_threshold,
-                targets_keys: secrets(&targets_keys)?,
+                targets_keys: secrets(&targets_keys, &targets_signers)?,
                 families,
                 out: root_out,
                 expires_days,
             };
             show(out, json, &keys::init(&remote(&server)?, plan)?, print::initialised)
         }
-        TrustOp::MinEpoch { image, epoch, keys: key_files, expires_days } => {
+        TrustOp::MinEpoch { image, epoch, keys: key_files, signers, expires_days } => {
             let image = ImageName::new(&image)?;
-            let secrets = secrets(&key_files)?;
+            let secrets = secrets(&key_files, &signers)?;
             show(out, json, &keys::min_epoch(&remote(&server)?, &secrets, &image, epoch, expires_days)?, print::min_epoch)
         }
     }

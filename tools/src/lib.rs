@@ -23,6 +23,7 @@ pub mod patch;
 pub mod repo;
 pub mod sandbox;
 mod scan;
+pub mod signer;
 pub mod signing;
 mod tar_scan;
 pub mod verify;

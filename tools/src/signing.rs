@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 use trust::client::{Limits, Trusted};
+use crate::signer::Holder;
 use trust::keys::{check_threshold, KeyId, PublicKey, SecretKey};
 use trust::metadata::{Envelope, Root, Targets};
 use trust::policy::{self, FamilyRecord, GenerationRecord, CHANNELS_ROLE};
@@ -143,11 +144,11 @@ fn expires_in(days: i64) -> String {
 /// What `trust init` sets up.
 pub struct InitOptions<'a> {
     /// Root keys; all of them sign the first root.
-    pub root_keys: &'a [SecretKey],
+    pub root_keys: &'a [Holder],
     /// Root signatures required.
     pub root_threshold: usize,
     /// Targets keys; all of them sign.
-    pub targets_keys: &'a [SecretKey],
+    pub targets_keys: &'a [Holder],
     /// Image families and the public keys of their engineers (threshold 1).
     pub families: &'a [(String, Vec<PublicKey>)],
     /// Lifetime of root and targets.
@@ -167,8 +168,8 @@ pub fn init(remote: &Remote, o: &InitOptions) -> Result<Vec<u8>, SignError> {
         return Err(refused(format!("a root threshold of {} with {} root keys can never be met", o.root_threshold, o.root_keys.len())));
     }
     let (ts, snap, ch) = (online_key(&status, "timestamp")?, online_key(&status, "snapshot")?, online_key(&status, "channels")?);
-    let root_pubs: Vec<PublicKey> = o.root_keys.iter().map(SecretKey::public).collect();
-    let targets_pubs: Vec<PublicKey> = o.targets_keys.iter().map(SecretKey::public).collect();
+    let root_pubs: Vec<PublicKey> = o.root_keys.iter().map(Holder::public).collect();
+    let targets_pubs: Vec<PublicKey> = o.targets_keys.iter().map(Holder::public).collect();
     let all: Vec<&PublicKey> = root_pubs.iter().chain(&targets_pubs).chain([&ts, &snap]).collect();
     let root = json!({"_type": "root", "spec_version": "1.0.31", "version": 1, "expires": expires_in(o.expires_days),
         "consistent_snapshot": true, "keys": key_map(&all), "roles": {
@@ -203,7 +204,7 @@ fn family_delegation(family: &str, keys: &[PublicKey], threshold: usize) -> Valu
 /// uploaded a version in between.
 fn update_family(
     remote: &Remote,
-    keys: &[SecretKey],
+    keys: &[Holder],
     image: &str,
     expires_days: i64,
     edit: &dyn Fn(&mut Map<String, Value>, &mut FamilyRecord) -> Result<bool, SignError>,
@@ -253,7 +254,7 @@ pub struct GenerationToSign<'a> {
 /// same manifest again changes nothing; another manifest under the same number is refused.
 pub fn sign_generation(
     remote: &Remote,
-    keys: &[SecretKey],
+    keys: &[Holder],
     g: &GenerationToSign,
     expires_days: i64,
 ) -> Result<GenerationRecord, SignError> {
@@ -289,7 +290,7 @@ pub fn sign_generation(
 
 /// Raises (or sets) image family `image`'s `min_epoch`: every generation below it is
 /// withdrawn from every endpoint at once.
-pub fn set_min_epoch(remote: &Remote, keys: &[SecretKey], image: &str, min_epoch: u64, expires_days: i64) -> Result<u64, SignError> {
+pub fn set_min_epoch(remote: &Remote, keys: &[Holder], image: &str, min_epoch: u64, expires_days: i64) -> Result<u64, SignError> {
     update_family(remote, keys, image, expires_days, &|_, family| {
         family.min_epoch = min_epoch;
         Ok(true)
@@ -348,7 +349,7 @@ fn prune(keys: &mut Map<String, Value>, roles: &[&Value]) {
 /// old and new root keys) or a new targets (signed by `sign_with` as targets keys) that
 /// delegates to the new keys, creating the delegation of a new image family. Returns the
 /// role file uploaded and its version.
-pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<(String, u64), SignError> {
+pub fn rotate(remote: &Remote, sign_with: &[Holder], r: &Rotation) -> Result<(String, u64), SignError> {
     let mut added = r.add.clone();
     if r.online {
         if !matches!(r.role.as_str(), "timestamp" | "snapshot" | CHANNELS_ROLE) {
@@ -357,7 +358,7 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
         let new = remote.add_online_key(&r.role)?;
         added.push(public_key(&new.key)?);
     }
-    let signers: Vec<&SecretKey> = sign_with.iter().collect();
+    let signers: Vec<&Holder> = sign_with.iter().collect();
     let (root, mut root_signed, _) = fetch_root(remote)?;
     if matches!(r.role.as_str(), "root" | "targets" | "timestamp" | "snapshot") {
         let version = root.common.version + 1;
@@ -379,7 +380,7 @@ pub fn rotate(remote: &Remote, sign_with: &[SecretKey], r: &Rotation) -> Result<
             let v = t["version"].as_u64().unwrap_or(0) + 1;
             t["version"] = json!(v);
             t["expires"] = json!(expires_in(r.expires_days));
-            let new_signers: Vec<&SecretKey> = sign_with.iter().filter(|k| new_ids.contains(&k.public().key_id().0)).collect();
+            let new_signers: Vec<&Holder> = sign_with.iter().filter(|k| new_ids.contains(&k.public().key_id().0)).collect();
             if new_signers.is_empty() {
                 return Err(refused("targets has new keys: give one of them with --sign-with to sign targets.json again"));
             }

@@ -5,12 +5,52 @@
 use serde_json::{json, Value};
 
 use crate::canonical::{self, CanonicalError};
-use crate::keys::SecretKey;
+use crate::keys::{PublicKey, SecretKey};
+
+/// Something that signs with one key: a key in memory, or (in `imgctl`) an external signer
+/// holding the key in a token or a KMS.
+pub trait Signer {
+    /// The key it signs with.
+    fn public(&self) -> PublicKey;
+    /// A signature of `message`, hex, as the key's scheme encodes it; why not, if it failed.
+    fn sign_message(&self, message: &[u8]) -> Result<String, String>;
+}
+
+impl Signer for SecretKey {
+    fn public(&self) -> PublicKey {
+        SecretKey::public(self)
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<String, String> {
+        Ok(self.sign(message))
+    }
+}
+
+/// Why metadata could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The `signed` object has no canonical form (a float).
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    /// A signer failed.
+    #[error("the signer of key {keyid} failed: {why}")]
+    Signer {
+        /// Its key.
+        keyid: String,
+        /// What it said.
+        why: String,
+    },
+}
 
 /// The metadata file of `signed`, signed by each of `keys`.
-pub fn sign(signed: &Value, keys: &[&SecretKey]) -> Result<Vec<u8>, CanonicalError> {
+pub fn sign<S: Signer + ?Sized>(signed: &Value, keys: &[&S]) -> Result<Vec<u8>, SignError> {
     let msg = canonical::encode(signed)?;
-    let sigs: Vec<Value> = keys.iter().map(|k| json!({"keyid": k.public().key_id().0, "sig": k.sign(&msg)})).collect();
+    let mut sigs = Vec::with_capacity(keys.len());
+    for k in keys {
+        let keyid = k.public().key_id().0;
+        let sig = k.sign_message(&msg).map_err(|why| SignError::Signer { keyid: keyid.clone(), why })?;
+        sigs.push(json!({"keyid": keyid, "sig": sig}));
+    }
     let mut out = serde_json::to_vec_pretty(&json!({"signed": signed, "signatures": sigs})).expect("JSON values serialise");
     out.push(b'\n');
     Ok(out)

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use format::ImageName;
-use trust::keys::{KeyId, PublicKey, SecretKey};
+use trust::keys::{KeyId, PublicKey};
+
+use crate::signer::Holder;
 
 use super::CommandError;
 use crate::remote::Remote;
@@ -76,7 +78,7 @@ pub struct Rotated {
 }
 
 /// Changes the keys of a role, signed with `signers`.
-pub fn rotate(remote: &Remote, signers: &[SecretKey], r: &Rotation) -> Result<Rotated, CommandError> {
+pub fn rotate(remote: &Remote, signers: &[Holder], r: &Rotation) -> Result<Rotated, CommandError> {
     let (uploaded, version) = signing::rotate(remote, signers, r)
         .map_err(|source| CommandError::Sign { doing: format!("rotating the keys of {}", r.role), source })?;
     Ok(Rotated { role: r.role.clone(), uploaded, version })
@@ -85,11 +87,11 @@ pub fn rotate(remote: &Remote, signers: &[SecretKey], r: &Rotation) -> Result<Ro
 /// What `trust init` is asked to do.
 pub struct InitPlan {
     /// Root keys; all of them sign the first root.
-    pub root_keys: Vec<SecretKey>,
+    pub root_keys: Vec<Holder>,
     /// Root signatures required.
     pub root_threshold: usize,
     /// Targets keys; all of them sign.
-    pub targets_keys: Vec<SecretKey>,
+    pub targets_keys: Vec<Holder>,
     /// Image families and their engineers' keys.
     pub families: Vec<(ImageName, PublicKey)>,
     /// Where to write the root endpoints start from.
@@ -136,7 +138,7 @@ pub struct MinEpochSet {
 /// Raises `image`'s `min_epoch`, signed with `keys`.
 pub fn min_epoch(
     remote: &Remote,
-    keys: &[SecretKey],
+    keys: &[Holder],
     image: &ImageName,
     epoch: u64,
     expires_days: i64,

@@ -4,7 +4,7 @@ use api::channels::{Channel, History};
 use api::generations::Kept;
 use api::ChannelName;
 use format::{GenSpec, ImageName};
-use trust::keys::SecretKey;
+use crate::signer::Holder;
 use trust::policy::GenerationRecord;
 
 use super::CommandError;
@@ -17,7 +17,7 @@ pub struct PushPlan {
     /// The generation.
     pub generation: GenSpec,
     /// The family's keys; none publishes the generation unsigned.
-    pub keys: Vec<SecretKey>,
+    pub keys: Vec<Holder>,
     /// Architecture it runs on (default: this machine's).
     pub arch: Option<String>,
     /// Security epoch (default: the family's `min_epoch`).
