@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::keys::{check_threshold, KeyId, PublicKey, ThresholdError};
-use crate::metadata::{path_matches, Envelope, MetaError, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp};
+use crate::metadata::{Envelope, MetaError, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp};
 
 /// Largest metadata files accepted (bytes), where no signed length says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,7 +424,7 @@ impl Trusted {
             return Ok(Some(Lookup::Found(f.clone(), role.into())));
         }
         for d in t.delegations.iter().flat_map(|d| &d.roles) {
-            if !d.paths.iter().any(|p| path_matches(p, path)) {
+            if !d.covers(path) {
                 continue;
             }
             if let Some(answer) = self.walk(&d.name, Some(role), path, visited)? {

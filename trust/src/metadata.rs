@@ -205,9 +205,13 @@ pub struct Delegation {
     pub keyids: Vec<KeyId>,
     /// How many distinct keys must sign.
     pub threshold: usize,
-    /// Target path patterns it may sign (`*` matches within a path segment).
+    /// Target path patterns it may sign (shell-style, segment by segment: see
+    /// [`path_matches`]).
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Or: prefixes of the hex sha256 of the target paths it may sign (TUF's hashed bins).
+    #[serde(default)]
+    pub path_hash_prefixes: Option<Vec<String>>,
     /// If it matches a path, no later delegation is consulted for that path.
     #[serde(default)]
     pub terminating: bool,
@@ -239,27 +243,85 @@ pub struct Targets {
     pub custom: Option<Value>,
 }
 
-/// Whether delegation pattern `pattern` matches target path `path`: `*` matches any run of
-/// characters except `/`, every other character itself (TUF's shell-style paths).
+/// Whether target `path` matches delegation `pattern` as python-tuf matches it: both split on
+/// `/`, the same number of segments, and each segment matched shell-style (`fnmatchcase`):
+/// `*` any run of characters within the segment, `?` any one character, `[abc]`, `[a-z]` and
+/// `[!abc]` one character of (or not of) a set; no escapes, case-sensitive. A wildcard never
+/// matches `/`.
 pub fn path_matches(pattern: &str, path: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), path.as_bytes());
+    let (ps, ss): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    ps.len() == ss.len() && ps.iter().zip(&ss).all(|(p, s)| segment_matches(p.as_bytes(), s.as_bytes()))
+}
+
+/// One segment, shell-style (see [`path_matches`]); backtracks on the last `*`.
+fn segment_matches(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
+        if p.get(pi) == Some(&b'*') {
             star = Some((pi, si));
             pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star.filter(|&(_, ss)| s[ss] != b'/') {
-            // The star swallows one more character (never a separator).
-            star = Some((sp, ss + 1));
-            pi = sp + 1;
-            si = ss + 1;
-        } else {
-            return false;
+            continue;
+        }
+        // How many pattern bytes the element at `pi` takes, if it matches `s[si]`.
+        let took = match p.get(pi) {
+            None => None,
+            Some(b'?') => Some(1),
+            Some(b'[') => match set_at(&p[pi..], s[si]) {
+                Some((len, true)) => Some(len),
+                Some((_, false)) => None,
+                None => (s[si] == b'[').then_some(1),
+            },
+            Some(&c) => (c == s[si]).then_some(1),
+        };
+        match (took, star) {
+            (Some(n), _) => {
+                pi += n;
+                si += 1;
+            }
+            (None, Some((sp, ss))) => {
+                star = Some((sp, ss + 1));
+                pi = sp + 1;
+                si = ss + 1;
+            }
+            (None, None) => return false,
         }
     }
     p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// The `[...]` set at the start of `p`: its length in the pattern and whether `c` is in it
+/// (with `[!...]`, not in it); `None` when the `[` has no `]` (a plain character, as in
+/// fnmatch). The first character after `[` or `[!` may be `]` itself; `a-z` is a range.
+fn set_at(p: &[u8], c: u8) -> Option<(usize, bool)> {
+    let negate = p.get(1) == Some(&b'!');
+    let start = if negate { 2 } else { 1 };
+    let close = p.iter().skip(start + 1).position(|&b| b == b']').map(|i| i + start + 1)?;
+    let set = &p[start..close];
+    let mut i = 0;
+    let mut hit = false;
+    while i < set.len() {
+        if i + 2 < set.len() && set[i + 1] == b'-' {
+            hit |= set[i] <= c && c <= set[i + 2];
+            i += 3;
+        } else {
+            hit |= set[i] == c;
+            i += 1;
+        }
+    }
+    Some((close + 1, hit != negate))
+}
+
+impl Delegation {
+    /// Whether the delegation covers target `path`: the hex sha256 of the path starts with
+    /// one of its `path_hash_prefixes` if it has them, else one of its `paths` matches.
+    pub fn covers(&self, path: &str) -> bool {
+        match &self.path_hash_prefixes {
+            Some(prefixes) => {
+                let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(path.as_bytes()));
+                prefixes.iter().any(|p| h.starts_with(p.as_str()))
+            }
+            None => self.paths.iter().any(|p| path_matches(p, path)),
+        }
+    }
 }

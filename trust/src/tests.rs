@@ -314,6 +314,41 @@ fn delegation_paths_match_within_segments() {
     assert!(path_matches("channels/*/*", "channels/os/stable"));
     assert!(path_matches("*", "anything"));
     assert!(!path_matches("*", "a/b"));
+    // python-tuf's matching (segment by segment, `fnmatchcase` on each).
+    for (pattern, path, want) in [
+        ("targets/*.tgz", "targets/foo.tgz", true),
+        ("targets/*.tgz", "targets/foo.tgz/bar", false),
+        ("foo-version-?.tgz", "foo-version-2.tgz", true),
+        ("foo-version-?.tgz", "foo-version-10.tgz", false),
+        ("foo-version-?.tgz", "foo-version-.tgz", false),
+        ("a/?", "a//", false),
+        ("a/*", "a/", true),
+        ("*/*", "a", false),
+        ("*.tar.*", "x.tar.gz", true),
+        ("*x*y", "axxbxy", true),
+        ("[a-c]x", "bx", true),
+        ("[a-c]x", "dx", false),
+        ("[!a-c]x", "dx", true),
+        ("[!a-c]x", "ax", false),
+        ("[]]", "]", true),
+        ("a[b", "a[b", true),
+        ("A*", "a", false),
+        ("images/debian/*", "images/debian/", true),
+    ] {
+        assert_eq!(path_matches(pattern, path), want, "{pattern:?} {path:?}");
+    }
+    // Hashed bins: the hex sha256 of the path ("images/debian/7" -> c535...).
+    let bin = |prefixes: &[&str]| crate::metadata::Delegation {
+        name: "bin".into(),
+        keyids: vec![],
+        threshold: 1,
+        paths: vec!["nothing/*".into()],
+        path_hash_prefixes: Some(prefixes.iter().map(|p| p.to_string()).collect()),
+        terminating: false,
+    };
+    assert!(bin(&["c5", "00"]).covers("images/debian/7"));
+    assert!(!bin(&["c6"]).covers("images/debian/7"));
+    assert!(!bin(&["c6"]).covers("nothing/x"), "with prefixes, the paths are not consulted");
 }
 
 /// A repository as a map of file names to bytes, recording what was fetched.
