@@ -116,7 +116,9 @@ pub struct Trusted {
     root: (Root, Vec<u8>),
     timestamp: Option<(Timestamp, Vec<u8>)>,
     snapshot: Option<(Snapshot, Vec<u8>)>,
-    targets: BTreeMap<String, (Targets, Vec<u8>)>,
+    /// Loaded targets roles: the role, its exact bytes, and the delegator it was verified
+    /// against (`root` for `targets`).
+    targets: BTreeMap<String, (Targets, Vec<u8>, String)>,
 }
 
 fn verify(env: &Envelope, role: &str, keys: &BTreeMap<KeyId, PublicKey>, rk: Option<&RoleKeys>) -> Result<(), UpdateError> {
@@ -272,9 +274,14 @@ impl Trusted {
         self.limits.delegations
     }
 
+    /// The delegator a loaded targets role was verified against, and its exact bytes.
+    pub fn verified_by(&self, role: &str) -> Option<(&str, &[u8])> {
+        self.targets.get(role).map(|(_, b, d)| (d.as_str(), b.as_slice()))
+    }
+
     /// The loaded targets role that delegates to `role`, if any.
     pub fn delegator_of(&self, role: &str) -> Option<String> {
-        self.targets.iter().find(|(_, (t, _))| t.delegations.iter().flat_map(|d| &d.roles).any(|d| d.name == role)).map(|(n, _)| n.clone())
+        self.targets.iter().find(|(_, (t, _, _))| t.delegations.iter().flat_map(|d| &d.roles).any(|d| d.name == role)).map(|(n, _)| n.clone())
     }
 
     /// The most root versions one update may step through.
@@ -354,7 +361,7 @@ impl Trusted {
         }
         fresh("snapshot", new.common.expires, now)?;
         // Targets files not at the version the new snapshot names are no longer current.
-        self.targets.retain(|role, (t, _)| new.meta.get(&format!("{role}.json")).is_some_and(|m| m.version == t.common.version));
+        self.targets.retain(|role, (t, _, _)| new.meta.get(&format!("{role}.json")).is_some_and(|m| m.version == t.common.version));
         self.snapshot = Some((new, bytes.to_vec()));
         Ok(())
     }
@@ -397,7 +404,7 @@ impl Trusted {
             return Err(UpdateError::WrongVersion { role: role.into(), expected: meta.version, got: new.common.version });
         }
         fresh(role, new.common.expires, now)?;
-        self.targets.insert(role.to_string(), (new, bytes.to_vec()));
+        self.targets.insert(role.to_string(), (new, bytes.to_vec(), delegator.to_string()));
         Ok(())
     }
 
@@ -417,8 +424,11 @@ impl Trusted {
         if !visited.insert(role.to_string()) || visited.len() > self.limits.delegations {
             return Ok(None);
         }
-        let Some(t) = self.targets(role) else {
-            return Ok(Some(Lookup::Need { role: role.into(), delegator: delegator.unwrap_or("root").into() }));
+        let delegator = delegator.unwrap_or("root");
+        // A role loaded through another delegator is verified again against this one (two
+        // delegators may name roles of the same name with different keys).
+        let Some(t) = self.targets(role).filter(|_| self.verified_by(role).is_some_and(|(d, _)| d == delegator)) else {
+            return Ok(Some(Lookup::Need { role: role.into(), delegator: delegator.into() }));
         };
         if let Some(f) = t.targets.get(path) {
             return Ok(Some(Lookup::Found(f.clone(), role.into())));

@@ -521,3 +521,45 @@ fn every_key_type_signs_verifies_and_round_trips_through_its_key_file() {
     }
     assert!("dsa".parse::<KeyType>().is_err());
 }
+
+#[test]
+fn a_role_two_delegators_name_is_verified_against_the_one_each_search_goes_through() {
+    let k = keys();
+    let (ka, kb, kx1, kx2) = (key(40), key(41), key(42), key(43));
+    let role = |name: &str, key: &SecretKey, paths: &[&str]| {
+        json!({"name": name, "keyids": [key.public().key_id().0], "threshold": 1, "paths": paths, "terminating": false})
+    };
+    let keys_of = |ks: &[&SecretKey]| -> serde_json::Map<String, serde_json::Value> {
+        ks.iter().map(|k| (k.public().key_id().0, k.public().to_value())).collect()
+    };
+    let targets_role = |targets: serde_json::Value, delegations: serde_json::Value| {
+        json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": FAR, "targets": targets, "delegations": delegations})
+    };
+    let file = json!({"length": 1, "hashes": {"sha256": "00"}});
+    // targets -> a (p/a/*), b (p/b/*); a and b both delegate a role named x, with other keys.
+    let t = repo::sign(
+        &targets_role(json!({}), json!({"keys": keys_of(&[&ka, &kb]), "roles": [role("a", &ka, &["p/a/*"]), role("b", &kb, &["p/b/*"])]})),
+        &[&k.targets],
+    );
+    let a = repo::sign(&targets_role(json!({}), json!({"keys": keys_of(&[&kx1]), "roles": [role("x", &kx1, &["p/a/*"])]})), &[&ka]);
+    let b = repo::sign(&targets_role(json!({}), json!({"keys": keys_of(&[&kx2]), "roles": [role("x", &kx2, &["p/b/*"])]})), &[&kb]);
+    // x is signed by a's key for it only, and lists a target under each prefix.
+    let x = repo::sign(&targets_role(json!({"p/a/1": file, "p/b/1": file}), json!({"keys": {}, "roles": []})), &[&kx1]);
+    let root = repo::sign(&root_v(&k, 1, FAR), &[&k.root[0], &k.root[1]]);
+    let mut tr = Trusted::new(&root, Limits::default()).unwrap();
+    let snap = repo::sign(&repo::snapshot(1, FAR, &[("targets", &t, 1), ("a", &a, 1), ("b", &b, 1), ("x", &x, 1)]), &[&k.snap]);
+    tr.update_timestamp(&repo::sign(&repo::timestamp(1, FAR, &snap, 1), &[&k.ts]), NOW).unwrap();
+    tr.update_snapshot(&snap, NOW).unwrap();
+    tr.update_targets("targets", "root", &t, NOW).unwrap();
+    tr.update_targets("a", "targets", &a, NOW).unwrap();
+    assert_eq!(tr.lookup("p/a/1"), Lookup::Need { role: "x".into(), delegator: "a".into() });
+    tr.update_targets("x", "a", &x, NOW).unwrap();
+    assert!(matches!(tr.lookup("p/a/1"), Lookup::Found(_, ref r) if r == "x"));
+    // Through b, the x that a's search loaded is not taken as it is: it needs b's keys.
+    tr.update_targets("b", "targets", &b, NOW).unwrap();
+    assert_eq!(tr.lookup("p/b/1"), Lookup::Need { role: "x".into(), delegator: "b".into() });
+    let e = tr.update_targets("x", "b", &x, NOW).unwrap_err();
+    assert!(matches!(e, UpdateError::Threshold(_)), "{e}");
+    assert_eq!(tr.lookup("p/b/1"), Lookup::Need { role: "x".into(), delegator: "b".into() }, "still not trusted through b");
+    assert!(matches!(tr.lookup("p/a/1"), Lookup::Found(..)), "still trusted through a");
+}
