@@ -114,8 +114,25 @@ fn the_conformance_client_refreshes_downloads_and_refuses_tampering() {
     assert!(format::Manifest::decode(&manifest).is_ok(), "the generation's manifest");
     assert!(md.join("images%2Fos.json").exists(), "the delegated role, under its encoded name");
     assert!(!download("images/os/9").0, "a target no role lists");
-    // Tampered metadata: refused, the trusted files unchanged.
+    // Several targets in one call, in order, with one updater: a failure in the middle is
+    // reported (exit 1) and the rest are still downloaded; one already there is not fetched.
+    std::fs::write(src.join("f"), b"content 2\n").unwrap();
+    t.publish(&server, &src, "os", "os/stable");
     let proxy = Proxy::start(&server.url);
+    let out = Command::new(bin("imaged-conformance-client"))
+        .args(["--metadata-dir", md_s, "--metadata-url", &url, "--target-base-url", &format!("{}/tuf/targets", proxy.url)])
+        .args(["--target-dir", targets.to_str().unwrap()])
+        .args(["--target-name", "images/os/1", "--target-name", "images/os/9", "--target-name", "images/os/2", "download"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("images/os/9: no trusted role lists target images/os/9"), "{err}");
+    assert!(format::Manifest::decode(&std::fs::read(targets.join("images%2Fos%2F2")).unwrap()).is_ok(), "the third target: {err}");
+    let fetched = proxy.log.lock().unwrap().clone();
+    assert!(fetched.iter().all(|p| !p.contains("/images/os/") || p.ends_with(".2")), "images/os/1 was there already: {fetched:?}");
+    assert_eq!(fetched.iter().filter(|p| p.ends_with(".2")).count(), 1, "{fetched:?}");
+    // Tampered metadata: refused, the trusted files unchanged.
     let mut ts: Value = serde_json::from_slice(&std::fs::read(md.join("timestamp.json")).unwrap()).unwrap();
     ts["signed"]["version"] = Value::from(1000);
     proxy.set("/tuf/timestamp.json", Rule::Bytes(serde_json::to_vec(&ts).unwrap()));

@@ -25,9 +25,10 @@ struct Cli {
     /// The repository's metadata URL.
     #[arg(long, global = true)]
     metadata_url: Option<String>,
-    /// The target path to download.
-    #[arg(long, global = true)]
-    target_name: Option<String>,
+    /// A target path to download (repeat: processed in order, with one updater; already
+    /// downloaded targets whose bytes match are not fetched again).
+    #[arg(long = "target-name", global = true)]
+    target_names: Vec<String>,
     /// The repository's targets URL.
     #[arg(long, global = true)]
     target_base_url: Option<String>,
@@ -120,33 +121,54 @@ fn run(cli: Cli) -> Result<()> {
         }
         Op::Download => {
             let mut http = Http::new(&cli.metadata_url.context("--metadata-url is required")?)?;
-            let name = cli.target_name.context("--target-name is required")?;
+            if cli.target_names.is_empty() {
+                bail!("--target-name is required");
+            }
             let base = cli.target_base_url.context("--target-base-url is required")?;
             let target_dir = cli.target_dir.context("--target-dir is required")?;
             let (mut t, mut files) = load(&dir)?;
             let time = cache::clock::now();
-            let found = update::refresh(&mut t, &mut http, time).and_then(|_| update::find(&mut t, &mut http, &name, time));
+            let refreshed = update::refresh(&mut t, &mut http, time);
             files.persist(&t)?;
-            let Some((file, _role)) = found? else { bail!("no trusted role lists target {name}") };
-            let dest = target_dir.join(local_name(&name));
-            if std::fs::read(&dest).is_ok_and(|b| trust::client::target_matches(&b, &file)) {
-                return Ok(());
+            refreshed?;
+            // One updater for every target, in the order given; the first failure is reported
+            // after the rest were tried (exit 1 if any failed).
+            let mut failed = None;
+            for name in &cli.target_names {
+                let result = download(&mut t, &mut http, &base, &target_dir, name, time);
+                files.persist(&t)?;
+                if let Err(e) = result {
+                    eprintln!("imaged-conformance-client: {name}: {e:#}");
+                    failed.get_or_insert(e);
+                }
             }
-            let remote_name = match (t.root().consistent_snapshot, file.hashes.get("sha256").or(file.hashes.values().next())) {
-                (true, Some(hash)) => target_file(&name, hash),
-                _ => name.clone(),
-            };
-            let bytes = Http::new(&base)?
-                .get(&remote_name, file.length)
-                .map_err(anyhow::Error::msg)?
-                .with_context(|| format!("the repository has no {remote_name}"))?;
-            if !trust::client::target_matches(&bytes, &file) {
-                bail!("{name}: the downloaded file does not match its signed length and hashes");
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
             }
-            std::fs::create_dir_all(&target_dir)?;
-            Ok(cache::atomic::write(&dest, &bytes)?)
         }
     }
+}
+
+/// Finds target `name` in the trusted metadata (loading delegations as the search needs them)
+/// and downloads it into `target_dir`, unless the file there already matches.
+fn download(t: &mut Trusted, http: &mut Http, base: &str, target_dir: &Path, name: &str, time: i64) -> Result<()> {
+    let Some((file, _role)) = update::find(t, http, name, time)? else { bail!("no trusted role lists target {name}") };
+    let dest = target_dir.join(local_name(name));
+    if std::fs::read(&dest).is_ok_and(|b| trust::client::target_matches(&b, &file)) {
+        return Ok(());
+    }
+    let remote_name = match (t.root().consistent_snapshot, file.hashes.get("sha256").or(file.hashes.values().next())) {
+        (true, Some(hash)) => target_file(name, hash),
+        _ => name.to_string(),
+    };
+    let bytes =
+        Http::new(base)?.get(&remote_name, file.length).map_err(anyhow::Error::msg)?.with_context(|| format!("the repository has no {remote_name}"))?;
+    if !trust::client::target_matches(&bytes, &file) {
+        bail!("{name}: the downloaded file does not match its signed length and hashes");
+    }
+    std::fs::create_dir_all(target_dir)?;
+    Ok(cache::atomic::write(&dest, &bytes)?)
 }
 
 fn main() {
