@@ -9,6 +9,7 @@ PKGS=(
   tar gzip zstd attr acl util-linux # archives in tests, xattr tools, setpriv
   curl                            # the demo reads the server's metrics
   openssl                         # the external-signer test holds a key the way a token would
+  python3 python3-venv            # python-tuf, the reference TUF implementation, for interop tests
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -21,3 +22,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
+# python-tuf and securesystemslib from PyPI, pinned, in a virtual environment of their own
+# (tests/e2e/interop.rs runs them: IMAGED_PYENV names it).
+PYENV=${IMAGED_PYENV:-/var/tmp/imaged-pyenv}
+PYPKGS=(tuf==6.0.0 "securesystemslib[crypto]==1.6.0")
+if ! "$PYENV/bin/python" -c 'import tuf, securesystemslib, sys; sys.exit(tuf.__version__ != "6.0.0")' 2>/dev/null; then
+  echo "setup: installing ${PYPKGS[*]} into $PYENV"
+  python3 -m venv "$PYENV"
+  "$PYENV/bin/pip" install -q --disable-pip-version-check "${PYPKGS[@]}"
+fi
