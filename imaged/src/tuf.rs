@@ -351,7 +351,7 @@ impl Repo {
         Ok(version)
     }
 
-    /// A target file by its consistent-snapshot path `DIR/SHA256.NAME`: a generation's
+    /// A target file by its consistent-snapshot path `DIR/HASH.NAME` (HASH any of its hashes): a generation's
     /// manifest (`images/FAMILY/SHA256.N`) or a channel record (`channels/.../SHA256.NAME`,
     /// the canonical JSON of its `custom`), if one of the current roles lists it with that
     /// hash.
@@ -363,12 +363,15 @@ impl Repo {
         let role =
             if target.starts_with("channels/") { CHANNELS_ROLE.to_string() } else { policy::family_role(dir.strip_prefix("images/")?) };
         let listed = st.roles.get(&role)?.0.targets.get(&target)?;
-        if listed.hashes.get("sha256").map(String::as_str) != Some(hash) {
+        // Under every hash the role lists (TUF 4.4: a consistent snapshot's target is written
+        // as HASH.NAME for each of its hashes; python-tuf asks for the first one listed).
+        if !listed.hashes.values().any(|h| h == hash) {
             return None;
         }
-        let bytes = match listed.hashes.get("blake3") {
-            Some(b3) => store.get(&b3.parse().ok()?).ok()?,
-            None => trust::canonical::encode(listed.custom.as_ref()?).ok()?,
+        let record = listed.custom.clone().and_then(|c| serde_json::from_value::<GenerationRecord>(c).ok());
+        let bytes = match record.as_ref().and_then(|r| policy::manifest_of(listed, r)) {
+            Some(b3) if role != CHANNELS_ROLE => store.get(&b3.parse().ok()?).ok()?,
+            _ => trust::canonical::encode(listed.custom.as_ref()?).ok()?,
         };
         trust::client::target_matches(&bytes, listed).then_some(bytes)
     }
@@ -504,11 +507,11 @@ fn signed_generation(st: &State, image: &str, n: u64, manifest: &str) -> Result<
     let unsigned = |why: &str| TufError::Unsigned(format!("{image}@{n} {why}: sign it with `imgctl push --key`"));
     let role = st.roles.get(&policy::family_role(image)).ok_or_else(|| unsigned("has no family role"))?;
     let file = role.0.targets.get(&path).ok_or_else(|| unsigned("is not signed by its family"))?;
-    if file.hashes.get("blake3").is_none_or(|h| !h.eq_ignore_ascii_case(manifest)) {
-        return Err(unsigned("is signed with another manifest"));
-    }
     let rec: GenerationRecord =
         serde_json::from_value(file.custom.clone().unwrap_or(Value::Null)).map_err(|e| TufError::Refused(format!("{path}: {e}")))?;
+    if policy::manifest_of(file, &rec).is_none_or(|h| !h.eq_ignore_ascii_case(manifest)) {
+        return Err(unsigned("is signed with another manifest"));
+    }
     let family: policy::FamilyRecord = role.0.custom.clone().and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
     if rec.epoch < family.min_epoch {
         return Err(TufError::Unsigned(format!(
@@ -538,8 +541,8 @@ fn check_family_targets(family: &str, t: &Targets, old: Option<&Targets>, meta: 
             return Err(bad(format!("the record names {}@{}", rec.image, rec.generation)));
         }
         let published = meta.generation(family, n)?.ok_or_else(|| bad(format!("{family}@{n} is not published here")))?;
-        if file.hashes.get("blake3").is_none_or(|h| !h.eq_ignore_ascii_case(&published.to_hex())) {
-            return Err(bad(format!("the blake3 hash is not the manifest of {family}@{n} published here")));
+        if policy::manifest_of(file, &rec).is_none_or(|h| !h.eq_ignore_ascii_case(&published.to_hex())) {
+            return Err(bad(format!("the manifest digest is not that of {family}@{n} published here")));
         }
     }
     Ok(())

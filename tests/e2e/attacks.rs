@@ -269,7 +269,7 @@ fn endless_metadata_a_zstd_bomb_and_a_billion_object_manifest_are_stopped() {
     // A manifest (signed by the family) claiming a billion objects: refused before any tree.
     let m2 = s.forger().current("images%2Fos.json");
     let rec = &signed(&m2)["targets"]["images/os/2"];
-    let manifest_digest: format::Digest = rec["hashes"]["blake3"].as_str().unwrap().parse().unwrap();
+    let manifest_digest: format::Digest = rec["custom"]["manifest"].as_str().unwrap().parse().unwrap();
     let local = cache::Store::open(&s.t.store).unwrap();
     let mut m = format::Manifest::decode(&local.get(&manifest_digest).unwrap()).unwrap();
     m.generation = 3;
@@ -281,8 +281,8 @@ fn endless_metadata_a_zstd_bomb_and_a_billion_object_manifest_are_stopped() {
     let mut fam = signed(&m2);
     let v = fam["version"].as_u64().unwrap() + 1;
     fam["version"] = json!(v);
-    fam["targets"]["images/os/3"] = json!({"length": bytes.len(), "hashes": {"sha256": trust::sign::sha256_hex(&bytes),
-        "blake3": format::Digest::of(&bytes).to_hex()}, "custom": {"image": "os", "generation": 3, "arch": trust::policy::host_arch(), "epoch": 0}});
+    fam["targets"]["images/os/3"] = json!({"length": bytes.len(), "hashes": {"sha256": trust::sign::sha256_hex(&bytes)},
+        "custom": {"image": "os", "generation": 3, "arch": trust::policy::host_arch(), "epoch": 0, "manifest": format::Digest::of(&bytes).to_hex()}});
     let key = trust::keys::secret_from_file(&std::fs::read(s.t.key("images")).unwrap()).unwrap();
     let r = client()
         .put(format!("{}/v1/tuf/roles/images/os", s.server.url))

@@ -16,6 +16,7 @@ mod fleet_server;
 mod fleet_window;
 mod gate;
 mod golden;
+mod interop;
 mod local_mount;
 mod mount;
 mod patch;

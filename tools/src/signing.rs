@@ -267,9 +267,11 @@ pub fn sign_generation(
             generation: g.generation,
             arch: g.arch.into(),
             epoch: g.epoch.unwrap_or(family.min_epoch),
+            manifest: Some(blake3.clone()),
         };
         if let Some(existing) = targets.get(&path) {
-            if existing["hashes"]["blake3"].as_str() != Some(blake3.as_str()) {
+            let named = existing["custom"]["manifest"].as_str().or(existing["hashes"]["blake3"].as_str());
+            if named != Some(blake3.as_str()) {
                 return Err(refused(format!("{path} is already signed with another manifest")));
             }
             *record.borrow_mut() = serde_json::from_value(existing["custom"].clone()).ok();
@@ -280,7 +282,7 @@ pub fn sign_generation(
         }
         targets.insert(
             path.clone(),
-            json!({"length": g.manifest.len(), "hashes": {"sha256": sign::sha256_hex(g.manifest), "blake3": blake3}, "custom": rec}),
+            json!({"length": g.manifest.len(), "hashes": {"sha256": sign::sha256_hex(g.manifest)}, "custom": rec}),
         );
         *record.borrow_mut() = Some(rec);
         Ok(true)

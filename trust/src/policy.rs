@@ -46,6 +46,17 @@ pub struct GenerationRecord {
     pub arch: String,
     /// Security epoch.
     pub epoch: u64,
+    /// The manifest's BLAKE3 digest (hex): the object endpoints fetch. Generations signed
+    /// before it existed carry it as a `blake3` entry of the target's `hashes` instead, which
+    /// other TUF clients cannot check (python-tuf refuses hashes it does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// The manifest digest (BLAKE3 hex) generation target `file` names: its record's
+/// `manifest`, else (older repositories) a `blake3` entry of its hashes.
+pub fn manifest_of<'a>(file: &'a TargetFile, record: &'a GenerationRecord) -> Option<&'a str> {
+    record.manifest.as_deref().or_else(|| file.hashes.get("blake3").map(String::as_str))
 }
 
 /// `custom` of a channel target (and the target file's content), signed by the online
@@ -245,11 +256,12 @@ pub fn check_generation(path: &str, file: &TargetFile, role: &str, family: &str,
     if record.epoch < floor {
         return Err(PolicyError::BelowFloor { path: path.into(), epoch: record.epoch, floor });
     }
-    let manifest = file.hashes.get("blake3").ok_or_else(|| malformed(path, "no blake3 hash"))?;
+    let manifest = manifest_of(file, &record).ok_or_else(|| malformed(path, "no manifest digest"))?;
     if manifest.len() != 64 || !manifest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(malformed(path, "the blake3 hash is not 64 hex digits"));
+        return Err(malformed(path, "the manifest digest is not 64 hex digits"));
     }
-    Ok(Accepted { path: path.into(), manifest: manifest.to_ascii_lowercase(), length: file.length, record })
+    let manifest = manifest.to_ascii_lowercase();
+    Ok(Accepted { path: path.into(), manifest, length: file.length, record })
 }
 
 /// The architecture name of the machine this is built for, as generations record it.

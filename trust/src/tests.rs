@@ -433,6 +433,17 @@ fn the_policy_checks_role_family_architecture_epoch_floor_and_the_channel_record
     assert!(matches!(e, PolicyError::BelowFloor { epoch: 3, floor: 4, .. }));
     let e = check_generation("images/debian/7", &file, "channels", "debian", "amd64", 0).unwrap_err();
     assert!(matches!(e, PolicyError::WrongRole { .. }));
+    // Since version log entry 16 the manifest digest rides in the record (the repository above
+    // has it in `hashes`, as older ones do); the record's wins; without either, refused.
+    let mut moved = file.clone();
+    moved.hashes.remove("blake3");
+    let mut custom = moved.custom.clone().unwrap();
+    custom["manifest"] = json!("cd".repeat(32));
+    moved.custom = Some(custom.clone());
+    assert_eq!(check_generation("images/debian/7", &moved, &role, "debian", "amd64", 3).unwrap().manifest, "cd".repeat(32));
+    custom.as_object_mut().unwrap().remove("manifest");
+    moved.custom = Some(custom);
+    assert!(check_generation("images/debian/7", &moved, &role, "debian", "amd64", 3).is_err());
     // A channel record only from the channels role, for the channel asked, within the family.
     let rec = json!({"channel": "os/stable", "version": 4, "target": "images/debian/7", "epoch": 3});
     let tf = crate::metadata::TargetFile { length: 10, hashes: Default::default(), custom: Some(rec) };
