@@ -37,6 +37,9 @@ pub struct Config {
     pub tuf_snapshot_seconds: i64,
     /// How long the signed channel records are valid, seconds.
     pub tuf_channels_seconds: i64,
+    /// The type of the online keys (timestamp, snapshot, channels) the server makes:
+    /// `ed25519`, `ecdsa` (P-256) or `rsa` (3072 bits, PSS). Keys made before keep their type.
+    pub tuf_key_type: String,
     /// An endpoint not heard from for this many seconds is offline (0: three check-in
     /// intervals, `poll_seconds`).
     pub fleet_offline_seconds: u64,
@@ -69,6 +72,7 @@ impl Default for Config {
             tuf_timestamp_seconds: 24 * 3600,
             tuf_snapshot_seconds: 7 * 24 * 3600,
             tuf_channels_seconds: 7 * 24 * 3600,
+            tuf_key_type: "ed25519".into(),
             fleet_offline_seconds: 0,
             fleet_session_seconds: 3600,
             fleet_keep_seconds: 30 * 24 * 3600,

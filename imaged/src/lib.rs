@@ -183,6 +183,9 @@ pub enum OpenError {
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
+    /// A configuration value that cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The signed metadata or the online keys could not be loaded.
     #[error(transparent)]
     Tuf(#[from] tuf::TufError),
@@ -244,6 +247,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         timestamp: config.tuf_timestamp_seconds.max(2),
         snapshot: config.tuf_snapshot_seconds.max(2),
         channels: config.tuf_channels_seconds.max(2),
+        key_type: config.tuf_key_type.parse().map_err(|e: trust::keys::KeyError| OpenError::Config(format!("tuf_key_type: {e}")))?,
     };
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;

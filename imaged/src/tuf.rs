@@ -31,6 +31,8 @@ pub struct Lifetimes {
     pub snapshot: i64,
     /// The `channels` role.
     pub channels: i64,
+    /// The type of the online keys the server makes (`tuf_key_type`).
+    pub key_type: trust::keys::KeyType,
 }
 
 /// Why a repository operation failed.
@@ -196,7 +198,7 @@ impl Repo {
 
     /// Generates and stores a new online key for `role`.
     fn new_key(&self, role: &str) -> Result<SecretKey, TufError> {
-        let key = SecretKey::generate(&mut trust::OsRng);
+        let key = SecretKey::generate_type(self.lifetimes.key_type, &mut trust::OsRng);
         let name = format!("{role}-{}.key", &key.public().key_id().0[..16]);
         write_atomic(&self.keys_dir, &name, &trust::keys::secret_to_file(&key), 0o600)?;
         tracing::info!(role, keyid = %key.public().key_id(), "generated an online key");

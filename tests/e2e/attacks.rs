@@ -31,7 +31,19 @@ fn write_tree(src: &Path, version: &str) {
 }
 
 fn setup_with(config: Option<&str>) -> Setup {
+    setup_typed(config, "ed25519")
+}
+
+/// `setup_with`, every key of type `keytype`: the engineers' (root, targets, the family's)
+/// and the server's online keys.
+fn setup_typed(config: Option<&str>, keytype: &'static str) -> Setup {
     let t = Imgctl::new();
+    t.use_key_type(keytype);
+    let config = match (config, keytype) {
+        (c, "ed25519") => c.map(String::from),
+        (c, k) => Some(format!("{}\ntuf_key_type = \"{k}\"\n", c.unwrap_or(""))),
+    };
+    let config = config.as_deref();
     let data = t.path("server");
     let clock = TestClock::new(&t.path("clock"));
     let server = match config {
@@ -106,9 +118,18 @@ fn status(mnt: &Mount) -> Value {
     mnt.control("status")
 }
 
+/// The key-related attacks run with every key type in every role.
+const KEY_TYPES: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
+
 #[test]
 fn unsigned_or_under_threshold_metadata_and_repeated_signatures_are_refused() {
-    let s = setup();
+    for keytype in KEY_TYPES {
+        unsigned_or_under_threshold(keytype);
+    }
+}
+
+fn unsigned_or_under_threshold(keytype: &'static str) {
+    let s = setup_typed(None, keytype);
     s.set_channel("os@2");
     let ts_before = trusted(&s.cache(), "timestamp");
     // Unsigned: the server's new timestamp with its signatures removed.
@@ -310,7 +331,21 @@ fn mix_and_match_of_timestamp_and_snapshot_is_refused() {
 
 #[test]
 fn a_fast_forward_attack_freezes_until_the_timestamp_key_is_rotated() {
-    let s = setup();
+    for keytype in KEY_TYPES {
+        fast_forward_and_recovery(keytype);
+    }
+}
+
+fn fast_forward_and_recovery(keytype: &'static str) {
+    let s = setup_typed(None, keytype);
+    let key_types = |role: &str| {
+        let root = signed(&s.forger().current("root.json"));
+        let ids = root["roles"][role]["keyids"].as_array().unwrap().clone();
+        ids.iter().map(|id| root["keys"][id.as_str().unwrap()]["keytype"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    for role in ["root", "targets", "timestamp", "snapshot"] {
+        assert!(key_types(role).iter().all(|k| k == keytype), "{keytype}: {role} has {:?}", key_types(role));
+    }
     let f = s.forger();
     let mut ts = signed(&f.current("timestamp.json"));
     ts["version"] = json!(1_000_000);

@@ -18,6 +18,8 @@ pub struct Imgctl {
     trusted: std::cell::RefCell<std::collections::HashSet<(String, String)>>,
     /// The clock file later runs use, if one was set.
     clock: std::cell::RefCell<Option<PathBuf>>,
+    /// The type of the keys `key` makes (`ed25519` unless a test says otherwise).
+    key_type: std::cell::Cell<&'static str>,
 }
 
 impl Default for Imgctl {
@@ -31,7 +33,7 @@ impl Imgctl {
     pub fn new() -> Imgctl {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        Imgctl { dir, store, trusted: Default::default(), clock: Default::default() }
+        Imgctl { dir, store, trusted: Default::default(), clock: Default::default(), key_type: std::cell::Cell::new("ed25519") }
     }
 
     /// Runs `imgctl --store STORE ARGS...`.
@@ -100,9 +102,14 @@ impl Imgctl {
         let path = dir.join(format!("{name}.key"));
         if !path.exists() {
             fs::create_dir_all(&dir).unwrap();
-            self.ok([OsStr::new("key"), OsStr::new("generate"), path.as_os_str()]);
+            self.ok([OsStr::new("key"), OsStr::new("generate"), path.as_os_str(), OsStr::new("--type"), OsStr::new(self.key_type.get())]);
         }
         path
+    }
+
+    /// The type of the keys `key` makes from now on: `ed25519`, `ecdsa` or `rsa`.
+    pub fn use_key_type(&self, keytype: &'static str) {
+        self.key_type.set(keytype);
     }
 
     /// The root written by `trust init` (what endpoints are provisioned with).
