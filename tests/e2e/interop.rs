@@ -1,4 +1,4 @@
-//! python-tuf, TUF's reference implementation, against imaged in both directions: repositories python-tuf writes with every key type are read by `imaged-conformance-client` and their tampered versions refused with the trusted state unchanged; python-tuf's own client reads imaged's repository.
+//! python-tuf, TUF's reference implementation, against imaged in both directions: repositories python-tuf writes with every key type are read by `imaged-conformance-client` and their tampered versions refused with the trusted state unchanged, imgfs mounts a generation whose metadata python-tuf signed, and python-tuf's own client reads imaged's repository.
 //!
 //! The repositories come from `tests/interop/python_repo.py` (python-tuf's `Metadata` API):
 //! ed25519, ECDSA, RSA and mixed keys, a delegation with `?` and `*` patterns, a root rotation
@@ -217,4 +217,41 @@ fn python_tuf_reference_client_reads_imageds_repository_and_downloads_a_generati
     assert_eq!(std::fs::read(ours.join("images%2Fos%2F1")).unwrap(), manifest);
     // python-tuf kept what it trusted: the delegated family role included.
     assert!(md.join("images%2Fos.json").exists() || md.join("images/os.json").exists(), "{:?}", snapshot_dir(&md).keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn imgfs_mounts_a_generation_whose_metadata_python_tuf_signed() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"signed by python-tuf\n").unwrap();
+    t.publish(&server, &src, "os", "os/stable");
+    // The generation's and the channel's target entries as imaged signed them; python-tuf signs
+    // them again, in a repository of its own keys (ECDSA), with imaged's role layout.
+    let targets_of = |file: &str| -> Value {
+        let bytes = tests::client().get(format!("{}/tuf/{file}", server.url)).send().unwrap().bytes().unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["signed"]["targets"].clone()
+    };
+    let entries = serde_json::json!({ "family": "os", "images": targets_of("images%2Fos.json"), "channels": targets_of("channels.json") });
+    let entries_file = t.path("entries.json");
+    std::fs::write(&entries_file, serde_json::to_vec(&entries).unwrap()).unwrap();
+    let out = t.path("python-signed");
+    let made = Command::new(python()).arg(script("python_imaged_repo.py")).arg(&out).arg("ecdsa").arg(&entries_file).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // Served in place of imaged's metadata by a proxy in front of it (objects pass through).
+    let proxy = tests::proxy::Proxy::start(&server.url);
+    for (name, bytes) in snapshot_dir(&out.join("metadata")) {
+        proxy.set(&format!("/tuf/{name}"), tests::proxy::Rule::Bytes(bytes));
+    }
+    proxy.set("/tuf/2.root.json", tests::proxy::Rule::Missing);
+    let root = out.join("metadata/root.json");
+    let mnt = tests::Mount::start_with(&[&proxy.url], "os/stable", &t.path("cache"), &t.path("mnt"), &["--root", root.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(mnt.point.join("f")).unwrap(), "signed by python-tuf\n");
+    let status = mnt.control("status");
+    assert_eq!(status["current"]["generation"], "os@1", "{status}");
+    let trusted: Value = serde_json::from_slice(&std::fs::read(t.path("cache").join("trust/root.json")).unwrap()).unwrap();
+    let keys = trusted["signed"]["keys"].as_object().unwrap();
+    assert!(keys.values().all(|k| k["keytype"] == "ecdsa"), "the endpoint trusts python-tuf's ECDSA root: {trusted:#}");
+    assert!(proxy.log.lock().unwrap().iter().any(|p| p == "/tuf/1.images%2Fos.json"), "the family role came from python-tuf's repository");
 }
