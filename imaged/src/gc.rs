@@ -2,8 +2,9 @@
 //! every object no kept generation reaches and no push in progress has uploaded.
 //!
 //! Kept generations: the ones a channel names in its newest `keep_channel_versions` versions,
-//! the ones marked `keep`, the newest generation of every image, and any published less than
-//! `gc_grace_seconds` ago. Kept objects: everything a kept generation reaches (manifest,
+//! the ones marked `keep`, the ones a current family role lists (signed: endpoints may be sent
+//! to them), the newest generation of every image, the ones endpoints run, and any published
+//! less than `gc_grace_seconds` ago. Kept objects: everything a kept generation reaches (manifest,
 //! dictionary, trees, chunks), the logs of recorded test runs, and every object pinned by an upload or a missing-query within
 //! the grace period. The caller holds the collection lock for writing, so no upload, publish
 //! or channel move runs meanwhile.
@@ -73,6 +74,9 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
         keep.extend(newest.filter_map(|v| v.generation.rsplit_once('@').and_then(|(i, n)| Some((i.to_string(), n.parse().ok()?)))));
     }
     keep.extend(meta.kept()?);
+    // What a family's signed metadata lists stays, or endpoints would be sent to generations
+    // whose objects are gone (the family signs a version without it to let it go).
+    keep.extend(state.tuf.signed_generations());
     let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for p in &published {
         let n = newest.entry(&p.image).or_insert(p.generation);

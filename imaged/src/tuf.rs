@@ -378,6 +378,20 @@ impl Repo {
         trust::client::target_matches(&bytes, listed).then_some(bytes)
     }
 
+    /// Every generation a current family role lists (`images/FAMILY/N`): endpoints may be sent
+    /// to any of them (a pin, a rollout, a rollback), so garbage collection keeps them until
+    /// their family signs a version without them.
+    pub fn signed_generations(&self) -> Vec<(String, u64)> {
+        let st = self.state.lock().unwrap();
+        st.roles
+            .iter()
+            .filter_map(|(role, (t, _))| Some((role.strip_prefix("images/")?, t)))
+            .flat_map(|(family, t)| {
+                t.targets.keys().filter_map(move |path| Some((family.to_string(), path.strip_prefix(&format!("images/{family}/"))?.parse().ok()?)))
+            })
+            .collect()
+    }
+
     /// The signed record of generation `image@n`, if its family signed it with manifest
     /// `manifest` (hex).
     pub fn signed_generation(&self, image: &str, n: u64, manifest: &str) -> Result<GenerationRecord, TufError> {

@@ -435,3 +435,30 @@ fn kill_9_at_many_moments_of_push_and_publish() {
     ok_json(t.remote(&server, &["--json", "push", "img@1"]));
     assert_eq!(assert_consistent(&t, &server), 1);
 }
+
+#[test]
+fn gc_keeps_what_a_family_signed_until_its_owner_signs_it_away() {
+    let t = Imgctl::new();
+    let config = t.path("strict.toml");
+    write_config(&config, "keep_channel_versions = 1\ngc_grace_seconds = 0\n");
+    let server = Server::start_with(&t.path("server"), 0, Some(&config));
+    let listen = format!("127.0.0.1:{}", server.port());
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for v in ["one", "two", "three"] {
+        std::fs::write(src.join("f"), v).unwrap();
+        t.publish(&server, &src, "os", "os/stable");
+    }
+    // os@1 and os@2 are signed (an endpoint may be pinned to them): kept, though no channel
+    // names them any more.
+    let dry = ok_json(server.admin(&["gc", "--dry-run", "--json", "--listen", &listen]));
+    assert_eq!(dry["generations_removed"], json!([]), "{dry}");
+    // The family's owner signs os@1 away: it goes at the next collection.
+    let key = t.key("images");
+    let f = ok_json(t.remote(&server, &["--json", "trust", "forget", "os@1", "--key", key.to_str().unwrap()]));
+    assert_eq!(f["removed"], true, "{f}");
+    let again = ok_json(t.remote(&server, &["--json", "trust", "forget", "os@1", "--key", key.to_str().unwrap()]));
+    assert_eq!(again["removed"], false, "{again}");
+    let done = ok_json(server.admin(&["gc", "--json", "--listen", &listen]));
+    assert_eq!(done["generations_removed"], json!(["os@1"]), "{done}");
+}

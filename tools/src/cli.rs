@@ -727,6 +727,22 @@ pub enum TrustOp {
         #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
         expires_days: i64,
     },
+    /// Sign the family's metadata again without GENERATION (IMAGE@N): endpoints can no longer
+    /// be sent to it, and garbage collection may then remove it (it keeps every generation a
+    /// family role lists).
+    Forget {
+        /// The generation, IMAGE@N.
+        generation: String,
+        /// The family's key file (repeat for a threshold above 1).
+        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required_unless_present = "signers")]
+        keys: Vec<PathBuf>,
+        /// An external signer instead of a key file (repeat; docs/security.md).
+        #[arg(long = "signer", value_name = "COMMAND")]
+        signers: Vec<String>,
+        /// Days until the family's signed metadata expires.
+        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+        expires_days: i64,
+    },
 }
 
 /// The change record's flags, on `import` and `patch`.

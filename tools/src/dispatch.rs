@@ -381,6 +381,14 @@ fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut dyn Wri
             };
             show(out, json, &keys::init(&remote(&server)?, plan)?, print::initialised)
         }
+        TrustOp::Forget { generation, keys: key_files, signers, expires_days } => {
+            let (image, n) = match generation.parse()? {
+                GenSpec::Number(image, n) => (image, n),
+                _ => anyhow::bail!("trust forget takes IMAGE@N, not {generation:?}"),
+            };
+            let secrets = secrets(&key_files, &signers)?;
+            show(out, json, &keys::forget(&remote(&server)?, &secrets, &image, n, expires_days)?, print::forgotten)
+        }
         TrustOp::MinEpoch { image, epoch, keys: key_files, signers, expires_days } => {
             let image = ImageName::new(&image)?;
             let secrets = secrets(&key_files, &signers)?;

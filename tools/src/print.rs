@@ -9,7 +9,7 @@ use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::fleet::text as fleet_text;
 use tools::commands::rollouts::text as rollout_text;
 use tools::commands::gate::{Approved, ShowOutput, TestOutput};
-use tools::commands::keys::{GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
+use tools::commands::keys::{Forgotten, GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
 use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
 use api::affected::AffectedRow;
 use tools::commands::server::{ChannelOutput, PushOutput};
@@ -283,6 +283,14 @@ pub fn rotated(out: &mut dyn Write, r: &Rotated) -> Result<()> {
 
 pub fn initialised(out: &mut dyn Write, i: &Initialised) -> Result<()> {
     writeln!(out, "repository created; endpoints start from {} (imgfs mount --root)", i.root.display())
+}
+
+pub fn forgotten(out: &mut dyn Write, f: &Forgotten) -> Result<()> {
+    if f.removed {
+        writeln!(out, "{}: no longer signed; garbage collection may remove it", f.generation)
+    } else {
+        writeln!(out, "{}: its family's metadata does not list it; nothing signed", f.generation)
+    }
 }
 
 pub fn min_epoch(out: &mut dyn Write, m: &MinEpochSet) -> Result<()> {

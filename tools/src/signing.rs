@@ -299,6 +299,18 @@ pub fn set_min_epoch(remote: &Remote, keys: &[Holder], image: &str, min_epoch: u
     })
 }
 
+/// Signs image family `image`'s role again without generation `n`; `false` if it did not
+/// list it (nothing is signed then).
+pub fn forget_generation(remote: &Remote, keys: &[Holder], image: &str, n: u64, expires_days: i64) -> Result<bool, SignError> {
+    let path = policy::generation_path(image, n);
+    let removed = std::cell::Cell::new(false);
+    update_family(remote, keys, image, expires_days, &|targets, _| {
+        removed.set(targets.remove(&path).is_some());
+        Ok(removed.get())
+    })?;
+    Ok(removed.get())
+}
+
 /// A change of the keys of one role.
 pub struct Rotation {
     /// `root`, `targets`, `timestamp`, `snapshot` (a new root), or `channels`,

@@ -124,6 +124,21 @@ pub fn init(remote: &Remote, plan: InitPlan) -> Result<Initialised, CommandError
     Ok(Initialised { root: plan.out, families: plan.families.into_iter().map(|(n, _)| n).collect() })
 }
 
+/// What `trust forget` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Forgotten {
+    /// The generation, `IMAGE@N`.
+    pub generation: String,
+    /// Whether the family's role listed it (and was signed again without it).
+    pub removed: bool,
+}
+
+/// Signs `image`'s family role again without generation `n`, with `keys`.
+pub fn forget(remote: &Remote, keys: &[Holder], image: &ImageName, n: u64, expires_days: i64) -> Result<Forgotten, CommandError> {
+    let removed = signing::forget_generation(remote, keys, image.as_str(), n, expires_days)?;
+    Ok(Forgotten { generation: format!("{image}@{n}"), removed })
+}
+
 /// What `trust min-epoch` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MinEpochSet {
