@@ -220,3 +220,49 @@ fn a_root_key_behind_an_external_signer_creates_the_repository_and_rotates_a_rol
     assert!(err.contains("does not verify with its public key"), "{err}");
     assert_eq!(ok_json(t.remote(&server, &["--json", "key", "list"]))["root"]["version"], 2);
 }
+
+#[test]
+fn imgctl_trusts_the_root_it_created_not_one_a_server_hands_over() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"one\n").unwrap();
+    t.publish(&server, &src, "os", "os/stable");
+    // `trust init` kept the root it created in the store.
+    let pins = t.store.join("trusted-roots");
+    let kept: Vec<_> = std::fs::read_dir(&pins).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), std::fs::read(t.root_file()).unwrap());
+    // Whoever controls the server's disk hands over a root of its own making, self-signed by a
+    // key of its own: refused before anything is signed with the engineer's keys.
+    let repo = server.data.join("tuf/repo");
+    let genuine = std::fs::read(repo.join("root.json")).unwrap();
+    let thief = trust::keys::SecretKey::generate(&mut trust::OsRng);
+    let mut forged: Value = serde_json::from_slice(&genuine).unwrap();
+    let signed = &mut forged["signed"];
+    signed["version"] = Value::from(2);
+    let id = thief.public().key_id().0;
+    signed["keys"][&id] = thief.public().to_value();
+    for role in ["root", "targets", "timestamp", "snapshot"] {
+        signed["roles"][role]["keyids"] = serde_json::json!([id]);
+    }
+    let bytes = trust::sign::sign(signed, &[&thief]).unwrap();
+    std::fs::write(repo.join("root.json"), &bytes).unwrap();
+    std::fs::write(repo.join("2.root.json"), &bytes).unwrap();
+    std::fs::write(src.join("f"), b"two\n").unwrap();
+    t.import(&src, "os");
+    let key = t.key("images");
+    let push = || t.remote(&server, &["push", "os@2", "--key", key.to_str().unwrap()]);
+    let out = push();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("does not follow the root imgctl trusts"), "{err}");
+    // Only the current root.json swapped: refused too.
+    std::fs::remove_file(repo.join("2.root.json")).unwrap();
+    let out = push();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not the root version 1 its signed chain leads to"), "{err}");
+    // The genuine root back: signing goes on.
+    std::fs::write(repo.join("root.json"), &genuine).unwrap();
+    ok_json(t.remote(&server, &["--json", "push", "os@2", "--key", key.to_str().unwrap()]));
+}

@@ -30,9 +30,17 @@ fn default_store() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/imaged/store"))
 }
 
+/// Where imgctl keeps the root it trusts for each server: `STORE/trusted-roots/`, set once
+/// the store is known.
+static ROOT_PINS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn remote(server: &cli::Server) -> Result<Remote> {
     let url = server.server.as_deref().context("no server: pass --server URL or set IMAGED_SERVER")?;
-    Ok(Remote::new(url, server.token.clone())?)
+    let r = Remote::new(url, server.token.clone())?;
+    Ok(match ROOT_PINS.get() {
+        Some(dir) => r.with_root_pins(dir.clone()),
+        None => r,
+    })
 }
 
 /// Splits `GEN[:PATH]`.
@@ -114,6 +122,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         None => default_store()?,
     };
     let repo = Repo::open(&store).with_context(|| format!("opening store {}", store.display()))?;
+    let _ = ROOT_PINS.set(repo.root().join("trusted-roots"));
     let json = cli.json;
     let mut stdout = std::io::stdout().lock();
     let out: &mut dyn Write = &mut stdout;

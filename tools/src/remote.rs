@@ -99,6 +99,9 @@ pub struct Remote {
     base: String,
     token: Option<String>,
     client: reqwest::blocking::Client,
+    /// Where the root imgctl trusts for each server is kept (`None`: trust on first use,
+    /// nothing kept).
+    root_pins: Option<std::path::PathBuf>,
 }
 
 /// A request body and its size, for the error when it is refused as too large.
@@ -129,7 +132,26 @@ impl Remote {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|source| RemoteError::Transport { url: url.to_string(), source })?;
-        Ok(Remote { base: url.trim_end_matches('/').to_string(), token, client })
+        Ok(Remote { base: url.trim_end_matches('/').to_string(), token, client, root_pins: None })
+    }
+
+    /// Keeps the root imgctl trusts for this server under `dir` (see `root_pin`).
+    pub fn with_root_pins(mut self, dir: std::path::PathBuf) -> Remote {
+        self.root_pins = Some(dir);
+        self
+    }
+
+    /// The file holding the root imgctl trusts for this server: `DIR/HOST_PORT_PATH.root.json`
+    /// (every byte of the URL after the scheme outside `[A-Za-z0-9.-]` made `_`).
+    pub fn root_pin(&self) -> Option<std::path::PathBuf> {
+        let name: String = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, rest)| rest)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .collect();
+        self.root_pins.as_ref().map(|d| d.join(format!("{name}.root.json")))
     }
 
     fn url(&self, path: &str) -> String {

@@ -85,10 +85,63 @@ fn refused(e: impl ToString) -> SignError {
 /// The server's current root, checked against its own keys (and against `pinned`, the root
 /// keys the engineer expects, when given).
 fn fetch_root(remote: &Remote) -> Result<(Root, Value, Vec<u8>), SignError> {
-    let bytes = remote.tuf_file("root.json")?.ok_or_else(|| refused("the server has no root yet: run `imgctl trust init`"))?;
-    let t = Trusted::new(&bytes, Limits::default()).map_err(|e| refused(format!("the server's root.json does not verify: {e}")))?;
-    let env = Envelope::parse("root", &bytes, Limits::default().root).map_err(refused)?;
-    Ok((t.root().clone(), env.signed, bytes))
+    let current = remote.tuf_file("root.json")?.ok_or_else(|| refused("the server has no root yet: run `imgctl trust init`"))?;
+    let pinned = match remote.root_pin() {
+        Some(pin) => match std::fs::read(&pin) {
+            Ok(bytes) => Some((pin, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "imgctl: trusting the server's root as first seen and keeping it in {} (`trust init` keeps the root you create)",
+                    pin.display()
+                );
+                write_pin(&pin, &current)?;
+                None
+            }
+            Err(e) => return Err(key_err(&pin, e)),
+        },
+        None => None,
+    };
+    let latest = match pinned {
+        // From the root imgctl trusts, one version at a time, each signed by the threshold of
+        // the one before and its own (as endpoints follow them): a server cannot hand over a
+        // root of its own making.
+        Some((pin, bytes)) => {
+            let mut t = Trusted::new(&bytes, Limits::default())
+                .map_err(|e| refused(format!("the root imgctl trusts ({}) does not verify: {e}", pin.display())))?;
+            let mut latest = bytes.clone();
+            loop {
+                let v = t.root().common.version + 1;
+                let Some(next) = remote.tuf_file(&format!("{v}.root.json"))? else { break };
+                t.update_root(&next).map_err(|e| {
+                    refused(format!("the server's root version {v} does not follow the root imgctl trusts ({}): {e}", pin.display()))
+                })?;
+                latest = next;
+            }
+            if latest != current {
+                return Err(refused(format!(
+                    "the server's current root.json is not the root version {} its signed chain leads to from {}",
+                    t.root().common.version,
+                    pin.display()
+                )));
+            }
+            if latest != bytes {
+                write_pin(&pin, &latest)?;
+            }
+            latest
+        }
+        None => current,
+    };
+    let t = Trusted::new(&latest, Limits::default()).map_err(|e| refused(format!("the server's root.json does not verify: {e}")))?;
+    let env = Envelope::parse("root", &latest, Limits::default().root).map_err(refused)?;
+    Ok((t.root().clone(), env.signed, latest))
+}
+
+/// Keeps `bytes` as the root imgctl trusts for a server (written atomically).
+fn write_pin(pin: &Path, bytes: &[u8]) -> Result<(), SignError> {
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
+    }
+    cache::atomic::write(pin, bytes).map_err(|e| key_err(pin, e))
 }
 
 /// The server's current `role` file, checked against the keys its delegator lists (root for
@@ -179,6 +232,10 @@ pub fn init(remote: &Remote, o: &InitOptions) -> Result<Vec<u8>, SignError> {
             "snapshot": {"keyids": ids(&[snap]), "threshold": 1}}});
     let root_bytes = sign::sign(&root, &o.root_keys.iter().collect::<Vec<_>>()).map_err(refused)?;
     remote.put_root(root_bytes.clone())?;
+    // The root the engineer created is the one imgctl trusts for this server from now on.
+    if let Some(pin) = remote.root_pin() {
+        write_pin(&pin, &root_bytes)?;
+    }
     let mut delegated: Vec<&PublicKey> = vec![&ch];
     let mut roles = vec![
         json!({"name": CHANNELS_ROLE, "keyids": ids(&[ch.clone()]), "threshold": 1, "paths": policy::channel_patterns(), "terminating": true}),
