@@ -18,6 +18,9 @@ use trust::sign::{self, metadata_file};
 
 use crate::meta::Meta;
 
+/// Versions of `snapshot` and `channels` kept however old (see `Repo::prune`).
+pub const KEEP_VERSIONS: u64 = 16;
+
 /// The roles whose keys the server holds.
 pub const ONLINE_ROLES: [&str; 3] = ["timestamp", "snapshot", CHANNELS_ROLE];
 
@@ -265,7 +268,32 @@ impl Repo {
         if let Some(v) = version {
             write_atomic(&self.repo, &metadata_file(role, Some(v)), bytes, 0o644)?;
         }
-        write_atomic(&self.repo, &metadata_file(role, None), bytes, 0o644)
+        write_atomic(&self.repo, &metadata_file(role, None), bytes, 0o644)?;
+        if let (Some(v), "snapshot" | CHANNELS_ROLE) = (version, role) {
+            self.prune(role, v);
+        }
+        Ok(())
+    }
+
+    /// Deletes old versions of an online role the server re-signs often (`snapshot`,
+    /// `channels`), keeping what a client may still ask for: the newest `KEEP_VERSIONS`, and
+    /// any written less than a timestamp's lifetime ago (a client holding a timestamp that is
+    /// still valid may fetch the snapshot it names, and the channels version that snapshot
+    /// names). Root, targets and the families' roles are never pruned (endpoints walk root
+    /// versions one by one; the offline roles change rarely). Best effort: a file that cannot
+    /// be removed is left and logged.
+    fn prune(&self, role: &str, newest: u64) {
+        let keep_after = cache::clock::now_system() - std::time::Duration::from_secs(self.lifetimes.timestamp.max(0) as u64);
+        for v in (1..newest.saturating_sub(KEEP_VERSIONS - 1)).rev() {
+            let path = self.repo.join(metadata_file(role, Some(v)));
+            let Ok(m) = std::fs::metadata(&path) else { break };
+            if m.modified().is_ok_and(|t| t > keep_after) {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot prune an old metadata version");
+            }
+        }
     }
 
     /// Accepts a root: the first one signed by its own threshold, later ones the next

@@ -266,3 +266,51 @@ fn imgctl_trusts_the_root_it_created_not_one_a_server_hands_over() {
     std::fs::write(repo.join("root.json"), &genuine).unwrap();
     ok_json(t.remote(&server, &["--json", "push", "os@2", "--key", key.to_str().unwrap()]));
 }
+
+#[test]
+fn the_server_prunes_old_snapshot_and_channels_versions_but_keeps_what_clients_may_need() {
+    let t = Imgctl::new();
+    let clock = tests::TestClock::new(&t.path("clock"));
+    let server = Server::start_clocked(&t.path("server"), None, &clock);
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for v in ["one", "two"] {
+        std::fs::write(src.join("f"), v).unwrap();
+        t.publish(&server, &src, "os", "os/stable");
+    }
+    // imaged::tuf::KEEP_VERSIONS: versions of snapshot and channels kept however old.
+    const KEEP_VERSIONS: u64 = 16;
+    let moves = 24;
+    for i in 0..moves {
+        ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", if i % 2 == 0 { "os@1" } else { "os@2" }]));
+    }
+    let repo = server.data.join("tuf/repo");
+    let versions = |role: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(&repo)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.strip_suffix(&format!(".{role}.json"))?.parse().ok()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions("snapshot");
+    assert!(before.len() > 20 && before[0] == 1, "every recent version is kept: {before:?}");
+    // Two days later (past a timestamp's lifetime), the next change prunes the old ones.
+    clock.advance(2 * 24 * 3600);
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "os@1"]));
+    for role in ["snapshot", "channels"] {
+        let now = versions(role);
+        assert_eq!(now.len() as u64, KEEP_VERSIONS, "{role}: {now:?}");
+        assert_eq!(*now.last().unwrap(), *now.first().unwrap() + KEEP_VERSIONS - 1, "{role}: the newest, contiguous");
+    }
+    assert_eq!(versions("root"), vec![1], "root versions are never pruned");
+    assert_eq!(versions("targets").first(), Some(&1), "nor the offline roles");
+    // A client starting from root 1 still gets the whole current repository.
+    let md = t.path("md");
+    assert!(conformance(&["--metadata-dir", md.to_str().unwrap(), "init", t.root_file().to_str().unwrap()]).0);
+    let (ok, err) = conformance(&["--metadata-dir", md.to_str().unwrap(), "--metadata-url", &format!("{}/tuf", server.url), "refresh"]);
+    assert!(ok, "{err}");
+}
