@@ -228,7 +228,7 @@ fn imgfs_mounts_a_generation_whose_metadata_python_tuf_signed() {
     std::fs::write(src.join("f"), b"signed by python-tuf\n").unwrap();
     t.publish(&server, &src, "os", "os/stable");
     // The generation's and the channel's target entries as imaged signed them; python-tuf signs
-    // them again, in a repository of its own keys (ECDSA), with imaged's role layout.
+    // them again, in a repository of its own keys (of each type), with imaged's role layout.
     let targets_of = |file: &str| -> Value {
         let bytes = tests::client().get(format!("{}/tuf/{file}", server.url)).send().unwrap().bytes().unwrap();
         serde_json::from_slice::<Value>(&bytes).unwrap()["signed"]["targets"].clone()
@@ -236,22 +236,25 @@ fn imgfs_mounts_a_generation_whose_metadata_python_tuf_signed() {
     let entries = serde_json::json!({ "family": "os", "images": targets_of("images%2Fos.json"), "channels": targets_of("channels.json") });
     let entries_file = t.path("entries.json");
     std::fs::write(&entries_file, serde_json::to_vec(&entries).unwrap()).unwrap();
-    let out = t.path("python-signed");
-    let made = Command::new(python()).arg(script("python_imaged_repo.py")).arg(&out).arg("ecdsa").arg(&entries_file).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    // Served in place of imaged's metadata by a proxy in front of it (objects pass through).
-    let proxy = tests::proxy::Proxy::start(&server.url);
-    for (name, bytes) in snapshot_dir(&out.join("metadata")) {
-        proxy.set(&format!("/tuf/{name}"), tests::proxy::Rule::Bytes(bytes));
+    for keytype in ["ed25519", "ecdsa", "rsa"] {
+        let out = t.path(&format!("python-signed-{keytype}"));
+        let made = Command::new(python()).arg(script("python_imaged_repo.py")).arg(&out).arg(keytype).arg(&entries_file).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        // Served in place of imaged's metadata by a proxy in front of it (objects pass through).
+        let proxy = tests::proxy::Proxy::start(&server.url);
+        for (name, bytes) in snapshot_dir(&out.join("metadata")) {
+            proxy.set(&format!("/tuf/{name}"), tests::proxy::Rule::Bytes(bytes));
+        }
+        proxy.set("/tuf/2.root.json", tests::proxy::Rule::Missing);
+        let root = out.join("metadata/root.json");
+        let cache = t.path(&format!("cache-{keytype}"));
+        let mnt = tests::Mount::start_with(&[&proxy.url], "os/stable", &cache, &t.path(&format!("mnt-{keytype}")), &["--root", root.to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(mnt.point.join("f")).unwrap(), "signed by python-tuf\n", "{keytype}");
+        let status = mnt.control("status");
+        assert_eq!(status["current"]["generation"], "os@1", "{keytype}: {status}");
+        let trusted: Value = serde_json::from_slice(&std::fs::read(cache.join("trust/root.json")).unwrap()).unwrap();
+        let keys = trusted["signed"]["keys"].as_object().unwrap();
+        assert!(keys.values().all(|k| k["keytype"] == keytype), "the endpoint trusts python-tuf's {keytype} root: {trusted:#}");
+        assert!(proxy.log.lock().unwrap().iter().any(|p| p == "/tuf/1.images%2Fos.json"), "{keytype}: the family role came from python-tuf");
     }
-    proxy.set("/tuf/2.root.json", tests::proxy::Rule::Missing);
-    let root = out.join("metadata/root.json");
-    let mnt = tests::Mount::start_with(&[&proxy.url], "os/stable", &t.path("cache"), &t.path("mnt"), &["--root", root.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(mnt.point.join("f")).unwrap(), "signed by python-tuf\n");
-    let status = mnt.control("status");
-    assert_eq!(status["current"]["generation"], "os@1", "{status}");
-    let trusted: Value = serde_json::from_slice(&std::fs::read(t.path("cache").join("trust/root.json")).unwrap()).unwrap();
-    let keys = trusted["signed"]["keys"].as_object().unwrap();
-    assert!(keys.values().all(|k| k["keytype"] == "ecdsa"), "the endpoint trusts python-tuf's ECDSA root: {trusted:#}");
-    assert!(proxy.log.lock().unwrap().iter().any(|p| p == "/tuf/1.images%2Fos.json"), "the family role came from python-tuf's repository");
 }
