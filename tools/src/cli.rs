@@ -715,17 +715,8 @@ pub enum TrustOp {
         image: String,
         /// The new minimum epoch.
         epoch: u64,
-        /// The family's key file (repeat for a threshold above 1).
-        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required_unless_present = "signers")]
-        keys: Vec<PathBuf>,
-        /// An external signer instead of a key file: COMMAND prints the public key when
-        /// IMGCTL_SIGNER=public and signs standard input when IMGCTL_SIGNER=sign (repeat;
-        /// docs/security.md).
-        #[arg(long = "signer", value_name = "COMMAND")]
-        signers: Vec<String>,
-        /// Days until the family's signed metadata expires.
-        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
-        expires_days: i64,
+        #[command(flatten)]
+        family: FamilyKeys,
     },
     /// Sign the family's metadata again without GENERATION (IMAGE@N): endpoints can no longer
     /// be sent to it, and garbage collection may then remove it (it keeps every generation a
@@ -733,16 +724,25 @@ pub enum TrustOp {
     Forget {
         /// The generation, IMAGE@N.
         generation: String,
-        /// The family's key file (repeat for a threshold above 1).
-        #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required_unless_present = "signers")]
-        keys: Vec<PathBuf>,
-        /// An external signer instead of a key file (repeat; docs/security.md).
-        #[arg(long = "signer", value_name = "COMMAND")]
-        signers: Vec<String>,
-        /// Days until the family's signed metadata expires.
-        #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
-        expires_days: i64,
+        #[command(flatten)]
+        family: FamilyKeys,
     },
+}
+
+/// The keys that sign an image family's role, on `trust min-epoch` and `trust forget`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FamilyKeys {
+    /// The family's key file (repeat for a threshold above 1).
+    #[arg(long = "key", env = "IMGCTL_KEY", value_delimiter = ',', required_unless_present = "signers")]
+    pub keys: Vec<PathBuf>,
+    /// An external signer instead of a key file: COMMAND prints the public key when
+    /// IMGCTL_SIGNER=public and signs standard input when IMGCTL_SIGNER=sign (repeat;
+    /// docs/security.md).
+    #[arg(long = "signer", value_name = "COMMAND")]
+    pub signers: Vec<String>,
+    /// Days until the family's signed metadata expires.
+    #[arg(long, default_value_t = tools::signing::DEFAULT_EXPIRES_DAYS)]
+    pub expires_days: i64,
 }
 
 /// The change record's flags, on `import` and `patch`.

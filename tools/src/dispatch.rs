@@ -390,17 +390,18 @@ fn trust_command(op: TrustOp, server: cli::Server, json: bool, out: &mut dyn Wri
             };
             show(out, json, &keys::init(&remote(&server)?, plan)?, print::initialised)
         }
-        TrustOp::Forget { generation, keys: key_files, signers, expires_days } => {
+        TrustOp::Forget { generation, family } => {
             let (image, n) = match generation.parse()? {
                 GenSpec::Number(image, n) => (image, n),
                 _ => anyhow::bail!("trust forget takes IMAGE@N, not {generation:?}"),
             };
-            let secrets = secrets(&key_files, &signers)?;
-            show(out, json, &keys::forget(&remote(&server)?, &secrets, &image, n, expires_days)?, print::forgotten)
+            let secrets = secrets(&family.keys, &family.signers)?;
+            show(out, json, &keys::forget(&remote(&server)?, &secrets, &image, n, family.expires_days)?, print::forgotten)
         }
-        TrustOp::MinEpoch { image, epoch, keys: key_files, signers, expires_days } => {
+        TrustOp::MinEpoch { image, epoch, family } => {
             let image = ImageName::new(&image)?;
-            let secrets = secrets(&key_files, &signers)?;
+            let secrets = secrets(&family.keys, &family.signers)?;
+            let expires_days = family.expires_days;
             show(out, json, &keys::min_epoch(&remote(&server)?, &secrets, &image, epoch, expires_days)?, print::min_epoch)
         }
     }
