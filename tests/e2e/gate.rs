@@ -1,5 +1,6 @@
 //! The promotion gate against a real imaged: channel policies, `imgctl test` evidence, approvals, refusals with what is missing, emergency generations, `show --server`, and a restart.
 
+use std::path::Path;
 use std::process::Output;
 
 use serde_json::{json, Value};
@@ -61,6 +62,10 @@ fn gate_refuses_until_tests_pass_and_enough_distinct_listed_approvers_sign_and_s
     t.import(&src, "img");
     ok_json(t.remote(&server, &["--json", "push", "img@1"]));
 
+    // Bob's key stays in his token: he approves through an external signer.
+    let bob = tests::signer::openssl_signer(&t.path("bob-token"));
+    let bob_public = t.path("bob-token.pub").to_str().unwrap().to_string();
+    tests::signer::public_file(&bob, Path::new(&bob_public));
     let policy = ok_json(t.remote(
         &server,
         &[
@@ -75,7 +80,7 @@ fn gate_refuses_until_tests_pass_and_enough_distinct_listed_approvers_sign_and_s
             "--approver",
             &public(&t, "alice"),
             "--approver",
-            &public(&t, "bob"),
+            &bob_public,
             "--tester",
             &public(&t, "tester"),
         ],
@@ -127,7 +132,7 @@ fn gate_refuses_until_tests_pass_and_enough_distinct_listed_approvers_sign_and_s
     let report = ok_json(t.remote(&server, &["--json", "show", "img@1"]));
     let mut forged = json!({
         "statement": {"manifest": report["manifest"], "comment": "", "time": 1},
-        "key": serde_json::from_str::<Value>(&std::fs::read_to_string(public(&t, "bob")).unwrap()).unwrap(),
+        "key": serde_json::from_str::<Value>(&std::fs::read_to_string(&bob_public).unwrap()).unwrap(),
         "signature": "00".repeat(64),
     });
     let r = client().post(format!("{}/v1/generations/img/1/approvals", server.url)).bearer_auth(server.token()).json(&forged).send().unwrap();
@@ -137,7 +142,7 @@ fn gate_refuses_until_tests_pass_and_enough_distinct_listed_approvers_sign_and_s
     let r = client().post(format!("{}/v1/generations/img/1/approvals", server.url)).bearer_auth(server.token()).json(&forged).send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
-    ok_json(approve(&t, &server, "img@1", "bob"));
+    ok_json(t.remote(&server, &["--json", "approve", "img@1", "--signer", &bob, "--comment", "ok from bob"]));
     let moved = ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "img@1"]));
     assert_eq!(moved["generation"], "img@1");
 
@@ -179,7 +184,7 @@ fn gate_refuses_until_tests_pass_and_enough_distinct_listed_approvers_sign_and_s
     assert!(hung["duration_ms"].as_u64().unwrap() < 10_000, "{hung}");
     refused(&server, "os/stable", "img@2", &["boot"], 1);
     ok_json(run_test(&t, &server, "img@2", "boot", "true", "tester", &[]));
-    ok_json(approve(&t, &server, "img@2", "bob"));
+    ok_json(t.remote(&server, &["--json", "approve", "img@2", "--signer", &bob, "--comment", "ok from bob"]));
     ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "img@2"]));
     let shown = String::from_utf8(t.remote(&server, &["show", "img@2"]).stdout).unwrap();
     assert!(shown.contains("change: emergency") && shown.contains("reason: openssl fix"), "{shown}");

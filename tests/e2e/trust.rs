@@ -143,42 +143,11 @@ fn the_conformance_client_refreshes_downloads_and_refuses_tampering() {
     assert_eq!(std::fs::read(md.join("timestamp.json")).unwrap(), before);
 }
 
-/// An external signer around an ECDSA key that only `openssl` touches (as a token's PKCS #11
-/// tool would): prints the public key object, or signs standard input; counts its uses.
-fn openssl_signer(dir: &std::path::Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let key = dir.join("root.pem");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key.to_str().unwrap()]);
-    run(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", dir.join("root.pub.pem").to_str().unwrap()]);
-    let script = dir.join("signer.sh");
-    let d = dir.display();
-    std::fs::write(
-        &script,
-        format!(
-            r#"#!/bin/sh
-set -e
-echo "$IMGCTL_SIGNER" >> {d}/uses
-case "$IMGCTL_SIGNER" in
-  public) printf '{{"keytype":"ecdsa","scheme":"ecdsa-sha2-nistp256","keyval":{{"public":"%s"}}}}' "$(awk '{{printf "%s\\n", $0}}' {d}/root.pub.pem)" ;;
-  sign) openssl dgst -sha256 -sign {d}/root.pem | od -An -v -tx1 | tr -d ' \n' ;;
-  *) exit 2 ;;
-esac
-"#
-        ),
-    )
-    .unwrap();
-    format!("sh {}", script.display())
-}
-
 #[test]
 fn a_root_key_behind_an_external_signer_creates_the_repository_and_rotates_a_role() {
     let t = Imgctl::new();
     let token = t.path("token");
-    let signer = openssl_signer(&token);
+    let signer = tests::signer::openssl_signer(&token);
     let server = Server::start(&t.path("server"));
     let (targets, images) = (t.key("targets"), t.key("images"));
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();

@@ -14,6 +14,7 @@ pub mod imgctl;
 pub mod mount;
 pub mod proxy;
 pub mod server;
+pub mod signer;
 pub mod store;
 pub mod trees;
 

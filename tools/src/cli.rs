@@ -286,8 +286,11 @@ pub enum Command {
         #[arg(long, default_value = "none", value_parser = ["host", "none"])]
         network: String,
         /// The tester's key file.
-        #[arg(long, env = "IMGCTL_TESTER_KEY")]
-        key: PathBuf,
+        #[arg(long, env = "IMGCTL_TESTER_KEY", required_unless_present = "signer")]
+        key: Option<PathBuf>,
+        /// The tester's key behind an external signer instead (docs/security.md).
+        #[arg(long, value_name = "COMMAND", conflicts_with = "key")]
+        signer: Option<String>,
         #[command(flatten)]
         server: Server,
     },
@@ -296,8 +299,11 @@ pub enum Command {
         /// Generation, IMAGE@N.
         generation: String,
         /// The approver's key file.
-        #[arg(long, env = "IMGCTL_APPROVER_KEY")]
-        key: PathBuf,
+        #[arg(long, env = "IMGCTL_APPROVER_KEY", required_unless_present = "signer")]
+        key: Option<PathBuf>,
+        /// The approver's key behind an external signer instead (docs/security.md).
+        #[arg(long, value_name = "COMMAND", conflicts_with = "key")]
+        signer: Option<String>,
         /// Recorded with the approval.
         #[arg(long, default_value = "")]
         comment: String,

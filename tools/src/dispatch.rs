@@ -53,6 +53,13 @@ fn secrets(files: &[PathBuf], signers: &[String]) -> Result<Vec<tools::signer::H
     tools::signer::holders(files, signers)
 }
 
+/// The one key of `--key FILE` or `--signer COMMAND` (clap makes sure exactly one is given).
+fn one_holder(key: Option<PathBuf>, signer: Option<String>) -> Result<tools::signer::Holder> {
+    let files: Vec<PathBuf> = key.into_iter().collect();
+    let signers: Vec<String> = signer.into_iter().collect();
+    secrets(&files, &signers)?.pop().context("give --key FILE or --signer COMMAND")
+}
+
 /// Prints `value` as one line of JSON, or as `text` prints it.
 fn show<T: Serialize>(
     out: &mut dyn Write,
@@ -258,13 +265,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             show(out, json, &gate::policy(&remote(&server)?, &channel, set.as_ref())?, print::policy)?;
         }
-        Command::Test { generation, name, run, timeout, network, key, server } => {
+        Command::Test { generation, name, run, timeout, network, key, signer, server } => {
             let plan = TestPlan {
                 generation: generation.parse()?,
                 name: name.parse().map_err(|e: api::gate::BadTestName| anyhow::anyhow!("--name: {e}"))?,
                 command: run,
                 timeout: parse_duration(&timeout)?,
-                key: signing::read_secret(&key)?,
+                key: one_holder(key, signer)?,
             };
             tools::sandbox::private_mounts()?;
             tools::patch::clean_stale(&repo.root().join("work"));
@@ -275,12 +282,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 return Ok(exit_codes::TEST_FAILED);
             }
         }
-        Command::Approve { generation, key, comment, server } => {
+        Command::Approve { generation, key, signer, comment, server } => {
             let (image, number) = match generation.parse()? {
                 GenSpec::Number(image, n) => (image, n),
                 _ => anyhow::bail!("approve takes IMAGE@N, not {generation:?}"),
             };
-            let key = signing::read_secret(&key)?;
+            let key = one_holder(key, signer)?;
             show(out, json, &gate::approve(&remote(&server)?, &key, &image, number, &comment)?, print::approved)?;
         }
         Command::Show { generation, log: true, .. } => {

@@ -8,9 +8,11 @@ use std::time::Duration;
 use api::gate::{ApprovalStatement, EvidenceStatement, Outcome, Recorded, Signed, TestName};
 use api::tuf::TufKey;
 use format::{Digest, ImageName};
-use trust::keys::SecretKey;
+use trust::sign::Signer;
 
-use crate::remote::{Remote, RemoteError};
+use crate::signing::SignError;
+
+use crate::remote::Remote;
 
 /// The most log a run keeps (the end of it): a log is one object, under the server's
 /// object size limit.
@@ -50,14 +52,16 @@ pub trait Runner {
     fn run(&self, generation: &crate::Generation, command: &str, timeout: Duration) -> Result<TestRun, Self::Error>;
 }
 
-/// The public half of `key` as the API carries keys.
-pub fn api_key(key: &SecretKey) -> TufKey {
-    serde_json::from_value(key.public().to_value()).expect("a key object is a TufKey")
+/// A public key as the API carries keys.
+pub fn api_key(key: &trust::keys::PublicKey) -> TufKey {
+    serde_json::from_value(key.to_value()).expect("a key object is a TufKey")
 }
 
-/// Signs `statement` (whose signed bytes are `bytes`) with `key`.
-pub fn sign<S>(statement: S, bytes: &[u8], key: &SecretKey) -> Signed<S> {
-    Signed { signature: key.sign(bytes), key: api_key(key), statement }
+/// Signs `statement` (whose signed bytes are `bytes`) with `key` (a key file's, or an
+/// external signer's).
+pub fn sign<S>(statement: S, bytes: &[u8], key: &dyn Signer) -> Result<Signed<S>, SignError> {
+    let signature = key.sign_message(bytes).map_err(|why| SignError::Refused(format!("signing the statement: {why}")))?;
+    Ok(Signed { signature, key: api_key(&key.public()), statement })
 }
 
 /// The signed statement of a run of `test` on the generation `manifest` whose log is the
@@ -89,31 +93,31 @@ fn capped(log: &[u8]) -> Vec<u8> {
 /// records it on the server as evidence about `image@number` (manifest `manifest`).
 pub fn submit_evidence(
     remote: &Remote,
-    key: &SecretKey,
+    key: &dyn Signer,
     image: &ImageName,
     number: u64,
     manifest: Digest,
     test: TestName,
     run: &TestRun,
-) -> Result<(Signed<EvidenceStatement>, Recorded), RemoteError> {
+) -> Result<(Signed<EvidenceStatement>, Recorded), SignError> {
     let log = capped(&run.log);
     let digest = Digest::of(&log);
     remote.put_object(&digest, format::object::encode(&log, 9))?;
     let run = TestRun { log, ..run.clone() };
     let statement = evidence_statement(manifest, test, &run, digest, cache::clock::now());
     let bytes = statement.signed_bytes();
-    let evidence = sign(statement, &bytes, key);
+    let evidence = sign(statement, &bytes, key)?;
     let recorded = remote.post_evidence(image, number, &evidence)?;
     Ok((evidence, recorded))
 }
 
 /// Signs an approval of `image@number` (its manifest as the server has it) with `key` and
 /// records it on the server.
-pub fn approve(remote: &Remote, key: &SecretKey, image: &ImageName, number: u64, comment: &str) -> Result<Recorded, RemoteError> {
+pub fn approve(remote: &Remote, key: &dyn Signer, image: &ImageName, number: u64, comment: &str) -> Result<Recorded, SignError> {
     let manifest = remote.generation(image, number)?.manifest;
     let statement = ApprovalStatement { manifest, comment: comment.to_string(), time: cache::clock::now() };
     let bytes = statement.signed_bytes();
-    remote.post_approval(image, number, &sign(statement, &bytes, key))
+    Ok(remote.post_approval(image, number, &sign(statement, &bytes, key)?)?)
 }
 
 /// Runs a test command inside the generation: the base mounted read-only under an overlay

@@ -7,7 +7,6 @@ use std::time::Duration;
 use api::gate::{ChannelPolicy, GateReport, Outcome, SetPolicy, TestName};
 use api::ChannelName;
 use format::{ChangeRecord, Digest, GenSpec, ImageName, PatchRecord, Stats};
-use trust::keys::SecretKey;
 
 use super::CommandError;
 use crate::gate::Runner;
@@ -25,7 +24,7 @@ pub struct TestPlan {
     /// When to kill it.
     pub timeout: Duration,
     /// The tester's key.
-    pub key: SecretKey,
+    pub key: crate::signer::Holder,
 }
 
 /// What `test` did (`imgctl test --json`).
@@ -83,7 +82,7 @@ pub struct Approved {
 }
 
 /// Signs and records an approval of `image@number`.
-pub fn approve(remote: &Remote, key: &SecretKey, image: &ImageName, number: u64, comment: &str) -> Result<Approved, CommandError> {
+pub fn approve(remote: &Remote, key: &crate::signer::Holder, image: &ImageName, number: u64, comment: &str) -> Result<Approved, CommandError> {
     let r = crate::gate::approve(remote, key, image, number, comment)?;
     Ok(Approved { generation: r.generation, keyid: r.keyid })
 }
