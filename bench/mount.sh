@@ -38,7 +38,7 @@ URL=$(sed -n 's/.*imaged listening on //p' "$W/imaged.log" | head -1)
 export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
 # Signed, as every deployment is: endpoints verify the channel and the generation's signature.
 for k in root targets images; do "$BIN/imgctl" key generate "$W/$k.key" >/dev/null; done
-"$BIN/imgctl" trust init --root-key "$W/root.key" --targets-key "$W/targets.key" \
+"$BIN/imgctl" --store "$W/img" trust init --root-key "$W/root.key" --targets-key "$W/targets.key" \
   --image "debian=$W/images.key.pub" --image "rust=$W/images.key.pub" --out "$W/root.json" >/dev/null
 export IMGCTL_KEY=$W/images.key
 for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
