@@ -231,6 +231,10 @@ impl RolloutState {
 /// What one stage's endpoints reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StageCounts {
+    /// The stage (0-based) these counts are of: right after a stage passes, the counts shown
+    /// are still the previous stage's until the next tick counts the new one.
+    #[serde(default)]
+    pub stage: usize,
     /// Endpoints in the stage (cumulative: earlier stages' included).
     pub targeted: u64,
     /// Reported running the generation.

@@ -137,7 +137,7 @@ pub fn evaluate(r: &Rollout, members: &[Member], now: i64) -> (StageCounts, Step
     let Some(stage) = r.plan.stages.get(r.stage) else { return (StageCounts::default(), Step::Stay) };
     let lost_after = r.plan.lost_after_seconds as i64;
     let acknowledged: BTreeSet<&EndpointId> = r.acknowledged.iter().collect();
-    let mut c = StageCounts::default();
+    let mut c = StageCounts { stage: r.stage, ..StageCounts::default() };
     let mut failed = Vec::new();
     // Endpoints whose failure a resume acknowledged no longer count for the gate either.
     let mut excused = 0u64;

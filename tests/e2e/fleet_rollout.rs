@@ -146,7 +146,7 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         let members = stage_of.iter().filter(|s| **s as u64 <= k).count() as u64;
         r["state"] == "halted"
             || r["stage"].as_u64() > Some(k)
-            || (r["stage"] == k && n("targeted") == members && n("switched") + n("failed") >= members)
+            || (r["stage"] == k && c["stage"] == k && n("targeted") == members && n("switched") + n("failed") >= members)
     };
     for k in 0..3u64 {
         wait(60, &format!("stage {} switched", k + 1), || stage_settled(k));

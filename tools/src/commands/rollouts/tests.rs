@@ -168,7 +168,7 @@ fn rollout(state: RolloutState) -> Rollout {
         stage: 1,
         stage_started: NOW - 1500,
         stage_times: vec![NOW - 3600, NOW - 1500],
-        counts: StageCounts { targeted: 12, switched: 10, healthy: 8, failed: 2, lost: 0, waiting: 1 },
+        counts: StageCounts { stage: 1, targeted: 12, switched: 10, healthy: 8, failed: 2, lost: 0, waiting: 1 },
         started_by: "alice".into(),
         started: NOW - 3600,
         reason: Some("point release\nDSA-0000-1".into()),
@@ -239,6 +239,7 @@ fn each_state_says_what_a_person_can_do_next() {
     );
     let mut done = rollout(RolloutState::Completed);
     done.stage = 5;
+    done.counts.stage = 4;
     done.stage_times = (0..6).map(|i| NOW - 3600 + i * 600).collect();
     let shown = render(|out| text::status(out, &done, NOW));
     assert!(shown.contains("state:      completed: os/stable names os@5\n"), "{shown}");

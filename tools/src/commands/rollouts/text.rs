@@ -180,7 +180,7 @@ pub fn status(out: &mut dyn Write, r: &Rollout, now: i64) -> Result<()> {
     writeln!(
         out,
         "counts:     stage {}: {} targeted, {} switched, {} healthy, {} failed, {} lost, {} waiting",
-        (r.stage + 1).min(stages),
+        (c.stage + 1).min(stages),
         c.targeted,
         c.switched,
         c.healthy,
