@@ -248,6 +248,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         snapshot: config.tuf_snapshot_seconds.max(2),
         channels: config.tuf_channels_seconds.max(2),
         key_type: config.tuf_key_type.parse().map_err(|e: trust::keys::KeyError| OpenError::Config(format!("tuf_key_type: {e}")))?,
+        poll_seconds: u64::from(config.poll_seconds.max(1)),
     };
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;

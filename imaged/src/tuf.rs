@@ -36,6 +36,9 @@ pub struct Lifetimes {
     pub channels: i64,
     /// The type of the online keys the server makes (`tuf_key_type`).
     pub key_type: trust::keys::KeyType,
+    /// How often endpoints should check their channel (`poll_seconds`), signed into every
+    /// channel record.
+    pub poll_seconds: u64,
 }
 
 /// Why a repository operation failed.
@@ -486,7 +489,7 @@ impl Repo {
                 version: cv.version,
                 target: policy::generation_path(image, n),
                 epoch: g.epoch,
-                poll_seconds: None,
+                poll_seconds: Some(self.lifetimes.poll_seconds),
             };
             let value = serde_json::to_value(&record).expect("a record serialises");
             let content = trust::canonical::encode(&value).expect("no floats");

@@ -283,3 +283,30 @@ fn the_server_prunes_old_snapshot_and_channels_versions_but_keeps_what_clients_m
     let (ok, err) = conformance(&["--metadata-dir", md.to_str().unwrap(), "--metadata-url", &format!("{}/tuf", server.url), "refresh"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_signed_mount_checks_its_channel_as_often_as_the_server_says() {
+    let t = Imgctl::new();
+    let config = t.path("imaged.toml");
+    std::fs::write(&config, "poll_seconds = 1\n").unwrap();
+    let server = Server::start_with(&t.path("server"), 0, Some(&config));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"one").unwrap();
+    t.publish(&server, &src, "os", "os/stable");
+    std::fs::write(src.join("f"), b"two").unwrap();
+    t.import(&src, "os");
+    t.push_signed(&server, "os@latest");
+    // The interval rides in the signed channel record.
+    let channels: Value = client().get(format!("{}/tuf/channels.json", server.url)).send().unwrap().json().unwrap();
+    assert_eq!(channels["signed"]["targets"]["channels/os/stable"]["custom"]["poll_seconds"], 1, "{channels:#}");
+    // A mount given no --poll-seconds follows a channel move by itself within seconds.
+    let mnt = tests::Mount::start(&[&server.url], "os/stable", &t.path("cache"), &t.path("mnt"));
+    assert_eq!(std::fs::read_to_string(mnt.point.join("f")).unwrap(), "one");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "os@2"]));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(mnt.point.join("f")).unwrap() != "two" {
+        assert!(std::time::Instant::now() < until, "the mount did not follow the channel by itself");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
