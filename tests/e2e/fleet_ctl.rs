@@ -1,11 +1,10 @@
 //! The operator's fleet commands against a real server: enrollment tokens, endpoints listed, labelled, shown and revoked, groups, compliance, and arguments refused before any request.
 
 use std::io::Read;
-use std::process::Output;
 
 use api::fleet::{EndpointId, Enroll, Enrolled, Event, EventKind, Facts, Labels, MountState, ReportBatch, Session, SessionRequest};
 use serde_json::Value;
-use tests::{client, ok_json, Imgctl, Server};
+use tests::{client, failed, ok_json, ok_text, Imgctl, Server};
 
 /// Enrolls a synthetic endpoint named `hostname` with a key made here; its id and key.
 fn enroll(server: &Server, token: &str, hostname: &str, labels: &[(&str, &str)]) -> (String, trust::keys::SecretKey) {
@@ -45,17 +44,6 @@ fn ids(listing: &Value) -> Vec<&str> {
     listing["endpoints"].as_array().unwrap().iter().map(|e| e["id"].as_str().or(e.as_str()).unwrap()).collect()
 }
 
-/// A failed run's exit code and standard error.
-fn failed(out: Output) -> (i32, String) {
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn text(out: Output) -> String {
-    assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() {
     let t = Imgctl::new();
@@ -67,7 +55,7 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let token = created["token"].as_str().unwrap().to_string();
     assert_eq!(created["info"]["uses_left"], 2);
     assert!(created["info"]["expires"].is_i64(), "{created}");
-    let shown = text(t.remote(&server, &["fleet", "token", "create", "--uses", "1"]));
+    let shown = ok_text(t.remote(&server, &["fleet", "token", "create", "--uses", "1"]));
     assert!(shown.contains("shown only now") && shown.contains("1 use(s) left, never expires"), "{shown}");
 
     let (kiosk, _) = enroll(&server, &token, "kiosk-1", &[("role", "kiosk")]);
@@ -101,7 +89,7 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     ));
     assert_eq!(ids(&kiosks), [kiosk.as_str()], "group answers list endpoint ids");
     assert_eq!(kiosks["group"]["namespace"]["mounts"][0]["channel"], "os/stable");
-    let desks = text(t.remote(&server, &["group", "create", "desks", "--member", &desk]));
+    let desks = ok_text(t.remote(&server, &["group", "create", "desks", "--member", &desk]));
     assert!(desks.contains("created group desks") && desks.contains(&format!("endpoints:  1: {desk}")), "{desks}");
     let (code, err) = failed(t.remote(&server, &["group", "create", "desks"]));
     assert!(code == 6 && err.contains("group_exists"), "{code} {err}");
@@ -114,7 +102,7 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
         [desk.as_str()]
     );
     assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--group", "desks"]))), [desk.as_str()]);
-    let table = text(t.remote(&server, &["fleet", "ls"]));
+    let table = ok_text(t.remote(&server, &["fleet", "ls"]));
     assert!(table.starts_with("ID ") && table.contains("kiosk-1") && table.contains("never"), "{table}");
 
     // Operators' labels, the endpoint named by its host name: desk-1 becomes a kiosk.
@@ -128,7 +116,7 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
     let mut want = vec![kiosk.as_str(), desk.as_str()];
     want.sort();
     assert_eq!(members, want);
-    let shown = text(t.remote(&server, &["group", "show", "kiosks"]));
+    let shown = ok_text(t.remote(&server, &["group", "show", "kiosks"]));
     assert!(
         shown.contains("selector:   role=kiosk,site=paris")
             && shown.contains("/os")
@@ -136,15 +124,15 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
             && shown.contains(&desk),
         "{shown}"
     );
-    let listed = text(t.remote(&server, &["group", "ls"]));
+    let listed = ok_text(t.remote(&server, &["group", "ls"]));
     assert!(listed.contains("kiosks") && listed.contains("desks"), "{listed}");
 
     // Nobody checked in yet: compliance says why, per endpoint.
     let c = ok_json(t.remote(&server, &["--json", "fleet", "compliance", "os@1"]));
     assert_eq!((c["total"].as_u64(), c["on"].as_u64(), c["counts"]["never_checked_in"].as_u64()), (Some(2), Some(0), Some(2)), "{c}");
-    let words = text(t.remote(&server, &["fleet", "compliance", "os@1"]));
+    let words = ok_text(t.remote(&server, &["fleet", "compliance", "os@1"]));
     assert!(words.starts_with("0 of 2 on os@1\n") && words.contains("never checked in"), "{words}");
-    let detail = text(t.remote(&server, &["fleet", "show", "kiosk-1"]));
+    let detail = ok_text(t.remote(&server, &["fleet", "show", "kiosk-1"]));
     assert!(detail.contains(&format!("endpoint:   {kiosk} (kiosk-1)")) && detail.contains("never checked in"), "{detail}");
     assert!(
         detail.contains("role=kiosk (own)") && detail.contains("site=paris (enroll token)") && detail.contains("groups:     kiosks"),
@@ -170,22 +158,22 @@ fn an_operator_enrolls_groups_labels_checks_and_revokes_endpoints_with_imgctl() 
         events,
         vec![MountState { path: "/os".into(), current: Some("os@2".into()), previous: Some("os@1".into()) }],
     );
-    let detail = text(t.remote(&server, &["fleet", "show", "desk-1"]));
+    let detail = ok_text(t.remote(&server, &["fleet", "show", "desk-1"]));
     assert!(detail.contains("switched /os os@1 -> os@2 in 120 ms") && detail.contains("mounted /os on os@1"), "{detail}");
     assert!(detail.contains("actual os@2, previous os@1") && detail.contains("state:      online; last seen"), "{detail}");
-    assert!(text(t.remote(&server, &["fleet", "ls"])).contains("/os=os@2"));
+    assert!(ok_text(t.remote(&server, &["fleet", "ls"])).contains("/os=os@2"));
     assert_eq!(ids(&ok_json(t.remote(&server, &["--json", "fleet", "ls", "--not-on", "os@2"]))), [kiosk.as_str()]);
-    let words = text(t.remote(&server, &["fleet", "compliance", "os@2"]));
+    let words = ok_text(t.remote(&server, &["fleet", "compliance", "os@2"]));
     assert!(words.starts_with("1 of 2 on os@2\nnot on it: 1 never checked in\n") && words.contains("kiosk-1"), "{words}");
 
     // Revocation.
     let revoked = ok_json(t.remote(&server, &["--json", "fleet", "revoke", "kiosk-1"]));
     assert!(revoked["revoked"].is_i64(), "{revoked}");
-    assert!(text(t.remote(&server, &["fleet", "ls"])).contains("revoked"));
+    assert!(ok_text(t.remote(&server, &["fleet", "ls"])).contains("revoked"));
     assert_eq!(ok_json(t.remote(&server, &["--json", "fleet", "compliance", "os@1"]))["total"], 1);
 
     // Removal of a group answers what was removed.
-    let gone = text(t.remote(&server, &["group", "rm", "desks"]));
+    let gone = ok_text(t.remote(&server, &["group", "rm", "desks"]));
     assert!(gone.contains("removed group desks"), "{gone}");
     let (code, _) = failed(t.remote(&server, &["group", "show", "desks"]));
     assert_eq!(code, 3);

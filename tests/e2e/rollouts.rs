@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tests::fleet::{call, enroll_token, get, Synthetic};
-use tests::{client, ok_json, Imgctl, Server};
+use tests::fleet::{call, get, Synthetic};
+use tests::{client, Imgctl, Server};
 
 /// Polls the rollout until `done` (at most 15 s: the server ticks every second).
 fn wait_rollout(server: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -42,22 +42,7 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     let t = Imgctl::new();
     let data = t.path("server");
     let mut server = Server::start(&data);
-    let src = t.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for (i, v) in ["one", "two", "three"].iter().enumerate() {
-        std::fs::write(src.join("f"), v).unwrap();
-        t.import(&src, "img");
-        ok_json(t.remote(&server, &["--json", "push", &format!("img@{}", i + 1)]));
-    }
-    ok_json(t.remote(&server, &["--json", "channel", "set", "img/stable", "img@1"]));
-
-    let token = enroll_token(&server, None, None, json!({ "site": "x" }));
-    let mut eps: Vec<Synthetic> = (1..=4).map(|i| Synthetic::new(&server, i)).collect();
-    for (i, e) in eps.iter_mut().enumerate() {
-        assert_eq!(e.enroll(&token, &format!("host{i}"), json!({})).0, 201);
-        assert_eq!(e.open_session(tests::fleet::now()).0, 200);
-        assert_eq!(e.check_in("/os=img@1", None).0, 200);
-    }
+    let mut eps = tests::fleet::three_generations_and_four_endpoints(&t, &server);
     let ns = json!({ "mounts": [{ "path": "/os", "channel": "img/stable" }] });
     assert_eq!(call(&server, "POST", "/v1/fleet/groups", json!({ "name": "all", "selector": "site=x", "namespace": ns })).0, 201);
     assert_eq!(call(&server, "POST", "/v1/fleet/groups", json!({ "name": "pilot", "members": [eps[0].id] })).0, 201);

@@ -1,22 +1,10 @@
 //! The operator's rollout commands against a real server and synthetic endpoints: a plan file, status through the stages, pause, resume, abort with revert, withdrawal, pins and holds in compliance, and refusals with their exit codes.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tests::fleet::{enroll_token, Synthetic};
-use tests::{ok_json, Imgctl, Server};
-
-/// A failed run's exit code and standard error.
-fn failed(out: Output) -> (i32, String) {
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn text(out: Output) -> String {
-    assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use tests::fleet::Synthetic;
+use tests::{failed, ok_json, ok_text, Imgctl, Server};
 
 /// Polls `imgctl rollout status --json` until `done` (at most 15 s: the server ticks every
 /// second).
@@ -44,23 +32,8 @@ fn desired(e: &Synthetic, actual: &str) -> String {
 fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
-    let src = t.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for (i, v) in ["one", "two", "three"].iter().enumerate() {
-        std::fs::write(src.join("f"), v).unwrap();
-        t.import(&src, "img");
-        ok_json(t.remote(&server, &["--json", "push", &format!("img@{}", i + 1)]));
-    }
-    ok_json(t.remote(&server, &["--json", "channel", "set", "img/stable", "img@1"]));
-
     // Four endpoints following img/stable; the first is the pilot group.
-    let token = enroll_token(&server, None, None, json!({ "site": "x" }));
-    let mut eps: Vec<Synthetic> = (1..=4).map(|i| Synthetic::new(&server, i)).collect();
-    for (i, e) in eps.iter_mut().enumerate() {
-        assert_eq!(e.enroll(&token, &format!("host{i}"), json!({})).0, 201);
-        assert_eq!(e.open_session(tests::fleet::now()).0, 200);
-        assert_eq!(e.check_in("/os=img@1", None).0, 200);
-    }
+    let eps = tests::fleet::three_generations_and_four_endpoints(&t, &server);
     let ns = t.path("ns.toml");
     std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"img/stable\"\n").unwrap();
     ok_json(t.remote(&server, &["--json", "group", "create", "all", "--selector", "site=x", "--namespace", ns.to_str().unwrap()]));
@@ -82,7 +55,7 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     // A two-stage plan from a file: the pilot group, then everyone.
     let two = t.path("two.toml");
     std::fs::write(&two, "[[stage]]\ngroup = \"pilot\"\n\n[[stage]]\npercent = 100\n").unwrap();
-    let started = text(t.remote(&server, &["rollout", "start", "img/stable", "img@2", "--plan", two.to_str().unwrap(), "--reason", "fix"]));
+    let started = ok_text(t.remote(&server, &["rollout", "start", "img/stable", "img@2", "--plan", two.to_str().unwrap(), "--reason", "fix"]));
     assert!(
         started.starts_with("started rollout r1\nrollout:    r1, img/stable: img@1 -> img@2 (activation live)\nstate:      running\n"),
         "{started}"
@@ -94,7 +67,7 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
 
     // Stage 1: the pilot alone.
     wait_status(&t, &server, "r1", "stage 1 counted", |r| r["counts"]["targeted"] == 1);
-    let status = text(t.remote(&server, &["rollout", "status", "r1"]));
+    let status = ok_text(t.remote(&server, &["rollout", "status", "r1"]));
     assert!(
         status.contains("  >  1      group pilot")
             && status.contains("counts:     stage 1: 1 targeted, 0 switched, 0 healthy, 0 failed, 0 lost, 0 waiting"),
@@ -107,23 +80,23 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     ]);
     assert_eq!(eps[0].report(events, json!([{ "path": "/os", "current": "img@2", "previous": "img@1" }])).0, 200);
     wait_status(&t, &server, "r1", "the pilot's health passes stage 1", |r| r["stage"] == 1 && r["counts"]["targeted"] == 4);
-    let status = text(t.remote(&server, &["rollout", "status", "r1"]));
+    let status = ok_text(t.remote(&server, &["rollout", "status", "r1"]));
     assert!(status.contains("     1      group pilot") && status.contains("passed "), "{status}");
     assert!(status.contains("  >  2      100%") && status.contains("counts:     stage 2: 4 targeted, 1 switched, 1 healthy"), "{status}");
     assert!(status.contains("rollout  stage 1 passed: 1 healthy of 1"), "{status}");
 
     // Pause and resume; pausing twice is refused by the rollout's state (exit 6).
-    let paused = text(t.remote(&server, &["rollout", "pause", "r1"]));
+    let paused = ok_text(t.remote(&server, &["rollout", "pause", "r1"]));
     assert!(paused.starts_with("paused rollout r1 (img/stable: img@1 -> img@2), stage 2/2\nstate: paused by admin"), "{paused}");
     let (code, err) = failed(t.remote(&server, &["rollout", "pause", "r1"]));
     assert!(code == 6 && err.contains("rollout_state"), "{code} {err}");
     let resumed = ok_json(t.remote(&server, &["--json", "rollout", "resume", "r1"]));
     assert_eq!(resumed["state"], "running");
-    let listed = text(t.remote(&server, &["rollout", "ls"]));
+    let listed = ok_text(t.remote(&server, &["rollout", "ls"]));
     assert!(listed.starts_with("ID ") && listed.contains("r1  img/stable  img@1  img@2  two") && listed.contains("running"), "{listed}");
 
     // Abort with revert: the pilot is told to go back.
-    let aborted = text(t.remote(&server, &["rollout", "abort", "r1", "--revert"]));
+    let aborted = ok_text(t.remote(&server, &["rollout", "abort", "r1", "--revert"]));
     assert!(aborted.contains("state: aborted by admin; its endpoints went back to img@1"), "{aborted}");
     assert_eq!(desired(&eps[0], "/os=img@2"), "img@1");
     assert_eq!(ok_json(t.remote(&server, &["--json", "rollout", "status", "r1"]))["revert"], true);
@@ -133,17 +106,17 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     assert!(code == 5 && err.contains("rollout id"), "{code} {err}");
 
     // A pin and a hold, by host name, and what compliance says of them.
-    let pinned = text(t.remote(&server, &["fleet", "pin", "host1", "img@1"]));
+    let pinned = ok_text(t.remote(&server, &["fleet", "pin", "host1", "img@1"]));
     assert!(pinned.starts_with(&format!("pinned {} (host1)", eps[1].id)), "{pinned}");
-    let held = text(t.remote(&server, &["fleet", "hold", "host2", "--reason", "trade show"]));
+    let held = ok_text(t.remote(&server, &["fleet", "hold", "host2", "--reason", "trade show"]));
     assert!(held.starts_with(&format!("held {} (host2) where it is: trade show", eps[2].id)), "{held}");
-    let words = text(t.remote(&server, &["fleet", "compliance", "img@2"]));
+    let words = ok_text(t.remote(&server, &["fleet", "compliance", "img@2"]));
     assert!(words.contains("1 held") && words.contains("1 pinned") && words.contains("1 not yet offered"), "{words}");
     assert!(words.contains("host1  pinned to img@1") && words.contains("host2  held: trade show; runs img@1"), "{words}");
     assert!(words.contains("host3  not yet offered by the rollout; runs img@1"), "{words}");
-    text(t.remote(&server, &["fleet", "unpin", "host1"]));
+    ok_text(t.remote(&server, &["fleet", "unpin", "host1"]));
     // A group's pin: every member of the pilot group stays on img@1, and a group replace keeps it.
-    let pinned = text(t.remote(&server, &["fleet", "pin", "pilot", "img@1"]));
+    let pinned = ok_text(t.remote(&server, &["fleet", "pin", "pilot", "img@1"]));
     assert!(pinned.starts_with("pinned group pilot\n") && pinned.contains("pinned:     img@1"), "{pinned}");
     assert_eq!(desired(&eps[0], "/os=img@1"), "img@1");
     ok_json(t.remote(&server, &["--json", "group", "create", "pilot", "--member", &eps[0].id, "--priority", "1", "--replace"]));
@@ -153,7 +126,7 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     assert!(g["group"].get("pin").is_none(), "{g}");
     let (code, err) = failed(t.remote(&server, &["fleet", "pin", "nosuch", "img@1"]));
     assert!(code == 3 && err.contains("no endpoint has the id or host name"), "{code} {err}");
-    let released = text(t.remote(&server, &["fleet", "release", &eps[2].id]));
+    let released = ok_text(t.remote(&server, &["fleet", "release", &eps[2].id]));
     assert!(released.contains("released"), "{released}");
     let c = ok_json(t.remote(&server, &["--json", "fleet", "compliance", "img@2"]));
     assert!(c["counts"].get("held").is_none() && c["counts"].get("pinned").is_none(), "{c}");
@@ -169,7 +142,7 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     assert_eq!(eps[3].check_in("/os=img@3", None).0, 200);
     let (code, _) = failed(t.remote(&server, &["withdraw", "img@3", "--reason", ""]));
     assert_eq!(code, 5, "a withdrawal needs a reason");
-    let w = text(t.remote(&server, &["withdraw", "img@3", "--reason", "pre-release pushed by mistake"]));
+    let w = ok_text(t.remote(&server, &["withdraw", "img@3", "--reason", "pre-release pushed by mistake"]));
     assert!(
         w.starts_with("withdrew img@3: it is never offered again\nchannels moved back:\n  img/other -> img@1\nrollouts aborted: r2\n"),
         "{w}"

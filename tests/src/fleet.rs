@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{client, Server};
+use crate::{client, ok_json, Imgctl, Server};
 
 /// An endpoint the test drives request by request.
 pub struct Synthetic {
@@ -117,4 +117,26 @@ impl Synthetic {
         let r = client().post(format!("{}/v1/fleet/reports", self.url)).bearer_auth(&self.session).json(&json!({ "events": events, "mounts": mounts })).send().unwrap();
         (r.status().as_u16(), r.json().unwrap())
     }
+}
+
+/// The rollout tests' starting point: image `img` at generations 1-3 pushed (unsigned),
+/// channel `img/stable` on `img@1`, and four endpoints (`host0`-`host3`, labelled `site=x`)
+/// enrolled, in session, and checked in running `/os=img@1`.
+pub fn three_generations_and_four_endpoints(t: &Imgctl, server: &Server) -> Vec<Synthetic> {
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, v) in ["one", "two", "three"].iter().enumerate() {
+        std::fs::write(src.join("f"), v).unwrap();
+        t.import(&src, "img");
+        ok_json(t.remote(server, &["--json", "push", &format!("img@{}", i + 1)]));
+    }
+    ok_json(t.remote(server, &["--json", "channel", "set", "img/stable", "img@1"]));
+    let token = enroll_token(server, None, None, json!({ "site": "x" }));
+    let mut eps: Vec<Synthetic> = (1..=4).map(|i| Synthetic::new(server, i)).collect();
+    for (i, e) in eps.iter_mut().enumerate() {
+        assert_eq!(e.enroll(&token, &format!("host{i}"), json!({})).0, 201);
+        assert_eq!(e.open_session(now()).0, 200);
+        assert_eq!(e.check_in("/os=img@1", None).0, 200);
+    }
+    eps
 }

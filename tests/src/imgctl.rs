@@ -172,3 +172,15 @@ pub fn ok_json(out: Output) -> serde_json::Value {
     assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// A failed run's exit code and standard error; panics if it succeeded.
+pub fn failed(out: Output) -> (i32, String) {
+    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts a command succeeded; its standard output as text.
+pub fn ok_text(out: Output) -> String {
+    assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -19,7 +19,7 @@ pub mod store;
 pub mod trees;
 
 pub use clock::TestClock;
-pub use imgctl::{ok_json, Imgctl};
+pub use imgctl::{failed, ok_json, ok_text, Imgctl};
 pub use mount::Mount;
 pub use server::{client, Server};
 pub use store::{corrupt_object, framed_raw, store_objects};
