@@ -245,13 +245,27 @@ struct Job {
 
 /// Batches durable writes: one synced database write for every job waiting.
 struct Committer {
-    tx: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// `None` once dropped.
+    tx: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// Joined on drop: the thread holds the database, which must close before the process
+    /// exits (rocksdb's background threads abort on "pthread lock: Invalid argument" when the
+    /// process's static destructors run under them).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Committer {
     fn start(meta: Arc<Meta>) -> Committer {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fleet-commit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -277,12 +291,16 @@ impl Committer {
                 }
             })
             .expect("spawning the fleet's writer");
-        Committer { tx: Mutex::new(tx) }
+        Committer { tx: Mutex::new(Some(tx)), thread: Some(thread) }
     }
 
     async fn write(&self, puts: Vec<(String, Vec<u8>)>, ranges: Vec<(String, String)>) -> bool {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.tx.lock().unwrap().send(Job { puts, ranges, done }).is_err() {
+        let sent = match &*self.tx.lock().unwrap() {
+            Some(tx) => tx.send(Job { puts, ranges, done }).is_ok(),
+            None => false,
+        };
+        if !sent {
             return false;
         }
         wait.await.unwrap_or(false)
