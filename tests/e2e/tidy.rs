@@ -54,7 +54,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
 }
 
-/// Every `.rs` file under `dir`, skipping build output and hidden folders, sorted.
+/// Every `.rs` file under `dir`, skipping build output, hidden folders and `vendor/`
+/// (third-party crates patched in, kept as their authors wrote them), sorted.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -62,7 +63,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
         for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
             let path = e.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy();
-            if name.starts_with('.') || name == "target" {
+            if name.starts_with('.') || name == "target" || name == "vendor" {
                 continue;
             }
             if path.is_dir() {
