@@ -514,6 +514,10 @@ pub struct Mounted {
     pub millis: u64,
     /// HTTP requests it made.
     pub requests: u64,
+    /// Took over the connection of a process that served this mount before (a restart or an
+    /// upgrade, docs/restart.md): nothing was mounted anew. Absent from earlier builds' lines.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 impl std::fmt::Display for Mounted {
@@ -526,10 +530,11 @@ impl std::fmt::Display for Mounted {
         };
         write!(
             f,
-            "imgfs: mounted {} ({}{}) at {} in {} ms, {} requests",
+            "imgfs: mounted {} ({}{}{}) at {} in {} ms, {} requests",
             self.generation,
             follows,
             if self.from_cache { ", not verified now: from the cache" } else { "" },
+            if self.resumed { ", resumed on the live connection" } else { "" },
             self.mountpoint.display(),
             self.millis,
             self.requests

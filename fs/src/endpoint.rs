@@ -87,6 +87,8 @@ pub struct Endpoint {
     /// File opens so far in passthrough mode: read through imgfs, and handed to the kernel
     /// (in the default mode the kernel opens files without asking imgfs).
     pub opens: [AtomicU64; 2],
+    /// Where slots and numbering are recorded for a restart (mounts only).
+    journal: std::sync::OnceLock<Arc<crate::resume::Journal>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -167,7 +169,92 @@ impl Endpoint {
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
+            journal: Default::default(),
         }
+    }
+
+    /// Serves the generations a previous process of this mount served, under the same slots,
+    /// each numbered as it was (`dirs`: each slot's directories in numbering order). Every
+    /// restored generation counts as known to the kernel until the mount ends.
+    pub fn resume(
+        fetcher: Arc<Fetcher>,
+        session: &crate::resume::Session,
+        mut dirs: HashMap<u64, Vec<u64>>,
+        chunk_cache_bytes: u64,
+    ) -> Result<Endpoint, LoadError> {
+        let mut complete = HashSet::new();
+        let mut images = HashMap::new();
+        for s in &session.slots {
+            let manifest = load_metadata(&fetcher, s.manifest, &mut complete)?;
+            let image = Arc::new(Image::new(s.slot, s.manifest, manifest));
+            images.insert(s.slot, image);
+        }
+        let current = images.get(&session.current).cloned().ok_or(ImageError::NoInode(session.current << crate::image::SLOT_SHIFT))?;
+        let previous = session.previous.and_then(|p| images.get(&p).cloned());
+        let ep = Endpoint {
+            store: fetcher.store().clone(),
+            fetcher,
+            images: RwLock::new(images.clone()),
+            current: RwLock::new(current),
+            previous: RwLock::new(previous),
+            next_slot: AtomicU64::new(session.next_slot),
+            chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
+            complete: std::sync::Mutex::new(complete),
+            plain: std::sync::OnceLock::new(),
+            opens: Default::default(),
+            journal: Default::default(),
+        };
+        for (slot, image) in &images {
+            image.replay(&ep, &dirs.remove(slot).unwrap_or_default())?;
+            image.pin_for_kernel();
+        }
+        Ok(ep)
+    }
+
+    /// Records slots and numbering in `journal` from now on (the slots served now first).
+    pub fn set_journal(&self, journal: Arc<crate::resume::Journal>, fresh: bool) -> Result<(), crate::resume::ResumeError> {
+        let images: Vec<Arc<Image>> = self.images.read().unwrap().values().cloned().collect();
+        for img in images {
+            img.set_log(journal.log(img.slot(), fresh)?);
+        }
+        let _ = self.journal.set(journal);
+        self.save_slots(self.current().slot(), self.previous().map(|p| p.slot()));
+        Ok(())
+    }
+
+    /// Writes the slots to the journal as they will be once `current` and `previous` serve.
+    fn save_slots(&self, current: u64, previous: Option<u64>) {
+        let Some(j) = self.journal.get() else { return };
+        let mut slots: Vec<crate::resume::Slot> = self
+            .images
+            .read()
+            .unwrap()
+            .values()
+            .map(|i| crate::resume::Slot { slot: i.slot(), manifest: i.manifest_digest(), generation: i.label() })
+            .collect();
+        slots.sort_by_key(|s| s.slot);
+        if let Err(e) = j.set_slots(slots, current, previous, self.next_slot.load(Ordering::Relaxed)) {
+            tracing::error!(error = %e, "cannot record the generations served; a restart will not be able to resume this mount");
+        }
+    }
+
+    /// A new generation under a new slot, recorded in the journal before anyone sees it.
+    fn new_image(&self, manifest_digest: Digest, manifest: Manifest) -> Arc<Image> {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let image = Arc::new(Image::new(slot, manifest_digest, manifest));
+        if let Some(j) = self.journal.get() {
+            match j.log(slot, true) {
+                Ok(log) => image.set_log(log),
+                Err(e) => tracing::error!(error = %e, "cannot record inode numbers; a restart will not be able to resume this mount"),
+            }
+        }
+        self.images.write().unwrap().insert(slot, image.clone());
+        image
+    }
+
+    /// The journal, if the mount keeps one.
+    pub fn journal(&self) -> Option<&Arc<crate::resume::Journal>> {
+        self.journal.get()
     }
 
     /// Loads a generation's metadata (see `load_metadata`), skipping trees already walked.
@@ -204,18 +291,15 @@ impl Endpoint {
         if let Some(p) = self.previous().filter(|p| p.manifest_digest() == manifest_digest) {
             return self.swap(p);
         }
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let image = Arc::new(Image::new(slot, manifest_digest, manifest));
-        self.images.write().unwrap().insert(slot, image.clone());
+        let image = self.new_image(manifest_digest, manifest);
         self.swap(image)
     }
 
     /// Registers the generation served before this process started (from the state file), so
     /// a rollback needs no network.
     pub fn set_previous(&self, manifest_digest: Digest, manifest: Manifest) {
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let image = Arc::new(Image::new(slot, manifest_digest, manifest));
-        self.images.write().unwrap().insert(slot, image.clone());
+        let image = self.new_image(manifest_digest, manifest);
+        self.save_slots(self.current().slot(), Some(image.slot()));
         *self.previous.write().unwrap() = Some(image);
     }
 
@@ -226,6 +310,8 @@ impl Endpoint {
     }
 
     fn swap(&self, next: Arc<Image>) -> Arc<Image> {
+        // Recorded first: a restart right after the swap must serve what the kernel saw.
+        self.save_slots(next.slot(), Some(self.current().slot()));
         let old = std::mem::replace(&mut *self.current.write().unwrap(), next.clone());
         *self.previous.write().unwrap() = Some(old.clone());
         // Generations neither current nor previous stay while the kernel may still use their
@@ -233,6 +319,7 @@ impl Endpoint {
         // first switch after that.
         let keep = [next.slot(), old.slot()];
         self.images.write().unwrap().retain(|slot, img| keep.contains(slot) || img.known_to_kernel() || Arc::strong_count(img) > 1);
+        self.save_slots(next.slot(), Some(old.slot()));
         old
     }
 }

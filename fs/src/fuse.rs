@@ -86,6 +86,16 @@ impl ImgFs {
         }
     }
 
+    /// A filesystem taking over a connection a previous process initialised with `init`; its
+    /// file handles start above the ones earlier processes gave (`epoch`).
+    pub fn resumed(ep: Arc<Endpoint>, materialiser: Option<Materialiser>, init: crate::resume::Init, epoch: u64) -> ImgFs {
+        let fs = ImgFs::new(ep, if init.passthrough { materialiser } else { None });
+        fs.no_open.store(init.no_open, Ordering::Relaxed);
+        fs.passthrough.store(init.passthrough, Ordering::Relaxed);
+        fs.next_fh.store((epoch << 40) + 1, Ordering::Relaxed);
+        fs
+    }
+
     /// Opens `ino` in passthrough mode if it has a plain copy and no cached open; else
     /// records a cached open. Returns the backing file for a passthrough open.
     fn open_mode(&self, ino: u64, size: u64, extents: &[Extent], reply: &ReplyOpen) -> (Mode, Option<Arc<BackingId>>) {
@@ -251,6 +261,16 @@ impl Filesystem for ImgFs {
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough.store(true, Ordering::Relaxed);
+        }
+        if let Some(j) = self.ep.journal() {
+            let init = crate::resume::Init {
+                no_open: self.no_open.load(Ordering::Relaxed),
+                passthrough: self.passthrough.load(Ordering::Relaxed),
+                resend: config.capabilities().contains(InitFlags::FUSE_HAS_RESEND),
+            };
+            if let Err(e) = j.set_init(init) {
+                tracing::error!(error = %e, "cannot record the session; a restart will not be able to resume this mount");
+            }
         }
         Ok(())
     }

@@ -132,6 +132,8 @@ pub struct Image {
     table: RwLock<Table>,
     /// Lookups of this generation's inodes the kernel has not forgotten yet.
     kernel_refs: std::sync::atomic::AtomicU64,
+    /// Where the order of numbered directories is recorded, for a restart (`resume`).
+    log: std::sync::OnceLock<Arc<crate::resume::SlotLog>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -171,7 +173,29 @@ impl Image {
             manifest,
             table: RwLock::new(Table { nodes: vec![Node::Root], ..Table::default() }),
             kernel_refs: Default::default(),
+            log: Default::default(),
         }
+    }
+
+    /// Records from now on every directory numbered in `log`.
+    pub fn set_log(&self, log: Arc<crate::resume::SlotLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Numbers directories in the order a previous process did (its slot log), so that
+    /// every inode number it gave means the same again. Directories whose trees cannot be
+    /// had stop the replay: the numbers after them would differ.
+    pub fn replay(&self, trees: &dyn Trees, dirs: &[u64]) -> Result<(), ImageError> {
+        for &local in dirs {
+            self.dir(trees, local)?;
+        }
+        Ok(())
+    }
+
+    /// Counts this generation as known to the kernel until the mount ends (a restarted
+    /// process does not know how many lookups the kernel holds).
+    pub fn pin_for_kernel(&self) {
+        self.kernel_refs.store(u64::MAX / 2, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts a lookup the kernel now holds (an entry reply for one of this generation's
@@ -268,6 +292,10 @@ impl Image {
             }
         }
         t.dirs.insert(local, Dir { tree: tree.clone(), base });
+        if let Some(log) = self.log.get() {
+            // Under the table's lock: the log's order is the numbering order.
+            log.append(local);
+        }
         Ok((tree, base))
     }
 

@@ -18,8 +18,10 @@ pub mod mount_helper;
 pub mod prefetch;
 pub mod read;
 pub mod report;
+pub mod resume;
 pub mod startup;
 pub mod state;
+pub mod supervise;
 pub mod trusted;
 
 #[cfg(test)]

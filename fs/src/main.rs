@@ -112,6 +112,16 @@ enum Command {
     },
     /// Mount CHANNEL at MOUNTPOINT (in the foreground until unmounted, unless --daemon).
     Mount(MountArgs),
+    /// Run COMMAND (an `imgfs mount`) and start it again whenever it dies, handing the new
+    /// process the mount's live FUSE connection: restarts, crashes and upgrades (replace the
+    /// binary, then kill the process) do not unmount, and programs using the mount see no
+    /// error. Ends when COMMAND ends cleanly (unmounted). systemd's file descriptor store does
+    /// the same for a unit (docs/restart.md).
+    Supervise {
+        /// The command and its arguments, e.g. `imgfs mount --server ... MOUNTPOINT`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Unmount MOUNTPOINT.
     Umount {
         /// The mount point.
@@ -295,6 +305,14 @@ fn run(command: Command, json: bool) -> ExitCode {
     match command {
         Command::Enroll { server, enroll_token, state, cache, label } => enroll(&server, &enroll_token, &state, &cache, label, json),
         Command::Agent { config } => agent(&config),
+        Command::Supervise { command } => match fs::supervise::run(&command[0], &command[1..]) {
+            Ok(0) => ExitCode::Ok,
+            Ok(_) => ExitCode::Failure,
+            Err(e) => {
+                eprintln!("imgfs: error: {:#}", anyhow::Error::from(e));
+                ExitCode::Failure
+            }
+        },
         Command::Defer { mountpoint, duration, clear: _, config } => defer(&config, &mountpoint, duration, json),
         Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
         Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),

@@ -123,6 +123,14 @@ pub enum MountError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The connection handed over by the previous process cannot be taken over.
+    #[error("resuming the mount's connection from {}", cache.display())]
+    Resume {
+        /// The cache directory.
+        cache: PathBuf,
+        /// The cause.
+        source: crate::resume::ResumeError,
+    },
     /// The FUSE session ended with an error.
     #[error("serving the mount")]
     Serve(#[source] std::io::Error),
@@ -236,6 +244,9 @@ fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<c
 }
 
 /// Mounts and serves until unmounted. `ready` hears once the mount is up (before serving).
+/// Started with a FUSE connection to take over (`LISTEN_FDS`, from `imgfs supervise` or
+/// systemd's file descriptor store), it resumes it instead: the generations the previous
+/// process served, under the same inode numbers, from the cache, without the network.
 pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), MountError> {
     let (follow, cache, mountpoint) = (&o.follow, o.cache.as_path(), o.mountpoint.as_path());
     let started = Instant::now();
@@ -245,27 +256,112 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let trust = Arc::new(TrustState::open(cache, o.root.as_deref(), o.image.clone(), arch).map_err(MountError::Trust)?);
     let state = crate::state::load(cache);
     let hold = o.hold.clone().or_else(|| state.as_ref().filter(|s| s.follows(follow)).and_then(|s| s.held.clone()));
-    let resolved = match hold.as_deref().and_then(api::fleet::parse_generation) {
-        // A held mount starts on its held generation, never on the channel's first.
-        Some((image, n)) => resolve(&trust, &fetcher, &Follow::At { image, n }),
-        None => resolve(&trust, &fetcher, follow),
+    // Under a supervisor (or systemd) the connection is kept across restarts, so every
+    // worker reads from the one descriptor kept: a cloned one's requests in flight would be
+    // failed when this process dies.
+    let restartable = std::env::var_os("NOTIFY_SOCKET").is_some();
+    let inherited = crate::supervise::inherited_fuse_fd();
+    let resume_err = |source| MountError::Resume { cache: cache.into(), source };
+
+    let (ep, start, previous_version, session) = match inherited {
+        Some(dev) => {
+            let (journal, dirs) = crate::resume::Journal::resume(cache).map_err(resume_err)?;
+            let recorded = journal.session();
+            let current = recorded.slots.iter().find(|s| s.slot == recorded.current).cloned().ok_or_else(|| {
+                resume_err(crate::resume::ResumeError::Unusable {
+                    path: crate::resume::dir(cache).join("session.json"),
+                    why: format!("the current slot {} is not listed", recorded.current),
+                })
+            })?;
+            let ep = Endpoint::resume(fetcher.clone(), &recorded, dirs, CHUNK_CACHE_BYTES)
+                .map_err(|source| MountError::Load { label: current.generation.clone(), digest: current.manifest, source })?;
+            let ep = Arc::new(ep);
+            ep.set_journal(Arc::new(journal), false).map_err(resume_err)?;
+            let saved = state.as_ref().filter(|s| s.follows(follow));
+            let (channel_version, previous_version) = match saved {
+                Some(st) if st.current.manifest == current.manifest => {
+                    (st.current.channel_version, st.previous.as_ref().map_or(0, |p| p.channel_version))
+                }
+                _ => (0, 0),
+            };
+            let start = Start {
+                digest: current.manifest,
+                label: current.generation.clone(),
+                channel_version,
+                from_cache: true,
+                length: None,
+                poll_seconds: None,
+            };
+            let materialiser = plain_copies(&ep, cache, o.passthrough);
+            let cfg = session_config(&format!("imgfs:{follow}"), o.threads, false);
+            let session = match recorded.init {
+                Some(init) => {
+                    let imgfs = crate::fuse::ImgFs::resumed(ep.clone(), materialiser, init, recorded.epoch);
+                    let session = fuser::Session::from_fd_initialized(imgfs, dev, cfg.acl, cfg);
+                    if init.resend {
+                        // Requests the dead process read and never answered come again.
+                        if let Err(e) = crate::resume::resend(std::os::fd::AsFd::as_fd(&session)) {
+                            tracing::warn!(error = %e, "the kernel did not take the resend notification");
+                        }
+                    }
+                    session
+                }
+                // The previous process died before answering FUSE_INIT: have the kernel send
+                // it again (it was read), then answer it.
+                None => {
+                    let _ = crate::resume::resend(std::os::fd::AsFd::as_fd(&dev));
+                    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser);
+                    fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg)
+                        .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })?
+                }
+            };
+            (ep, start, previous_version, session)
+        }
+        None => {
+            let resolved = match hold.as_deref().and_then(api::fleet::parse_generation) {
+                // A held mount starts on its held generation, never on the channel's first.
+                Some((image, n)) => resolve(&trust, &fetcher, &Follow::At { image, n }),
+                None => resolve(&trust, &fetcher, follow),
+            };
+            let start = choose_start(resolved, state.as_ref(), follow, cache)?;
+            let (digest, label) = (start.digest, start.label.clone());
+            let mut complete = HashSet::new();
+            let manifest = load_metadata(&fetcher, digest, &mut complete)
+                .map_err(|source| MountError::Load { label: label.clone(), digest, source })?;
+            if let Some(len) = start.length {
+                crate::endpoint::check_length(&fetcher, digest, len).map_err(|source| MountError::Length { label: label.clone(), source })?;
+            }
+            let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, CHUNK_CACHE_BYTES));
+            let saved = state.as_ref().filter(|s| s.follows(follow));
+            let previous_version = restore_previous(&ep, saved, digest);
+            if restartable {
+                let session = crate::resume::Session {
+                    version: crate::resume::SESSION_VERSION,
+                    init: None,
+                    slots: vec![],
+                    current: 1,
+                    previous: None,
+                    next_slot: 2,
+                    epoch: 0,
+                };
+                let journal = crate::resume::Journal::fresh(cache, session).map_err(resume_err)?;
+                ep.set_journal(Arc::new(journal), true).map_err(resume_err)?;
+            }
+            let materialiser = plain_copies(&ep, cache, o.passthrough);
+            let session = session(ep.clone(), &format!("imgfs:{follow}"), mountpoint, o.threads, materialiser, !restartable)?;
+            if restartable {
+                let kept = crate::supervise::notify(&format!("FDSTORE=1\nFDNAME={}", crate::supervise::FD_NAME), Some(std::os::fd::AsFd::as_fd(&session)));
+                if let Err(e) = kept {
+                    tracing::warn!(error = %e, "cannot hand the mount's connection to the service manager; a restart will unmount");
+                }
+            }
+            (ep, start, previous_version, session)
+        }
     };
-    let start = choose_start(resolved, state.as_ref(), follow, cache)?;
     // Offline, a hold stays only if the cache's last generation is the held one.
     let hold = hold.filter(|h| !start.from_cache || &start.label == h);
-    let (digest, label) = (start.digest, start.label.clone());
-    let mut complete = HashSet::new();
-    let manifest =
-        load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.clone(), digest, source })?;
-    if let Some(len) = start.length {
-        crate::endpoint::check_length(&fetcher, digest, len).map_err(|source| MountError::Length { label: label.clone(), source })?;
-    }
-    let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, CHUNK_CACHE_BYTES));
-    let saved = state.as_ref().filter(|s| s.follows(follow));
-    let previous_version = restore_previous(&ep, saved, digest);
-
-    let materialiser = plain_copies(&ep, cache, o.passthrough);
-    let session = session(ep.clone(), &format!("imgfs:{follow}"), mountpoint, o.threads, materialiser)?;
+    let resumed = ep.journal().is_some_and(|j| j.session().epoch > 0);
+    let label = start.label.clone();
 
     let pins: Vec<Pin> =
         state.iter().flat_map(|s| &s.pins).map(|p| Pin { generation: p.generation.clone(), manifest: p.manifest }).collect();
@@ -274,7 +370,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
     let invalidate = crate::invalidate::Invalidator::new(session.notifier(), dev);
     let control = Arc::new(Control::new(
-        ep,
+        ep.clone(),
         keeper,
         trust,
         follow.clone(),
@@ -300,26 +396,23 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         channel: follow.channel().cloned(),
         at: follow.at(),
         channel_version: start.channel_version,
-        from_cache: start.from_cache,
+        from_cache: start.from_cache && !resumed,
         mountpoint: mountpoint.to_path_buf(),
         millis: started.elapsed().as_millis() as u64,
         requests: fetcher.traffic().requests,
+        resumed,
     });
+    let _ = crate::supervise::notify("READY=1", None);
     session.run().map_err(MountError::Serve)?;
+    // Unmounted: nothing is left to take over.
+    if let Some(j) = ep.journal() {
+        j.remove();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
 
-/// The FUSE session of a mount of `ep` at `mountpoint`: read-only, device nodes and set-id
-/// bits honoured, permissions checked by the kernel, mounted with mount(2) as `fuse.imgfs`
-/// (through fusermount3 without the privilege).
-fn session(
-    ep: Arc<Endpoint>,
-    fsname: &str,
-    mountpoint: &Path,
-    threads: usize,
-    materialiser: Option<crate::materialise::Materialiser>,
-) -> Result<fuser::Session<crate::fuse::ImgFs>, MountError> {
+fn session_config(fsname: &str, threads: usize, clone_fd: bool) -> fuser::Config {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,
@@ -331,7 +424,22 @@ fn session(
     ];
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
-    cfg.clone_fd = true;
+    cfg.clone_fd = clone_fd;
+    cfg
+}
+
+/// The FUSE session of a mount of `ep` at `mountpoint`: read-only, device nodes and set-id
+/// bits honoured, permissions checked by the kernel, mounted with mount(2) as `fuse.imgfs`
+/// (through fusermount3 without the privilege). `clone_fd`: a descriptor per worker thread.
+fn session(
+    ep: Arc<Endpoint>,
+    fsname: &str,
+    mountpoint: &Path,
+    threads: usize,
+    materialiser: Option<crate::materialise::Materialiser>,
+    clone_fd: bool,
+) -> Result<fuser::Session<crate::fuse::ImgFs>, MountError> {
+    let cfg = session_config(fsname, threads, clone_fd);
     let imgfs = crate::fuse::ImgFs::new(ep, materialiser);
     match crate::kernel_mount::mount(mountpoint, fsname) {
         Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
@@ -350,7 +458,7 @@ pub fn spawn_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountp
     let manifest =
         load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
     let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
-    session(ep, &format!("imgctl:{label}"), mountpoint, 2, None)?.spawn().map_err(MountError::Serve)
+    session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true)?.spawn().map_err(MountError::Serve)
 }
 
 /// Mounts generation `digest` (`label`, `IMAGE@N`) of a local store read-only at
@@ -363,7 +471,7 @@ pub fn mount_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountp
     let manifest =
         load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
     let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
-    let session = session(ep, &format!("imgctl:{label}"), mountpoint, 2, None)?;
+    let session = session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true)?;
     ready();
     session.run().map_err(MountError::Serve)
 }
