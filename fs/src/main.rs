@@ -220,7 +220,7 @@ impl MountArgs {
     }
 }
 
-fn main() {
+pub(crate) fn main() {
     cache::seams::warn_if_set("imgfs");
     // `mount -t fuse.imgfs CHANNEL MOUNTPOINT -o ...` runs `imgfs CHANNEL MOUNTPOINT -o ...`.
     let argv: Vec<String> = std::env::args().collect();

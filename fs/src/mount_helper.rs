@@ -7,7 +7,7 @@
 //! ```
 
 /// The subcommands of `imgfs`; a first argument that is one of them is not the helper form.
-const SUBCOMMANDS: &[&str] = &["mount", "enroll", "agent", "umount", "status", "update", "rollback", "switch", "pin", "unpin", "prefetch", "defer", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "enroll", "agent", "umount", "status", "update", "rollback", "switch", "pin", "unpin", "prefetch", "defer", "supervise", "help"];
 
 /// Options imgfs takes as `key=value`.
 const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "threads", "poll_seconds", "log", "root", "image", "arch"];

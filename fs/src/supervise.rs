@@ -16,7 +16,8 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 /// The name the descriptor is stored under.
 pub const FD_NAME: &str = "fuse";
 
-/// Consecutive starts that end within `QUICK` after which the supervisor gives up.
+/// Consecutive starts that end before they are ready (`READY=1`) after which the supervisor
+/// gives up; a start that never gets ready counts after `QUICK`.
 const CRASH_LOOP: u32 = 5;
 const QUICK: Duration = Duration::from_secs(2);
 
@@ -76,7 +77,7 @@ pub enum SuperviseError {
         source: std::io::Error,
     },
     /// The command kept dying right after starting.
-    #[error("{program} ended {CRASH_LOOP} times within {}s of starting; giving up (the mount's connection is closed)", QUICK.as_secs())]
+    #[error("{program} ended {CRASH_LOOP} times in a row within {}s of starting, before it was ready; giving up (the mount's connection is closed)", QUICK.as_secs())]
     CrashLoop {
         /// The command.
         program: String,
@@ -86,6 +87,8 @@ pub enum SuperviseError {
 /// What the supervisor keeps between starts.
 struct Stored {
     fd: Option<OwnedFd>,
+    /// The process running now said READY=1.
+    ready: bool,
 }
 
 impl Stored {
@@ -119,6 +122,9 @@ impl Stored {
             } else if fields.contains(&"FDSTOREREMOVE=1") && named {
                 self.fd = None;
             }
+            if fields.contains(&"READY=1") {
+                self.ready = true;
+            }
         }
     }
 
@@ -144,7 +150,7 @@ pub fn run(program: &OsString, args: &[OsString]) -> Result<i32, SuperviseError>
     let sock_name = format!("imgfs-supervise/{}", std::process::id());
     let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(sock_name.as_bytes()).map_err(start_err)?;
     let sock = UnixDatagram::bind_addr(&addr).map_err(start_err)?;
-    let mut stored = Stored { fd: None };
+    let mut stored = Stored { fd: None, ready: false };
     let mut quick = 0u32;
     loop {
         let mut cmd = Command::new("/bin/sh");
@@ -167,6 +173,7 @@ pub fn run(program: &OsString, args: &[OsString]) -> Result<i32, SuperviseError>
             cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_FDNAMES").env_remove("LISTEN_PID");
         }
         let started = Instant::now();
+        stored.ready = false;
         let mut child = cmd.spawn().map_err(start_err)?;
         let status = wait(&mut child, &sock, &mut stored).map_err(start_err)?;
         stored.drain(&sock);
@@ -178,7 +185,9 @@ pub fn run(program: &OsString, args: &[OsString]) -> Result<i32, SuperviseError>
             tracing::info!(%status, "the command ended and no live mount connection is stored; stopping");
             return Ok(code);
         }
-        quick = if started.elapsed() < QUICK { quick + 1 } else { 0 };
+        // Killed after it was serving is a restart; dying before that, again and again, is
+        // a crash loop.
+        quick = if stored.ready || started.elapsed() >= QUICK { 0 } else { quick + 1 };
         if quick >= CRASH_LOOP {
             return Err(SuperviseError::CrashLoop { program: name });
         }

@@ -123,6 +123,77 @@ fn listings_links_devices_and_trees_read_once() {
     assert!(matches!(img.readdir(&mem, link.ino), Err(ImageError::NotADirectory(_))));
 }
 
+/// A tree three levels deep with two sibling directories, numbered in whatever order they
+/// are first read.
+fn deep_sample() -> (Mem, Manifest) {
+    let mut mem = Mem::default();
+    let leaf = mem.add(vec![entry("f", EntryKind::Regular { size: 1, extents: vec![] })]);
+    let x = mem.add(vec![entry("in", EntryKind::Directory { tree: leaf }), entry("x1", EntryKind::Fifo)]);
+    let y = mem.add(vec![entry("y1", EntryKind::Fifo), entry("y2", EntryKind::Fifo)]);
+    let root = mem.add(vec![entry("x", EntryKind::Directory { tree: x }), entry("y", EntryKind::Directory { tree: y })]);
+    (mem, manifest(root))
+}
+
+/// The inode number of `path` (names separated by `/`) in `img`.
+fn ino_of(mem: &Mem, img: &Image, path: &str) -> u64 {
+    path.split('/').fold(img.root_ino(), |dir, name| img.lookup(mem, dir, name.as_bytes()).unwrap().unwrap().ino)
+}
+
+#[test]
+fn a_journal_replayed_gives_every_inode_its_number_again_whatever_the_order_read() {
+    let (mem, m) = deep_sample();
+    let paths = ["y/y2", "x/in/f", "x/x1", "y/y1", "x", "y"];
+    let cache = tempfile::tempdir().unwrap();
+    let session = crate::resume::Session {
+        version: crate::resume::SESSION_VERSION,
+        init: None,
+        slots: vec![crate::resume::Slot { slot: 5, manifest: Digest::of(b"m"), generation: "img@1".into() }],
+        current: 5,
+        previous: None,
+        next_slot: 6,
+        epoch: 0,
+    };
+    // Read in an order unlike the tree's: numbers depend on it.
+    let journal = crate::resume::Journal::fresh(cache.path(), session).unwrap();
+    let first = Image::new(5, Digest::of(b"m"), m.clone());
+    first.set_log(journal.log(5, true).unwrap());
+    let before: Vec<u64> = paths.iter().map(|p| ino_of(&mem, &first, p)).collect();
+    let fresh = Image::new(5, Digest::of(b"m"), m.clone());
+    let in_tree_order: Vec<u64> = ["x", "x/in/f", "x/x1", "y", "y/y1", "y/y2"].iter().map(|p| ino_of(&mem, &fresh, p)).collect();
+    assert_ne!(
+        {
+            let mut b = before.clone();
+            b.sort();
+            b
+        },
+        in_tree_order,
+        "the sample must number differently by order, or the test proves nothing"
+    );
+    drop(journal);
+
+    // A new process: the journal, resumed, replays the order; every number means the same.
+    let (journal, dirs) = crate::resume::Journal::resume(cache.path()).unwrap();
+    assert_eq!(journal.session().epoch, 1);
+    let again = Image::new(5, Digest::of(b"m"), m.clone());
+    again.replay(&mem, &dirs[&5]).unwrap();
+    for (p, ino) in paths.iter().zip(&before) {
+        let attr = again.attr(&mem, *ino).unwrap();
+        assert_eq!(attr.ino, *ino, "{p}");
+        assert_eq!(ino_of(&mem, &again, p), *ino, "{p} looks up to its old number");
+    }
+
+    // A torn last record (killed inside the write) is dropped and appends stay aligned.
+    let log = crate::resume::dir(cache.path()).join("slot-5.dirs");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&log, &bytes).unwrap();
+    let (journal, dirs) = crate::resume::Journal::resume(cache.path()).unwrap();
+    assert_eq!(dirs[&5].len() * 8, whole);
+    assert_eq!(std::fs::metadata(&log).unwrap().len() as usize, whole);
+    assert_eq!(journal.session().epoch, 2);
+}
+
 struct MemChunks(HashMap<Digest, Arc<Vec<u8>>>, Mutex<Vec<(Digest, usize)>>);
 
 impl Chunks for MemChunks {

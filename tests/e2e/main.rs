@@ -21,6 +21,7 @@ mod local_mount;
 mod mount;
 mod patch;
 mod push_limits;
+mod restart;
 mod rollouts;
 mod rollouts_ctl;
 mod roundtrip;

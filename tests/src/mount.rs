@@ -28,15 +28,37 @@ impl Mount {
     /// cache already trusts one, the endpoint is provisioned with the first server's root
     /// version 1 (as an operator would install the file `imgctl trust init` wrote).
     pub fn start_with(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str]) -> Mount {
-        Mount::spawn(servers, channel, cache, point, extra, None)
+        Mount::spawn(servers, channel, cache, point, extra, None, None)
+    }
+
+    /// Like `start_with`, under `imgfs supervise`, which runs `program` (an imgfs binary,
+    /// looked up by that path at every start) and starts it again when it dies. `child`
+    /// is then the supervisor.
+    pub fn start_supervised(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str], program: &Path) -> Mount {
+        Mount::spawn(servers, channel, cache, point, extra, None, Some(program))
+    }
+
+    /// The pid of the process the supervisor runs now (`None`: none, or not supervised).
+    pub fn supervised_pid(&self) -> Option<u32> {
+        let pid = self.child.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     /// Like `start_with`, with the clock `clock` sets (for the expiry of signed metadata).
     pub fn start_clocked(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str], clock: &TestClock) -> Mount {
-        Mount::spawn(servers, channel, cache, point, extra, Some(clock))
+        Mount::spawn(servers, channel, cache, point, extra, Some(clock), None)
     }
 
-    fn spawn(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str], clock: Option<&TestClock>) -> Mount {
+    fn spawn(
+        servers: &[&str],
+        channel: &str,
+        cache: &Path,
+        point: &Path,
+        extra: &[&str],
+        clock: Option<&TestClock>,
+        supervised: Option<&Path>,
+    ) -> Mount {
         use std::io::BufRead;
         fs::create_dir_all(point).unwrap();
         let mut provision = Vec::new();
@@ -49,6 +71,9 @@ impl Mount {
             }
         }
         let mut cmd = Command::new(bin("imgfs"));
+        if let Some(program) = supervised {
+            cmd.arg("supervise").arg(program);
+        }
         cmd.args(["mount", "--server", &servers.join(","), "--channel", channel, "--cache"])
             .arg(cache)
             .args(extra)
