@@ -303,6 +303,8 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                         if let Err(e) = crate::resume::resend(std::os::fd::AsFd::as_fd(&session)) {
                             tracing::warn!(error = %e, "the kernel did not take the resend notification");
                         }
+                    } else {
+                        tracing::warn!("this kernel cannot resend requests (FUSE_HAS_RESEND, Linux 6.9): any the previous process left unanswered wait forever");
                     }
                     session
                 }
