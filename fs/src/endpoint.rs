@@ -65,6 +65,58 @@ pub const MAX_OBJECTS: u64 = 20_000_000;
 #[derive(Clone)]
 struct Decoded;
 
+/// Decompressed, verified chunks in memory, weighed by their size.
+type ChunkCache = quick_cache::sync::Cache<Digest, Arc<Vec<u8>>, Decoded>;
+
+fn chunk_cache(bytes: u64) -> Arc<ChunkCache> {
+    let bytes = bytes.max(1 << 20);
+    // Estimated items: chunks average 64 KiB.
+    Arc::new(quick_cache::sync::Cache::with_weighter((bytes / (64 << 10)).max(16) as usize, bytes, Decoded))
+}
+
+/// How many chunks after the one a read needs are decoded ahead of it.
+pub const DECODE_AHEAD: usize = 8;
+
+/// Worker threads that decode, from the local store only, chunks a read will want next, so
+/// that a sequential reader finds them decoded: a file read after its pages were dropped
+/// decodes on every core instead of one chunk after another.
+struct Ahead {
+    tx: std::sync::mpsc::SyncSender<Digest>,
+}
+
+impl Ahead {
+    fn start(store: Arc<Store>, chunks: Arc<ChunkCache>) -> Option<Ahead> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        if workers < 2 {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Digest>(4 * DECODE_AHEAD * workers);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..workers {
+            let (rx, store, chunks) = (rx.clone(), store.clone(), chunks.clone());
+            let spawned = std::thread::Builder::new().name(format!("imgfs-ahead-{i}")).spawn(move || loop {
+                // Ends when the endpoint (the sender) is gone.
+                let Ok(d) = rx.lock().unwrap().recv() else { return };
+                // A reader asking for it meanwhile waits for this decode instead of repeating it.
+                let _ = chunks.get_or_insert_with(&d, || store.get(&d).map(Arc::new));
+            });
+            if spawned.is_err() {
+                return None;
+            }
+        }
+        Some(Ahead { tx })
+    }
+
+    /// Queues the chunks of `then` not decoded yet (dropped when the queue is full).
+    fn want(&self, store: &Store, chunks: &ChunkCache, then: &[Digest]) {
+        for d in then.iter().take(DECODE_AHEAD) {
+            if !chunks.contains_key(d) && store.contains(d) && self.tx.try_send(*d).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl quick_cache::Weighter<Digest, Arc<Vec<u8>>> for Decoded {
     fn weight(&self, _: &Digest, v: &Arc<Vec<u8>>) -> u64 {
         v.len() as u64 + 64
@@ -79,7 +131,9 @@ pub struct Endpoint {
     current: RwLock<Arc<Image>>,
     previous: RwLock<Option<Arc<Image>>>,
     next_slot: AtomicU64,
-    chunks: quick_cache::sync::Cache<Digest, Arc<Vec<u8>>, Decoded>,
+    chunks: Arc<ChunkCache>,
+    /// Decodes the chunks a read will want next, on other cores (`None`: one core).
+    ahead: Option<Ahead>,
     /// Trees known to be present with everything below them.
     complete: std::sync::Mutex<HashSet<Digest>>,
     /// Plain copies of cached files, for passthrough (when enabled).
@@ -158,14 +212,16 @@ impl Endpoint {
         chunk_cache_bytes: u64,
     ) -> Endpoint {
         let image = Arc::new(Image::new(1, manifest_digest, manifest));
+        let chunks = chunk_cache(chunk_cache_bytes);
         Endpoint {
+            ahead: Ahead::start(fetcher.store().clone(), chunks.clone()),
+            chunks,
             store: fetcher.store().clone(),
             fetcher,
             images: RwLock::new([(1, image.clone())].into_iter().collect()),
             current: RwLock::new(image),
             previous: RwLock::new(None),
             next_slot: AtomicU64::new(2),
-            chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
@@ -191,14 +247,16 @@ impl Endpoint {
         }
         let current = images.get(&session.current).cloned().ok_or(ImageError::NoInode(session.current << crate::image::SLOT_SHIFT))?;
         let previous = session.previous.and_then(|p| images.get(&p).cloned());
+        let chunks = chunk_cache(chunk_cache_bytes);
         let ep = Endpoint {
+            ahead: Ahead::start(fetcher.store().clone(), chunks.clone()),
+            chunks,
             store: fetcher.store().clone(),
             fetcher,
             images: RwLock::new(images.clone()),
             current: RwLock::new(current),
             previous: RwLock::new(previous),
             next_slot: AtomicU64::new(session.next_slot),
-            chunks: quick_cache::sync::Cache::with_weighter(4096, chunk_cache_bytes.max(1 << 20), Decoded),
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
@@ -334,12 +392,11 @@ impl Trees for Endpoint {
 
 impl Chunks for Endpoint {
     fn chunk(&self, digest: &Digest, then: &[Digest]) -> Result<Arc<Vec<u8>>, ChunkError> {
-        if let Some(c) = self.chunks.get(digest) {
-            return Ok(c);
+        if let Some(a) = &self.ahead {
+            a.want(&self.store, &self.chunks, then);
         }
-        let data = Arc::new(self.object(digest, then).map_err(|why| ChunkError { digest: *digest, why })?);
-        self.chunks.insert(*digest, data.clone());
-        Ok(data)
+        // A decode of it under way (ahead, or another reader's) is waited for, not repeated.
+        self.chunks.get_or_insert_with(digest, || self.object(digest, then).map(Arc::new)).map_err(|why| ChunkError { digest: *digest, why })
     }
 }
 

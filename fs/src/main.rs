@@ -45,6 +45,10 @@ struct MountArgs {
     /// Free space the cache's partition must keep; the cache shrinks to keep it.
     #[arg(long, default_value = "5%")]
     min_free: Size,
+    /// Memory for decompressed file data (bytes, K/M/G suffixes); a read beyond it decodes
+    /// again from the cache on disk.
+    #[arg(long, default_value = "32M", value_parser = parse_bytes)]
+    memory_cache: u64,
     /// Worker threads serving the kernel's requests.
     #[arg(long, default_value_t = 8)]
     threads: usize,
@@ -209,6 +213,7 @@ impl MountArgs {
             cache: self.cache.clone(),
             quota: Quota { limit: self.cache_size, min_free: self.min_free },
             threads: self.threads,
+            memory_cache: self.memory_cache,
             passthrough: self.passthrough,
             poll: self.poll_seconds.map(std::time::Duration::from_secs),
             root: self.root.clone(),
@@ -514,6 +519,14 @@ fn rate_arg(max_rate: Option<Size>) -> Result<Option<u64>> {
         None => Ok(None),
         Some(Size::Bytes(b)) if b > 0 => Ok(Some(b)),
         Some(other) => anyhow::bail!("--max-rate {other}: give bytes per second, like 10M"),
+    }
+}
+
+/// A size in bytes (`--memory-cache`): K, M, G, T suffixes, no share of a partition.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    match s.parse::<Size>().map_err(|e| e.to_string())? {
+        Size::Bytes(b) => Ok(b),
+        Size::Percent(_) => Err(format!("{s:?}: give a size in bytes (K, M, G suffixes), not a share")),
     }
 }
 

@@ -10,7 +10,7 @@
 const SUBCOMMANDS: &[&str] = &["mount", "enroll", "agent", "umount", "status", "update", "rollback", "switch", "pin", "unpin", "prefetch", "defer", "supervise", "help"];
 
 /// Options imgfs takes as `key=value`.
-const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "threads", "poll_seconds", "log", "root", "image", "arch"];
+const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "memory_cache", "threads", "poll_seconds", "log", "root", "image", "arch"];
 
 /// Options imgfs takes alone (no value).
 const FLAGS: &[&str] = &["passthrough"];

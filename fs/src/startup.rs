@@ -22,8 +22,9 @@ use crate::trusted::{TrustError, TrustState};
 /// Channel checks when neither `--poll-seconds` nor the server says how often.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(300);
 
-/// Bytes of decompressed chunks kept in memory.
-const CHUNK_CACHE_BYTES: u64 = 256 << 20;
+/// Bytes of decompressed chunks kept in memory by mounts made without `MountOptions`
+/// (`imgctl mount`); `imgfs mount --memory-cache` sets its own.
+const CHUNK_CACHE_BYTES: u64 = 32 << 20;
 
 /// What to mount, and how.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct MountOptions {
     pub quota: Quota,
     /// Threads serving the kernel.
     pub threads: usize,
+    /// Bytes of decompressed file data kept in memory.
+    pub memory_cache: u64,
     /// Take opens and hand fully cached files to the kernel (plain copies in CACHE/files).
     pub passthrough: bool,
     /// Channel checks, if set by the user (else the server's advice, else `DEFAULT_POLL`).
@@ -273,7 +276,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                     why: format!("the current slot {} is not listed", recorded.current),
                 })
             })?;
-            let ep = Endpoint::resume(fetcher.clone(), &recorded, dirs, CHUNK_CACHE_BYTES)
+            let ep = Endpoint::resume(fetcher.clone(), &recorded, dirs, o.memory_cache)
                 .map_err(|source| MountError::Load { label: current.generation.clone(), digest: current.manifest, source })?;
             let ep = Arc::new(ep);
             ep.set_journal(Arc::new(journal), false).map_err(resume_err)?;
@@ -333,7 +336,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
             if let Some(len) = start.length {
                 crate::endpoint::check_length(&fetcher, digest, len).map_err(|source| MountError::Length { label: label.clone(), source })?;
             }
-            let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, CHUNK_CACHE_BYTES));
+            let ep = Arc::new(Endpoint::new(fetcher.clone(), digest, manifest, complete, o.memory_cache));
             let saved = state.as_ref().filter(|s| s.follows(follow));
             let previous_version = restore_previous(&ep, saved, digest);
             if restartable {
