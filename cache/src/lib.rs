@@ -9,6 +9,8 @@
 
 pub mod atomic;
 pub mod browse;
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod clock;
 mod error;
 pub mod fault;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use api::control::{Prefetched, ProgressLine, Request, Startup, Status, Switch, Unpinned};
 use cache::quota::{Quota, Size};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use format::ChannelName;
 use fs::exit_codes::ExitCode;
 
@@ -198,6 +198,8 @@ enum Command {
         #[arg(long)]
         max_rate: Option<Size>,
     },
+    #[command(flatten)]
+    Docs(cache::cli_docs::DocsCommand),
 }
 
 impl MountArgs {
@@ -336,6 +338,10 @@ fn run(command: Command, json: bool) -> ExitCode {
                 eprintln!("imgfs: error: unmounting {}: {e}", mountpoint.display());
                 ExitCode::Failure
             }
+        },
+        Command::Docs(docs) => match docs.run(Cli::command()) {
+            0 => ExitCode::Ok,
+            _ => ExitCode::Failure,
         },
         Command::Mount(_) => unreachable!("mounts are run by mount()"),
     }

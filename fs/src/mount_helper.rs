@@ -7,10 +7,28 @@
 //! ```
 
 /// The subcommands of `imgfs`; a first argument that is one of them is not the helper form.
-const SUBCOMMANDS: &[&str] = &["mount", "enroll", "agent", "umount", "status", "update", "rollback", "switch", "pin", "unpin", "prefetch", "defer", "supervise", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "mount",
+    "enroll",
+    "agent",
+    "umount",
+    "status",
+    "update",
+    "rollback",
+    "switch",
+    "pin",
+    "unpin",
+    "prefetch",
+    "defer",
+    "supervise",
+    "completions",
+    "man",
+    "help",
+];
 
 /// Options imgfs takes as `key=value`.
-const OURS: &[&str] = &["server", "cache", "cache_size", "min_free", "memory_cache", "threads", "poll_seconds", "log", "root", "image", "arch"];
+const OURS: &[&str] =
+    &["server", "cache", "cache_size", "min_free", "memory_cache", "threads", "poll_seconds", "log", "root", "image", "arch"];
 
 /// Options imgfs takes alone (no value).
 const FLAGS: &[&str] = &["passthrough"];

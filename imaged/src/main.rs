@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use imaged::config::Config;
 
 // Small allocations on every request (headers, spans, buffers): mimalloc serves them from
@@ -69,9 +69,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Docs(cache::cli_docs::DocsCommand),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Completions and man pages: no logging, no seams.
+    if let Command::Docs(docs) = &cli.command {
+        return ExitCode::from(docs.run(Cli::command()) as u8);
+    }
     // Log lines are written by a background thread so a slow terminal or disk never holds up
     // a request; the guard flushes them at exit.
     let (writer, _flush) = tracing_appender::non_blocking(std::io::stderr());
@@ -80,9 +87,10 @@ fn main() -> ExitCode {
         .with_writer(writer)
         .init();
     cache::seams::warn_if_set("imaged");
-    let result = match Cli::parse().command {
+    let result = match cli.command {
         Command::Serve { settings } => settings.load().and_then(serve),
         Command::Gc { settings, dry_run, json } => settings.load().and_then(|cfg| gc(cfg, dry_run, json)),
+        Command::Docs(_) => unreachable!("answered before logging starts"),
     };
     match result {
         Ok(()) => ExitCode::from(imaged::exit::OK),

@@ -328,6 +328,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    #[command(flatten)]
+    Docs(cache::cli_docs::DocsCommand),
 }
 
 /// Which server, and the token for changes.

@@ -339,6 +339,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             show(out, json, &r, |out, r| print::verify(out, r, &repo.root().join("quarantine")))?;
             return Ok(if r.healthy(!dry_run) { exit_codes::OK } else { exit_codes::VERIFY_FAILED });
         }
+        Command::Docs(_) => unreachable!("main answers completions and man before opening the store"),
     }
     Ok(exit_codes::OK)
 }

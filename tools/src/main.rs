@@ -24,6 +24,10 @@ fn main() {
         tools::sandbox::init_main(&args[2..]);
     }
     let cli = cli::Cli::parse();
+    // Completions and man pages need no store.
+    if let cli::Command::Docs(docs) = &cli.command {
+        std::process::exit(docs.run(<cli::Cli as clap::CommandFactory>::command()));
+    }
     cache::seams::warn_if_set("imgctl");
     let code = match dispatch::run(cli) {
         Ok(code) => code,
