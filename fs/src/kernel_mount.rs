@@ -13,7 +13,18 @@ use std::path::Path;
 /// descriptor returned carries the session (`fuser::Session::from_fd`).
 pub fn mount(mountpoint: &Path, fsname: &str) -> io::Result<OwnedFd> {
     let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
-    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let rootmode = match std::fs::metadata(mountpoint) {
+        // A mount whose process and keeper are gone ("transport endpoint is not connected",
+        // e.g. an imgfs@ unit that failed for good) is detached first, as the agent does.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %mountpoint.display(), "a dead mount is in the way: detaching it");
+            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+            std::fs::metadata(mountpoint)?
+        }
+        other => other?,
+    }
+    .mode()
+        & libc::S_IFMT;
     let options = format!(
         "fd={},rootmode={rootmode:o},user_id={},group_id={},default_permissions,allow_other",
         dev.as_raw_fd(),

@@ -224,6 +224,8 @@ fn a_prefetch_killed_with_its_mount_resumes_at_the_next_mount_and_then_works_off
 
 #[test]
 fn mount_t_fuse_imgfs_with_an_fstab_line_starts_a_daemon() {
+    // mount(8) must run /usr/local/bin/imgfs, not the Debian package's (packages.rs).
+    let _helper = tests::mount_helper_lock();
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     let src = t.path("src");

@@ -311,3 +311,25 @@ fn switch_to_holds_a_signed_generation_across_polls_and_restarts_until_update_fo
     assert_eq!(back["generation"], "os@1", "{back}");
     assert!(mnt.control("status").get("held").is_none());
 }
+
+#[test]
+fn a_dead_mount_left_by_a_killed_imgfs_is_detached_by_the_next_mount() {
+    // What an imgfs@ unit that failed for good leaves behind: the process and the keeper gone,
+    // the mount point answering "transport endpoint is not connected".
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("motd"), "hello\n").unwrap();
+    t.publish(&server, &src, "dead", "test/dead");
+    let mut first = Mount::start(&[&server.url], "test/dead", &t.path("cache"), &t.path("mnt"));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let err = std::fs::metadata(&first.point).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // (Mount::start would stumble on the dead mount point itself: imgfs is run directly.)
+    let mut cmd = Command::new(tests::bin("imgfs"));
+    cmd.args(["mount", "--server", &server.url, "--channel", "test/dead", "--cache"]).arg(t.path("cache")).arg(&first.point);
+    let again = Mount::start_command(cmd, &first.point);
+    assert_same(&src, &again.point);
+}

@@ -20,7 +20,7 @@ pub mod trees;
 
 pub use clock::TestClock;
 pub use imgctl::{failed, ok_json, ok_text, Imgctl};
-pub use mount::Mount;
+pub use mount::{mount_helper_lock, Mount};
 pub use server::{client, Server};
 pub use store::{corrupt_object, framed_raw, store_objects};
 pub use trees::{build_special_tree, compare_trees, compare_trees_but_mtimes, noise, sample_acl};

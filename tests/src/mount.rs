@@ -59,7 +59,6 @@ impl Mount {
         clock: Option<&TestClock>,
         supervised: Option<&Path>,
     ) -> Mount {
-        use std::io::BufRead;
         fs::create_dir_all(point).unwrap();
         let mut provision = Vec::new();
         if !extra.contains(&"--root") && !cache.join("trust/root.json").exists() {
@@ -82,6 +81,13 @@ impl Mount {
         if let Some(clock) = clock {
             cmd.env(::cache::clock::TEST_CLOCK_VAR, clock.path());
         }
+        Mount::start_command(cmd, point)
+    }
+
+    /// Runs `cmd`, an `imgfs mount` of `point` made by the caller (another binary, under a
+    /// keeper), and waits (at most 60 s) until it mounted.
+    pub fn start_command(mut cmd: Command, point: &Path) -> Mount {
+        use std::io::BufRead;
         let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -147,4 +153,15 @@ impl Drop for Mount {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Holds the machine's `mount -t fuse.imgfs` helper for one test: mount(8) runs the imgfs of
+/// the Debian package (`/usr/sbin/mount.fuse.imgfs`) while the package test has it installed,
+/// else the one `scripts/install.sh` put in /usr/local/bin. The tests that install the
+/// package or mount through mount(8) take this lock (an flock, so test processes running at
+/// the same time wait for each other too); it is released when the file is dropped.
+pub fn mount_helper_lock() -> nix::fcntl::Flock<fs::File> {
+    let path = "/run/lock/imaged-e2e-mount-helper.lock";
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("locking {path}: {e}"))
 }

@@ -41,7 +41,6 @@ impl Server {
     }
 
     fn spawn(data: &Path, port: u16, config: Option<&Path>, clock: Option<&TestClock>) -> Server {
-        use std::io::BufRead;
         let mut cmd = Command::new(bin("imaged"));
         cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
         if let Some(c) = config {
@@ -50,6 +49,13 @@ impl Server {
         if let Some(clock) = clock {
             cmd.env(cache::clock::TEST_CLOCK_VAR, clock.path());
         }
+        Server::start_command(cmd, data)
+    }
+
+    /// Runs `cmd`, an `imaged serve` on `data` made by the caller (another binary, another
+    /// user), and waits until it listens (at most 30 s).
+    pub fn start_command(mut cmd: Command, data: &Path) -> Server {
+        use std::io::BufRead;
         let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
