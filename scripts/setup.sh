@@ -10,6 +10,8 @@ PKGS=(
   curl                            # the demo reads the server's metrics
   openssl                         # the external-signer test holds a key the way a token would
   python3 python3-venv            # python-tuf, the reference TUF implementation, for interop tests
+  dpkg-dev lintian                # the Debian packages: cargo-deb's dependency detection, their check
+  systemd                         # systemd-analyze verify of the units, systemd-sysusers (package test)
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -22,6 +24,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
+# cargo-deb builds the Debian packages (scripts/package.sh, docs/packages.md).
+if ! command -v cargo-deb >/dev/null; then
+  echo "setup: installing cargo-deb"
+  cargo install cargo-deb --locked
+fi
 # python-tuf and securesystemslib from PyPI, pinned, in a virtual environment of their own
 # (tests/e2e/interop.rs runs them: IMAGED_PYENV names it).
 PYENV=${IMAGED_PYENV:-/var/tmp/imaged-pyenv}

@@ -19,6 +19,7 @@ mod golden;
 mod interop;
 mod local_mount;
 mod mount;
+mod packages;
 mod patch;
 mod push_limits;
 mod restart;
