@@ -75,28 +75,37 @@ fn chunk_cache(bytes: u64) -> Arc<ChunkCache> {
 }
 
 /// How many chunks after the one a read needs are decoded ahead of it.
-pub const DECODE_AHEAD: usize = 8;
+pub const DECODE_AHEAD: usize = 16;
 
-/// Worker threads that decode, from the local store only, chunks a read will want next, so
-/// that a sequential reader finds them decoded: a file read after its pages were dropped
-/// decodes on every core instead of one chunk after another.
+/// Threads decoding ahead: mostly waiting for the disk (a chunk is a file of the cache), so
+/// more than the cores.
+const AHEAD_WORKERS: usize = 8;
+
+/// Worker threads that read and decode, from the local store only, chunks a reader will want
+/// next (the rest of a file, the next files of a directory), so that a sequential reader finds
+/// them decoded: a file read after its pages were dropped waits for the disk and decodes on
+/// every core at once instead of one chunk after another.
 struct Ahead {
     tx: std::sync::mpsc::SyncSender<Digest>,
+    /// Queued and not yet taken: not queued twice.
+    queued: Arc<std::sync::Mutex<HashSet<Digest>>>,
 }
 
 impl Ahead {
     fn start(store: Arc<Store>, chunks: Arc<ChunkCache>) -> Option<Ahead> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        if workers < 2 {
-            return None;
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Digest>(4 * DECODE_AHEAD * workers);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Digest>(4 * DECODE_AHEAD * AHEAD_WORKERS);
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..workers {
-            let (rx, store, chunks) = (rx.clone(), store.clone(), chunks.clone());
+        let queued = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        for i in 0..AHEAD_WORKERS {
+            let (rx, store, chunks, queued) = (rx.clone(), store.clone(), chunks.clone(), queued.clone());
             let spawned = std::thread::Builder::new().name(format!("imgfs-ahead-{i}")).spawn(move || loop {
                 // Ends when the endpoint (the sender) is gone.
                 let Ok(d) = rx.lock().unwrap().recv() else { return };
+                queued.lock().unwrap().remove(&d);
+                // Only what the cache holds: fetching is the reader's business.
+                if chunks.contains_key(&d) || !store.contains(&d) {
+                    continue;
+                }
                 // A reader asking for it meanwhile waits for this decode instead of repeating it.
                 let _ = chunks.get_or_insert_with(&d, || store.get(&d).map(Arc::new));
             });
@@ -104,15 +113,21 @@ impl Ahead {
                 return None;
             }
         }
-        Some(Ahead { tx })
+        Some(Ahead { tx, queued })
     }
 
-    /// Queues the chunks of `then` not decoded yet (dropped when the queue is full).
-    fn want(&self, store: &Store, chunks: &ChunkCache, then: &[Digest]) {
+    /// Queues the first `DECODE_AHEAD` of `then` not decoded or queued yet (dropped when the
+    /// queue is full). Costs the reader no disk access.
+    fn want(&self, chunks: &ChunkCache, then: &[Digest]) {
+        let mut queued = self.queued.lock().unwrap();
         for d in then.iter().take(DECODE_AHEAD) {
-            if !chunks.contains_key(d) && store.contains(d) && self.tx.try_send(*d).is_err() {
+            if chunks.contains_key(d) || queued.contains(d) {
+                continue;
+            }
+            if self.tx.try_send(*d).is_err() {
                 return;
             }
+            queued.insert(*d);
         }
     }
 }
@@ -392,9 +407,7 @@ impl Trees for Endpoint {
 
 impl Chunks for Endpoint {
     fn chunk(&self, digest: &Digest, then: &[Digest]) -> Result<Arc<Vec<u8>>, ChunkError> {
-        if let Some(a) = &self.ahead {
-            a.want(&self.store, &self.chunks, then);
-        }
+        self.decode_ahead(then);
         // A decode of it under way (ahead, or another reader's) is waited for, not repeated.
         self.chunks.get_or_insert_with(digest, || self.object(digest, then).map(Arc::new)).map_err(|why| ChunkError { digest: *digest, why })
     }
@@ -429,6 +442,14 @@ impl Endpoint {
             }
         }
         Err(format!("object {digest} was evicted twice while being read"))
+    }
+
+    /// Has `digests` (chunks a reader will want soon) decoded in the background if the cache
+    /// holds them.
+    pub fn decode_ahead(&self, digests: &[Digest]) {
+        if let Some(a) = &self.ahead {
+            a.want(&self.chunks, digests);
+        }
     }
 
     /// Forgets which trees are complete except those in `kept` (after an eviction, which

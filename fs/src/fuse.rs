@@ -312,6 +312,13 @@ impl Filesystem for ImgFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        if offset == 0 {
+            // A file read from its start: the next files of its directory are likely next
+            // (tar, cp -r, a program loading its modules).
+            if let Ok((img, i)) = self.resolve(ino) {
+                self.ep.decode_ahead(&img.next_files(i, crate::endpoint::DECODE_AHEAD));
+            }
+        }
         let open = self.files.lock().unwrap().get(&fh.0).cloned();
         let result = match open {
             Some(file) => crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep),

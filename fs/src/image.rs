@@ -428,6 +428,20 @@ impl Image {
         })
     }
 
+    /// The first chunks of the regular files after `ino` in its directory, in name order (at
+    /// most `n`): what a reader walking the directory reads next.
+    pub fn next_files(&self, ino: u64, n: usize) -> Vec<Digest> {
+        let Ok(Some((tree, index))) = self.entry(ino) else { return Vec::new() };
+        tree.entries[index as usize + 1..]
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Regular { extents, .. } => extents.first().map(|x| x.digest),
+                _ => None,
+            })
+            .take(n)
+            .collect()
+    }
+
     /// Names of the root directory (what the kernel may have cached under the mount's root).
     pub fn root_names(&self, trees: &dyn Trees) -> Result<Vec<Vec<u8>>, ImageError> {
         let (tree, _) = self.dir(trees, ROOT_LOCAL)?;
