@@ -47,7 +47,7 @@ struct MountArgs {
     min_free: Size,
     /// Memory for decompressed file data (bytes, K/M/G suffixes); a read beyond it decodes
     /// again from the cache on disk.
-    #[arg(long, default_value = "32M", value_parser = parse_bytes)]
+    #[arg(long, default_value = "16M", value_parser = parse_bytes)]
     memory_cache: u64,
     /// Worker threads serving the kernel's requests.
     #[arg(long, default_value_t = 8)]

@@ -24,7 +24,7 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(300);
 
 /// Bytes of decompressed chunks kept in memory by mounts made without `MountOptions`
 /// (`imgctl mount`); `imgfs mount --memory-cache` sets its own.
-const CHUNK_CACHE_BYTES: u64 = 32 << 20;
+const CHUNK_CACHE_BYTES: u64 = 16 << 20;
 
 /// What to mount, and how.
 #[derive(Debug, Clone)]
@@ -251,6 +251,7 @@ fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<c
 /// systemd's file descriptor store), it resumes it instead: the generations the previous
 /// process served, under the same inode numbers, from the cache, without the network.
 pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), MountError> {
+    limit_malloc_arenas();
     let (follow, cache, mountpoint) = (&o.follow, o.cache.as_path(), o.mountpoint.as_path());
     let started = Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).map_err(|source| MountError::OpenCache { cache: cache.into(), source })?);
@@ -415,6 +416,18 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
+/// core) and keeps what each arena freed: with a score of FUSE, decode-ahead and fetch threads
+/// that is 30-40 MiB of a mount's resident memory. Two arenas keep it near what is in use
+/// (measured in docs/benchmarks.md). `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of the allocator; called before the mount's
+        // threads exist.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
 }
 
 fn session_config(fsname: &str, threads: usize, clone_fd: bool) -> fuser::Config {
