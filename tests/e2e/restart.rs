@@ -1,10 +1,12 @@
-//! imgfs restarted, killed and upgraded under `imgfs supervise` while programs read, run and walk the mount: none sees an error.
+//! imgfs restarted, killed and upgraded under `imgfs supervise` while programs read, run and walk the mount, and after a switch: none sees an error or the wrong generation.
 //!
 //! The Debian root with a 48 MiB file added is mounted under the supervisor. A reader keeps
 //! one descriptor of the big file open and reads it whole again and again (its pages dropped
 //! before each pass, so every pass asks imgfs), a second loop runs `ls` from the mount in a
 //! chroot, a third walks the whole tree; meanwhile imgfs is killed 20 times, half with
-//! SIGKILL, and every fourth start runs a different build of the binary.
+//! SIGKILL, and every fourth start runs a different build of the binary. A second test kills
+//! imgfs after a switch: a file and a shell held in the old generation keep it, and rollback
+//! still has its target.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -198,22 +200,20 @@ fn twenty_restarts_kills_and_upgrades_under_busy_programs_go_unnoticed() {
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(build, &tmp).unwrap();
         std::fs::rename(&tmp, &program).unwrap();
-        let old = mnt.supervised_pid().expect("a supervised imgfs");
         let signal = if i % 2 == 0 { nix::sys::signal::Signal::SIGKILL } else { nix::sys::signal::Signal::SIGTERM };
-        let killed = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), signal).unwrap();
         if i % 5 == 0 {
-            // Forget cached names: the new process is asked to look them up again.
-            std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+            // Forget cached names (once the process is gone): the new one is asked to look
+            // them up again.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+            });
         }
         let before = passed(&passes);
-        let mut new = None;
-        wait_for(&format!("restart {i}: a new imgfs"), 30, || {
-            new = mnt.supervised_pid().filter(|p| *p != old);
-            new.is_some() && std::process::Command::new(tests::bin("imgfs")).arg("status").arg(&point).output().is_ok_and(|o| o.status.success())
-        });
+        let killed = Instant::now();
+        let new = mnt.restart_supervised(signal);
         let back = killed.elapsed();
-        let exe = std::fs::read_link(format!("/proc/{}/exe", new.unwrap())).unwrap();
+        let exe = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
         assert_eq!(&exe, build, "restart {i} runs the build the link names");
         exes.push(exe);
         wait_for(&format!("restart {i}: a pass of every program"), 60, || {
@@ -239,4 +239,57 @@ fn twenty_restarts_kills_and_upgrades_under_busy_programs_go_unnoticed() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let point_str = point.to_str().unwrap();
     assert_eq!(mounts.lines().filter(|l| l.split(' ').nth(4) == Some(point_str)).count(), 1, "one mount at {point_str}");
+}
+
+#[test]
+fn a_restart_after_a_switch_keeps_both_generations_and_rollback() {
+    use std::io::Read;
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(src.join("app/lib")).unwrap();
+    let (one, two) = (tests::noise(2 << 20, 1), tests::noise(2 << 20, 2));
+    std::fs::write(src.join("app/lib/data.bin"), &one).unwrap();
+    std::fs::write(src.join("app/version"), b"one\n").unwrap();
+    t.publish(&server, &src, "office", "office/pilot");
+    let program = tests::bin("imgfs");
+    let mnt = Mount::start_supervised(&[&server.url], "office/pilot", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"], &program);
+    let p = mnt.point.clone();
+
+    // A program holds gen 1's data.bin and sits in gen 1's app/lib.
+    let mut held = std::fs::File::open(p.join("app/lib/data.bin")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    held.read_exact(&mut first).unwrap();
+    let mut shell = std::process::Command::new("sh").arg("-c").arg("read line; cat version; cat lib/../version").current_dir(p.join("app")).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+
+    std::fs::write(src.join("app/lib/data.bin"), &two).unwrap();
+    std::fs::write(src.join("app/version"), b"two\n").unwrap();
+    t.publish(&server, &src, "office", "office/pilot");
+    let up = mnt.control("update");
+    assert_eq!(up["generation"], "office@2", "{up}");
+
+    // Killed after the switch: both generations come back under their numbers.
+    mnt.restart_supervised(nix::sys::signal::Signal::SIGKILL);
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert!(first == one, "the file opened in gen 1 reads gen 1 to the end across the restart");
+    assert_eq!(std::fs::read_to_string(p.join("app/version")).unwrap(), "two\n");
+    assert!(std::fs::read(p.join("app/lib/data.bin")).unwrap() == two);
+    {
+        use std::io::Write;
+        writeln!(shell.stdin.take().unwrap()).unwrap();
+    }
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\none\n", "a shell in gen 1's directory still sees gen 1");
+
+    // The previous generation was restored too: rollback works, and survives another restart.
+    let back = mnt.control("rollback");
+    assert_eq!(back["generation"], "office@1", "{back}");
+    mnt.restart_supervised(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(std::fs::read_to_string(p.join("app/version")).unwrap(), "one\n");
+    let status = mnt.control("status");
+    assert_eq!(status["current"]["generation"], "office@1", "{status}");
+    assert_eq!(status["previous"]["generation"], "office@2", "{status}");
 }

@@ -45,6 +45,24 @@ impl Mount {
         children.split_whitespace().next()?.parse().ok()
     }
 
+    /// Kills the supervised imgfs with `signal` and waits (at most 30 s) until the one the
+    /// supervisor starts instead answers `imgfs status`; its pid.
+    pub fn restart_supervised(&self, signal: nix::sys::signal::Signal) -> u32 {
+        let old = self.supervised_pid().expect("a supervised imgfs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), signal).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(new) = self.supervised_pid().filter(|p| *p != old) {
+                let status = Command::new(bin("imgfs")).arg("status").arg(&self.point).output();
+                if status.is_ok_and(|o| o.status.success()) {
+                    return new;
+                }
+            }
+            assert!(std::time::Instant::now() < until, "no imgfs answering at {} 30 s after {signal}", self.point.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Like `start_with`, with the clock `clock` sets (for the expiry of signed metadata).
     pub fn start_clocked(servers: &[&str], channel: &str, cache: &Path, point: &Path, extra: &[&str], clock: &TestClock) -> Mount {
         Mount::spawn(servers, channel, cache, point, extra, Some(clock), None)
