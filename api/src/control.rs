@@ -47,6 +47,81 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_rate: Option<u64>,
     },
+    /// Start recording which files and ranges the current generation serves, in order:
+    /// answered with `TraceStarted`.
+    TraceStart,
+    /// Stop recording: answered with the `Trace`.
+    TraceStop,
+}
+
+/// A trace began.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceStarted {
+    /// The generation traced, `IMAGE@N`.
+    pub generation: String,
+}
+
+/// Format version of a read trace.
+pub const TRACE_VERSION: u32 = 1;
+
+/// What a mount read while a trace ran (`imgfs trace stop`; docs/format.md "Read trace"):
+/// the files of one generation and their ranges, in the order they were first read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trace {
+    /// Always `TRACE_VERSION`.
+    pub version: u32,
+    /// The generation read, `IMAGE@N`.
+    pub generation: String,
+    /// Reads, adjacent and overlapping ranges of one file merged, in first-read order.
+    pub reads: Vec<TraceRead>,
+}
+
+/// One range of one file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceRead {
+    /// The file's path from the generation's root (`escape_path`).
+    pub path: String,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// A path's bytes as text: valid UTF-8 as is, except `%`, which becomes `%25`; every byte of
+/// an invalid sequence `%XX` (upper-case hex). `unescape_path` reverses it.
+pub fn escape_path(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '%' {
+                out.push_str("%25");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The bytes `escape_path` made `s` from; `None` for a `%` not followed by two hex digits.
+pub fn unescape_path(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// One line of an answer, as a client reads it: progress, the answer, or a failure.

@@ -240,3 +240,17 @@ fn fleet_wire_forms_round_trip_and_refuse_what_they_should() {
     assert_eq!(EndpointId::new(id.as_str()).unwrap(), id);
     assert!(EndpointId::new("ep-XYZ").is_err());
 }
+
+#[test]
+fn trace_paths_escape_percent_and_invalid_bytes_and_come_back_whole() {
+    use crate::control::{escape_path, unescape_path};
+    for bytes in [&b"usr/lib/python3.11/json/__init__.py"[..], b"100%/x", b"caf\xc3\xa9", b"bad\xff\xfeend", b"", b"%"] {
+        let text = escape_path(bytes);
+        assert_eq!(unescape_path(&text).unwrap(), bytes, "{text}");
+    }
+    assert_eq!(escape_path(b"100%/x"), "100%25/x");
+    assert_eq!(escape_path(b"bad\xffend"), "bad%FFend");
+    assert_eq!(escape_path("café".as_bytes()), "café", "valid UTF-8 stays readable");
+    assert_eq!(unescape_path("%G1"), None);
+    assert_eq!(unescape_path("ab%4"), None);
+}

@@ -555,6 +555,21 @@ impl Control {
             Ok(Request::Pin { max_rate: Some(0), .. } | Request::Prefetch { max_rate: Some(0), .. }) => {
                 to_line(&Failed::new(FailureKind::BadRequest, "bad rate 0: bytes per second"))
             }
+            Ok(Request::TraceStart) => {
+                let current = self.ep.current();
+                if self.ep.tracer.start(current.slot()) {
+                    to_line(&api::control::TraceStarted { generation: current.label() })
+                } else {
+                    to_line(&Failed::new(FailureKind::BadRequest, "a trace is already running: stop it first"))
+                }
+            }
+            Ok(Request::TraceStop) => match self.ep.tracer.stop() {
+                None => to_line(&Failed::new(FailureKind::NotFound, "no trace is running")),
+                Some((slot, reads)) => match crate::trace::build(&self.ep, slot, &reads) {
+                    Some(trace) => to_line(&trace),
+                    None => to_line(&Failed::new(FailureKind::NotFound, "the generation traced is no longer served")),
+                },
+            },
             Ok(Request::Pin { generation, max_rate }) => self.fetch_answer(&conn, &generation, true, max_rate),
             Ok(Request::Prefetch { generation, max_rate }) => self.fetch_answer(&conn, &generation, false, max_rate),
         };

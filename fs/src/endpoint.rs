@@ -158,6 +158,8 @@ pub struct Endpoint {
     pub opens: [AtomicU64; 2],
     /// Where slots and numbering are recorded for a restart (mounts only).
     journal: std::sync::OnceLock<Arc<crate::resume::Journal>>,
+    /// Records READs while `imgfs trace` runs.
+    pub tracer: crate::trace::Tracer,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -241,6 +243,7 @@ impl Endpoint {
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
             journal: Default::default(),
+            tracer: Default::default(),
         }
     }
 
@@ -276,6 +279,7 @@ impl Endpoint {
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
             journal: Default::default(),
+            tracer: Default::default(),
         };
         for (slot, image) in &images {
             image.replay(&ep, &dirs.remove(slot).unwrap_or_default())?;

@@ -312,6 +312,7 @@ impl Filesystem for ImgFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        self.ep.tracer.record(ino.0, offset, size);
         if offset == 0 {
             // A file read from its start: the next files of its directory are likely next
             // (tar, cp -r, a program loading its modules).

@@ -122,6 +122,9 @@ struct Table {
     dirs: HashMap<u64, Dir>,
     /// Hard-link group → the local number of its first entry seen.
     links: HashMap<u32, u64>,
+    /// First child number of each numbered directory → that directory: a number's parent is
+    /// the entry with the greatest base at or below it.
+    parents: std::collections::BTreeMap<u64, u64>,
 }
 
 /// A generation loaded for serving.
@@ -292,6 +295,9 @@ impl Image {
             }
         }
         t.dirs.insert(local, Dir { tree: tree.clone(), base });
+        if !tree.entries.is_empty() {
+            t.parents.insert(base, local);
+        }
         if let Some(log) = self.log.get() {
             // Under the table's lock: the log's order is the numbering order.
             log.append(local);
@@ -426,6 +432,25 @@ impl Image {
             },
             None => None,
         })
+    }
+
+    /// The path of `ino` from the generation's root (names joined by `/`, empty for the root;
+    /// a hard link by the name it was first seen under); `None` for a number not given.
+    pub fn path_of(&self, ino: u64) -> Option<Vec<u8>> {
+        let mut local = self.local(ino).ok()?;
+        let t = self.table.read().unwrap();
+        if local & LINK_BIT != 0 {
+            local = *t.links.get(&((local & !LINK_BIT) as u32))?;
+        }
+        let mut names: Vec<&[u8]> = Vec::new();
+        while local != ROOT_LOCAL {
+            let (&base, &parent) = t.parents.range(..=local).next_back()?;
+            let entry = t.dirs.get(&parent)?.tree.entries.get((local - base) as usize)?;
+            names.push(&entry.name);
+            local = parent;
+        }
+        names.reverse();
+        Some(names.join(&b'/'))
     }
 
     /// The first chunks of the regular files after `ino` in its directory, in name order (at

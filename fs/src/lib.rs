@@ -22,6 +22,7 @@ pub mod resume;
 pub mod startup;
 pub mod state;
 pub mod supervise;
+pub mod trace;
 pub mod trusted;
 
 #[cfg(test)]

@@ -87,6 +87,24 @@ struct MountArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum TraceAction {
+    /// Start recording the current generation's reads (record on a cold mount: what the
+    /// kernel serves from its page cache is not seen).
+    Start {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Stop recording and print the trace (JSON, docs/format.md "Read trace").
+    Stop {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Write the trace to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Enroll this endpoint with the fleet: make its key (STATE/endpoint.key, never sent),
     /// register it with an enrollment token, write STATE/endpoint.json; prints its id.
@@ -125,6 +143,12 @@ enum Command {
         /// The command and its arguments, e.g. `imgfs mount --server ... MOUNTPOINT`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Record which files and ranges a mount serves, in order (a boot, an application's
+    /// start), for trace-driven prefetch: `trace start MOUNTPOINT`, run it, `trace stop`.
+    Trace {
+        #[command(subcommand)]
+        action: TraceAction,
     },
     /// Unmount MOUNTPOINT.
     Umount {
@@ -329,6 +353,15 @@ fn run(command: Command, json: bool) -> ExitCode {
         }
         Command::Pin { mountpoint, generation, max_rate } => fetch(&mountpoint, true, generation, max_rate),
         Command::Prefetch { mountpoint, generation, max_rate } => fetch(&mountpoint, false, generation, max_rate),
+        Command::Trace { action: TraceAction::Start { mountpoint } } => control::<api::control::TraceStarted>(
+            &mountpoint,
+            "trace start",
+            &Request::TraceStart,
+            json,
+            |s| format!("tracing the reads of {}; `imgfs trace stop` ends it", s.generation),
+            |_| None,
+        ),
+        Command::Trace { action: TraceAction::Stop { mountpoint, out } } => trace_stop(&mountpoint, out.as_deref(), json),
         Command::Unpin { mountpoint, generation } => {
             control::<Unpinned>(&mountpoint, "unpin", &Request::Unpin { generation }, json, fs::report::unpinned, |_| None)
         }
@@ -506,6 +539,46 @@ fn control<T: serde::de::DeserializeOwned + serde::Serialize>(
     };
     eprintln!("imgfs: {what} on {}: {error}", mountpoint.display());
     code
+}
+
+/// `imgfs trace stop`: the trace to standard output or to `out` (written whole, then renamed).
+fn trace_stop(mountpoint: &Path, out: Option<&Path>, json: bool) -> ExitCode {
+    let trace = match fs::control::request::<api::control::Trace>(mountpoint, &Request::TraceStop, &mut |_| {}) {
+        Err(e) => {
+            eprintln!("imgfs: error: {e}");
+            return match e {
+                fs::control::RequestError::NoMount { .. } => ExitCode::NoMount,
+                _ => ExitCode::Failure,
+            };
+        }
+        Ok(Err(f)) => {
+            if json {
+                println!("{}", pretty(&f));
+            }
+            eprintln!("imgfs: trace stop on {}: {}", mountpoint.display(), f.error);
+            return ExitCode::of_failure(f.kind);
+        }
+        Ok(Ok(trace)) => trace,
+    };
+    let text = pretty(&trace);
+    let Some(out) = out else {
+        println!("{text}");
+        return ExitCode::Ok;
+    };
+    let tmp = out.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, format!("{text}\n")).and_then(|()| std::fs::rename(&tmp, out)) {
+        eprintln!("imgfs: writing {}: {e}", out.display());
+        let _ = std::fs::remove_file(&tmp);
+        return ExitCode::Failure;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        let files = trace.reads.iter().map(|r| &r.path).collect::<std::collections::HashSet<_>>().len();
+        let bytes: u64 = trace.reads.iter().map(|r| r.len).sum();
+        println!("{} ranges of {files} files ({bytes} bytes) of {} written to {}", trace.reads.len(), trace.generation, out.display());
+    }
+    ExitCode::Ok
 }
 
 fn with_newline(mut text: String) -> String {

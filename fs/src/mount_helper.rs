@@ -20,7 +20,7 @@ const SUBCOMMANDS: &[&str] = &[
     "unpin",
     "prefetch",
     "defer",
-    "supervise",
+    "supervise", "trace",
     "completions",
     "man",
     "help",

@@ -140,6 +140,21 @@ fn ino_of(mem: &Mem, img: &Image, path: &str) -> u64 {
 }
 
 #[test]
+fn every_inode_given_names_its_path_and_hard_links_their_first_name() {
+    let (mem, m) = deep_sample();
+    let img = Image::new(2, Digest::of(b"m"), m);
+    for p in ["y/y2", "x/in/f", "x", "x/x1", "y"] {
+        assert_eq!(img.path_of(ino_of(&mem, &img, p)).unwrap(), p.as_bytes(), "{p}");
+    }
+    assert_eq!(img.path_of(img.root_ino()).unwrap(), b"");
+    let (mem, img) = sample();
+    let b = img.lookup(&mem, img.root_ino(), b"b").unwrap().unwrap();
+    assert_eq!(img.path_of(b.ino).unwrap(), b"a", "a hard link is named by its group's first entry");
+    assert_eq!(img.path_of(img.root_ino() + 999), None, "a number never given has no path");
+    assert_eq!(img.path_of(9 << crate::image::SLOT_SHIFT), None, "another slot's number has none here");
+}
+
+#[test]
 fn a_journal_replayed_gives_every_inode_its_number_again_whatever_the_order_read() {
     let (mem, m) = deep_sample();
     let paths = ["y/y2", "x/in/f", "x/x1", "y/y1", "x", "y"];

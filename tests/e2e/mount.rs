@@ -333,3 +333,44 @@ fn a_dead_mount_left_by_a_killed_imgfs_is_detached_by_the_next_mount() {
     let again = Mount::start_command(cmd, &first.point);
     assert_same(&src, &again.point);
 }
+
+#[test]
+fn a_trace_records_what_a_program_reads_as_paths_and_ranges_in_order() {
+    let gen1 = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join("gen1");
+    assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    t.publish(&server, &gen1, "debian", "os/stable");
+    let mnt = Mount::start(&[&server.url], "os/stable", &t.path("cache"), &t.path("mnt"));
+    let imgfs = |args: &[&str]| Command::new(tests::bin("imgfs")).args(args).output().unwrap();
+    let point = mnt.point.to_str().unwrap();
+    let stopped = imgfs(&["trace", "stop", point]);
+    assert_eq!(stopped.status.code(), Some(3), "stop without a trace: not found; {}", String::from_utf8_lossy(&stopped.stderr));
+    let started = ok_json(imgfs(&["--json", "trace", "start", point]));
+    assert_eq!(started["generation"], "debian@1");
+    assert!(!imgfs(&["trace", "start", point]).status.success(), "one trace at a time");
+
+    let out = Command::new("chroot").arg(&mnt.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = t.path("dpkg.trace");
+    let said = imgfs(&["trace", "stop", point, "--out", file.to_str().unwrap()]);
+    assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!((trace["version"].as_u64(), trace["generation"].as_str()), (Some(1), Some("debian@1")), "{trace}");
+    let reads = trace["reads"].as_array().unwrap();
+    let paths: Vec<&str> = reads.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    let at = |p: &str| paths.iter().position(|x| *x == p).unwrap_or_else(|| panic!("{p} not in the trace: {paths:?}"));
+    assert!(at("usr/bin/dpkg") < at("var/lib/dpkg/status"), "the program is read before the file it reads: {paths:?}");
+    for r in reads {
+        let path = r["path"].as_str().unwrap();
+        let size = std::fs::symlink_metadata(gen1.join(path)).unwrap_or_else(|e| panic!("{path}: {e}")).len();
+        let (offset, len) = (r["offset"].as_u64().unwrap(), r["len"].as_u64().unwrap());
+        assert!(len > 0 && offset + len <= size, "{path}: {offset}+{len} of {size}");
+    }
+    // dpkg reads its whole status file: one merged range covers it.
+    let status_size = std::fs::metadata(gen1.join("var/lib/dpkg/status")).unwrap().len();
+    let status = &reads[at("var/lib/dpkg/status")];
+    assert_eq!(status["offset"], 0);
+    assert_eq!(status["len"].as_u64().unwrap(), status_size, "{status}");
+    assert!(!imgfs(&["trace", "stop", point]).status.success(), "the trace ended");
+}
