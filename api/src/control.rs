@@ -52,6 +52,15 @@ pub enum Request {
     TraceStart,
     /// Stop recording: answered with the `Trace`.
     TraceStop,
+    /// Fetch what the cache lacks of the data `trace` reads in the current generation, in the
+    /// trace's order: `ProgressLine`s, then `Prefetched`.
+    PrefetchTrace {
+        /// The trace (`imgfs trace stop`).
+        trace: Trace,
+        /// Most bytes per second to fetch at (more than 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_rate: Option<u64>,
+    },
 }
 
 /// A trace began.

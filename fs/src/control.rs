@@ -570,10 +570,34 @@ impl Control {
                     None => to_line(&Failed::new(FailureKind::NotFound, "the generation traced is no longer served")),
                 },
             },
+            Ok(Request::PrefetchTrace { max_rate: Some(0), .. }) => {
+                to_line(&Failed::new(FailureKind::BadRequest, "bad rate 0: bytes per second"))
+            }
+            Ok(Request::PrefetchTrace { trace, max_rate }) => self.trace_answer(&conn, &trace, max_rate),
             Ok(Request::Pin { generation, max_rate }) => self.fetch_answer(&conn, &generation, true, max_rate),
             Ok(Request::Prefetch { generation, max_rate }) => self.fetch_answer(&conn, &generation, false, max_rate),
         };
         let _ = writeln!(&conn, "{answer}");
+    }
+
+    /// Prefetches what `trace` reads in the current generation, writing progress lines to
+    /// `conn` (at most ten a second); its last line.
+    fn trace_answer(&self, conn: &UnixStream, trace: &api::control::Trace, max_rate: Option<u64>) -> String {
+        let current = self.ep.current();
+        let generation = current.label();
+        let last = Mutex::new(None::<Instant>);
+        let report = |p: &crate::prefetch::Progress| {
+            let mut last = last.lock().unwrap();
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+                *last = Some(Instant::now());
+                let mut out: &UnixStream = conn;
+                let _ = writeln!(out, "{}", to_line(&api::control::ProgressLine { progress: *p, generation: generation.clone() }));
+            }
+        };
+        match crate::prefetch::prefetch_trace(&self.ep, &current, trace, max_rate, &report) {
+            Ok(fetched) => to_line(&Prefetched { generation: generation.clone(), done: true, pinned: false, fetched }),
+            Err(e) => to_line(&Failed::new(FailureKind::Unreachable, e.to_string())),
+        }
     }
 
     /// Runs a pin or prefetch, writing its progress to `conn`; its last line.

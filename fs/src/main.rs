@@ -102,6 +102,17 @@ enum TraceAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Fetch what the cache lacks of the data a trace reads in the current generation, in the
+    /// trace's order and in few requests (before the boot or application it recorded).
+    Prefetch {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The trace (`imgfs trace stop --out`).
+        trace: PathBuf,
+        /// Most bytes per second to fetch at (K, M, G suffixes).
+        #[arg(long)]
+        max_rate: Option<Size>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -362,6 +373,33 @@ fn run(command: Command, json: bool) -> ExitCode {
             |_| None,
         ),
         Command::Trace { action: TraceAction::Stop { mountpoint, out } } => trace_stop(&mountpoint, out.as_deref(), json),
+        Command::Trace { action: TraceAction::Prefetch { mountpoint, trace, max_rate } } => {
+            let read = std::fs::read(&trace)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| serde_json::from_slice::<api::control::Trace>(&b).map_err(anyhow::Error::from))
+                .and_then(|t| match t.version {
+                    api::control::TRACE_VERSION => Ok(t),
+                    v => anyhow::bail!("trace format version {v}; this build reads {}", api::control::TRACE_VERSION),
+                });
+            match (read, rate_arg(max_rate)) {
+                (Ok(t), Ok(max_rate)) => control::<Prefetched>(
+                    &mountpoint,
+                    "trace prefetch",
+                    &Request::PrefetchTrace { trace: t, max_rate },
+                    json,
+                    fs::report::prefetched,
+                    |_| None,
+                ),
+                (Err(e), _) => {
+                    eprintln!("imgfs: error: reading the trace {}: {e:#}", trace.display());
+                    ExitCode::Usage
+                }
+                (_, Err(e)) => {
+                    eprintln!("imgfs: error: {e}");
+                    ExitCode::Usage
+                }
+            }
+        }
         Command::Unpin { mountpoint, generation } => {
             control::<Unpinned>(&mountpoint, "unpin", &Request::Unpin { generation }, json, fs::report::unpinned, |_| None)
         }

@@ -1,16 +1,20 @@
 //! Prefetch: makes a whole generation present in the cache for offline use. Loads its
 //! metadata, lists the data chunks the cache lacks and fetches them in batches, a few at once,
 //! optionally under a bandwidth cap. Interrupted, it resumes where it stopped: what arrived is
-//! in the cache and is not asked for again.
+//! in the cache and is not asked for again. A read trace (`trace.rs`) is prefetched the same
+//! way, its chunks in the order the trace read them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use format::{Digest, EntryKind, Tree};
 
+use api::control::Trace;
+
 use crate::endpoint::{Endpoint, LoadError};
+use crate::image::Image;
 use crate::fetch::FetchError;
 
 /// Decoded bytes per batch request without a bandwidth cap.
@@ -73,6 +77,68 @@ pub fn prefetch(
             }
         }
     }
+    fetch_wanted(ep, chunks, wanted, max_rate, report)
+}
+
+/// The chunks the reads of `trace` need in `image`, in the trace's order, each once, with
+/// their sizes; and how many reads name no regular file of `image` (a trace recorded on
+/// another generation: its other paths still count).
+pub fn trace_chunks(ep: &Endpoint, image: &Image, trace: &Trace) -> (Vec<(Digest, u64)>, u64) {
+    let mut inos: HashMap<String, Option<u64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for r in &trace.reads {
+        let ino = *inos.entry(r.path.clone()).or_insert_with(|| {
+            let path = api::control::unescape_path(&r.path)?;
+            path.split(|b| *b == b'/').filter(|n| !n.is_empty()).try_fold(image.root_ino(), |dir, name| {
+                image.lookup(ep, dir, name).ok().flatten().map(|a| a.ino)
+            })
+        });
+        let extents = ino.and_then(|i| image.file(i).ok().flatten());
+        let Some((_, extents)) = extents else {
+            skipped += 1;
+            continue;
+        };
+        let end = r.offset.saturating_add(r.len);
+        let first = extents.partition_point(|x| x.offset + x.len as u64 <= r.offset);
+        for x in extents[first..].iter().take_while(|x| x.offset < end) {
+            if seen.insert(x.digest) {
+                out.push((x.digest, x.len as u64));
+            }
+        }
+    }
+    (out, skipped)
+}
+
+/// Fetches, in the trace's order and in batches, what the cache lacks of the data `trace`
+/// reads in `image` (the current generation, on mount or switch: the data a boot or an
+/// application start reads first).
+pub fn prefetch_trace(
+    ep: &Endpoint,
+    image: &Image,
+    trace: &Trace,
+    max_rate: Option<u64>,
+    report: &(dyn Fn(&Progress) + Sync),
+) -> Result<Progress, PrefetchError> {
+    let (chunks, skipped) = trace_chunks(ep, image, trace);
+    if skipped > 0 {
+        tracing::info!(skipped, generation = %image.label(), "trace reads of files this generation lacks were skipped");
+    }
+    let store = ep.store();
+    let total = chunks.len() as u64;
+    let wanted: Vec<(Digest, u64)> = chunks.into_iter().filter(|(d, _)| !store.contains(d)).collect();
+    fetch_wanted(ep, total, wanted, max_rate, report)
+}
+
+/// Fetches `wanted` (of `chunks` listed) in batches, in order, a few at once unless capped.
+fn fetch_wanted(
+    ep: &Endpoint,
+    chunks: u64,
+    wanted: Vec<(Digest, u64)>,
+    max_rate: Option<u64>,
+    report: &(dyn Fn(&Progress) + Sync),
+) -> Result<Progress, PrefetchError> {
     let progress = Mutex::new(Progress {
         chunks,
         cached_before: chunks - wanted.len() as u64,

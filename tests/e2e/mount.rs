@@ -335,7 +335,7 @@ fn a_dead_mount_left_by_a_killed_imgfs_is_detached_by_the_next_mount() {
 }
 
 #[test]
-fn a_trace_records_what_a_program_reads_as_paths_and_ranges_in_order() {
+fn a_trace_records_what_a_program_reads_and_a_cold_endpoint_prefetches_it_in_few_requests() {
     let gen1 = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join("gen1");
     assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
     let t = Imgctl::new();
@@ -373,4 +373,24 @@ fn a_trace_records_what_a_program_reads_as_paths_and_ranges_in_order() {
     assert_eq!(status["offset"], 0);
     assert_eq!(status["len"].as_u64().unwrap(), status_size, "{status}");
     assert!(!imgfs(&["trace", "stop", point]).status.success(), "the trace ended");
+
+    // A second endpoint, cold: the trace's data arrives first, in few requests, and the
+    // program it recorded then runs without asking the server for anything.
+    let cold = Mount::start(&[&server.url], "os/stable", &t.path("cache2"), &t.path("mnt2"));
+    let requests = |m: &Mount| m.control("status")["traffic"]["requests"].as_u64().unwrap();
+    let before = requests(&cold);
+    let fetched = ok_json(imgfs(&["--json", "trace", "prefetch", cold.point.to_str().unwrap(), file.to_str().unwrap()]));
+    assert_eq!(fetched["generation"], "debian@1", "{fetched}");
+    let f = &fetched["fetched"];
+    assert!(f["objects_done"].as_u64().unwrap() > 0 && f["objects_done"] == f["objects_total"], "{fetched}");
+    let after_prefetch = requests(&cold);
+    assert!(after_prefetch - before <= 2, "the trace's data in at most 2 requests, took {}", after_prefetch - before);
+    let again = Command::new("chroot").arg(&cold.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
+    assert!(again.status.success());
+    assert_eq!(again.stdout, out.stdout);
+    assert_eq!(requests(&cold), after_prefetch, "everything dpkg -l read was prefetched by its trace");
+    let bad = t.path("bad.trace");
+    std::fs::write(&bad, b"{\"version\": 9, \"generation\": \"x@1\", \"reads\": []}").unwrap();
+    let refused = imgfs(&["trace", "prefetch", cold.point.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
 }
