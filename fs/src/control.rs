@@ -430,6 +430,9 @@ impl Control {
             }
             let old = self.ep.switch_to(digest, manifest);
             self.expire_root(&old, &self.ep.current());
+            if let Some(trace) = r.trace {
+                self.trace_first(trace);
+            }
             {
                 let mut v = self.versions.lock().unwrap();
                 *v = (version, v.0);
@@ -578,6 +581,33 @@ impl Control {
             Ok(Request::Prefetch { generation, max_rate }) => self.fetch_answer(&conn, &generation, false, max_rate),
         };
         let _ = writeln!(&conn, "{answer}");
+    }
+
+    /// Fetches, in the background, the read trace object `digest` a generation was signed
+    /// with (verified by its digest) and then what the cache lacks of the data it reads in the
+    /// current generation, in its order.
+    pub fn trace_first(&self, digest: Digest) {
+        let ep = self.ep.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let trace = ep
+                .fetcher()
+                .fetch(&[digest])
+                .map_err(|e| e.to_string())
+                .and_then(|()| ep.store().get(&digest).map_err(|e| e.to_string()))
+                .and_then(|b| serde_json::from_slice::<api::control::Trace>(&b).map_err(|e| e.to_string()))
+                .and_then(|t| match t.version {
+                    api::control::TRACE_VERSION => Ok(t),
+                    v => Err(format!("trace format version {v}, this build reads {}", api::control::TRACE_VERSION)),
+                });
+            let current = ep.current();
+            match trace.map(|t| crate::prefetch::prefetch_trace(&ep, &current, &t, None, &|_| {})) {
+                Ok(Ok(p)) => tracing::info!(generation = %current.label(), %digest, objects = p.objects_done, bytes = p.transferred,
+                                            millis = start.elapsed().as_millis() as u64, "fetched the data of the generation's read trace"),
+                Ok(Err(e)) => tracing::warn!(%digest, error = %e, "fetching the data of the read trace stopped; reads fetch what they need"),
+                Err(e) => tracing::warn!(%digest, error = %e, "the generation's read trace is unusable; reads fetch what they need"),
+            }
+        });
     }
 
     /// Prefetches what `trace` reads in the current generation, writing progress lines to

@@ -154,6 +154,9 @@ pub struct Start {
     pub length: Option<u64>,
     /// How often the server says to poll (verified now only).
     pub poll_seconds: Option<u64>,
+    /// The read trace signed with the generation (verified now only): its data is fetched
+    /// first.
+    pub trace: Option<Digest>,
 }
 
 /// The generation to start on: the channel (or pinned generation) as the signed metadata
@@ -174,6 +177,7 @@ pub fn choose_start(resolved: Result<Start, TrustError>, saved: Option<&State>, 
                 from_cache: true,
                 length: None,
                 poll_seconds: None,
+                trace: None,
             })
         }
     }
@@ -190,6 +194,7 @@ pub fn resolve(trust: &TrustState, fetcher: &Fetcher, follow: &Follow) -> Result
             from_cache: false,
             length: Some(r.generation.length),
             poll_seconds: r.channel.poll_seconds,
+            trace: r.generation.record.trace.as_deref().and_then(|t| t.parse().ok()),
         }),
         Follow::At { image, n } => trust.resolve_generation(fetcher, image.as_str(), *n).map(|a| Start {
             digest: a.manifest.parse().expect("checked to be 64 hex digits"),
@@ -198,6 +203,7 @@ pub fn resolve(trust: &TrustState, fetcher: &Fetcher, follow: &Follow) -> Result
             from_cache: false,
             length: Some(a.length),
             poll_seconds: None,
+            trace: a.record.trace.as_deref().and_then(|t| t.parse().ok()),
         }),
     }
 }
@@ -295,6 +301,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                 from_cache: true,
                 length: None,
                 poll_seconds: None,
+                trace: None,
             };
             let materialiser = plain_copies(&ep, cache, o.passthrough);
             let cfg = session_config(&format!("imgfs:{follow}"), o.threads, false);
@@ -389,6 +396,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let socket = crate::control::socket_path(mountpoint);
     control.serve(&socket).map_err(|source| MountError::Control { socket: socket.clone(), source })?;
     control.poll(o.poll.or(start.poll_seconds.map(Duration::from_secs)).unwrap_or(DEFAULT_POLL).max(Duration::from_secs(1)));
+    // The data the generation's signed read trace reads comes first.
+    if let Some(trace) = start.trace {
+        control.trace_first(trace);
+    }
     // Prefetches a restart interrupted, and pins, resume in the background (pins are
     // prefetched so that they hold the whole generation).
     let resume: Vec<Digest> = state.iter().flat_map(|s| s.prefetching.iter().chain(&s.pins)).map(|p| p.manifest).collect();

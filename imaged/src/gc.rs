@@ -119,6 +119,8 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
 
     // The logs of recorded test runs are part of the evidence and stay with it.
     reached.extend(meta.evidence_logs()?);
+    // So do the read traces signed with a generation (endpoints fetch them on mount).
+    reached.extend(state.tuf.signed_traces());
     let pins = meta.pins()?;
     let live = |when: u64| when + config.gc_grace_seconds > now;
     let pinned: HashSet<Digest> = pins.iter().filter(|(_, when)| live(*when)).map(|(d, _)| *d).collect();

@@ -423,6 +423,18 @@ impl Repo {
             .collect()
     }
 
+    /// The read traces family roles attach to their generations (`custom.trace`): objects
+    /// garbage collection keeps.
+    pub fn signed_traces(&self) -> Vec<format::Digest> {
+        let st = self.state.lock().unwrap();
+        st.roles
+            .iter()
+            .filter(|(role, _)| role.starts_with("images/"))
+            .flat_map(|(_, (t, _))| t.targets.values())
+            .filter_map(|f| f.custom.as_ref()?.get("trace")?.as_str()?.parse().ok())
+            .collect()
+    }
+
     /// The signed record of generation `image@n`, if its family signed it with manifest
     /// `manifest` (hex).
     pub fn signed_generation(&self, image: &str, n: u64, manifest: &str) -> Result<GenerationRecord, TufError> {

@@ -335,7 +335,7 @@ fn a_dead_mount_left_by_a_killed_imgfs_is_detached_by_the_next_mount() {
 }
 
 #[test]
-fn a_trace_records_what_a_program_reads_and_a_cold_endpoint_prefetches_it_in_few_requests() {
+fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first() {
     let gen1 = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join("gen1");
     assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
     let t = Imgctl::new();
@@ -389,6 +389,34 @@ fn a_trace_records_what_a_program_reads_and_a_cold_endpoint_prefetches_it_in_few
     assert!(again.status.success());
     assert_eq!(again.stdout, out.stdout);
     assert_eq!(requests(&cold), after_prefetch, "everything dpkg -l read was prefetched by its trace");
+
+    // Attached to the generation and signed with it: a third cold endpoint fetches the
+    // trace's data by itself right after mounting.
+    let key = t.key("images");
+    let added = ok_json(t.remote(&server, &["--json", "trace", "add", "debian@1", file.to_str().unwrap(), "--key", key.to_str().unwrap()]));
+    assert_eq!((added["signed"].as_bool(), added["reads"].as_u64()), (Some(true), Some(reads.len() as u64)), "{added}");
+    let again_added = ok_json(t.remote(&server, &["--json", "trace", "add", "debian@1", file.to_str().unwrap(), "--key", key.to_str().unwrap()]));
+    assert_eq!(again_added["signed"], false, "the same trace again signs nothing");
+    let third = Mount::start(&[&server.url], "os/stable", &t.path("cache3"), &t.path("mnt3"));
+    let mut settled = requests(&third);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = requests(&third);
+        if now == settled && third.control("status")["cache"]["objects"].as_u64().unwrap() > 0 && now > 0 {
+            break;
+        }
+        settled = now;
+        assert!(std::time::Instant::now() < until, "the trace's data kept arriving for 30 s");
+    }
+    let run = Command::new("chroot").arg(&third.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
+    assert_eq!(run.stdout, out.stdout);
+    assert_eq!(requests(&third), settled, "the signed trace's data was fetched at mount, before dpkg -l ran");
+    let garbage = t.path("garbage.trace");
+    std::fs::write(&garbage, b"not a trace").unwrap();
+    let refused = t.remote(&server, &["trace", "add", "debian@1", garbage.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(!refused.status.success(), "a file that is not a trace is refused before anything is signed");
+
     let bad = t.path("bad.trace");
     std::fs::write(&bad, b"{\"version\": 9, \"generation\": \"x@1\", \"reads\": []}").unwrap();
     let refused = imgfs(&["trace", "prefetch", cold.point.to_str().unwrap(), bad.to_str().unwrap()]);

@@ -192,6 +192,14 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Read traces (`imgfs trace stop`) attached to generations: endpoints fetch the data a
+    /// trace reads first, in its order, when they mount or switch to the generation.
+    Trace {
+        #[command(subcommand)]
+        op: TraceOp,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Mark a generation on a server as kept by its garbage collection (or, with --off, unmark).
     Keep {
         /// Generation, IMAGE@N.
@@ -732,6 +740,21 @@ pub enum TrustOp {
     Forget {
         /// The generation, IMAGE@N.
         generation: String,
+        #[command(flatten)]
+        family: FamilyKeys,
+    },
+}
+
+/// What `imgctl trace` does.
+#[derive(Subcommand, Debug)]
+pub enum TraceOp {
+    /// Upload read trace FILE and sign GENERATION's record again with it attached (the
+    /// family's key, as at push).
+    Add {
+        /// The generation, IMAGE@N.
+        generation: String,
+        /// The trace, as `imgfs trace stop --out` wrote it.
+        file: PathBuf,
         #[command(flatten)]
         family: FamilyKeys,
     },

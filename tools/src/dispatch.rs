@@ -239,6 +239,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Key { op, server } => key_command(op, server, json, out)?,
         Command::Trust { op, server } => trust_command(op, server, json, out)?,
+        Command::Trace { op: cli::TraceOp::Add { generation, file, family }, server } => {
+            let (image, n) = match generation.parse()? {
+                GenSpec::Number(image, n) => (image, n),
+                _ => anyhow::bail!("trace add takes IMAGE@N, not {generation:?}"),
+            };
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let secrets = secrets(&family.keys, &family.signers)?;
+            show(out, json, &keys::add_trace(&remote(&server)?, &secrets, &image, n, &bytes, family.expires_days)?, print::trace_added)?;
+        }
         Command::Channel { op: ChannelOp::Policy { channel, require_test, require_approvals, emergency_require_test, emergency_require_approvals, approvers, testers }, server } => {
             let channel: ChannelName = channel.parse()?;
             let nothing = require_test.is_empty()

@@ -56,6 +56,7 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
             CommandError::Remote(e) | CommandError::Push { source: PushError::Remote(e), .. } => code_of(e),
             CommandError::Sign { source, .. } | CommandError::Key(source) => code_of(source),
             CommandError::AuditBroken(_) => Some(exit_codes::VERIFY_FAILED),
+            CommandError::Invalid { .. } => Some(exit_codes::BAD_INPUT),
             CommandError::Export { .. } | CommandError::Write { .. } | CommandError::Run { .. } => None,
         };
     }

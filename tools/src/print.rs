@@ -9,7 +9,7 @@ use tools::browse::{display_bytes, mode_string, utc_string};
 use tools::commands::fleet::text as fleet_text;
 use tools::commands::rollouts::text as rollout_text;
 use tools::commands::gate::{Approved, ShowOutput, TestOutput};
-use tools::commands::keys::{Forgotten, GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated};
+use tools::commands::keys::{Forgotten, GeneratedKey, Initialised, KeyFile, MinEpochSet, Rotated, TraceAdded};
 use tools::commands::local::{DiffOutput, ExportOutput, ImportOutput, LogEntry, ObjectRow};
 use api::affected::AffectedRow;
 use tools::commands::server::{ChannelOutput, PushOutput};
@@ -283,6 +283,15 @@ pub fn rotated(out: &mut dyn Write, r: &Rotated) -> Result<()> {
 
 pub fn initialised(out: &mut dyn Write, i: &Initialised) -> Result<()> {
     writeln!(out, "repository created; endpoints start from {} (imgfs mount --root)", i.root.display())
+}
+
+pub fn trace_added(out: &mut dyn Write, t: &TraceAdded) -> Result<()> {
+    let short = &t.trace.to_hex()[..12];
+    if t.signed {
+        writeln!(out, "{}: trace {short} ({} reads) signed with it; endpoints fetch its data first", t.generation, t.reads)
+    } else {
+        writeln!(out, "{}: already signed with trace {short}", t.generation)
+    }
 }
 
 pub fn forgotten(out: &mut dyn Write, f: &Forgotten) -> Result<()> {

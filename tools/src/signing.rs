@@ -325,6 +325,7 @@ pub fn sign_generation(
             arch: g.arch.into(),
             epoch: g.epoch.unwrap_or(family.min_epoch),
             manifest: Some(blake3.clone()),
+            trace: None,
         };
         if let Some(existing) = targets.get(&path) {
             let named = existing["custom"]["manifest"].as_str().or(existing["hashes"]["blake3"].as_str());
@@ -345,6 +346,25 @@ pub fn sign_generation(
         Ok(true)
     })?;
     record.into_inner().ok_or_else(|| refused(format!("{path}: the signed record does not parse")))
+}
+
+/// Signs image family `image`'s role again with read trace `trace` (BLAKE3 hex of the trace
+/// object) attached to generation `n`; `false` if it already was.
+pub fn attach_trace(remote: &Remote, keys: &[Holder], image: &str, n: u64, trace: &str, expires_days: i64) -> Result<bool, SignError> {
+    let path = policy::generation_path(image, n);
+    let changed = std::cell::Cell::new(false);
+    update_family(remote, keys, image, expires_days, &|targets, _| {
+        let Some(target) = targets.get_mut(&path) else {
+            return Err(refused(format!("{path} is not signed: push it first")));
+        };
+        if target["custom"]["trace"].as_str() == Some(trace) {
+            return Ok(false);
+        }
+        target["custom"]["trace"] = Value::String(trace.to_string());
+        changed.set(true);
+        Ok(true)
+    })?;
+    Ok(changed.get())
 }
 
 /// Raises (or sets) image family `image`'s `min_epoch`: every generation below it is

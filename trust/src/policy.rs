@@ -51,6 +51,10 @@ pub struct GenerationRecord {
     /// other TUF clients cannot check (python-tuf refuses hashes it does not know).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// A read trace attached to the generation (`imgctl trace add`): the BLAKE3 digest (hex)
+    /// of the trace object, whose data endpoints fetch first on mount and switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The manifest digest (BLAKE3 hex) generation target `file` names: its record's

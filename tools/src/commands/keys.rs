@@ -139,6 +139,37 @@ pub fn forget(remote: &Remote, keys: &[Holder], image: &ImageName, n: u64, expir
     Ok(Forgotten { generation: format!("{image}@{n}"), removed })
 }
 
+/// What `trace add` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceAdded {
+    /// The generation, `IMAGE@N`.
+    pub generation: String,
+    /// The trace object's digest.
+    pub trace: format::Digest,
+    /// Reads in the trace.
+    pub reads: usize,
+    /// Whether the family's role was signed again (false: it already named this trace).
+    pub signed: bool,
+}
+
+/// Uploads the read trace in `bytes` (`imgfs trace stop`) as an object and signs `image`'s
+/// family role again with it attached to generation `n`, with `keys`.
+pub fn add_trace(remote: &Remote, keys: &[Holder], image: &ImageName, n: u64, bytes: &[u8], expires_days: i64) -> Result<TraceAdded, CommandError> {
+    let trace: api::control::Trace = serde_json::from_slice(bytes)
+        .map_err(|e| CommandError::Invalid { what: "the trace".into(), why: e.to_string() })?;
+    if trace.version != api::control::TRACE_VERSION {
+        return Err(CommandError::Invalid {
+            what: "the trace".into(),
+            why: format!("format version {}, this build writes {}", trace.version, api::control::TRACE_VERSION),
+        });
+    }
+    let digest = format::Digest::of(bytes);
+    let framed = format::object::encode(bytes, 19);
+    remote.upload(format::record::encode(&digest, &framed))?;
+    let signed = signing::attach_trace(remote, keys, image.as_str(), n, &digest.to_hex(), expires_days)?;
+    Ok(TraceAdded { generation: format!("{image}@{n}"), trace: digest, reads: trace.reads.len(), signed })
+}
+
 /// What `trust min-epoch` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MinEpochSet {

@@ -99,6 +99,14 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    /// An input the command was given does not parse.
+    #[error("{what} is not valid: {why}")]
+    Invalid {
+        /// What was given.
+        what: String,
+        /// Why it is refused.
+        why: String,
+    },
 }
 
 impl CommandError {
