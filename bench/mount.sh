@@ -5,6 +5,7 @@
 # the rust tree, imgfs memory, and the rust tree read again after the kernel dropped its pages
 # (default mode vs --passthrough vs native). Prints tables; not a timed test. Needs the datasets.
 #   SKIP_SQUASHFS=1 bench/mount.sh   (skips building the squashfs image, ~60 s)
+#   SKIP_TRACE=1 bench/mount.sh      (skips section 6, which throttles the loopback to 10 MB/s with tc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${IMAGED_DATASETS:-/var/tmp/imgbench}
@@ -16,6 +17,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 W=$(mktemp -d /var/tmp/imaged-mount.XXXXXX)
 MOUNTS=()
 cleanup() {
+  [[ -n ${THROTTLED:-} ]] && tc qdisc del dev lo root 2>/dev/null
   for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
   [[ -n ${IMAGED_PID:-} ]] && kill "$IMAGED_PID" 2>/dev/null
   sleep 0.5; rm -rf "$W"
@@ -148,3 +150,48 @@ b_img=$(coldcat "$W/mnt-rust/$rel"); b_pt=$(coldcat "$W/mnt-pt/$rel"); b_nat=$(c
 printf '%-40s %10s %10s %10s\n' "cat librustc_driver ($(( $(stat -c %s "$big") >> 20 )) MiB)" "$b_img" "$b_pt" "$b_nat"
 rss=$(ps -o rss= -p "$(pgrep -f -- "--cache $W/cache-rust ")" | tr -d ' ')
 printf '%-40s %10s\n' "imgfs resident memory, rust read (MiB)" "$((rss / 1024))"
+
+# 6. Trace-driven prefetch, the server throttled to 10 MB/s (tc on the loopback): a cold
+# endpoint runs a program from the mount without a trace, with the generation's signed trace
+# (its data fetched first, from the mount on, while the program runs), and after a full
+# prefetch. Time from the mount's start to the program's end; requests and bytes fetched.
+if [[ -z ${SKIP_TRACE:-} ]] && command -v tc >/dev/null; then
+  printf 'fn main() { println!("hello"); }\n' > "$W/hello.rs"
+  # gen2 has python3-minimal only (no json, no http.client): modules of its standard library.
+  py() { chroot "$1" /usr/bin/python3 -c 'import email.parser, argparse, csv, datetime, configparser, base64'; }
+  rc() { "$1/bin/rustc" -o "$W/hello-$2" "$W/hello.rs"; }
+  # cold NAME CHANNEL PROGRAM [prefetch]: mount on a fresh cache, optionally prefetch it all,
+  # run PROGRAM; prints "seconds requests MiB".
+  cold() {
+    local name=$1 channel=$2 prog=$3 t0; t0=$(now)
+    mount_imgfs "$name" "$channel"
+    [[ ${4:-} == full ]] && "$BIN/imgfs" prefetch "$W/mnt-$name" current >/dev/null
+    "$prog" "$W/mnt-$name" "$name" >/dev/null 2>&1 || { echo "failed: $prog on $name" >&2; exit 1; }
+    local t=$(echo "$(now) - $t0" | bc -l | xargs printf '%.2f')
+    # The signed trace's fetch may still be running: count what it fetched too.
+    sleep 0.5
+    read -r req bytes < <(traffic "$name")
+    echo "$t $req $(echo "$bytes / 1048576" | bc -l | xargs printf '%.1f')"
+    umount -l "$W/mnt-$name"   # run in a subshell: the cleanup's list does not see this mount
+  }
+  record() { # record NAME CHANNEL PROGRAM GENERATION: trace PROGRAM on a cold mount, attach it
+    mount_imgfs "$1" "$2"
+    "$BIN/imgfs" trace start "$W/mnt-$1" >/dev/null
+    "$3" "$W/mnt-$1" "$1" >/dev/null 2>&1
+    "$BIN/imgfs" trace stop "$W/mnt-$1" --out "$W/$1.trace" >/dev/null
+    "$BIN/imgctl" --store "$W/img" trace add "$4" "$W/$1.trace" >/dev/null
+  }
+  rust_now=rust@2   # section 4 moved bench/rust there
+  tc qdisc add dev lo root tbf rate 80mbit burst 128kb latency 100ms; THROTTLED=1
+  py_none=$(cold py0 bench/debian2 py); py_full=$(cold py2 bench/debian2 py full)
+  rc_none=$(cold rc0 bench/rust rc); rc_full=$(cold rc2 bench/rust rc full)
+  tc qdisc del dev lo root; THROTTLED=
+  record pyrec bench/debian2 py debian@2; record rcrec bench/rust rc "$rust_now"
+  tc qdisc add dev lo root tbf rate 80mbit burst 128kb latency 100ms; THROTTLED=1
+  py_trace=$(cold py1 bench/debian2 py); rc_trace=$(cold rc1 bench/rust rc)
+  tc qdisc del dev lo root; THROTTLED=
+  printf '\n%-40s %22s %22s %22s\n' "10 MB/s, cold cache: s / requests / MiB" "no trace" "signed trace" "full prefetch"
+  row() { printf '%-40s %22s %22s %22s\n' "$1" "$(echo "$2" | tr ' ' /)" "$(echo "$3" | tr ' ' /)" "$(echo "$4" | tr ' ' /)"; }
+  row "gen2: python3 -c 'import email.parser, ...'" "$py_none" "$py_trace" "$py_full"
+  row "rust: rustc hello.rs" "$rc_none" "$rc_trace" "$rc_full"
+fi
