@@ -229,16 +229,30 @@ impl Endpoint {
         chunk_cache_bytes: u64,
     ) -> Endpoint {
         let image = Arc::new(Image::new(1, manifest_digest, manifest));
+        let images = [(1, image.clone())].into_iter().collect();
+        Endpoint::serving(fetcher, images, image, None, 2, complete, chunk_cache_bytes)
+    }
+
+    /// An endpoint serving `images`, `current` and `previous` among them.
+    fn serving(
+        fetcher: Arc<Fetcher>,
+        images: HashMap<u64, Arc<Image>>,
+        current: Arc<Image>,
+        previous: Option<Arc<Image>>,
+        next_slot: u64,
+        complete: HashSet<Digest>,
+        chunk_cache_bytes: u64,
+    ) -> Endpoint {
         let chunks = chunk_cache(chunk_cache_bytes);
         Endpoint {
             ahead: Ahead::start(fetcher.store().clone(), chunks.clone()),
             chunks,
             store: fetcher.store().clone(),
             fetcher,
-            images: RwLock::new([(1, image.clone())].into_iter().collect()),
-            current: RwLock::new(image),
-            previous: RwLock::new(None),
-            next_slot: AtomicU64::new(2),
+            images: RwLock::new(images),
+            current: RwLock::new(current),
+            previous: RwLock::new(previous),
+            next_slot: AtomicU64::new(next_slot),
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
             opens: Default::default(),
@@ -265,22 +279,7 @@ impl Endpoint {
         }
         let current = images.get(&session.current).cloned().ok_or(ImageError::NoInode(session.current << crate::image::SLOT_SHIFT))?;
         let previous = session.previous.and_then(|p| images.get(&p).cloned());
-        let chunks = chunk_cache(chunk_cache_bytes);
-        let ep = Endpoint {
-            ahead: Ahead::start(fetcher.store().clone(), chunks.clone()),
-            chunks,
-            store: fetcher.store().clone(),
-            fetcher,
-            images: RwLock::new(images.clone()),
-            current: RwLock::new(current),
-            previous: RwLock::new(previous),
-            next_slot: AtomicU64::new(session.next_slot),
-            complete: std::sync::Mutex::new(complete),
-            plain: std::sync::OnceLock::new(),
-            opens: Default::default(),
-            journal: Default::default(),
-            tracer: Default::default(),
-        };
+        let ep = Endpoint::serving(fetcher, images.clone(), current, previous, session.next_slot, complete, chunk_cache_bytes);
         for (slot, image) in &images {
             image.replay(&ep, &dirs.remove(slot).unwrap_or_default())?;
             image.pin_for_kernel();

@@ -313,18 +313,19 @@ impl Filesystem for ImgFs {
         reply: ReplyData,
     ) {
         self.ep.tracer.record(ino.0, offset, size);
+        let resolved = self.resolve(ino);
         if offset == 0 {
             // A file read from its start: the next files of its directory are likely next
             // (tar, cp -r, a program loading its modules).
-            if let Ok((img, i)) = self.resolve(ino) {
-                self.ep.decode_ahead(&img.next_files(i, crate::endpoint::DECODE_AHEAD));
+            if let Ok((img, i)) = &resolved {
+                self.ep.decode_ahead(&img.next_files(*i, crate::endpoint::DECODE_AHEAD));
             }
         }
         let open = self.files.lock().unwrap().get(&fh.0).cloned();
         let result = match open {
             Some(file) => crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep),
             // No open (or a kernel that kept no handle): the inode names file and generation.
-            None => match self.resolve(ino).and_then(|(img, i)| {
+            None => match resolved.and_then(|(img, i)| {
                 img.read(i, |file_size, extents| crate::read::read_range(file_size, extents, offset, size, &*self.ep))
                     .map_err(|e| errno(&e))
             }) {

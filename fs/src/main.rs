@@ -266,7 +266,9 @@ pub(crate) fn main() {
     cache::seams::warn_if_set("imgfs");
     // `mount -t fuse.imgfs CHANNEL MOUNTPOINT -o ...` runs `imgfs CHANNEL MOUNTPOINT -o ...`.
     let argv: Vec<String> = std::env::args().collect();
-    let (command, json) = match fs::mount_helper::parse(&argv[1..]) {
+    let cli = <Cli as clap::CommandFactory>::command();
+    let subcommands: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).chain(["help"]).collect();
+    let (command, json) = match fs::mount_helper::parse(&argv[1..], &subcommands) {
         Some(parsed) => match parsed.map_err(anyhow::Error::from).and_then(helper_args) {
             Ok(args) => (Command::Mount(args), false),
             Err(e) => {

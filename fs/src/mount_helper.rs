@@ -6,26 +6,6 @@
 //! os/stable  /srv/os  fuse.imgfs  server=http://a:4640,server=http://b:4640,cache=/var/cache/imgfs,_netdev  0 0
 //! ```
 
-/// The subcommands of `imgfs`; a first argument that is one of them is not the helper form.
-const SUBCOMMANDS: &[&str] = &[
-    "mount",
-    "enroll",
-    "agent",
-    "umount",
-    "status",
-    "update",
-    "rollback",
-    "switch",
-    "pin",
-    "unpin",
-    "prefetch",
-    "defer",
-    "supervise", "trace",
-    "completions",
-    "man",
-    "help",
-];
-
 /// Options imgfs takes as `key=value`.
 const OURS: &[&str] =
     &["server", "cache", "cache_size", "min_free", "memory_cache", "threads", "poll_seconds", "log", "root", "image", "arch"];
@@ -59,9 +39,11 @@ pub struct Helper {
 pub struct HelperError(String);
 
 /// `None` unless `args` (without the program name) are in the helper form.
-pub fn parse(args: &[String]) -> Option<Result<Helper, HelperError>> {
+/// `subcommands`: the names of `imgfs`'s subcommands (from its command-line definition); a
+/// first argument that is one of them is not the helper form.
+pub fn parse(args: &[String], subcommands: &[&str]) -> Option<Result<Helper, HelperError>> {
     let first = args.first()?;
-    if first.starts_with('-') || SUBCOMMANDS.contains(&first.as_str()) || args.len() < 2 {
+    if first.starts_with('-') || subcommands.contains(&first.as_str()) || args.len() < 2 {
         return None;
     }
     Some(parse_helper(args))

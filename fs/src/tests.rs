@@ -398,6 +398,7 @@ mod fetching {
 fn mount_helper_form_is_recognised_and_its_options_mapped() {
     use crate::mount_helper::parse;
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let parse = |a: &[String]| parse(a, &["status", "mount"]);
     assert!(parse(&args(&["status", "/mnt"])).is_none(), "a subcommand is not the helper form");
     assert!(parse(&args(&["--help"])).is_none());
     let h = parse(&args(&[
