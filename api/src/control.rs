@@ -61,6 +61,72 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_rate: Option<u64>,
     },
+    /// Drop the writable layer's local changes at and below `path` (all of them without one),
+    /// so that the image's version shows: answered with `ResetDone`.
+    Reset {
+        /// A path relative to the mount's root (`etc/motd`), escaped as in a trace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+}
+
+/// Local changes were dropped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResetDone {
+    /// Entries of the writable layer removed (a directory counts once).
+    pub removed: u64,
+}
+
+/// What happened to a path of a mount's writable layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// A protected path was changed, added or removed on this machine, and the image's
+    /// version was put back.
+    Restored,
+    /// At a switch, the new generation changed a path this machine had changed too: the local
+    /// version was kept (OSTree's `/etc` rule); `imgfs reset` takes the image's.
+    Conflict,
+    /// `imgfs reset` dropped the local version.
+    Reset,
+}
+
+/// One event of a mount's writable layer (a line of `DIR/events.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DriftEvent {
+    /// When, RFC 3339.
+    pub at: String,
+    /// What happened.
+    pub kind: DriftKind,
+    /// The path from the mount's root, escaped as in a trace.
+    pub path: String,
+    /// The generation served then, `IMAGE@N`.
+    pub generation: String,
+    /// The digest of the image's version (blake3 of a file's bytes or a symlink's target);
+    /// absent if the image has none there, or for a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Digest>,
+    /// The digest of the local version; absent if it was removed, or for a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Digest>,
+    /// With a conflict: the digest of the previous generation's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Digest>,
+}
+
+/// A mount's writable layer, in its status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WritableReport {
+    /// The layer's directory.
+    pub dir: String,
+    /// The drift policy's protected patterns.
+    pub protected: Vec<String>,
+    /// Paths the layer holds now (changed, added or removed on this machine).
+    pub changes: u64,
+    /// Events recorded since the layer was made.
+    pub events: u64,
+    /// The latest events, oldest first (at most 20).
+    pub recent: Vec<DriftEvent>,
 }
 
 /// A trace began.
@@ -561,6 +627,9 @@ pub struct Status {
     pub trust: TrustSummary,
     /// The last channel check, if any since the mount started.
     pub last_check: Option<LastCheck>,
+    /// The writable layer, if the mount has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable: Option<WritableReport>,
 }
 
 /// A daemon's word to the parent that started it (one JSON line on a pipe): mounted, or why not.

@@ -204,6 +204,8 @@ pub struct Control {
     pub trust: Arc<crate::trusted::TrustState>,
     /// Prefetches running, by manifest.
     jobs: Mutex<HashMap<Digest, Arc<Job>>>,
+    /// The mount's writable layer, if it has one.
+    writable: std::sync::OnceLock<Arc<crate::writable::Writable>>,
 }
 
 impl Control {
@@ -230,7 +232,39 @@ impl Control {
             keeper,
             trust,
             jobs: Mutex::new(HashMap::new()),
+            writable: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the control the mount's writable layer (merged at switches, reported, reset).
+    pub fn set_writable(&self, w: Arc<crate::writable::Writable>) {
+        let _ = self.writable.set(w);
+    }
+
+    /// Drops the writable layer's local changes at and below `path` (escaped, from the
+    /// mount's root; all without one).
+    pub fn reset(&self, path: Option<&str>) -> Result<api::control::ResetDone, Failed> {
+        let Some(w) = self.writable.get() else {
+            return Err(Failed::new(FailureKind::NotFound, "this mount has no writable layer (imgfs mount --writable DIR)"));
+        };
+        let rel = match path.map(api::control::unescape_path) {
+            None => Vec::new(),
+            Some(Some(p)) => {
+                let mut p = p.as_slice();
+                while let [b'/', rest @ ..] = p {
+                    p = rest;
+                }
+                while let [rest @ .., b'/'] = p {
+                    p = rest;
+                }
+                p.to_vec()
+            }
+            Some(None) => return Err(Failed::new(FailureKind::BadRequest, format!("{:?} is not an escaped path", path.unwrap_or_default()))),
+        };
+        let _one = self.switching.lock().unwrap();
+        w.reset(&self.ep, &rel)
+            .map(|removed| api::control::ResetDone { removed })
+            .map_err(|e| Failed::new(FailureKind::Failed, format!("dropping local changes: {e}")))
     }
 
     /// Records the current and previous generations in the cache's state file.
@@ -269,6 +303,16 @@ impl Control {
     /// generations; everything below has generation-specific numbers. The cost depends on
     /// the root's size only, never on the image's (entries are expired, not pruned: see
     /// `invalidate`).
+    /// After a switch from `old` to `new`: the kernel looks names up again, and the writable
+    /// layer's local changes are merged (then checked against the drift policy).
+    fn switched(&self, old: &Image, new: &Image) {
+        self.expire_root(old, new);
+        if let Some(w) = self.writable.get() {
+            w.merge(&self.ep, old, new);
+            w.restore(&self.ep);
+        }
+    }
+
     fn expire_root(&self, old: &Image, new: &Image) {
         let mut names = old.root_names(&*self.ep).unwrap_or_default();
         names.extend(new.root_names(&*self.ep).unwrap_or_default());
@@ -391,7 +435,7 @@ impl Control {
             return load_failed(e);
         }
         let old = self.ep.switch_to(digest, manifest);
-        self.expire_root(&old, &self.ep.current());
+        self.switched(&old, &self.ep.current());
         {
             let mut v = self.versions.lock().unwrap();
             *v = (0, v.0);
@@ -429,7 +473,7 @@ impl Control {
                 }
             }
             let old = self.ep.switch_to(digest, manifest);
-            self.expire_root(&old, &self.ep.current());
+            self.switched(&old, &self.ep.current());
             if let Some(trace) = r.trace {
                 self.trace_first(trace);
             }
@@ -459,7 +503,7 @@ impl Control {
             Some(old) => {
                 *self.held.lock().unwrap() = None;
                 let current = self.ep.current();
-                self.expire_root(&old, &current);
+                self.switched(&old, &current);
                 let version = {
                     let mut v = self.versions.lock().unwrap();
                     *v = (v.1, v.0);
@@ -515,6 +559,7 @@ impl Control {
                 .unwrap()
                 .as_ref()
                 .map(|(t, result)| LastCheck { seconds_ago: t.elapsed().as_secs(), result: result.clone() }),
+            writable: self.writable.get().map(|w| w.report()),
         }
     }
 
@@ -545,6 +590,10 @@ impl Control {
         let answer = match serde_json::from_str::<Request>(&line) {
             Err(e) => to_line(&Failed::new(FailureKind::BadRequest, format!("unknown request {:?}: {e}", line.trim()))),
             Ok(Request::Status) => to_line(&self.status()),
+            Ok(Request::Reset { path }) => match self.reset(path.as_deref()) {
+                Ok(r) => to_line(&r),
+                Err(f) => to_line(&f),
+            },
             Ok(Request::Update) => to_line(&self.update()),
             Ok(Request::Rollback) => to_line(&self.rollback()),
             Ok(Request::SwitchTo { generation }) => match self.switch_to(&generation) {

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,6 +25,7 @@ use fuser::{BackingId, InitFlags};
 
 use crate::endpoint::Endpoint;
 use crate::image::{Attr, Image, ImageError, Kind};
+use crate::local::{State, UPPER_BIT};
 use crate::materialise::Materialiser;
 
 /// How long the kernel may cache entries and attributes. Generations are immutable; a switch
@@ -31,7 +33,10 @@ use crate::materialise::Materialiser;
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The mount's root inode (always the current generation's root).
-const ROOT: u64 = 1;
+pub const ROOT: u64 = 1;
+
+#[path = "layer.rs"]
+mod layer;
 
 struct OpenFile {
     ino: u64,
@@ -69,6 +74,10 @@ pub struct ImgFs {
     /// Whether the kernel agreed to skip OPEN and OPENDIR (set at init).
     no_open: AtomicBool,
     inodes: Mutex<HashMap<u64, InodeIo>>,
+    /// The writable layer, if the mount has one.
+    writable: Option<Arc<crate::writable::Writable>>,
+    /// Open files of the writable layer, by handle.
+    uppers: Mutex<HashMap<u64, Arc<std::fs::File>>>,
 }
 
 impl ImgFs {
@@ -83,7 +92,19 @@ impl ImgFs {
             passthrough: AtomicBool::new(false),
             no_open: AtomicBool::new(false),
             inodes: Mutex::new(HashMap::new()),
+            writable: None,
+            uppers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The filesystem with a writable layer over the generations (opens are then always
+    /// taken, and no file is passed through).
+    pub fn with_writable(mut self, w: Option<Arc<crate::writable::Writable>>) -> ImgFs {
+        if w.is_some() {
+            self.materialiser = None;
+        }
+        self.writable = w;
+        self
     }
 
     /// A filesystem taking over a connection a previous process initialised with `init`; its
@@ -184,6 +205,31 @@ impl ImgFs {
     }
 }
 
+impl ImgFs {
+    /// Extended attributes of an inode: the local entry's, else the image's.
+    fn xattrs(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
+        if let Some(w) = self.w() {
+            if let Some(x) = self.w_xattrs(w, ino)? {
+                return Ok(x);
+            }
+        }
+        let (img, i) = self.resolve(ino)?;
+        Ok(img.xattrs(i).map_err(|e| errno(&e))?.into_iter().map(|x| (x.name, x.value)).collect())
+    }
+}
+
+/// Reads at `offset` until `buf` is full or the file ends; the bytes read.
+fn read_full(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match std::os::unix::fs::FileExt::read_at(f, &mut buf[n..], offset + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 fn file_type(k: Kind) -> FileType {
     match k {
         Kind::File => FileType::RegularFile,
@@ -206,12 +252,15 @@ fn errno(e: &ImageError) -> Errno {
 
 impl Filesystem for ImgFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result = self.resolve(parent).and_then(|(img, p)| {
-            let found = img.lookup(&*self.ep, p, name.as_bytes()).map_err(|e| errno(&e))?;
-            Ok(found.map(|a| self.to_kernel(&img, a)))
-        });
+        let result = match self.w() {
+            Some(w) => self.node(w, parent).and_then(|p| self.w_child(w, &p, name.as_bytes())),
+            None => self.resolve(parent).and_then(|(img, p)| {
+                let found = img.lookup(&*self.ep, p, name.as_bytes()).map_err(|e| errno(&e))?;
+                Ok(found.map(|a| self.to_kernel(&img, a)))
+            }),
+        };
         if let Ok(Some(attr)) = &result {
-            if attr.ino.0 != ROOT {
+            if attr.ino.0 != ROOT && attr.ino.0 & UPPER_BIT == 0 {
                 // The kernel holds this lookup until it sends FORGET.
                 if let Some(img) = self.ep.image_of(attr.ino.0) {
                     img.kernel_refs_add(1);
@@ -226,7 +275,7 @@ impl Filesystem for ImgFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if ino.0 != ROOT {
+        if ino.0 != ROOT && ino.0 & UPPER_BIT == 0 {
             if let Some(img) = self.ep.image_of(ino.0) {
                 img.kernel_refs_add(-(nlookup as i64));
             }
@@ -234,6 +283,12 @@ impl Filesystem for ImgFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(w) = self.w() {
+            return match self.w_getattr(w, ino) {
+                Ok(attr) => reply.attr(&TTL, &attr),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.resolve(ino).and_then(|(img, i)| img.attr(&*self.ep, i).map(|a| self.to_kernel(&img, a)).map_err(|e| errno(&e))) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
@@ -241,6 +296,22 @@ impl Filesystem for ImgFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        if let Some(w) = self.w() {
+            match self.node(w, ino) {
+                Ok(n) if !n.rel.is_empty() => match w.local.state(&n.rel) {
+                    State::Present(_) => {
+                        return match std::fs::read_link(w.local.path(&n.rel)) {
+                            Ok(t) => reply.data(t.as_os_str().as_bytes()),
+                            Err(_) => reply.error(Errno::EINVAL),
+                        };
+                    }
+                    State::Whiteout => return reply.error(Errno::ENOENT),
+                    State::Absent => {}
+                },
+                Ok(_) => {}
+                Err(e) => return reply.error(e),
+            }
+        }
         match self.resolve(ino).and_then(|(img, i)| img.readlink(i).map_err(|e| errno(&e))) {
             Ok(Some(target)) => reply.data(&target),
             Ok(None) => reply.error(Errno::EINVAL),
@@ -251,7 +322,8 @@ impl Filesystem for ImgFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Skipping opens takes effect at the first OPEN (OPENDIR) answered with ENOSYS.
         let no_open = InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT;
-        if self.materialiser.is_none() && config.add_capabilities(no_open).is_ok() {
+        // A writable layer takes every open: a write copies the file up first.
+        if self.materialiser.is_none() && self.writable.is_none() && config.add_capabilities(no_open).is_ok() {
             self.no_open.store(true, Ordering::Relaxed);
         }
         if self.materialiser.is_some()
@@ -276,7 +348,30 @@ impl Filesystem for ImgFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+        if let Some(w) = self.w() {
+            let n = match self.node(w, ino) {
+                Ok(n) => n,
+                Err(e) => return reply.error(e),
+            };
+            let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            let local = match w.local.state(&n.rel) {
+                State::Present(m) => m.is_file(),
+                State::Whiteout => return reply.error(Errno::ENOENT),
+                State::Absent => false,
+            };
+            if local || write {
+                if !local {
+                    let _shared = w.changing.read().unwrap();
+                    if let Err(e) = self.copy_up(w, &n) {
+                        return reply.error(e);
+                    }
+                }
+                return match self.open_upper(w, &n, flags.0) {
+                    Ok(f) => reply.opened(FileHandle(self.add_upper(f)), FopenFlags::empty()),
+                    Err(e) => reply.error(e),
+                };
+            }
+        } else if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
         if self.no_open.load(Ordering::Relaxed) {
@@ -322,6 +417,19 @@ impl Filesystem for ImgFs {
             }
         }
         let open = self.files.lock().unwrap().get(&fh.0).cloned();
+        if let (None, Some(w)) = (&open, self.w()) {
+            match self.upper_file(w, ino, fh, false) {
+                Ok(Some(f)) => {
+                    let mut buf = vec![0u8; size as usize];
+                    return match read_full(&f, &mut buf, offset) {
+                        Ok(n) => reply.data(&buf[..n]),
+                        Err(e) => reply.error(Errno::from(e)),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return reply.error(e),
+            }
+        }
         let result = match open {
             Some(file) => crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep),
             // No open (or a kernel that kept no handle): the inode names file and generation.
@@ -353,6 +461,15 @@ impl Filesystem for ImgFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
+        if self.uppers.lock().unwrap().remove(&fh.0).is_some() {
+            reply.ok();
+            if let Some(w) = self.w() {
+                if let Ok(n) = self.node(w, _ino) {
+                    w.changed(&n.rel);
+                }
+            }
+            return;
+        }
         let file = self.files.lock().unwrap().remove(&fh.0);
         reply.ok();
         if let Some(f) = file {
@@ -378,6 +495,26 @@ impl Filesystem for ImgFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if let Some(w) = self.w() {
+            let entries = match self.w_entries(w, ino) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            let mut next = offset;
+            while next < 2 {
+                let name = if next == 0 { "." } else { ".." };
+                if reply.add(ino, next + 1, FileType::Directory, name) {
+                    return reply.ok();
+                }
+                next += 1;
+            }
+            for (k, (name, (i, kind))) in entries.iter().enumerate().skip((next - 2) as usize) {
+                if reply.add(INodeNo(*i), k as u64 + 3, *kind, OsStr::from_bytes(name)) {
+                    break;
+                }
+            }
+            return reply.ok();
+        }
         let (img, i) = match self.resolve(ino) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
@@ -406,26 +543,26 @@ impl Filesystem for ImgFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let xattrs = match self.resolve(ino).and_then(|(img, i)| img.xattrs(i).map_err(|e| errno(&e))) {
+        let xattrs = match self.xattrs(ino) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match xattrs.iter().find(|x| x.name == name.as_bytes()) {
+        match xattrs.iter().find(|x| x.0 == name.as_bytes()) {
             None => reply.error(Errno::NO_XATTR),
-            Some(x) if size == 0 => reply.size(x.value.len() as u32),
-            Some(x) if x.value.len() > size as usize => reply.error(Errno::ERANGE),
-            Some(x) => reply.data(&x.value),
+            Some(x) if size == 0 => reply.size(x.1.len() as u32),
+            Some(x) if x.1.len() > size as usize => reply.error(Errno::ERANGE),
+            Some(x) => reply.data(&x.1),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let xattrs = match self.resolve(ino).and_then(|(img, i)| img.xattrs(i).map_err(|e| errno(&e))) {
+        let xattrs = match self.xattrs(ino) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
         let mut list = Vec::new();
         for x in &xattrs {
-            list.extend_from_slice(&x.name);
+            list.extend_from_slice(&x.0);
             list.push(0);
         }
         if size == 0 {
@@ -438,8 +575,151 @@ impl Filesystem for ImgFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if let Some(v) = self.w().and_then(|w| self.w_statfs(w)) {
+            return reply.statfs(
+                v.blocks(),
+                v.blocks_free(),
+                v.blocks_available(),
+                v.files(),
+                v.files_free(),
+                v.block_size() as u32,
+                255,
+                v.fragment_size() as u32,
+            );
+        }
         let stats = self.ep.current().manifest().stats;
         let blocks = stats.bytes.div_ceil(4096);
         reply.statfs(blocks, 0, 0, stats.files + stats.directories + stats.symlinks + stats.other, 0, 4096, 255, 4096);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        match self.w_setattr(w, ino, mode, (uid, gid), size, mtime, atime) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        let made = self.w_make(w, parent, name, (req.uid(), req.gid()), |tmp| {
+            let c = std::ffi::CString::new(tmp.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: a NUL-terminated path in the layer's work directory.
+            match unsafe { libc::mknod(c.as_ptr(), (mode & !umask) as libc::mode_t, rdev as libc::dev_t) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        self.w_entry(made, reply)
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        let made = self.w_make(w, parent, name, (req.uid(), req.gid()), |tmp| {
+            std::fs::DirBuilder::new().mode(mode & !umask & 0o7777).create(tmp)
+        });
+        self.w_entry(made, reply)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEmpty) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        match self.w_remove(w, parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEmpty) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        match self.w_remove(w, parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        let made = self.w_make(w, parent, link_name, (req.uid(), req.gid()), |tmp| std::os::unix::fs::symlink(target, tmp));
+        self.w_entry(made, reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        match self.w_rename(w, parent, name, newparent, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        let made = self.w_link(w, ino, newparent, newname);
+        self.w_entry(made, reply)
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: fuser::ReplyCreate) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        self.w_create(w, parent, name, mode & !umask, (req.uid(), req.gid()), flags, reply)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
+        match self.upper_file(w, ino, fh, true) {
+            Ok(Some(f)) => match std::os::unix::fs::FileExt::write_all_at(&*f, data, offset) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(Errno::from(e)),
+            },
+            Ok(None) => reply.error(Errno::EBADF),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: fuser::LockOwner, reply: fuser::ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: fuser::ReplyEmpty) {
+        let f = self.uppers.lock().unwrap().get(&fh.0).cloned();
+        match f.map(|f| if datasync { f.sync_data() } else { f.sync_all() }) {
+            Some(Err(e)) => reply.error(Errno::from(e)),
+            _ => reply.ok(),
+        }
     }
 }

@@ -8,10 +8,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Opens `/dev/fuse` and mounts it read-only at `mountpoint` as `fuse.imgfs`, device and
-/// set-uid files honoured, permissions checked by the kernel, open to every user. The
+/// Opens `/dev/fuse` and mounts it (read-only unless the mount has a writable layer) at
+/// `mountpoint` as `fuse.imgfs`, device and set-uid files honoured, permissions checked by the kernel, open to every user. The
 /// descriptor returned carries the session (`fuser::Session::from_fd`).
-pub fn mount(mountpoint: &Path, fsname: &str) -> io::Result<OwnedFd> {
+pub fn mount(mountpoint: &Path, fsname: &str, read_only: bool) -> io::Result<OwnedFd> {
     let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
     let rootmode = match std::fs::metadata(mountpoint) {
         // A mount whose process and keeper are gone ("transport endpoint is not connected",
@@ -31,7 +31,8 @@ pub fn mount(mountpoint: &Path, fsname: &str) -> io::Result<OwnedFd> {
         nix::unistd::getuid(),
         nix::unistd::getgid()
     );
-    nix::mount::mount(Some(fsname), mountpoint, Some("fuse.imgfs"), nix::mount::MsFlags::MS_RDONLY, Some(options.as_str()))
+    let flags = if read_only { nix::mount::MsFlags::MS_RDONLY } else { nix::mount::MsFlags::empty() };
+    nix::mount::mount(Some(fsname), mountpoint, Some("fuse.imgfs"), flags, Some(options.as_str()))
         .map_err(io::Error::from)?;
     Ok(dev.into())
 }

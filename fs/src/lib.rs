@@ -13,6 +13,7 @@ pub mod image;
 pub mod invalidate;
 pub mod keeper;
 pub mod kernel_mount;
+pub mod local;
 pub mod materialise;
 pub mod mount_helper;
 pub mod prefetch;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod supervise;
 pub mod trace;
 pub mod trusted;
+pub mod writable;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use api::control::{Prefetched, ProgressLine, Request, Startup, Status, Switch, Unpinned};
+use api::control::{Prefetched, ProgressLine, Request, ResetDone, Startup, Status, Switch, Unpinned};
 use cache::quota::{Quota, Size};
 use clap::{CommandFactory, Parser, Subcommand};
 use format::ChannelName;
@@ -82,6 +82,21 @@ struct MountArgs {
     /// update` or `imgfs rollback` (the fleet agent's staged reboot generation).
     #[arg(long, value_name = "IMAGE@N", value_parser = parse_at)]
     hold: Option<(format::ImageName, u64)>,
+    /// Keep local changes in DIR (a writable layer over the image, overlayfs's upper form:
+    /// DIR/upper, events in DIR/events.jsonl); without it the mount is read-only.
+    #[arg(long, value_name = "DIR")]
+    writable: Option<PathBuf>,
+    /// A protected path of the writable layer, a glob from the mount's root (etc/ssh/**):
+    /// a local change of it is undone (restored to the image's version) and recorded.
+    #[arg(long, value_name = "GLOB", requires = "writable")]
+    protect: Vec<String>,
+    /// A file of protected paths, one glob per line (# comments).
+    #[arg(long, value_name = "FILE", requires = "writable")]
+    protect_file: Option<PathBuf>,
+    /// How often the whole writable layer is checked against the protected paths; changes
+    /// made through the mount are undone at once.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_seconds)]
+    drift_interval: u64,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -165,6 +180,14 @@ enum Command {
     Umount {
         /// The mount point.
         mountpoint: PathBuf,
+    },
+    /// Drop the writable layer's local changes at and below PATH (all of them without one):
+    /// the image's version shows again.
+    Reset {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// A path in the mount (absolute, or relative to the mount's root).
+        path: Option<PathBuf>,
     },
     /// Show the mount's generations, channel version, cache use, pins, servers and whether it
     /// is offline.
@@ -258,6 +281,12 @@ impl MountArgs {
             arch: self.arch.clone(),
             hold: self.hold.as_ref().map(|(image, n)| format!("{image}@{n}")),
             mountpoint: self.mountpoint.clone(),
+            writable: self.writable.as_ref().map(|dir| fs::startup::WritableOptions {
+                dir: dir.clone(),
+                protect: self.protect.clone(),
+                protect_file: self.protect_file.clone(),
+                interval: std::time::Duration::from_secs(self.drift_interval.max(1)),
+            }),
         }
     }
 }
@@ -358,6 +387,13 @@ fn run(command: Command, json: bool) -> ExitCode {
             }
         },
         Command::Defer { mountpoint, duration, clear: _, config } => defer(&config, &mountpoint, duration, json),
+        Command::Reset { mountpoint, path } => {
+            let path = path.map(|p| {
+                let p = p.strip_prefix(&mountpoint).map(PathBuf::from).unwrap_or(p);
+                api::control::escape_path(p.as_os_str().as_encoded_bytes())
+            });
+            control::<ResetDone>(&mountpoint, "reset", &Request::Reset { path }, json, fs::report::reset, |_| None)
+        }
         Command::Status { mountpoint } => control::<Status>(&mountpoint, "status", &Request::Status, json, fs::report::status, |_| None),
         Command::Update { mountpoint } => control(&mountpoint, "update", &Request::Update, json, fs::report::outcome, switch_error),
         Command::Rollback { mountpoint } => control(&mountpoint, "rollback", &Request::Rollback, json, fs::report::outcome, switch_error),

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use api::control::{OpenMode, Prefetched, Progress, Refusal, Status, Switch, Unpinned};
+use api::control::{DriftKind, OpenMode, Prefetched, Progress, Refusal, ResetDone, Status, Switch, Unpinned};
 
 /// `n` bytes in binary units: `512 B`, `1.5 KiB`, `1.2 GiB`.
 pub fn bytes(n: u64) -> String {
@@ -138,7 +138,25 @@ pub fn status(st: &Status) -> String {
             }
         },
     );
+    if let Some(w) = &st.writable {
+        line("writable", format!("{}: {} local changes, {} events", w.dir, w.changes, w.events));
+        line("protected", if w.protected.is_empty() { "nothing".into() } else { w.protected.join(" ") });
+        for e in &w.recent {
+            let d = |d: &Option<format::Digest>| d.map_or("-".to_string(), |d| d.to_hex()[..12].to_string());
+            let kind = match e.kind {
+                DriftKind::Restored => "restored",
+                DriftKind::Conflict => "conflict",
+                DriftKind::Reset => "reset",
+            };
+            line("", format!("{} {kind} {} (image {}, local {}) on {}", e.at, e.path, d(&e.image), d(&e.local), e.generation));
+        }
+    }
     out
+}
+
+/// What `reset` prints.
+pub fn reset(r: &ResetDone) -> String {
+    format!("dropped {} local change(s): the image's version shows", r.removed)
 }
 
 /// `35% (12 of 34 objects, 3.0 MiB of 8.0 MiB)`.

@@ -57,6 +57,22 @@ pub struct MountOptions {
     pub hold: Option<String>,
     /// Where.
     pub mountpoint: PathBuf,
+    /// A writable layer over the generations, kept on local disk.
+    pub writable: Option<WritableOptions>,
+}
+
+/// A mount's writable layer and its drift policy.
+#[derive(Debug, Clone)]
+pub struct WritableOptions {
+    /// Where local changes are kept (`DIR/upper`, with `DIR/events.jsonl`).
+    pub dir: PathBuf,
+    /// Protected paths (globs from the mount's root).
+    pub protect: Vec<String>,
+    /// A file of more protected paths, one per line.
+    pub protect_file: Option<PathBuf>,
+    /// How often the whole layer is checked against the policy (changes made through the
+    /// mount are checked at once).
+    pub interval: Duration,
 }
 
 /// Why a mount did not come up.
@@ -125,6 +141,14 @@ pub enum MountError {
         socket: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The writable layer or its drift policy cannot be used.
+    #[error("opening the writable layer {}", dir.display())]
+    Writable {
+        /// The layer's directory.
+        dir: PathBuf,
+        /// The cause.
+        source: anyhow::Error,
     },
     /// The connection handed over by the previous process cannot be taken over.
     #[error("resuming the mount's connection from {}", cache.display())]
@@ -272,6 +296,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let restartable = std::env::var_os("NOTIFY_SOCKET").is_some();
     let inherited = crate::supervise::inherited_fuse_fd();
     let resume_err = |source| MountError::Resume { cache: cache.into(), source };
+    let writable = match &o.writable {
+        None => None,
+        Some(w) => Some(Arc::new(open_writable(w).map_err(|source| MountError::Writable { dir: w.dir.clone(), source })?)),
+    };
 
     let (ep, start, previous_version, session) = match inherited {
         Some(dev) => {
@@ -304,10 +332,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                 trace: None,
             };
             let materialiser = plain_copies(&ep, cache, o.passthrough);
-            let cfg = session_config(&format!("imgfs:{follow}"), o.threads, false);
+            let cfg = session_config(&format!("imgfs:{follow}"), o.threads, false, writable.is_some());
             let session = match recorded.init {
                 Some(init) => {
-                    let imgfs = crate::fuse::ImgFs::resumed(ep.clone(), materialiser, init, recorded.epoch);
+                    let imgfs = crate::fuse::ImgFs::resumed(ep.clone(), materialiser, init, recorded.epoch).with_writable(writable.clone());
                     let session = fuser::Session::from_fd_initialized(imgfs, dev, cfg.acl, cfg);
                     if init.resend {
                         // Requests the dead process read and never answered come again.
@@ -323,7 +351,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                 // it again (it was read), then answer it.
                 None => {
                     let _ = crate::resume::resend(std::os::fd::AsFd::as_fd(&dev));
-                    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser);
+                    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser).with_writable(writable.clone());
                     fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg)
                         .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })?
                 }
@@ -361,7 +389,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                 ep.set_journal(Arc::new(journal), true).map_err(resume_err)?;
             }
             let materialiser = plain_copies(&ep, cache, o.passthrough);
-            let session = session(ep.clone(), &format!("imgfs:{follow}"), mountpoint, o.threads, materialiser, !restartable)?;
+            let session = session(ep.clone(), &format!("imgfs:{follow}"), mountpoint, o.threads, materialiser, !restartable, writable.clone())?;
             if restartable {
                 let kept = crate::supervise::notify(&format!("FDSTORE=1\nFDNAME={}", crate::supervise::FD_NAME), Some(std::os::fd::AsFd::as_fd(&session)));
                 if let Err(e) = kept {
@@ -381,6 +409,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let keeper = Keeper::new(ep.clone(), o.quota, pins).map_err(|source| MountError::Keeper { cache: cache.into(), source })?;
     keeper.run();
     let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
+    if let Some(w) = &writable {
+        let dev = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned().ok();
+        w.set_invalidator(crate::invalidate::Invalidator::new(session.notifier(), dev));
+    }
     let invalidate = crate::invalidate::Invalidator::new(session.notifier(), dev);
     let control = Arc::new(Control::new(
         ep.clone(),
@@ -393,6 +425,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         hold,
     ));
     control.save_state();
+    if let Some(w) = &writable {
+        control.set_writable(w.clone());
+        w.run(ep.clone());
+    }
     let socket = crate::control::socket_path(mountpoint);
     control.serve(&socket).map_err(|source| MountError::Control { socket: socket.clone(), source })?;
     control.poll(o.poll.or(start.poll_seconds.map(Duration::from_secs)).unwrap_or(DEFAULT_POLL).max(Duration::from_secs(1)));
@@ -441,10 +477,18 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn session_config(fsname: &str, threads: usize, clone_fd: bool) -> fuser::Config {
+fn open_writable(w: &WritableOptions) -> anyhow::Result<crate::writable::Writable> {
+    let policy = match &w.protect_file {
+        Some(f) => crate::writable::Policy::from_file(f, &w.protect)?,
+        None => crate::writable::Policy::new(&w.protect)?,
+    };
+    Ok(crate::writable::Writable::open(&w.dir, policy, w.interval)?)
+}
+
+fn session_config(fsname: &str, threads: usize, clone_fd: bool, writable: bool) -> fuser::Config {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
-        fuser::MountOption::RO,
+        if writable { fuser::MountOption::RW } else { fuser::MountOption::RO },
         fuser::MountOption::FSName(fsname.to_string()),
         fuser::MountOption::Subtype("imgfs".into()),
         fuser::MountOption::DefaultPermissions,
@@ -467,10 +511,12 @@ fn session(
     threads: usize,
     materialiser: Option<crate::materialise::Materialiser>,
     clone_fd: bool,
+    writable: Option<Arc<crate::writable::Writable>>,
 ) -> Result<fuser::Session<crate::fuse::ImgFs>, MountError> {
-    let cfg = session_config(fsname, threads, clone_fd);
-    let imgfs = crate::fuse::ImgFs::new(ep, materialiser);
-    match crate::kernel_mount::mount(mountpoint, fsname) {
+    let cfg = session_config(fsname, threads, clone_fd, writable.is_some());
+    let read_only = writable.is_none();
+    let imgfs = crate::fuse::ImgFs::new(ep, materialiser).with_writable(writable);
+    match crate::kernel_mount::mount(mountpoint, fsname, read_only) {
         Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
         // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => fuser::Session::new(imgfs, mountpoint, &cfg),
@@ -487,7 +533,7 @@ pub fn spawn_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountp
     let manifest =
         load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
     let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
-    session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true)?.spawn().map_err(MountError::Serve)
+    session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true, None)?.spawn().map_err(MountError::Serve)
 }
 
 /// Mounts generation `digest` (`label`, `IMAGE@N`) of a local store read-only at
@@ -500,7 +546,7 @@ pub fn mount_local(store: Arc<cache::Store>, digest: Digest, label: &str, mountp
     let manifest =
         load_metadata(&fetcher, digest, &mut complete).map_err(|source| MountError::Load { label: label.to_string(), digest, source })?;
     let ep = Arc::new(Endpoint::new(fetcher, digest, manifest, complete, CHUNK_CACHE_BYTES));
-    let session = session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true)?;
+    let session = session(ep, &format!("imgctl:{label}"), mountpoint, 2, None, true, None)?;
     ready();
     session.run().map_err(MountError::Serve)
 }
