@@ -535,7 +535,11 @@ impl ImgFs {
                 return Err(io_errno(io::Error::last_os_error()));
             }
         }
-        w.changed(&n.rel);
+        // A truncation is mostly an open for writing (O_TRUNC): its release reports the
+        // change, once the writer is done.
+        if size.is_none() {
+            w.changed(&n.rel);
+        }
         let m = std::fs::symlink_metadata(&path).map_err(io_errno)?;
         Ok(upper_attr(ino.0, &m))
     }

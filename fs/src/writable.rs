@@ -406,8 +406,8 @@ impl Writable {
         events
     }
 
-    /// Drops the local changes at and below `rel` (all of them for the root); how many
-    /// entries were removed.
+    /// Drops the local changes at and below `rel` (all of them for the root), recording an
+    /// event for each (a file, link, removal or empty directory); how many.
     pub fn reset(&self, ep: &Endpoint, rel: &[u8]) -> io::Result<u64> {
         let _alone = self.changing.write().unwrap();
         let img = ep.current();
@@ -416,22 +416,30 @@ impl Writable {
         } else {
             vec![rel.to_vec()]
         };
+        let all = self.local.walk();
         let mut events = Vec::new();
         for t in targets {
-            let (local, ino) = match self.local.state(&t) {
-                State::Absent => continue,
-                State::Whiteout => (None, None),
-                State::Present(m) => (local_fingerprint(&self.local.path(&t), &m).ok(), Some(m.ino())),
-            };
-            // What lies below goes with it: the kernel forgets those names too.
-            let below: Vec<Vec<u8>> = self.local.walk().into_iter().map(|(r, _)| r).filter(|r| r.starts_with(&t) && r.get(t.len()) == Some(&b'/')).collect();
-            self.local.remove(&t)?;
-            for b in below.iter().rev() {
-                self.forget(ep, &img, b, None);
+            if matches!(self.local.state(&t), State::Absent) {
+                continue;
             }
-            self.forget(ep, &img, &t, ino);
-            let image = image_fingerprint(ep, &img, &t).ok().flatten();
-            events.push(self.event(DriftKind::Reset, &t, &img, image.as_ref(), local.as_ref(), None));
+            let below = |r: &[u8]| r == t.as_slice() || (r.starts_with(&t) && r.get(t.len()) == Some(&b'/'));
+            let entries: Vec<&(Vec<u8>, Metadata)> = all.iter().filter(|(r, _)| below(r)).collect();
+            for (r, m) in &entries {
+                // A directory of the image, copied up to hold changes below it, is not one.
+                let leaf = !m.is_dir()
+                    || (!entries.iter().any(|(c, _)| c.starts_with(r) && c.get(r.len()) == Some(&b'/'))
+                        && (self.local.opaque(r) || !image_at(ep, &img, r).is_some_and(|a| a.kind == Kind::Directory)));
+                if leaf {
+                    let local = (!local::is_whiteout(m)).then(|| local_fingerprint(&self.local.path(r), m).ok()).flatten();
+                    let image = image_fingerprint(ep, &img, r).ok().flatten();
+                    events.push(self.event(DriftKind::Reset, r, &img, image.as_ref(), local.as_ref(), None));
+                }
+            }
+            self.local.remove(&t)?;
+            // What lay below goes with it: the kernel forgets those names too.
+            for (r, m) in entries.iter().rev() {
+                self.forget(ep, &img, r, Some(m.ino()));
+            }
         }
         self.record(&events);
         Ok(events.len() as u64)

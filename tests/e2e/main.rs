@@ -32,3 +32,4 @@ mod store;
 mod tidy;
 mod trust;
 mod users;
+mod writable;
