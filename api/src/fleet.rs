@@ -337,6 +337,23 @@ pub struct NamespaceMount {
     /// The health probe run after a switch (else the agent's own, if its config has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Probe>,
+    /// A writable layer kept on the endpoint's disk, with its drift policy (else the mount
+    /// is read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable: Option<WritableMount>,
+}
+
+/// A mount's writable layer, as a namespace asks for it (`[mount.writable]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritableMount {
+    /// Protected paths, globs from the mount's root (`etc/ssh/**`): a local change of one is
+    /// undone and reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect: Vec<String>,
+    /// How often the whole layer is checked against them (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_interval_seconds: Option<u64>,
 }
 
 /// A health probe: a command (exit 0 is healthy) or an HTTP URL (2xx is healthy), with a
@@ -390,7 +407,8 @@ pub struct Namespace {
 
 impl Namespace {
     /// Why the namespace is not valid: a path that is not absolute or clean, two mounts on one
-    /// path, a share out of 1..=100, a pinned generation that is not `IMAGE@N`.
+    /// path, a share out of 1..=100, a pinned generation that is not `IMAGE@N`, a writable
+    /// layer's interval of 0 or a protected pattern that is empty or has control characters.
     pub fn problem(&self) -> Option<String> {
         let mut seen = std::collections::HashSet::new();
         for m in &self.mounts {
@@ -412,6 +430,17 @@ impl Namespace {
             if let Source::Pinned(g) = &m.source {
                 if parse_generation(g).is_none() {
                     return Some(format!("pinned generation {g:?} of {} must be IMAGE@N", m.path));
+                }
+            }
+            if let Some(w) = &m.writable {
+                if w.drift_interval_seconds == Some(0) {
+                    return Some(format!("drift_interval_seconds of {} must be at least 1", m.path));
+                }
+                if w.protect.len() > 1000 {
+                    return Some(format!("{} protects more than 1000 patterns", m.path));
+                }
+                if let Some(p) = w.protect.iter().find(|p| p.trim().is_empty() || p.len() > 4096 || p.chars().any(char::is_control)) {
+                    return Some(format!("protected pattern {p:?} of {} must be a glob without control characters", m.path));
                 }
             }
         }
@@ -773,6 +802,24 @@ pub enum EventKind {
         /// Bytes fetched.
         bytes: u64,
     },
+    /// A mount's writable layer restored a protected path, kept a conflicting local edit at a
+    /// switch, or dropped local changes on `imgfs reset` (a line of its `events.jsonl`).
+    Drift {
+        /// Mount path.
+        path: String,
+        /// The file, from the mount's root (escaped as in a trace).
+        file: String,
+        /// What happened.
+        drift: crate::control::DriftKind,
+        /// The generation served then.
+        generation: String,
+        /// The digest of the image's version, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<format::Digest>,
+        /// The digest of the local version, if there was one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<format::Digest>,
+    },
 }
 
 impl EventKind {
@@ -792,6 +839,7 @@ impl EventKind {
             EventKind::Healthy { .. } => "healthy",
             EventKind::Waiting { .. } => "waiting",
             EventKind::Prefetched { .. } => "prefetched",
+            EventKind::Drift { .. } => "drift",
         }
     }
 
@@ -807,6 +855,7 @@ impl EventKind {
             EventKind::Failed { path, generation, error } => (vec![path, generation.as_deref().unwrap_or("")], vec![error]),
             EventKind::MetadataStale { path, error } | EventKind::FetchFailed { path, error } => (vec![path], vec![error]),
             EventKind::Healthy { path, generation } | EventKind::Prefetched { path, generation, .. } => (vec![path, generation], vec![]),
+            EventKind::Drift { path, file, generation, .. } => (vec![path, file, generation], vec![]),
             EventKind::Waiting { path, generation, why, .. } => (vec![path, generation, why], vec![]),
             EventKind::Cache { cache } => {
                 if cache.pins.len() + cache.generations.len() > 1000 {

@@ -213,6 +213,16 @@ fn fleet_wire_forms_round_trip_and_refuse_what_they_should() {
         let ns = Namespace { mounts: vec![NamespaceMount { path: bad.into(), ..m.clone() }] };
         assert!(ns.problem().is_some(), "{bad:?}");
     }
+    let w: NamespaceMount =
+        serde_json::from_str(r#"{"path":"/os","channel":"os/stable","writable":{"protect":["etc/ssh/**"],"drift_interval_seconds":30}}"#).unwrap();
+    assert_eq!(w.writable.as_ref().unwrap().protect, ["etc/ssh/**"]);
+    assert_eq!(Namespace { mounts: vec![w.clone()] }.problem(), None);
+    for bad in [r#"{"protect":["etc/\u001b"]}"#, r#"{"protect":[" "]}"#, r#"{"drift_interval_seconds":0}"#] {
+        let wm: WritableMount = serde_json::from_str(bad).unwrap();
+        let ns = Namespace { mounts: vec![NamespaceMount { writable: Some(wm), ..w.clone() }] };
+        assert!(ns.problem().is_some(), "{bad}");
+    }
+    assert!(serde_json::from_str::<WritableMount>(r#"{"protected":["x"]}"#).is_err(), "unknown fields are refused");
     let e: Event = serde_json::from_str(r#"{"seq":3,"time":9,"kind":"switched","path":"/os","from":"os@1","to":"os@2","millis":12}"#).unwrap();
     assert_eq!(e.kind.name(), "switched");
     assert_eq!(serde_json::from_str::<Event>(&serde_json::to_string(&e).unwrap()).unwrap(), e);

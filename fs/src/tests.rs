@@ -491,6 +491,7 @@ mod seams {
                 seconds_ago: 42,
                 result: Switch::Switched { from: "os@1".into(), to: "os@2".into(), channel_version: 3, millis: 9 },
             }),
+            writable: None,
         }
     }
 
@@ -519,8 +520,31 @@ mod seams {
         stale.trust.last_check = Some(TrustCheck { at: "x".into(), error: Some("metadata refused: timestamp: expired".into()) });
         stale.previous = None;
         stale.last_check = None;
+        let digest = |b: &[u8]| format::Digest::of(b);
+        stale.writable = Some(api::control::WritableReport {
+            dir: "/var/lib/imgfs/writable/os".into(),
+            protected: vec!["etc/ssh/**".into(), "usr/**".into()],
+            changes: 4,
+            events: 9,
+            recent: vec![api::control::DriftEvent {
+                at: "2029-12-31T22:00:00Z".into(),
+                kind: api::control::DriftKind::Restored,
+                path: "etc/ssh/sshd_config".into(),
+                generation: "os@2".into(),
+                image: Some(digest(b"a")),
+                local: None,
+                base: None,
+            }],
+        });
         let text = crate::report::status(&stale);
+        let restored = format!(
+            "             2029-12-31T22:00:00Z restored etc/ssh/sshd_config (image {}, local -) on os@2",
+            &digest(b"a").to_hex()[..12]
+        );
         for line in [
+            "writable:    /var/lib/imgfs/writable/os: 4 local changes, 9 events",
+            "protected:   etc/ssh/** usr/**",
+            restored.as_str(),
             "metadata:    stale since 2029-12-30T00:00:00Z",
             "last error:  metadata refused: timestamp: expired",
             "previous:    none: rollback has no target",

@@ -855,7 +855,8 @@ pub fn apply_report(r: &mut Record, batch: &ReportBatch) -> (Vec<Event>, u32) {
                 let waiting = Problem { until: *until, ..problem("waiting", why, Some(generation.clone())) };
                 r.problems.insert(path.clone(), waiting);
             }
-            EventKind::Prefetched { .. } => {}
+            // Kept in the endpoint's history (`imgctl fleet events`).
+            EventKind::Prefetched { .. } | EventKind::Drift { .. } => {}
         }
     }
     if !batch.mounts.is_empty() {

@@ -409,7 +409,7 @@ mod fleet_core {
     fn group(name: &str, priority: i32, selector: Option<&str>, members: &[&EndpointId], mounts: &[(&str, Source)]) -> LiveGroup {
         let mounts = mounts
             .iter()
-            .map(|(p, s)| NamespaceMount { path: p.to_string(), source: s.clone(), cache_share: None, passthrough: false, health: None })
+            .map(|(p, s)| NamespaceMount { path: p.to_string(), source: s.clone(), cache_share: None, passthrough: false, health: None, writable: None })
             .collect();
         LiveGroup::new(Group {
             name: GroupName::new(name).unwrap(),

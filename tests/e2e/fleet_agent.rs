@@ -1,4 +1,4 @@
-//! Real `imgfs agent`s against a real imaged: enrollment, a namespace of a channel mount and a pinned mount through real FUSE, a channel move switched by the push hint, a revoked endpoint refused while its mounts keep serving.
+//! Real `imgfs agent`s against a real imaged: enrollment, a namespace of a channel mount and a pinned mount (with a writable layer whose drift is reported) through real FUSE, a channel move switched by the push hint, a revoked endpoint refused while its mounts keep serving.
 
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +46,7 @@ fn agents_enroll_mount_their_namespace_switch_on_a_channel_move_and_a_revoked_on
     let token = enroll_token(&server, None, None, json!({}));
     let group = json!({ "name": "paris", "selector": "site=paris", "namespace": { "mounts": [
         { "path": "/os", "channel": "app/stable" },
-        { "path": "/pinned", "pinned": "app@1", "cache_share": 10 },
+        { "path": "/pinned", "pinned": "app@1", "cache_share": 10, "writable": { "protect": ["f"], "drift_interval_seconds": 1 } },
     ] } });
     let r = client().post(format!("{}/v1/fleet/groups", server.url)).bearer_auth(server.token()).json(&group).send().unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
@@ -69,6 +69,16 @@ fn agents_enroll_mount_their_namespace_switch_on_a_channel_move_and_a_revoked_on
         wait_event(&server, id, "mounted", 2, 30);
         wait_event(&server, id, "facts", 1, 30);
     }
+    // The pinned mount has a writable layer whose policy protects f: an edit is undone, and
+    // the drift event reaches the server.
+    std::fs::write(a1.mount("/pinned").join("f"), "tampered").unwrap();
+    a1.wait_file("/pinned", "one", 10);
+    wait_event(&server, &id1, "drift", 1, 30);
+    let r = client().get(format!("{}/v1/fleet/endpoints/{id1}", server.url)).bearer_auth(server.token()).send().unwrap();
+    let shown: Value = r.json().unwrap();
+    let drift = shown["events"].as_array().unwrap().iter().find(|e| e["kind"] == "drift").cloned().unwrap();
+    assert_eq!((drift["path"].as_str(), drift["file"].as_str(), drift["drift"].as_str()), (Some("/pinned"), Some("f"), Some("restored")), "{drift}");
+    assert_eq!(drift["local"], format::Digest::of(b"tampered").to_hex(), "{drift}");
     // The pinned mount says so.
     let out = Command::new(bin("imgfs")).arg("status").arg(a1.mount("/pinned")).arg("--json").output().unwrap();
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();

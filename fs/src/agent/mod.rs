@@ -724,10 +724,53 @@ impl Agent {
             }
             self.event(e);
         }
+        self.report_drift();
         let cache = reconcile::cache_state(self.supervisor.children.values().filter_map(|c| c.status.as_ref()));
         if !self.supervisor.children.is_empty() && reconcile::cache_changed(self.cache.as_ref(), &cache) {
             self.cache = Some(cache.clone());
             self.event(EventKind::Cache { cache });
+        }
+    }
+
+    /// Queues the writable layers' events not reported yet, read from their logs (so none is
+    /// lost between two looks at a mount's status, or while the agent was down); queued
+    /// before they are marked reported.
+    fn report_drift(&mut self) {
+        let layers: Vec<(String, u64, String)> = self
+            .supervisor
+            .children
+            .iter()
+            .filter_map(|(p, c)| c.status.as_ref()?.writable.as_ref().map(|w| (p.clone(), w.events, w.dir.clone())))
+            .collect();
+        let mut changed = false;
+        for (path, total, dir) in layers {
+            let reported = self.memos.get(&path).map_or(0, |m| m.drift_reported);
+            if total == reported {
+                continue;
+            }
+            let fresh = if total < reported {
+                // A new layer: its log started again.
+                0
+            } else {
+                reported
+            };
+            let log = std::fs::read_to_string(std::path::Path::new(&dir).join("events.jsonl")).unwrap_or_default();
+            let lines: Vec<api::control::DriftEvent> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            for e in lines.iter().skip(fresh as usize) {
+                self.event(EventKind::Drift {
+                    path: path.clone(),
+                    file: e.path.clone(),
+                    drift: e.kind,
+                    generation: e.generation.clone(),
+                    image: e.image,
+                    local: e.local,
+                });
+            }
+            self.memo(&path).drift_reported = lines.len() as u64;
+            changed = true;
+        }
+        if changed {
+            self.save_memos();
         }
     }
 

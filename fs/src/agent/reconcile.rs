@@ -25,6 +25,8 @@ pub struct Spec {
     pub cache_share: u8,
     /// FUSE passthrough.
     pub passthrough: bool,
+    /// A writable layer and its drift policy.
+    pub writable: Option<api::fleet::WritableMount>,
 }
 
 /// Default cache share of a mount, percent.
@@ -37,6 +39,7 @@ impl Spec {
             source: m.mount.source.clone(),
             cache_share: m.mount.cache_share.unwrap_or(DEFAULT_CACHE_SHARE),
             passthrough: m.mount.passthrough,
+            writable: m.mount.writable.clone(),
         }
     }
 }
@@ -102,6 +105,13 @@ pub struct Memo {
     /// a user's deferral cannot push the switch past the policy's deadline, restarts or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered: Option<(String, i64)>,
+    /// Events of the mount's writable layer reported to the server (lines of its log).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_reported: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Memo {

@@ -74,6 +74,8 @@ struct SavedMount {
     source: Source,
     cache_share: u8,
     passthrough: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writable: Option<api::fleet::WritableMount>,
 }
 
 /// The mounts' processes.
@@ -111,7 +113,13 @@ impl Supervisor {
                 .iter()
                 .map(|(p, c)| {
                     let s = &c.running.spec;
-                    (p.clone(), SavedMount { source: s.source.clone(), cache_share: s.cache_share, passthrough: s.passthrough })
+                    (p.clone(), SavedMount {
+                            source: s.source.clone(),
+                            cache_share: s.cache_share,
+                            passthrough: s.passthrough,
+                            writable: s.writable.clone(),
+                        },
+                    )
                 })
                 .collect(),
         };
@@ -128,7 +136,7 @@ impl Supervisor {
         let Ok(file) = serde_json::from_slice::<MountsFile>(&bytes) else { return };
         for (path, m) in file.mounts {
             let local = self.config.local_path(&path);
-            let spec = Spec { source: m.source, cache_share: m.cache_share, passthrough: m.passthrough };
+            let spec = Spec { source: m.source, cache_share: m.cache_share, passthrough: m.passthrough, writable: m.writable };
             let (running, seen, status) = match status(&local) {
                 Ok(st) => {
                     tracing::info!(path, generation = %st.current.generation, "adopted a running mount");
@@ -147,6 +155,12 @@ impl Supervisor {
     /// The cache directory of the mount at namespace path `path`.
     pub fn cache_dir(&self, path: &str) -> PathBuf {
         self.config.cache.join(dir_name(path))
+    }
+
+    /// The writable layer's directory of the mount at namespace path `path` (kept with the
+    /// agent's state: it is the machine's data, not a cache).
+    pub fn writable_dir(&self, path: &str) -> PathBuf {
+        self.config.state.join("writable").join(dir_name(path))
     }
 
     /// Starts the mount at namespace path `path` (an `imgfs mount --daemon`), on generation
@@ -178,6 +192,15 @@ impl Supervisor {
         }
         if let Some(g) = hold {
             cmd.arg("--hold").arg(g);
+        }
+        if let Some(w) = &spec.writable {
+            cmd.arg("--writable").arg(self.writable_dir(path));
+            for p in &w.protect {
+                cmd.arg("--protect").arg(p);
+            }
+            if let Some(s) = w.drift_interval_seconds {
+                cmd.arg("--drift-interval").arg(format!("{}s", s.max(1)));
+            }
         }
         cmd.arg(&local);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());

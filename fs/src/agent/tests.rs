@@ -185,7 +185,7 @@ fn the_example_config_parses() {
 
 fn desired(path: &str, source: Source, hint: Option<&str>) -> DesiredMount {
     DesiredMount {
-        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None },
+        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None, writable: None },
         group: GroupName::new("kiosks").unwrap(),
         generation: hint.map(String::from),
         rollout: None,
@@ -202,7 +202,7 @@ fn channel(c: &str) -> Source {
 
 fn up(source: Source, current: &str) -> Running {
     Running {
-        spec: Spec { source, cache_share: reconcile::DEFAULT_CACHE_SHARE, passthrough: false },
+        spec: Spec { source, cache_share: reconcile::DEFAULT_CACHE_SHARE, passthrough: false, writable: None },
         state: RunState::Up { current: current.into() },
         last_update: None,
         previous: None,
@@ -223,7 +223,7 @@ fn plan_starts_stops_restarts_and_updates() {
     running.insert("/srv/app".to_string(), up(Source::Pinned("app@1".into()), "app@1"));
     running.insert("/srv/old".to_string(), up(channel("os/stable"), "os@2"));
     let actions = reconcile::plan(&want, &running, now);
-    let spec = |s| Spec { source: s, cache_share: 25, passthrough: false };
+    let spec = |s| Spec { source: s, cache_share: 25, passthrough: false, writable: None };
     assert_eq!(
         actions,
         vec![
@@ -320,6 +320,7 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
             clock_high_water: String::new(),
         },
         last_check: last_check.map(|result| LastCheck { seconds_ago: 1, result }),
+        writable: None,
     }
 }
 

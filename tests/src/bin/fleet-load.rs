@@ -295,7 +295,7 @@ async fn setup(b: &Bench) -> Result<String> {
         selector: Some(format!("{}={}", LABEL.0, LABEL.1)),
         priority: 0,
         namespace: Namespace {
-            mounts: vec![NamespaceMount { path: MOUNT.into(), source: Source::Channel(channel), cache_share: None, passthrough: false, health: None }],
+            mounts: vec![NamespaceMount { path: MOUNT.into(), source: Source::Channel(channel), cache_share: None, passthrough: false, health: None, writable: None }],
         },
         window: None,
         pin: None,

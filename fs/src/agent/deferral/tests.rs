@@ -17,6 +17,7 @@ fn mount(path: &str, max_defer: Option<u64>) -> DesiredMount {
             cache_share: None,
             passthrough: false,
             health: None,
+            writable: None,
         },
         group: GroupName::new("kiosks").unwrap(),
         generation: None,

@@ -20,6 +20,7 @@ fn mount(window: Option<Window>, ignore_windows: bool) -> DesiredMount {
             cache_share: None,
             passthrough: false,
             health: None,
+            writable: None,
         },
         group: GroupName::new("kiosks").unwrap(),
         generation: Some("os@2".into()),

@@ -140,7 +140,7 @@ pub fn parse_generation(text: &str) -> Result<String, InputError> {
 }
 
 /// The keys a `[[mount]]` table may have.
-const MOUNT_KEYS: [&str; 5] = ["path", "channel", "pinned", "cache_share", "passthrough"];
+const MOUNT_KEYS: [&str; 6] = ["path", "channel", "pinned", "cache_share", "passthrough", "writable"];
 
 /// A namespace file as written: `[[mount]]` tables (`mounts` is taken too, the API's name).
 #[derive(serde::Deserialize)]

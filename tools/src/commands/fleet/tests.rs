@@ -85,6 +85,9 @@ passthrough = true
 [[mount]]
 path = "/opt/app"
 pinned = "app@3"
+[mount.writable]
+protect = ["etc/ssh/**", "usr/**"]
+drift_interval_seconds = 30
 "#,
     )
     .unwrap();
@@ -97,8 +100,19 @@ pinned = "app@3"
                 cache_share: Some(40),
                 passthrough: true,
                 health: None,
+                writable: None,
             },
-            NamespaceMount { path: "/opt/app".into(), source: Source::Pinned("app@3".into()), cache_share: None, passthrough: false, health: None },
+            NamespaceMount {
+                path: "/opt/app".into(),
+                source: Source::Pinned("app@3".into()),
+                cache_share: None,
+                passthrough: false,
+                health: None,
+                writable: Some(api::fleet::WritableMount {
+                    protect: vec!["etc/ssh/**".into(), "usr/**".into()],
+                    drift_interval_seconds: Some(30)
+                }),
+            },
         ]
     );
     assert_eq!(namespace("empty.toml", "").unwrap(), Namespace::default());
@@ -307,7 +321,7 @@ fn events_are_one_human_line_each() {
 #[test]
 fn fleet_show_puts_desired_next_to_actual() {
     let desired = |path: &str, source: Source, group: &str, generation: Option<&str>| DesiredMount {
-        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None },
+        mount: NamespaceMount { path: path.into(), source, cache_share: None, passthrough: false, health: None, writable: None },
         group: GroupName::new(group).unwrap(),
         generation: generation.map(String::from),
         rollout: None,
@@ -404,6 +418,15 @@ fn rollout_events_are_one_human_line_each() {
     let check = |kind: EventKind, want: &str| assert_eq!(text::event(&kind), want);
     check(EventKind::Healthy { path: "/os".into(), generation: "os@5".into() }, "healthy /os on os@5");
     check(EventKind::Prefetched { path: "/os".into(), generation: "os@5".into(), bytes: 3 << 20 }, "prefetched os@5 for /os: 3.0 MiB");
+    let drift = EventKind::Drift {
+        path: "/os".into(),
+        file: "etc/ssh/sshd_config".into(),
+        drift: api::control::DriftKind::Restored,
+        generation: "os@5".into(),
+        image: None,
+        local: None,
+    };
+    check(drift, "drift /os: restored a protected file, etc/ssh/sshd_config (on os@5)");
     let waiting = |why: &str, until: Option<i64>| EventKind::Waiting { path: "/os".into(), generation: "os@5".into(), why: why.into(), until };
     check(waiting("window", Some(NOW + 7200)), "waiting /os for os@5: its maintenance window opens 2026-12-03 12:05");
     check(waiting("window", None), "waiting /os for os@5: its maintenance window");

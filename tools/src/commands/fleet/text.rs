@@ -165,6 +165,14 @@ pub fn event(kind: &EventKind) -> String {
         EventKind::Healthy { path, generation } => format!("healthy {path} on {generation}"),
         EventKind::Waiting { path, generation, why, until } => format!("waiting {path} for {generation}: {}", waiting(why, until.map(minute))),
         EventKind::Prefetched { path, generation, bytes } => format!("prefetched {generation} for {path}: {}", fs::report::bytes(*bytes)),
+        EventKind::Drift { path, file, drift, generation, .. } => {
+            let what = match drift {
+                api::control::DriftKind::Restored => "restored a protected file",
+                api::control::DriftKind::Conflict => "kept a local edit the new generation also changed",
+                api::control::DriftKind::Reset => "dropped a local change",
+            };
+            format!("drift {path}: {what}, {file} (on {generation})")
+        }
     }
 }
 
