@@ -77,7 +77,7 @@ pub struct ImgFs {
     /// The writable layer, if the mount has one.
     writable: Option<Arc<crate::writable::Writable>>,
     /// Open files of the writable layer, by handle.
-    uppers: Mutex<HashMap<u64, Arc<std::fs::File>>>,
+    uppers: Mutex<HashMap<u64, Arc<layer::UpperOpen>>>,
 }
 
 impl ImgFs {
@@ -365,9 +365,14 @@ impl Filesystem for ImgFs {
                     if let Err(e) = self.copy_up(w, &n) {
                         return reply.error(e);
                     }
+                    // New lookups find the local file, under its own inode.
+                    self.expire_later(&n.rel);
                 }
+                // Through an image inode (looked up before the copy), the kernel's cache of
+                // that inode must keep the image's version: the local file bypasses it.
+                let flags_out = if n.image.is_some() { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
                 return match self.open_upper(w, &n, flags.0) {
-                    Ok(f) => reply.opened(FileHandle(self.add_upper(f)), FopenFlags::empty()),
+                    Ok(f) => reply.opened(FileHandle(self.add_upper(w, f, write.then_some(n.rel.as_slice()))), flags_out),
                     Err(e) => reply.error(e),
                 };
             }
@@ -417,11 +422,14 @@ impl Filesystem for ImgFs {
             }
         }
         let open = self.files.lock().unwrap().get(&fh.0).cloned();
+        // With a writable layer: a local file's handle, or (no handle known, after a restart)
+        // the local file at the inode's path. A file opened from the image before it was
+        // copied up keeps reading the image's version, as in overlayfs.
         if let (None, Some(w)) = (&open, self.w()) {
             match self.upper_file(w, ino, fh, false) {
                 Ok(Some(f)) => {
                     let mut buf = vec![0u8; size as usize];
-                    return match read_full(&f, &mut buf, offset) {
+                    return match read_full(&f.file, &mut buf, offset) {
                         Ok(n) => reply.data(&buf[..n]),
                         Err(e) => reply.error(Errno::from(e)),
                     };
@@ -461,9 +469,12 @@ impl Filesystem for ImgFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        if self.uppers.lock().unwrap().remove(&fh.0).is_some() {
+        if let Some(u) = self.uppers.lock().unwrap().remove(&fh.0) {
             reply.ok();
             if let Some(w) = self.w() {
+                if let Some(rel) = &u.writing {
+                    w.opened(rel, -1);
+                }
                 if let Ok(n) = self.node(w, _ino) {
                     w.changed(&n.rel);
                 }
@@ -619,10 +630,10 @@ impl Filesystem for ImgFs {
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
-        let made = self.w_make(w, parent, name, (req.uid(), req.gid()), |tmp| {
+        let made = self.w_make(w, parent, name, Some((req.uid(), req.gid())), Some(mode & !umask & 0o7777), |tmp| {
             let c = std::ffi::CString::new(tmp.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             // SAFETY: a NUL-terminated path in the layer's work directory.
-            match unsafe { libc::mknod(c.as_ptr(), (mode & !umask) as libc::mode_t, rdev as libc::dev_t) } {
+            match unsafe { libc::mknod(c.as_ptr(), (mode & libc::S_IFMT) | 0o600, rdev as libc::dev_t) } {
                 0 => Ok(()),
                 _ => Err(std::io::Error::last_os_error()),
             }
@@ -632,8 +643,8 @@ impl Filesystem for ImgFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
-        let made = self.w_make(w, parent, name, (req.uid(), req.gid()), |tmp| {
-            std::fs::DirBuilder::new().mode(mode & !umask & 0o7777).create(tmp)
+        let made = self.w_make(w, parent, name, Some((req.uid(), req.gid())), Some(mode & !umask & 0o7777), |tmp| {
+            std::fs::DirBuilder::new().mode(0o700).create(tmp)
         });
         self.w_entry(made, reply)
     }
@@ -656,7 +667,7 @@ impl Filesystem for ImgFs {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
         let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
-        let made = self.w_make(w, parent, link_name, (req.uid(), req.gid()), |tmp| std::os::unix::fs::symlink(target, tmp));
+        let made = self.w_make(w, parent, link_name, Some((req.uid(), req.gid())), None, |tmp| std::os::unix::fs::symlink(target, tmp));
         self.w_entry(made, reply)
     }
 
@@ -702,7 +713,7 @@ impl Filesystem for ImgFs {
     ) {
         let Some(w) = self.w() else { return reply.error(Errno::EROFS) };
         match self.upper_file(w, ino, fh, true) {
-            Ok(Some(f)) => match std::os::unix::fs::FileExt::write_all_at(&*f, data, offset) {
+            Ok(Some(f)) => match std::os::unix::fs::FileExt::write_all_at(&f.file, data, offset) {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(Errno::from(e)),
             },
@@ -717,7 +728,7 @@ impl Filesystem for ImgFs {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: fuser::ReplyEmpty) {
         let f = self.uppers.lock().unwrap().get(&fh.0).cloned();
-        match f.map(|f| if datasync { f.sync_data() } else { f.sync_all() }) {
+        match f.map(|f| if datasync { f.file.sync_data() } else { f.file.sync_all() }) {
             Some(Err(e)) => reply.error(Errno::from(e)),
             _ => reply.ok(),
         }

@@ -23,7 +23,7 @@ use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INode
 use super::{ImgFs, TTL, file_type};
 use crate::image::{Attr, Image, Kind};
 use crate::local::{self, State, UPPER_BIT};
-use crate::writable::{Writable, image_at};
+use crate::writable::Writable;
 
 /// A kernel inode, found: its path and, for an image inode, its generation and number.
 pub(super) struct Node {
@@ -80,7 +80,8 @@ pub(super) fn upper_attr(ino: u64, m: &Metadata) -> FileAttr {
     }
 }
 
-/// Sets owner, permission bits (not on symlinks) and modification time of a local entry.
+/// Sets owner, then permission bits (not on symlinks; after the owner, whose change clears
+/// set-id bits) and modification time of a local entry, never following a symlink.
 fn set_meta(path: &Path, perm: Option<u32>, owner: Option<(u32, u32)>, mtime: Option<(i64, u32)>, symlink: bool) -> Result<(), Errno> {
     let c = cpath(path)?;
     // SAFETY: NUL-terminated paths; plain system calls on an entry of the upper directory.
@@ -91,7 +92,7 @@ fn set_meta(path: &Path, perm: Option<u32>, owner: Option<(u32, u32)>, mtime: Op
             }
         }
         if let (Some(p), false) = (perm, symlink) {
-            if libc::chmod(c.as_ptr(), p as libc::mode_t) != 0 {
+            if libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), p as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW) != 0 {
                 return Err(io_errno(io::Error::last_os_error()));
             }
         }
@@ -105,9 +106,34 @@ fn set_meta(path: &Path, perm: Option<u32>, owner: Option<(u32, u32)>, mtime: Op
     Ok(())
 }
 
+/// Gives `path` (in the work directory) the extended attributes of the image's `ino`.
+fn copy_xattrs(img: &Image, ino: u64, path: &Path) {
+    let Ok(c) = cpath(path) else { return };
+    for x in img.xattrs(ino).unwrap_or_default() {
+        if let Ok(name) = CString::new(x.name.clone()) {
+            // SAFETY: NUL-terminated names, the value's length given.
+            unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), x.value.as_ptr().cast(), x.value.len(), 0) };
+        }
+    }
+}
+
+/// A local file open through the mount.
+pub(super) struct UpperOpen {
+    pub file: File,
+    /// Its path when opened, if opened for writing (a merge leaves it alone meanwhile).
+    pub writing: Option<Vec<u8>>,
+}
+
 impl ImgFs {
     pub(super) fn w(&self) -> Option<&Arc<Writable>> {
         self.writable.as_ref()
+    }
+
+    /// Has the kernel look `rel` up again, from another thread: the kernel may hold the
+    /// directory's lock while this request runs.
+    pub(super) fn expire_later(&self, rel: &[u8]) {
+        let (Some(w), ep, rel) = (self.writable.clone(), self.ep.clone(), rel.to_vec()) else { return };
+        let _ = std::thread::Builder::new().name("imgfs-expire".into()).spawn(move || w.expire(&ep, &rel));
     }
 
     /// The path and generation of a kernel inode.
@@ -115,11 +141,15 @@ impl ImgFs {
         if ino.0 & UPPER_BIT != 0 {
             return w.local.rel_of(ino.0).map(|rel| Node { rel, image: None }).ok_or(Errno::ESTALE);
         }
-        if let Some(rel) = w.local.moved(ino.0) {
-            return Ok(Node { rel, image: None });
-        }
         let (img, i) = self.resolve(ino)?;
         let rel = img.path_of(i).ok_or(Errno::ESTALE)?;
+        if let Some(to) = w.local.moved(ino.0) {
+            // Renamed on this machine: it lives at its new path while its old one is removed.
+            if matches!(w.local.state(&rel), State::Whiteout) {
+                return Ok(Node { rel: to, image: None });
+            }
+            w.local.unmove(ino.0);
+        }
         Ok(Node { rel, image: Some((img, i)) })
     }
 
@@ -133,7 +163,7 @@ impl ImgFs {
             Some((img, i)) => img.lookup(&*self.ep, *i, name).ok().flatten().map(|a| (img.clone(), a)),
             None => {
                 let img = self.ep.current();
-                image_at(&self.ep, &img, &local::join(&p.rel, name)).map(|a| (img, a))
+                w.image_at(&self.ep, &img, &local::join(&p.rel, name)).map(|a| (img, a))
             }
         }
     }
@@ -181,7 +211,7 @@ impl ImgFs {
                 Some((img, i)) => Some((img.clone(), *i)),
                 None => {
                     let img = self.ep.current();
-                    image_at(&self.ep, &img, &n.rel).filter(|a| a.kind == Kind::Directory).map(|a| (img, a.ino))
+                    w.image_at(&self.ep, &img, &n.rel).filter(|a| a.kind == Kind::Directory).map(|a| (img, a.ino))
                 }
             }
         };
@@ -209,10 +239,11 @@ impl ImgFs {
     /// Copies the image's directory at `rel` into the upper directory (owner, mode, time).
     fn copy_up_dir(&self, w: &Writable, rel: &[u8]) -> Result<(), Errno> {
         let img = self.ep.current();
-        let a = image_at(&self.ep, &img, rel).filter(|a| a.kind == Kind::Directory).ok_or(Errno::ENOENT)?;
+        let a = w.image_at(&self.ep, &img, rel).filter(|a| a.kind == Kind::Directory).ok_or(Errno::ENOENT)?;
         let tmp = w.local.scratch();
         std::fs::create_dir(&tmp).map_err(io_errno)?;
         set_meta(&tmp, Some(a.perm as u32), Some((a.uid, a.gid)), Some((a.mtime_sec, a.mtime_nsec)), false)?;
+        copy_xattrs(&img, a.ino, &tmp);
         match std::fs::rename(&tmp, w.local.path(rel)) {
             Ok(()) => Ok(()),
             // Made meanwhile by another request.
@@ -245,6 +276,8 @@ impl ImgFs {
 
     /// Copies the image's entry of `n` into the upper directory, if it is not there yet.
     pub(super) fn copy_up(&self, w: &Writable, n: &Node) -> Result<(), Errno> {
+        // One copy at a time: two writers of one file must not both copy it.
+        let _one = w.copying.lock().unwrap();
         match w.local.state(&n.rel) {
             State::Present(_) => return Ok(()),
             State::Whiteout => return Err(Errno::ENOENT),
@@ -255,11 +288,12 @@ impl ImgFs {
             Some((img, i)) => (img.clone(), img.attr(&*self.ep, *i).map_err(|e| super::errno(&e))?),
             None => {
                 let img = self.ep.current();
-                let a = image_at(&self.ep, &img, &n.rel).ok_or(Errno::ENOENT)?;
+                let a = w.image_at(&self.ep, &img, &n.rel).ok_or(Errno::ENOENT)?;
                 (img, a)
             }
         };
         if a.kind == Kind::Directory {
+            drop(_one);
             return self.copy_up_dir(w, &n.rel);
         }
         let tmp = w.local.scratch();
@@ -304,12 +338,7 @@ impl ImgFs {
         let symlink = a.kind == Kind::Symlink;
         set_meta(&tmp, Some(a.perm as u32), Some((a.uid, a.gid)), Some((a.mtime_sec, a.mtime_nsec)), symlink)?;
         // Capabilities and the like go with the copy (after chown, which clears them).
-        for x in img.xattrs(a.ino).unwrap_or_default() {
-            if let Ok(name) = CString::new(x.name.clone()) {
-                // SAFETY: NUL-terminated names, the value's length given.
-                unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), x.value.as_ptr().cast(), x.value.len(), 0) };
-            }
-        }
+        copy_xattrs(&img, a.ino, &tmp);
         w.local.replace(&tmp, &n.rel).map_err(io_errno)
     }
 
@@ -319,42 +348,49 @@ impl ImgFs {
         std::fs::OpenOptions::new()
             .read(acc != libc::O_WRONLY)
             .write(acc != libc::O_RDONLY)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(w.local.path(&n.rel))
             .map_err(io_errno)
     }
 
-    /// Registers an open local file; its handle.
-    pub(super) fn add_upper(&self, f: File) -> u64 {
+    /// Registers an open local file (at `rel`, if open for writing); its handle.
+    pub(super) fn add_upper(&self, w: &Writable, f: File, writing: Option<&[u8]>) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.uppers.lock().unwrap().insert(fh, Arc::new(f));
+        if let Some(rel) = writing {
+            w.opened(rel, 1);
+        }
+        self.uppers.lock().unwrap().insert(fh, Arc::new(UpperOpen { file: f, writing: writing.map(<[u8]>::to_vec) }));
         fh
     }
 
     /// The open local file behind `fh`, or (after a restart, which forgot handles) the file
     /// at the inode's path.
-    pub(super) fn upper_file(&self, w: &Writable, ino: INodeNo, fh: FileHandle, write: bool) -> Result<Option<Arc<File>>, Errno> {
+    pub(super) fn upper_file(&self, w: &Writable, ino: INodeNo, fh: FileHandle, write: bool) -> Result<Option<Arc<UpperOpen>>, Errno> {
         if let Some(f) = self.uppers.lock().unwrap().get(&fh.0) {
             return Ok(Some(f.clone()));
         }
         let n = self.node(w, ino)?;
         match w.local.state(&n.rel) {
             State::Present(m) if m.is_file() => {
-                Ok(Some(Arc::new(self.open_upper(w, &n, if write { libc::O_RDWR } else { libc::O_RDONLY })?)))
+                let file = self.open_upper(w, &n, if write { libc::O_RDWR } else { libc::O_RDONLY })?;
+                Ok(Some(Arc::new(UpperOpen { file, writing: None })))
             }
             _ if write => Err(Errno::EBADF),
             _ => Ok(None),
         }
     }
 
-    /// Makes a new entry `name` in directory `parent` with `make` (given its scratch path),
-    /// owned by the caller; replaces a whiteout, and a directory replacing one hides the
-    /// image's children.
+    /// Makes a new entry `name` in directory `parent` with `make` (given its scratch path):
+    /// owned by `owner` (the group of a set-group-id directory instead, as the kernel does),
+    /// with permission bits `mode`; replaces a whiteout, and a directory replacing one hides
+    /// the image's children.
     pub(super) fn w_make(
         &self,
         w: &Writable,
         parent: INodeNo,
         name: &OsStr,
-        owner: (u32, u32),
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
         make: impl FnOnce(&Path) -> io::Result<()>,
     ) -> Result<(Vec<u8>, FileAttr), Errno> {
         let _shared = w.changing.read().unwrap();
@@ -367,8 +403,12 @@ impl ImgFs {
         let was_whiteout = matches!(w.local.state(&rel), State::Whiteout);
         let tmp = w.local.scratch();
         make(&tmp).map_err(io_errno)?;
-        let is_dir = std::fs::symlink_metadata(&tmp).map_err(io_errno)?.is_dir();
-        set_meta(&tmp, None, Some(owner), None, false)?;
+        let m = std::fs::symlink_metadata(&tmp).map_err(io_errno)?;
+        let (is_dir, symlink) = (m.is_dir(), m.file_type().is_symlink());
+        let setgid_dir = self.w_getattr(w, parent).ok().filter(|a| a.perm as u32 & libc::S_ISGID != 0);
+        let owner = owner.map(|(uid, gid)| (uid, setgid_dir.map_or(gid, |a| a.gid)));
+        let mode = mode.map(|m| if is_dir && setgid_dir.is_some() { m | libc::S_ISGID } else { m });
+        set_meta(&tmp, mode, owner, None, symlink)?;
         w.local.replace(&tmp, &rel).map_err(io_errno)?;
         if was_whiteout && is_dir {
             w.local.set_opaque(&rel, true).map_err(io_errno)?;
@@ -380,15 +420,16 @@ impl ImgFs {
     }
 
     pub(super) fn w_create(&self, w: &Writable, parent: INodeNo, name: &OsStr, mode: u32, owner: (u32, u32), flags: i32, reply: ReplyCreate) {
-        let made = self.w_make(w, parent, name, owner, |tmp| {
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode & 0o7777).open(tmp).map(drop)
+        let made = self.w_make(w, parent, name, Some(owner), Some(mode & 0o7777), |tmp| {
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp).map(drop)
         });
         let (rel, attr) = match made {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.open_upper(w, &Node { rel, image: None }, flags) {
-            Ok(f) => reply.created(&TTL, &attr, Generation(0), FileHandle(self.add_upper(f)), FopenFlags::empty()),
+        let writing = (flags & libc::O_ACCMODE != libc::O_RDONLY).then_some(rel.as_slice());
+        match self.open_upper(w, &Node { rel: rel.clone(), image: None }, flags) {
+            Ok(f) => reply.created(&TTL, &attr, Generation(0), FileHandle(self.add_upper(w, f, writing)), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
@@ -396,7 +437,10 @@ impl ImgFs {
     pub(super) fn w_entry(&self, made: Result<(Vec<u8>, FileAttr), Errno>, reply: ReplyEntry) {
         match made {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
+            Err(e) => {
+                tracing::debug!(?e, "a new entry was refused");
+                reply.error(e)
+            }
         }
     }
 
@@ -416,6 +460,7 @@ impl ImgFs {
         }
         let in_image = self.image_child(w, &p, name.as_bytes()).is_some();
         w.local.remove(&rel).map_err(io_errno)?;
+        w.local.forget(&rel);
         if in_image {
             self.ensure_parents(w, &rel)?;
             w.local.whiteout(&rel).map_err(io_errno)?;
@@ -474,7 +519,9 @@ impl ImgFs {
         if image_ino.is_some() {
             w.local.whiteout(&from).map_err(io_errno)?;
         }
-        w.local.renamed(&from, &to, image_ino.filter(|_| src.ino.0 & UPPER_BIT == 0));
+        // The kernel may hold the image's inode for it (looked up before a copy-up): it now
+        // lives at `to`.
+        w.local.renamed(&from, &to, image_ino);
         w.changed(&from);
         w.changed(&to);
         Ok(())
@@ -488,8 +535,9 @@ impl ImgFs {
             n
         };
         let src = w.local.path(&n.rel);
-        let owner = std::fs::symlink_metadata(&src).map(|m| (m.uid(), m.gid())).map_err(io_errno)?;
-        self.w_make(w, newparent, newname, owner, |tmp| std::fs::hard_link(&src, tmp))
+        // A link is the same inode: its owner and mode stay as they are (a chown would clear
+        // set-id bits and capabilities of the file itself).
+        self.w_make(w, newparent, newname, None, None, |tmp| std::fs::hard_link(&src, tmp))
     }
 
     pub(super) fn w_setattr(
@@ -503,9 +551,14 @@ impl ImgFs {
         atime: Option<TimeOrNow>,
     ) -> Result<FileAttr, Errno> {
         let n = self.node(w, ino)?;
-        {
+        if n.rel.is_empty() {
+            // The mount's root is the image's.
+            return Err(Errno::EPERM);
+        }
+        if !matches!(w.local.state(&n.rel), State::Present(_)) {
             let _shared = w.changing.read().unwrap();
             self.copy_up(w, &n)?;
+            self.expire_later(&n.rel);
         }
         let path = w.local.path(&n.rel);
         let m = std::fs::symlink_metadata(&path).map_err(io_errno)?;
@@ -517,7 +570,7 @@ impl ImgFs {
             set_meta(&path, Some(mode & 0o7777), None, None, symlink)?;
         }
         if let Some(size) = size {
-            std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(size)).map_err(io_errno)?;
+            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).and_then(|f| f.set_len(size)).map_err(io_errno)?;
         }
         if mtime.is_some() || atime.is_some() {
             let ts = |t: Option<TimeOrNow>| match t {
@@ -535,9 +588,9 @@ impl ImgFs {
                 return Err(io_errno(io::Error::last_os_error()));
             }
         }
-        // A truncation is mostly an open for writing (O_TRUNC): its release reports the
-        // change, once the writer is done.
-        if size.is_none() {
+        // A truncation of a file open for writing (O_TRUNC, ftruncate) is reported by its
+        // release, once the writer is done.
+        if size.is_none() || !w.is_open_for_writing(&n.rel) {
             w.changed(&n.rel);
         }
         let m = std::fs::symlink_metadata(&path).map_err(io_errno)?;
@@ -551,7 +604,8 @@ impl ImgFs {
         if n.rel.is_empty() || !matches!(w.local.state(&n.rel), State::Present(_)) {
             return Ok(None);
         }
-        let c = cpath(&w.local.path(&n.rel))?;
+        let at = w.local.path(&n.rel);
+        let c = cpath(&at)?;
         let mut names = vec![0u8; 4096];
         // SAFETY: a NUL-terminated path; the buffer's length is given.
         let len = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
@@ -574,7 +628,7 @@ impl ImgFs {
 
     /// The upper directory's file system figures, for statfs: free space is the layer's.
     pub(super) fn w_statfs(&self, w: &Writable) -> Option<nix::sys::statvfs::Statvfs> {
-        nix::sys::statvfs::statvfs(&w.local.path(b"")).ok()
+        nix::sys::statvfs::statvfs(&*w.local.path(b"")).ok()
     }
 }
 

@@ -5,9 +5,14 @@
 //! removed and made again carries `trusted.overlay.opaque=y` (the image's children hidden).
 //! Paths are relative to the mount's root, as bytes (`etc/ssh/sshd_config`). New entries are
 //! made in `DIR/work` and renamed into place: a copy is never visible half-written.
+//!
+//! Every path is resolved beneath the upper directory without following symlinks
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` for its directory): imgfs runs as
+//! root, and a link a user made in the layer must never lead it outside.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -34,10 +39,32 @@ pub enum State {
     Present(Metadata),
 }
 
+/// A path of the upper directory resolved safely: `/proc/self/fd/N/NAME`, N a descriptor of its
+/// directory (held as long as this lives), so no symlink in the directories above can lead
+/// elsewhere. Calls on it must not follow a symlink in the last name themselves.
+pub struct At {
+    _dir: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for At {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for At {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The upper directory.
 pub struct Local {
     dir: PathBuf,
     upper: PathBuf,
+    upper_fd: OwnedFd,
     work: PathBuf,
     /// Upper inode numbers the kernel was given → their paths.
     inos: Mutex<HashMap<u64, Vec<u8>>>,
@@ -85,7 +112,23 @@ impl Local {
             std::fs::remove_dir_all(&work)?;
         }
         std::fs::create_dir_all(&work)?;
-        Ok(Local { dir: dir.to_path_buf(), upper, work, inos: Mutex::default(), moved: Mutex::default(), tmp: AtomicU64::new(0) })
+        let c = cpath(&upper)?;
+        // SAFETY: a NUL-terminated path; the descriptor returned is owned below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just opened and owned by nothing else.
+        let upper_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Local {
+            dir: dir.to_path_buf(),
+            upper,
+            upper_fd,
+            work,
+            inos: Mutex::default(),
+            moved: Mutex::default(),
+            tmp: AtomicU64::new(0),
+        })
     }
 
     /// The layer's directory.
@@ -93,9 +136,48 @@ impl Local {
         &self.dir
     }
 
-    /// Where `rel` lives in the upper directory.
-    pub fn path(&self, rel: &[u8]) -> PathBuf {
-        if rel.is_empty() { self.upper.clone() } else { self.upper.join(OsStr::from_bytes(rel)) }
+    /// The directory `rel` of the upper directory, opened `O_PATH` without following any
+    /// symlink on the way (the root for an empty path).
+    pub fn dir_fd(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        let path = if rel.is_empty() { CString::new(".").unwrap() } else { CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))? };
+        // `struct open_how` of openat2(2) (libc's is non-exhaustive).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: openat2 with a NUL-terminated path and an open_how of the size given.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_openat2, self.upper_fd.as_raw_fd(), path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just opened and owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Where `rel` lives in the upper directory, resolved safely (a path that does not exist
+    /// when its directory cannot be reached that way).
+    pub fn path(&self, rel: &[u8]) -> At {
+        if rel.is_empty() {
+            return At { _dir: None, path: self.upper.clone() };
+        }
+        let (parent, name) = split(rel);
+        match self.dir_fd(parent) {
+            Ok(fd) => {
+                let mut path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                path.push(OsStr::from_bytes(name));
+                At { _dir: Some(fd), path }
+            }
+            Err(_) => At { _dir: None, path: PathBuf::from("/proc/self/fd/-1/missing") },
+        }
     }
 
     /// A fresh name in the work directory (same file system as the upper directory).
@@ -114,7 +196,9 @@ impl Local {
 
     /// Whether the directory at `rel` hides the image's children.
     pub fn opaque(&self, rel: &[u8]) -> bool {
-        let Ok(p) = cpath(&self.path(rel)) else { return false };
+        // The path's directory descriptor lives in `at` while the call runs.
+        let at = self.path(rel);
+        let Ok(p) = cpath(&at) else { return false };
         let name = CString::new(OPAQUE).unwrap();
         let mut v = [0u8; 4];
         // SAFETY: both names are NUL-terminated; the buffer's length is given.
@@ -124,7 +208,8 @@ impl Local {
 
     /// Marks the directory at `rel` opaque (or not).
     pub fn set_opaque(&self, rel: &[u8], on: bool) -> io::Result<()> {
-        let p = cpath(&self.path(rel))?;
+        let at = self.path(rel);
+        let p = cpath(&at)?;
         let name = CString::new(OPAQUE).unwrap();
         // SAFETY: NUL-terminated names, a one-byte value.
         let r = unsafe {
@@ -145,7 +230,8 @@ impl Local {
 
     /// The names the upper directory holds in directory `rel` (whiteouts included).
     pub fn names(&self, rel: &[u8]) -> Vec<(Vec<u8>, Metadata)> {
-        let Ok(rd) = std::fs::read_dir(self.path(rel)) else { return Vec::new() };
+        let Ok(fd) = self.dir_fd(rel) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd())) else { return Vec::new() };
         rd.filter_map(|e| {
             let e = e.ok()?;
             let m = e.metadata().ok()?;
@@ -161,12 +247,17 @@ impl Local {
         ino
     }
 
-    /// The path of an upper inode number (after a restart, found by walking the directory).
+    /// The path of an upper inode number: where it was last seen if the entry there is still
+    /// that inode, else found by walking the directory (after a restart, or a change made
+    /// behind the mount's back); `None` once it is gone.
     pub fn rel_of(&self, ino: u64) -> Option<Vec<u8>> {
-        if let Some(r) = self.inos.lock().unwrap().get(&ino) {
-            return Some(r.clone());
-        }
         let want = ino & !UPPER_BIT;
+        let known = self.inos.lock().unwrap().get(&ino).cloned();
+        if let Some(r) = known {
+            if std::fs::symlink_metadata(self.path(&r)).is_ok_and(|m| m.ino() & !UPPER_BIT == want) {
+                return Some(r);
+            }
+        }
         let mut stack = vec![Vec::new()];
         while let Some(dir) = stack.pop() {
             for (name, m) in self.names(&dir) {
@@ -216,15 +307,26 @@ impl Local {
         self.replace(&tmp, rel)
     }
 
-    /// Moves `tmp` (made in the work directory) to `rel`, replacing what was there.
+    /// Moves `tmp` (made in the work directory) to `rel`, replacing what was there (a
+    /// directory and a non-directory replace each other too: a whiteout by a directory).
     pub fn replace(&self, tmp: &Path, rel: &[u8]) -> io::Result<()> {
         let dst = self.path(rel);
         if let Ok(m) = std::fs::symlink_metadata(&dst) {
-            if m.is_dir() && !std::fs::symlink_metadata(tmp)?.is_dir() {
-                std::fs::remove_dir_all(&dst)?;
+            if m.is_dir() != std::fs::symlink_metadata(tmp)?.is_dir() {
+                if m.is_dir() { std::fs::remove_dir_all(&dst)? } else { std::fs::remove_file(&dst)? }
             }
         }
-        std::fs::rename(tmp, dst)
+        std::fs::rename(tmp, &dst)
+    }
+
+    /// Forgets the upper inode number of `rel` (removed).
+    pub fn forget(&self, rel: &[u8]) {
+        self.inos.lock().unwrap().retain(|_, p| p.as_slice() != rel);
+    }
+
+    /// Forgets where an image inode number moved.
+    pub fn unmove(&self, ino: u64) {
+        self.moved.lock().unwrap().remove(&ino);
     }
 
     /// Removes what the upper directory holds at `rel` (a directory with all below it).

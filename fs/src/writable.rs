@@ -17,7 +17,7 @@
 use std::fs::Metadata;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -137,7 +137,7 @@ pub fn local_fingerprint(path: &Path, m: &Metadata) -> io::Result<Fingerprint> {
     let ft = m.file_type();
     let content = if ft.is_file() {
         let mut h = blake3::Hasher::new();
-        let mut f = std::fs::File::open(path)?;
+        let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = f.read(&mut buf)?;
@@ -224,12 +224,17 @@ pub enum Merge {
 pub fn merge_rule(base: Option<&Fingerprint>, local: Option<&Fingerprint>, new: Option<&Fingerprint>) -> Merge {
     if base == new {
         Merge::Keep
-    } else if local == new {
+    } else if local == new || local == base {
+        // The same change, or a copy that changed nothing (opened for writing, touched).
         Merge::Drop
     } else {
         Merge::Conflict
     }
 }
+
+/// What the kernel must forget after a change made behind the mount's back: a path, and the
+/// upper inode number it had.
+type Forget = (Vec<u8>, Option<u64>);
 
 /// The layer of one mount.
 pub struct Writable {
@@ -238,8 +243,14 @@ pub struct Writable {
     policy: Policy,
     /// How often the whole layer is checked against the policy.
     interval: Duration,
-    /// Mutations through the mount hold it shared; restore, merge and reset hold it alone.
+    /// Mutations through the mount hold it shared; restore, merge and reset hold it alone
+    /// (and tell the kernel only after letting it go: the kernel may hold a directory's lock
+    /// while it waits for a mutation blocked here).
     pub(crate) changing: RwLock<()>,
+    /// Copies up run one at a time.
+    pub(crate) copying: Mutex<()>,
+    /// Paths open for writing through the mount, and how many times.
+    writing: Mutex<std::collections::HashMap<Vec<u8>, u32>>,
     events: Mutex<()>,
     wake: Mutex<Option<SyncSender<()>>>,
     invalidate: OnceLock<Invalidator>,
@@ -253,6 +264,8 @@ impl Writable {
             policy,
             interval,
             changing: RwLock::new(()),
+            copying: Mutex::new(()),
+            writing: Mutex::default(),
             events: Mutex::new(()),
             wake: Mutex::new(None),
             invalidate: OnceLock::new(),
@@ -290,8 +303,75 @@ impl Writable {
         });
     }
 
+    /// Counts opens for writing of `rel` (`delta` 1 at an open, -1 at its release).
+    pub fn opened(&self, rel: &[u8], delta: i32) {
+        let mut w = self.writing.lock().unwrap();
+        let n = w.entry(rel.to_vec()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            w.remove(rel);
+        }
+    }
+
+    /// Whether `rel` is open for writing through the mount.
+    pub fn is_open_for_writing(&self, rel: &[u8]) -> bool {
+        self.writing.lock().unwrap().contains_key(rel)
+    }
+
+    /// The entry of `img` at `rel` as the mount shows it under the layer: none if a directory
+    /// above it was removed, replaced or made opaque on this machine.
+    pub fn image_at(&self, ep: &Endpoint, img: &Image, rel: &[u8]) -> Option<Attr> {
+        let mut prefix: &[u8] = rel;
+        loop {
+            let (parent, _) = local::split(prefix);
+            if parent.is_empty() {
+                break;
+            }
+            match self.local.state(parent) {
+                State::Whiteout => return None,
+                State::Present(m) if !m.is_dir() => return None,
+                State::Present(_) if self.local.opaque(parent) => return None,
+                _ => {}
+            }
+            prefix = parent;
+        }
+        image_at(ep, img, rel)
+    }
+
+    fn image_fingerprint(&self, ep: &Endpoint, img: &Image, rel: &[u8]) -> io::Result<Option<Fingerprint>> {
+        if self.image_at(ep, img, rel).is_none() {
+            return Ok(None);
+        }
+        image_fingerprint(ep, img, rel)
+    }
+
+    /// Whether `rel`, or (for a directory of the image) any path of the image below it, is
+    /// protected: removing or replacing such a directory changes protected paths.
+    fn protects_at(&self, ep: &Endpoint, img: &Image, rel: &[u8]) -> bool {
+        if self.policy.protects(rel) {
+            return true;
+        }
+        let Some(a) = image_at(ep, img, rel).filter(|a| a.kind == Kind::Directory) else { return false };
+        let mut stack = vec![(rel.to_vec(), a.ino)];
+        let mut seen = 0;
+        while let Some((dir, ino)) = stack.pop() {
+            for e in img.readdir(ep, ino).unwrap_or_default() {
+                let p = local::join(&dir, &e.name);
+                if self.policy.protects(&p) {
+                    return true;
+                }
+                seen += 1;
+                if e.kind == Kind::Directory && seen < 100_000 {
+                    stack.push((p, e.ino));
+                }
+            }
+        }
+        false
+    }
+
     /// Hears that the mount changed `rel`: a protected path is restored at once.
     pub fn changed(&self, rel: &[u8]) {
+        tracing::debug!(path = %api::control::escape_path(rel), "changed through the mount");
         if self.policy.protects(rel) {
             if let Some(tx) = self.wake.lock().unwrap().as_ref() {
                 let _ = tx.try_send(());
@@ -302,14 +382,16 @@ impl Writable {
     /// Restores every protected path the layer holds to the current generation's version;
     /// the events recorded.
     pub fn restore(&self, ep: &Endpoint) -> Vec<DriftEvent> {
-        let _alone = self.changing.write().unwrap();
         let img = ep.current();
+        let mut forget: Vec<Forget> = Vec::new();
+        let alone = self.changing.write().unwrap();
         let mut events = Vec::new();
-        for (rel, _) in self.local.walk() {
-            if !self.policy.protects(&rel) {
+        for (rel, m) in self.local.walk() {
+            let protected = if m.is_dir() || local::is_whiteout(&m) { self.protects_at(ep, &img, &rel) } else { self.policy.protects(&rel) };
+            if !protected {
                 continue;
             }
-            let image = image_fingerprint(ep, &img, &rel);
+            let image = self.image_fingerprint(ep, &img, &rel);
             let image = match image {
                 Ok(f) => f,
                 Err(e) => {
@@ -330,7 +412,7 @@ impl Writable {
                                 tracing::warn!(error = %e, "cannot restore a directory");
                                 continue;
                             }
-                            self.forget(ep, &img, &rel, None);
+                            forget.push((rel.clone(), None));
                             events.push(self.event(DriftKind::Restored, &rel, &img, None, None, None));
                         }
                         continue;
@@ -355,13 +437,16 @@ impl Writable {
                 tracing::warn!(path = %api::control::escape_path(&rel), error = %e, "cannot restore a protected path");
                 continue;
             }
-            self.forget(ep, &img, &rel, ino);
+            self.local.forget(&rel);
+            forget.push((rel.clone(), ino));
             if drifted {
                 let ev = self.event(DriftKind::Restored, &rel, &img, image.as_ref(), local.as_ref(), None);
                 tracing::warn!(path = %ev.path, "a protected path drifted from the image: restored");
                 events.push(ev);
             }
         }
+        drop(alone);
+        self.forget_all(ep, &img, &forget);
         self.record(&events);
         events
     }
@@ -369,8 +454,10 @@ impl Writable {
     /// Weighs every local change of an unprotected path against `old` and `new` (the switch
     /// from one to the other is under way), dropping what converged; the conflicts recorded.
     pub fn merge(&self, ep: &Endpoint, old: &Image, new: &Image) -> Vec<DriftEvent> {
-        let _alone = self.changing.write().unwrap();
+        let mut forget: Vec<Forget> = Vec::new();
+        let alone = self.changing.write().unwrap();
         let mut events = Vec::new();
+        let writing = self.writing.lock().unwrap().clone();
         for (rel, _) in self.local.walk() {
             if self.policy.protects(&rel) {
                 continue;
@@ -384,15 +471,18 @@ impl Writable {
                     Err(_) => continue,
                 },
             };
-            let (Ok(base), Ok(next)) = (image_fingerprint(ep, old, &rel), image_fingerprint(ep, new, &rel)) else {
+            let (Ok(base), Ok(next)) = (self.image_fingerprint(ep, old, &rel), self.image_fingerprint(ep, new, &rel)) else {
                 tracing::warn!(path = %api::control::escape_path(&rel), "cannot read the image's versions; keeping the local one");
                 continue;
             };
             match merge_rule(base.as_ref(), local.as_ref(), next.as_ref()) {
                 Merge::Keep => {}
+                // A file open for writing stays: its writer would write into a removed copy.
+                Merge::Drop if writing.contains_key(&rel) => {}
                 Merge::Drop => {
                     if self.local.remove(&rel).is_ok() {
-                        self.forget(ep, new, &rel, ino);
+                        self.local.forget(&rel);
+                        forget.push((rel.clone(), ino));
                     }
                 }
                 Merge::Conflict => {
@@ -402,6 +492,8 @@ impl Writable {
                 }
             }
         }
+        drop(alone);
+        self.forget_all(ep, new, &forget);
         self.record(&events);
         events
     }
@@ -409,8 +501,9 @@ impl Writable {
     /// Drops the local changes at and below `rel` (all of them for the root), recording an
     /// event for each (a file, link, removal or empty directory); how many.
     pub fn reset(&self, ep: &Endpoint, rel: &[u8]) -> io::Result<u64> {
-        let _alone = self.changing.write().unwrap();
         let img = ep.current();
+        let mut forget: Vec<Forget> = Vec::new();
+        let alone = self.changing.write().unwrap();
         let targets: Vec<Vec<u8>> = if rel.is_empty() {
             self.local.names(b"").into_iter().map(|(n, _)| n).collect()
         } else {
@@ -431,18 +524,49 @@ impl Writable {
                         && (self.local.opaque(r) || !image_at(ep, &img, r).is_some_and(|a| a.kind == Kind::Directory)));
                 if leaf {
                     let local = (!local::is_whiteout(m)).then(|| local_fingerprint(&self.local.path(r), m).ok()).flatten();
-                    let image = image_fingerprint(ep, &img, r).ok().flatten();
+                    let image = self.image_fingerprint(ep, &img, r).ok().flatten();
                     events.push(self.event(DriftKind::Reset, r, &img, image.as_ref(), local.as_ref(), None));
                 }
             }
-            self.local.remove(&t)?;
+            if let Err(e) = self.local.remove(&t) {
+                drop(alone);
+                self.forget_all(ep, &img, &forget);
+                self.record(&events);
+                return Err(e);
+            }
             // What lay below goes with it: the kernel forgets those names too.
             for (r, m) in entries.iter().rev() {
-                self.forget(ep, &img, r, Some(m.ino()));
+                self.local.forget(r);
+                forget.push((r.clone(), Some(m.ino())));
             }
         }
+        drop(alone);
+        self.forget_all(ep, &img, &forget);
         self.record(&events);
         Ok(events.len() as u64)
+    }
+
+    /// Has the kernel look `rel` up again (its entry now names a local file).
+    pub fn expire(&self, ep: &Endpoint, rel: &[u8]) {
+        let Some(inv) = self.invalidate.get() else { return };
+        let (parent, name) = local::split(rel);
+        let name = std::ffi::OsStr::from_bytes(name);
+        if parent.is_empty() {
+            inv.entry(crate::fuse::ROOT, name);
+        } else if let Some(a) = image_at(ep, &ep.current(), parent) {
+            inv.entry(a.ino, name);
+        }
+        if let State::Present(m) = self.local.state(parent) {
+            if !parent.is_empty() {
+                inv.entry(local::UPPER_BIT | m.ino(), name);
+            }
+        }
+    }
+
+    fn forget_all(&self, ep: &Endpoint, img: &Image, paths: &[Forget]) {
+        for (rel, ino) in paths {
+            self.forget(ep, img, rel, *ino);
+        }
     }
 
     /// Makes the kernel look `rel` up again (under the current generation's directory and
@@ -509,7 +633,13 @@ impl Writable {
             text.push_str(&serde_json::to_string(e).expect("events serialise"));
             text.push('\n');
         }
-        let written = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).and_then(|mut f| {
+        let written = std::fs::OpenOptions::new().create(true).append(true).read(true).open(self.log_path()).and_then(|mut f| {
+            // After a torn last line (a crash mid-write), start on a line of its own.
+            let len = f.metadata()?.len();
+            let mut last = [0u8; 1];
+            if len > 0 && std::os::unix::fs::FileExt::read_at(&f, &mut last, len - 1)? == 1 && last[0] != b'\n' {
+                text.insert(0, '\n');
+            }
             f.write_all(text.as_bytes())?;
             f.sync_data()
         });
@@ -554,8 +684,9 @@ mod tests {
         assert_eq!(merge_rule(Some(&a), Some(&b), Some(&a)), Merge::Keep);
         assert_eq!(merge_rule(None, Some(&b), None), Merge::Keep);
         assert_eq!(merge_rule(Some(&a), None, Some(&a)), Merge::Keep);
-        // Both made the same change: nothing local is left.
+        // Both made the same change, or the local copy changed nothing: nothing local is left.
         assert_eq!(merge_rule(Some(&a), Some(&c), Some(&c)), Merge::Drop);
+        assert_eq!(merge_rule(Some(&a), Some(&a), Some(&c)), Merge::Drop);
         assert_eq!(merge_rule(Some(&a), None, None), Merge::Drop);
         // Both changed it differently: the local version stays, a conflict is recorded.
         assert_eq!(merge_rule(Some(&a), Some(&b), Some(&c)), Merge::Conflict);

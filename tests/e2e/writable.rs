@@ -161,6 +161,62 @@ fn a_writable_layer_keeps_local_edits_restores_protected_paths_and_merges_them_a
 }
 
 #[test]
+fn a_writable_layer_works_for_common_tools_keeps_set_id_bits_and_never_leaves_itself() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let t = Imgctl::new();
+    let server = &Server::start(&t.path("server"));
+    let src = t.path("src");
+    for d in ["etc/conf.d", "usr/bin", "tmp"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    std::fs::write(src.join("etc/conf.d/a.conf"), "a\n").unwrap();
+    std::fs::write(src.join("etc/conf.d/b.conf"), "b\n").unwrap();
+    std::fs::write(src.join("etc/name"), "image\n").unwrap();
+    std::fs::copy("/bin/cat", src.join("usr/bin/suid-cat")).unwrap();
+    std::fs::set_permissions(src.join("usr/bin/suid-cat"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(src.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    t.publish(server, &src, "wtools", "wtools/pilot");
+    let layer = t.path("layer");
+    let args = ["--poll-seconds", "3600", "--writable", layer.to_str().unwrap()];
+    let mnt = Mount::start_with(&[&server.url], "wtools/pilot", &t.path("cache"), &t.path("mnt"), &args);
+    let p = mnt.point.clone();
+    let sh = |script: &str| run(Command::new("sh").arg("-c").arg(script).env("P", &p));
+
+    // A directory of the image removed and made again shows only what was made in it.
+    sh("rm -r \"$P/etc/conf.d\" && mkdir \"$P/etc/conf.d\" && echo c > \"$P/etc/conf.d/c.conf\"");
+    let names = sh("ls \"$P/etc/conf.d\"");
+    assert_eq!(names, "c.conf\n");
+    // A file appended to (copied up) and then renamed reads at its new name; the old is gone.
+    sh("echo more >> \"$P/etc/name\" && mv \"$P/etc/name\" \"$P/etc/renamed\"");
+    assert_eq!(std::fs::read_to_string(p.join("etc/renamed")).unwrap(), "image\nmore\n");
+    assert!(!p.join("etc/name").exists());
+    // A file made with set-id bits keeps them; a hard link to an image's set-uid program
+    // leaves its bits alone.
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o4755).open(p.join("tmp/made")).unwrap();
+    assert_eq!(std::fs::metadata(p.join("tmp/made")).unwrap().mode() & 0o7777, 0o4755);
+    std::fs::hard_link(p.join("usr/bin/suid-cat"), p.join("usr/bin/suid-link")).unwrap();
+    for f in ["usr/bin/suid-cat", "usr/bin/suid-link"] {
+        assert_eq!(std::fs::metadata(p.join(f)).unwrap().mode() & 0o7777, 0o4755, "{f}");
+    }
+    assert_eq!(std::fs::read(p.join("usr/bin/suid-link")).unwrap(), std::fs::read("/bin/cat").unwrap());
+    // A directory renamed while a shell sits in it, and a symlink to a host directory put in
+    // its place: the shell's new file lands in the renamed directory, never on the host.
+    let victim = t.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let script = format!("mkdir \"$P/tmp/d\" && cd \"$P/tmp/d\" && mv ../d ../e && ln -s {} ../d && echo x > file", victim.display());
+    sh(&script);
+    assert_eq!(std::fs::read_to_string(p.join("tmp/e/file")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "a file escaped the layer");
+    assert_eq!(std::fs::read_link(p.join("tmp/d")).unwrap(), victim);
+    // An image directory cannot be renamed (EXDEV, as overlayfs): mv copies it instead.
+    sh("mv \"$P/usr/bin\" \"$P/usr/bin2\"");
+    assert!(p.join("usr/bin2/suid-cat").exists() && !p.join("usr/bin").exists());
+    // df sees the layer's file system.
+    let df = sh("df -P \"$P\" | tail -1");
+    assert!(df.split_whitespace().nth(3).is_some_and(|avail| avail.parse::<u64>().unwrap() > 0), "{df}");
+}
+
+#[test]
 fn a_mount_without_a_writable_layer_stays_read_only() {
     let t = Imgctl::new();
     let server = &Server::start(&t.path("server"));
