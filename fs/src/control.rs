@@ -548,7 +548,7 @@ impl Control {
             offline: fetcher.offline(),
             traffic: fetcher.traffic(),
             opens: Opens {
-                mode: if self.ep.plain().is_some() { OpenMode::Passthrough } else { OpenMode::Kernel },
+                mode: if self.ep.passthrough.load(std::sync::atomic::Ordering::Relaxed) { OpenMode::Passthrough } else { OpenMode::Kernel },
                 fuse: opens(0),
                 passthrough: opens(1),
             },

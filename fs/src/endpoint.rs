@@ -77,31 +77,56 @@ fn chunk_cache(bytes: u64) -> Arc<ChunkCache> {
 /// How many chunks after the one a read needs are decoded ahead of it.
 pub const DECODE_AHEAD: usize = 16;
 
-/// Threads decoding ahead: mostly waiting for the disk (a chunk is a file of the cache), so
-/// more than the cores.
-const AHEAD_WORKERS: usize = 8;
+/// Threads decoding ahead: they wait for the disk now and then (a chunk is read from the
+/// cache), so a few more than this machine's two cores, but few: each one woken costs a
+/// context switch, which is what most of a tree read's time went to with eight.
+const AHEAD_WORKERS: usize = 3;
+
+/// Most chunks waiting to be decoded ahead; more are dropped (readers decode them).
+const AHEAD_QUEUE: usize = 4 * DECODE_AHEAD * AHEAD_WORKERS;
 
 /// Worker threads that read and decode, from the local store only, chunks a reader will want
 /// next (the rest of a file, the next files of a directory), so that a sequential reader finds
 /// them decoded: a file read after its pages were dropped waits for the disk and decodes on
 /// every core at once instead of one chunk after another.
 struct Ahead {
-    tx: std::sync::mpsc::SyncSender<Digest>,
-    /// Queued and not yet taken: not queued twice.
-    queued: Arc<std::sync::Mutex<HashSet<Digest>>>,
+    queue: Arc<AheadQueue>,
+}
+
+#[derive(Default)]
+struct AheadQueue {
+    /// Waiting, in order, and the same as a set: a chunk is never queued twice.
+    state: std::sync::Mutex<(std::collections::VecDeque<Digest>, HashSet<Digest>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // The workers end.
+        self.queue.state.lock().unwrap().2 = true;
+        self.queue.ready.notify_all();
+    }
 }
 
 impl Ahead {
     fn start(store: Arc<Store>, chunks: Arc<ChunkCache>) -> Option<Ahead> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Digest>(4 * DECODE_AHEAD * AHEAD_WORKERS);
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let queued = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let queue = Arc::new(AheadQueue::default());
         for i in 0..AHEAD_WORKERS {
-            let (rx, store, chunks, queued) = (rx.clone(), store.clone(), chunks.clone(), queued.clone());
+            let (queue, store, chunks) = (queue.clone(), store.clone(), chunks.clone());
             let spawned = std::thread::Builder::new().name(format!("imgfs-ahead-{i}")).spawn(move || loop {
-                // Ends when the endpoint (the sender) is gone.
-                let Ok(d) = rx.lock().unwrap().recv() else { return };
-                queued.lock().unwrap().remove(&d);
+                let d = {
+                    let mut st = queue.state.lock().unwrap();
+                    loop {
+                        if st.2 {
+                            return;
+                        }
+                        if let Some(d) = st.0.pop_front() {
+                            st.1.remove(&d);
+                            break d;
+                        }
+                        st = queue.ready.wait(st).unwrap();
+                    }
+                };
                 // Only what the cache holds: fetching is the reader's business.
                 if chunks.contains_key(&d) || !store.contains(&d) {
                     continue;
@@ -113,21 +138,27 @@ impl Ahead {
                 return None;
             }
         }
-        Some(Ahead { tx, queued })
+        Some(Ahead { queue })
     }
 
     /// Queues the first `DECODE_AHEAD` of `then` not decoded or queued yet (dropped when the
-    /// queue is full). Costs the reader no disk access.
+    /// queue is full), waking as many workers as there is work. Costs the reader no disk
+    /// access.
     fn want(&self, chunks: &ChunkCache, then: &[Digest]) {
-        let mut queued = self.queued.lock().unwrap();
-        for d in then.iter().take(DECODE_AHEAD) {
-            if chunks.contains_key(d) || queued.contains(d) {
-                continue;
+        let mut added = 0;
+        {
+            let mut st = self.queue.state.lock().unwrap();
+            for d in then.iter().take(DECODE_AHEAD) {
+                if st.0.len() >= AHEAD_QUEUE || st.1.contains(d) || chunks.contains_key(d) {
+                    continue;
+                }
+                st.0.push_back(*d);
+                st.1.insert(*d);
+                added += 1;
             }
-            if self.tx.try_send(*d).is_err() {
-                return;
-            }
-            queued.insert(*d);
+        }
+        for _ in 0..added.min(AHEAD_WORKERS) {
+            self.queue.ready.notify_one();
         }
     }
 }
@@ -153,6 +184,9 @@ pub struct Endpoint {
     complete: std::sync::Mutex<HashSet<Digest>>,
     /// Plain copies of cached files, for passthrough (when enabled).
     plain: std::sync::OnceLock<cache::plain::Plain>,
+    /// Whether opens are taken and plain copies passed through (`--passthrough`); else
+    /// plain copies serve READs.
+    pub passthrough: std::sync::atomic::AtomicBool,
     /// File opens so far in passthrough mode: read through imgfs, and handed to the kernel
     /// (in the default mode the kernel opens files without asking imgfs).
     pub opens: [AtomicU64; 2],
@@ -255,6 +289,7 @@ impl Endpoint {
             next_slot: AtomicU64::new(next_slot),
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
             opens: Default::default(),
             journal: Default::default(),
             tracer: Default::default(),

@@ -67,8 +67,13 @@ pub struct ImgFs {
     ep: Arc<Endpoint>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
-    /// Writes plain copies; `None` disables passthrough.
+    /// Writes plain copies; `None`: none are made or read.
     materialiser: Option<Materialiser>,
+    /// Whether passthrough was asked for (`--passthrough`).
+    want_passthrough: bool,
+    /// The plain copy of a file read in the default mode, by inode (`None`: none when last
+    /// looked at, from the file's start).
+    plain_files: Mutex<HashMap<u64, Option<Arc<std::fs::File>>>>,
     /// Whether the kernel agreed to passthrough (set at init).
     passthrough: AtomicBool,
     /// Whether the kernel agreed to skip OPEN and OPENDIR (set at init).
@@ -81,14 +86,17 @@ pub struct ImgFs {
 }
 
 impl ImgFs {
-    /// A filesystem over `ep`; with `materialiser`, fully cached files get plain copies and
-    /// are opened in passthrough mode where the kernel allows it; without, opens are skipped.
-    pub fn new(ep: Arc<Endpoint>, materialiser: Option<Materialiser>) -> ImgFs {
+    /// A filesystem over `ep`; with `materialiser`, big fully cached files get plain copies,
+    /// which READs read instead of decoding objects, or (with `passthrough`) which the kernel
+    /// reads directly where it allows (opens are then taken; else they are skipped).
+    pub fn new(ep: Arc<Endpoint>, materialiser: Option<Materialiser>, passthrough: bool) -> ImgFs {
         ImgFs {
             ep,
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             materialiser,
+            want_passthrough: passthrough,
+            plain_files: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
             no_open: AtomicBool::new(false),
             inodes: Mutex::new(HashMap::new()),
@@ -101,7 +109,7 @@ impl ImgFs {
     /// taken, and no file is passed through).
     pub fn with_writable(mut self, w: Option<Arc<crate::writable::Writable>>) -> ImgFs {
         if w.is_some() {
-            self.materialiser = None;
+            self.want_passthrough = false;
         }
         self.writable = w;
         self
@@ -110,7 +118,7 @@ impl ImgFs {
     /// A filesystem taking over a connection a previous process initialised with `init`; its
     /// file handles start above the ones earlier processes gave (`epoch`).
     pub fn resumed(ep: Arc<Endpoint>, materialiser: Option<Materialiser>, init: crate::resume::Init, epoch: u64) -> ImgFs {
-        let fs = ImgFs::new(ep, if init.passthrough { materialiser } else { None });
+        let fs = ImgFs::new(ep, materialiser, init.passthrough);
         fs.no_open.store(init.no_open, Ordering::Relaxed);
         fs.passthrough.store(init.passthrough, Ordering::Relaxed);
         fs.next_fh.store((epoch << 40) + 1, Ordering::Relaxed);
@@ -206,6 +214,48 @@ impl ImgFs {
 }
 
 impl ImgFs {
+    /// Reads a range of an image's file: from its plain copy if it has one (no decoding),
+    /// else from its objects; a read reaching its end offers it for a plain copy.
+    fn read_file(&self, ino: u64, file_size: u64, extents: &[Extent], offset: u64, len: u32) -> Result<Vec<u8>, crate::read::ChunkError> {
+        if let Some(f) = self.plain_of(ino, file_size, extents, offset) {
+            let mut buf = vec![0u8; file_size.saturating_sub(offset).min(len as u64) as usize];
+            match read_full(&f, &mut buf, offset) {
+                Ok(n) if n == buf.len() => return Ok(buf),
+                // A copy cut short (the disk): the objects still have it.
+                _ => {
+                    self.plain_files.lock().unwrap().remove(&ino);
+                }
+            }
+        }
+        let data = crate::read::read_range(file_size, extents, offset, len, &*self.ep)?;
+        if offset + len as u64 >= file_size && !self.want_passthrough {
+            if let Some(m) = &self.materialiser {
+                m.offer(file_size, extents);
+            }
+        }
+        Ok(data)
+    }
+
+    /// The plain copy of a big file, looked for again only from the file's start.
+    fn plain_of(&self, ino: u64, size: u64, extents: &[Extent], offset: u64) -> Option<Arc<std::fs::File>> {
+        if size < crate::materialise::MIN_SIZE || self.materialiser.is_none() {
+            return None;
+        }
+        let plain = self.ep.plain()?;
+        match self.plain_files.lock().unwrap().get(&ino) {
+            Some(Some(f)) => return Some(f.clone()),
+            Some(None) if offset != 0 => return None,
+            _ => {}
+        }
+        let f = plain.get(&Plain::key(size, extents)).map(Arc::new);
+        let mut known = self.plain_files.lock().unwrap();
+        if known.len() >= 4096 {
+            known.clear();
+        }
+        known.insert(ino, f.clone());
+        f
+    }
+
     /// Extended attributes of an inode: the local entry's, else the image's.
     fn xattrs(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
         if let Some(w) = self.w() {
@@ -323,10 +373,11 @@ impl Filesystem for ImgFs {
         // Skipping opens takes effect at the first OPEN (OPENDIR) answered with ENOSYS.
         let no_open = InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT;
         // A writable layer takes every open: a write copies the file up first.
-        if self.materialiser.is_none() && self.writable.is_none() && config.add_capabilities(no_open).is_ok() {
+        if !self.want_passthrough && self.writable.is_none() && config.add_capabilities(no_open).is_ok() {
             self.no_open.store(true, Ordering::Relaxed);
         }
-        if self.materialiser.is_some()
+        if self.want_passthrough
+            && self.materialiser.is_some()
             && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             // Backing files on a plain file system; imgfs itself may sit under an overlay.
@@ -439,11 +490,10 @@ impl Filesystem for ImgFs {
             }
         }
         let result = match open {
-            Some(file) => crate::read::read_range(file.size, &file.extents, offset, size, &*self.ep),
+            Some(file) => self.read_file(ino.0, file.size, &file.extents, offset, size),
             // No open (or a kernel that kept no handle): the inode names file and generation.
             None => match resolved.and_then(|(img, i)| {
-                img.read(i, |file_size, extents| crate::read::read_range(file_size, extents, offset, size, &*self.ep))
-                    .map_err(|e| errno(&e))
+                img.read(i, |file_size, extents| self.read_file(ino.0, file_size, extents, offset, size)).map_err(|e| errno(&e))
             }) {
                 Ok(Some(r)) => r,
                 Ok(None) => return reply.error(Errno::EINVAL),

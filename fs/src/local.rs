@@ -376,10 +376,12 @@ mod tests {
     fn a_rename_moves_the_paths_below_it() {
         let dir = tempfile::tempdir().unwrap();
         let l = Local::open(dir.path()).unwrap();
-        std::fs::create_dir_all(l.path(b"opt/a")).unwrap();
-        std::fs::write(l.path(b"opt/a/f"), b"x").unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir_all(upper.join("opt/a")).unwrap();
+        std::fs::write(upper.join("opt/a/f"), b"x").unwrap();
         let m = std::fs::symlink_metadata(l.path(b"opt/a/f")).unwrap();
         let ino = l.ino(b"opt/a/f", &m);
+        std::fs::rename(upper.join("opt/a"), upper.join("opt/b")).unwrap();
         l.renamed(b"opt/a", b"opt/b", Some(7));
         assert_eq!(l.rel_of(ino).unwrap(), b"opt/b/f");
         assert_eq!(l.moved(7).unwrap(), b"opt/b");
@@ -389,10 +391,23 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_the_layer_never_leads_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"host").unwrap();
+        let l = Local::open(dir.path()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("upper/d")).unwrap();
+        assert!(std::fs::read(l.path(b"d/secret")).is_err(), "followed a symlink out of the layer");
+        assert!(l.names(b"d").is_empty());
+        assert!(matches!(l.state(b"d/secret"), State::Absent));
+        assert!(std::fs::symlink_metadata(l.path(b"d")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
     fn whiteouts_and_opaque_directories_use_overlayfs_form() {
         let dir = tempfile::tempdir().unwrap();
         let l = Local::open(dir.path()).unwrap();
-        std::fs::create_dir_all(l.path(b"etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("upper/etc")).unwrap();
         std::fs::write(l.path(b"etc/motd"), b"local").unwrap();
         l.whiteout(b"etc/motd").unwrap();
         assert!(matches!(l.state(b"etc/motd"), State::Whiteout));

@@ -1,7 +1,9 @@
-//! Writes plain copies of fully cached files in the background (`cache::plain`), so their
-//! next opens go through FUSE passthrough. A file is offered when a handle on it is released;
-//! it is copied only if every chunk is in the cache (never fetched for this), it is big enough
-//! for passthrough to pay, and no copy exists or is queued.
+//! Writes plain copies of fully cached files in the background (`cache::plain`): READs of
+//! them read the copy instead of decoding objects (in the default mode), or, with
+//! `--passthrough`, their next opens go through FUSE passthrough. A file is offered when a
+//! read reaches its end (default mode) or a handle on it is released (passthrough); it is
+//! copied only if every chunk is in the cache (never fetched for this), it is big enough to
+//! pay, and no copy exists or is queued.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -11,8 +13,8 @@ use format::{Digest, Extent};
 
 use crate::endpoint::Endpoint;
 
-/// Files smaller than this are read through FUSE: one request answers them, and a copy would
-/// cost an inode and a block for little.
+/// Files smaller than this get no copy: a few objects answer them, and a copy would cost an
+/// inode and a block for little.
 pub const MIN_SIZE: u64 = 32 << 10;
 
 /// Files waiting at most; offers beyond are dropped (they come again at the next release).

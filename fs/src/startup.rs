@@ -252,18 +252,11 @@ pub fn restore_previous(ep: &Endpoint, saved: Option<&State>, serving: Digest) -
     }
 }
 
-/// Plain copies for passthrough: enabled (and their materialiser started) with `passthrough`,
-/// else removed, as copies a passthrough mount left would only take space.
+/// Plain copies of big fully cached files (`CACHE/files/`) and their materialiser: read by
+/// READs in the default mode, passed to the kernel with `passthrough`.
 fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<crate::materialise::Materialiser> {
     let files = cache.join("files");
-    if !passthrough {
-        if files.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&files) {
-                tracing::warn!(path = %files.display(), error = %e, "cannot remove the plain copies of a passthrough mount");
-            }
-        }
-        return None;
-    }
+    ep.passthrough.store(passthrough, std::sync::atomic::Ordering::Relaxed);
     match cache::plain::Plain::open(&files) {
         Ok(plain) => {
             ep.enable_plain(plain);
@@ -336,6 +329,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
             let session = match recorded.init {
                 Some(init) => {
                     let imgfs = crate::fuse::ImgFs::resumed(ep.clone(), materialiser, init, recorded.epoch).with_writable(writable.clone());
+                    ep.passthrough.store(init.passthrough, std::sync::atomic::Ordering::Relaxed);
                     let session = fuser::Session::from_fd_initialized(imgfs, dev, cfg.acl, cfg);
                     if init.resend {
                         // Requests the dead process read and never answered come again.
@@ -351,7 +345,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
                 // it again (it was read), then answer it.
                 None => {
                     let _ = crate::resume::resend(std::os::fd::AsFd::as_fd(&dev));
-                    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser).with_writable(writable.clone());
+                    let imgfs = crate::fuse::ImgFs::new(ep.clone(), materialiser, o.passthrough).with_writable(writable.clone());
                     fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg)
                         .map_err(|source| MountError::Kernel { mountpoint: mountpoint.into(), source })?
                 }
@@ -515,7 +509,8 @@ fn session(
 ) -> Result<fuser::Session<crate::fuse::ImgFs>, MountError> {
     let cfg = session_config(fsname, threads, clone_fd, writable.is_some());
     let read_only = writable.is_none();
-    let imgfs = crate::fuse::ImgFs::new(ep, materialiser).with_writable(writable);
+    let passthrough = ep.passthrough.load(std::sync::atomic::Ordering::Relaxed);
+    let imgfs = crate::fuse::ImgFs::new(ep, materialiser, passthrough).with_writable(writable);
     match crate::kernel_mount::mount(mountpoint, fsname, read_only) {
         Ok(dev) => fuser::Session::from_fd(imgfs, dev, cfg.acl, cfg),
         // Not privileged to mount(2): fuser goes through fusermount3 (type `fuse`).
