@@ -26,7 +26,7 @@ use format::Digest;
 use crate::endpoint::{Endpoint, LoadError};
 use crate::image::Image;
 use crate::keeper::{Keeper, Pin};
-use crate::prefetch::{prefetch, Progress};
+use crate::prefetch::Progress;
 use crate::state::Follow;
 use crate::trusted::TrustError;
 
@@ -206,6 +206,8 @@ pub struct Control {
     jobs: Mutex<HashMap<Digest, Arc<Job>>>,
     /// The mount's writable layer, if it has one.
     writable: std::sync::OnceLock<Arc<crate::writable::Writable>>,
+    /// The background fill's rate, and the control itself to start it from threads.
+    fill: std::sync::OnceLock<(std::sync::Weak<Control>, u64)>,
 }
 
 impl Control {
@@ -233,6 +235,7 @@ impl Control {
             trust,
             jobs: Mutex::new(HashMap::new()),
             writable: std::sync::OnceLock::new(),
+            fill: std::sync::OnceLock::new(),
         }
     }
 
@@ -474,8 +477,9 @@ impl Control {
             }
             let old = self.ep.switch_to(digest, manifest);
             self.switched(&old, &self.ep.current());
-            if let Some(trace) = r.trace {
-                self.trace_first(trace);
+            match r.trace {
+                Some(trace) => self.trace_first(trace),
+                None => self.fill_current(),
             }
             {
                 let mut v = self.versions.lock().unwrap();
@@ -637,6 +641,7 @@ impl Control {
     /// current generation, in its order.
     pub fn trace_first(&self, digest: Digest) {
         let ep = self.ep.clone();
+        let fill = self.fill.get().and_then(|(me, _)| me.upgrade()).map(|me| Arc::downgrade(&me));
         std::thread::spawn(move || {
             let start = Instant::now();
             let trace = ep
@@ -655,6 +660,10 @@ impl Control {
                                             millis = start.elapsed().as_millis() as u64, "fetched the data of the generation's read trace"),
                 Ok(Err(e)) => tracing::warn!(%digest, error = %e, "fetching the data of the read trace stopped; reads fetch what they need"),
                 Err(e) => tracing::warn!(%digest, error = %e, "the generation's read trace is unusable; reads fetch what they need"),
+            }
+            // Then the rest, if the mount fills generations.
+            if let Some(me) = fill.and_then(|w| w.upgrade()) {
+                me.fill_current();
             }
         });
     }
@@ -746,6 +755,28 @@ impl Control {
 
     /// Starts (or joins) a prefetch of `generation`; with `pin`, pins it first.
     pub fn start_prefetch(self: &Arc<Self>, generation: &str, pin: bool, max_rate: Option<u64>) -> Result<Arc<Job>, ResolveError> {
+        self.start_job(generation, pin, crate::prefetch::Pace { max_rate, yield_to_reads: false })
+    }
+
+    /// Has the mount fill the rest of each generation it serves in the background, at most
+    /// `rate` bytes a second and yielding to reads that wait for the servers (after the data
+    /// of the generation's read trace, if it has one): a laptop's policy, so that it works
+    /// offline soon after a switch.
+    pub fn set_fill(self: &Arc<Self>, rate: u64) {
+        let _ = self.fill.set((Arc::downgrade(self), rate));
+    }
+
+    /// Starts the background fill of the current generation, if the mount has one.
+    pub fn fill_current(&self) {
+        let Some((me, rate)) = self.fill.get() else { return };
+        let Some(me) = me.upgrade() else { return };
+        match me.start_job("current", false, crate::prefetch::Pace { max_rate: Some(*rate), yield_to_reads: true }) {
+            Ok(j) => tracing::info!(generation = %j.generation, rate, "filling the rest of the generation in the background"),
+            Err(e) => tracing::warn!(error = %e, "cannot fill the generation in the background"),
+        }
+    }
+
+    fn start_job(self: &Arc<Self>, generation: &str, pin: bool, pace: crate::prefetch::Pace) -> Result<Arc<Job>, ResolveError> {
         let (label, digest) = self.resolve(generation)?;
         if pin && self.keeper.pin(Pin { generation: label.clone(), manifest: digest }) {
             tracing::info!(generation = %label, "pinned");
@@ -775,7 +806,7 @@ impl Control {
                 st.seq += 1;
                 j.changed.notify_all();
             };
-            let outcome = prefetch(&ep, digest, max_rate, &report).map_err(|e| e.to_string());
+            let outcome = crate::prefetch::prefetch_paced(&ep, digest, pace, &report).map_err(|e| e.to_string());
             match &outcome {
                 Ok(p) => tracing::info!(generation = %j.generation, objects = p.objects_done, bytes = p.transferred,
                                         millis = start.elapsed().as_millis() as u64, "prefetched"),

@@ -77,10 +77,11 @@ fn chunk_cache(bytes: u64) -> Arc<ChunkCache> {
 /// How many chunks after the one a read needs are decoded ahead of it.
 pub const DECODE_AHEAD: usize = 16;
 
-/// Threads decoding ahead: they wait for the disk now and then (a chunk is read from the
-/// cache), so a few more than this machine's two cores, but few: each one woken costs a
-/// context switch, which is what most of a tree read's time went to with eight.
-const AHEAD_WORKERS: usize = 3;
+/// Threads decoding ahead: mostly waiting for the disk (a chunk is a file of the cache), so
+/// more than the cores: a tree read after the page cache was dropped is bound by how many
+/// reads of the cache are outstanding. They share one queue under a condvar, and a reader
+/// wakes only as many as it gave work (a locked channel woke them all in turn).
+const AHEAD_WORKERS: usize = 8;
 
 /// Most chunks waiting to be decoded ahead; more are dropped (readers decode them).
 const AHEAD_QUEUE: usize = 4 * DECODE_AHEAD * AHEAD_WORKERS;
@@ -169,6 +170,24 @@ impl quick_cache::Weighter<Digest, Arc<Vec<u8>>> for Decoded {
     }
 }
 
+/// A read waiting for the servers, while it lives.
+struct Miss<'a>(&'a Endpoint);
+
+impl<'a> Miss<'a> {
+    fn start(ep: &'a Endpoint) -> Miss<'a> {
+        ep.misses.fetch_add(1, Ordering::Relaxed);
+        Miss(ep)
+    }
+}
+
+impl Drop for Miss<'_> {
+    fn drop(&mut self) {
+        let ep = self.0;
+        ep.last_miss.store(ep.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        ep.misses.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Generations being served and where their objects come from.
 pub struct Endpoint {
     store: Arc<Store>,
@@ -187,6 +206,11 @@ pub struct Endpoint {
     /// Whether opens are taken and plain copies passed through (`--passthrough`); else
     /// plain copies serve READs.
     pub passthrough: std::sync::atomic::AtomicBool,
+    /// Reads waiting for objects from the servers now, and when the last one ended
+    /// (milliseconds after `born`): a background fill yields to them.
+    misses: std::sync::atomic::AtomicUsize,
+    last_miss: AtomicU64,
+    born: std::time::Instant,
     /// File opens so far in passthrough mode: read through imgfs, and handed to the kernel
     /// (in the default mode the kernel opens files without asking imgfs).
     pub opens: [AtomicU64; 2],
@@ -290,6 +314,9 @@ impl Endpoint {
             complete: std::sync::Mutex::new(complete),
             plain: std::sync::OnceLock::new(),
             passthrough: std::sync::atomic::AtomicBool::new(false),
+            misses: std::sync::atomic::AtomicUsize::new(0),
+            last_miss: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             opens: Default::default(),
             journal: Default::default(),
             tracer: Default::default(),
@@ -460,6 +487,7 @@ impl Endpoint {
             if !self.store.contains(digest) {
                 let mut want = vec![*digest];
                 want.extend(then.iter().filter(|d| !self.store.contains(d)));
+                let _waiting = Miss::start(self);
                 // The objects after it are a bonus: only the one asked for must arrive.
                 if let Err(e) = self.fetcher.fetch(&want) {
                     if !self.store.contains(digest) {
@@ -480,6 +508,13 @@ impl Endpoint {
             }
         }
         Err(format!("object {digest} was evicted twice while being read"))
+    }
+
+    /// Whether a read is waiting for the servers now, or was within `quiet`.
+    pub fn reads_missing(&self, quiet: std::time::Duration) -> bool {
+        self.misses.load(Ordering::Relaxed) > 0
+            || self.born.elapsed().as_millis() as u64 <= self.last_miss.load(Ordering::Relaxed) + quiet.as_millis() as u64
+                && self.last_miss.load(Ordering::Relaxed) > 0
     }
 
     /// Has `digests` (chunks a reader will want soon) decoded in the background if the cache

@@ -97,6 +97,11 @@ struct MountArgs {
     /// made through the mount are undone at once.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_seconds)]
     drift_interval: u64,
+    /// Fill the rest of each generation into the cache in the background, at most RATE bytes
+    /// a second (K, M, G suffixes), after the data of its read trace and yielding to reads
+    /// that wait for the network: a laptop that must work offline soon after a switch.
+    #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
+    fill: Option<u64>,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -281,6 +286,7 @@ impl MountArgs {
             arch: self.arch.clone(),
             hold: self.hold.as_ref().map(|(image, n)| format!("{image}@{n}")),
             mountpoint: self.mountpoint.clone(),
+            fill: self.fill.filter(|r| *r > 0),
             writable: self.writable.as_ref().map(|dir| fs::startup::WritableOptions {
                 dir: dir.clone(),
                 protect: self.protect.clone(),

@@ -46,6 +46,29 @@ pub fn prefetch(
     max_rate: Option<u64>,
     report: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Progress, PrefetchError> {
+    prefetch_paced(ep, manifest_digest, Pace { max_rate, yield_to_reads: false }, report)
+}
+
+/// How a prefetch shares the network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pace {
+    /// Most bytes received per second.
+    pub max_rate: Option<u64>,
+    /// Wait while reads of the mount wait for the servers (and a moment after): a background
+    /// fill never slows a program down.
+    pub yield_to_reads: bool,
+}
+
+/// How long after a read's miss a yielding prefetch waits before its next batch.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// `prefetch`, paced by `pace`.
+pub fn prefetch_paced(
+    ep: &Endpoint,
+    manifest_digest: Digest,
+    pace: Pace,
+    report: &(dyn Fn(&Progress) + Sync),
+) -> Result<Progress, PrefetchError> {
     let manifest = ep.load(manifest_digest)?;
     let store = ep.store();
     // Every tree is present now (load fetched them); list the chunks.
@@ -77,7 +100,7 @@ pub fn prefetch(
             }
         }
     }
-    fetch_wanted(ep, chunks, wanted, max_rate, report)
+    fetch_wanted(ep, chunks, wanted, pace, report)
 }
 
 /// The chunks the reads of `trace` need in `image`, in the trace's order, each once, with
@@ -128,7 +151,7 @@ pub fn prefetch_trace(
     let store = ep.store();
     let total = chunks.len() as u64;
     let wanted: Vec<(Digest, u64)> = chunks.into_iter().filter(|(d, _)| !store.contains(d)).collect();
-    fetch_wanted(ep, total, wanted, max_rate, report)
+    fetch_wanted(ep, total, wanted, Pace { max_rate, yield_to_reads: false }, report)
 }
 
 /// Fetches `wanted` (of `chunks` listed) in batches, in order, a few at once unless capped.
@@ -136,9 +159,10 @@ fn fetch_wanted(
     ep: &Endpoint,
     chunks: u64,
     wanted: Vec<(Digest, u64)>,
-    max_rate: Option<u64>,
+    pace: Pace,
     report: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Progress, PrefetchError> {
+    let max_rate = pace.max_rate;
     let progress = Mutex::new(Progress {
         chunks,
         cached_before: chunks - wanted.len() as u64,
@@ -175,6 +199,9 @@ fn fetch_wanted(
                     return;
                 }
                 let batch = &batches[i];
+                while pace.yield_to_reads && ep.reads_missing(QUIET) {
+                    std::thread::sleep(QUIET / 4);
+                }
                 let digests: Vec<Digest> = batch.iter().map(|b| b.0).collect();
                 if let Err(e) = ep.fetcher().fetch(&digests) {
                     *failure.lock().unwrap() = Some(e);

@@ -59,6 +59,9 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     /// A writable layer over the generations, kept on local disk.
     pub writable: Option<WritableOptions>,
+    /// Fill the rest of each generation in the background at most this many bytes a second
+    /// (after its read trace's data), yielding to reads that miss.
+    pub fill: Option<u64>,
 }
 
 /// A mount's writable layer and its drift policy.
@@ -426,9 +429,14 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let socket = crate::control::socket_path(mountpoint);
     control.serve(&socket).map_err(|source| MountError::Control { socket: socket.clone(), source })?;
     control.poll(o.poll.or(start.poll_seconds.map(Duration::from_secs)).unwrap_or(DEFAULT_POLL).max(Duration::from_secs(1)));
-    // The data the generation's signed read trace reads comes first.
-    if let Some(trace) = start.trace {
-        control.trace_first(trace);
+    if let Some(rate) = o.fill {
+        control.set_fill(rate);
+    }
+    // The data the generation's signed read trace reads comes first; then, if the mount
+    // fills, the rest.
+    match start.trace {
+        Some(trace) => control.trace_first(trace),
+        None => control.fill_current(),
     }
     // Prefetches a restart interrupted, and pins, resume in the background (pins are
     // prefetched so that they hold the whole generation).

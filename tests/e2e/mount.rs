@@ -422,3 +422,29 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     let refused = imgfs(&["trace", "prefetch", cold.point.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
 }
+
+#[test]
+fn a_mount_that_fills_fetches_the_whole_generation_in_the_background_and_then_works_offline() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let src = t.path("src");
+    std::fs::create_dir_all(src.join("data")).unwrap();
+    for i in 0..24u64 {
+        std::fs::write(src.join(format!("data/f{i:02}")), tests::noise(200_000, i)).unwrap();
+    }
+    t.publish(&server, &src, "fill", "fill/pilot");
+    let extra = ["--poll-seconds", "3600", "--fill", "20M"];
+    let mnt = Mount::start_with(&[&server.url], "fill/pilot", &t.path("cache"), &t.path("mnt"), &extra);
+    // Nothing is read through the mount; the fill brings every file's data (incompressible:
+    // about 4.8 MB on the wire) and ends.
+    let st = mnt.wait_status(60, |st| {
+        st["traffic"]["bytes"].as_u64().is_some_and(|b| b >= 24 * 200_000) && st["prefetching"].as_array().is_some_and(|p| p.is_empty())
+    });
+    assert!(st["cache"]["objects"].as_u64().unwrap() >= 24, "{st}");
+    // With the server gone, every file reads whole from the cache.
+    drop(server);
+    for i in 0..24u64 {
+        let name = format!("data/f{i:02}");
+        assert!(std::fs::read(mnt.point.join(&name)).unwrap() == std::fs::read(src.join(&name)).unwrap(), "{name}");
+    }
+}
