@@ -220,7 +220,15 @@ impl ImgFs {
         if let Some(f) = self.plain_of(ino, file_size, extents, offset) {
             let mut buf = vec![0u8; file_size.saturating_sub(offset).min(len as u64) as usize];
             match read_full(&f, &mut buf, offset) {
-                Ok(n) if n == buf.len() => return Ok(buf),
+                Ok(n) if n == buf.len() => {
+                    // The kernel caches these bytes as the mount's file already: the copy's own
+                    // pages would hold them twice.
+                    // SAFETY: advice on a descriptor this function holds open.
+                    unsafe {
+                        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*f), offset as i64, n as i64, libc::POSIX_FADV_DONTNEED)
+                    };
+                    return Ok(buf);
+                }
                 // A copy cut short (the disk): the objects still have it.
                 _ => {
                     self.plain_files.lock().unwrap().remove(&ino);
@@ -469,7 +477,10 @@ impl Filesystem for ImgFs {
             // A file read from its start: the next files of its directory are likely next
             // (tar, cp -r, a program loading its modules).
             if let Ok((img, i)) = &resolved {
-                self.ep.decode_ahead(&img.next_files(*i, crate::endpoint::DECODE_AHEAD));
+                // Big files are read from their plain copies when they have one: decoding
+                // their objects ahead would read the disk for nothing.
+                let below = if self.materialiser.is_some() { crate::materialise::MIN_SIZE } else { u64::MAX };
+                self.ep.decode_ahead(&img.next_files(*i, crate::endpoint::DECODE_AHEAD, below));
             }
         }
         let open = self.files.lock().unwrap().get(&fh.0).cloned();

@@ -453,14 +453,14 @@ impl Image {
         Some(names.join(&b'/'))
     }
 
-    /// The first chunks of the regular files after `ino` in its directory, in name order (at
-    /// most `n`): what a reader walking the directory reads next.
-    pub fn next_files(&self, ino: u64, n: usize) -> Vec<Digest> {
+    /// The first chunks of the regular files smaller than `below` after `ino` in its
+    /// directory, in name order (at most `n`): what a reader walking the directory reads next.
+    pub fn next_files(&self, ino: u64, n: usize, below: u64) -> Vec<Digest> {
         let Ok(Some((tree, index))) = self.entry(ino) else { return Vec::new() };
         tree.entries[index as usize + 1..]
             .iter()
             .filter_map(|e| match &e.kind {
-                EntryKind::Regular { extents, .. } => extents.first().map(|x| x.digest),
+                EntryKind::Regular { extents, size } if *size < below => extents.first().map(|x| x.digest),
                 _ => None,
             })
             .take(n)
