@@ -561,39 +561,29 @@ impl Filesystem for ImgFs {
             // Without OPENDIR the kernel caches listings (FOPEN_CACHE_DIR) by default.
             return reply.error(Errno::ENOSYS);
         }
-        // Listings never change (the root's is invalidated at a switch): the kernel keeps
-        // them in its page cache across opens.
+        // Listings change only through this mount (the root's at a switch, a writable
+        // layer's when it is restored or reset, each invalidated then): the kernel keeps them
+        // in its page cache across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        if let Some(w) = self.w() {
-            let entries = match self.w_entries(w, ino) {
-                Ok(e) => e,
+        let entries: Vec<(u64, FileType, Vec<u8>)> = match self.w() {
+            Some(w) => match self.w_entries(w, ino) {
+                Ok(e) => e.into_iter().map(|(name, (i, kind))| (i, kind, name)).collect(),
                 Err(e) => return reply.error(e),
-            };
-            let mut next = offset;
-            while next < 2 {
-                let name = if next == 0 { "." } else { ".." };
-                if reply.add(ino, next + 1, FileType::Directory, name) {
-                    return reply.ok();
-                }
-                next += 1;
-            }
-            for (k, (name, (i, kind))) in entries.iter().enumerate().skip((next - 2) as usize) {
-                if reply.add(INodeNo(*i), k as u64 + 3, *kind, OsStr::from_bytes(name)) {
-                    break;
+            },
+            None => {
+                let (img, i) = match self.resolve(ino) {
+                    Ok(x) => x,
+                    Err(e) => return reply.error(e),
+                };
+                let mount_root = self.ep.current().root_ino();
+                match img.readdir(&*self.ep, i) {
+                    Ok(e) => e.into_iter().map(|e| (if e.ino == mount_root { ROOT } else { e.ino }, file_type(e.kind), e.name)).collect(),
+                    Err(e) => return reply.error(errno(&e)),
                 }
             }
-            return reply.ok();
-        }
-        let (img, i) = match self.resolve(ino) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
-        let entries = match img.readdir(&*self.ep, i) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno(&e)),
         };
         // Offsets: 1 is ".", 2 is "..", 3 + k is entry k.
         let mut next = offset;
@@ -604,10 +594,8 @@ impl Filesystem for ImgFs {
             }
             next += 1;
         }
-        let mount_root = self.ep.current().root_ino();
-        for (k, e) in entries.iter().enumerate().skip((next - 2) as usize) {
-            let kino = if e.ino == mount_root { ROOT } else { e.ino };
-            if reply.add(INodeNo(kino), k as u64 + 3, file_type(e.kind), OsStr::from_bytes(&e.name)) {
+        for (k, (i, kind, name)) in entries.iter().enumerate().skip((next - 2) as usize) {
+            if reply.add(INodeNo(*i), k as u64 + 3, *kind, OsStr::from_bytes(name)) {
                 break;
             }
         }

@@ -1,5 +1,7 @@
-//! A mount with a writable layer: local edits kept (also across a restart of imgfs),
-//! protected paths restored with their events, the three-way merge at a switch, and `reset`.
+//! A mount with a writable layer: local edits kept, protected paths restored, the merge at a switch, `reset`, and common tools.
+//!
+//! Local edits survive a restart of imgfs; restores and conflicts are recorded with their
+//! digests; tools that rename, link and replace directories work and never leave the layer.
 
 use std::path::Path;
 use std::process::Command;
