@@ -36,7 +36,7 @@ fn io_errno(e: io::Error) -> Errno {
 }
 
 fn cpath(p: &Path) -> Result<CString, Errno> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+    local::cpath(p).map_err(io_errno)
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {

@@ -98,7 +98,8 @@ pub fn is_whiteout(m: &Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
+/// `p` as a C string for the system calls std has no wrapper for.
+pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 

@@ -171,10 +171,8 @@ pub fn image_at(ep: &Endpoint, img: &Image, rel: &[u8]) -> Option<Attr> {
     Some(attr)
 }
 
-/// The fingerprint of `img`'s entry at `rel` (`None` if it has none; `Err` if its data
-/// cannot be read).
-pub fn image_fingerprint(ep: &Endpoint, img: &Image, rel: &[u8]) -> io::Result<Option<Fingerprint>> {
-    let Some(a) = image_at(ep, img, rel) else { return Ok(None) };
+/// The fingerprint of `img`'s entry `a` (`Err` if its data cannot be read).
+pub fn image_fingerprint(ep: &Endpoint, img: &Image, a: &Attr) -> io::Result<Fingerprint> {
     let content = match a.kind {
         Kind::File => {
             let read = img.read(a.ino, |size, extents| -> io::Result<Digest> {
@@ -204,7 +202,7 @@ pub fn image_fingerprint(ep: &Endpoint, img: &Image, rel: &[u8]) -> io::Result<O
             rdev: a.rdev as u64,
         },
     };
-    Ok(Some(Fingerprint { content, perm: a.perm as u32, uid: a.uid, gid: a.gid }))
+    Ok(Fingerprint { content, perm: a.perm as u32, uid: a.uid, gid: a.gid })
 }
 
 /// What the merge at a switch does with one local change.
@@ -338,11 +336,10 @@ impl Writable {
         image_at(ep, img, rel)
     }
 
+    /// The fingerprint of the image's version of `rel` as the mount shows it (`None`: no
+    /// entry there).
     fn image_fingerprint(&self, ep: &Endpoint, img: &Image, rel: &[u8]) -> io::Result<Option<Fingerprint>> {
-        if self.image_at(ep, img, rel).is_none() {
-            return Ok(None);
-        }
-        image_fingerprint(ep, img, rel)
+        self.image_at(ep, img, rel).map(|a| image_fingerprint(ep, img, &a)).transpose()
     }
 
     /// Whether `rel`, or (for a directory of the image) any path of the image below it, is
@@ -548,17 +545,28 @@ impl Writable {
 
     /// Has the kernel look `rel` up again (its entry now names a local file).
     pub fn expire(&self, ep: &Endpoint, rel: &[u8]) {
+        self.invalidate_entry(ep, &ep.current(), rel, false);
+    }
+
+    /// Marks `rel` expired under each directory the kernel may know it by (the generation's
+    /// and the local one), and with `listings`, drops those directories' cached listings.
+    fn invalidate_entry(&self, ep: &Endpoint, img: &Image, rel: &[u8], listings: bool) {
         let Some(inv) = self.invalidate.get() else { return };
         let (parent, name) = local::split(rel);
         let name = std::ffi::OsStr::from_bytes(name);
+        let mut dirs = Vec::with_capacity(2);
         if parent.is_empty() {
-            inv.entry(crate::fuse::ROOT, name);
-        } else if let Some(a) = image_at(ep, &ep.current(), parent) {
-            inv.entry(a.ino, name);
+            dirs.push(crate::fuse::ROOT);
+        } else {
+            dirs.extend(image_at(ep, img, parent).map(|a| a.ino));
+            if let State::Present(m) = self.local.state(parent) {
+                dirs.push(local::UPPER_BIT | m.ino());
+            }
         }
-        if let State::Present(m) = self.local.state(parent) {
-            if !parent.is_empty() {
-                inv.entry(local::UPPER_BIT | m.ino(), name);
+        for d in dirs {
+            inv.entry(d, name);
+            if listings {
+                inv.inode(d);
             }
         }
     }
@@ -570,25 +578,10 @@ impl Writable {
     }
 
     /// Makes the kernel look `rel` up again (under the current generation's directory and
-    /// the local one) and drop what it cached of the entry.
+    /// the local one) and drop what it cached of the entry and of its directory's listing.
     fn forget(&self, ep: &Endpoint, img: &Image, rel: &[u8], upper_ino: Option<u64>) {
         let Some(inv) = self.invalidate.get() else { return };
-        let (parent, name) = local::split(rel);
-        let name = std::ffi::OsStr::from_bytes(name);
-        // The entry, and the directory's cached listing.
-        if parent.is_empty() {
-            inv.entry(crate::fuse::ROOT, name);
-            inv.inode(crate::fuse::ROOT);
-        } else if let Some(a) = image_at(ep, img, parent) {
-            inv.entry(a.ino, name);
-            inv.inode(a.ino);
-        }
-        if let State::Present(m) = self.local.state(parent) {
-            if !parent.is_empty() {
-                inv.entry(local::UPPER_BIT | m.ino(), name);
-                inv.inode(local::UPPER_BIT | m.ino());
-            }
-        }
+        self.invalidate_entry(ep, img, rel, true);
         if let Some(a) = image_at(ep, img, rel) {
             inv.inode(a.ino);
         }

@@ -29,10 +29,16 @@ fn every_kind_of_file_and_metadata_reads_back_through_the_mount() {
     assert!(std::fs::remove_file(mnt.point.join("small.txt")).is_err());
 }
 
-#[test]
-fn a_debian_root_runs_dpkg_from_the_mount() {
+/// The Debian root of the shared datasets.
+fn gen1() -> PathBuf {
     let gen1 = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join("gen1");
     assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
+    gen1
+}
+
+#[test]
+fn a_debian_root_runs_dpkg_from_the_mount() {
+    let gen1 = gen1();
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     t.publish(&server, &gen1, "debian", "os/stable");
@@ -336,8 +342,7 @@ fn a_dead_mount_left_by_a_killed_imgfs_is_detached_by_the_next_mount() {
 
 #[test]
 fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first() {
-    let gen1 = PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join("gen1");
-    assert!(gen1.join("usr/bin/dpkg").exists(), "dataset gen1 missing: run shared/datasets/make-datasets.sh");
+    let gen1 = gen1();
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     t.publish(&server, &gen1, "debian", "os/stable");
