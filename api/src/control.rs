@@ -630,6 +630,25 @@ pub struct Status {
     /// The writable layer, if the mount has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable: Option<WritableReport>,
+    /// The last fetch of a generation's signed read trace data (at mount or switch), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_fetch: Option<TraceFetch>,
+}
+
+/// A fetch of the data a generation's signed read trace reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceFetch {
+    /// The generation, `IMAGE@N`.
+    pub generation: String,
+    /// Objects fetched (those the cache lacked).
+    pub objects: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// How long it took.
+    pub millis: u64,
+    /// Whether the switch to the generation waited for it (the data was in before the mount
+    /// moved); false for a fetch at mount, or one that went on behind the switch.
+    pub before_switch: bool,
 }
 
 /// A daemon's word to the parent that started it (one JSON line on a pipe): mounted, or why not.

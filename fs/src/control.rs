@@ -21,7 +21,7 @@ use api::control::{
     Failed, FailureKind, GenerationRef, LastCheck, OpenMode, Opens, Prefetched, Prefetching, ProgressLine, Refusal, Reply, Request, Status,
     Switch, Unpinned,
 };
-use format::Digest;
+use format::{Digest, Manifest};
 
 use crate::endpoint::{Endpoint, LoadError};
 use crate::image::Image;
@@ -208,6 +208,24 @@ pub struct Control {
     writable: std::sync::OnceLock<Arc<crate::writable::Writable>>,
     /// The background fill's rate, and the control itself to start it from threads.
     fill: std::sync::OnceLock<(std::sync::Weak<Control>, u64)>,
+    /// How long a switch waits for the data of the new generation's read trace (milliseconds;
+    /// 0: switch at once and fetch it after).
+    warm_millis: std::sync::atomic::AtomicU64,
+    /// The last fetch of a read trace's data, for the status.
+    trace_fetch: Arc<Mutex<Option<api::control::TraceFetch>>>,
+}
+
+/// How long a switch waits, by default, for the new generation's read trace data.
+pub const WARM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What became of the fetch of a read trace's data before a switch.
+enum Warm {
+    /// The data is in the cache.
+    Done,
+    /// The trace is unusable or its data could not be fetched: reads fetch what they need.
+    Failed,
+    /// Still fetching when the wait ended: it goes on behind the switch (then the fill).
+    Behind,
 }
 
 impl Control {
@@ -236,7 +254,79 @@ impl Control {
             jobs: Mutex::new(HashMap::new()),
             writable: std::sync::OnceLock::new(),
             fill: std::sync::OnceLock::new(),
+            warm_millis: (WARM_TIMEOUT.as_millis() as u64).into(),
+            trace_fetch: Arc::default(),
         }
+    }
+
+    /// Sets how long a switch waits for the data of the new generation's read trace before it
+    /// repoints the mount (zero: at once, the data fetched after).
+    pub fn set_warm_timeout(&self, wait: Duration) {
+        self.warm_millis.store(wait.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Fetches the data that the read trace `trace` of generation `staged` reads, before the
+    /// switch to it, so that what the trace recorded (a boot, an application start) runs from
+    /// the cache as soon as the mount moves, as an update downloads before it installs.
+    /// Waits at most the warm timeout; past it the fetch goes on behind the switch and starts
+    /// the background fill when done.
+    fn warm(&self, trace: Digest, staged: Arc<Image>) -> Warm {
+        let wait = Duration::from_millis(self.warm_millis.load(std::sync::atomic::Ordering::Relaxed));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ep = self.ep.clone();
+        let fill = self.fill.get().map(|(me, _)| me.clone());
+        let last = self.trace_fetch.clone();
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            let r = load_trace(&ep, trace)
+                .and_then(|t| crate::prefetch::prefetch_trace(&ep, &staged, &t, None, &|_| {}).map_err(|e| e.to_string()))
+                .map(|p| fetched(&staged, &p, start));
+            match &r {
+                Ok(f) => tracing::info!(generation = %f.generation, %trace, objects = f.objects, bytes = f.bytes, millis = f.millis,
+                                        "fetched the data of the next generation's read trace"),
+                Err(e) => tracing::warn!(%trace, error = %e, "the next generation's read trace data could not be fetched; reads fetch what they need"),
+            }
+            // Nobody waits any more: the switch went ahead, and the fill is this thread's.
+            if let Err(std::sync::mpsc::SendError(r)) = tx.send(r) {
+                if let Ok(f) = r {
+                    *last.lock().unwrap() = Some(f);
+                }
+                if let Some(me) = fill.and_then(|w| w.upgrade()) {
+                    me.fill_current();
+                }
+            }
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Ok(f)) => {
+                *self.trace_fetch.lock().unwrap() = Some(api::control::TraceFetch { before_switch: true, ..f });
+                Warm::Done
+            }
+            Ok(Err(_)) => Warm::Failed,
+            Err(_) => {
+                tracing::info!(waited_millis = wait.as_millis() as u64, "the next generation's read trace data is still coming: switching, it goes on behind");
+                Warm::Behind
+            }
+        }
+    }
+
+    /// After a switch to a generation with read trace `trace` (if it has one), warmed before
+    /// it as `warmed` says: fetches what is still to fetch first, then fills.
+    fn after_switch(&self, trace: Option<Digest>, warmed: Option<Warm>) {
+        match (trace, warmed) {
+            (_, Some(Warm::Behind)) => {}
+            (Some(t), None) => self.trace_first(t),
+            _ => self.fill_current(),
+        }
+    }
+
+    /// Warms the trace data of generation `digest` (`manifest`) before a switch to it, unless
+    /// the warm timeout is zero or it has no trace.
+    fn warm_before(&self, trace: Option<Digest>, digest: Digest, manifest: &Manifest) -> Option<Warm> {
+        let trace = trace?;
+        if self.warm_millis.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(self.warm(trace, self.ep.staged(digest, manifest.clone())))
     }
 
     /// Gives the control the mount's writable layer (merged at switches, reported, reset).
@@ -437,8 +527,11 @@ impl Control {
         if let Err(e) = crate::endpoint::check_length(self.ep.fetcher(), digest, accepted.length) {
             return load_failed(e);
         }
+        let trace = accepted.record.trace.as_deref().and_then(|t| t.parse().ok());
+        let warmed = self.warm_before(trace, digest, &manifest);
         let old = self.ep.switch_to(digest, manifest);
         self.switched(&old, &self.ep.current());
+        self.after_switch(trace, warmed);
         {
             let mut v = self.versions.lock().unwrap();
             *v = (0, v.0);
@@ -475,12 +568,10 @@ impl Control {
                     return load_failed(e);
                 }
             }
+            let warmed = self.warm_before(r.trace, digest, &manifest);
             let old = self.ep.switch_to(digest, manifest);
             self.switched(&old, &self.ep.current());
-            match r.trace {
-                Some(trace) => self.trace_first(trace),
-                None => self.fill_current(),
-            }
+            self.after_switch(r.trace, warmed);
             {
                 let mut v = self.versions.lock().unwrap();
                 *v = (version, v.0);
@@ -564,6 +655,7 @@ impl Control {
                 .as_ref()
                 .map(|(t, result)| LastCheck { seconds_ago: t.elapsed().as_secs(), result: result.clone() }),
             writable: self.writable.get().map(|w| w.report()),
+            trace_fetch: self.trace_fetch.lock().unwrap().clone(),
         }
     }
 
@@ -642,22 +734,18 @@ impl Control {
     pub fn trace_first(&self, digest: Digest) {
         let ep = self.ep.clone();
         let fill = self.fill.get().and_then(|(me, _)| me.upgrade()).map(|me| Arc::downgrade(&me));
+        let last = self.trace_fetch.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            let trace = ep
-                .fetcher()
-                .fetch(&[digest])
-                .map_err(|e| e.to_string())
-                .and_then(|()| ep.store().get(&digest).map_err(|e| e.to_string()))
-                .and_then(|b| serde_json::from_slice::<api::control::Trace>(&b).map_err(|e| e.to_string()))
-                .and_then(|t| match t.version {
-                    api::control::TRACE_VERSION => Ok(t),
-                    v => Err(format!("trace format version {v}, this build reads {}", api::control::TRACE_VERSION)),
-                });
+            let trace = load_trace(&ep, digest);
             let current = ep.current();
             match trace.map(|t| crate::prefetch::prefetch_trace(&ep, &current, &t, None, &|_| {})) {
-                Ok(Ok(p)) => tracing::info!(generation = %current.label(), %digest, objects = p.objects_done, bytes = p.transferred,
-                                            millis = start.elapsed().as_millis() as u64, "fetched the data of the generation's read trace"),
+                Ok(Ok(p)) => {
+                    let f = fetched(&current, &p, start);
+                    tracing::info!(generation = %f.generation, %digest, objects = f.objects, bytes = f.bytes, millis = f.millis,
+                                   "fetched the data of the generation's read trace");
+                    *last.lock().unwrap() = Some(f);
+                }
                 Ok(Err(e)) => tracing::warn!(%digest, error = %e, "fetching the data of the read trace stopped; reads fetch what they need"),
                 Err(e) => tracing::warn!(%digest, error = %e, "the generation's read trace is unusable; reads fetch what they need"),
             }
@@ -880,4 +968,30 @@ fn to_line(message: &impl serde::Serialize) -> String {
 fn rand_fraction() -> f64 {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     (n % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// The status's record of a trace data fetch of `image` that made `p` since `start` (not before
+/// a switch: the caller that waited says so).
+fn fetched(image: &Image, p: &Progress, start: Instant) -> api::control::TraceFetch {
+    api::control::TraceFetch {
+        generation: image.label(),
+        objects: p.objects_done,
+        bytes: p.transferred,
+        millis: start.elapsed().as_millis() as u64,
+        before_switch: false,
+    }
+}
+
+/// The read trace object `digest` a generation was signed with, fetched if the cache lacks it
+/// (verified by its digest).
+fn load_trace(ep: &Endpoint, digest: Digest) -> Result<api::control::Trace, String> {
+    ep.fetcher()
+        .fetch(&[digest])
+        .map_err(|e| e.to_string())
+        .and_then(|()| ep.store().get(&digest).map_err(|e| e.to_string()))
+        .and_then(|b| serde_json::from_slice::<api::control::Trace>(&b).map_err(|e| e.to_string()))
+        .and_then(|t| match t.version {
+            api::control::TRACE_VERSION => Ok(t),
+            v => Err(format!("trace format version {v}, this build reads {}", api::control::TRACE_VERSION)),
+        })
 }

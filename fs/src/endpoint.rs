@@ -390,6 +390,12 @@ impl Endpoint {
         image
     }
 
+    /// `manifest` as an image that is not served (no inode of it reaches the kernel): what
+    /// a switch reads before it happens, such as the paths of the new generation's trace.
+    pub fn staged(&self, manifest_digest: Digest, manifest: Manifest) -> Arc<Image> {
+        Arc::new(Image::new(self.next_slot.fetch_add(1, Ordering::Relaxed), manifest_digest, manifest))
+    }
+
     /// The journal, if the mount keeps one.
     pub fn journal(&self) -> Option<&Arc<crate::resume::Journal>> {
         self.journal.get()

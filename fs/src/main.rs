@@ -102,6 +102,11 @@ struct MountArgs {
     /// that wait for the network: a laptop that must work offline soon after a switch.
     #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
     fill: Option<u64>,
+    /// How long a switch waits for the data of the next generation's signed read trace, so
+    /// that what it recorded starts from the cache once the mount moves; past it the mount
+    /// switches and the fetch goes on behind (0: switch at once).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_wait)]
+    warm_timeout: u64,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -287,6 +292,7 @@ impl MountArgs {
             hold: self.hold.as_ref().map(|(image, n)| format!("{image}@{n}")),
             mountpoint: self.mountpoint.clone(),
             fill: self.fill.filter(|r| *r > 0),
+            warm_timeout: std::time::Duration::from_secs(self.warm_timeout),
             writable: self.writable.as_ref().map(|dir| fs::startup::WritableOptions {
                 dir: dir.clone(),
                 protect: self.protect.clone(),
@@ -545,6 +551,14 @@ fn defer(config: &Path, mountpoint: &Path, seconds: Option<u64>, json: bool) -> 
 /// `--for 4h`: `90s`, `30m`, `4h`, `1d` or a number of seconds (not zero).
 fn parse_seconds(text: &str) -> Result<u64, String> {
     api::fleet::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration: give 90s, 30m, 4h, 1d or seconds"))
+}
+
+/// A duration that may be zero ("0", "0s": not at all).
+fn parse_wait(text: &str) -> Result<u64, String> {
+    if text.trim_end_matches('s').chars().all(|c| c == '0') && !text.trim_end_matches('s').is_empty() {
+        return Ok(0);
+    }
+    parse_seconds(text)
 }
 
 /// `--label k=v`.

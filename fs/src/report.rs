@@ -129,6 +129,10 @@ pub fn status(st: &Status) -> String {
     for p in &st.prefetching {
         line("prefetching", format!("{} {}", p.generation, progress(&p.progress)));
     }
+    if let Some(f) = &st.trace_fetch {
+        let when = if f.before_switch { "before the switch to it" } else { "after it was mounted" };
+        line("trace data", format!("{}: {} objects ({}) in {} ms, {when}", f.generation, f.objects, bytes(f.bytes), f.millis));
+    }
     line(
         "opens",
         match st.opens.mode {

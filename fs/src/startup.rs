@@ -62,6 +62,8 @@ pub struct MountOptions {
     /// Fill the rest of each generation in the background at most this many bytes a second
     /// (after its read trace's data), yielding to reads that miss.
     pub fill: Option<u64>,
+    /// How long a switch waits for the next generation's read trace data (zero: not at all).
+    pub warm_timeout: Duration,
 }
 
 /// A mount's writable layer and its drift policy.
@@ -428,6 +430,7 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     }
     let socket = crate::control::socket_path(mountpoint);
     control.serve(&socket).map_err(|source| MountError::Control { socket: socket.clone(), source })?;
+    control.set_warm_timeout(o.warm_timeout);
     control.poll(o.poll.or(start.poll_seconds.map(Duration::from_secs)).unwrap_or(DEFAULT_POLL).max(Duration::from_secs(1)));
     if let Some(rate) = o.fill {
         control.set_fill(rate);

@@ -492,6 +492,7 @@ mod seams {
                 result: Switch::Switched { from: "os@1".into(), to: "os@2".into(), channel_version: 3, millis: 9 },
             }),
             writable: None,
+            trace_fetch: None,
         }
     }
 

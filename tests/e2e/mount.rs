@@ -395,6 +395,10 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     assert_eq!(again.stdout, out.stdout);
     assert_eq!(requests(&cold), after_prefetch, "everything dpkg -l read was prefetched by its trace");
 
+    // An endpoint that has read nothing yet, for the switch below (mounted before the trace
+    // is signed, so its mount fetches no trace data).
+    let fourth = Mount::start(&[&server.url], "os/stable", &t.path("cache4"), &t.path("mnt4"));
+
     // Attached to the generation and signed with it: a third cold endpoint fetches the
     // trace's data by itself right after mounting.
     let key = t.key("images");
@@ -417,6 +421,29 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     let run = Command::new("chroot").arg(&third.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
     assert_eq!(run.stdout, out.stdout);
     assert_eq!(requests(&third), settled, "the signed trace's data was fetched at mount, before dpkg -l ran");
+    // The next generation with the same trace: a switch to it fetches the trace's data
+    // first, so that dpkg -l runs from the cache as soon as the mount has moved.
+    let next = t.path("next");
+    assert!(Command::new("cp").arg("-al").arg(&gen1).arg(&next).status().unwrap().success());
+    std::fs::write(next.join("etc/next-generation"), b"2\n").unwrap();
+    t.import(&next, "debian");
+    t.push_signed(&server, "debian@2");
+    ok_json(t.remote(&server, &["--json", "trace", "add", "debian@2", file.to_str().unwrap(), "--key", key.to_str().unwrap()]));
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "debian@2"]));
+    let before_switch = requests(&fourth);
+    let switched = ok_json(imgfs(&["--json", "update", fourth.point.to_str().unwrap()]));
+    let st = fourth.control("status");
+    assert_eq!(st["current"]["generation"], "debian@2", "{switched}");
+    let warmed = &st["trace_fetch"];
+    assert_eq!((warmed["generation"].as_str(), warmed["before_switch"].as_bool()), (Some("debian@2"), Some(true)), "{st}");
+    assert!(warmed["objects"].as_u64().unwrap() > 0, "{st}");
+    let at_switch = requests(&fourth);
+    assert!(at_switch > before_switch, "the switch fetched the next generation's metadata and trace data");
+    let run = Command::new("chroot").arg(&fourth.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
+    assert_eq!(run.stdout, out.stdout);
+    assert_eq!(requests(&fourth), at_switch, "the trace's data was in before the switch: dpkg -l asked for nothing");
+    assert_eq!(std::fs::read(fourth.point.join("etc/next-generation")).unwrap(), b"2\n");
+
     let garbage = t.path("garbage.trace");
     std::fs::write(&garbage, b"not a trace").unwrap();
     let refused = t.remote(&server, &["trace", "add", "debian@1", garbage.to_str().unwrap(), "--key", key.to_str().unwrap()]);

@@ -321,6 +321,7 @@ fn status(current: &str, last_check: Option<api::control::Switch>, fresh: bool, 
         },
         last_check: last_check.map(|result| LastCheck { seconds_ago: 1, result }),
         writable: None,
+        trace_fetch: None,
     }
 }
 
