@@ -63,9 +63,7 @@ impl Plain {
         let tmp = dir.join("tmp");
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
-        for i in 0..=255u8 {
-            fs::create_dir_all(dir.join(format!("{i:02x}")))?;
-        }
+        // The 256 `XX` directories are made as copies land in them.
         let usage = Usage::scan(&dir)?;
         Ok(Plain { dir, tmp, usage })
     }
@@ -110,6 +108,8 @@ impl Plain {
         if dest.exists() {
             return Ok(key);
         }
+        let parent = dest.parent().expect("files/XX/REST");
+        fs::create_dir_all(parent).map_err(|source| PlainError::Io { path: parent.to_path_buf(), source })?;
         // Derived data: atomic, so never seen half written, but not fsynced (rebuilt if lost).
         let options = atomic::Options::new().tmp_in(&self.tmp).not_durable();
         atomic::write_from(&dest, options, |f, tmp| {

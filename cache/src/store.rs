@@ -106,12 +106,9 @@ impl Store {
         let tmp = root.join("tmp");
         let mk = |p: &Path| fs::create_dir_all(p).map_err(|source| OpenError { path: p.to_path_buf(), source });
         mk(&tmp)?;
-        for i in 0..=255u8 {
-            let dir = objects.join(format!("{i:02x}"));
-            if !dir.is_dir() {
-                mk(&dir)?;
-            }
-        }
+        // The 256 `objects/XX` directories are made as objects land in them (a fresh cache
+        // answers sooner).
+        mk(&objects)?;
         let packs_dir = root.join("packs");
         mk(&packs_dir)?;
         let packs = load_packs(&packs_dir).map_err(|source| OpenError { path: packs_dir.clone(), source })?;
@@ -248,11 +245,20 @@ impl Store {
 
     /// Stores already framed bytes after checking that they decode to `digest` within `limit`.
     pub fn insert_framed(&self, digest: &Digest, framed: &[u8], limit: u64) -> Result<Inserted, InsertError> {
+        self.insert_framed_decoded(digest, framed, limit).map(|(inserted, _)| inserted)
+    }
+
+    /// `insert_framed`, also giving the content it decoded to check them (`None` when the
+    /// store held the object already and nothing was decoded): a caller that reads what it
+    /// fetched at once (a tree) need not read and check it again.
+    pub fn insert_framed_decoded(&self, digest: &Digest, framed: &[u8], limit: u64) -> Result<(Inserted, Option<Vec<u8>>), InsertError> {
         if self.contains(digest) {
-            return Ok(Inserted { digest: *digest, new: false, stored_len: 0 });
+            return Ok((Inserted { digest: *digest, new: false, stored_len: 0 }, None));
         }
-        let verified = self.verify(digest, framed, limit)?;
-        self.insert_verified(verified)
+        let content =
+            self.decode(framed, digest, limit.min(MAX_OBJECT)).map_err(|source| InsertError::Invalid { digest: *digest, source })?;
+        // Checked absent just above: a racing writer of the same object writes the same bytes.
+        Ok((self.write_framed(digest, framed)?, Some(content)))
     }
 
     /// Checks that framed bytes decode to `digest` within `limit`, without storing them: for
@@ -341,7 +347,14 @@ impl Store {
         f.write_all(framed).map_err(|e| io_err(&tmp, e))?;
         drop(f);
         fault::point(Kind::Write);
-        fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let parent = dest.parent().expect("objects/XX/REST");
+            if e.kind() != io::ErrorKind::NotFound || parent.is_dir() {
+                return Err(io_err(&dest, e));
+            }
+            fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
+        }
         std::mem::forget(guard);
         if let Some(usage) = self.usage.get() {
             usage.added(*digest, framed.len() as u64);
@@ -494,7 +507,11 @@ impl Store {
         }
         for i in 0..=255u8 {
             let prefix = format!("{i:02x}");
-            for entry in fs::read_dir(self.objects.join(&prefix))? {
+            let entries = match fs::read_dir(self.objects.join(&prefix)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                entries => entries?,
+            };
+            for entry in entries {
                 let name = entry?.file_name();
                 if let Some(rest) = name.to_str() {
                     if let Ok(d) = format!("{prefix}{rest}").parse() {

@@ -69,7 +69,11 @@ impl Usage {
         let mut total = 0;
         for i in 0..=255u8 {
             let prefix = format!("{i:02x}");
-            for entry in std::fs::read_dir(objects.join(&prefix))? {
+            let entries = match std::fs::read_dir(objects.join(&prefix)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                entries => entries?,
+            };
+            for entry in entries {
                 let entry = entry?;
                 let Some(d) = entry.file_name().to_str().and_then(|rest| format!("{prefix}{rest}").parse::<Digest>().ok()) else {
                     continue;

@@ -195,6 +195,8 @@ pub struct Control {
     pub last_check: Mutex<Option<(Instant, Switch)>>,
     /// Serialises switches.
     switching: Mutex<()>,
+    /// Serialises writes of the state file.
+    saving: Mutex<()>,
     /// The generation a `switch_to` holds the mount on, `IMAGE@N` (the poller leaves it there
     /// until an `update` or a `rollback`).
     held: Mutex<Option<String>>,
@@ -248,6 +250,7 @@ impl Control {
             invalidate,
             last_check: Mutex::new(None),
             switching: Mutex::new(()),
+            saving: Mutex::new(()),
             held: Mutex::new(held),
             keeper,
             trust,
@@ -360,8 +363,15 @@ impl Control {
             .map_err(|e| Failed::new(FailureKind::Failed, format!("dropping local changes: {e}")))
     }
 
-    /// Records the current and previous generations in the cache's state file.
+    /// Records the current and previous generations in the cache's state file, once the
+    /// objects they name are durable (`Store::sync` first).
     pub fn save_state(&self) {
+        // One at a time: a slower caller's older view must not overwrite a newer one.
+        let _one = self.saving.lock().unwrap();
+        if let Err(e) = self.ep.store().sync() {
+            tracing::warn!(error = %e, "cannot make the cache durable; the state file keeps the generation it named");
+            return;
+        }
         let (cv, pv) = *self.versions.lock().unwrap();
         use crate::state::Served;
         let served = |img: &Image, channel_version| Served { generation: img.label(), manifest: img.manifest_digest(), channel_version };
@@ -537,9 +547,11 @@ impl Control {
             *v = (0, v.0);
         }
         *self.held.lock().unwrap() = Some(label.clone());
+        // The mount has moved: what follows (the state file, after a sync) is not the switch's time.
+        let millis = start.elapsed().as_millis() as u64;
         self.save_state();
         tracing::info!(from = %old.label(), to = %label, "switched to a held generation");
-        Switch::Switched { from: old.label(), to: label, channel_version: 0, millis: start.elapsed().as_millis() as u64 }
+        Switch::Switched { from: old.label(), to: label, channel_version: 0, millis }
     }
 
     /// Checks the channel (or pin) now and switches to what it names; the caller holds
@@ -576,9 +588,10 @@ impl Control {
                 let mut v = self.versions.lock().unwrap();
                 *v = (version, v.0);
             }
+            let millis = start.elapsed().as_millis() as u64;
             self.save_state();
             tracing::info!(from = %old.label(), to = %label, version, "switched");
-            Switch::Switched { from: old.label(), to: label, channel_version: version, millis: start.elapsed().as_millis() as u64 }
+            Switch::Switched { from: old.label(), to: label, channel_version: version, millis }
         })();
         *self.last_check.lock().unwrap() = Some((Instant::now(), outcome.clone()));
         outcome
@@ -604,14 +617,10 @@ impl Control {
                     *v = (v.1, v.0);
                     v.0
                 };
+                let millis = start.elapsed().as_millis() as u64;
                 self.save_state();
                 tracing::info!(from = %old.label(), to = %current.label(), "rolled back");
-                Switch::Switched {
-                    from: old.label(),
-                    to: current.label(),
-                    channel_version: version,
-                    millis: start.elapsed().as_millis() as u64,
-                }
+                Switch::Switched { from: old.label(), to: current.label(), channel_version: version, millis }
             }
             None => Switch::NothingToRollBackTo,
         }

@@ -242,17 +242,25 @@ pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut 
         return Err(LoadError::TooLarge { digest: manifest_digest, what: format!("claims {n} objects"), limit: MAX_OBJECTS });
     }
     let mut entries = 0u64;
-    if let Some(dict) = manifest.dictionary() {
-        fetcher.fetch(&[dict])?;
-    }
     let mut walked = Vec::new();
     let mut level: Vec<Digest> = vec![manifest.root];
     level.retain(|d| !complete.contains(d));
+    // The dictionary (which no tree needs) comes with the first level: one request less.
+    let mut dictionary = manifest.dictionary();
+    if level.is_empty() {
+        if let Some(dict) = dictionary {
+            fetcher.fetch(&[dict])?;
+        }
+    }
     while !level.is_empty() {
-        fetcher.fetch(&level)?;
+        let mut decoded = fetcher.fetch_decoded(&[level.as_slice(), dictionary.take().as_slice()].concat())?;
         let mut next = Vec::new();
         for d in &level {
-            let tree = Tree::decode(&store.get(d)?).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
+            let bytes = match decoded.remove(d) {
+                Some(bytes) => bytes,
+                None => store.get(d)?,
+            };
+            let tree = Tree::decode(&bytes).map_err(|e| ImageError::TreeUnavailable { digest: *d, why: e.to_string() })?;
             entries += tree.entries.len() as u64;
             if entries > MAX_OBJECTS {
                 return Err(LoadError::TooLarge {

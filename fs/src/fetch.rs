@@ -4,7 +4,7 @@
 //! bytes that do not match their digest is skipped for the next one and rested for a while.
 //! Concurrent requests for the same object share one transfer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -203,13 +203,14 @@ impl Fetcher {
         let _ = self.make_room.set(Box::new(make_room));
     }
 
-    /// Stores a fetched object (verifying it); on a full disk makes room once and retries.
-    fn insert(&self, digest: &Digest, framed: &[u8]) -> Result<cache::Inserted, cache::InsertError> {
-        let result = self.store.insert_framed(digest, framed, MAX_FETCHED_OBJECT);
+    /// Stores a fetched object (verifying it), with the content it decoded if it was new; on a
+    /// full disk makes room once and retries.
+    fn insert(&self, digest: &Digest, framed: &[u8]) -> Result<(cache::Inserted, Option<Vec<u8>>), cache::InsertError> {
+        let result = self.store.insert_framed_decoded(digest, framed, MAX_FETCHED_OBJECT);
         match &result {
             Err(cache::InsertError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
                 if self.make_room.get().is_some_and(|f| f()) {
-                    return self.store.insert_framed(digest, framed, MAX_FETCHED_OBJECT);
+                    return self.store.insert_framed_decoded(digest, framed, MAX_FETCHED_OBJECT);
                 }
                 result
             }
@@ -319,6 +320,18 @@ impl Fetcher {
     /// Makes every object of `digests` present in the store, fetching what is absent in as
     /// few requests as the servers allow. Objects another caller is fetching are waited for.
     pub fn fetch(&self, digests: &[Digest]) -> Result<(), FetchError> {
+        self.fetch_into(digests, None)
+    }
+
+    /// `fetch`, also giving the verified content of the objects this call fetched and stored
+    /// (those present already, or fetched by another caller, are read from the store).
+    pub fn fetch_decoded(&self, digests: &[Digest]) -> Result<HashMap<Digest, Vec<u8>>, FetchError> {
+        let mut decoded = HashMap::new();
+        self.fetch_into(digests, Some(&mut decoded))?;
+        Ok(decoded)
+    }
+
+    fn fetch_into(&self, digests: &[Digest], mut decoded: Option<&mut HashMap<Digest, Vec<u8>>>) -> Result<(), FetchError> {
         let deadline = Instant::now() + self.limits.deadline * 2;
         loop {
             let (mine, theirs) = {
@@ -339,7 +352,7 @@ impl Fetcher {
                 (mine, theirs)
             };
             if !mine.is_empty() {
-                let result = self.fetch_from_servers(&mine);
+                let result = self.fetch_from_servers(&mine, decoded.as_deref_mut());
                 let mut inflight = self.inflight.lock().unwrap();
                 for d in &mine {
                     inflight.remove(d);
@@ -366,13 +379,14 @@ impl Fetcher {
         }
     }
 
-    fn fetch_from_servers(&self, wanted: &[Digest]) -> Result<(), FetchError> {
+    fn fetch_from_servers(&self, wanted: &[Digest], mut decoded: Option<&mut HashMap<Digest, Vec<u8>>>) -> Result<(), FetchError> {
         let mut missing: Vec<Digest> = wanted.to_vec();
         let mut tried = Vec::new();
+        let mut stored = HashSet::new();
         for i in self.order() {
             let url = self.servers.lock().unwrap()[i].url.clone();
-            let outcome = self.batch(&url, &missing);
-            missing.retain(|d| !self.store.contains(d));
+            let outcome = self.batch(&url, &missing, &mut Landed { stored: &mut stored, decoded: decoded.as_deref_mut() });
+            missing.retain(|d| !stored.contains(d));
             match outcome {
                 Err(BatchError::Store(e)) => return Err(e),
                 Err(BatchError::Server(e)) => {
@@ -394,8 +408,9 @@ impl Fetcher {
         Err(FetchError::Unavailable { missing: missing.len(), tried: tried.join("; ") })
     }
 
-    /// One batch request: stores every record that verifies; stops at the first that does not.
-    fn batch(&self, url: &str, digests: &[Digest]) -> Result<(), BatchError> {
+    /// One batch request: stores every record that verifies (noting it in `landed`); stops at
+    /// the first that does not.
+    fn batch(&self, url: &str, digests: &[Digest], landed: &mut Landed<'_>) -> Result<(), BatchError> {
         use std::sync::atomic::Ordering::Relaxed;
         let wanted: HashSet<Digest> = digests.iter().copied().collect();
         let body = api::objects::DigestList { digests: digests.to_vec() };
@@ -439,7 +454,7 @@ impl Fetcher {
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
                     deferred.push((digest, framed, dict));
                 }
-                other => self.stored(url, digest, other)?,
+                other => landed.note(digest, self.stored(url, digest, other)?),
             }
         }
         self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
@@ -451,23 +466,45 @@ impl Fetcher {
         dictionaries.dedup();
         if !dictionaries.is_empty() {
             // Dictionaries are plain objects, never compressed with another dictionary.
-            self.batch(url, &dictionaries)?;
+            let mut stored = HashSet::new();
+            self.batch(url, &dictionaries, &mut Landed { stored: &mut stored, decoded: None })?;
         }
         for (digest, framed, _) in deferred {
             let result = self.insert(&digest, &framed);
-            self.stored(url, digest, result)?;
+            landed.note(digest, self.stored(url, digest, result)?);
         }
         Ok(())
     }
 
-    fn stored(&self, url: &str, digest: Digest, result: Result<cache::Inserted, cache::InsertError>) -> Result<(), BatchError> {
+    fn stored(
+        &self,
+        url: &str,
+        digest: Digest,
+        result: Result<(cache::Inserted, Option<Vec<u8>>), cache::InsertError>,
+    ) -> Result<Option<Vec<u8>>, BatchError> {
         match result {
-            Ok(_) => Ok(()),
+            Ok((_, content)) => Ok(content),
             Err(cache::InsertError::Invalid { source, .. }) => Err(BatchError::Server(RemoteError::BadAnswer {
                 url: url.into(),
                 why: format!("sent object {digest} that does not verify: {source}"),
             })),
             Err(e) => Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() })),
+        }
+    }
+}
+
+/// What a batch stored: every object (present now), and the content of the new ones for a
+/// caller that wants it.
+struct Landed<'a> {
+    stored: &'a mut HashSet<Digest>,
+    decoded: Option<&'a mut HashMap<Digest, Vec<u8>>>,
+}
+
+impl Landed<'_> {
+    fn note(&mut self, digest: Digest, content: Option<Vec<u8>>) {
+        self.stored.insert(digest);
+        if let (Some(map), Some(content)) = (self.decoded.as_deref_mut(), content) {
+            map.insert(digest, content);
         }
     }
 }

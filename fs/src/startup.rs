@@ -283,6 +283,9 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
     let (follow, cache, mountpoint) = (&o.follow, o.cache.as_path(), o.mountpoint.as_path());
     let started = Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).map_err(|source| MountError::OpenCache { cache: cache.into(), source })?);
+    // Use is tracked from the start (the keeper needs it): a fresh cache's scan finds nothing,
+    // and what the mount fetches is counted as it lands. An error shows when the keeper starts.
+    let _ = store.track_use();
     let fetcher = Arc::new(Fetcher::new(&o.servers, store, Limits::default()));
     let arch = o.arch.clone().unwrap_or_else(|| trust::policy::host_arch().to_string());
     let trust = Arc::new(TrustState::open(cache, o.root.as_deref(), o.image.clone(), arch).map_err(MountError::Trust)?);
@@ -423,7 +426,10 @@ pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), Mount
         invalidate,
         hold,
     ));
-    control.save_state();
+    // The state file names the generation once its objects are durable: written behind the
+    // mount (a crash before it restarts from the state file's older generation).
+    let saver = control.clone();
+    std::thread::spawn(move || saver.save_state());
     if let Some(w) = &writable {
         control.set_writable(w.clone());
         w.run(ep.clone());
