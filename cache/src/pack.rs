@@ -123,10 +123,19 @@ impl PackWriter {
     }
 
     /// Makes the pack durable and visible: fsync, rename into `packs_dir`, then the index.
-    pub fn commit(mut self, packs_dir: &Path) -> io::Result<(PathBuf, Vec<(Digest, Location)>)> {
+    pub fn commit(self, packs_dir: &Path) -> io::Result<(PathBuf, Vec<(Digest, Location)>)> {
+        self.commit_with(packs_dir, true)
+    }
+
+    /// `commit`, without the fsyncs when not `durable`: still visible only whole (the index is
+    /// renamed in last), but a crash may lose or tear it, which a cache whose every read is
+    /// verified and fetched again survives.
+    pub fn commit_with(mut self, packs_dir: &Path, durable: bool) -> io::Result<(PathBuf, Vec<(Digest, Location)>)> {
         self.out.flush()?;
         fault::point(Kind::Sync);
-        self.out.get_ref().sync_all()?;
+        if durable {
+            self.out.get_ref().sync_all()?;
+        }
         let pack_path = packs_dir.join(format!("pack-{}.pack", self.id));
         fault::point(Kind::Write);
         fs::rename(&self.tmp, &pack_path)?;
@@ -135,7 +144,9 @@ impl PackWriter {
         // directory's fsync makes both renames durable.
         let tmp_dir = self.tmp.parent().unwrap_or(packs_dir);
         let idx = packs_dir.join(format!("pack-{}.idx", self.id));
-        atomic::write_with(&idx, &index, atomic::Options::new().tmp_in(tmp_dir)).map_err(|e| e.source)?;
+        let options = atomic::Options::new().tmp_in(tmp_dir);
+        let options = if durable { options } else { options.not_durable() };
+        atomic::write_with(&idx, &index, options).map_err(|e| e.source)?;
         Ok((pack_path, self.entries))
     }
 }

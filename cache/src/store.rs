@@ -1,7 +1,7 @@
 //! `Store`: loose objects under `objects/XX/REST`, written through `tmp/` and renamed into
 //! place, and packs under `packs/` for bulk writes (see `pack.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -144,7 +144,78 @@ impl Store {
     /// writes loose objects only.
     pub fn track_use(&self) -> io::Result<()> {
         if self.usage.get().is_none() {
-            let _ = self.usage.set(Usage::scan(&self.objects)?);
+            let usage = Usage::scan(&self.objects)?;
+            usage.set_packs(self.pack_uses());
+            let _ = self.usage.set(usage);
+        }
+        Ok(())
+    }
+
+    /// Every pack with its objects, size and last use (its mtime), for use tracking.
+    fn pack_uses(&self) -> Vec<crate::usage::PackUse> {
+        let packs = self.packs.read().unwrap();
+        let mut members: HashMap<u32, Vec<Digest>> = HashMap::new();
+        for (d, (n, _)) in &packs.index {
+            members.entry(*n).or_default().push(*d);
+        }
+        members
+            .into_iter()
+            .filter_map(|(n, members)| {
+                let (path, file) = &packs.files[n as usize];
+                let meta = file.metadata().ok()?;
+                let last = meta.modified().map(crate::usage::millis_of).unwrap_or(0);
+                Some(crate::usage::PackUse { key: crate::usage::pack_key(path), members, bytes: meta.len(), last })
+            })
+            .collect()
+    }
+
+    /// Stores objects `verify` accepted together in one new pack, in their order (objects the
+    /// store holds already are left out), visible when this returns: how a cache keeps what one
+    /// request brought, so that reading it again reads one file front to back instead of one
+    /// file per object. Without `durable` nothing is fsynced (a crash may lose the pack).
+    pub fn insert_pack(&self, objects: &[Verified<'_>], durable: bool) -> Result<Vec<Inserted>, InsertError> {
+        let fresh: Vec<&Verified<'_>> = objects.iter().filter(|v| !self.contains(&v.digest)).collect();
+        let Some(first) = fresh.first() else {
+            return Ok(objects.iter().map(|v| Inserted { digest: v.digest, new: false, stored_len: 0 }).collect());
+        };
+        let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: first.digest, path: path.to_path_buf(), source };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let seed = format!("{}-{}-{nanos}", self.pid, self.counter.fetch_add(1, Ordering::Relaxed));
+        let id = Digest::of(seed.as_bytes()).to_hex()[..16].to_string();
+        let mut writer = PackWriter::create(&self.tmp, id).map_err(|e| io_err(&self.tmp, e))?;
+        let tmp = writer.tmp.clone();
+        let guard = TmpGuard(Some(&tmp));
+        let mut seen = HashSet::new();
+        for v in fresh.iter().filter(|v| seen.insert(v.digest)) {
+            writer.append(&v.digest, v.framed).map_err(|e| io_err(&tmp, e))?;
+        }
+        let (path, entries) = writer.commit_with(&self.packs_dir, durable).map_err(|e| io_err(&self.packs_dir, e))?;
+        drop(guard);
+        let written: HashMap<Digest, u64> = entries.iter().map(|(d, loc)| (*d, u64::from(loc.len))).collect();
+        self.add_pack(path.clone(), entries).map_err(|e| io_err(&path, e))?;
+        Ok(objects
+            .iter()
+            .map(|v| match written.get(&v.digest) {
+                Some(len) => Inserted { digest: v.digest, new: true, stored_len: *len },
+                None => Inserted { digest: v.digest, new: false, stored_len: 0 },
+            })
+            .collect())
+    }
+
+    /// Deletes the pack tracked under `key` (eviction): its objects leave the index first, so
+    /// readers see them absent; a reader holding the file finishes its read.
+    fn drop_pack(&self, key: &Digest) -> io::Result<()> {
+        let mut packs = self.packs.write().unwrap();
+        let Some(n) = packs.files.iter().position(|(p, _)| crate::usage::pack_key(p) == *key) else { return Ok(()) };
+        let n = n as u32;
+        packs.index.retain(|_, (m, _)| *m != n);
+        let path = packs.files[n as usize].0.clone();
+        drop(packs);
+        for p in [path.with_extension("idx"), path] {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -163,6 +234,14 @@ impl Store {
         };
         let mut done = Evicted::default();
         for d in usage.victims(target, pinned) {
+            if let Some(members) = usage.pack_members(&d) {
+                self.drop_pack(&d)?;
+                if let Some(bytes) = usage.removed_pack(&d) {
+                    done.objects += members.len() as u64;
+                    done.bytes += bytes;
+                }
+                continue;
+            }
             match fs::remove_file(self.object_path(&d)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -259,6 +338,13 @@ impl Store {
             self.decode(framed, digest, limit.min(MAX_OBJECT)).map_err(|source| InsertError::Invalid { digest: *digest, source })?;
         // Checked absent just above: a racing writer of the same object writes the same bytes.
         Ok((self.write_framed(digest, framed)?, Some(content)))
+    }
+
+    /// `verify`, also giving the content decoded to check them.
+    pub fn verify_decoded<'a>(&self, digest: &Digest, framed: &'a [u8], limit: u64) -> Result<(Verified<'a>, Vec<u8>), InsertError> {
+        let content =
+            self.decode(framed, digest, limit.min(MAX_OBJECT)).map_err(|source| InsertError::Invalid { digest: *digest, source })?;
+        Ok((Verified { digest: *digest, framed }, content))
     }
 
     /// Checks that framed bytes decode to `digest` within `limit`, without storing them: for
@@ -414,7 +500,13 @@ impl Store {
         if let Some(((path, file), loc)) = packed {
             let mut buf = vec![0u8; loc.len as usize];
             return match file.read_exact_at(&mut buf, loc.offset) {
-                Ok(()) => Ok(buf),
+                Ok(()) => {
+                    if self.usage.get().is_some_and(|u| u.touch(digest)) {
+                        // As for a loose object: the pack's mtime is its last use.
+                        let _ = file.set_modified(std::time::SystemTime::now());
+                    }
+                    Ok(buf)
+                }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     let pack_len = file.metadata().map_or(0, |m| m.len());
                     let source = TruncatedPack { pack: path, offset: loc.offset, len: loc.len, pack_len };
@@ -496,6 +588,9 @@ impl Store {
             fs::remove_file(&old)?;
         }
         *self.packs.write().unwrap() = load_packs(&self.packs_dir)?;
+        if let Some(usage) = self.usage.get() {
+            usage.set_packs(self.pack_uses());
+        }
         Ok(())
     }
 
@@ -565,6 +660,11 @@ impl Store {
     /// index from disk, which could race another commit and hide its pack.
     fn add_pack(&self, path: PathBuf, entries: Vec<(Digest, Location)>) -> io::Result<()> {
         let file = Arc::new(fs::File::open(&path)?);
+        if let Some(usage) = self.usage.get() {
+            let members = entries.iter().map(|(d, _)| *d).collect();
+            let bytes = file.metadata().map_or(0, |m| m.len());
+            usage.added_pack(crate::usage::PackUse { key: crate::usage::pack_key(&path), members, bytes, last: 0 });
+        }
         let mut packs = self.packs.write().unwrap();
         let n = packs.files.len() as u32;
         packs.files.push((path, file));

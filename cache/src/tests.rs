@@ -334,10 +334,57 @@ fn eviction_and_reachability_over_a_truncated_pack_do_not_panic() {
     let mut keep = std::collections::HashSet::new();
     crate::to_keep(&s, &manifest, true, &mut keep);
     assert!(!keep.contains(&chunk));
-    // Eviction only touches loose objects: it runs, the pack is left to `verify`.
+    // Eviction runs: the loose object goes, and the damaged pack whole (two objects).
     let done = s.evict(0, &Default::default()).unwrap();
+    assert_eq!(done.objects, 3);
+    assert!(!s.contains(&loose) && !s.contains(&chunk) && !pack.exists());
+}
+
+#[test]
+fn a_cache_keeps_what_one_answer_brought_in_one_pack_evicted_whole() {
+    let (_d, s) = store();
+    s.track_use().unwrap();
+    let framed: Vec<(Digest, Vec<u8>)> = (0..8u8)
+        .map(|i| {
+            let data = vec![i; 3000];
+            (Digest::of(&data), format::object::encode(&data, 3))
+        })
+        .collect();
+    let verified: Vec<crate::Verified<'_>> = framed.iter().map(|(d, f)| s.verify(d, f, 1 << 20).unwrap()).collect();
+    let loose = s.insert(b"one loose object", 0).unwrap().digest;
+    // Two packs of four: the first used later than the second.
+    let first = s.insert_pack(&verified[..4], false).unwrap();
+    assert!(first.iter().all(|i| i.new));
+    assert!(s.insert_pack(&verified[..2], false).unwrap().iter().all(|i| !i.new), "held already: no second copy");
+    s.insert_pack(&verified[4..], false).unwrap();
+    let packs = || std::fs::read_dir(s.root().join("packs")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "pack").count();
+    assert_eq!(packs(), 2);
+    assert_eq!(entries_in(&s.root().join("objects")), 1, "the packed objects wrote no loose files");
+    assert_eq!(s.usage().unwrap().objects, 9);
+    for (d, _) in &framed {
+        assert_eq!(s.get(d).unwrap(), vec![framed.iter().position(|(x, _)| x == d).unwrap() as u8; 3000]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.get(&framed[0].0).unwrap();
+    s.get(&loose).unwrap();
+    // The least recently used unit is the second pack: it goes whole.
+    let held = s.usage().unwrap().bytes;
+    let done = s.evict(held - 1, &Default::default()).unwrap();
+    assert_eq!(done.objects, 4);
+    assert!(framed[4..].iter().all(|(d, _)| !s.contains(d)) && framed[..4].iter().all(|(d, _)| s.contains(d)));
+    assert_eq!(packs(), 1);
+    // A pinned object keeps its whole pack; the loose one goes.
+    let pinned: std::collections::HashSet<Digest> = [framed[3].0].into_iter().collect();
+    let done = s.evict(0, &pinned).unwrap();
     assert_eq!(done.objects, 1);
-    assert!(!s.contains(&loose));
+    assert!(!s.contains(&loose) && framed[..4].iter().all(|(d, _)| s.contains(d)));
+    // A reopened store tracks the pack from its file.
+    let reopened = Store::open(s.root()).unwrap();
+    reopened.track_use().unwrap();
+    assert_eq!(reopened.usage().unwrap().objects, 4);
+    assert_eq!(reopened.usage().unwrap().bytes, s.usage().unwrap().bytes);
+    assert_eq!(reopened.evict(0, &Default::default()).unwrap().objects, 4);
+    assert_eq!(packs(), 0);
 }
 
 #[test]

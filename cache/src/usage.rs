@@ -1,7 +1,8 @@
 //! Use tracking for a store that evicts (an endpoint's cache): the bytes each loose object
-//! takes and when it was last used, so the least recently used can go first. The last use
-//! is kept in memory and written to the object file's mtime at most once an hour per object,
-//! so the order survives a restart without a write per read.
+//! and each pack takes and when it was last used, so the least recently used can go first (a
+//! pack goes whole, and never while it holds a pinned object). The last use is kept in
+//! memory and written to the file's mtime at most once an hour per file, so the order
+//! survives a restart without a write per read.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -27,7 +28,9 @@ struct Use {
 /// What the store holds and how recently each object was used.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
+    /// Loose objects by digest, packs by their key (`pack_key`).
     objects: Mutex<HashMap<Digest, Use>>,
+    packed: Mutex<Packed>,
     bytes: AtomicU64,
     evicted_objects: AtomicU64,
     evicted_bytes: AtomicU64,
@@ -55,6 +58,33 @@ pub struct Evicted {
     pub bytes: u64,
     /// Bytes held after the round (more than asked when pinned objects fill the rest).
     pub remaining: u64,
+}
+
+/// The packs tracked: each one's objects, and the pack of each object.
+#[derive(Debug, Default)]
+struct Packed {
+    members: HashMap<Digest, Vec<Digest>>,
+    of: HashMap<Digest, Digest>,
+}
+
+/// A pack tracked as one unit of use: its key (`pack_key`), objects, bytes and last use.
+#[derive(Debug, Clone)]
+pub(crate) struct PackUse {
+    pub key: Digest,
+    pub members: Vec<Digest>,
+    pub bytes: u64,
+    /// Milliseconds since the epoch (the pack file's mtime, or now for a new one).
+    pub last: u64,
+}
+
+/// The key a pack is tracked under: the digest of its file name.
+pub(crate) fn pack_key(path: &Path) -> Digest {
+    Digest::of(path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()))
+}
+
+/// `t` in milliseconds since the epoch.
+pub(crate) fn millis_of(t: SystemTime) -> u64 {
+    millis(t)
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -97,11 +127,69 @@ impl Usage {
         }
     }
 
-    /// Records a use; true when the caller should write the new last use to the file's mtime.
+    /// Makes the tracked packs exactly `packs` (after packs were added or rewritten): new ones
+    /// are added, gone ones dropped, the others keep their last use.
+    pub(crate) fn set_packs(&self, packs: Vec<PackUse>) {
+        let mut packed = self.packed.lock().unwrap();
+        let mut objects = self.objects.lock().unwrap();
+        let keep: HashSet<Digest> = packs.iter().map(|p| p.key).collect();
+        let gone: Vec<Digest> = packed.members.keys().filter(|k| !keep.contains(k)).copied().collect();
+        for key in gone {
+            for m in packed.members.remove(&key).unwrap_or_default() {
+                packed.of.remove(&m);
+            }
+            if let Some(u) = objects.remove(&key) {
+                self.bytes.fetch_sub(u.bytes, Ordering::Relaxed);
+            }
+        }
+        for p in packs {
+            if packed.members.contains_key(&p.key) {
+                continue;
+            }
+            for m in &p.members {
+                packed.of.insert(*m, p.key);
+            }
+            packed.members.insert(p.key, p.members);
+            if let Some(old) = objects.insert(p.key, Use { bytes: p.bytes, last: p.last, persisted: p.last }) {
+                self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+            }
+            self.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts tracking a new pack.
+    pub(crate) fn added_pack(&self, pack: PackUse) {
+        let mut packed = self.packed.lock().unwrap();
+        for m in &pack.members {
+            packed.of.insert(*m, pack.key);
+        }
+        packed.members.insert(pack.key, pack.members);
+        drop(packed);
+        self.added(pack.key, pack.bytes);
+    }
+
+    /// The objects of the pack tracked under `key`, if `key` is a pack's.
+    pub(crate) fn pack_members(&self, key: &Digest) -> Option<Vec<Digest>> {
+        self.packed.lock().unwrap().members.get(key).cloned()
+    }
+
+    /// Stops tracking the pack `key`; its bytes.
+    pub(crate) fn removed_pack(&self, key: &Digest) -> Option<u64> {
+        let mut packed = self.packed.lock().unwrap();
+        for m in packed.members.remove(key)? {
+            packed.of.remove(&m);
+        }
+        drop(packed);
+        self.removed(key)
+    }
+
+    /// Records a use of an object (of its pack, for a packed one); true when the caller should
+    /// write the new last use to the file's mtime.
     pub(crate) fn touch(&self, digest: &Digest) -> bool {
         let now = millis(SystemTime::now());
+        let key = self.packed.lock().unwrap().of.get(digest).copied();
         let mut objects = self.objects.lock().unwrap();
-        let Some(u) = objects.get_mut(digest) else { return false };
+        let Some(u) = objects.get_mut(key.as_ref().unwrap_or(digest)) else { return false };
         u.last = now;
         if now.saturating_sub(u.persisted) >= PERSIST_EVERY.as_millis() as u64 {
             u.persisted = now;
@@ -123,9 +211,12 @@ impl Usage {
     }
 
     pub(crate) fn report(&self) -> UsageReport {
+        let packed = self.packed.lock().unwrap();
+        let in_packs: usize = packed.members.values().map(Vec::len).sum();
+        let entries = self.objects.lock().unwrap().len();
         UsageReport {
             bytes: self.bytes(),
-            objects: self.objects.lock().unwrap().len() as u64,
+            objects: (entries - packed.members.len() + in_packs) as u64,
             evicted_objects: self.evicted_objects.load(Ordering::Relaxed),
             evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),
         }
@@ -138,8 +229,14 @@ impl Usage {
         if held <= target {
             return Vec::new();
         }
+        let packed = self.packed.lock().unwrap();
+        let kept = |d: &Digest| match packed.members.get(d) {
+            Some(members) => members.iter().any(|m| pinned.contains(m)),
+            None => pinned.contains(d),
+        };
         let mut candidates: Vec<(u64, Digest, u64)> =
-            self.objects.lock().unwrap().iter().filter(|(d, _)| !pinned.contains(d)).map(|(d, u)| (u.last, *d, u.bytes)).collect();
+            self.objects.lock().unwrap().iter().filter(|(d, _)| !kept(d)).map(|(d, u)| (u.last, *d, u.bytes)).collect();
+        drop(packed);
         candidates.sort_unstable();
         let mut excess = held - target;
         let mut out = Vec::new();

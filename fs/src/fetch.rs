@@ -206,11 +206,16 @@ impl Fetcher {
     /// Stores a fetched object (verifying it), with the content it decoded if it was new; on a
     /// full disk makes room once and retries.
     fn insert(&self, digest: &Digest, framed: &[u8]) -> Result<(cache::Inserted, Option<Vec<u8>>), cache::InsertError> {
-        let result = self.store.insert_framed_decoded(digest, framed, MAX_FETCHED_OBJECT);
+        self.with_room(|| self.store.insert_framed_decoded(digest, framed, MAX_FETCHED_OBJECT))
+    }
+
+    /// Runs a store write; on a full disk makes room once and runs it again.
+    fn with_room<T>(&self, write: impl Fn() -> Result<T, cache::InsertError>) -> Result<T, cache::InsertError> {
+        let result = write();
         match &result {
             Err(cache::InsertError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
                 if self.make_room.get().is_some_and(|f| f()) {
-                    return self.store.insert_framed_decoded(digest, framed, MAX_FETCHED_OBJECT);
+                    return write();
                 }
                 result
             }
@@ -426,38 +431,76 @@ impl Fetcher {
         }
         let bad = |why: String| BatchError::Server(RemoteError::BadAnswer { url: url.into(), why });
         let mut reader = RecordReader::new(RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits });
-        let mut deferred = Vec::new();
-        loop {
+        // The records are read whole first, then stored together (what arrived before a
+        // failure is kept).
+        let mut records: Vec<(Digest, Vec<u8>)> = Vec::new();
+        let ended = loop {
             let header = match reader.next_header() {
                 Ok(Some(header)) => header,
-                Ok(None) => break,
-                Err(ReadRecordError::TruncatedHeader { .. }) => return Err(bad("the answer stopped inside a record".into())),
-                Err(ReadRecordError::Io { source, .. }) => return Err(BatchError::Server(RemoteError::reading(url, source))),
-                Err(e) => return Err(bad(e.to_string())),
+                Ok(None) => break Ok(()),
+                Err(ReadRecordError::TruncatedHeader { .. }) => break Err(bad("the answer stopped inside a record".into())),
+                Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
+                Err(e) => break Err(bad(e.to_string())),
             };
             let digest = header.digest;
             if !wanted.contains(&digest) {
-                return Err(bad(format!("sent object {digest}, which was not asked for")));
+                break Err(bad(format!("sent object {digest}, which was not asked for")));
             }
             if header.check(MAX_FETCHED_OBJECT).is_err() {
-                return Err(bad(format!("announced {} bytes for object {digest}", header.len)));
+                break Err(bad(format!("announced {} bytes for object {digest}", header.len)));
             }
-            let framed = match reader.read_framed(&header) {
-                Ok(framed) => framed,
-                Err(ReadRecordError::TruncatedBody { .. }) => return Err(bad(format!("the answer stopped inside object {digest}"))),
-                Err(ReadRecordError::Io { source, .. }) => return Err(BatchError::Server(RemoteError::reading(url, source))),
-                Err(e) => return Err(bad(e.to_string())),
-            };
-            match self.insert(&digest, &framed) {
+            match reader.read_framed(&header) {
+                Ok(framed) => records.push((digest, framed)),
+                Err(ReadRecordError::TruncatedBody { .. }) => break Err(bad(format!("the answer stopped inside object {digest}"))),
+                Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
+                Err(e) => break Err(bad(e.to_string())),
+            }
+        };
+        self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
+        self.store_records(url, &records, landed)?;
+        ended
+    }
+
+    /// Verifies `records` in order and stores those before the first that does not verify,
+    /// together in one pack when there are several; objects compressed with a dictionary the
+    /// cache lacks are checked and stored once it is fetched.
+    fn store_records(&self, url: &str, records: &[(Digest, Vec<u8>)], landed: &mut Landed<'_>) -> Result<(), BatchError> {
+        let mut verified = Vec::new();
+        let mut contents = Vec::new();
+        let mut deferred = Vec::new();
+        let mut invalid = None;
+        for (digest, framed) in records {
+            match self.store.verify_decoded(digest, framed, MAX_FETCHED_OBJECT) {
+                Ok((v, content)) => {
+                    verified.push(v);
+                    contents.push(content);
+                }
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
                 // image): checked once the dictionary is here.
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
-                    deferred.push((digest, framed, dict));
+                    deferred.push((*digest, framed, dict));
                 }
-                other => landed.note(digest, self.stored(url, digest, other)?),
+                Err(e) => {
+                    invalid = self.stored(url, *digest, Err(e)).err();
+                    break;
+                }
             }
         }
-        self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
+        let store_err = |digest: Digest, e: cache::InsertError| BatchError::Store(FetchError::Store { digest, why: e.to_string() });
+        if verified.len() >= PACK_MIN {
+            let inserted = self.with_room(|| self.store.insert_pack(&verified, false)).map_err(|e| store_err(verified[0].digest(), e))?;
+            for (i, content) in inserted.into_iter().zip(contents) {
+                landed.note(i.digest, Some(content));
+            }
+        } else {
+            for (v, content) in verified.into_iter().zip(contents) {
+                self.with_room(|| self.store.insert_verified(v)).map_err(|e| store_err(v.digest(), e))?;
+                landed.note(v.digest(), Some(content));
+            }
+        }
+        if let Some(e) = invalid {
+            return Err(e);
+        }
         if deferred.is_empty() {
             return Ok(());
         }
@@ -470,7 +513,7 @@ impl Fetcher {
             self.batch(url, &dictionaries, &mut Landed { stored: &mut stored, decoded: None })?;
         }
         for (digest, framed, _) in deferred {
-            let result = self.insert(&digest, &framed);
+            let result = self.insert(&digest, framed);
             landed.note(digest, self.stored(url, digest, result)?);
         }
         Ok(())
@@ -492,6 +535,9 @@ impl Fetcher {
         }
     }
 }
+
+/// Fewest objects of one answer stored together in a pack (fewer go loose).
+const PACK_MIN: usize = 4;
 
 /// What a batch stored: every object (present now), and the content of the new ones for a
 /// caller that wants it.
