@@ -77,6 +77,9 @@ fn chunk_cache(bytes: u64) -> Arc<ChunkCache> {
 /// How many chunks after the one a read needs are decoded ahead of it.
 pub const DECODE_AHEAD: usize = 16;
 
+/// How many small files after one read from its start a miss fetches with it.
+pub const FETCH_NEXT_FILES: usize = 64;
+
 /// Threads decoding ahead: mostly waiting for the disk (a chunk is a file of the cache), so
 /// more than the cores: a tree read after the page cache was dropped is bound by how many
 /// reads of the cache are outstanding. They share one queue under a condvar, and a reader
@@ -529,6 +532,25 @@ impl Endpoint {
         self.misses.load(Ordering::Relaxed) > 0
             || self.born.elapsed().as_millis() as u64 <= self.last_miss.load(Ordering::Relaxed) + quiet.as_millis() as u64
                 && self.last_miss.load(Ordering::Relaxed) > 0
+    }
+
+    /// Before a read from the start of a file whose chunks are `extents`: if its first chunk
+    /// is missing, fetches it with the rest of the file (up to the read-ahead) and the
+    /// missing chunks `next` lists (the small files after it in its directory) in one request,
+    /// so a walk of a cold tree asks once per stretch of a directory rather than once per file,
+    /// and what it brings lands together (one pack) in the order it will be read again. A
+    /// failure is left to the read, which fetches what it needs itself.
+    pub fn fetch_with_next(&self, extents: &[format::Extent], next: impl FnOnce() -> Vec<Digest>) {
+        let Some(first) = extents.first() else { return };
+        if self.store.contains(&first.digest) {
+            return;
+        }
+        let mut want: Vec<Digest> = extents.iter().take(1 + crate::read::READ_AHEAD_CHUNKS).map(|x| x.digest).collect();
+        want.extend(next().into_iter().filter(|d| !self.store.contains(d)));
+        let _waiting = Miss::start(self);
+        if let Err(e) = self.fetcher.fetch(&want) {
+            tracing::debug!(error = %e, "fetching a file with the next ones failed; the read fetches its own");
+        }
     }
 
     /// Has `digests` (chunks a reader will want soon) decoded in the background if the cache

@@ -477,6 +477,10 @@ impl Filesystem for ImgFs {
             // A file read from its start: the next files of its directory are likely next
             // (tar, cp -r, a program loading its modules).
             if let Ok((img, i)) = &resolved {
+                // A miss brings the small files that follow in the same request.
+                let _ = img.read(*i, |_, extents| {
+                    self.ep.fetch_with_next(extents, || img.next_files(*i, crate::endpoint::FETCH_NEXT_FILES, crate::materialise::MIN_SIZE))
+                });
                 // Big files are read from their plain copies when they have one: decoding
                 // their objects ahead would read the disk for nothing.
                 let below = if self.materialiser.is_some() { crate::materialise::MIN_SIZE } else { u64::MAX };
