@@ -1,7 +1,7 @@
 //! `Store`: loose objects under `objects/XX/REST`, written through `tmp/` and renamed into
 //! place, and packs under `packs/` for bulk writes (see `pack.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -174,25 +174,11 @@ impl Store {
     /// request brought, so that reading it again reads one file front to back instead of one
     /// file per object. Without `durable` nothing is fsynced (a crash may lose the pack).
     pub fn insert_pack(&self, objects: &[Verified<'_>], durable: bool) -> Result<Vec<Inserted>, InsertError> {
-        let fresh: Vec<&Verified<'_>> = objects.iter().filter(|v| !self.contains(&v.digest)).collect();
-        let Some(first) = fresh.first() else {
-            return Ok(objects.iter().map(|v| Inserted { digest: v.digest, new: false, stored_len: 0 }).collect());
-        };
-        let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: first.digest, path: path.to_path_buf(), source };
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let seed = format!("{}-{}-{nanos}", self.pid, self.counter.fetch_add(1, Ordering::Relaxed));
-        let id = Digest::of(seed.as_bytes()).to_hex()[..16].to_string();
-        let mut writer = PackWriter::create(&self.tmp, id).map_err(|e| io_err(&self.tmp, e))?;
-        let tmp = writer.tmp.clone();
-        let guard = TmpGuard(Some(&tmp));
-        let mut seen = HashSet::new();
-        for v in fresh.iter().filter(|v| seen.insert(v.digest)) {
-            writer.append(&v.digest, v.framed).map_err(|e| io_err(&tmp, e))?;
+        let mut pack = self.cache_pack(durable);
+        for v in objects {
+            pack.append(*v)?;
         }
-        let (path, entries) = writer.commit_with(&self.packs_dir, durable).map_err(|e| io_err(&self.packs_dir, e))?;
-        drop(guard);
-        let written: HashMap<Digest, u64> = entries.iter().map(|(d, loc)| (*d, u64::from(loc.len))).collect();
-        self.add_pack(path.clone(), entries).map_err(|e| io_err(&path, e))?;
+        let written = pack.commit()?;
         Ok(objects
             .iter()
             .map(|v| match written.get(&v.digest) {
@@ -200,6 +186,11 @@ impl Store {
                 None => Inserted { digest: v.digest, new: false, stored_len: 0 },
             })
             .collect())
+    }
+
+    /// A pack to fill with objects as they arrive (`CachePack`), for a cache.
+    pub fn cache_pack(&self, durable: bool) -> CachePack<'_> {
+        CachePack { store: self, durable, writer: None, broken: false }
     }
 
     /// Deletes the pack tracked under `key` (eviction): its objects leave the index first, so
@@ -672,6 +663,84 @@ impl Store {
             packs.index.insert(d, (n, loc));
         }
         Ok(())
+    }
+}
+
+/// A pack being filled with verified objects as an answer streams in (`Store::cache_pack`):
+/// nothing of it is visible until `commit`, and dropped uncommitted it leaves nothing. After a
+/// failed append the pack takes no more, but `commit` still keeps what went in before.
+pub struct CachePack<'s> {
+    store: &'s Store,
+    durable: bool,
+    writer: Option<PackWriter>,
+    broken: bool,
+}
+
+impl CachePack<'_> {
+    /// Appends an object `verify` accepted, unless the store or this pack holds it already.
+    pub fn append(&mut self, v: Verified<'_>) -> Result<(), InsertError> {
+        let store = self.store;
+        let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: v.digest, path: path.to_path_buf(), source };
+        if self.broken {
+            return Err(io_err(&store.tmp, io::Error::other("an earlier write to this pack failed")));
+        }
+        if store.contains(&v.digest) || self.writer.as_ref().is_some_and(|w| w.entries.iter().any(|(d, _)| *d == v.digest)) {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let seed = format!("{}-{}-{nanos}", store.pid, store.counter.fetch_add(1, Ordering::Relaxed));
+            let id = Digest::of(seed.as_bytes()).to_hex()[..16].to_string();
+            self.writer = Some(PackWriter::create(&store.tmp, id).map_err(|e| io_err(&store.tmp, e))?);
+        }
+        let w = self.writer.as_mut().expect("made above");
+        if let Err(e) = w.append(&v.digest, v.framed) {
+            self.broken = true;
+            return Err(io_err(&w.tmp.clone(), e));
+        }
+        Ok(())
+    }
+
+    /// Whether an append failed (the pack takes no more; `commit` keeps what went in before).
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
+    /// How many objects went in.
+    pub fn len(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.entries.len())
+    }
+
+    /// Whether nothing went in.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes what went in visible, as one pack; the objects written, with their stored lengths.
+    pub fn commit(mut self) -> Result<HashMap<Digest, u64>, InsertError> {
+        let Some(w) = self.writer.take() else { return Ok(HashMap::new()) };
+        let store = self.store;
+        let tmp = w.tmp.clone();
+        let first = w.entries.first().map(|e| e.0).unwrap_or(Digest([0; 32]));
+        let io_err = |path: &Path, source: io::Error| InsertError::Io { digest: first, path: path.to_path_buf(), source };
+        let (path, entries) = match w.commit_with(&store.packs_dir, self.durable) {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(&store.packs_dir, e));
+            }
+        };
+        let written = entries.iter().map(|(d, loc)| (*d, u64::from(loc.len))).collect();
+        store.add_pack(path.clone(), entries).map_err(|e| io_err(&path, e))?;
+        Ok(written)
+    }
+}
+
+impl Drop for CachePack<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = fs::remove_file(&w.tmp);
+        }
     }
 }
 

@@ -431,9 +431,12 @@ impl Fetcher {
         }
         let bad = |why: String| BatchError::Server(RemoteError::BadAnswer { url: url.into(), why });
         let mut reader = RecordReader::new(RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits });
-        // The records are read whole first, then stored together (what arrived before a
-        // failure is kept).
-        let mut records: Vec<(Digest, Vec<u8>)> = Vec::new();
+        // An answer of several objects is kept as one pack, filled as it streams in; what
+        // arrived before a failure is kept either way.
+        let mut pack = (digests.len() >= PACK_MIN).then(|| self.store.cache_pack(false));
+        let mut in_pack = Vec::new();
+        let keep = landed.decoded.is_some();
+        let mut deferred = Vec::new();
         let ended = loop {
             let header = match reader.next_header() {
                 Ok(Some(header)) => header,
@@ -449,58 +452,53 @@ impl Fetcher {
             if header.check(MAX_FETCHED_OBJECT).is_err() {
                 break Err(bad(format!("announced {} bytes for object {digest}", header.len)));
             }
-            match reader.read_framed(&header) {
-                Ok(framed) => records.push((digest, framed)),
+            let framed = match reader.read_framed(&header) {
+                Ok(framed) => framed,
                 Err(ReadRecordError::TruncatedBody { .. }) => break Err(bad(format!("the answer stopped inside object {digest}"))),
                 Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
                 Err(e) => break Err(bad(e.to_string())),
-            }
-        };
-        self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
-        self.store_records(url, &records, landed)?;
-        ended
-    }
-
-    /// Verifies `records` in order and stores those before the first that does not verify,
-    /// together in one pack when there are several; objects compressed with a dictionary the
-    /// cache lacks are checked and stored once it is fetched.
-    fn store_records(&self, url: &str, records: &[(Digest, Vec<u8>)], landed: &mut Landed<'_>) -> Result<(), BatchError> {
-        let mut verified = Vec::new();
-        let mut contents = Vec::new();
-        let mut deferred = Vec::new();
-        let mut invalid = None;
-        for (digest, framed) in records {
-            match self.store.verify_decoded(digest, framed, MAX_FETCHED_OBJECT) {
-                Ok((v, content)) => {
-                    verified.push(v);
-                    contents.push(content);
-                }
+            };
+            let (verified, content) = match self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) {
+                Ok(ok) => ok,
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
                 // image): checked once the dictionary is here.
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
-                    deferred.push((*digest, framed, dict));
+                    deferred.push((digest, framed, dict));
+                    continue;
                 }
+                Err(e) => break self.stored(url, digest, Err(e)).map(|_| ()),
+            };
+            let content = keep.then_some(content);
+            // A pack that could not take it (a full disk) is closed with what it has; the rest
+            // of the answer goes loose, after the cache made room.
+            if let Some(p) = pack.as_mut().filter(|p| !p.broken()) {
+                if p.append(verified).is_ok() {
+                    in_pack.push((digest, content));
+                    continue;
+                }
+            }
+            let result = self.with_room(|| self.store.insert_verified(verified)).map(|i| (i, None));
+            if let Err(e) = self.stored(url, digest, result) {
+                break Err(e);
+            }
+            landed.note(digest, content);
+        };
+        self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
+        if let Some(p) = pack {
+            match p.commit() {
+                Ok(_) => in_pack.into_iter().for_each(|(d, c)| landed.note(d, c)),
                 Err(e) => {
-                    invalid = self.stored(url, *digest, Err(e)).err();
-                    break;
+                    // Lost with the pack: a full disk makes room for the next try.
+                    if matches!(&e, cache::InsertError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)) {
+                        if let Some(make_room) = self.make_room.get() {
+                            make_room();
+                        }
+                    }
+                    return Err(BatchError::Store(FetchError::Store { digest: digests[0], why: e.to_string() }));
                 }
             }
         }
-        let store_err = |digest: Digest, e: cache::InsertError| BatchError::Store(FetchError::Store { digest, why: e.to_string() });
-        if verified.len() >= PACK_MIN {
-            let inserted = self.with_room(|| self.store.insert_pack(&verified, false)).map_err(|e| store_err(verified[0].digest(), e))?;
-            for (i, content) in inserted.into_iter().zip(contents) {
-                landed.note(i.digest, Some(content));
-            }
-        } else {
-            for (v, content) in verified.into_iter().zip(contents) {
-                self.with_room(|| self.store.insert_verified(v)).map_err(|e| store_err(v.digest(), e))?;
-                landed.note(v.digest(), Some(content));
-            }
-        }
-        if let Some(e) = invalid {
-            return Err(e);
-        }
+        ended?;
         if deferred.is_empty() {
             return Ok(());
         }
@@ -513,7 +511,7 @@ impl Fetcher {
             self.batch(url, &dictionaries, &mut Landed { stored: &mut stored, decoded: None })?;
         }
         for (digest, framed, _) in deferred {
-            let result = self.insert(&digest, framed);
+            let result = self.insert(&digest, &framed);
             landed.note(digest, self.stored(url, digest, result)?);
         }
         Ok(())

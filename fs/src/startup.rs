@@ -280,6 +280,7 @@ fn plain_copies(ep: &Arc<Endpoint>, cache: &Path, passthrough: bool) -> Option<c
 /// process served, under the same inode numbers, from the cache, without the network.
 pub fn mount(o: &MountOptions, ready: impl FnOnce(&Mounted)) -> Result<(), MountError> {
     limit_malloc_arenas();
+    raise_open_files_limit();
     let (follow, cache, mountpoint) = (&o.follow, o.cache.as_path(), o.mountpoint.as_path());
     let started = Instant::now();
     let store = Arc::new(cache::Store::open(cache.join("store")).map_err(|source| MountError::OpenCache { cache: cache.into(), source })?);
@@ -485,6 +486,22 @@ fn limit_malloc_arenas() {
         // SAFETY: mallopt only sets a tunable of the allocator; called before the mount's
         // threads exist.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: the cache keeps each of its packs
+/// open (one per answer of four objects or more), and systemd starts services with a soft
+/// limit of 1024 and a hard one far above, expecting programs that need more to raise it.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the limit of open files");
+            }
+        }
     }
 }
 
