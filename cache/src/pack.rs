@@ -97,10 +97,16 @@ pub struct PackWriter {
 impl PackWriter {
     /// Starts a pack in `tmp_dir`.
     pub fn create(tmp_dir: &Path, id: String) -> io::Result<PackWriter> {
+        PackWriter::create_buffered(tmp_dir, id, 1 << 20)
+    }
+
+    /// `create` with a write buffer of `buffer` bytes (small for the many short packs of a
+    /// cache).
+    pub fn create_buffered(tmp_dir: &Path, id: String, buffer: usize) -> io::Result<PackWriter> {
         let tmp = tmp_dir.join(format!("pack-{id}.pack"));
         fault::point(Kind::Write);
         let file = fs::OpenOptions::new().write(true).read(true).create_new(true).open(&tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(buffer, file);
         out.write_all(PACK_MAGIC)?;
         Ok(PackWriter { id, tmp, out, pos: PACK_MAGIC.len() as u64, entries: Vec::new() })
     }

@@ -492,7 +492,7 @@ impl Store {
             let mut buf = vec![0u8; loc.len as usize];
             return match file.read_exact_at(&mut buf, loc.offset) {
                 Ok(()) => {
-                    if self.usage.get().is_some_and(|u| u.touch(digest)) {
+                    if self.usage.get().is_some_and(|u| u.touch(&crate::usage::pack_key(&path))) {
                         // As for a loose object: the pack's mtime is its last use.
                         let _ = file.set_modified(std::time::SystemTime::now());
                     }
@@ -691,7 +691,7 @@ impl CachePack<'_> {
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
             let seed = format!("{}-{}-{nanos}", store.pid, store.counter.fetch_add(1, Ordering::Relaxed));
             let id = Digest::of(seed.as_bytes()).to_hex()[..16].to_string();
-            self.writer = Some(PackWriter::create(&store.tmp, id).map_err(|e| io_err(&store.tmp, e))?);
+            self.writer = Some(PackWriter::create_buffered(&store.tmp, id, 64 << 10).map_err(|e| io_err(&store.tmp, e))?);
         }
         let w = self.writer.as_mut().expect("made above");
         if let Err(e) = w.append(&v.digest, v.framed) {

@@ -60,11 +60,10 @@ pub struct Evicted {
     pub remaining: u64,
 }
 
-/// The packs tracked: each one's objects, and the pack of each object.
+/// The packs tracked: each one's objects.
 #[derive(Debug, Default)]
 struct Packed {
     members: HashMap<Digest, Vec<Digest>>,
-    of: HashMap<Digest, Digest>,
 }
 
 /// A pack tracked as one unit of use: its key (`pack_key`), objects, bytes and last use.
@@ -135,9 +134,7 @@ impl Usage {
         let keep: HashSet<Digest> = packs.iter().map(|p| p.key).collect();
         let gone: Vec<Digest> = packed.members.keys().filter(|k| !keep.contains(k)).copied().collect();
         for key in gone {
-            for m in packed.members.remove(&key).unwrap_or_default() {
-                packed.of.remove(&m);
-            }
+            packed.members.remove(&key);
             if let Some(u) = objects.remove(&key) {
                 self.bytes.fetch_sub(u.bytes, Ordering::Relaxed);
             }
@@ -145,9 +142,6 @@ impl Usage {
         for p in packs {
             if packed.members.contains_key(&p.key) {
                 continue;
-            }
-            for m in &p.members {
-                packed.of.insert(*m, p.key);
             }
             packed.members.insert(p.key, p.members);
             if let Some(old) = objects.insert(p.key, Use { bytes: p.bytes, last: p.last, persisted: p.last }) {
@@ -159,12 +153,7 @@ impl Usage {
 
     /// Starts tracking a new pack.
     pub(crate) fn added_pack(&self, pack: PackUse) {
-        let mut packed = self.packed.lock().unwrap();
-        for m in &pack.members {
-            packed.of.insert(*m, pack.key);
-        }
-        packed.members.insert(pack.key, pack.members);
-        drop(packed);
+        self.packed.lock().unwrap().members.insert(pack.key, pack.members);
         self.added(pack.key, pack.bytes);
     }
 
@@ -175,21 +164,16 @@ impl Usage {
 
     /// Stops tracking the pack `key`; its bytes.
     pub(crate) fn removed_pack(&self, key: &Digest) -> Option<u64> {
-        let mut packed = self.packed.lock().unwrap();
-        for m in packed.members.remove(key)? {
-            packed.of.remove(&m);
-        }
-        drop(packed);
+        self.packed.lock().unwrap().members.remove(key)?;
         self.removed(key)
     }
 
-    /// Records a use of an object (of its pack, for a packed one); true when the caller should
+    /// Records a use of a loose object, or of a pack by its key; true when the caller should
     /// write the new last use to the file's mtime.
     pub(crate) fn touch(&self, digest: &Digest) -> bool {
         let now = millis(SystemTime::now());
-        let key = self.packed.lock().unwrap().of.get(digest).copied();
         let mut objects = self.objects.lock().unwrap();
-        let Some(u) = objects.get_mut(key.as_ref().unwrap_or(digest)) else { return false };
+        let Some(u) = objects.get_mut(digest) else { return false };
         u.last = now;
         if now.saturating_sub(u.persisted) >= PERSIST_EVERY.as_millis() as u64 {
             u.persisted = now;

@@ -18,6 +18,9 @@ use crate::endpoint::Endpoint;
 /// How often the keeper looks at the cache and the partition when nothing wakes it.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// Rounds between two `malloc_trim`s (half a minute).
+const TRIM_EVERY_ROUNDS: u64 = 15;
+
 /// A generation the user pinned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
@@ -157,7 +160,13 @@ impl Keeper {
                 *woken = false;
             }
             me.check();
-            me.rounds.fetch_add(1, Ordering::Relaxed);
+            // Every half minute, gives back to the system what the allocator holds free
+            // (buffers of fetches and decodes that came and went), which it otherwise keeps
+            // inside its arenas: 104 MiB resident against 86 after the rust tree was read.
+            if me.rounds.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY_ROUNDS == 0 {
+                // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+                unsafe { libc::malloc_trim(0) };
+            }
         });
     }
 
