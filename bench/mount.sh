@@ -54,7 +54,7 @@ mount_imgfs() {
   local name=$1 channel=$2
   mkdir -p "$W/mnt-$name"
   "$BIN/imgfs" mount --server "$URL" --channel "$channel" --cache "$W/cache-$name" --root "$W/root.json" --poll-seconds 3600 "$W/mnt-$name" >/dev/null 2>"$W/imgfs-$name.log" &
-  for _ in $(seq 600); do grep -q "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
+  for _ in $(seq 600); do grep -qs "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
   MOUNTS+=("$W/mnt-$name")
 }
 banner() { grep -o "mounted.*" "$W/imgfs-$1.log"; }
@@ -139,7 +139,7 @@ printf '%-40s %10s %10s\n' "rust@1 -> rust@2 (52k files)" "$sw2" "$rb2"
 # plain copies) vs native.
 mkdir -p "$W/mnt-pt"
 "$BIN/imgfs" mount --server "$URL" --channel bench/rust --cache "$W/cache-pt" --root "$W/root.json" --poll-seconds 3600 --passthrough "$W/mnt-pt" >/dev/null 2>"$W/imgfs-pt.log" &
-for _ in $(seq 600); do grep -q "mounted" "$W/imgfs-pt.log" && break; sleep 0.01; done
+for _ in $(seq 600); do grep -qs "mounted" "$W/imgfs-pt.log" && break; sleep 0.01; done
 MOUNTS+=("$W/mnt-pt")
 readall "$W/mnt-pt"; readall "$W/mnt-pt"
 # Plain copies are written in the background: wait until their number stops growing.
