@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use format::Extent;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
@@ -221,11 +221,21 @@ impl ImgFs {
             let mut buf = vec![0u8; file_size.saturating_sub(offset).min(len as u64) as usize];
             match read_full(&f, &mut buf, offset) {
                 Ok(n) if n == buf.len() => {
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&*f);
+                    // The disk reads ahead of the reader in windows of PLAIN_AHEAD: a window
+                    // crossed asks for the one PLAIN_WINDOWS further (the first read for
+                    // all of them), so the next READs find the copy's pages in memory; the
+                    // kernel's own read-ahead on a FUSE file is too short to keep the disk busy.
+                    let (from, to) = (offset / PLAIN_AHEAD, (offset + n as u64) / PLAIN_AHEAD);
+                    let ahead = if offset == 0 { Some((n as u64, PLAIN_WINDOWS * PLAIN_AHEAD)) } else if to > from { Some(((to + PLAIN_WINDOWS - 1) * PLAIN_AHEAD, PLAIN_AHEAD)) } else { None };
                     // The kernel caches these bytes as the mount's file already: the copy's own
                     // pages would hold them twice.
                     // SAFETY: advice on a descriptor this function holds open.
                     unsafe {
-                        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*f), offset as i64, n as i64, libc::POSIX_FADV_DONTNEED)
+                        if let Some((at, len)) = ahead.filter(|(at, _)| *at < file_size) {
+                            libc::posix_fadvise(fd, at as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+                        }
+                        libc::posix_fadvise(fd, offset as i64, n as i64, libc::POSIX_FADV_DONTNEED)
                     };
                     return Ok(buf);
                 }
@@ -275,6 +285,12 @@ impl ImgFs {
         Ok(img.xattrs(i).map_err(|e| errno(&e))?.into_iter().map(|x| (x.name, x.value)).collect())
     }
 }
+
+/// The window of a plain copy's read-ahead (see `read_file`).
+const PLAIN_AHEAD: u64 = 1 << 20;
+
+/// How many windows of a plain copy are read ahead of a reader.
+const PLAIN_WINDOWS: u64 = 4;
 
 /// Reads at `offset` until `buf` is full or the file ends; the bytes read.
 fn read_full(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -384,6 +400,9 @@ impl Filesystem for ImgFs {
         if !self.want_passthrough && self.writable.is_none() && config.add_capabilities(no_open).is_ok() {
             self.no_open.store(true, Ordering::Relaxed);
         }
+        // Listings with attributes (`readdirplus`), always: every process that takes this
+        // connection over answers them, whatever its options.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         if self.want_passthrough
             && self.materialiser.is_some()
             && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
@@ -569,6 +588,78 @@ impl Filesystem for ImgFs {
         // layer's when it is restored or reset, each invalidated then): the kernel keeps them
         // in its page cache across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    /// A listing with each entry's attributes, so that a walk (find, tar, a package manager)
+    /// does not send a LOOKUP per name: half the requests of a tree walk after the kernel
+    /// dropped its caches. Directories and a writable layer's entries are listed without
+    /// (node id 0): the kernel looks them up itself when it needs them.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (entries, img): (Vec<(u64, FileType, Vec<u8>, Option<FileAttr>)>, _) = match self.w() {
+            Some(w) => match self.w_entries(w, ino) {
+                Ok(e) => (e.into_iter().map(|(name, (i, kind))| (i, kind, name, None)).collect(), None),
+                Err(e) => return reply.error(e),
+            },
+            None => {
+                let (img, i) = match self.resolve(ino) {
+                    Ok(x) => x,
+                    Err(e) => return reply.error(e),
+                };
+                let mount_root = self.ep.current().root_ino();
+                match img.readdir_attrs(&*self.ep, i) {
+                    Ok(e) => {
+                        let e = e
+                            .into_iter()
+                            .map(|(e, a)| {
+                                let i = if e.ino == mount_root { ROOT } else { e.ino };
+                                (i, file_type(e.kind), e.name, a.filter(|_| i != ROOT).map(|a| self.to_kernel(&img, a)))
+                            })
+                            .collect();
+                        (e, Some(img))
+                    }
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+        };
+        let unlinked = |kind: FileType| FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        let mut next = offset;
+        while next < 2 {
+            // The kernel never links "." and "..".
+            let name = if next == 0 { "." } else { ".." };
+            if reply.add(ino, next + 1, name, &TTL, &unlinked(FileType::Directory), Generation(0)) {
+                return reply.ok();
+            }
+            next += 1;
+        }
+        // The kernel holds a lookup of every entry listed with a node id until FORGET.
+        let mut linked = 0;
+        for (k, (i, kind, name, attr)) in entries.iter().enumerate().skip((next - 2) as usize) {
+            let attr = attr.unwrap_or_else(|| unlinked(*kind));
+            if reply.add(INodeNo(*i), k as u64 + 3, OsStr::from_bytes(name), &TTL, &attr, Generation(0)) {
+                break;
+            }
+            linked += (attr.ino.0 != 0) as i64;
+        }
+        if let Some(img) = img.filter(|_| linked > 0) {
+            img.kernel_refs_add(linked);
+        }
+        reply.ok();
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

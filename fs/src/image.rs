@@ -393,6 +393,23 @@ impl Image {
             .collect())
     }
 
+    /// The entries of directory `ino` as `readdir` lists them, each with its attributes
+    /// except a directory's: those would take every subdirectory's tree (its link count), so
+    /// a listing with attributes leaves directories to LOOKUP.
+    pub fn readdir_attrs(&self, trees: &dyn Trees, ino: u64) -> Result<Vec<(DirEntry, Option<Attr>)>, ImageError> {
+        let (tree, base) = self.dir(trees, self.local(ino)?)?;
+        let mut out = Vec::with_capacity(tree.entries.len());
+        for (i, e) in tree.entries.iter().enumerate() {
+            let ino = self.child_ino(base, i, e);
+            let attr = match e.kind {
+                EntryKind::Directory { .. } => None,
+                _ => Some(self.entry_attr(trees, ino, e)?),
+            };
+            out.push((DirEntry { ino, kind: kind_of(&e.kind), name: e.name.clone() }, attr));
+        }
+        Ok(out)
+    }
+
     /// The entry behind an inode (`None` for the root).
     fn entry(&self, ino: u64) -> Result<Option<(Arc<Tree>, u32)>, ImageError> {
         match self.node(self.local(ino)?)? {

@@ -464,7 +464,6 @@ impl DirEntList {
 
 #[derive(Debug)]
 pub(crate) struct DirEntryPlus<T: AsRef<Path>> {
-    #[allow(unused)] // We use `attr.ino` instead
     ino: INodeNo,
     generation: Generation,
     offset: DirEntOffset,
@@ -526,8 +525,10 @@ impl DirEntPlusList {
                 attr_valid_nsec: x.attr_valid.subsec_nanos(),
                 attr: x.attr.attr,
             },
+            // imgfs: the listing's inode number is the entry's own, so that an entry may be
+            // listed without being looked up (node id 0, its attributes left to LOOKUP).
             dirent: abi::fuse_dirent {
-                ino: x.attr.attr.ino,
+                ino: x.ino.into(),
                 off: x.offset.0,
                 namelen: name.len().try_into().expect("Name too long"),
                 typ: x.attr.attr.mode >> 12,
