@@ -6,6 +6,7 @@ pub mod change;
 pub mod chunking;
 mod codec;
 pub mod digest;
+pub mod layout;
 pub mod manifest;
 pub mod name;
 pub mod object;

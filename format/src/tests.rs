@@ -322,3 +322,83 @@ fn records_refuse_an_oversized_record_before_reading_it() {
     assert_eq!(Header::decode(&head), Header { digest: d, len: 100 });
     assert!(Header::decode(&head).check(100).is_ok());
 }
+
+fn sample_layout() -> crate::layout::Layout {
+    use crate::layout::{prefix, Layout, PackRef, Placed};
+    let a = PackRef { digest: Digest::of(b"pack a"), len: 8 + 100 + 50 + 1000 };
+    let b = PackRef { digest: Digest::of(b"pack b"), len: 8 + 40 };
+    let e = |name: &[u8], pack, offset, len| Placed { prefix: prefix(&Digest::of(name)), pack, offset, len };
+    Layout {
+        manifest: Digest::of(b"manifest"),
+        packs: vec![a, b],
+        // Out of order on purpose; the third record of pack 0 follows a gap of 50 bytes.
+        entries: vec![e(b"z", 1, 8, 40), e(b"y", 0, 8 + 150, 1000), e(b"x", 0, 8, 100)],
+    }
+}
+
+#[test]
+fn a_layout_reads_back_sorted_by_pack_and_offset() {
+    let l = sample_layout();
+    let back = crate::layout::Layout::decode(&l.encode().unwrap()).unwrap();
+    assert_eq!(back.manifest, l.manifest);
+    assert_eq!(back.packs, l.packs);
+    let offsets: Vec<(u32, u64, u64)> = back.entries.iter().map(|e| (e.pack, e.offset, e.len)).collect();
+    assert_eq!(offsets, vec![(0, 8, 100), (0, 158, 1000), (1, 8, 40)]);
+    assert_eq!(back.entries[0].prefix, crate::layout::prefix(&Digest::of(b"x")));
+}
+
+#[test]
+fn a_layout_that_does_not_fit_its_packs_is_refused() {
+    use crate::layout::{Layout, LayoutError};
+    let mut l = sample_layout();
+    l.entries[1].len = 1001; // past pack 0's end
+    assert!(matches!(l.encode(), Err(LayoutError::OutOfPack { .. })));
+    let mut l = sample_layout();
+    l.entries[1].offset = 50; // overlaps the record at 8..108
+    assert!(matches!(l.encode(), Err(LayoutError::Order { .. })));
+    // Decoding checks the same: a pack shortened after encoding.
+    let l = sample_layout();
+    let bytes = l.encode().unwrap();
+    assert!(Layout::decode(&bytes).is_ok());
+    // The body re-encoded by hand with pack 0 shortened to its first record.
+    let good = Layout::decode(&bytes).unwrap();
+    let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let mut body = zstd::bulk::decompress(&bytes[12..], body_len).unwrap();
+    body[32 + 4 + 32..32 + 4 + 40].copy_from_slice(&(8u64 + 100).to_le_bytes());
+    let mut forged = bytes[..12].to_vec();
+    forged.extend(zstd::bulk::compress(&body, 1).unwrap());
+    assert_eq!(Layout::decode(&forged), Err(LayoutError::OutOfPack { index: 1, pack: 0 }));
+    assert_eq!(good.packs[0].len, 8 + 100 + 50 + 1000);
+    // Truncation, trailing bytes and a wrong magic.
+    let mut short = body.clone();
+    short.pop();
+    let mut f = bytes[..8].to_vec();
+    f.extend((short.len() as u32).to_le_bytes());
+    f.extend(zstd::bulk::compress(&short, 1).unwrap());
+    assert!(Layout::decode(&f).is_err());
+    assert_eq!(Layout::decode(b"IMGX\x01\0\0\0\0\0\0\0"), Err(LayoutError::Magic));
+    // A count the body cannot hold is refused before allocating.
+    let mut huge = body.clone();
+    huge[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut f = bytes[..12].to_vec();
+    f.extend(zstd::bulk::compress(&huge, 1).unwrap());
+    assert!(matches!(Layout::decode(&f), Err(LayoutError::TooLarge { .. })));
+}
+
+#[test]
+fn planned_ranges_merge_close_records_and_respect_the_maximum() {
+    use crate::layout::{plan, Placed, Range};
+    let (p, q) = (Digest::of(b"p"), Digest::of(b"q"));
+    let at = |pack, offset, len| (pack, Placed { prefix: 0, pack: 0, offset, len });
+    let wanted = [at(p, 1000, 100), at(p, 8, 100), at(p, 120, 100), at(q, 8, 50)];
+    // Gap 20 joins 8..108 and 120..220; 1000 is too far.
+    assert_eq!(
+        plan(&wanted, 20, 1 << 20),
+        vec![Range { pack: p, start: 8, end: 220 }, Range { pack: p, start: 1000, end: 1100 }, Range { pack: q, start: 8, end: 58 }]
+    );
+    // A gap of 1000 joins all of p's, unless the maximum forbids it.
+    assert_eq!(plan(&wanted, 1000, 1 << 20)[0], Range { pack: p, start: 8, end: 1100 });
+    assert_eq!(plan(&wanted, 1000, 300).len(), 3);
+    // The same record twice is fetched once.
+    assert_eq!(plan(&[at(p, 8, 100), at(p, 8, 100)], 0, 1000), vec![Range { pack: p, start: 8, end: 108 }]);
+}
