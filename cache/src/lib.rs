@@ -25,7 +25,7 @@ pub mod trusted_dir;
 mod usage;
 
 pub use error::{GetError, InsertError, OpenError, TruncatedPack};
-pub use reach::{reachable, reachable_into, to_keep, ReachError};
+pub use reach::{metadata_and_data, reachable, reachable_into, to_keep, ReachError};
 pub use store::{CachePack, Inserted, Store, Verified};
 pub use usage::{Evicted, UsageReport};
 

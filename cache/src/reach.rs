@@ -39,10 +39,30 @@ pub fn reachable(store: &Store, manifest: &Manifest) -> Result<Vec<Digest>, Reac
 /// Like `reachable`, but adds to `seen` (skipping what it already holds) so many generations
 /// can be walked sharing their common trees once.
 pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>) -> Result<(), ReachError> {
+    walk(store, manifest, seen, out, None)
+}
+
+/// What `reachable_into` adds, split as an endpoint reads a generation: the side objects and
+/// every tree (what a mount needs before its first read), then the data chunks and their
+/// dictionaries. How the server lays a generation out in its serving packs.
+pub fn metadata_and_data(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>) -> Result<(Vec<Digest>, Vec<Digest>), ReachError> {
+    let mut data = Vec::new();
+    let mut metadata = Vec::new();
+    walk(store, manifest, seen, &mut data, Some(&mut metadata))?;
+    Ok((metadata, data))
+}
+
+/// The walk behind both: side objects and trees go to `metadata` when given, else to `out`
+/// with the chunks.
+fn walk(store: &Store, manifest: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>, mut metadata: Option<&mut Vec<Digest>>) -> Result<(), ReachError> {
     let start = out.len();
+    let mut meta_out = |d: Digest, out: &mut Vec<Digest>| match metadata.as_deref_mut() {
+        Some(m) => m.push(d),
+        None => out.push(d),
+    };
     for d in manifest.side_objects() {
         if seen.insert(d) {
-            out.push(d);
+            meta_out(d, out);
         }
     }
     let mut stack = vec![manifest.root];
@@ -50,7 +70,7 @@ pub fn reachable_into(store: &Store, manifest: &Manifest, seen: &mut HashSet<Dig
         if !seen.insert(t) {
             continue;
         }
-        out.push(t);
+        meta_out(t, out);
         let bytes = store.get(&t)?;
         let tree = Tree::decode(&bytes).map_err(|source| ReachError::BadTree { digest: t, source })?;
         for e in tree.entries {

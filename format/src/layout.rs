@@ -33,6 +33,13 @@ pub struct PackRef {
     pub digest: Digest,
     /// Length of the pack file.
     pub len: u64,
+    /// End of the pack's metadata region: the records from the pack's start up to here are
+    /// the side objects and trees of the generation the pack was written for, which a mount
+    /// reads before anything else, so an endpoint fetches them with one range per pack.
+    pub meta_end: u64,
+    /// The manifest of the generation the pack was written for (the first record of its
+    /// metadata region): an endpoint that holds it has most of that region already.
+    pub origin: Digest,
 }
 
 /// Where one object's record lies.
@@ -164,6 +171,9 @@ impl Layout {
     /// Sorts the entries by pack and offset and checks that each record fits in its pack
     /// without overlapping the one before.
     pub fn normalize(&mut self) -> Result<(), LayoutError> {
+        if let Some(n) = self.packs.iter().position(|p| !(PACK_HEADER_LEN..=p.len).contains(&p.meta_end)) {
+            return Err(LayoutError::OutOfPack { index: 0, pack: n as u32 });
+        }
         self.entries.sort_by_key(|e| (e.pack, e.offset));
         let mut end = (u32::MAX, 0u64);
         for (index, e) in self.entries.iter().enumerate() {
@@ -186,12 +196,14 @@ impl Layout {
         me.normalize()?;
         limit("entry count", me.entries.len() as u64, MAX_ENTRIES as u64)?;
         limit("pack count", me.packs.len() as u64, MAX_PACKS as u64)?;
-        let mut body = Vec::with_capacity(48 + me.packs.len() * 40 + me.entries.len() * 12);
+        let mut body = Vec::with_capacity(48 + me.packs.len() * 80 + me.entries.len() * 12);
         body.extend_from_slice(&me.manifest.0);
         body.extend_from_slice(&(me.packs.len() as u32).to_le_bytes());
         for p in &me.packs {
             body.extend_from_slice(&p.digest.0);
             body.extend_from_slice(&p.len.to_le_bytes());
+            body.extend_from_slice(&p.meta_end.to_le_bytes());
+            body.extend_from_slice(&p.origin.0);
         }
         for (n, _) in me.packs.iter().enumerate() {
             let of: Vec<&Placed> = me.entries.iter().filter(|e| e.pack as usize == n).collect();
@@ -227,12 +239,16 @@ impl Layout {
         let manifest = r.digest()?;
         let npacks = r.u32()? as usize;
         limit("pack count", npacks as u64, MAX_PACKS as u64)?;
-        if r.b.len() < npacks * 40 {
+        if r.b.len() < npacks * 80 {
             return Err(LayoutError::Truncated);
         }
         let mut packs = Vec::with_capacity(npacks);
-        for _ in 0..npacks {
-            packs.push(PackRef { digest: r.digest()?, len: r.u64()? });
+        for n in 0..npacks {
+            let p = PackRef { digest: r.digest()?, len: r.u64()?, meta_end: r.u64()?, origin: r.digest()? };
+            if !(PACK_HEADER_LEN..=p.len).contains(&p.meta_end) {
+                return Err(LayoutError::OutOfPack { index: 0, pack: n as u32 });
+            }
+            packs.push(p);
         }
         let mut entries = Vec::new();
         for (n, pack) in packs.iter().enumerate() {

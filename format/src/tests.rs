@@ -325,8 +325,8 @@ fn records_refuse_an_oversized_record_before_reading_it() {
 
 fn sample_layout() -> crate::layout::Layout {
     use crate::layout::{prefix, Layout, PackRef, Placed};
-    let a = PackRef { digest: Digest::of(b"pack a"), len: 8 + 100 + 50 + 1000 };
-    let b = PackRef { digest: Digest::of(b"pack b"), len: 8 + 40 };
+    let a = PackRef { digest: Digest::of(b"pack a"), len: 8 + 100 + 50 + 1000, meta_end: 108, origin: Digest::of(b"manifest") };
+    let b = PackRef { digest: Digest::of(b"pack b"), len: 8 + 40, meta_end: 8, origin: Digest::of(b"older") };
     let e = |name: &[u8], pack, offset, len| Placed { prefix: prefix(&Digest::of(name)), pack, offset, len };
     Layout {
         manifest: Digest::of(b"manifest"),
@@ -356,6 +356,9 @@ fn a_layout_that_does_not_fit_its_packs_is_refused() {
     let mut l = sample_layout();
     l.entries[1].offset = 50; // overlaps the record at 8..108
     assert!(matches!(l.encode(), Err(LayoutError::Order { .. })));
+    let mut l = sample_layout();
+    l.packs[1].meta_end = 49; // a metadata region past the pack's end
+    assert_eq!(l.encode(), Err(LayoutError::OutOfPack { index: 0, pack: 1 }));
     // Decoding checks the same: a pack shortened after encoding.
     let l = sample_layout();
     let bytes = l.encode().unwrap();
@@ -365,6 +368,7 @@ fn a_layout_that_does_not_fit_its_packs_is_refused() {
     let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
     let mut body = zstd::bulk::decompress(&bytes[12..], body_len).unwrap();
     body[32 + 4 + 32..32 + 4 + 40].copy_from_slice(&(8u64 + 100).to_le_bytes());
+    // (its metadata region, 8..108, still fits)
     let mut forged = bytes[..12].to_vec();
     forged.extend(zstd::bulk::compress(&body, 1).unwrap());
     assert_eq!(Layout::decode(&forged), Err(LayoutError::OutOfPack { index: 1, pack: 0 }));

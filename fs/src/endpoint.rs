@@ -236,6 +236,12 @@ impl std::fmt::Debug for Endpoint {
 /// trees walked are added to `complete`.
 pub fn load_metadata(fetcher: &Fetcher, manifest_digest: Digest, complete: &mut HashSet<Digest>) -> Result<Manifest, LoadError> {
     let store = fetcher.store();
+    // With the generation's layout, its metadata comes as a range or two of the server's
+    // serving packs (the manifest first in its own); without, one batch request per level.
+    fetcher.note_generation(&manifest_digest);
+    if !store.contains(&manifest_digest) && fetcher.use_layout(&manifest_digest) {
+        fetcher.prefetch_metadata(&manifest_digest);
+    }
     fetcher.fetch(&[manifest_digest])?;
     let bytes = store.get(&manifest_digest)?;
     let manifest = Manifest::decode(&bytes).map_err(|source| LoadError::BadManifest { digest: manifest_digest, source })?;

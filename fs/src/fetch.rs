@@ -1,5 +1,7 @@
-//! Fetching objects from the servers into the local store: many objects per request (the
-//! batch endpoint), every object verified before it is stored, a deadline and a minimum
+//! Fetching objects from the servers into the local store: many objects per request (ranged
+//! GETs of the server's immutable serving packs where a generation's layout says where its
+//! objects are, which any HTTP cache can answer; else the batch endpoint), every object verified
+//! before it is stored, a deadline and a minimum
 //! rate on every transfer, and failover: a server that refuses, times out, drips, or sends
 //! bytes that do not match their digest is skipped for the next one and rested for a while.
 //! Concurrent requests for the same object share one transfer.
@@ -13,10 +15,22 @@ use cache::record_reader::{ReadRecordError, RecordReader};
 pub use api::control::{ServerHealth, Traffic};
 use api::ErrorCode;
 use cache::Store;
+use format::layout::{self, Layout};
 use format::Digest;
 
 /// Largest object accepted from a server, framed or decoded (the server's default upload limit).
 pub const MAX_FETCHED_OBJECT: u64 = 64 << 20;
+/// Largest layout file accepted (the rust tree's 61k objects take under 1 MiB).
+pub const MAX_LAYOUT: usize = 64 << 20;
+/// Records of one pack at most this far apart are fetched in one range (the bytes between are
+/// read and dropped): fewer requests for a few more bytes.
+pub const RANGE_GAP: u64 = 64 << 10;
+/// Longest range asked in one request.
+pub const RANGE_MAX: u64 = 16 << 20;
+/// Ranges of one fetch asked at once (each on its own connection).
+const RANGE_LANES: usize = 4;
+/// How long a server's answer that a generation has no layout (yet) is believed.
+const LAYOUT_RETRY: Duration = Duration::from_secs(60);
 
 /// Limits of every transfer.
 #[derive(Debug, Clone)]
@@ -169,6 +183,23 @@ pub struct Fetcher {
     bytes: std::sync::atomic::AtomicU64,
     /// Called when the disk is full; true if it made room (the cache evicted something).
     make_room: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Where the layouts loaded so far place objects.
+    layouts: std::sync::RwLock<Layouts>,
+}
+
+/// What the loaded layouts say. Hints only: every record is verified like any other answer.
+#[derive(Default)]
+struct Layouts {
+    /// Object digest prefix → its record: pack, offset, length.
+    at: HashMap<u64, (Digest, u64, u64)>,
+    /// Manifest → its packs with their metadata regions (pack, region end, origin manifest).
+    loaded: HashMap<Digest, Vec<(Digest, u64, Digest)>>,
+    /// Manifests no server had a layout for, and when that was asked.
+    absent: HashMap<Digest, Instant>,
+    /// Packs whose metadata region this process fetched.
+    regions: HashSet<Digest>,
+    /// Generations this endpoint reads, whose layouts are loaded when a fetch needs them.
+    noted: HashSet<Digest>,
 }
 
 impl Fetcher {
@@ -194,6 +225,7 @@ impl Fetcher {
             requests: Default::default(),
             bytes: Default::default(),
             make_room: std::sync::OnceLock::new(),
+            layouts: Default::default(),
         }
     }
 
@@ -384,16 +416,35 @@ impl Fetcher {
         }
     }
 
+    /// Notes that this endpoint reads the generation whose manifest is `manifest`: its layout
+    /// is loaded (`use_layout`) before the next fetch from a server, not before (no request
+    /// for a mount whose cache has everything).
+    pub fn note_generation(&self, manifest: &Digest) {
+        self.layouts.write().unwrap().noted.insert(*manifest);
+    }
+
+    fn load_noted_layouts(&self) {
+        let due: Vec<Digest> = {
+            let l = self.layouts.read().unwrap();
+            l.noted.iter().filter(|m| !l.loaded.contains_key(*m) && l.absent.get(*m).is_none_or(|t| t.elapsed() >= LAYOUT_RETRY)).copied().collect()
+        };
+        for m in due {
+            self.use_layout(&m);
+        }
+    }
+
     fn fetch_from_servers(&self, wanted: &[Digest], mut decoded: Option<&mut HashMap<Digest, Vec<u8>>>) -> Result<(), FetchError> {
+        self.load_noted_layouts();
         let mut missing: Vec<Digest> = wanted.to_vec();
         let mut tried = Vec::new();
         let mut stored = HashSet::new();
         for i in self.order() {
             let url = self.servers.lock().unwrap()[i].url.clone();
-            let outcome = self.batch(&url, &missing, &mut Landed { stored: &mut stored, decoded: decoded.as_deref_mut() });
+            let outcome = self.from_server(&url, &missing, &mut Landed { stored: &mut stored, decoded: decoded.as_deref_mut() });
             missing.retain(|d| !stored.contains(d));
             match outcome {
                 Err(BatchError::Store(e)) => return Err(e),
+                Err(BatchError::NoPack) => tried.push(format!("{url}: lacks a serving pack")),
                 Err(BatchError::Server(e)) => {
                     tried.push(e.to_string());
                     self.record(i, Err(e.to_string()));
@@ -429,11 +480,198 @@ impl Fetcher {
         if !resp.status().is_success() {
             return Err(BatchError::Server(RemoteError::status(url, resp)));
         }
+        self.take_records(url, url, resp, &wanted, Take::Exactly, digests.len(), landed)
+    }
+
+    /// Objects from one server: ranged GETs of its serving packs for what a loaded layout
+    /// places, the batch request for the rest (and for what a range did not bring).
+    fn from_server(&self, url: &str, digests: &[Digest], landed: &mut Landed<'_>) -> Result<(), BatchError> {
+        let placed: Vec<(Digest, layout::Placed)> = {
+            let l = self.layouts.read().unwrap();
+            digests
+                .iter()
+                .filter_map(|d| {
+                    let p = layout::prefix(d);
+                    l.at.get(&p).map(|(pack, offset, len)| (*pack, layout::Placed { prefix: p, pack: 0, offset: *offset, len: *len }))
+                })
+                .collect()
+        };
+        if !placed.is_empty() {
+            let wanted: HashSet<Digest> = digests.iter().copied().collect();
+            let ranges = layout::plan(&placed, RANGE_GAP, RANGE_MAX);
+            // Several ranges go over a few connections at once; each lands in its own set,
+            // merged after.
+            let lanes = ranges.len().min(RANGE_LANES);
+            let keep = landed.decoded.is_some();
+            let outcomes: Vec<(Result<(), BatchError>, HashSet<Digest>, HashMap<Digest, Vec<u8>>)> = std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..lanes)
+                    .map(|lane| {
+                        let (ranges, wanted) = (&ranges, &wanted);
+                        sc.spawn(move || {
+                            let (mut stored, mut decoded) = (HashSet::new(), HashMap::new());
+                            let mut landed = Landed { stored: &mut stored, decoded: keep.then_some(&mut decoded) };
+                            let mut result = Ok(());
+                            for r in ranges.iter().skip(lane).step_by(lanes) {
+                                match self.ranged(url, r, wanted, Take::Asked, &mut landed) {
+                                    // A server without this pack (another primary builds its
+                                    // own) still has the objects: the batch request asks.
+                                    Ok(()) | Err(BatchError::NoPack) => {}
+                                    Err(e) => {
+                                        result = Err(e);
+                                        break;
+                                    }
+                                }
+                            }
+                            (result, stored, decoded)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a range fetch does not panic")).collect()
+            });
+            let mut failed = None;
+            for (result, stored, decoded) in outcomes {
+                for d in stored {
+                    landed.note(d, None);
+                }
+                if let Some(map) = landed.decoded.as_deref_mut() {
+                    map.extend(decoded);
+                }
+                if let Err(e) = result {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        let rest: Vec<Digest> = digests.iter().filter(|d| !landed.stored.contains(*d)).copied().collect();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.batch(url, &rest, landed)
+    }
+
+    /// One ranged GET of a serving pack: stores the records in it that were asked for (every
+    /// record, with `Take::All`), skipping the others.
+    fn ranged(&self, url: &str, r: &layout::Range, wanted: &HashSet<Digest>, take: Take, landed: &mut Landed<'_>) -> Result<(), BatchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pack_url = format!("{url}/v1/packs/{}", r.pack.to_hex());
+        self.requests.fetch_add(1, Relaxed);
+        let resp = self
+            .client
+            .get(&pack_url)
+            .header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1))
+            .send()
+            .map_err(|e| BatchError::Server(RemoteError::Transport { url: pack_url.clone(), why: e.to_string() }))?;
+        match resp.status() {
+            reqwest::StatusCode::PARTIAL_CONTENT => {}
+            reqwest::StatusCode::NOT_FOUND => return Err(BatchError::NoPack),
+            _ => return Err(BatchError::Server(RemoteError::status(&pack_url, resp))),
+        }
+        // The answer must be the range asked for: a proxy that ignored the range, or a pack of
+        // another length, is a bad answer.
+        let content_range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_range.starts_with(&format!("bytes {}-{}/", r.start, r.end - 1)) {
+            let why = format!("answered range {content_range:?} for bytes {}-{}", r.start, r.end - 1);
+            return Err(BatchError::Server(RemoteError::BadAnswer { url: pack_url, why }));
+        }
+        self.take_records(url, &pack_url, resp.take(r.end - r.start), wanted, take, wanted.len(), landed)
+    }
+
+    /// Loads the layout of the generation whose manifest is `manifest` from the first server
+    /// that has it, so its objects come by ranged GETs of immutable packs. False when none has
+    /// one (yet): fetches then go through the batch request, and the servers are asked again
+    /// after a while. A layout is a hint; nothing fetched through it escapes verification.
+    pub fn use_layout(&self, manifest: &Digest) -> bool {
+        {
+            let l = self.layouts.read().unwrap();
+            if l.loaded.contains_key(manifest) {
+                return true;
+            }
+            if l.absent.get(manifest).is_some_and(|t| t.elapsed() < LAYOUT_RETRY) {
+                return false;
+            }
+        }
+        for (i, url) in self.servers_in_order() {
+            match self.get_file(i, &format!("/v1/layouts/{}", manifest.to_hex()), MAX_LAYOUT) {
+                Ok(Some(bytes)) => match Layout::decode(&bytes) {
+                    Ok(l) if l.manifest == *manifest => {
+                        self.layouts.write().unwrap().add(&l);
+                        return true;
+                    }
+                    Ok(_) => tracing::warn!(server = %url, %manifest, "the layout served is another generation's; ignored"),
+                    Err(e) => tracing::warn!(server = %url, %manifest, error = %e, "the layout served does not decode; ignored"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!(server = %url, error = %e, "asking for a layout failed"),
+            }
+        }
+        self.layouts.write().unwrap().absent.insert(*manifest, Instant::now());
+        false
+    }
+
+    /// Fetches the metadata region of each pack of `manifest`'s layout (side objects and trees,
+    /// one range per pack), keeping every record that verifies: what a mount reads before
+    /// anything else, in a request or two instead of one per level of the tree. A pack whose
+    /// origin generation's manifest the store holds is skipped (that generation was here, so
+    /// were its trees), as is one this process fetched. Best effort: what does not arrive is
+    /// fetched when needed.
+    pub fn prefetch_metadata(&self, manifest: &Digest) {
+        let regions: Vec<(Digest, u64)> = {
+            let l = self.layouts.read().unwrap();
+            let Some(packs) = l.loaded.get(manifest) else { return };
+            packs
+                .iter()
+                .filter(|(p, end, origin)| *end > layout::PACK_HEADER_LEN && !l.regions.contains(p) && !self.store.contains(origin))
+                .map(|(p, end, _)| (*p, *end))
+                .collect()
+        };
+        let mut stored = HashSet::new();
+        for (pack, end) in regions {
+            for (i, url) in self.servers_in_order() {
+                let mut landed = Landed { stored: &mut stored, decoded: None };
+                let r = layout::Range { pack, start: layout::PACK_HEADER_LEN, end };
+                match self.ranged(&url, &r, &HashSet::new(), Take::All, &mut landed) {
+                    Ok(()) => {
+                        self.record(i, Ok(()));
+                        self.layouts.write().unwrap().regions.insert(pack);
+                        break;
+                    }
+                    Err(BatchError::NoPack) => continue,
+                    Err(BatchError::Server(e)) => {
+                        tracing::debug!(error = %e, "prefetching a pack's metadata failed");
+                        self.record(i, Err(e.to_string()));
+                    }
+                    Err(BatchError::Store(e)) => {
+                        tracing::warn!(error = %e, "storing a pack's metadata failed");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a body of records from `url` on server `server`, verifying and storing them (in
+    /// one cache pack when there may be several) and noting them in `landed`; `take` says
+    /// which. Stops at the first record that does not verify.
+    #[allow(clippy::too_many_arguments)]
+    fn take_records(
+        &self,
+        server: &str,
+        url: &str,
+        body: impl Read,
+        wanted: &HashSet<Digest>,
+        take: Take,
+        expected: usize,
+        landed: &mut Landed<'_>,
+    ) -> Result<(), BatchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let digests: Vec<Digest> = wanted.iter().copied().collect();
         let bad = |why: String| BatchError::Server(RemoteError::BadAnswer { url: url.into(), why });
-        let mut reader = RecordReader::new(RateReader { inner: resp, start: Instant::now(), bytes: 0, limits: &self.limits });
+        let mut reader = RecordReader::new(RateReader { inner: body, start: Instant::now(), bytes: 0, limits: &self.limits });
         // An answer of several objects is kept as one pack, filled as it streams in; what
         // arrived before a failure is kept either way.
-        let mut pack = (digests.len() >= PACK_MIN).then(|| self.store.cache_pack(false));
+        let mut pack = (expected >= PACK_MIN || take == Take::All).then(|| self.store.cache_pack(false));
         let mut in_pack = Vec::new();
         let keep = landed.decoded.is_some();
         let mut deferred = Vec::new();
@@ -446,11 +684,12 @@ impl Fetcher {
                 Err(e) => break Err(bad(e.to_string())),
             };
             let digest = header.digest;
-            if !wanted.contains(&digest) {
-                break Err(bad(format!("sent object {digest}, which was not asked for")));
-            }
             if header.check(MAX_FETCHED_OBJECT).is_err() {
                 break Err(bad(format!("announced {} bytes for object {digest}", header.len)));
+            }
+            let skip = take != Take::All && !wanted.contains(&digest);
+            if skip && take == Take::Exactly {
+                break Err(bad(format!("sent object {digest}, which was not asked for")));
             }
             let framed = match reader.read_framed(&header) {
                 Ok(framed) => framed,
@@ -458,6 +697,9 @@ impl Fetcher {
                 Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
                 Err(e) => break Err(bad(e.to_string())),
             };
+            if skip || landed.stored.contains(&digest) || (take == Take::All && self.store.contains(&digest)) {
+                continue;
+            }
             let (verified, content) = match self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) {
                 Ok(ok) => ok,
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
@@ -494,7 +736,8 @@ impl Fetcher {
                             make_room();
                         }
                     }
-                    return Err(BatchError::Store(FetchError::Store { digest: digests[0], why: e.to_string() }));
+                    let digest = digests.first().copied().unwrap_or(Digest([0; 32]));
+                    return Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() }));
                 }
             }
         }
@@ -508,7 +751,7 @@ impl Fetcher {
         if !dictionaries.is_empty() {
             // Dictionaries are plain objects, never compressed with another dictionary.
             let mut stored = HashSet::new();
-            self.batch(url, &dictionaries, &mut Landed { stored: &mut stored, decoded: None })?;
+            self.from_server(server, &dictionaries, &mut Landed { stored: &mut stored, decoded: None })?;
         }
         for (digest, framed, _) in deferred {
             let result = self.insert(&digest, &framed);
@@ -556,6 +799,30 @@ impl Landed<'_> {
 enum BatchError {
     Server(RemoteError),
     Store(FetchError),
+    /// The server has no such serving pack.
+    NoPack,
+}
+
+/// Which records of an answer to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Those asked for, and any other is a bad answer (a batch request's).
+    Exactly,
+    /// Those asked for, skipping the others (a range of a pack holds its neighbours too).
+    Asked,
+    /// Every one that verifies (a pack's metadata region).
+    All,
+}
+
+impl Layouts {
+    fn add(&mut self, l: &Layout) {
+        for e in &l.entries {
+            let pack = l.packs[e.pack as usize].digest;
+            self.at.entry(e.prefix).or_insert((pack, e.offset, e.len));
+        }
+        self.loaded.insert(l.manifest, l.packs.iter().map(|p| (p.digest, p.meta_end, p.origin)).collect());
+        self.absent.remove(&l.manifest);
+    }
 }
 
 /// A body reader that gives up when the transfer drips below the minimum rate.

@@ -102,6 +102,7 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
     let mut reached: HashSet<Digest> = HashSet::new();
     let mut order = Vec::new();
     let mut removed = Vec::new();
+    let mut live_manifests = HashSet::new();
     for p in &published {
         let label = format!("{}@{}", p.image, p.generation);
         if !keep.contains(&(p.image.clone(), p.generation)) {
@@ -109,6 +110,7 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
             report.generations_removed.push(label);
             continue;
         }
+        live_manifests.insert(p.manifest);
         let bytes = store.get(&p.manifest).map_err(|e| GcError::Walk { label: label.clone(), source: e.into() })?;
         let manifest = Manifest::decode(&bytes).map_err(|source| GcError::BadManifest { label: label.clone(), source })?;
         reached.insert(p.manifest);
@@ -159,6 +161,12 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
         meta.remove_generations(&removed, entry)?;
         state.hot_objects.forget(&garbage);
         store.remove(&garbage).map_err(store_err)?;
+        // Serving layouts go with their generations, packs when no layout names them.
+        let serve_dir = state.config.data.join("serve");
+        let (layouts, packs) = state.serving.collect(&live_manifests).map_err(|source| GcError::Store { path: serve_dir, source })?;
+        if layouts + packs > 0 {
+            tracing::info!(layouts, packs, "serving layouts and packs removed");
+        }
         meta.unpin(&expired)?;
         state.metrics.gc_runs.inc();
         state.metrics.gc_objects_removed.inc_by(report.objects_removed);

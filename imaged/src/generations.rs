@@ -91,7 +91,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
     let digest = Digest::of(&body);
     let _gc = state.gc_lock.read().await;
     let st = state.clone();
-    blocking(move || {
+    let answer = blocking(move || {
         let label = format!("{}@{}", manifest.image, manifest.generation);
         let published = crate::meta::Published { image: manifest.image.to_string(), generation: manifest.generation, manifest: digest };
         match st.meta.generation(manifest.image.as_str(), manifest.generation).map_err(|e| AppError::internal("reading metadata", e))? {
@@ -138,7 +138,14 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
         tracing::info!(generation = %label, manifest = %digest, "published");
         Ok((StatusCode::CREATED, Json(describe(&published, &manifest))).into_response())
     })
-    .await
+    .await;
+    drop(_gc);
+    // Its serving pack and layout next, in the background (the batch request serves it
+    // meanwhile); a republish of a generation without a layout builds it too.
+    if answer.is_ok() {
+        crate::serve::spawn_builds(&state, vec![digest]);
+    }
+    answer
 }
 
 fn load(store: &Store, p: &crate::meta::Published) -> Result<Manifest, AppError> {

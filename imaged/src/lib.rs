@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod objects;
 pub mod rollouts;
 pub mod rollouts_api;
+pub mod serve;
 pub mod state;
 pub mod trust_api;
 pub mod tuf;
@@ -96,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         .route(r(44), axum::routing::put(rollouts_api::pin).delete(rollouts_api::pin))
         .route(r(45), axum::routing::put(rollouts_api::hold).delete(rollouts_api::hold))
         .route(r(46), axum::routing::put(rollouts_api::pin_group).delete(rollouts_api::pin_group))
+        .route(r(47), get(serve::routes::pack))
+        .route(r(48), get(serve::routes::layout))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state((state.clone(), limit), around_request))
@@ -252,9 +255,12 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
     };
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;
+    let serve_dir = config.data.join("serve");
+    let serving = serve::Serving::open(&serve_dir).map_err(io(&serve_dir))?;
     let state = AppState::new(state::Shared {
         tuf: Arc::new(tuf),
         store: Arc::new(store),
+        serving: Arc::new(serving),
         fleet: Arc::new(fleet),
         rollouts: Arc::new(rollouts::Engine::load(meta.clone())?),
         meta,

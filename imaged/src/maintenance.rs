@@ -25,6 +25,7 @@ pub fn spawn(state: &AppState) {
         });
     }
     crate::rollouts_api::spawn(state);
+    crate::serve::spawn_missing(state);
     // Last-seen times of endpoints, kept in memory by check-ins, reach the disk in batches.
     let st = state.clone();
     tokio::spawn(async move {

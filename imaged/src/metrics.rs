@@ -76,6 +76,8 @@ pub const ROUTES: &[&str] = &[
     "/v1/fleet/endpoints/{id}/pin",
     "/v1/fleet/endpoints/{id}/hold",
     "/v1/fleet/groups/{name}/pin",
+    "/v1/packs/{digest}",
+    "/v1/layouts/{manifest}",
 ];
 
 /// The label of a matched route template (`unmatched` when no route took the request).

@@ -72,7 +72,7 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, req: ax
 }
 
 /// Parses a single `bytes=A-B`, `bytes=A-` or `bytes=-N` range into inclusive bounds.
-fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+pub(crate) fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     if spec.contains(',') || total == 0 {
         return None;
@@ -144,7 +144,7 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, list: Resu
     Ok(([(header::CONTENT_TYPE, RECORDS_CONTENT_TYPE)], Body::from_stream(stream)).into_response())
 }
 
-fn tokio_stream_from(
+pub(crate) fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))

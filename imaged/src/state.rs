@@ -35,6 +35,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// Objects.
     pub store: Arc<Store>,
+    /// The serving packs and layouts (the read path of immutable files).
+    pub serving: Arc<crate::serve::Serving>,
     /// Generations and channels.
     pub meta: Arc<Meta>,
     /// The publishing token.

@@ -680,3 +680,100 @@ mod rollout_core {
         assert!(matches!(evaluate(&empty, &[], 1001).1, Step::Advance(_)));
     }
 }
+
+/// A generation of one directory of `files` (name, content) in `store`; returns its manifest.
+fn small_generation(store: &cache::Store, generation: u64, files: &[(&str, Vec<u8>)]) -> Digest {
+    use format::{EntryKind, Extent, Manifest, Meta, Tree};
+    let mut entries = Vec::new();
+    for (name, content) in files {
+        let chunk = store.insert(content, 3).unwrap().digest;
+        entries.push(format::Entry {
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            link_group: 0,
+            link_count: 1,
+            xattrs: vec![],
+            kind: EntryKind::Regular { size: content.len() as u64, extents: vec![Extent { offset: 0, len: content.len() as u32, digest: chunk }] },
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let root = store.insert(&Tree { entries }.encode().unwrap(), 3).unwrap().digest;
+    let manifest = Manifest {
+        image: format::ImageName::new("img").unwrap(),
+        generation,
+        root,
+        root_meta: Meta { mode: 0o755, uid: 0, gid: 0, mtime_sec: 0, mtime_nsec: 0, xattrs: vec![] },
+        parent: None,
+        created: 0,
+        message: String::new(),
+        chunking: Default::default(),
+        stats: Default::default(),
+        extensions: vec![],
+    };
+    let d = store.insert(&manifest.encode(), 3).unwrap().digest;
+    store.sync().unwrap();
+    d
+}
+
+#[test]
+fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
+    use crate::serve::Serving;
+    use format::layout::Layout;
+    let dir = tempfile::tempdir().unwrap();
+    let store = cache::Store::open(dir.path().join("store")).unwrap();
+    let text = |i: u8| vec![i; 5000];
+    let one = small_generation(&store, 1, &[("a", text(1)), ("b", text(2)), ("c", text(3))]);
+    let two = small_generation(&store, 2, &[("a", text(1)), ("b", text(2)), ("c", text(4))]);
+    let serving = Serving::open(&dir.path().join("serve")).unwrap();
+    let built = serving.build(&store, &one).unwrap();
+    assert_eq!((built.objects, built.new_objects), (5, 5), "manifest, tree, three chunks");
+    let built = serving.build(&store, &two).unwrap();
+    assert_eq!((built.objects, built.new_objects), (5, 3), "a and b are served from the first pack");
+    assert_eq!(serving.build(&store, &two).unwrap(), Default::default(), "built once");
+
+    let layout = |m: &Digest| Layout::decode(&std::fs::read(serving.layout_path(m)).unwrap()).unwrap();
+    let (l1, l2) = (layout(&one), layout(&two));
+    assert_eq!(l2.packs.len(), 2);
+    assert_eq!(l2.packs[0], l1.packs[0]);
+    assert_eq!(l2.packs[1].origin, two);
+    // Every placed record is the object, byte for byte as the store frames it.
+    for l in [&l1, &l2] {
+        for e in &l.entries {
+            let pack = std::fs::read(serving.pack_path(&l.packs[e.pack as usize].digest)).unwrap();
+            let rec = &pack[e.offset as usize..e.end() as usize];
+            let d = Digest(rec[..32].try_into().unwrap());
+            assert_eq!(format::layout::prefix(&d), e.prefix);
+            assert_eq!(store.decode(&rec[36..], &d, 1 << 20).unwrap(), store.get(&d).unwrap());
+        }
+    }
+    // The metadata region of the second pack is its manifest and tree, before its one chunk.
+    let meta: Vec<_> = l2.entries.iter().filter(|e| e.pack == 1 && e.offset < l2.packs[1].meta_end).collect();
+    assert_eq!(meta.len(), 2);
+
+    // Reopened, the server knows what it serves; a layout whose pack is gone is dropped.
+    drop(serving);
+    let serving = Serving::open(&dir.path().join("serve")).unwrap();
+    assert!(serving.has_layout(&one) && serving.has_layout(&two));
+    assert_eq!(serving.collect(&[two].into_iter().collect()).unwrap(), (1, 0), "gen1's pack still serves gen2");
+    assert!(!serving.layout_path(&one).exists());
+    assert_eq!(serving.collect(&Default::default()).unwrap(), (1, 2));
+    assert_eq!(std::fs::read_dir(dir.path().join("serve/packs")).unwrap().count(), 0);
+
+    // A copy gone bad in the store is not served: the build fails and writes no layout.
+    let three = small_generation(&store, 3, &[("z", text(9))]);
+    let chunk = Digest::of(&text(9));
+    let framed = store.get_framed(&chunk).unwrap();
+    let path = store.object_path(&chunk);
+    let mut bad = framed.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    assert!(matches!(serving.build(&store, &three), Err(crate::serve::ServeError::Corrupt { digest, .. }) if digest == chunk));
+    assert!(!serving.has_layout(&three) && !serving.layout_path(&three).exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("serve/tmp")).unwrap().count(), 0, "a failed build leaves nothing");
+    assert_eq!(std::fs::read_dir(dir.path().join("serve/packs")).unwrap().count(), 0);
+}

@@ -25,6 +25,7 @@ mod push_limits;
 mod restart;
 mod rollouts;
 mod rollouts_ctl;
+mod scale;
 mod roundtrip;
 mod server;
 mod server_ops;

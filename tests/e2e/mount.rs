@@ -166,9 +166,12 @@ fn a_server_serving_a_wrong_object_is_skipped_and_the_cache_never_holds_it() {
     t.publish(&a, &src, "app", "apps/stable");
     // B mirrors the objects only; the signed metadata comes from A.
     ok_json(t.remote(&b, &["--json", "push", "app@1"]));
-    // Server A's copy of the file's only chunk goes bad on its disk; A serves it as it is.
+    // Server A's copies of the file's only chunk (its store's and its serving pack's) go bad
+    // on its disk; A serves them as they are.
     let hex = blake3::hash(&victim).to_hex().to_string();
+    a.wait_for_layouts();
     tests::corrupt_object(&a.data.join("store"), &hex);
+    assert_eq!(tests::corrupt_served(&a.data, &hex), 1);
 
     let cache = t.path("cache");
     let mnt = Mount::start_with(&[&a.url, &b.url], "apps/stable", &cache, &t.path("mnt"), &["--poll-seconds", "3600"]);
@@ -346,6 +349,8 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     t.publish(&server, &gen1, "debian", "os/stable");
+    // Endpoints read through the generation's layout (ranges of its serving pack).
+    server.wait_for_layouts();
     let mnt = Mount::start(&[&server.url], "os/stable", &t.path("cache"), &t.path("mnt"));
     let imgfs = |args: &[&str]| Command::new(tests::bin("imgfs")).args(args).output().unwrap();
     let point = mnt.point.to_str().unwrap();
@@ -389,7 +394,10 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     let f = &fetched["fetched"];
     assert!(f["objects_done"].as_u64().unwrap() > 0 && f["objects_done"] == f["objects_total"], "{fetched}");
     let after_prefetch = requests(&cold);
-    assert!(after_prefetch - before <= 2, "the trace's data in at most 2 requests, took {}", after_prefetch - before);
+    // Ranges of the serving pack, records under 64 KiB apart in one (docs/scale.md): a dozen
+    // for the few hundred objects dpkg reads, where one batch request took them all.
+    let took = after_prefetch - before;
+    assert!((1..=16).contains(&took), "the trace's data in at most 16 ranged requests, took {took}");
     let again = Command::new("chroot").arg(&cold.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
     assert!(again.status.success());
     assert_eq!(again.stdout, out.stdout);

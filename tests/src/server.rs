@@ -95,6 +95,26 @@ impl Server {
         fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
     }
 
+    /// Waits (up to 60 s) until every published generation has its serving layout, which the
+    /// server builds in the background after a publish; returns their manifests.
+    pub fn wait_for_layouts(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let list: serde_json::Value = client().get(format!("{}/v1/generations", self.url)).send().unwrap().json().unwrap();
+        let manifests: Vec<String> =
+            list["generations"].as_array().unwrap().iter().map(|g| g["manifest"].as_str().unwrap().to_string()).collect();
+        for m in &manifests {
+            loop {
+                let status = client().get(format!("{}/v1/layouts/{m}", self.url)).send().unwrap().status();
+                if status.is_success() {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "no layout for {m} after 60 s");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        manifests
+    }
+
     /// Kills it at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -19,6 +19,29 @@ pub fn store_objects(store: &Path) -> std::collections::HashSet<String> {
 }
 
 /// Flips one byte inside the stored bytes of object `hex`, wherever the store keeps it.
+/// Flips a byte of object `hex` in every serving pack under server data directory `data`
+/// (`serve/packs/`): a server whose disk went bad everywhere it keeps the object. Returns how
+/// many copies it changed.
+pub fn corrupt_served(data: &Path, hex: &str) -> usize {
+    let digest: format::Digest = hex.parse().unwrap();
+    let mut changed = 0;
+    for e in fs::read_dir(data.join("serve/packs")).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = fs::read(&path).unwrap();
+        let mut at = 8;
+        while at + 36 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at + 32..at + 36].try_into().unwrap()) as usize;
+            if bytes[at..at + 32] == digest.0 {
+                bytes[at + 36 + len.min(40) / 2] ^= 0x40;
+                changed += 1;
+            }
+            at += 36 + len;
+        }
+        fs::write(&path, &bytes).unwrap();
+    }
+    changed
+}
+
 pub fn corrupt_object(store: &Path, hex: &str) {
     use std::os::unix::fs::FileExt;
     let digest: format::Digest = hex.parse().unwrap();

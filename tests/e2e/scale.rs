@@ -1,0 +1,100 @@
+//! Scale-out: the read path of immutable files (serving packs named by their digest, layouts, ranged GETs an HTTP cache can keep).
+
+use std::collections::HashMap;
+
+use tests::{compare_trees, noise, ok_json, Imgctl, Mount, Server};
+
+/// Requests the server answered, by route and method (from `/metrics`).
+fn requests(server: &Server) -> HashMap<String, u64> {
+    let text = tests::client().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("imaged_http_requests_total{")) {
+        let route = line.split("route=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *out.entry(format!("{method} {route}")).or_default() += n;
+    }
+    out
+}
+
+fn tree(dir: &std::path::Path, version: u64) {
+    std::fs::create_dir_all(dir.join("etc/conf.d")).unwrap();
+    std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
+    for i in 0..120 {
+        // Version 2 changes every tenth file.
+        let v = if i % 10 == 0 { version } else { 1 };
+        std::fs::write(dir.join(format!("etc/conf.d/{i}.conf")), format!("setting {i} = {v}\n").repeat(20)).unwrap();
+    }
+    std::fs::write(dir.join("usr/lib/big.so"), noise(3 << 20, 5)).unwrap();
+    std::fs::write(dir.join("usr/lib/version"), format!("{version}\n")).unwrap();
+}
+
+#[test]
+fn endpoints_read_through_immutable_ranged_gets_of_packs_named_by_their_digest() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let (v1, v2) = (t.path("v1"), t.path("v2"));
+    tree(&v1, 1);
+    tree(&v2, 2);
+    t.publish(&server, &v1, "app", "apps/stable");
+    let manifests = server.wait_for_layouts();
+    assert_eq!(manifests.len(), 1);
+
+    // The layout and the pack are immutable files: cacheable for a year, named by content.
+    let http = tests::client();
+    let layout = http.get(format!("{}/v1/layouts/{}", server.url, manifests[0])).send().unwrap();
+    assert_eq!(layout.status(), 200);
+    assert_eq!(layout.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let layout = format::layout::Layout::decode(&layout.bytes().unwrap()).unwrap();
+    assert_eq!(layout.manifest.to_hex(), manifests[0]);
+    assert_eq!(layout.packs.len(), 1, "the first generation's objects all go into one new pack");
+    let pack = &layout.packs[0];
+    let whole = http.get(format!("{}/v1/packs/{}", server.url, pack.digest)).send().unwrap().bytes().unwrap();
+    assert_eq!(whole.len() as u64, pack.len);
+    assert_eq!(blake3::hash(&whole).to_hex().as_str(), pack.digest.to_hex(), "a pack is named by the digest of its bytes");
+    assert!(pack.meta_end > 8 && pack.meta_end < pack.len / 2, "metadata first, then the data: {pack:?}");
+    // The first record is the manifest, and a range of the pack is its records, byte for byte.
+    let first = layout.entries.iter().find(|e| e.offset == 8).unwrap();
+    assert_eq!(first.prefix, format::layout::prefix(&layout.manifest));
+    let ranged = http
+        .get(format!("{}/v1/packs/{}", server.url, pack.digest))
+        .header("range", format!("bytes={}-{}", first.offset, first.end() - 1))
+        .send()
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(&ranged.bytes().unwrap()[..], &whole[first.offset as usize..first.end() as usize]);
+    let missing = http.get(format!("{}/v1/layouts/{}", server.url, "0".repeat(64))).send().unwrap();
+    assert_eq!(missing.status(), 404, "no layout for an unknown generation");
+
+    // A cold endpoint mounts and reads everything without the batch request.
+    let before = requests(&server);
+    let mnt = Mount::start_with(&[&server.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v1, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let after = requests(&server);
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("POST /v1/objects/batch"), 0, "{after:?}");
+    let ranges = delta("GET /v1/packs/{digest}");
+    assert!((1..=12).contains(&ranges), "a small generation in a few ranges: {ranges}");
+    assert_eq!(delta("GET /v1/layouts/{manifest}"), 1);
+
+    // The second generation's pack holds only what changed; the endpoint switches to it
+    // reading the rest from the first pack it has.
+    t.import(&v2, "app");
+    t.push_signed(&server, "app@2");
+    let manifests = server.wait_for_layouts();
+    let packs: Vec<u64> = std::fs::read_dir(server.data.join("serve/packs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).collect();
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    assert!(packs.iter().min().unwrap() * 20 < *packs.iter().max().unwrap(), "gen2's pack is the change only: {packs:?}");
+    let before = requests(&server);
+    ok_json(t.remote(&server, &["--json", "channel", "set", "apps/stable", "app@2"]));
+    assert_eq!(mnt.control("update")["generation"], "app@2");
+    let diffs = compare_trees(&v2, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let after = requests(&server);
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("POST /v1/objects/batch"), 0, "{after:?}");
+    assert!(delta("GET /v1/packs/{digest}") <= 6, "the change in a few ranges: {after:?}");
+    drop(mnt);
+    assert_eq!(manifests.len(), 2);
+}
