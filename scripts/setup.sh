@@ -12,6 +12,7 @@ PKGS=(
   python3 python3-venv            # python-tuf, the reference TUF implementation, for interop tests
   dpkg-dev lintian                # the Debian packages: cargo-deb's dependency detection, their check
   systemd                         # systemd-analyze verify of the units, systemd-sysusers (package test)
+  nginx                           # a real caching proxy in front of imaged (scale-out tests; slice module)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -98,3 +98,56 @@ fn endpoints_read_through_immutable_ranged_gets_of_packs_named_by_their_digest()
     drop(mnt);
     assert_eq!(manifests.len(), 2);
 }
+
+/// A dataset of the shared datasets (`gen1`, `gen2`).
+fn dataset(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(std::env::var("IMAGED_DATASETS").unwrap_or_else(|_| "/var/tmp/imgbench".into())).join(name);
+    assert!(dir.join("usr/bin/dpkg").exists(), "dataset {name} missing: run shared/datasets/make-datasets.sh");
+    dir
+}
+
+#[test]
+fn behind_a_caching_nginx_a_second_endpoint_reads_all_of_gen2_without_asking_the_origin_for_objects() {
+    let (gen1, gen2) = (dataset("gen1"), dataset("gen2"));
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    t.publish(&server, &gen1, "debian", "os/stable");
+    t.import(&gen2, "debian");
+    t.push_signed(&server, "debian@2");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "debian@2"]));
+    server.wait_for_layouts();
+    let proxy = tests::nginx::Nginx::start(&server.url, &t.path("nginx"));
+
+    // The first endpoint, cold, behind the proxy: mounts, runs dpkg and reads all of gen2.
+    let origin_objects = |r: &HashMap<String, u64>| {
+        ["GET /v1/packs/{digest}", "POST /v1/objects/batch", "GET /v1/objects/{digest}", "GET /v1/layouts/{manifest}"]
+            .iter()
+            .map(|k| r.get(*k).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let read_all = |n: &str| {
+        let mnt = Mount::start_with(&[&proxy.url], "os/stable", &t.path(&format!("cache{n}")), &t.path(&format!("mnt{n}")), &["--poll-seconds", "3600"]);
+        let dpkg = std::process::Command::new("chroot").arg(&mnt.point).args(["/usr/bin/dpkg", "-l"]).output().unwrap();
+        assert!(dpkg.status.success(), "{}", String::from_utf8_lossy(&dpkg.stderr));
+        let diffs = compare_trees(&gen2, &mnt.point);
+        assert!(diffs.is_empty(), "{} differences, first: {:?}", diffs.len(), diffs.first());
+        mnt.control("status")["traffic"]["requests"].as_u64().unwrap()
+    };
+    let before = origin_objects(&requests(&server));
+    let first = read_all("1");
+    let filled = origin_objects(&requests(&server));
+    assert!(filled > before, "the first endpoint's reads reached the origin");
+    let log = proxy.log();
+    assert!(log.iter().any(|l| l.contains(" MISS GET /v1/packs/")), "packs went through the cache: {:?}", &log[..log.len().min(5)]);
+
+    // The second, on a fresh cache behind the same proxy: not one object request reaches the
+    // origin; the proxy answers every range and the layout from what it keeps.
+    let hits_before = proxy.log().len();
+    let second = read_all("2");
+    let after = requests(&server);
+    assert_eq!(origin_objects(&after), filled, "the origin was asked for objects again: {after:?}");
+    let log = proxy.log();
+    let packs: Vec<&String> = log[hits_before..].iter().filter(|l| l.contains("/v1/packs/")).collect();
+    assert!(!packs.is_empty() && packs.iter().all(|l| l.contains(" HIT ")), "{packs:?}");
+    eprintln!("requests: first endpoint {first}, second {second}; origin object requests {}", filled - before);
+}

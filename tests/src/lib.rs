@@ -12,6 +12,7 @@ pub mod clock;
 pub mod fleet;
 pub mod imgctl;
 pub mod mount;
+pub mod nginx;
 pub mod proxy;
 pub mod server;
 pub mod signer;
