@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring a static copy of the repository (serving packs, layouts, signed metadata) up to
+    /// date in OUT, for any web server or bucket to serve to endpoints without imaged
+    /// (docs/scale.md). Safe while the server runs; deletes nothing.
+    ExportStatic {
+        #[command(flatten)]
+        settings: Settings,
+        /// The directory the web server serves (created if needed).
+        out: std::path::PathBuf,
+    },
     #[command(flatten)]
     Docs(cache::cli_docs::DocsCommand),
 }
@@ -90,6 +99,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { settings } => settings.load().and_then(serve),
         Command::Gc { settings, dry_run, json } => settings.load().and_then(|cfg| gc(cfg, dry_run, json)),
+        Command::ExportStatic { settings, out } => settings.load().and_then(|cfg| {
+            let done = imaged::serve::export_static(&cfg.data, &out)?;
+            println!("{}: {} new packs, {} new layouts, {} metadata files written", out.display(), done.packs, done.layouts, done.metadata);
+            Ok(())
+        }),
         Command::Docs(_) => unreachable!("answered before logging starts"),
     };
     match result {

@@ -457,3 +457,111 @@ pub mod routes {
         Ok((status, h, body).into_response())
     }
 }
+
+/// What `export_static` copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Serving packs new in the copy.
+    pub packs: u64,
+    /// Layouts new in the copy.
+    pub layouts: u64,
+    /// Signed metadata files written.
+    pub metadata: u64,
+}
+
+/// Brings a static copy of the repository in `data` (a server's data directory) up to date in
+/// `out`, for any web server or bucket to serve to endpoints with no `imaged` behind it:
+/// `v1/packs/`, `v1/layouts/` and `tuf/`, at the paths the server answers. Immutable files first
+/// (packs, layouts, versioned metadata; hard links where `out` is on the same filesystem), the
+/// files that name them last, each replaced whole, `timestamp.json` at the very end: a reader
+/// of the copy while it is updated sees the old repository or the new one, never a timestamp
+/// naming what is not there yet. Nothing is deleted (an endpoint may still read an old version).
+pub fn export_static(data: &Path, out: &Path) -> Result<Exported, ServeError> {
+    let mut done = Exported::default();
+    for (from, to, count) in [("serve/packs", "v1/packs", &mut done.packs), ("serve/layouts", "v1/layouts", &mut done.layouts)] {
+        let (from, to) = (data.join(from), out.join(to));
+        fs::create_dir_all(&to).map_err(io_at(&to))?;
+        for e in fs::read_dir(&from).map_err(io_at(&from))? {
+            let src = e.map_err(io_at(&from))?.path();
+            let Some(name) = src.file_name() else { continue };
+            let dst = to.join(name);
+            if dst.exists() {
+                continue;
+            }
+            copy_whole(&src, &dst)?;
+            *count += 1;
+        }
+    }
+    let (from, to) = (data.join("tuf/repo"), out.join("tuf"));
+    if !from.exists() {
+        // An unsigned server: nothing an endpoint would accept (docs/trust.md).
+        return Ok(done);
+    }
+    fs::create_dir_all(&to).map_err(io_at(&to))?;
+    let mut names: Vec<String> = fs::read_dir(&from)
+        .map_err(io_at(&from))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .collect();
+    // Versioned files (`N.role.json`) first, then the current ones, the timestamp last.
+    names.sort_by_key(|n| (!n.starts_with(|c: char| c.is_ascii_digit()), n == "timestamp.json", n.clone()));
+    for n in names {
+        let (src, dst) = (from.join(&n), to.join(&n));
+        let versioned = n.starts_with(|c: char| c.is_ascii_digit());
+        if versioned && dst.exists() {
+            continue;
+        }
+        let bytes = fs::read(&src).map_err(io_at(&src))?;
+        if !versioned && fs::read(&dst).is_ok_and(|b| b == bytes) {
+            continue;
+        }
+        // A delegated role's name is percent-encoded in its file name (`1.images%2Fapp.json`);
+        // web servers decode the request's path before they look for the file, so it is also
+        // written where they look (`1.images/app.json`).
+        let decoded = percent_decode(&n);
+        let mut targets = vec![dst];
+        if decoded != n && !decoded.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            targets.push(to.join(&decoded));
+        }
+        for dst in targets {
+            if let Some(dir) = dst.parent() {
+                fs::create_dir_all(dir).map_err(io_at(dir))?;
+            }
+            cache::atomic::write(&dst, &bytes).map_err(|e| ServeError::Io { path: e.path, source: e.source })?;
+        }
+        done.metadata += 1;
+    }
+    Ok(done)
+}
+
+/// `%XX` sequences of a file name decoded (anything else kept as it is).
+fn percent_decode(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| name.to_string())
+}
+
+/// Puts `src` at `dst` whole: a hard link, else a copy renamed into place.
+fn copy_whole(src: &Path, dst: &Path) -> Result<(), ServeError> {
+    if fs::hard_link(src, dst).is_ok() {
+        return Ok(());
+    }
+    let tmp = dst.with_extension("part");
+    fs::copy(src, &tmp).map_err(io_at(&tmp))?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_at(&tmp))?;
+    fs::rename(&tmp, dst).map_err(io_at(dst))
+}

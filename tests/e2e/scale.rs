@@ -151,3 +151,53 @@ fn behind_a_caching_nginx_a_second_endpoint_reads_all_of_gen2_without_asking_the
     assert!(!packs.is_empty() && packs.iter().all(|l| l.contains(" HIT ")), "{packs:?}");
     eprintln!("requests: first endpoint {first}, second {second}; origin object requests {}", filled - before);
 }
+
+#[test]
+fn a_static_copy_on_a_plain_web_server_serves_endpoints_with_no_imaged_running() {
+    let t = Imgctl::new();
+    let mut server = Server::start(&t.path("server"));
+    let (v1, v2) = (t.path("v1"), t.path("v2"));
+    tree(&v1, 1);
+    tree(&v2, 2);
+    t.publish(&server, &v1, "app", "apps/stable");
+    server.wait_for_layouts();
+    let copy = t.path("www");
+    let export = || {
+        let out = server.admin(&["export-static", copy.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = export();
+    assert!(said.contains(" 1 new packs, 1 new layouts"), "{said}");
+    assert!(export().contains(" 0 new packs, 0 new layouts, 0 metadata files written"), "a second run copies nothing");
+    let web = tests::nginx::Nginx::start_static(&copy, &t.path("nginx"));
+
+    // The endpoint knows only the web server: trust, layout and data all come from files.
+    let mnt = Mount::start_with(&[&web.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v1, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert!(web.log().iter().any(|l| l.starts_with("206 ") && l.contains("/v1/packs/")), "{:?}", web.log());
+
+    // The engineer publishes the next generation and exports again; the server then stops.
+    t.import(&v2, "app");
+    t.push_signed(&server, "app@2");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "apps/stable", "app@2"]));
+    server.wait_for_layouts();
+    assert!(export().contains(" 1 new packs, 1 new layouts"));
+    server.kill();
+    assert_eq!(mnt.control("update")["generation"], "app@2");
+    let diffs = compare_trees(&v2, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    drop(mnt);
+
+    // A copy whose bytes went bad is refused like a bad server: a cold endpoint gets an error
+    // for the file, and its cache never holds the bad object.
+    let hex = blake3::hash(b"2\n").to_hex().to_string();
+    assert_eq!(tests::corrupt_in_packs(&copy.join("v1/packs"), &hex), 1);
+    let cold = Mount::start_with(&[&web.url], "apps/stable", &t.path("cache2"), &t.path("mnt2"), &["--poll-seconds", "3600"]);
+    assert!(std::fs::read(cold.point.join("usr/lib/version")).is_err(), "a record that does not verify is never read");
+    assert_eq!(std::fs::read(cold.point.join("etc/conf.d/1.conf")).unwrap(), "setting 1 = 1\n".repeat(20).into_bytes());
+    drop(cold);
+    let store = cache::Store::open(t.path("cache2").join("store")).unwrap();
+    assert!(!store.contains(&hex.parse().unwrap()));
+}

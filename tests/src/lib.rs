@@ -23,7 +23,7 @@ pub use clock::TestClock;
 pub use imgctl::{failed, ok_json, ok_text, Imgctl};
 pub use mount::{mount_helper_lock, Mount};
 pub use server::{client, Server};
-pub use store::{corrupt_object, corrupt_served, framed_raw, store_objects};
+pub use store::{corrupt_in_packs, corrupt_object, corrupt_served, framed_raw, store_objects};
 pub use trees::{build_special_tree, compare_trees, compare_trees_but_mtimes, noise, sample_acl};
 
 /// Where the workspace's binaries are: next to the test executable's `deps/` folder, or next

@@ -1,6 +1,7 @@
-//! A real nginx as a caching proxy in front of a server: serving packs cached in 1 MiB slices
-//! (the slice module, the usual setup for large files), everything else as the server's own
-//! caching headers say. Its access log records each request's cache status.
+//! A real nginx, as a caching proxy in front of a server (serving packs cached in 1 MiB slices
+//! with the slice module, the usual setup for large files; everything else as the server's
+//! own caching headers say) or as a plain web server of a static copy. Its access log records
+//! each request's cache status.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -21,11 +22,36 @@ impl Nginx {
     /// Starts nginx on a free port of 127.0.0.1 in front of `upstream` (`http://HOST:PORT`),
     /// with its configuration, cache and logs under `dir`.
     pub fn start(upstream: &str, dir: &Path) -> Nginx {
+        let up = upstream.trim_start_matches("http://");
+        let locations = format!(
+            r#"
+        location /v1/packs/ {{
+            slice 1m;
+            proxy_cache imaged;
+            proxy_cache_key $uri$slice_range;
+            proxy_set_header Range $slice_range;
+            proxy_cache_valid 200 206 1y;
+            proxy_pass http://{up};
+        }}
+        location / {{
+            proxy_cache imaged;
+            proxy_pass http://{up};
+        }}"#
+        );
+        Nginx::start_with(&locations, dir)
+    }
+
+    /// Starts nginx serving the files under `root` as they are: a static copy of a repository
+    /// on a plain web server.
+    pub fn start_static(root: &Path, dir: &Path) -> Nginx {
+        Nginx::start_with(&format!("location / {{ root {}; }}", root.display()), dir)
+    }
+
+    fn start_with(locations: &str, dir: &Path) -> Nginx {
         fs::create_dir_all(dir.join("cache")).unwrap();
         fs::create_dir_all(dir.join("tmp")).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.display();
-        let up = upstream.trim_start_matches("http://");
         let user = if nix::unistd::Uid::effective().is_root() { "user root;" } else { "" };
         let conf = format!(
             r#"{user}
@@ -48,18 +74,7 @@ http {{
         listen 127.0.0.1:{port};
         client_max_body_size 0;
         proxy_http_version 1.1;
-        location /v1/packs/ {{
-            slice 1m;
-            proxy_cache imaged;
-            proxy_cache_key $uri$slice_range;
-            proxy_set_header Range $slice_range;
-            proxy_cache_valid 200 206 1y;
-            proxy_pass http://{up};
-        }}
-        location / {{
-            proxy_cache imaged;
-            proxy_pass http://{up};
-        }}
+        {locations}
     }}
 }}
 "#

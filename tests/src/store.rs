@@ -23,9 +23,15 @@ pub fn store_objects(store: &Path) -> std::collections::HashSet<String> {
 /// (`serve/packs/`): a server whose disk went bad everywhere it keeps the object. Returns how
 /// many copies it changed.
 pub fn corrupt_served(data: &Path, hex: &str) -> usize {
+    corrupt_in_packs(&data.join("serve/packs"), hex)
+}
+
+/// Flips a byte of object `hex` in every serving pack in directory `packs`; returns how many
+/// copies it changed.
+pub fn corrupt_in_packs(packs: &Path, hex: &str) -> usize {
     let digest: format::Digest = hex.parse().unwrap();
     let mut changed = 0;
-    for e in fs::read_dir(data.join("serve/packs")).unwrap() {
+    for e in fs::read_dir(packs).unwrap() {
         let path = e.unwrap().path();
         let mut bytes = fs::read(&path).unwrap();
         let mut at = 8;
