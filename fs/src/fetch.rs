@@ -563,19 +563,33 @@ impl Fetcher {
             .header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1))
             .send()
             .map_err(|e| BatchError::Server(RemoteError::Transport { url: pack_url.clone(), why: e.to_string() }))?;
-        match resp.status() {
-            reqwest::StatusCode::PARTIAL_CONTENT => {}
+        let mut resp = match resp.status() {
+            reqwest::StatusCode::PARTIAL_CONTENT => {
+                // The answer must be the range asked for.
+                let content_range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !content_range.starts_with(&format!("bytes {}-{}/", r.start, r.end - 1)) {
+                    let why = format!("answered range {content_range:?} for bytes {}-{}", r.start, r.end - 1);
+                    return Err(BatchError::Server(RemoteError::BadAnswer { url: pack_url, why }));
+                }
+                resp
+            }
+            // A server or proxy may ignore a range and send the whole pack (RFC 9110 14.2):
+            // the bytes before the range are read and dropped.
+            reqwest::StatusCode::OK => {
+                let mut resp = resp;
+                let skipped = std::io::copy(&mut (&mut resp).take(r.start), &mut std::io::sink())
+                    .map_err(|e| BatchError::Server(RemoteError::reading(&pack_url, e)))?;
+                self.bytes.fetch_add(skipped, Relaxed);
+                if skipped < r.start {
+                    let why = format!("the pack ends at {skipped} bytes, before the range asked for at {}", r.start);
+                    return Err(BatchError::Server(RemoteError::BadAnswer { url: pack_url, why }));
+                }
+                resp
+            }
             reqwest::StatusCode::NOT_FOUND => return Err(BatchError::NoPack),
             _ => return Err(BatchError::Server(RemoteError::status(&pack_url, resp))),
-        }
-        // The answer must be the range asked for: a proxy that ignored the range, or a pack of
-        // another length, is a bad answer.
-        let content_range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_range.starts_with(&format!("bytes {}-{}/", r.start, r.end - 1)) {
-            let why = format!("answered range {content_range:?} for bytes {}-{}", r.start, r.end - 1);
-            return Err(BatchError::Server(RemoteError::BadAnswer { url: pack_url, why }));
-        }
-        self.take_records(url, &pack_url, resp.take(r.end - r.start), wanted, take, wanted.len(), landed)
+        };
+        self.take_records(url, &pack_url, (&mut resp).take(r.end - r.start), wanted, take, wanted.len(), landed)
     }
 
     /// Loads the layout of the generation whose manifest is `manifest` from the first server

@@ -281,6 +281,17 @@ fn endless_metadata_a_zstd_bomb_and_a_billion_object_manifest_are_stopped() {
     let mut bomb = format::object::encode(&vec![0u8; 64 << 20], 3);
     bomb[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
     let record = format::record::encode(&format::Digest(*digest.as_bytes()), &bomb);
+    // In place of the range of the serving pack that holds the chunk (and in a batch answer,
+    // should the endpoint ask that way).
+    s.server.wait_for_layouts();
+    let m2 = s.forger().current("images%2Fos.json");
+    let manifest = signed(&m2)["targets"]["images/os/2"]["custom"]["manifest"].as_str().unwrap().to_string();
+    let layout = client().get(format!("{}/v1/layouts/{manifest}", s.server.url)).send().unwrap().bytes().unwrap();
+    let layout = format::layout::Layout::decode(&layout).unwrap();
+    let at = layout.entries.iter().find(|e| e.prefix == format::layout::prefix(&format::Digest(*digest.as_bytes()))).unwrap();
+    let pack = layout.packs[at.pack as usize].digest;
+    let r = record.clone();
+    s.proxy.set(&format!("/v1/packs/{pack}"), Rule::Range(std::sync::Arc::new(move |_, _| r.clone())));
     s.proxy.set("/v1/objects/batch", Rule::Func(std::sync::Arc::new(move |_| (200, record.clone()))));
     assert!(std::fs::read(s.mnt.point.join("payload.bin")).is_err(), "the bomb must not be served");
     let store = cache::Store::open(s.cache().join("store")).unwrap();

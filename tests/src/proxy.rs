@@ -26,6 +26,9 @@ pub enum Rule {
     Endless,
     /// Computed from the request body: (status, body).
     Func(Arc<dyn Fn(&[u8]) -> (u16, Vec<u8>) + Send + Sync>),
+    /// A ranged GET (`Range: bytes=A-B`) answered 206 for bytes A-B with the body computed
+    /// from (A, B): a serving pack's range with records of the test's choosing.
+    Range(Arc<dyn Fn(u64, u64) -> Vec<u8> + Send + Sync>),
     /// A request body over this many bytes gets 413 with a plain-text page, as a proxy with
     /// a body limit (nginx's `client_max_body_size`) answers; smaller ones pass through.
     BodyLimit(usize),
@@ -70,8 +73,13 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     Some(Request { method, path, headers, body })
 }
 
-fn respond(mut s: &TcpStream, status: u16, body: &[u8], drip: Option<Duration>) {
-    let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+fn respond(s: &TcpStream, status: u16, body: &[u8], drip: Option<Duration>) {
+    respond_with(s, status, "", body, drip)
+}
+
+/// `respond`, with `extra` header lines (each ending in CRLF).
+fn respond_with(mut s: &TcpStream, status: u16, extra: &str, body: &[u8], drip: Option<Duration>) {
+    let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", body.len());
     if s.write_all(head.as_bytes()).is_err() {
         return;
     }
@@ -95,24 +103,31 @@ fn serve(stream: TcpStream, upstream: &str, rules: &Mutex<HashMap<String, Rule>>
     let Some(req) = read_request(&stream) else { return };
     log.lock().unwrap().push(req.path.clone());
     let rule = rules.lock().unwrap().get(&req.path).cloned();
+    // A range asked is passed on, and the answer's Content-Range passed back.
+    let content_range = Mutex::new(String::new());
     let forward = || -> (u16, Vec<u8>) {
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
         let mut b = client.request(method, format!("{upstream}{}", req.path)).body(req.body.clone());
         for (k, v) in &req.headers {
-            if matches!(k.as_str(), "authorization" | "content-type") {
+            if matches!(k.as_str(), "authorization" | "content-type" | "range") {
                 b = b.header(k, v);
             }
         }
         match b.send() {
-            Ok(r) => (r.status().as_u16(), r.bytes().map(|b| b.to_vec()).unwrap_or_default()),
+            Ok(r) => {
+                if let Some(v) = r.headers().get("content-range").and_then(|v| v.to_str().ok()) {
+                    *content_range.lock().unwrap() = format!("Content-Range: {v}\r\n");
+                }
+                (r.status().as_u16(), r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+            }
             Err(_) => (502, Vec::new()),
         }
     };
     match rule {
         None => {
             let (status, body) = forward();
-            respond(&stream, status, &body, None);
+            respond_with(&stream, status, &content_range.lock().unwrap(), &body, None);
         }
         Some(Rule::Bytes(b)) => respond(&stream, 200, &b, None),
         Some(Rule::Missing) => respond(&stream, 404, b"{\"error\":\"not_found\"}", None),
@@ -123,6 +138,13 @@ fn serve(stream: TcpStream, upstream: &str, rules: &Mutex<HashMap<String, Rule>>
         Some(Rule::Func(f)) => {
             let (status, body) = f(&req.body);
             respond(&stream, status, &body, None);
+        }
+        Some(Rule::Range(f)) => {
+            let range = req.headers.iter().find(|(k, _)| k == "range").and_then(|(_, v)| v.strip_prefix("bytes="));
+            let Some((a, b)) = range.and_then(|r| r.split_once('-')).and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))) else {
+                return respond(&stream, 416, b"", None);
+            };
+            respond_with(&stream, 206, &format!("Content-Range: bytes {a}-{b}/*\r\n"), &f(a, b), None);
         }
         Some(Rule::BodyLimit(max)) if req.body.len() > max => respond(&stream, 413, b"413 Request Entity Too Large\n", None),
         Some(Rule::BodyLimit(_)) => {
