@@ -24,7 +24,7 @@ pub const MAX_FETCHED_OBJECT: u64 = 64 << 20;
 pub const MAX_LAYOUT: usize = 64 << 20;
 /// Records of one pack at most this far apart are fetched in one range (the bytes between are
 /// read and dropped): fewer requests for a few more bytes.
-pub const RANGE_GAP: u64 = 64 << 10;
+pub const RANGE_GAP: u64 = 512 << 10;
 /// Longest range asked in one request.
 pub const RANGE_MAX: u64 = 16 << 20;
 /// Ranges of one fetch asked at once (each on its own connection).

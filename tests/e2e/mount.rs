@@ -394,7 +394,7 @@ fn a_trace_records_what_a_program_reads_and_cold_endpoints_fetch_its_data_first(
     let f = &fetched["fetched"];
     assert!(f["objects_done"].as_u64().unwrap() > 0 && f["objects_done"] == f["objects_total"], "{fetched}");
     let after_prefetch = requests(&cold);
-    // Ranges of the serving pack, records under 64 KiB apart in one (docs/scale.md): a dozen
+    // Ranges of the serving pack, records under 512 KiB apart in one (docs/scale.md): a few
     // for the few hundred objects dpkg reads, where one batch request took them all.
     let took = after_prefetch - before;
     assert!((1..=16).contains(&took), "the trace's data in at most 16 ranged requests, took {took}");

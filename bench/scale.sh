@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Scale-out benchmark (issue 18), first part: the read path of immutable files. Cold mount +
+# `dpkg -l` of gen2 and a full read of gen2, direct from imaged and through a caching nginx
+# (cold proxy cache, then a second endpoint on a warm one): time, requests the endpoint made,
+# requests that reached the origin. Then what the server serves: the serving packs of gen1,
+# gen2 and the rust tree beside the store, and the bytes an endpoint holding gen1 fetches for
+# gen2. Prints tables; not a timed test. Needs the datasets and nginx (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${IMAGED_DATASETS:-/var/tmp/imgbench}
+for s in gen1 gen2 rust; do [[ -e $D/.$s.done ]] || { echo "dataset $s missing in $D: run ../shared/datasets/make-datasets.sh" >&2; exit 1; }; done
+command -v nginx >/dev/null || { echo "nginx missing: run scripts/setup.sh" >&2; exit 1; }
+cargo build --release -p tools -p imaged -p fs --locked -q
+BIN=${CARGO_TARGET_DIR:-target}/release
+W=$(mktemp -d /var/tmp/imaged-scale.XXXXXX)
+MOUNTS=()
+cleanup() {
+  for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  [[ -n ${NGINX_PID:-} ]] && kill "$NGINX_PID" 2>/dev/null
+  [[ -n ${IMAGED_PID:-} ]] && kill "$IMAGED_PID" 2>/dev/null
+  sleep 0.5; rm -rf "$W"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+secs() { local t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; echo "$(now) - $t0" | bc -l | xargs printf '%.2f'; }
+mib() { echo "$1 / 1048576" | bc -l | xargs printf '%.1f'; }
+
+"$BIN/imgctl" --store "$W/img" import "$D/gen1" --image debian >/dev/null 2>&1
+"$BIN/imgctl" --store "$W/img" import "$D/gen2" --image debian >/dev/null 2>&1
+"$BIN/imgctl" --store "$W/img" import "$D/rust" --image rust >/dev/null 2>&1
+"$BIN/imaged" serve --data "$W/srv" --listen 127.0.0.1:0 2>"$W/imaged.log" &
+IMAGED_PID=$!
+for _ in $(seq 300); do grep -q "listening on" "$W/imaged.log" && break; sleep 0.1; done
+URL=$(sed -n 's/.*imaged listening on //p' "$W/imaged.log" | head -1)
+export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
+for k in root targets images; do "$BIN/imgctl" key generate "$W/$k.key" >/dev/null; done
+"$BIN/imgctl" --store "$W/img" trust init --root-key "$W/root.key" --targets-key "$W/targets.key" \
+  --image "debian=$W/images.key.pub" --image "rust=$W/images.key.pub" --out "$W/root.json" >/dev/null
+export IMGCTL_KEY=$W/images.key
+for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
+"$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
+"$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
+# The serving packs and layouts are written in the background after each publish.
+for m in $(curl -sf "$URL/v1/generations" | python3 -c 'import json,sys; [print(g["manifest"]) for g in json.load(sys.stdin)["generations"]]'); do
+  for _ in $(seq 600); do curl -sfo /dev/null "$URL/v1/layouts/$m" && break; sleep 0.1; done
+done
+
+# nginx in front: serving packs cached in 1 MiB slices (docs/scale.md).
+mkdir -p "$W/nginx/cache" "$W/nginx/tmp"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+UP=${URL#http://}
+cat > "$W/nginx/nginx.conf" <<EOF
+user root;
+daemon off;
+master_process off;
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $W/nginx/tmp/body;
+    proxy_temp_path $W/nginx/tmp/proxy;
+    fastcgi_temp_path $W/nginx/tmp/fastcgi;
+    uwsgi_temp_path $W/nginx/tmp/uwsgi;
+    scgi_temp_path $W/nginx/tmp/scgi;
+    proxy_cache_path $W/nginx/cache levels=1:2 keys_zone=imaged:10m max_size=8g inactive=1d use_temp_path=off;
+    server {
+        listen 127.0.0.1:$PORT;
+        client_max_body_size 0;
+        proxy_http_version 1.1;
+        location /v1/packs/ {
+            slice 1m;
+            proxy_cache imaged;
+            proxy_cache_key \$uri\$slice_range;
+            proxy_set_header Range \$slice_range;
+            proxy_cache_valid 200 206 1y;
+            proxy_pass http://$UP;
+        }
+        location / { proxy_cache imaged; proxy_pass http://$UP; }
+    }
+}
+EOF
+nginx -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" &
+NGINX_PID=$!
+PROXY=http://127.0.0.1:$PORT
+for _ in $(seq 100); do curl -so /dev/null "$PROXY/healthz" && break; sleep 0.05; done
+
+# Requests that reached imaged (all routes but the timestamp's and the metrics').
+origin() { curl -sf "$URL/metrics" | awk '/^imaged_http_requests_total\{/ && !/metrics/ {s+=$NF} END {print s+0}'; }
+mount_at() {  # mount_at NAME SERVER CHANNEL
+  local name=$1 server=$2 channel=$3
+  mkdir -p "$W/mnt-$name"
+  "$BIN/imgfs" mount --server "$server" --channel "$channel" --cache "$W/cache-$name" --root "$W/root.json" --poll-seconds 3600 "$W/mnt-$name" >/dev/null 2>"$W/imgfs-$name.log" &
+  for _ in $(seq 600); do grep -qs "mounted" "$W/imgfs-$name.log" && break; sleep 0.01; done
+  MOUNTS+=("$W/mnt-$name")
+}
+requests() { "$BIN/imgfs" status "$W/mnt-$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["traffic"]["requests"])'; }
+# run NAME SERVER: cold mount + dpkg -l, then a full read; prints one row.
+run() {
+  local name=$1 server=$2 o0 o1 o2 t0 t_mount t_dpkg r1 t_read r2
+  o0=$(origin); t0=$(now)
+  mount_at "$name" "$server" bench/debian2
+  t_mount=$(echo "$(now) - $t0" | bc -l | xargs printf '%.2f')
+  t_dpkg=$(secs chroot "$W/mnt-$name" /usr/bin/dpkg -l)
+  r1=$(requests "$name"); o1=$(origin)
+  t_read=$(secs sh -c "tar -cf - -C '$W/mnt-$name' . | cat >/dev/null")
+  r2=$(requests "$name"); o2=$(origin)
+  printf '%-34s %8s %8s %8s %8s %10s %8s %10s\n' "$3" "$t_mount" "$t_dpkg" "$r1" "$((o1 - o0))" "$t_read" "$r2" "$((o2 - o0))"
+}
+echo "== $(nproc) cores; $(uname -r)"
+printf '\n%-34s %8s %8s %8s %8s %10s %8s %10s\n' "gen2, cold endpoint cache" "mount s" "dpkg s" "req" "origin" "full read" "req" "origin"
+run direct "$URL" "direct to imaged"
+run proxy1 "$PROXY" "nginx, cold proxy cache"
+run proxy2 "$PROXY" "nginx, warm (second endpoint)"
+
+# What the server serves, against what it stores.
+du_b() { du -sb --apparent-size "$@" | awk '{s+=$1} END {print s}'; }
+store=$(du_b "$W/srv/store/objects" "$W/srv/store/packs")
+packs=$(du_b "$W/srv/serve/packs")
+layouts=$(du_b "$W/srv/serve/layouts")
+printf '\n%-44s %10s\n' "server, gen1 + gen2 + rust tree" "MiB"
+printf '%-44s %10s\n' "store (objects and upload packs)" "$(mib "$store")"
+printf '%-44s %10s\n' "serving packs" "$(mib "$packs")"
+printf '%-44s %10s\n' "layouts (all three)" "$(mib "$layouts")"
+printf '%-44s %10s\n' "gen2's own serving pack (gen1 -> gen2 at most)" "$(mib "$(ls -S "$W/srv/serve/packs" | while read -r p; do stat -c %s "$W/srv/serve/packs/$p"; done | sort -n | head -1)")"
+
+# Moving an endpoint that holds all of gen1 to gen2 (through the proxy, warm).
+mount_at move "$PROXY" bench/debian
+tar -cf - -C "$W/mnt-move" . | cat >/dev/null
+read -r q0 b0 < <("$BIN/imgfs" status "$W/mnt-move" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])')
+"$BIN/imgctl" --store "$W/img" channel set bench/debian debian@2 >/dev/null
+"$BIN/imgfs" update "$W/mnt-move" >/dev/null
+tar -cf - -C "$W/mnt-move" . | cat >/dev/null
+read -r q1 b1 < <("$BIN/imgfs" status "$W/mnt-move" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])')
+printf '%-44s %10s\n' "endpoint with gen1 moved to gen2, all read: MiB" "$(mib $((b1 - b0))) ($((q1 - q0)) requests)"
