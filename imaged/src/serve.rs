@@ -183,11 +183,12 @@ impl Serving {
         let mut fresh: Vec<Placed> = Vec::new();
         let mut writer: Option<NewPack> = None;
         let mut meta_end = cache::pack::PACK_MAGIC.len() as u64;
+        let mut open = HashMap::new();
         for (i, d) in order.iter().enumerate() {
             if i == metadata_count {
                 meta_end = writer.as_ref().map_or(meta_end, |w| w.pos);
             }
-            if let Some(at) = self.served(d) {
+            if let Some(at) = self.served(d, &mut open) {
                 let n = match packs.iter().position(|p| p.digest == at.pack.digest) {
                     Some(n) => n,
                     None => {
@@ -230,9 +231,13 @@ impl Serving {
 
     /// Where `d` is served, if a pack holds it: the record there is read back and must name `d`
     /// (a layout keys objects by a prefix of their digest).
-    fn served(&self, d: &Digest) -> Option<At> {
+    /// `open` keeps the packs opened so far by this build.
+    fn served(&self, d: &Digest, open: &mut HashMap<Digest, File>) -> Option<At> {
         let at = *self.known.read().unwrap().at.get(&layout::prefix(d))?;
-        let file = File::open(self.pack_path(&at.pack.digest)).ok()?;
+        let file = match open.entry(at.pack.digest) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(self.pack_path(&at.pack.digest)).ok()?),
+        };
         let mut head = [0u8; record::HEADER_LEN];
         file.read_exact_at(&mut head, at.offset).ok()?;
         let h = record::Header::decode(&head);
