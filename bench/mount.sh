@@ -30,20 +30,7 @@ walk() { find "$1" -printf '%i %s %m %n %U %G %T@\n' >/dev/null; }
 readall() { tar -cf - -C "$1" . | cat >/dev/null; }
 
 # The server with gen1, gen2 and the rust tree, each on a channel.
-"$BIN/imgctl" --store "$W/img" import "$D/gen1" --image debian >/dev/null 2>&1
-"$BIN/imgctl" --store "$W/img" import "$D/gen2" --image debian >/dev/null 2>&1
-"$BIN/imgctl" --store "$W/img" import "$D/rust" --image rust >/dev/null 2>&1
-"$BIN/imaged" serve --data "$W/srv" --listen 127.0.0.1:0 2>"$W/imaged.log" &
-IMAGED_PID=$!
-for _ in $(seq 300); do grep -q "listening on" "$W/imaged.log" && break; sleep 0.1; done
-URL=$(sed -n 's/.*imaged listening on //p' "$W/imaged.log" | head -1)
-export IMAGED_SERVER=$URL IMAGED_TOKEN=$(cat "$W/srv/admin.token")
-# Signed, as every deployment is: endpoints verify the channel and the generation's signature.
-for k in root targets images; do "$BIN/imgctl" key generate "$W/$k.key" >/dev/null; done
-"$BIN/imgctl" --store "$W/img" trust init --root-key "$W/root.key" --targets-key "$W/targets.key" \
-  --image "debian=$W/images.key.pub" --image "rust=$W/images.key.pub" --out "$W/root.json" >/dev/null
-export IMGCTL_KEY=$W/images.key
-for g in debian@1 debian@2 rust@1; do "$BIN/imgctl" --store "$W/img" push "$g" >/dev/null; done
+. bench/repository.sh
 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/debian2 debian@2 >/dev/null
 "$BIN/imgctl" --store "$W/img" channel set bench/debian-pre debian@1 >/dev/null
