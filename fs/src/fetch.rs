@@ -190,8 +190,11 @@ pub struct Fetcher {
 /// What the loaded layouts say. Hints only: every record is verified like any other answer.
 #[derive(Default)]
 struct Layouts {
-    /// Object digest prefix → its record: pack, offset, length.
-    at: HashMap<u64, (Digest, u64, u64)>,
+    /// Object digest prefix → its record: pack (an index into `packs`), offset, length. Kept
+    /// small: it holds an entry per object of every generation read (61k for the rust tree).
+    at: HashMap<u64, (u32, u64, u32)>,
+    /// The packs `at` names, each once.
+    packs: Vec<Digest>,
     /// Manifest → its packs with their metadata regions (pack, region end, origin manifest).
     loaded: HashMap<Digest, Vec<(Digest, u64, Digest)>>,
     /// Manifests no server had a layout for, and when that was asked.
@@ -492,13 +495,22 @@ impl Fetcher {
                 .iter()
                 .filter_map(|d| {
                     let p = layout::prefix(d);
-                    l.at.get(&p).map(|(pack, offset, len)| (*pack, layout::Placed { prefix: p, pack: 0, offset: *offset, len: *len }))
+                    l.at.get(&p).map(|(pack, offset, len)| {
+                        (l.packs[*pack as usize], layout::Placed { prefix: p, pack: 0, offset: *offset, len: u64::from(*len) })
+                    })
                 })
                 .collect()
         };
         if !placed.is_empty() {
             let wanted: HashSet<Digest> = digests.iter().copied().collect();
             let ranges = layout::plan(&placed, RANGE_GAP, RANGE_MAX);
+            if let [r] = ranges.as_slice() {
+                // One range (a read's miss, most often): on this thread.
+                return match self.ranged(url, r, &wanted, Take::Asked, landed) {
+                    Ok(()) | Err(BatchError::NoPack) => self.batch_rest(url, digests, landed),
+                    Err(e) => Err(e),
+                };
+            }
             // Several ranges go over a few connections at once; each lands in its own set,
             // merged after.
             let lanes = ranges.len().min(RANGE_LANES);
@@ -544,6 +556,11 @@ impl Fetcher {
                 return Err(e);
             }
         }
+        self.batch_rest(url, digests, landed)
+    }
+
+    /// The batch request for what of `digests` has not landed (nothing if all has).
+    fn batch_rest(&self, url: &str, digests: &[Digest], landed: &mut Landed<'_>) -> Result<(), BatchError> {
         let rest: Vec<Digest> = digests.iter().filter(|d| !landed.stored.contains(*d)).copied().collect();
         if rest.is_empty() {
             return Ok(());
@@ -830,9 +847,22 @@ enum Take {
 
 impl Layouts {
     fn add(&mut self, l: &Layout) {
+        let index: Vec<u32> = l
+            .packs
+            .iter()
+            .map(|p| match self.packs.iter().position(|q| *q == p.digest) {
+                Some(n) => n as u32,
+                None => {
+                    self.packs.push(p.digest);
+                    (self.packs.len() - 1) as u32
+                }
+            })
+            .collect();
         for e in &l.entries {
-            let pack = l.packs[e.pack as usize].digest;
-            self.at.entry(e.prefix).or_insert((pack, e.offset, e.len));
+            // A record past 4 GiB is no object (decode caps them at 1 GiB): left to the batch.
+            if let Ok(len) = u32::try_from(e.len) {
+                self.at.entry(e.prefix).or_insert((index[e.pack as usize], e.offset, len));
+            }
         }
         self.loaded.insert(l.manifest, l.packs.iter().map(|p| (p.digest, p.meta_end, p.origin)).collect());
         self.absent.remove(&l.manifest);
