@@ -697,7 +697,6 @@ impl Fetcher {
         landed: &mut Landed<'_>,
     ) -> Result<(), BatchError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let digests: Vec<Digest> = wanted.iter().copied().collect();
         let bad = |why: String| BatchError::Server(RemoteError::BadAnswer { url: url.into(), why });
         let mut reader = RecordReader::new(RateReader { inner: body, start: Instant::now(), bytes: 0, limits: &self.limits });
         // An answer of several objects is kept as one pack, filled as it streams in; what
@@ -767,7 +766,7 @@ impl Fetcher {
                             make_room();
                         }
                     }
-                    let digest = digests.first().copied().unwrap_or(Digest([0; 32]));
+                    let digest = in_pack.first().map_or(Digest([0; 32]), |(d, _)| *d);
                     return Err(BatchError::Store(FetchError::Store { digest, why: e.to_string() }));
                 }
             }

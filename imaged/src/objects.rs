@@ -46,14 +46,10 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, req: ax
             b
         }
     };
-    let mut h = HeaderMap::new();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.imaged.object"));
-    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
-    }
+    let mut h = match immutable(headers, &etag, "application/vnd.imaged.object") {
+        Ok(h) => h,
+        Err(not_modified) => return Ok(not_modified),
+    };
     let Some(range) = headers.get(header::RANGE) else {
         state.metrics.object_bytes_sent.inc_by(framed.len() as u64);
         return Ok((h, framed).into_response());
@@ -69,6 +65,21 @@ pub async fn get(State(state): State<AppState>, Path(hex): Path<String>, req: ax
             Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response())
         }
     }
+}
+
+/// The headers of a file that never changes (an object, a serving pack, a layout): cacheable
+/// for a year, its digest as ETag, ranges accepted; `Err` is the 304 when the request's
+/// `If-None-Match` names it.
+pub(crate) fn immutable(request: &HeaderMap, etag: &str, kind: &'static str) -> Result<HeaderMap, Response> {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex is a valid header"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return Err((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    Ok(h)
 }
 
 /// Parses a single `bytes=A-B`, `bytes=A-` or `bytes=-N` range into inclusive bounds.

@@ -420,15 +420,10 @@ pub mod routes {
             Err(e) => return Err(AppError::internal("opening a served file", e)),
         };
         let total = file.metadata().map_err(|e| AppError::internal("opening a served file", e))?.len();
-        let etag = format!("\"{d}\"");
-        let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-        h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-        if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
-            return Ok((StatusCode::NOT_MODIFIED, h).into_response());
-        }
+        let mut h = match crate::objects::immutable(headers, &format!("\"{d}\""), kind) {
+            Ok(h) => h,
+            Err(not_modified) => return Ok(not_modified),
+        };
         let (status, start, end) = match headers.get(header::RANGE) {
             None => (StatusCode::OK, 0, total),
             Some(r) => match crate::objects::parse_range(r.to_str().unwrap_or(""), total) {
