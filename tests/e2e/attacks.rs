@@ -170,9 +170,23 @@ fn unsigned_or_under_threshold(keytype: &'static str) {
     let (images, images2) = (s.t.key("images"), s.t.key("images2"));
     let targets = s.t.key("targets");
     let add = format!("{}.pub", p(&images2));
+    // The family's role must verify under its new keys: a rotation that cannot sign it again
+    // is refused before anything changes.
+    let family_v = server_version(&s, "images%2Fos.json");
+    let alone =
+        s.t.remote(&s.server, &["--json", "key", "rotate", "images/os", "--add", &add, "--threshold", "2", "--sign-with", &p(&targets)]);
+    assert!(!alone.status.success() && String::from_utf8_lossy(&alone.stderr).contains("give 2 of them with --sign-with"), "{alone:?}");
+    assert_eq!(server_version(&s, "images%2Fos.json"), family_v);
     ok_json(
-        s.t.remote(&s.server, &["--json", "key", "rotate", "images/os", "--add", &add, "--threshold", "2", "--sign-with", &p(&targets)]),
+        s.t.remote(
+            &s.server,
+            &["--json", "key", "rotate", "images/os", "--add", &add, "--threshold", "2"]
+                .into_iter()
+                .chain(["--sign-with", &p(&targets), "--sign-with", &p(&images), "--sign-with", &p(&images2)])
+                .collect::<Vec<_>>(),
+        ),
     );
+    assert_eq!(server_version(&s, "images%2Fos.json"), family_v + 1, "signed again by both keys");
     let (ok, text) = update(&s.mnt);
     assert!(ok, "{text}");
     let family_before = trusted(&s.cache(), "images/os");
@@ -417,7 +431,8 @@ fn a_stolen_online_key_cannot_point_a_channel_at_unsigned_or_withdrawn_generatio
 fn a_mount_leaves_a_generation_the_signed_metadata_withdraws_on_its_own() {
     let s = setup();
     // A mount held on os@2, as an agent holds one for a rollout, polling every second.
-    let mnt = Mount::start_clocked(&[&s.proxy.url], "os/stable", &s.t.path("cache2"), &s.t.path("mnt2"), &["--poll-seconds", "1"], &s.clock);
+    let mnt =
+        Mount::start_clocked(&[&s.proxy.url], "os/stable", &s.t.path("cache2"), &s.t.path("mnt2"), &["--poll-seconds", "1"], &s.clock);
     let switched = mnt.control_with("switch", &["os@2"]);
     assert_eq!(switched["outcome"], "switched", "{switched}");
     assert_eq!(version(&mnt), "two");

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::signer::Holder;
 use serde_json::{json, Map, Value};
 use trust::client::{Limits, Trusted};
-use crate::signer::Holder;
 use trust::keys::{check_threshold, KeyId, PublicKey, SecretKey};
 use trust::metadata::{Envelope, Root, Targets};
 use trust::policy::{self, FamilyRecord, GenerationRecord, CHANNELS_ROLE};
@@ -147,6 +147,11 @@ fn write_pin(pin: &Path, bytes: &[u8]) -> Result<(), SignError> {
 /// The server's current `role` file, checked against the keys its delegator lists (root for
 /// `targets`, `targets` for the rest). `None` if the server has none.
 fn fetch_role(remote: &Remote, root: &Root, role: &str) -> Result<Option<(Targets, Value)>, SignError> {
+    Ok(fetch_role_envelope(remote, root, role)?.map(|(t, env)| (t, env.signed)))
+}
+
+/// `fetch_role`, with the role's signatures.
+fn fetch_role_envelope(remote: &Remote, root: &Root, role: &str) -> Result<Option<(Targets, Envelope)>, SignError> {
     let Some(bytes) = remote.tuf_file(&metadata_file(role, None))? else { return Ok(None) };
     let env = Envelope::parse(role, &bytes, 16 << 20).map_err(refused)?;
     let t: Targets = env.decode(role, "targets").map_err(refused)?;
@@ -160,7 +165,7 @@ fn fetch_role(remote: &Remote, root: &Root, role: &str) -> Result<Option<(Target
         let d = ds.roles.iter().find(|r| r.name == role).ok_or_else(|| refused(format!("targets does not delegate {role}")))?;
         check_threshold(role, &env.message, &env.signatures, &ds.keys, &d.keyids, d.threshold).map_err(bad)?;
     }
-    Ok(Some((t, env.signed)))
+    Ok(Some((t, env)))
 }
 
 /// The `signed` part of the server's current `role` file, not checked (the caller signs a
@@ -309,12 +314,7 @@ pub struct GenerationToSign<'a> {
 
 /// Adds generation `g` as a target of its family's role, signed with `keys`. Signing the
 /// same manifest again changes nothing; another manifest under the same number is refused.
-pub fn sign_generation(
-    remote: &Remote,
-    keys: &[Holder],
-    g: &GenerationToSign,
-    expires_days: i64,
-) -> Result<GenerationRecord, SignError> {
+pub fn sign_generation(remote: &Remote, keys: &[Holder], g: &GenerationToSign, expires_days: i64) -> Result<GenerationRecord, SignError> {
     let path = policy::generation_path(g.image, g.generation);
     let blake3 = format::Digest::of(g.manifest).to_hex();
     let record = std::cell::RefCell::new(None);
@@ -338,10 +338,8 @@ pub fn sign_generation(
         if rec.epoch < family.min_epoch {
             return Err(refused(format!("epoch {} is below the family's min_epoch {}", rec.epoch, family.min_epoch)));
         }
-        targets.insert(
-            path.clone(),
-            json!({"length": g.manifest.len(), "hashes": {"sha256": sign::sha256_hex(g.manifest)}, "custom": rec}),
-        );
+        targets
+            .insert(path.clone(), json!({"length": g.manifest.len(), "hashes": {"sha256": sign::sha256_hex(g.manifest)}, "custom": rec}));
         *record.borrow_mut() = Some(rec);
         Ok(true)
     })?;
@@ -498,7 +496,12 @@ pub fn rotate(remote: &Remote, sign_with: &[Holder], r: &Rotation) -> Result<(St
             roles.len() - 1
         }
     };
+    let before = roles[i].clone();
     change_keys(&mut roles[i], &mut keys, r, &added)?;
+    let family = match r.role.starts_with("images/") {
+        true => fetch_role_envelope(remote, &root, &r.role)?.map(|(_, env)| env),
+        false => None,
+    };
     let all: Vec<&Value> = roles.iter().collect();
     prune(&mut keys, &all);
     delegations["keys"] = Value::Object(keys);
@@ -506,8 +509,56 @@ pub fn rotate(remote: &Remote, sign_with: &[Holder], r: &Rotation) -> Result<(St
     let version = targets.common.version + 1;
     signed["version"] = json!(version);
     signed["expires"] = json!(expires_in(r.expires_days));
+    // A family role that would not verify under its new keys is signed again in the same
+    // command, by the keys given that the old or the new delegation lists: first when it
+    // verifies under the old keys as well (no endpoint ever sees a targets whose family does
+    // not verify), else right after.
+    let family = match family {
+        Some(env) if !verifies_under(&signed, &r.role, &env) => Some(resign_family(env, &before, &signed, r, sign_with)?),
+        _ => None,
+    };
+    if let Some((bytes, true)) = &family {
+        remote.put_role(&r.role, bytes.clone())?;
+    }
     remote.put_role("targets", sign::sign(&signed, &signers).map_err(refused)?)?;
+    if let Some((bytes, false)) = family {
+        remote.put_role(&r.role, bytes)?;
+    }
     Ok(("targets".into(), version))
+}
+
+/// Whether delegated role `role`, signed as `env`, verifies under the delegation of targets
+/// `signed` (not yet signed itself).
+fn verifies_under(signed: &Value, role: &str, env: &Envelope) -> bool {
+    let Ok(t) = serde_json::from_value::<Targets>(signed.clone()) else { return false };
+    let Some(ds) = t.delegations else { return false };
+    let Some(d) = ds.roles.iter().find(|d| d.name == role) else { return false };
+    check_threshold(role, &env.message, &env.signatures, &ds.keys, &d.keyids, d.threshold).is_ok()
+}
+
+/// Family role `env` signed again (a new version) for its delegation moving from `before` to
+/// what targets `signed` lists, and whether that also verifies under `before`.
+fn resign_family(env: Envelope, before: &Value, signed: &Value, r: &Rotation, sign_with: &[Holder]) -> Result<(Vec<u8>, bool), SignError> {
+    let after =
+        signed["delegations"]["roles"].as_array().into_iter().flatten().find(|d| d["name"] == json!(r.role)).cloned().unwrap_or_default();
+    let listed = |d: &Value| d["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect::<Vec<_>>();
+    let threshold = |d: &Value| d["threshold"].as_u64().unwrap_or(1) as usize;
+    let (old_ids, new_ids) = (listed(before), listed(&after));
+    let held = |ids: &[String]| sign_with.iter().filter(|k| ids.contains(&k.public().key_id().0)).collect::<Vec<_>>();
+    if held(&new_ids).len() < threshold(&after) {
+        return Err(refused(format!(
+            "{} no longer verifies under its new keys and is signed again in the same rotation: give {} of them with --sign-with",
+            r.role,
+            threshold(&after)
+        )));
+    }
+    let signers: Vec<&Holder> =
+        sign_with.iter().filter(|k| old_ids.contains(&k.public().key_id().0) || new_ids.contains(&k.public().key_id().0)).collect();
+    let mut family = env.signed;
+    family["version"] = json!(family["version"].as_u64().unwrap_or(0) + 1);
+    family["expires"] = json!(expires_in(r.expires_days));
+    let first = held(&old_ids).len() >= threshold(before);
+    Ok((sign::sign(&family, &signers).map_err(refused)?, first))
 }
 
 /// The roles of the server's repository (`imgctl key list`).

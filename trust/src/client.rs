@@ -226,6 +226,7 @@ impl Trusted {
             self.snapshot = None;
         }
         self.root = (new, bytes.to_vec());
+        self.verify_again_below("root");
         Ok(())
     }
 
@@ -281,7 +282,10 @@ impl Trusted {
 
     /// The loaded targets role that delegates to `role`, if any.
     pub fn delegator_of(&self, role: &str) -> Option<String> {
-        self.targets.iter().find(|(_, (t, _, _))| t.delegations.iter().flat_map(|d| &d.roles).any(|d| d.name == role)).map(|(n, _)| n.clone())
+        self.targets
+            .iter()
+            .find(|(_, (t, _, _))| t.delegations.iter().flat_map(|d| &d.roles).any(|d| d.name == role))
+            .map(|(n, _)| n.clone())
     }
 
     /// The most root versions one update may step through.
@@ -373,8 +377,19 @@ impl Trusted {
 
     /// Accepts the metadata of targets role `role` (5.6), delegated by `delegator` (or, for
     /// `targets`, by the root): the version the snapshot names, signed by the keys the
-    /// delegator lists, not expired.
+    /// delegator lists, not expired. Roles loaded earlier through `role` are verified again
+    /// against its new delegations.
     pub fn update_targets(&mut self, role: &str, delegator: &str, bytes: &[u8], now: i64) -> Result<(), UpdateError> {
+        let new = self.verify_targets(role, delegator, bytes)?;
+        fresh(role, new.common.expires, now)?;
+        self.targets.insert(role.to_string(), (new, bytes.to_vec(), delegator.to_string()));
+        self.verify_again_below(role);
+        Ok(())
+    }
+
+    /// `bytes` as targets role `role` delegated by `delegator`, checked against the snapshot
+    /// and the delegator's keys (not its expiry).
+    fn verify_targets(&self, role: &str, delegator: &str, bytes: &[u8]) -> Result<Targets, UpdateError> {
         let snap = self.snapshot().ok_or_else(|| UpdateError::Missing { role: role.into(), why: "no trusted snapshot".into() })?;
         let meta = snap
             .meta
@@ -388,24 +403,46 @@ impl Trusted {
         matches(role, bytes, &meta)?;
         let env = Envelope::parse(role, bytes, max)?;
         let new: Targets = env.decode(role, "targets")?;
-        if role == "targets" {
-            let root = &self.root.0;
-            verify(&env, role, &root.keys, root.role("targets"))?;
-        } else {
-            let parent = self
-                .targets(delegator)
-                .ok_or_else(|| UpdateError::Missing { role: role.into(), why: format!("its delegator {delegator} is not loaded") })?;
-            let d = parent.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == role).map(|r| (d, r)));
-            let (ds, r) =
-                d.ok_or_else(|| UpdateError::Missing { role: role.into(), why: format!("{delegator} does not delegate to it") })?;
-            verify(&env, role, &ds.keys, Some(&RoleKeys { keyids: r.keyids.clone(), threshold: r.threshold }))?;
-        }
+        self.check_signed(role, delegator, &env)?;
         if new.common.version != meta.version {
             return Err(UpdateError::WrongVersion { role: role.into(), expected: meta.version, got: new.common.version });
         }
-        fresh(role, new.common.expires, now)?;
-        self.targets.insert(role.to_string(), (new, bytes.to_vec(), delegator.to_string()));
-        Ok(())
+        Ok(new)
+    }
+
+    /// Checks that `env` is signed for targets role `role` by the keys `delegator` (the root
+    /// for `targets`) lists for it.
+    fn check_signed(&self, role: &str, delegator: &str, env: &Envelope) -> Result<(), UpdateError> {
+        if role == "targets" {
+            let root = &self.root.0;
+            return verify(env, role, &root.keys, root.role("targets"));
+        }
+        let parent = self
+            .targets(delegator)
+            .ok_or_else(|| UpdateError::Missing { role: role.into(), why: format!("its delegator {delegator} is not loaded") })?;
+        let d = parent.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == role).map(|r| (d, r)));
+        let (ds, r) = d.ok_or_else(|| UpdateError::Missing { role: role.into(), why: format!("{delegator} does not delegate to it") })?;
+        verify(env, role, &ds.keys, Some(&RoleKeys { keyids: r.keyids.clone(), threshold: r.threshold }))
+    }
+
+    /// After `delegator` (`root` or a targets role) changed: the roles verified against its
+    /// earlier version are verified again against the new one, and forgotten (to be fetched
+    /// again) if they no longer verify, as when a delegation's keys or threshold changed
+    /// without the delegated role's version changing. What those roles delegate in turn is
+    /// unchanged, so it needs no second look.
+    fn verify_again_below(&mut self, delegator: &str) {
+        let below: Vec<(String, Vec<u8>)> = self
+            .targets
+            .iter()
+            .filter(|(name, (_, _, d))| d == delegator && *name != delegator)
+            .map(|(name, (_, b, _))| (name.clone(), b.clone()))
+            .collect();
+        for (role, bytes) in below {
+            let still = Envelope::parse(&role, &bytes, bytes.len()).is_ok_and(|env| self.check_signed(&role, delegator, &env).is_ok());
+            if !still {
+                self.targets.remove(&role);
+            }
+        }
     }
 
     /// Looks `path` up (5.6.7): `targets` first, then its delegations in order, depth first,

@@ -505,7 +505,8 @@ fn securesystemslib_signatures_of_every_supported_scheme_verify() {
     let pss = PublicKey::from_value(&json!({"keytype": "rsa", "scheme": "rsassa-pss-sha256", "keyval": {"public": RSA_PUB}})).unwrap();
     assert!(!pss.verifies(b"DATA", vectors[3].3));
     // Extra fields are kept, and left out of the key id.
-    let with = json!({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": ECDSA_PUB}, "x-tuf-on-ci-keyowner": "@alice"});
+    let with =
+        json!({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": ECDSA_PUB}, "x-tuf-on-ci-keyowner": "@alice"});
     let k = PublicKey::from_value(&with).unwrap();
     assert_eq!(k.to_value(), with);
     assert_eq!(k.key_id().0, "b6b78ae05a544be801b014b43578f77b910a4e8105f8ccb202e9ffaacb6a8976");
@@ -537,15 +538,11 @@ fn every_key_type_signs_verifies_and_round_trips_through_its_key_file() {
 fn a_role_two_delegators_name_is_verified_against_the_one_each_search_goes_through() {
     let k = keys();
     let (ka, kb, kx1, kx2) = (key(40), key(41), key(42), key(43));
-    let role = |name: &str, key: &SecretKey, paths: &[&str]| {
-        json!({"name": name, "keyids": [key.public().key_id().0], "threshold": 1, "paths": paths, "terminating": false})
-    };
+    let role = |name: &str, key: &SecretKey, paths: &[&str]| json!({"name": name, "keyids": [key.public().key_id().0], "threshold": 1, "paths": paths, "terminating": false});
     let keys_of = |ks: &[&SecretKey]| -> serde_json::Map<String, serde_json::Value> {
         ks.iter().map(|k| (k.public().key_id().0, k.public().to_value())).collect()
     };
-    let targets_role = |targets: serde_json::Value, delegations: serde_json::Value| {
-        json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": FAR, "targets": targets, "delegations": delegations})
-    };
+    let targets_role = |targets: serde_json::Value, delegations: serde_json::Value| json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": FAR, "targets": targets, "delegations": delegations});
     let file = json!({"length": 1, "hashes": {"sha256": "00"}});
     // targets -> a (p/a/*), b (p/b/*); a and b both delegate a role named x, with other keys.
     let t = repo::sign(
@@ -573,4 +570,50 @@ fn a_role_two_delegators_name_is_verified_against_the_one_each_search_goes_throu
     assert!(matches!(e, UpdateError::Threshold(_)), "{e}");
     assert_eq!(tr.lookup("p/b/1"), Lookup::Need { role: "x".into(), delegator: "b".into() }, "still not trusted through b");
     assert!(matches!(tr.lookup("p/a/1"), Lookup::Found(..)), "still trusted through a");
+}
+
+#[test]
+fn a_loaded_role_is_verified_again_when_its_delegator_changes_its_keys_but_not_the_role() {
+    let k = keys();
+    let (kf1, kf2) = (key(50), key(51));
+    let keys_of = |ks: &[&SecretKey]| -> serde_json::Map<String, serde_json::Value> {
+        ks.iter().map(|k| (k.public().key_id().0, k.public().to_value())).collect()
+    };
+    let targets_v = |version: u64, ks: &[&SecretKey], threshold: usize| {
+        let ids: Vec<String> = ks.iter().map(|k| k.public().key_id().0).collect();
+        let delegations = json!({"keys": keys_of(ks), "roles": [
+            {"name": "f", "keyids": ids, "threshold": threshold, "paths": ["f/*"], "terminating": false}]});
+        repo::sign(
+            &json!({"_type": "targets", "spec_version": "1.0.31", "version": version, "expires": FAR, "targets": {},
+                "delegations": delegations}),
+            &[&k.targets],
+        )
+    };
+    let file = json!({"length": 1, "hashes": {"sha256": "00"}});
+    let f =
+        repo::sign(&json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": FAR, "targets": {"f/1": file}}), &[&kf1]);
+    let root = repo::sign(&root_v(&k, 1, FAR), &[&k.root[0], &k.root[1]]);
+    let mut tr = Trusted::new(&root, Limits::default()).unwrap();
+    let step = |tr: &mut Trusted, v: u64, t: &[u8]| {
+        let snap = repo::sign(&repo::snapshot(v, FAR, &[("targets", t, v), ("f", &f, 1)]), &[&k.snap]);
+        tr.update_timestamp(&repo::sign(&repo::timestamp(v, FAR, &snap, v), &[&k.ts]), NOW).unwrap();
+        tr.update_snapshot(&snap, NOW).unwrap();
+        tr.update_targets("targets", "root", t, NOW).unwrap();
+    };
+    step(&mut tr, 1, &targets_v(1, &[&kf1], 1));
+    tr.update_targets("f", "targets", &f, NOW).unwrap();
+    assert!(matches!(tr.lookup("f/1"), Lookup::Found(..)));
+    // Targets 2 asks for two keys of f; f itself is unchanged (still version 1, one
+    // signature): it is no longer trusted, and the same bytes are refused when offered again.
+    step(&mut tr, 2, &targets_v(2, &[&kf1, &kf2], 2));
+    assert_eq!(tr.lookup("f/1"), Lookup::Need { role: "f".into(), delegator: "targets".into() });
+    assert!(tr.files().iter().all(|(role, _)| role != "f"), "not persisted as trusted either");
+    let e = tr.update_targets("f", "targets", &f, NOW).unwrap_err();
+    assert!(matches!(e, UpdateError::Threshold(_)), "{e}");
+    // A change of targets that keeps f's keys keeps f trusted.
+    let mut tr = Trusted::new(&root, Limits::default()).unwrap();
+    step(&mut tr, 1, &targets_v(1, &[&kf1], 1));
+    tr.update_targets("f", "targets", &f, NOW).unwrap();
+    step(&mut tr, 2, &targets_v(2, &[&kf1, &kf2], 1));
+    assert!(matches!(tr.lookup("f/1"), Lookup::Found(..)), "one of two keys is enough");
 }
