@@ -1,4 +1,4 @@
-//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
+//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails because an operator labels its endpoints `fault=probe`, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,8 @@ fn running(server: &Server) -> BTreeMap<String, Option<String>> {
         .unwrap()
         .iter()
         .map(|e| {
-            let g = e["mounts"].as_array().unwrap().iter().find(|m| m["path"] == "/os").and_then(|m| m["current"].as_str().map(String::from));
+            let g =
+                e["mounts"].as_array().unwrap().iter().find(|m| m["path"] == "/os").and_then(|m| m["current"].as_str().map(String::from));
             (e["id"].as_str().unwrap().to_string(), g)
         })
         .collect()
@@ -78,24 +79,23 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
     let token = enroll_token(&server, None, None, json!({ "site": "lab" }));
     let root = t.root_file();
     let env = [("IMAGED_TEST_CLOCK", clock.path())];
-    // Every agent probes its mount: healthy unless a file named `broken` sits in its directory
-    // (standing in for a machine-specific fault), and only on os@2.
+    // Every agent probes its mount: healthy unless the endpoint carries the label `fault=probe`
+    // (an operator's label, standing in for a machine-specific fault), and only on os@2. The
+    // probe sees the endpoint's labels, as the server's desired state gives them, in
+    // IMGFS_LABELS.
+    let probe = "[health]\ncommand = 'case \"$IMGFS_GENERATION,$IMGFS_LABELS,\" in os@2,fault=probe,*|os@2,*,fault=probe,*) echo \"os@2 breaks this machine ($IMGFS_LABELS)\"; exit 3;; esac'\ntimeout_seconds = 10\n";
     let mut agents: Vec<Agent> = (0..AGENTS)
-        .map(|i| {
-            let dir = t.path(&format!("agent{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let probe = format!(
-                "[health]\ncommand = 'if [ \"$IMGFS_GENERATION\" = os@2 ] && [ -e {} ]; then cat {}; exit 3; fi'\ntimeout_seconds = 10\n",
-                dir.join("broken").display(),
-                dir.join("broken").display()
-            );
-            Agent::start_with_env(&dir, &server, &root, &token, "lab", &probe, &["/os"], &env)
-        })
+        .map(|i| Agent::start_with_env(&t.path(&format!("agent{i}")), &server, &root, &token, "lab", probe, &["/os"], &env))
         .collect();
     let ids: Vec<String> = agents.iter().map(Agent::id).collect();
     // Agents 0-1 are the pilot group (an operator's label).
     for id in &ids[PILOTS] {
-        let r = client().put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url)).bearer_auth(server.token()).json(&json!({ "set": { "ring": "pilot" } })).send().unwrap();
+        let r = client()
+            .put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url))
+            .bearer_auth(server.token())
+            .json(&json!({ "set": { "ring": "pilot" } }))
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
     wait(120, "all fifty mounted on os@1", || running(&server).values().filter(|g| g.as_deref() == Some("os@1")).count() == AGENTS);
@@ -110,7 +110,7 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
     let broken: Vec<usize> = (0..AGENTS).filter(|i| stage_of[*i] == 3).collect();
     assert!(broken.len() >= 3, "the 50% stage has {} of 50 endpoints: too few to trip its budget of 2", broken.len());
     for i in &broken {
-        std::fs::write(t.path(&format!("agent{i}")).join("broken"), "os@2 breaks this machine").unwrap();
+        ok_json(t.remote(&server, &["--json", "fleet", "label", &ids[*i], "fault=probe"]));
     }
     eprintln!("stages of the 50 endpoints: {:?}", (0..5).map(|k| stage_of.iter().filter(|s| **s == k).count()).collect::<Vec<_>>());
 
@@ -133,7 +133,12 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
             let after = clock.now();
             wait(60, "every agent checked in after the clock moved", || {
                 let all = get(&server, "/v1/fleet/endpoints");
-                all["endpoints"].as_array().unwrap().iter().filter(|e| online.iter().any(|id| e["id"] == id.as_str())).all(|e| e["last_seen"].as_i64() >= Some(after))
+                all["endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| online.iter().any(|id| e["id"] == id.as_str()))
+                    .all(|e| e["last_seen"].as_i64() >= Some(after))
             });
         }
     };
@@ -173,7 +178,7 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         let s = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == id.as_str()).unwrap_or_else(|| panic!("{id}: {c}"));
         assert!(matches!(s["reason"].as_str(), Some("failed" | "rolled_back")), "{s}");
         let text = s["error"].as_str().or(s["why"].as_str()).unwrap_or("");
-        assert!(text.contains("os@2 breaks this machine"), "the probe's output: {s}");
+        assert!(text.contains("os@2 breaks this machine (fault=probe,site=lab)"), "the probe's output: {s}");
     }
     let now = running(&server);
     for (i, id) in ids.iter().enumerate() {
@@ -181,9 +186,9 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         assert_eq!(now[id].as_deref(), Some(want), "stage {} endpoint {id}: the brake keeps later stages on os@1", stage_of[i] + 1);
     }
 
-    // The fix, then resume: the rollout completes and every endpoint ends on os@2.
+    // The fix (the label goes), then resume: the rollout completes and every endpoint ends on os@2.
     for i in &broken {
-        std::fs::remove_file(t.path(&format!("agent{i}")).join("broken")).unwrap();
+        ok_json(t.remote(&server, &["--json", "fleet", "label", &ids[*i], "--remove", "fault"]));
     }
     post(&server, &format!("/v1/rollouts/{id}/resume"), json!({}));
     mark(t0, "fixed; resumed");
