@@ -1,4 +1,4 @@
-//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails because an operator labels its endpoints `fault=probe`, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
+//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails because an operator labels its endpoints `fault=probe`, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one (its mount cut off too) at its next check-in, reporting the rollback as the withdrawal's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tests::agent::Agent;
 use tests::fleet::{enroll_token, get, post};
+use tests::tunnel::Tunnel;
 use tests::{client, ok_json, Imgctl, Server, TestClock};
 
 const AGENTS: usize = 50;
@@ -84,8 +85,14 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
     // probe sees the endpoint's labels, as the server's desired state gives them, in
     // IMGFS_LABELS.
     let probe = "[health]\ncommand = 'case \"$IMGFS_GENERATION,$IMGFS_LABELS,\" in os@2,fault=probe,*|os@2,*,fault=probe,*) echo \"os@2 breaks this machine ($IMGFS_LABELS)\"; exit 3;; esac'\ntimeout_seconds = 10\n";
+    // The last agent, the one offline during the withdrawal, reaches the server (it and its
+    // mount) through a tunnel the test cuts.
+    let tunnel = Tunnel::start(&server.url);
     let mut agents: Vec<Agent> = (0..AGENTS)
-        .map(|i| Agent::start_with_env(&t.path(&format!("agent{i}")), &server, &root, &token, "lab", probe, &["/os"], &env))
+        .map(|i| {
+            let url = if i == AGENTS - 1 { &tunnel.url } else { &server.url };
+            Agent::start_at(&t.path(&format!("agent{i}")), url, &root, &token, "lab", probe, &["/os"], &env)
+        })
         .collect();
     let ids: Vec<String> = agents.iter().map(Agent::id).collect();
     // Agents 0-1 are the pilot group (an operator's label).
@@ -205,22 +212,34 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         eprintln!("decision  {}  {}: {}", line["time"], line["actor"].as_str().unwrap(), line["text"].as_str().unwrap());
     }
 
-    // Withdrawal: one agent is offline; every online one is back on os@1 within 5 s.
+    // Withdrawal: one agent is offline (stopped, and its mount cut off from the server, so it
+    // cannot read the withdrawal in the signed metadata either); every online one is back on
+    // os@1 within 5 s.
+    let offline = &ids[AGENTS - 1];
     agents[AGENTS - 1].stop();
+    tunnel.cut(|_| true);
     let asked = Instant::now();
     let w = post(&server, "/v1/withdraw", json!({ "generation": "os@2", "reason": "a pre-release pushed by mistake" }));
     assert_eq!(w["channels"], json!([["os/stable", "os@1"]]), "{w}");
     wait(30, "every online agent back on os@1", || {
         let r = running(&server);
-        ids[..AGENTS - 1].iter().all(|id| r[id].as_deref() == Some("os@1"))
+        ids.iter().filter(|id| *id != offline).all(|id| r[id].as_deref() == Some("os@1"))
     });
     let took = asked.elapsed();
     mark(t0, &format!("withdrawn: {} online agents back on os@1 {took:?} after the request", AGENTS - 1));
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(running(&server)[&ids[AGENTS - 1]].as_deref(), Some("os@2"), "the offline one still runs it");
+    assert_eq!(running(&server)[offline].as_deref(), Some("os@2"), "the offline one still runs it");
+    // It comes back: the agent reaches the fleet routes again, while its mount's metadata stays
+    // cut off until the agent has acted, so the rollback is the check-in's (the mount's own
+    // poller would report it as a rollback on the endpoint, not a withdrawal).
+    tunnel.cut(|path| !path.starts_with("/v1/fleet/"));
     agents[AGENTS - 1].restart();
-    wait(60, "the offline agent rolls back at its next check-in", || running(&server)[&ids[AGENTS - 1]].as_deref() == Some("os@1"));
-    mark(t0, "the offline agent back on os@1 after its restart");
+    wait(60, "the offline agent rolls back at its next check-in", || running(&server)[offline].as_deref() == Some("os@1"));
+    mark(t0, "the offline agent back on os@1 at its first check-in after its restart");
+    let events = get(&server, &format!("/v1/fleet/endpoints/{offline}"))["events"].as_array().cloned().unwrap_or_default();
+    let withdrawn = |e: &&Value| e["kind"] == "rolled_back" && e["why"] == "withdrawn" && e["from"] == "os@2" && e["to"] == "os@1";
+    assert_eq!(events.iter().filter(withdrawn).count(), 1, "one rolled_back event, why withdrawn: {events:#?}");
+    tunnel.heal();
     let log = get(&server, "/v1/audit");
     let withdraw = log["entries"].as_array().unwrap().iter().find(|e| e["action"] == "withdraw").cloned().unwrap_or(Value::Null);
     assert_eq!((withdraw["actor"].as_str(), withdraw["subject"].as_str()), (Some("admin"), Some("os@2")), "{withdraw}");
