@@ -642,6 +642,10 @@ pub struct Desired {
     /// generation at once and never takes it again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub withdrawn: Vec<String>,
+    /// The endpoint's labels now (its own, its enrollment token's and the operators'), which
+    /// its command health probes see as `IMGFS_LABELS`.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 /// What one mount runs, as a check-in or a report says.

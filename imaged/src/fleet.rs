@@ -737,7 +737,7 @@ pub fn desired_of<'a>(
     }
     let mut groups: Vec<GroupName> = mine.iter().map(|g| g.group.name.clone()).collect();
     groups.sort();
-    Desired { endpoint: id.clone(), groups, mounts, conflicts, interval_seconds: interval, withdrawn: Vec::new() }
+    Desired { endpoint: id.clone(), groups, mounts, conflicts, interval_seconds: interval, withdrawn: Vec::new(), labels: labels.clone() }
 }
 
 /// Whether pin `pin` (`IMAGE@N`) names the image of mount `m`: the image of its pinned

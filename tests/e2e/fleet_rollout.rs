@@ -1,4 +1,4 @@
-//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one at its next check-in.
+//! Fifty real agents through the built-in `normal` plan on a test clock: the 50% stage, whose probe fails because an operator labels its endpoints `fault=probe`, trips the brake and rolls itself back, compliance says why, the fix and a resume complete it, then a withdrawal sends every online endpoint back within seconds and an offline one (its mount cut off too) at its next check-in, reporting the rollback as the withdrawal's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tests::agent::Agent;
 use tests::fleet::{enroll_token, get, post};
+use tests::tunnel::Tunnel;
 use tests::{client, ok_json, Imgctl, Server, TestClock};
 
 const AGENTS: usize = 50;
@@ -20,7 +21,8 @@ fn running(server: &Server) -> BTreeMap<String, Option<String>> {
         .unwrap()
         .iter()
         .map(|e| {
-            let g = e["mounts"].as_array().unwrap().iter().find(|m| m["path"] == "/os").and_then(|m| m["current"].as_str().map(String::from));
+            let g =
+                e["mounts"].as_array().unwrap().iter().find(|m| m["path"] == "/os").and_then(|m| m["current"].as_str().map(String::from));
             (e["id"].as_str().unwrap().to_string(), g)
         })
         .collect()
@@ -78,24 +80,29 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
     let token = enroll_token(&server, None, None, json!({ "site": "lab" }));
     let root = t.root_file();
     let env = [("IMAGED_TEST_CLOCK", clock.path())];
-    // Every agent probes its mount: healthy unless a file named `broken` sits in its directory
-    // (standing in for a machine-specific fault), and only on os@2.
+    // Every agent probes its mount: healthy unless the endpoint carries the label `fault=probe`
+    // (an operator's label, standing in for a machine-specific fault), and only on os@2. The
+    // probe sees the endpoint's labels, as the server's desired state gives them, in
+    // IMGFS_LABELS.
+    let probe = "[health]\ncommand = 'case \"$IMGFS_GENERATION,$IMGFS_LABELS,\" in os@2,fault=probe,*|os@2,*,fault=probe,*) echo \"os@2 breaks this machine ($IMGFS_LABELS)\"; exit 3;; esac'\ntimeout_seconds = 10\n";
+    // The last agent, the one offline during the withdrawal, reaches the server (it and its
+    // mount) through a tunnel the test cuts.
+    let tunnel = Tunnel::start(&server.url);
     let mut agents: Vec<Agent> = (0..AGENTS)
         .map(|i| {
-            let dir = t.path(&format!("agent{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let probe = format!(
-                "[health]\ncommand = 'if [ \"$IMGFS_GENERATION\" = os@2 ] && [ -e {} ]; then cat {}; exit 3; fi'\ntimeout_seconds = 10\n",
-                dir.join("broken").display(),
-                dir.join("broken").display()
-            );
-            Agent::start_with_env(&dir, &server, &root, &token, "lab", &probe, &["/os"], &env)
+            let url = if i == AGENTS - 1 { &tunnel.url } else { &server.url };
+            Agent::start_at(&t.path(&format!("agent{i}")), url, &root, &token, "lab", probe, &["/os"], &env)
         })
         .collect();
     let ids: Vec<String> = agents.iter().map(Agent::id).collect();
     // Agents 0-1 are the pilot group (an operator's label).
     for id in &ids[PILOTS] {
-        let r = client().put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url)).bearer_auth(server.token()).json(&json!({ "set": { "ring": "pilot" } })).send().unwrap();
+        let r = client()
+            .put(format!("{}/v1/fleet/endpoints/{id}/labels", server.url))
+            .bearer_auth(server.token())
+            .json(&json!({ "set": { "ring": "pilot" } }))
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
     wait(120, "all fifty mounted on os@1", || running(&server).values().filter(|g| g.as_deref() == Some("os@1")).count() == AGENTS);
@@ -110,7 +117,7 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
     let broken: Vec<usize> = (0..AGENTS).filter(|i| stage_of[*i] == 3).collect();
     assert!(broken.len() >= 3, "the 50% stage has {} of 50 endpoints: too few to trip its budget of 2", broken.len());
     for i in &broken {
-        std::fs::write(t.path(&format!("agent{i}")).join("broken"), "os@2 breaks this machine").unwrap();
+        ok_json(t.remote(&server, &["--json", "fleet", "label", &ids[*i], "fault=probe"]));
     }
     eprintln!("stages of the 50 endpoints: {:?}", (0..5).map(|k| stage_of.iter().filter(|s| **s == k).count()).collect::<Vec<_>>());
 
@@ -133,7 +140,12 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
             let after = clock.now();
             wait(60, "every agent checked in after the clock moved", || {
                 let all = get(&server, "/v1/fleet/endpoints");
-                all["endpoints"].as_array().unwrap().iter().filter(|e| online.iter().any(|id| e["id"] == id.as_str())).all(|e| e["last_seen"].as_i64() >= Some(after))
+                all["endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| online.iter().any(|id| e["id"] == id.as_str()))
+                    .all(|e| e["last_seen"].as_i64() >= Some(after))
             });
         }
     };
@@ -173,7 +185,7 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         let s = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == id.as_str()).unwrap_or_else(|| panic!("{id}: {c}"));
         assert!(matches!(s["reason"].as_str(), Some("failed" | "rolled_back")), "{s}");
         let text = s["error"].as_str().or(s["why"].as_str()).unwrap_or("");
-        assert!(text.contains("os@2 breaks this machine"), "the probe's output: {s}");
+        assert!(text.contains("os@2 breaks this machine (fault=probe,site=lab)"), "the probe's output: {s}");
     }
     let now = running(&server);
     for (i, id) in ids.iter().enumerate() {
@@ -181,9 +193,9 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         assert_eq!(now[id].as_deref(), Some(want), "stage {} endpoint {id}: the brake keeps later stages on os@1", stage_of[i] + 1);
     }
 
-    // The fix, then resume: the rollout completes and every endpoint ends on os@2.
+    // The fix (the label goes), then resume: the rollout completes and every endpoint ends on os@2.
     for i in &broken {
-        std::fs::remove_file(t.path(&format!("agent{i}")).join("broken")).unwrap();
+        ok_json(t.remote(&server, &["--json", "fleet", "label", &ids[*i], "--remove", "fault"]));
     }
     post(&server, &format!("/v1/rollouts/{id}/resume"), json!({}));
     mark(t0, "fixed; resumed");
@@ -200,22 +212,34 @@ fn fifty_agents_the_normal_plan_halts_on_a_failing_stage_a_resume_completes_and_
         eprintln!("decision  {}  {}: {}", line["time"], line["actor"].as_str().unwrap(), line["text"].as_str().unwrap());
     }
 
-    // Withdrawal: one agent is offline; every online one is back on os@1 within 5 s.
+    // Withdrawal: one agent is offline (stopped, and its mount cut off from the server, so it
+    // cannot read the withdrawal in the signed metadata either); every online one is back on
+    // os@1 within 5 s.
+    let offline = &ids[AGENTS - 1];
     agents[AGENTS - 1].stop();
+    tunnel.cut(|_| true);
     let asked = Instant::now();
     let w = post(&server, "/v1/withdraw", json!({ "generation": "os@2", "reason": "a pre-release pushed by mistake" }));
     assert_eq!(w["channels"], json!([["os/stable", "os@1"]]), "{w}");
     wait(30, "every online agent back on os@1", || {
         let r = running(&server);
-        ids[..AGENTS - 1].iter().all(|id| r[id].as_deref() == Some("os@1"))
+        ids.iter().filter(|id| *id != offline).all(|id| r[id].as_deref() == Some("os@1"))
     });
     let took = asked.elapsed();
     mark(t0, &format!("withdrawn: {} online agents back on os@1 {took:?} after the request", AGENTS - 1));
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(running(&server)[&ids[AGENTS - 1]].as_deref(), Some("os@2"), "the offline one still runs it");
+    assert_eq!(running(&server)[offline].as_deref(), Some("os@2"), "the offline one still runs it");
+    // It comes back: the agent reaches the fleet routes again, while its mount's metadata stays
+    // cut off until the agent has acted, so the rollback is the check-in's (the mount's own
+    // poller would report it as a rollback on the endpoint, not a withdrawal).
+    tunnel.cut(|path| !path.starts_with("/v1/fleet/"));
     agents[AGENTS - 1].restart();
-    wait(60, "the offline agent rolls back at its next check-in", || running(&server)[&ids[AGENTS - 1]].as_deref() == Some("os@1"));
-    mark(t0, "the offline agent back on os@1 after its restart");
+    wait(60, "the offline agent rolls back at its next check-in", || running(&server)[offline].as_deref() == Some("os@1"));
+    mark(t0, "the offline agent back on os@1 at its first check-in after its restart");
+    let events = get(&server, &format!("/v1/fleet/endpoints/{offline}"))["events"].as_array().cloned().unwrap_or_default();
+    let withdrawn = |e: &&Value| e["kind"] == "rolled_back" && e["why"] == "withdrawn" && e["from"] == "os@2" && e["to"] == "os@1";
+    assert_eq!(events.iter().filter(withdrawn).count(), 1, "one rolled_back event, why withdrawn: {events:#?}");
+    tunnel.heal();
     let log = get(&server, "/v1/audit");
     let withdraw = log["entries"].as_array().unwrap().iter().find(|e| e["action"] == "withdraw").cloned().unwrap_or(Value::Null);
     assert_eq!((withdraw["actor"].as_str(), withdraw["subject"].as_str()), (Some("admin"), Some("os@2")), "{withdraw}");

@@ -1,4 +1,4 @@
-//! A group's maintenance window with a real imaged and a real `imgfs agent`: an offered generation is prefetched at once (bytes reported) and switched to only once the window opens, a user's `imgfs defer` holds the next one back and is reported, and an emergency rollout (`ignore_windows`) overrides the deferral.
+//! A group's maintenance window with a real imaged and a real `imgfs agent`: an offered generation is prefetched at once (bytes reported) and switched to only once the window opens, a user's `imgfs defer` holds the next one back and is reported, and the built-in emergency plan overrides the deferral and a closed window.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -61,7 +61,7 @@ fn read(agent: &Agent) -> String {
 }
 
 #[test]
-fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_emergency_overrides_it() {
+fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_the_emergency_plan_overrides_it_and_a_closed_window() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     let src = t.path("src");
@@ -90,7 +90,10 @@ fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_em
     // A window the endpoints could not use is refused when the group is written.
     for (bad, says) in [
         (json!({ "cron": "0 2 * * MON", "duration_seconds": 600, "timezone": "UTC" }), "window cron expression \"0 2 * * MON\""),
-        (json!({ "cron": "0 2 * * *", "duration_seconds": 600, "timezone": "Mars/Olympus" }), "window time zone \"Mars/Olympus\" is not known"),
+        (
+            json!({ "cron": "0 2 * * *", "duration_seconds": 600, "timezone": "Mars/Olympus" }),
+            "window time zone \"Mars/Olympus\" is not known",
+        ),
         (json!({ "cron": "0 0 30 2 *", "duration_seconds": 600, "timezone": "UTC" }), "never matches a day that exists"),
     ] {
         let mut g = group.clone();
@@ -161,21 +164,35 @@ fn a_window_prefetches_at_once_switches_when_it_opens_a_deferral_holds_and_an_em
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(read(&agent), "two");
 
-    // An emergency rollout ignores windows and deferrals: app@4 goes through at once while the
-    // deferral still holds app@3 back.
+    // The window closes (600 s after it opened) while the deferral still runs.
+    clock.advance((opens + 660 - clock.now()).max(0) as u64);
+    assert!(clock.now() > opens + 600 && clock.now() < deferred_until, "the window is closed and the deferral holds");
+    assert_eq!(read(&agent), "two");
+
+    // The built-in emergency plan ignores windows and deferrals: app@4 goes through at once,
+    // outside the window, while the deferral still holds app@3 back. Its soaks (60 s a stage)
+    // only delay its completion, which this test does not wait for: an endpoint is offered
+    // the generation as soon as its stage starts (here the first or, if its bucket is not in
+    // the first 10%, the second, which starts at the next tick since the first has no one).
     std::fs::write(src.join("f"), "four").unwrap();
     t.import(&src, "app");
     t.push_signed(&server, "app@latest");
-    let plan = json!({ "name": "now", "ignore_windows": true, "stages": [{ "percent": 100, "min_sample": 1, "soak_seconds": 0 }] });
-    let r = client()
-        .post(format!("{}/v1/rollouts", server.url))
-        .bearer_auth(server.token())
-        .json(&json!({ "channel": "app/stable", "generation": "app@4", "plan": plan, "reason": "emergency" }))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let r =
+        ok_json(t.remote(&server, &["--json", "rollout", "start", "app/stable", "app@4", "--plan", "emergency", "--reason", "emergency"]));
+    assert_eq!((r["plan"]["name"].as_str(), r["plan"]["ignore_windows"].as_bool()), (Some("emergency"), Some(true)), "{r:#}");
     agent.wait_file("/os", "four", 30);
-    assert!(clock.now() < deferred_until);
+    let now = clock.now();
+    assert!(
+        now > opens + 600 && now < deferred_until,
+        "switched outside the window ({now}, it closed at {}) and before the deferral ended",
+        opens + 600
+    );
+    let switched = wait_event(&server, &agent, &id, "switched to app@4", 15, |e| e["kind"] == "switched" && e["to"] == "app@4");
+    assert!(switched["time"].as_i64().unwrap() > opens + 600, "{switched}");
+    assert!(
+        std::fs::read_to_string(agent.dir.join("state/deferrals.json")).unwrap().contains("/os"),
+        "the deferral stays for later offers"
+    );
 
     // Clearing a deferral removes it from the agent's state.
     let out = defer(&agent, &clock, &["--clear"]);

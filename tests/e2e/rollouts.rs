@@ -1,4 +1,4 @@
-//! Rollouts on the server spoken to by synthetic endpoints: stages by group and share, gates on reported health, the brake, resume, completion moving the channel, a crash mid-rollout, withdrawal, pins and holds.
+//! Rollouts on the server spoken to by synthetic endpoints: stages by group and share, gates on reported health, the brake, resume, completion moving the channel, kill -9 in the middle of a stage with exact counts after it and a re-sent report counted once, withdrawal, pins and holds.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,8 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
         { "group": "pilot", "min_sample": 1, "soak_seconds": 0, "failure_budget": 0 },
         { "percent": 100, "min_sample": 1, "soak_seconds": 0, "failure_budget": 0 },
     ] });
-    let (status, r) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2", "plan": plan, "reason": "fix" }));
+    let (status, r) =
+        call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2", "plan": plan, "reason": "fix" }));
     assert_eq!((status, r["state"].as_str()), (201, Some("running")), "{r}");
     let id = r["id"].as_str().unwrap().to_string();
     let (status, again) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@3" }));
@@ -63,24 +64,70 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     assert_eq!((g.as_str(), rollout.as_deref()), ("img@2", Some(id.as_str())));
     assert_eq!(desired(&eps[1], "/os=img@1").0, "img@1");
     let c = get(&server, "/v1/fleet/compliance?target=img@2");
-    assert_eq!((c["counts"]["not_yet_offered"].as_u64(), c["counts"]["pending"].as_u64()), (Some(3), Some(1)), "the pilot is offered it: {c}");
+    assert_eq!(
+        (c["counts"]["not_yet_offered"].as_u64(), c["counts"]["pending"].as_u64()),
+        (Some(3), Some(1)),
+        "the pilot is offered it: {c}"
+    );
     switch(&eps[0], 1, "img@1", "img@2", true);
     let r = wait_rollout(&server, &id, "stage 1 passes on the pilot's health", |r| r["stage"] == 1);
-    assert!(r["log"].as_array().unwrap().iter().any(|d| d["text"].as_str().unwrap().starts_with("stage 1 passed: 1 healthy of 1")), "{r:#}");
+    assert!(
+        r["log"].as_array().unwrap().iter().any(|d| d["text"].as_str().unwrap().starts_with("stage 1 passed: 1 healthy of 1")),
+        "{r:#}"
+    );
 
-    // Stage 2: one endpoint fails its probe: the brake halts the rollout.
+    // Stage 2 under way: host2 switched and then reported healthy, host3 switched only, host1
+    // has not reported yet.
     assert_eq!(desired(&eps[1], "/os=img@1").0, "img@2");
-    let failed = json!([{ "seq": 1, "time": 1, "kind": "failed", "path": "/os", "generation": "img@2", "error": "health probe failed: boom" }]);
+    let switched = json!([{ "seq": 1, "time": 1, "kind": "switched", "path": "/os", "from": "img@1", "to": "img@2", "millis": 5 }]);
+    assert_eq!(eps[2].report(switched.clone(), json!([])).0, 200);
+    assert_eq!(eps[2].report(json!([{ "seq": 2, "time": 1, "kind": "healthy", "path": "/os", "generation": "img@2" }]), json!([])).0, 200);
+    switch(&eps[3], 1, "img@1", "img@2", false);
+    let under_way = json!({ "stage": 1, "targeted": 4, "switched": 3, "healthy": 2, "failed": 0, "lost": 0, "waiting": 0 });
+    let before = wait_rollout(&server, &id, "stage 2 counted", |r| r["counts"] == under_way);
+    assert_eq!((before["state"].as_str(), before["stage"].as_u64()), (Some("running"), Some(1)), "{before:#}");
+
+    // kill -9 in the middle of the stage: after a restart on the same data the rollout is in
+    // the same stage, started at the same time, and its first count (the stored one is still
+    // stage 1's) is exactly what it was.
+    let port = server.port();
+    server.kill();
+    server = Server::start_on(&data, port);
+    let after = get(&server, &format!("/v1/rollouts/{id}"));
+    for field in ["state", "stage", "stage_started", "stage_times", "acknowledged"] {
+        assert_eq!(after[field], before[field], "{field} after the restart: {after:#}");
+    }
+    let after = wait_rollout(&server, &id, "stage 2 recounted after the restart", |r| r["counts"]["stage"] == 1);
+    assert_eq!(after["counts"], under_way, "{after:#}");
+    // host2 re-sends its first batch (its ack was lost in the crash, say): the same sequence
+    // number is a duplicate, so its later health is not undone by the old `switched`.
+    for e in eps.iter_mut() {
+        assert_eq!(e.open_session(tests::fleet::now()).0, 200);
+    }
+    let (status, ack) = eps[2].report(switched, json!([]));
+    assert_eq!(
+        (status, ack["acked"].as_u64(), ack["stored"].as_u64(), ack["duplicates"].as_u64()),
+        (200, Some(2), Some(0), Some(1)),
+        "{ack}"
+    );
+
+    // Stage 2: host1 fails its probe: the brake halts the rollout, counting the others as before.
+    let failed =
+        json!([{ "seq": 1, "time": 1, "kind": "failed", "path": "/os", "generation": "img@2", "error": "health probe failed: boom" }]);
     assert_eq!(eps[1].report(failed, json!([])).0, 200);
     let r = wait_rollout(&server, &id, "the brake", |r| r["state"] == "halted");
     assert_eq!(r["failed"], json!([eps[1].id]), "{r:#}");
+    assert_eq!(
+        r["counts"],
+        json!({ "stage": 1, "targeted": 4, "switched": 3, "healthy": 2, "failed": 1, "lost": 0, "waiting": 0 }),
+        "{r:#}"
+    );
     assert!(r["rule"].as_str().unwrap().contains("budget 0"));
     let c = get(&server, "/v1/fleet/compliance?target=img@2");
     let s = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == eps[1].id.as_str()).unwrap().clone();
     assert_eq!((s["reason"].as_str(), s["error"].as_str()), (Some("failed"), Some("health probe failed: boom")));
 
-    // A crash mid-rollout loses nothing: after a restart it is where it was.
-    let port = server.port();
+    // A crash while halted loses nothing either.
     server.kill();
     server = Server::start_on(&data, port);
     assert_eq!(get(&server, &format!("/v1/rollouts/{id}"))["state"], "halted");
@@ -88,11 +135,9 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     // Resume acknowledges the failure; the rest report healthy and the rollout completes.
     let (status, r) = call(&server, "POST", &format!("/v1/rollouts/{id}/resume"), json!({}));
     assert_eq!((status, r["state"].as_str()), (200, Some("running")), "{r}");
-    for (i, e) in eps.iter_mut().enumerate().skip(1) {
-        e.url = server.url.clone();
-        e.open_session(tests::fleet::now());
+    for e in eps.iter_mut().skip(1) {
+        assert_eq!(e.open_session(tests::fleet::now()).0, 200);
         switch(e, 10, "img@1", "img@2", true);
-        let _ = i;
     }
     let r = wait_rollout(&server, &id, "completion", |r| r["state"] == "completed");
     assert_eq!(r["stage"], 2);
@@ -101,8 +146,7 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     assert_eq!((status, r["error"].as_str()), (409, Some("rollout_state")));
 
     // Pins and holds.
-    eps[0].url = server.url.clone();
-    eps[0].open_session(tests::fleet::now());
+    assert_eq!(eps[0].open_session(tests::fleet::now()).0, 200);
     assert_eq!(call(&server, "PUT", &format!("/v1/fleet/endpoints/{}/pin", eps[2].id), json!({ "generation": "img@1" })).0, 200);
     let (g, _, d) = desired(&eps[2], "/os=img@2");
     assert_eq!((g.as_str(), d["mounts"][0]["pinned"].as_str()), ("img@1", Some("img@1")), "{d}");
@@ -117,7 +161,12 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
     assert_eq!((g.as_str(), d["withdrawn"].clone()), ("img@1", json!(["img@2"])));
     let (status, body) = call(&server, "POST", "/v1/rollouts", json!({ "channel": "img/stable", "generation": "img@2" }));
     assert_eq!((status, body["error"].as_str()), (409, Some("withdrawn")));
-    let r = client().put(format!("{}/v1/channels/img/stable", server.url)).bearer_auth(server.token()).json(&json!({ "generation": "img@2" })).send().unwrap();
+    let r = client()
+        .put(format!("{}/v1/channels/img/stable", server.url))
+        .bearer_auth(server.token())
+        .json(&json!({ "generation": "img@2" }))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 409);
     let c = get(&server, "/v1/fleet/compliance?target=img@1");
     let held = c["stragglers"].as_array().unwrap().iter().find(|s| s["endpoint"] == eps[3].id.as_str()).unwrap().clone();
@@ -125,9 +174,22 @@ fn a_rollout_advances_on_reported_health_halts_on_the_brake_survives_a_crash_and
 
     // The audit log has every decision with its actor.
     let log = get(&server, "/v1/audit");
-    let actions: Vec<(String, String)> =
-        log["entries"].as_array().unwrap().iter().map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string())).collect();
-    for (actor, action) in [("admin", "rollout start"), ("rollout", "rollout stage"), ("rollout", "rollout halt"), ("admin", "rollout resume"), ("rollout", "rollout complete"), ("admin", "withdraw"), ("admin", "endpoint pin"), ("admin", "endpoint hold")] {
+    let actions: Vec<(String, String)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
+        .collect();
+    for (actor, action) in [
+        ("admin", "rollout start"),
+        ("rollout", "rollout stage"),
+        ("rollout", "rollout halt"),
+        ("admin", "rollout resume"),
+        ("rollout", "rollout complete"),
+        ("admin", "withdraw"),
+        ("admin", "endpoint pin"),
+        ("admin", "endpoint hold"),
+    ] {
         assert!(actions.contains(&(actor.to_string(), action.to_string())), "{actor} {action} in {actions:?}");
     }
 }

@@ -1,4 +1,4 @@
-//! The operator's rollout commands against a real server and synthetic endpoints: a plan file, status through the stages, pause, resume, abort with revert, withdrawal, pins and holds in compliance, and refusals with their exit codes.
+//! The operator's rollout commands against a real server and synthetic endpoints: a plan file, status through the stages, pause, resume, abort with revert, withdrawal, pins and holds in compliance, a rollout awaiting the approval its channel's policy asks for, and refusals with their exit codes.
 
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,8 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     // A two-stage plan from a file: the pilot group, then everyone.
     let two = t.path("two.toml");
     std::fs::write(&two, "[[stage]]\ngroup = \"pilot\"\n\n[[stage]]\npercent = 100\n").unwrap();
-    let started = ok_text(t.remote(&server, &["rollout", "start", "img/stable", "img@2", "--plan", two.to_str().unwrap(), "--reason", "fix"]));
+    let started =
+        ok_text(t.remote(&server, &["rollout", "start", "img/stable", "img@2", "--plan", two.to_str().unwrap(), "--reason", "fix"]));
     assert!(
         started.starts_with("started rollout r1\nrollout:    r1, img/stable: img@1 -> img@2 (activation live)\nstate:      running\n"),
         "{started}"
@@ -153,4 +154,93 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     assert!(code == 6 && err.contains("withdrawn"), "{code} {err}");
     let (code, err) = failed(t.remote(&server, &["fleet", "pin", "host1", "img@3"]));
     assert!(code == 6 && err.contains("withdrawn"), "{code} {err}");
+}
+
+/// Runs imgctl against `server` with a user's token instead of the admin's.
+fn as_user(t: &Imgctl, server: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    t.command().args(args).env("IMAGED_SERVER", &server.url).env("IMAGED_TOKEN", token).output().unwrap()
+}
+
+#[test]
+fn a_rollout_on_a_channel_whose_policy_asks_for_an_approval_waits_reaches_no_endpoint_and_runs_once_approved() {
+    let t = Imgctl::new();
+    let server = Server::start(&t.path("server"));
+    let eps = tests::fleet::three_generations_and_four_endpoints(&t, &server);
+    let ns = t.path("ns.toml");
+    std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"img/stable\"\n").unwrap();
+    ok_json(t.remote(&server, &["--json", "group", "create", "all", "--selector", "site=x", "--namespace", ns.to_str().unwrap()]));
+    // img/stable needs one approval from alice's key. Carol (a publisher) runs the rollout; dave
+    // (an approver) holds alice's key.
+    let alice = format!("{}.pub", t.key("alice").to_str().unwrap());
+    ok_json(t.remote(&server, &["--json", "channel", "policy", "img/stable", "--require-approvals", "1", "--approver", &alice]));
+    let carol =
+        ok_json(t.remote(&server, &["--json", "user", "add", "carol", "--role", "publisher"]))["token"].as_str().unwrap().to_string();
+    let dave = ok_json(t.remote(&server, &["--json", "user", "add", "dave", "--role", "approver"]))["token"].as_str().unwrap().to_string();
+
+    // The start is accepted but waits: no endpoint is offered img@2.
+    let plan = t.path("all.toml");
+    std::fs::write(&plan, "[[stage]]\npercent = 100\n").unwrap();
+    let started = ok_text(as_user(
+        &t,
+        &server,
+        &carol,
+        &["rollout", "start", "img/stable", "img@2", "--plan", plan.to_str().unwrap(), "--reason", "fix"],
+    ));
+    assert!(started.starts_with("started rollout r1\n") && started.contains("state:      awaiting approval"), "{started}");
+    let r = ok_json(t.remote(&server, &["--json", "rollout", "status", "r1"]));
+    assert_eq!((r["state"].as_str(), r["started_by"].as_str()), (Some("awaiting_approval"), Some("carol")), "{r:#}");
+    for e in &eps {
+        assert_eq!(desired(e, "/os=img@1"), "img@1", "{} is not offered img@2 before the approval", e.id);
+    }
+    let c = ok_json(t.remote(&server, &["--json", "fleet", "compliance", "img@2"]));
+    assert_eq!(c["counts"]["not_yet_offered"], 4, "{c}");
+
+    // Approving the rollout is refused while the policy is not met (exit 6, saying what is missing).
+    let (code, err) = failed(as_user(&t, &server, &carol, &["rollout", "approve", "r1"]));
+    assert!(code == 6 && err.contains("gate_not_met") && err.contains("1 more approval"), "{code} {err}");
+    assert_eq!(ok_json(t.remote(&server, &["--json", "rollout", "status", "r1"]))["state"], "awaiting_approval");
+    // A publisher cannot sign the generation's approval; dave, an approver, can.
+    let key = t.key("alice");
+    let (code, err) =
+        failed(as_user(&t, &server, &carol, &["approve", "img@2", "--key", key.to_str().unwrap(), "--comment", "looks fine"]));
+    assert!(code != 0 && err.contains("forbidden"), "{code} {err}");
+    ok_json(as_user(&t, &server, &dave, &["--json", "approve", "img@2", "--key", key.to_str().unwrap(), "--comment", "reviewed"]));
+    assert_eq!(desired(&eps[0], "/os=img@1"), "img@1", "an approval of the generation alone does not start the rollout");
+
+    // Now the rollout approval passes and the rollout runs: every endpoint is offered img@2.
+    let approved = ok_json(as_user(&t, &server, &carol, &["--json", "rollout", "approve", "r1"]));
+    assert_eq!(approved["state"], "running", "{approved:#}");
+    for e in &eps {
+        assert_eq!(desired(e, "/os=img@1"), "img@2", "{}", e.id);
+    }
+    let (code, err) = failed(as_user(&t, &server, &carol, &["rollout", "approve", "r1"]));
+    assert!(code == 6 && err.contains("rollout_state"), "approving twice: {code} {err}");
+    for e in &eps {
+        let events = json!([
+            { "seq": 1, "time": 1, "kind": "switched", "path": "/os", "from": "img@1", "to": "img@2", "millis": 5 },
+            { "seq": 2, "time": 1, "kind": "healthy", "path": "/os", "generation": "img@2" },
+        ]);
+        assert_eq!(e.report(events, json!([])).0, 200);
+    }
+    let done = wait_status(&t, &server, "r1", "completion", |r| r["state"] == "completed");
+    let log: Vec<(&str, &str)> =
+        done["log"].as_array().unwrap().iter().map(|d| (d["actor"].as_str().unwrap(), d["text"].as_str().unwrap())).collect();
+    assert!(log.iter().any(|(a, t)| *a == "carol" && t.starts_with("waiting for approval")), "{log:?}");
+    assert!(log.iter().any(|(a, t)| *a == "carol" && t.starts_with("approved")), "{log:?}");
+
+    // The audit log names who did what: carol started and approved the rollout, dave signed
+    // the generation's approval with alice's key, the rollout itself completed.
+    let audit = ok_json(t.remote(&server, &["--json", "audit"]));
+    let entries: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
+        .collect();
+    for (actor, action) in [("carol", "rollout start"), ("carol", "rollout approve"), ("rollout", "rollout complete")] {
+        assert!(entries.contains(&(actor.to_string(), action.to_string())), "{actor} {action} in {entries:?}");
+    }
+    assert!(entries.iter().any(|(actor, action)| action == "approval" && actor.starts_with("dave key ")), "{entries:?}");
+    let approvals = entries.iter().filter(|(_, action)| action == "rollout approve").count();
+    assert_eq!(approvals, 1, "a refused approval is not an audited decision: {entries:?}");
 }

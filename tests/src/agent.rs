@@ -40,12 +40,28 @@ impl Agent {
         paths: &[&str],
         env: &[(&str, &Path)],
     ) -> Agent {
+        Agent::start_at(dir, &server.url, root, token, site, extra, paths, env)
+    }
+
+    /// `start_with_env` reaching the server at `url` (a tunnel in front of it, say), for the
+    /// agent and its mounts alike.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_at(
+        dir: &Path,
+        url: &str,
+        root: &Path,
+        token: &str,
+        site: &str,
+        extra: &str,
+        paths: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("agent.toml");
         let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
         let text = format!(
             "servers = [{:?}]\nstate = {:?}\ncache = {:?}\nroot = {:?}\nmount_prefix = {:?}\nenroll_token = {:?}\n{extra}\n[labels]\nsite = {:?}\n",
-            server.url,
+            url,
             d("state"),
             d("cache"),
             root.to_str().unwrap(),

@@ -2,7 +2,8 @@
 //! command runner on a temporary store), `server` (a real imaged), `mount` (a real imgfs
 //! mount), `clock` (the time those processes see), `store` (the store's files, directly),
 //! `trees` (trees with every kind of file, and their comparison), `proxy` (a repository the
-//! test controls), `fleet` (a synthetic fleet endpoint), `agent` (a real `imgfs agent`). Every helper is also reachable at the crate root (`tests::Imgctl`,
+//! test controls), `tunnel` (a TCP tunnel a test cuts), `fleet` (a synthetic fleet endpoint),
+//! `agent` (a real `imgfs agent`). Every helper is also reachable at the crate root (`tests::Imgctl`,
 //! `tests::bin`, ...).
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub mod server;
 pub mod signer;
 pub mod store;
 pub mod trees;
+pub mod tunnel;
 
 pub use clock::TestClock;
 pub use imgctl::{failed, ok_json, ok_text, Imgctl};

@@ -621,6 +621,7 @@ impl Agent {
         let paths: Vec<String> = self.checks.keys().cloned().collect();
         for path in paths {
             let probe = self.desired_mount(&path).and_then(|d| d.mount.health).or_else(|| self.config.health.clone());
+            let labels = self.desired.as_ref().map(|d| d.labels.clone()).unwrap_or_default();
             let local = self.config.local_path(&path);
             let restart_command = self.config.restart_command.clone();
             let check = self.checks.get_mut(&path).expect("listed");
@@ -629,7 +630,7 @@ impl Agent {
             let wake = self.wake.clone();
             std::thread::spawn(move || {
                 let result = match task {
-                    Task::Probe => probe::probe(probe.as_ref(), &local, &generation),
+                    Task::Probe => probe::probe(probe.as_ref(), &local, &generation, &labels),
                     Task::Restart => probe::restart(&restart_command, &units),
                 };
                 let _ = wake.send(Wake::Done { path, serial, result });

@@ -1,7 +1,7 @@
 //! Running a mount's health probe and an activation's unit restarts, always with a deadline:
 //! a command through `/bin/sh -c` in a process group of its own (killed whole on timeout),
-//! with `IMGFS_MOUNT` and `IMGFS_GENERATION` in its environment, or an HTTP GET (2xx is
-//! healthy). The output (stdout and stderr together) comes back with a failure.
+//! with `IMGFS_MOUNT`, `IMGFS_GENERATION` and `IMGFS_LABELS` in its environment, or an HTTP
+//! GET (2xx is healthy). The output (stdout and stderr together) comes back with a failure.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api::fleet::Probe;
+use api::fleet::{Labels, Probe};
 
 /// Most seconds a unit restart may take.
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
@@ -56,19 +56,26 @@ pub struct Failure {
     pub how: How,
 }
 
-/// Runs `probe` (none: healthy) for the mount at `mount` serving `generation`.
-pub fn probe(probe: Option<&Probe>, mount: &Path, generation: &str) -> Result<(), Failure> {
+/// Runs `probe` (none: healthy) for the mount at `mount` serving `generation` on an endpoint
+/// with `labels` (the server's word on them in the last desired state).
+pub fn probe(probe: Option<&Probe>, mount: &Path, generation: &str, labels: &Labels) -> Result<(), Failure> {
     let Some(p) = probe else { return Ok(()) };
     let timeout = Duration::from_secs(p.timeout_seconds.max(1));
     if let Some(command) = &p.command {
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg(command).env("IMGFS_MOUNT", mount).env("IMGFS_GENERATION", generation);
+        cmd.arg("-c").arg(command).env("IMGFS_MOUNT", mount).env("IMGFS_GENERATION", generation).env("IMGFS_LABELS", labels_var(labels));
         return run(cmd, timeout);
     }
     if let Some(url) = &p.url {
         return get(url, timeout);
     }
     Ok(())
+}
+
+/// `IMGFS_LABELS`: `k=v` pairs joined by commas, sorted by key. Neither a key nor a value may
+/// hold `,` or `=`, so a probe can split it back.
+pub fn labels_var(labels: &Labels) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// Restarts `units` with `command` (split on whitespace, the units appended as arguments: no

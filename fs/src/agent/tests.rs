@@ -662,16 +662,23 @@ fn probe_cmd(command: &str, timeout: u64) -> api::fleet::Probe {
 }
 
 #[test]
-fn a_command_probe_sees_the_mount_and_generation_and_fails_with_its_output_and_exit() {
+fn a_command_probe_sees_the_mount_generation_and_labels_and_fails_with_its_output_and_exit() {
     use super::probe::{probe, How};
     let dir = tempfile::tempdir().unwrap();
-    let ok = probe_cmd(r#"test "$IMGFS_MOUNT" = /srv/os && test "$IMGFS_GENERATION" = os@2"#, 10);
-    assert_eq!(probe(Some(&ok), std::path::Path::new("/srv/os"), "os@2"), Ok(()));
+    let labels: api::fleet::Labels = [("site", "paris"), ("fault", "probe")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let none = api::fleet::Labels::new();
+    let ok = probe_cmd(
+        r#"test "$IMGFS_MOUNT" = /srv/os && test "$IMGFS_GENERATION" = os@2 && test "$IMGFS_LABELS" = fault=probe,site=paris"#,
+        10,
+    );
+    assert_eq!(probe(Some(&ok), std::path::Path::new("/srv/os"), "os@2", &labels), Ok(()));
+    let unlabelled = probe_cmd(r#"test -z "$IMGFS_LABELS" && test "${IMGFS_LABELS+set}" = set"#, 10);
+    assert_eq!(probe(Some(&unlabelled), dir.path(), "os@2", &none), Ok(()), "no labels: set and empty");
     let bad = probe_cmd("echo out; echo err >&2; exit 3", 10);
-    let f = probe(Some(&bad), dir.path(), "os@2").unwrap_err();
+    let f = probe(Some(&bad), dir.path(), "os@2", &none).unwrap_err();
     assert_eq!((f.output.as_str(), &f.how), ("out\nerr", &How::Exit(3)));
     assert_eq!(f.to_string(), "out\nerr (exit 3)");
-    assert_eq!(probe(None, dir.path(), "os@2"), Ok(()), "no probe: healthy");
+    assert_eq!(probe(None, dir.path(), "os@2", &labels), Ok(()), "no probe: healthy");
 }
 
 #[test]
@@ -683,7 +690,7 @@ fn a_probe_past_its_deadline_is_killed_with_its_whole_process_group() {
     let cmd = format!("echo started; sleep 30 & echo $! > {}; wait", marker.display());
     let start = Instant::now();
     // A deadline of 3 s: long enough for the shell to start on a loaded machine.
-    let f = probe(Some(&probe_cmd(&cmd, 3)), dir.path(), "os@2").unwrap_err();
+    let f = probe(Some(&probe_cmd(&cmd, 3)), dir.path(), "os@2", &Default::default()).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(12), "{:?}", start.elapsed());
     assert_eq!((f.output.as_str(), &f.how), ("started", &How::TimedOut(3)));
     let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
@@ -714,8 +721,8 @@ fn an_http_probe_is_healthy_on_2xx_only() {
         api::fleet::Probe { command: None, url: Some(url), timeout_seconds: 5 }
     };
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(probe(Some(&serve("204 No Content", "")), dir.path(), "os@2"), Ok(()));
-    let f = probe(Some(&serve("503 Service Unavailable", "db down")), dir.path(), "os@2").unwrap_err();
+    assert_eq!(probe(Some(&serve("204 No Content", "")), dir.path(), "os@2", &Default::default()), Ok(()));
+    let f = probe(Some(&serve("503 Service Unavailable", "db down")), dir.path(), "os@2", &Default::default()).unwrap_err();
     assert_eq!((f.output.as_str(), &f.how), ("db down", &How::Http(503)));
 }
 

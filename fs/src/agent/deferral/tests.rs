@@ -47,6 +47,7 @@ fn setup(dir: &Path, mounts: Option<Vec<DesiredMount>>) -> AgentConfig {
             conflicts: vec![],
             interval_seconds: 60,
             withdrawn: vec![],
+            labels: Default::default(),
         };
         std::fs::write(config.state.join("desired.json"), serde_json::to_vec(&desired).unwrap()).unwrap();
     }
