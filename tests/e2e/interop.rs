@@ -147,14 +147,20 @@ fn python_tuf_repositories_of_every_key_type_are_read_and_their_tampered_version
         let root_ids = trusted_root["signed"]["roles"]["root"]["keyids"].as_array().unwrap();
         assert!(root_ids.iter().all(|id| keys[id.as_str().unwrap()]["keytype"] == "ecdsa"), "{keytype}: {trusted_root:#}");
         drop(web);
-        // Version 3, wrong in one way each, and a rolled-back timestamp, each to a client that
-        // trusts version 2: refused, with the refused role's trusted file unchanged on disk (and
-        // the roles before it taken as TUF says: a valid timestamp or snapshot is kept).
+        // Version 3, wrong in one way each, and rolled-back timestamp, snapshot and targets
+        // versions, each to a client that trusts version 2: refused. A timestamp or snapshot
+        // that verified before the refused role may move to its new version (correct TUF
+        // behaviour: each role that verified is trusted); the refused role's trusted file and
+        // those after it stay unchanged on disk.
+        let all = ["root.json", "timestamp.json", "snapshot.json", "targets.json", "files.json"];
+        let from_snapshot = [&all[..1], &all[2..]].concat();
         for (bad, says, unchanged) in [
-            ("badsig", "targets: 0 valid signature(s)", &["root.json", "targets.json", "files.json"][..]),
-            ("dupkey", "the signatures list key", &["root.json", "snapshot.json", "targets.json", "files.json"]),
-            ("expired", "timestamp", &["root.json", "timestamp.json", "snapshot.json", "targets.json", "files.json"]),
-            ("rollback", "rollback refused", &["root.json", "timestamp.json", "snapshot.json", "targets.json", "files.json"]),
+            ("badsig", "targets: 0 valid signature(s) from distinct authorised keys, 1 needed", &[&all[..1], &all[3..]].concat()),
+            ("dupkey", "snapshot: malformed metadata: the signatures list key", &from_snapshot),
+            ("expired", "timestamp: expired at 2020-01-01T00:00:00Z", &all.to_vec()),
+            ("rollback", "timestamp: version 1 is older than the trusted version 2 (rollback refused)", &all.to_vec()),
+            ("rollback-snapshot", "snapshot: version 1 is older than the trusted version 2 (rollback refused)", &all.to_vec()),
+            ("rollback-targets", "targets: version 1 is older than the trusted version 2 (rollback refused)", &from_snapshot),
         ] {
             let served = t.path(&format!("served-{keytype}-{bad}"));
             std::fs::create_dir_all(&served).unwrap();
