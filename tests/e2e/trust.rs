@@ -191,6 +191,80 @@ fn a_root_key_behind_an_external_signer_creates_the_repository_and_rotates_a_rol
 }
 
 #[test]
+fn a_family_key_behind_an_external_signer_signs_pushes_and_forgets_and_a_targets_key_behind_one_inits() {
+    let t = Imgctl::new();
+    let (family_token, targets_token) = (t.path("family-token"), t.path("targets-token"));
+    let (family_signer, targets_signer) = (tests::signer::openssl_signer(&family_token), tests::signer::openssl_signer(&targets_token));
+    let family_pub = t.path("family.pub");
+    tests::signer::public_file(&family_signer, &family_pub);
+    let server = Server::start(&t.path("server"));
+    let root = t.key("root");
+    let root_out = t.path("root.json");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let image = format!("os={}", s(&family_pub));
+    ok_json(t.remote(
+        &server,
+        &[
+            "--json",
+            "trust",
+            "init",
+            "--root-key",
+            &s(&root),
+            "--targets-signer",
+            &targets_signer,
+            "--image",
+            &image,
+            "--out",
+            &s(&root_out),
+        ],
+    ));
+    let signs = |token: &std::path::Path| std::fs::read_to_string(token.join("uses")).unwrap().lines().filter(|l| *l == "sign").count();
+    assert_eq!(signs(&targets_token), 1, "targets 1 was signed in its token");
+    assert_eq!(signs(&family_token), 0);
+    // Two generations pushed, each signed into the family role by the token's key.
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (n, v) in [(1, "one"), (2, "two")] {
+        std::fs::write(src.join("f"), v).unwrap();
+        t.import(&src, "os");
+        let pushed = ok_json(t.remote(&server, &["--json", "push", &format!("os@{n}"), "--signer", &family_signer]));
+        assert_eq!(signs(&family_token), n, "push os@{n}: {pushed}");
+    }
+    ok_json(t.remote(&server, &["--json", "channel", "set", "os/stable", "os@2"]));
+    // os@1 signed away, the family role signed again in the token.
+    let forgot = ok_json(t.remote(&server, &["--json", "trust", "forget", "os@1", "--signer", &family_signer]));
+    assert_eq!(forgot["removed"], true, "{forgot}");
+    assert_eq!(signs(&family_token), 3);
+    assert_eq!(signs(&targets_token), 1, "the targets key was not needed again");
+    // What the tokens signed verifies for a client provisioned with the root: os@2 is listed
+    // by the family role (signed with the token's key), os@1 no longer is.
+    let md = t.path("metadata");
+    let md_s = s(&md);
+    let targets_dir = t.path("targets");
+    assert!(conformance(&["--metadata-dir", &md_s, "init", &s(&root_out)]).0);
+    let client = |target: &str| {
+        let (metadata_url, target_url) = (format!("{}/tuf", server.url), format!("{}/tuf/targets", server.url));
+        let common = ["--metadata-dir", &md_s, "--metadata-url", &metadata_url, "--target-base-url", &target_url, "--target-dir"];
+        conformance(&[&common[..], &[&s(&targets_dir), "--target-name", target, "download"]].concat())
+    };
+    let (ok, err) = client("images/os/2");
+    assert!(ok, "{err}");
+    assert!(targets_dir.join("images%2Fos%2F2").exists());
+    let (ok, err) = client("images/os/1");
+    assert!(!ok, "os@1 was forgotten, yet downloaded: {err}");
+    let family_role: Value = serde_json::from_slice(&std::fs::read(md.join("images%2Fos.json")).unwrap()).unwrap();
+    let public: Value = serde_json::from_slice(&std::fs::read(&family_pub).unwrap()).unwrap();
+    let token_id = trust::keys::PublicKey::from_value(&public).unwrap().key_id().0;
+    assert_eq!(family_role["signatures"][0]["keyid"], token_id.as_str(), "{family_role:#}");
+    let targets_role: Value = serde_json::from_slice(&std::fs::read(md.join("targets.json")).unwrap()).unwrap();
+    assert_eq!(targets_role["signatures"].as_array().unwrap().len(), 1, "{targets_role:#}");
+    let trusted_root: Value = serde_json::from_slice(&std::fs::read(md.join("root.json")).unwrap()).unwrap();
+    let targets_id = trusted_root["signed"]["roles"]["targets"]["keyids"][0].as_str().unwrap();
+    assert_eq!(trusted_root["signed"]["keys"][targets_id]["keytype"], "ecdsa");
+    assert_eq!(targets_role["signatures"][0]["keyid"], targets_id);
+}
+
+#[test]
 fn imgctl_trusts_the_root_it_created_not_one_a_server_hands_over() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));

@@ -12,6 +12,8 @@ Writes, under OUT, whole consistent-snapshot repositories (`metadata/`, `targets
   dupkey/    version 3 whose snapshot's signatures list one key id twice
   expired/   version 3 whose timestamp expired
   rollback/  version 1's timestamp again, served after version 2
+  rollback-snapshot/  a timestamp of version 3 naming snapshot version 1
+  rollback-targets/   timestamp and snapshot of version 3, the snapshot naming targets version 1
 and `expect.json`: the targets each version lists, with their content's sha256.
 """
 
@@ -201,6 +203,22 @@ def main():
     os.makedirs(os.path.join(out, "rollback", "metadata"), exist_ok=True)
     with open(os.path.join(out, "rollback", "metadata", "timestamp.json"), "wb") as f:
         f.write(v1_timestamp.to_bytes(JSONSerializer(compact=False)))
+    # Version 3's timestamp, naming snapshot version 1.
+    repo.timestamp.signed.expires = FAR
+    repo.timestamp.signed.snapshot_meta = MetaFile(version=1)
+    repo.sign(repo.timestamp, "timestamp")
+    os.makedirs(os.path.join(out, "rollback-snapshot", "metadata"), exist_ok=True)
+    with open(os.path.join(out, "rollback-snapshot", "metadata", "timestamp.json"), "wb") as f:
+        f.write(repo.timestamp.to_bytes(JSONSerializer(compact=False)))
+    # Version 3's snapshot naming targets version 1, and a timestamp naming it.
+    repo.snapshot.signed.meta["targets.json"] = MetaFile(version=1)
+    repo.sign(repo.snapshot, "snapshot")
+    repo.timestamp.signed.snapshot_meta = MetaFile(version=repo.snapshot.signed.version)
+    repo.sign(repo.timestamp, "timestamp")
+    os.makedirs(os.path.join(out, "rollback-targets", "metadata"), exist_ok=True)
+    for name, md in [("timestamp.json", repo.timestamp), (f"{repo.snapshot.signed.version}.snapshot.json", repo.snapshot)]:
+        with open(os.path.join(out, "rollback-targets", "metadata", name), "wb") as f:
+            f.write(md.to_bytes(JSONSerializer(compact=False)))
     with open(os.path.join(out, "expect.json"), "w") as f:
         json.dump(expect, f, indent=1, sort_keys=True)
 

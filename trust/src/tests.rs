@@ -617,3 +617,39 @@ fn a_loaded_role_is_verified_again_when_its_delegator_changes_its_keys_but_not_t
     step(&mut tr, 2, &targets_v(2, &[&kf1, &kf2], 1));
     assert!(matches!(tr.lookup("f/1"), Lookup::Found(..)), "one of two keys is enough");
 }
+
+#[test]
+fn a_root_whose_key_ids_are_arbitrary_names_verifies_by_the_names_it_declares() {
+    // python-tuf takes a key id as a name and never recomputes it; roots in the wild carry ids
+    // computed other ways. Each signature is looked up by the id it names.
+    let k = keys();
+    let sign_as = |signed: &serde_json::Value, by: &[(&str, &SecretKey)]| {
+        let msg = canonical::encode(signed).unwrap();
+        let sigs: Vec<_> = by.iter().map(|(id, k)| json!({"keyid": id, "sig": k.sign(&msg)})).collect();
+        serde_json::to_vec(&json!({"signed": signed, "signatures": sigs})).unwrap()
+    };
+    let root = json!({"_type": "root", "spec_version": "1.0.31", "version": 1, "expires": FAR, "consistent_snapshot": true,
+        "keys": {"alice's token": k.root[0].public().to_value(), "bob": k.root[1].public().to_value(),
+                 "ts": k.ts.public().to_value(), "snap": k.snap.public().to_value(), "t": k.targets.public().to_value()},
+        "roles": {"root": {"keyids": ["alice's token", "bob"], "threshold": 2}, "timestamp": {"keyids": ["ts"], "threshold": 1},
+                  "snapshot": {"keyids": ["snap"], "threshold": 1}, "targets": {"keyids": ["t"], "threshold": 1}}});
+    let mut t = Trusted::new(&sign_as(&root, &[("alice's token", &k.root[0]), ("bob", &k.root[1])]), Limits::default()).unwrap();
+    assert_eq!(t.root().common.version, 1);
+    // Signatures under the computed ids name no declared key: they count for nothing.
+    let computed = |s: &SecretKey| s.public().key_id().0;
+    let e = Trusted::new(&sign_as(&root, &[(&computed(&k.root[0]), &k.root[0]), (&computed(&k.root[1]), &k.root[1])]), Limits::default())
+        .unwrap_err();
+    assert!(matches!(e, UpdateError::Threshold(ref th) if th.valid == 0), "{e}");
+    // The other roles verify through their declared names too.
+    let snap = repo::sign(&repo::snapshot(1, FAR, &[]), &[&k.snap]);
+    let ts = repo::timestamp(1, FAR, &snap, 1);
+    assert!(t.update_timestamp(&repo::sign(&ts, &[&k.ts]), NOW).is_err(), "signed under the computed id");
+    assert!(t.update_timestamp(&sign_as(&ts, &[("ts", &k.ts)]), NOW).unwrap());
+    // One key declared under two names counts once toward a threshold (stricter than
+    // python-tuf, which counts names).
+    let mut aliased = root.clone();
+    aliased["keys"]["alias of bob"] = k.root[1].public().to_value();
+    aliased["roles"]["root"]["keyids"] = json!(["bob", "alias of bob"]);
+    let e = Trusted::new(&sign_as(&aliased, &[("bob", &k.root[1]), ("alias of bob", &k.root[1])]), Limits::default()).unwrap_err();
+    assert!(matches!(e, UpdateError::Threshold(ref th) if th.valid == 1 && th.threshold == 2), "{e}");
+}
