@@ -26,7 +26,7 @@ mod usage;
 
 pub use error::{GetError, InsertError, OpenError, TruncatedPack};
 pub use reach::{metadata_and_data, reachable, reachable_into, to_keep, ReachError};
-pub use store::{CachePack, Inserted, Store, Verified};
+pub use store::{CachePack, Inserted, Store, Verified, MAX_DICTIONARY, MAX_OBJECT};
 pub use usage::{Evicted, UsageReport};
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub const MAX_ENTRIES: usize = 1 << 24;
 pub const MAX_PACKS: usize = 1 << 16;
 /// Most bytes a decoded layout body may take (checked before decompressing).
 pub const MAX_BODY: usize = 1 << 29;
+/// Largest layout file a client accepts (the rust tree's 61k objects take under 1 MiB).
+pub const MAX_LAYOUT: usize = 64 << 20;
 /// Largest record a layout may place (the largest object the server takes, framed, plus a
 /// record header).
 pub const MAX_RECORD: u64 = (1 << 30) + 36;

@@ -20,8 +20,6 @@ use format::Digest;
 
 /// Largest object accepted from a server, framed or decoded (the server's default upload limit).
 pub const MAX_FETCHED_OBJECT: u64 = 64 << 20;
-/// Largest layout file accepted (the rust tree's 61k objects take under 1 MiB).
-pub const MAX_LAYOUT: usize = 64 << 20;
 /// Records of one pack at most this far apart are fetched in one range (the bytes between are
 /// read and dropped): fewer requests for a few more bytes.
 pub const RANGE_GAP: u64 = 512 << 10;
@@ -624,7 +622,7 @@ impl Fetcher {
             }
         }
         for (i, url) in self.servers_in_order() {
-            match self.get_file(i, &format!("/v1/layouts/{}", manifest.to_hex()), MAX_LAYOUT) {
+            match self.get_file(i, &format!("/v1/layouts/{}", manifest.to_hex()), format::layout::MAX_LAYOUT) {
                 Ok(Some(bytes)) => match Layout::decode(&bytes) {
                     Ok(l) if l.manifest == *manifest => {
                         self.layouts.write().unwrap().add(&l);

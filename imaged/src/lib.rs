@@ -18,6 +18,7 @@ pub mod hot;
 pub mod maintenance;
 pub mod meta;
 pub mod metrics;
+pub mod mirror;
 pub mod objects;
 pub mod rollouts;
 pub mod rollouts_api;

@@ -78,6 +78,36 @@ enum Command {
         /// The directory the web server serves (created if needed).
         out: std::path::PathBuf,
     },
+    /// Keep a copy of a primary's repository, or of some of its channels, checking every signed
+    /// file and every object before serving it, and serve it to endpoints (they list it in
+    /// `--server` like a primary). Signs nothing; serves the last good state when the upstream
+    /// fails or lies (docs/scale.md).
+    Mirror {
+        /// The upstream's base URL: a primary, another mirror or a static copy.
+        #[arg(long)]
+        from: String,
+        /// The mirror's directory (`trust/`, `site/`, `tmp/`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The root to trust, as endpoints get it; needed the first time only.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Copy only this channel's generations (repeat); without it, every signed generation.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// With --channel: generations kept per channel, the current one included.
+        #[arg(long, default_value_t = 3)]
+        keep: u64,
+        /// Address to serve on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:4641")]
+        listen: SocketAddr,
+        /// Seconds between two rounds.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// One round, print what it copied, and exit (serve `DIR/site/` with any web server).
+        #[arg(long)]
+        once: bool,
+    },
     #[command(flatten)]
     Docs(cache::cli_docs::DocsCommand),
 }
@@ -104,6 +134,24 @@ fn main() -> ExitCode {
             println!("{}: {} new packs, {} new layouts, {} metadata files written", out.display(), done.packs, done.layouts, done.metadata);
             Ok(())
         }),
+        Command::Mirror { from, dir, root, channels, keep, listen, interval, once } => {
+            let o = imaged::mirror::MirrorOptions { from, dir, root, channels, keep };
+            if once {
+                imaged::mirror::sync(&o).map_err(anyhow::Error::from).map(|done| {
+                    println!(
+                        "{}: {} generations served; fetched {} packs ({} bytes), {} layouts; wrote {} metadata files",
+                        o.dir.display(),
+                        done.generations.len(),
+                        done.packs,
+                        done.pack_bytes,
+                        done.layouts,
+                        done.metadata
+                    )
+                })
+            } else {
+                mirror(o, listen, std::time::Duration::from_secs(interval.max(1)))
+            }
+        }
         Command::Docs(_) => unreachable!("answered before logging starts"),
     };
     match result {
@@ -167,6 +215,18 @@ async fn serve(cfg: Config) -> Result<()> {
     };
     axum::serve(listener, imaged::app(state)).with_graceful_shutdown(stopping).await.context("serving")?;
     Ok(())
+}
+
+#[tokio::main]
+async fn mirror(o: imaged::mirror::MirrorOptions, listen: SocketAddr, interval: std::time::Duration) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    // Scripts and tests read this line to learn the port.
+    eprintln!("imaged listening on http://{}", listener.local_addr()?);
+    eprintln!("imaged mirrors {} into {}", o.from, o.dir.display());
+    tokio::select! {
+        r = imaged::mirror::run(o, listener, interval) => r,
+        _ = shutdown() => Ok(()),
+    }
 }
 
 async fn shutdown() {

@@ -398,7 +398,7 @@ pub mod routes {
     pub async fn pack(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         state.require_read(&headers)?;
         let d = parse(&hex)?;
-        serve_file(&state, state.serving.pack_path(&d), &d, &headers, "application/vnd.imaged.pack").await
+        serve_file(Some(&state.metrics.object_bytes_sent), state.serving.pack_path(&d), &d, &headers, "application/vnd.imaged.pack").await
     }
 
     /// `GET|HEAD /v1/layouts/{manifest}`: where the objects of a generation are; 404 until its
@@ -409,11 +409,18 @@ pub mod routes {
         if !state.serving.has_layout(&d) {
             return Err(AppError::not_found(format!("no layout for manifest {d} (yet)")));
         }
-        serve_file(&state, state.serving.layout_path(&d), &d, &headers, "application/vnd.imaged.layout").await
+        serve_file(Some(&state.metrics.object_bytes_sent), state.serving.layout_path(&d), &d, &headers, "application/vnd.imaged.layout").await
     }
 
-    /// An immutable file, whole or one `Range`, streamed from disk off the async threads.
-    async fn serve_file(state: &AppState, path: std::path::PathBuf, d: &Digest, headers: &HeaderMap, kind: &'static str) -> Result<Response, AppError> {
+    /// An immutable file named by digest `d`, whole or one `Range`, streamed from disk off the
+    /// async threads; the bytes sent are counted in `sent`.
+    pub(crate) async fn serve_file(
+        sent: Option<&prometheus_client::metrics::counter::Counter>,
+        path: std::path::PathBuf,
+        d: &Digest,
+        headers: &HeaderMap,
+        kind: &'static str,
+    ) -> Result<Response, AppError> {
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(AppError::not_found(format!("no pack {d}"))),
@@ -438,7 +445,9 @@ pub mod routes {
             },
         };
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-        state.metrics.object_bytes_sent.inc_by(end - start);
+        if let Some(sent) = sent {
+            sent.inc_by(end - start);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
@@ -497,21 +506,33 @@ pub fn export_static(data: &Path, out: &Path) -> Result<Exported, ServeError> {
         // An unsigned server: nothing an endpoint would accept (docs/trust.md).
         return Ok(done);
     }
-    fs::create_dir_all(&to).map_err(io_at(&to))?;
-    let mut names: Vec<String> = fs::read_dir(&from)
-        .map_err(io_at(&from))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
-        .collect();
-    // Versioned files (`N.role.json`) first, then the current ones, the timestamp last.
-    names.sort_by_key(|n| (!n.starts_with(|c: char| c.is_ascii_digit()), n == "timestamp.json", n.clone()));
-    for n in names {
-        let (src, dst) = (from.join(&n), to.join(&n));
+    let mut files = Vec::new();
+    for e in fs::read_dir(&from).map_err(io_at(&from))? {
+        let Some(n) = e.ok().and_then(|e| e.file_name().into_string().ok()) else { continue };
+        if !n.ends_with(".json") || n.starts_with('.') {
+            continue;
+        }
+        let src = from.join(&n);
+        files.push((n, fs::read(&src).map_err(io_at(&src))?));
+    }
+    done.metadata = publish_metadata(files, &to)?;
+    Ok(done)
+}
+
+/// Writes signed metadata files (name as the server stores it, exact bytes) into `to` (a
+/// static copy's `tuf/`): versioned files (`N.role.json`) first and only if absent, then the
+/// current ones that changed, each replaced whole, `timestamp.json` at the very end, so that a
+/// reader sees the old repository or the new one. Returns how many files were written.
+pub fn publish_metadata(mut files: Vec<(String, Vec<u8>)>, to: &Path) -> Result<u64, ServeError> {
+    fs::create_dir_all(to).map_err(io_at(to))?;
+    files.sort_by_key(|(n, _)| (!n.starts_with(|c: char| c.is_ascii_digit()), n == "timestamp.json", n.clone()));
+    let mut written = 0;
+    for (n, bytes) in files {
+        let dst = to.join(&n);
         let versioned = n.starts_with(|c: char| c.is_ascii_digit());
         if versioned && dst.exists() {
             continue;
         }
-        let bytes = fs::read(&src).map_err(io_at(&src))?;
         if !versioned && fs::read(&dst).is_ok_and(|b| b == bytes) {
             continue;
         }
@@ -529,9 +550,9 @@ pub fn export_static(data: &Path, out: &Path) -> Result<Exported, ServeError> {
             }
             cache::atomic::write(&dst, &bytes).map_err(|e| ServeError::Io { path: e.path, source: e.source })?;
         }
-        done.metadata += 1;
+        written += 1;
     }
-    Ok(done)
+    Ok(written)
 }
 
 /// `%XX` sequences of a file name decoded (anything else kept as it is).

@@ -118,17 +118,23 @@ pub async fn target(State(state): State<AppState>, Path(path): Path<String>, hea
         .into_response())
 }
 
+/// The name a metadata file is stored under, for the path a request names: the path
+/// arrives decoded (`1.images/debian.json`), files are stored under the encoded name
+/// (`1.images%2Fdebian.json`).
+pub fn stored_name(file: &str) -> String {
+    match file.split_once('.') {
+        Some((v, rest)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{v}.{}.json", trust::sign::encode_role(rest.strip_suffix(".json").unwrap_or(rest)))
+        }
+        _ => format!("{}.json", trust::sign::encode_role(file.strip_suffix(".json").unwrap_or(file))),
+    }
+}
+
 /// `GET /tuf/{file}`: a metadata file (`N.ROLE.json`, `timestamp.json`, `ROLE.json`), the
 /// role name percent-encoded as clients write it.
 pub async fn file(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
     state.require_read(&headers)?;
-    // The path arrives decoded (`1.images/debian.json`); files are stored under the encoded name.
-    let name = match file.split_once('.') {
-        Some((v, rest)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{v}.{}.json", trust::sign::encode_role(rest.strip_suffix(".json").unwrap_or(rest)))
-        }
-        _ => format!("{}.json", trust::sign::encode_role(file.strip_suffix(".json").unwrap_or(&file))),
-    };
+    let name = stored_name(&file);
     let st = state.clone();
     let n = name.clone();
     let bytes = blocking(move || Ok(st.tuf.file(&n)?)).await?;

@@ -201,3 +201,80 @@ fn a_static_copy_on_a_plain_web_server_serves_endpoints_with_no_imaged_running()
     let store = cache::Store::open(t.path("cache2").join("store")).unwrap();
     assert!(!store.contains(&hex.parse().unwrap()));
 }
+
+#[test]
+fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_and_outlives_the_primary() {
+    use tests::proxy::{signed, Proxy, Rule};
+    let t = Imgctl::new();
+    let mut server = Server::start(&t.path("server"));
+    let (v1, v2) = (t.path("v1"), t.path("v2"));
+    tree(&v1, 1);
+    tree(&v2, 2);
+    t.publish(&server, &v1, "app", "apps/stable");
+    server.wait_for_layouts();
+    // The mirror reaches the primary through a proxy the test can make lie.
+    let upstream = Proxy::start(&server.url);
+    let http = tests::client();
+    let root = t.path("root.json");
+    std::fs::write(&root, http.get(format!("{}/tuf/1.root.json", server.url)).send().unwrap().bytes().unwrap()).unwrap();
+    let mirror = Server::mirror(&upstream.url, &t.path("mirror"), &root, &["--interval", "1"]);
+    let served = |s: &serde_json::Value, g: &str| s["last_synced"]["generations"].as_array().is_some_and(|a| a.iter().any(|x| x == g));
+    mirror.mirror_status(|s| served(s, "app@1"));
+
+    // An endpoint that knows only the mirror mounts and reads the generation.
+    let mnt = Mount::start_with(&[&mirror.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v1, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let timestamp = || http.get(format!("{}/tuf/timestamp.json", mirror.url)).send().unwrap().bytes().unwrap().to_vec();
+    let good = timestamp();
+
+    // The next generation, with a forged layout upstream: it points at a pack whose name is
+    // the blake3 of its bytes, but one record in it no longer decodes to its digest.
+    t.import(&v2, "app");
+    t.push_signed(&server, "app@2");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "apps/stable", "app@2"]));
+    let manifests = server.wait_for_layouts();
+    let m2 = manifests.iter().find(|m| {
+        let l = http.get(format!("{}/v1/layouts/{m}", server.url)).send().unwrap().bytes().unwrap();
+        format::layout::Layout::decode(&l).unwrap().packs.len() == 2
+    });
+    let m2 = m2.expect("gen2's layout names its own pack and gen1's").clone();
+    let mut layout = format::layout::Layout::decode(&http.get(format!("{}/v1/layouts/{m2}", server.url)).send().unwrap().bytes().unwrap()).unwrap();
+    let own = layout.packs.iter().position(|p| p.origin.to_hex() == m2).unwrap();
+    let pack = http.get(format!("{}/v1/packs/{}", server.url, layout.packs[own].digest)).send().unwrap().bytes().unwrap().to_vec();
+    let dir = t.path("forged");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pack"), &pack).unwrap();
+    let version = blake3::hash(b"2\n").to_hex().to_string();
+    assert_eq!(tests::corrupt_in_packs(&dir, &version), 1);
+    let forged = std::fs::read(dir.join("pack")).unwrap();
+    layout.packs[own].digest = format::Digest(*blake3::hash(&forged).as_bytes());
+    upstream.set(&format!("/v1/layouts/{m2}"), Rule::Bytes(layout.encode().unwrap()));
+    upstream.set(&format!("/v1/packs/{}", layout.packs[own].digest), Rule::Bytes(forged));
+    let s = mirror.mirror_status(|s| s["last_error"].as_str().is_some_and(|e| e.contains(&format!("object {version}"))));
+    eprintln!("forged object: {}", s["last_error"]);
+    assert_eq!(timestamp(), good, "nothing of the refused round is served");
+    assert!(!served(&s, "app@2"));
+    assert_eq!(mnt.control("update")["generation"], "app@1", "the endpoint sees the last good state");
+
+    // Forged metadata: the primary's timestamp with its signatures stripped.
+    upstream.clear_all();
+    let mut ts = signed(&http.get(format!("{}/tuf/timestamp.json", server.url)).send().unwrap().bytes().unwrap());
+    let ts = serde_json::to_vec(&serde_json::json!({"signed": ts.take(), "signatures": []})).unwrap();
+    upstream.set("/tuf/timestamp.json", Rule::Bytes(ts));
+    let s = mirror.mirror_status(|s| s["last_error"].as_str().is_some_and(|e| e.contains("timestamp") && e.contains("signature")));
+    eprintln!("forged metadata: {}", s["last_error"]);
+    assert_eq!(timestamp(), good);
+
+    // The upstream honest again: the mirror catches up; then the primary stops, and endpoints
+    // go on through the mirror, an old one switching and a new one reading from cold.
+    upstream.clear_all();
+    mirror.mirror_status(|s| served(s, "app@2") && s["last_error"].is_null());
+    server.kill();
+    assert_eq!(mnt.control("update")["generation"], "app@2");
+    let diffs = compare_trees(&v2, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let cold = Mount::start_with(&[&mirror.url], "apps/stable", &t.path("cache2"), &t.path("mnt2"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v2, &cold.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+}

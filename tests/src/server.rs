@@ -72,6 +72,27 @@ impl Server {
         Server { child, url, data: data.to_path_buf(), token: None }
     }
 
+    /// Starts `imaged mirror --from FROM --dir DIR --root ROOT --listen 127.0.0.1:0 ARGS` and
+    /// waits until it listens (it syncs in the background).
+    pub fn mirror(from: &str, dir: &Path, root: &Path, args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin("imaged"));
+        cmd.args(["mirror", "--from", from, "--dir"]).arg(dir).arg("--root").arg(root).args(["--listen", "127.0.0.1:0"]).args(args);
+        Server::start_command(cmd, dir)
+    }
+
+    /// A mirror's `GET /v1/mirror` once `ready` holds for it (at most 60 s).
+    pub fn mirror_status(&self, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let s: serde_json::Value = client().get(format!("{}/v1/mirror", self.url)).send().unwrap().json().unwrap();
+            if ready(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "the mirror did not get there in 60 s: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Starts on any free port.
     pub fn start(data: &Path) -> Server {
         Server::start_on(data, 0)
