@@ -532,7 +532,7 @@ mod routes {
     use axum::extract::{Path, State};
     use axum::http::{header, HeaderMap};
     use axum::response::{IntoResponse, Response};
-    use axum::routing::get;
+    use axum::routing::{any, get};
     use axum::{Json, Router};
     use format::Digest;
 
@@ -551,7 +551,15 @@ mod routes {
             .route("/v1/packs/{digest}", get(pack))
             .route("/v1/layouts/{manifest}", get(layout))
             .route("/v1/mirror", get(mirror))
+            .route("/v1/fleet/{*rest}", any(not_here))
             .with_state(Mirror { site: Arc::new(site), status })
+    }
+
+    /// The fleet's routes: 502, which an agent takes as "try the next server" (a 404 would be
+    /// an answer), so that a mirror listed first never stops an agent's check-ins.
+    async fn not_here() -> Response {
+        let body = serde_json::json!({"code": "unknown", "message": "a mirror: the fleet's control plane is on the primary"});
+        (axum::http::StatusCode::BAD_GATEWAY, Json(body)).into_response()
     }
 
     fn digest(hex: &str) -> Result<Digest, AppError> {

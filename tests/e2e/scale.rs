@@ -225,6 +225,8 @@ fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_
     let mnt = Mount::start_with(&[&mirror.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
     let diffs = compare_trees(&v1, &mnt.point);
     assert!(diffs.is_empty(), "{diffs:?}");
+    let fleet = http.post(format!("{}/v1/fleet/checkin", mirror.url)).send().unwrap();
+    assert_eq!(fleet.status(), 502, "agents try the next server for the control plane, not stop");
     let timestamp = || http.get(format!("{}/tuf/timestamp.json", mirror.url)).send().unwrap().bytes().unwrap().to_vec();
     let good = timestamp();
 
