@@ -2,7 +2,8 @@
 # Scale-out benchmark (issue 18), first part: the read path of immutable files. Cold mount +
 # `dpkg -l` of gen2 and a full read of gen2, direct from imaged and through a caching nginx
 # (cold proxy cache, then a second endpoint on a warm one): time, requests the endpoint made,
-# requests that reached the origin. Then what the server serves: the serving packs of gen1,
+# requests that reached the origin; then a mirror's initial sync and a cold endpoint through it.
+# Then what the server serves: the serving packs of gen1,
 # gen2 and the rust tree beside the store, and the bytes an endpoint holding gen1 fetches for
 # gen2. Prints tables; not a timed test. Needs the datasets and nginx (scripts/setup.sh).
 set -euo pipefail
@@ -17,6 +18,7 @@ MOUNTS=()
 cleanup() {
   for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
   [[ -n ${NGINX_PID:-} ]] && kill "$NGINX_PID" 2>/dev/null
+  [[ -n ${MIRROR_PID:-} ]] && kill "$MIRROR_PID" 2>/dev/null
   [[ -n ${IMAGED_PID:-} ]] && kill "$IMAGED_PID" 2>/dev/null
   sleep 0.5; rm -rf "$W"
 }
@@ -101,6 +103,17 @@ printf '\n%-34s %8s %8s %8s %8s %10s %8s %10s\n' "gen2, cold endpoint cache" "mo
 run direct "$URL" "direct to imaged"
 run proxy1 "$PROXY" "nginx, cold proxy cache"
 run proxy2 "$PROXY" "nginx, warm (second endpoint)"
+
+# A mirror: its initial sync of every signed generation (gen1, gen2, the rust tree), checked
+# whole, then an endpoint reading through it.
+t_sync=$(secs "$BIN/imaged" mirror --from "$URL" --dir "$W/mirror" --root "$W/root.json" --once)
+"$BIN/imaged" mirror --from "$URL" --dir "$W/mirror" --listen 127.0.0.1:0 --interval 3600 2>"$W/mirror.log" &
+MIRROR_PID=$!
+for _ in $(seq 300); do grep -q "listening on" "$W/mirror.log" && break; sleep 0.1; done
+MIRROR=$(sed -n 's/.*imaged listening on //p' "$W/mirror.log" | head -1)
+run mirror "$MIRROR" "through a mirror (cold endpoint)"
+printf '\n%-44s %10s %10s\n' "mirror, initial sync of the 3 generations" "s" "MiB"
+printf '%-44s %10s %10s\n' "" "$t_sync" "$(mib "$(du -sb --apparent-size "$W/mirror/site" | cut -f1)")"
 
 # What the server serves, against what it stores.
 du_b() { du -sb --apparent-size "$@" | awk '{s+=$1} END {print s}'; }

@@ -201,13 +201,7 @@ async fn serve(cfg: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port.
     eprintln!("imaged listening on http://{addr}");
-    // Responses are written in several pieces (head, then streamed records): without
-    // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~20-40 ms to each.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = nodelay(listener);
     let fleet = state.fleet.clone();
     let stopping = async move {
         shutdown().await;
@@ -224,9 +218,19 @@ async fn mirror(o: imaged::mirror::MirrorOptions, listen: SocketAddr, interval: 
     eprintln!("imaged listening on http://{}", listener.local_addr()?);
     eprintln!("imaged mirrors {} into {}", o.from, o.dir.display());
     tokio::select! {
-        r = imaged::mirror::run(o, listener, interval) => r,
+        r = imaged::mirror::run(o, nodelay(listener), interval) => r,
         _ = shutdown() => Ok(()),
     }
+}
+
+/// Responses are written in several pieces (head, then streamed records or file chunks):
+/// without TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~20-40 ms to each.
+fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 async fn shutdown() {

@@ -495,7 +495,11 @@ pub struct Status {
 
 /// Syncs every `interval` on a thread of its own and serves `DIR/site/` on `listener` until
 /// the process is stopped.
-pub async fn run(o: MirrorOptions, listener: tokio::net::TcpListener, interval: Duration) -> anyhow::Result<()> {
+pub async fn run(
+    o: MirrorOptions,
+    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr>,
+    interval: Duration,
+) -> anyhow::Result<()> {
     let status = Arc::new(Mutex::new(Status { from: o.from.clone(), ..Status::default() }));
     let st = status.clone();
     let site = o.dir.join("site");
