@@ -33,10 +33,7 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
     // Four endpoints following img/stable; the first is the pilot group.
-    let eps = tests::fleet::three_generations_and_four_endpoints(&t, &server);
-    let ns = t.path("ns.toml");
-    std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"img/stable\"\n").unwrap();
-    ok_json(t.remote(&server, &["--json", "group", "create", "all", "--selector", "site=x", "--namespace", ns.to_str().unwrap()]));
+    let eps = four_endpoints_in_one_group(&t, &server);
     ok_json(t.remote(&server, &["--json", "group", "create", "pilot", "--member", &eps[0].id]));
 
     // Plans with mistakes are refused before any request, exit 5, saying what is wrong.
@@ -157,6 +154,16 @@ fn an_operator_rolls_out_pauses_aborts_withdraws_pins_and_holds_with_imgctl() {
 }
 
 /// Runs imgctl against `server` with a user's token instead of the admin's.
+/// The fixture's four endpoints, all in group `all` whose namespace mounts `img/stable` at
+/// `/os`.
+fn four_endpoints_in_one_group(t: &Imgctl, server: &Server) -> Vec<tests::fleet::Synthetic> {
+    let eps = tests::fleet::three_generations_and_four_endpoints(t, server);
+    let ns = t.path("ns.toml");
+    std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"img/stable\"\n").unwrap();
+    ok_json(t.remote(server, &["--json", "group", "create", "all", "--selector", "site=x", "--namespace", ns.to_str().unwrap()]));
+    eps
+}
+
 fn as_user(t: &Imgctl, server: &Server, token: &str, args: &[&str]) -> std::process::Output {
     t.command().args(args).env("IMAGED_SERVER", &server.url).env("IMAGED_TOKEN", token).output().unwrap()
 }
@@ -165,10 +172,7 @@ fn as_user(t: &Imgctl, server: &Server, token: &str, args: &[&str]) -> std::proc
 fn a_rollout_on_a_channel_whose_policy_asks_for_an_approval_waits_reaches_no_endpoint_and_runs_once_approved() {
     let t = Imgctl::new();
     let server = Server::start(&t.path("server"));
-    let eps = tests::fleet::three_generations_and_four_endpoints(&t, &server);
-    let ns = t.path("ns.toml");
-    std::fs::write(&ns, "[[mount]]\npath = \"/os\"\nchannel = \"img/stable\"\n").unwrap();
-    ok_json(t.remote(&server, &["--json", "group", "create", "all", "--selector", "site=x", "--namespace", ns.to_str().unwrap()]));
+    let eps = four_endpoints_in_one_group(&t, &server);
     // img/stable needs one approval from alice's key. Carol (a publisher) runs the rollout; dave
     // (an approver) holds alice's key.
     let alice = format!("{}.pub", t.key("alice").to_str().unwrap());

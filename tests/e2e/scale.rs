@@ -152,15 +152,22 @@ fn behind_a_caching_nginx_a_second_endpoint_reads_all_of_gen2_without_asking_the
     eprintln!("requests: first endpoint {first}, second {second}; origin object requests {}", filled - before);
 }
 
-#[test]
-fn a_static_copy_on_a_plain_web_server_serves_endpoints_with_no_imaged_running() {
-    let t = Imgctl::new();
-    let mut server = Server::start(&t.path("server"));
+/// A server with the first of two versions of a small tree published to `apps/stable` and its
+/// layout built; the trees' directories.
+fn first_of_two(t: &Imgctl) -> (Server, std::path::PathBuf, std::path::PathBuf) {
+    let server = Server::start(&t.path("server"));
     let (v1, v2) = (t.path("v1"), t.path("v2"));
     tree(&v1, 1);
     tree(&v2, 2);
     t.publish(&server, &v1, "app", "apps/stable");
     server.wait_for_layouts();
+    (server, v1, v2)
+}
+
+#[test]
+fn a_static_copy_on_a_plain_web_server_serves_endpoints_with_no_imaged_running() {
+    let t = Imgctl::new();
+    let (mut server, v1, v2) = first_of_two(&t);
     let copy = t.path("www");
     let export = || {
         let out = server.admin(&["export-static", copy.to_str().unwrap()]);
@@ -206,12 +213,7 @@ fn a_static_copy_on_a_plain_web_server_serves_endpoints_with_no_imaged_running()
 fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_and_outlives_the_primary() {
     use tests::proxy::{signed, Proxy, Rule};
     let t = Imgctl::new();
-    let mut server = Server::start(&t.path("server"));
-    let (v1, v2) = (t.path("v1"), t.path("v2"));
-    tree(&v1, 1);
-    tree(&v2, 2);
-    t.publish(&server, &v1, "app", "apps/stable");
-    server.wait_for_layouts();
+    let (mut server, v1, v2) = first_of_two(&t);
     // The mirror reaches the primary through a proxy the test can make lie.
     let upstream = Proxy::start(&server.url);
     let http = tests::client();
