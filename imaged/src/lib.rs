@@ -257,7 +257,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;
     let serve_dir = config.data.join("serve");
-    let serving = serve::Serving::open(&serve_dir).map_err(io(&serve_dir))?;
+    let serving = serve::Serving::open(&serve_dir, config.serve_zstd_level).map_err(io(&serve_dir))?;
     let state = AppState::new(state::Shared {
         tuf: Arc::new(tuf),
         store: Arc::new(store),

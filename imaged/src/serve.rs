@@ -101,6 +101,8 @@ pub struct Serving {
     known: RwLock<Known>,
     /// One build at a time: two builds must not both write an object the other lacks.
     build: Mutex<()>,
+    /// zstd level objects are recompressed at (0: as stored).
+    level: i32,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
@@ -110,13 +112,16 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
 impl Serving {
     /// Opens `dir` (created if needed), clears what a killed build left in `tmp/` and reads every
     /// layout; a layout that does not decode or names a missing pack is removed, to be built again.
-    pub fn open(dir: &Path) -> io::Result<Serving> {
+    /// New objects are written recompressed at zstd `level` when that makes them smaller (0: as
+    /// stored).
+    pub fn open(dir: &Path, level: i32) -> io::Result<Serving> {
         let s = Serving {
             packs: dir.join("packs"),
             layouts: dir.join("layouts"),
             tmp: dir.join("tmp"),
             known: RwLock::new(Known::default()),
             build: Mutex::new(()),
+            level,
         };
         for d in [&s.packs, &s.layouts, &s.tmp] {
             fs::create_dir_all(d)?;
@@ -184,6 +189,7 @@ impl Serving {
         let mut writer: Option<NewPack> = None;
         let mut meta_end = cache::pack::PACK_MAGIC.len() as u64;
         let mut open = HashMap::new();
+        let mut compressors = HashMap::new();
         for (i, d) in order.iter().enumerate() {
             if i == metadata_count {
                 meta_end = writer.as_ref().map_or(meta_end, |w| w.pos);
@@ -201,7 +207,11 @@ impl Serving {
             }
             let framed = store.get_framed(d).map_err(|source| ServeError::Object { digest: *d, source })?;
             // Checked before it is served: a copy gone bad on this disk is not copied on.
-            store.decode(&framed, d, layout::MAX_RECORD).map_err(|e| ServeError::Corrupt { digest: *d, why: e.to_string() })?;
+            let data = store.decode(&framed, d, layout::MAX_RECORD).map_err(|e| ServeError::Corrupt { digest: *d, why: e.to_string() })?;
+            let framed = match self.level {
+                0 => framed,
+                level => recompressed(store, framed, &data, level, &mut compressors),
+            };
             let w = match &mut writer {
                 Some(w) => w,
                 None => writer.insert(NewPack::create(&self.tmp)?),
@@ -464,6 +474,38 @@ pub mod routes {
         });
         let body = Body::from_stream(crate::objects::tokio_stream_from(rx));
         Ok((status, h, body).into_response())
+    }
+}
+
+/// `framed` (an object whose bytes are `data`) compressed again at `level`, with the same
+/// dictionary if it had one, when that is smaller; else `framed` as it is. `compressors` keeps
+/// one compressor per dictionary for the build.
+fn recompressed(
+    store: &cache::Store,
+    framed: Vec<u8>,
+    data: &[u8],
+    level: i32,
+    compressors: &mut HashMap<Digest, zstd::bulk::Compressor<'static>>,
+) -> Vec<u8> {
+    let again = match format::object::parse_header(&framed).ok().and_then(|h| h.dict) {
+        None => format::object::encode(data, level),
+        Some(dict) => {
+            let compressor = match compressors.entry(dict) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let Some(c) = store.get(&dict).ok().and_then(|bytes| zstd::bulk::Compressor::with_dictionary(level, &bytes).ok()) else {
+                        return framed;
+                    };
+                    e.insert(c)
+                }
+            };
+            format::object::encode_with_dict(data, compressor, &dict)
+        }
+    };
+    if again.len() < framed.len() {
+        again
+    } else {
+        framed
     }
 }
 

@@ -728,7 +728,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     let text = |i: u8| vec![i; 5000];
     let one = small_generation(&store, 1, &[("a", text(1)), ("b", text(2)), ("c", text(3))]);
     let two = small_generation(&store, 2, &[("a", text(1)), ("b", text(2)), ("c", text(4))]);
-    let serving = Serving::open(&dir.path().join("serve")).unwrap();
+    let serving = Serving::open(&dir.path().join("serve"), 0).unwrap();
     let built = serving.build(&store, &one).unwrap();
     assert_eq!((built.objects, built.new_objects), (5, 5), "manifest, tree, three chunks");
     let built = serving.build(&store, &two).unwrap();
@@ -756,7 +756,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
 
     // Reopened, the server knows what it serves; a layout whose pack is gone is dropped.
     drop(serving);
-    let serving = Serving::open(&dir.path().join("serve")).unwrap();
+    let serving = Serving::open(&dir.path().join("serve"), 0).unwrap();
     assert!(serving.has_layout(&one) && serving.has_layout(&two));
     assert_eq!(serving.collect(&[two].into_iter().collect()).unwrap(), (1, 0), "gen1's pack still serves gen2");
     assert!(!serving.layout_path(&one).exists());
@@ -776,4 +776,41 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     assert!(!serving.has_layout(&three) && !serving.layout_path(&three).exists());
     assert_eq!(std::fs::read_dir(dir.path().join("serve/tmp")).unwrap().count(), 0, "a failed build leaves nothing");
     assert_eq!(std::fs::read_dir(dir.path().join("serve/packs")).unwrap().count(), 0);
+}
+
+#[test]
+fn serving_packs_recompress_objects_at_a_higher_level_without_changing_what_they_are() {
+    use crate::serve::Serving;
+    use format::layout::Layout;
+    let dir = tempfile::tempdir().unwrap();
+    let store = cache::Store::open(dir.path().join("store")).unwrap();
+    // Text with the structure of real files: words drawn from a small vocabulary.
+    let words = ["config", "value", "enable", "path", "/usr/lib", "default", "timeout", "=", "\n", "# comment"];
+    let mut seed = 7u64;
+    let mut text = |n: usize| {
+        let mut s = String::new();
+        while s.len() < n {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s.push_str(words[(seed >> 33) as usize % words.len()]);
+            s.push(' ');
+        }
+        s.into_bytes()
+    };
+    let files = [("a", text(200_000)), ("b", text(300_000))];
+    let gen = small_generation(&store, 1, &files);
+    let pack_len = |level: i32| {
+        let serving = Serving::open(&dir.path().join(format!("serve{level}")), level).unwrap();
+        serving.build(&store, &gen).unwrap();
+        let l = Layout::decode(&std::fs::read(serving.layout_path(&gen)).unwrap()).unwrap();
+        // Every record still decodes to the object its digest names.
+        let pack = std::fs::read(serving.pack_path(&l.packs[0].digest)).unwrap();
+        for e in &l.entries {
+            let rec = &pack[e.offset as usize..e.end() as usize];
+            let d = Digest(rec[..32].try_into().unwrap());
+            assert_eq!(store.decode(&rec[36..], &d, 1 << 20).unwrap(), store.get(&d).unwrap());
+        }
+        l.packs[0].len
+    };
+    let (stored, nineteen) = (pack_len(0), pack_len(19));
+    assert!(nineteen * 10 < stored * 9, "level 19 saves over a tenth of the level-3 objects: {nineteen} against {stored}");
 }
