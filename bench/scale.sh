@@ -5,7 +5,7 @@
 # requests that reached the origin; then a mirror's initial sync and a cold endpoint through it.
 # Then what the server serves: the serving packs of gen1,
 # gen2 and the rust tree beside the store, and the bytes an endpoint holding gen1 fetches for
-# gen2. Prints tables; not a timed test. Needs the datasets and nginx (scripts/setup.sh).
+# gen2; then the same served at zstd 19, beside casync, squashfs and ostree. Prints tables; not a timed test. Needs the datasets and nginx (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${IMAGED_DATASETS:-/var/tmp/imgbench}
@@ -135,3 +135,56 @@ read -r q0 b0 < <("$BIN/imgfs" status "$W/mnt-move" --json | python3 -c 'import 
 tar -cf - -C "$W/mnt-move" . | cat >/dev/null
 read -r q1 b1 < <("$BIN/imgfs" status "$W/mnt-move" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])')
 printf '%-44s %10s\n' "endpoint with gen1 moved to gen2, all read: MiB" "$(mib $((b1 - b0))) ($((q1 - q0)) requests)"
+
+# Recompressed: the same repository (a copy of the data directory, the server stopped), its
+# serving packs built again at zstd 19 (`serve_zstd_level`) when the copy starts.
+kill "$IMAGED_PID" 2>/dev/null; wait "$IMAGED_PID" 2>/dev/null || true; IMAGED_PID=
+cp -a "$W/srv" "$W/srv19"; rm -rf "$W/srv19/serve"
+echo 'serve_zstd_level = 19' > "$W/srv19.toml"
+t0=$(now)
+"$BIN/imaged" serve --config "$W/srv19.toml" --data "$W/srv19" --listen 127.0.0.1:0 2>"$W/imaged19.log" &
+IMAGED_PID=$!
+for _ in $(seq 300); do grep -q "listening on" "$W/imaged19.log" && break; sleep 0.1; done
+URL19=$(sed -n 's/.*imaged listening on //p' "$W/imaged19.log" | head -1)
+for m in $(curl -sf "$URL19/v1/generations" | python3 -c 'import json,sys; [print(g["manifest"]) for g in json.load(sys.stdin)["generations"]]'); do
+  for _ in $(seq 36000); do curl -sfo /dev/null "$URL19/v1/layouts/$m" && break; sleep 0.1; done
+done
+t_repack=$(echo "$(now) - $t0" | bc -l | xargs printf '%.0f')
+packs19=$(du_b "$W/srv19/serve/packs")
+sizes() { ls "$1" | while read -r p; do stat -c %s "$1/$p"; done | sort -n; }
+IMAGED_SERVER=$URL19 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@1 >/dev/null
+mount_at move19 "$URL19" bench/debian
+tar -cf - -C "$W/mnt-move19" . | cat >/dev/null
+read -r _ r0 < <("$BIN/imgfs" status "$W/mnt-move19" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])')
+IMAGED_SERVER=$URL19 "$BIN/imgctl" --store "$W/img" channel set bench/debian debian@2 >/dev/null
+"$BIN/imgfs" update "$W/mnt-move19" >/dev/null
+tar -cf - -C "$W/mnt-move19" . | cat >/dev/null
+read -r _ r1 < <("$BIN/imgfs" status "$W/mnt-move19" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["traffic"]; print(t["requests"], t["bytes"])')
+
+# The anchors on the same data: casync's chunk files, squashfs at zstd 15 and 22 with 1 MiB
+# blocks, ostree's archive objects and its static delta from gen1 to gen2.
+need=(); for c in casync:casync ostree:ostree mksquashfs:squashfs-tools; do command -v "${c%%:*}" >/dev/null || need+=("${c#*:}"); done
+if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+casync make --store="$W/casync.castr" "$W/rust.caidx" "$D/rust" >/dev/null
+cas=$(find "$W/casync.castr" -name '*.cacnk' -printf '%s\n' | awk '{s+=$1} END {print s}')
+mksquashfs "$D/rust" "$W/rust15.sqfs" -comp zstd -Xcompression-level 15 -b 1M -quiet -no-progress >/dev/null
+mksquashfs "$D/rust" "$W/rust22.sqfs" -comp zstd -Xcompression-level 22 -b 1M -quiet -no-progress >/dev/null
+ostree init --repo="$W/ostree" --mode=archive
+ostree commit --repo="$W/ostree" --branch=rust --tree=dir="$D/rust" >/dev/null
+ost=$(du_b "$W/ostree/objects")
+ostree commit --repo="$W/ostree" --branch=debian --tree=dir="$D/gen1" >/dev/null
+ostree commit --repo="$W/ostree" --branch=debian --tree=dir="$D/gen2" >/dev/null
+ostree static-delta generate --repo="$W/ostree" debian >/dev/null
+delta=$(du_b "$W/ostree/deltas")
+printf '\n%-52s %10s\n' "rust tree, bytes served (MiB)" ""
+printf '%-52s %10s\n' "imaged serving pack, objects as stored" "$(mib "$(sizes "$W/srv/serve/packs" | tail -1)")"
+printf '%-52s %10s\n' "imaged serving pack, recompressed at 19" "$(mib "$(sizes "$W/srv19/serve/packs" | tail -1)")"
+printf '%-52s %10s\n' "casync chunk files" "$(mib "$cas")"
+printf '%-52s %10s\n' "squashfs zstd 15, 1 MiB blocks" "$(mib "$(stat -c %s "$W/rust15.sqfs")")"
+printf '%-52s %10s\n' "squashfs zstd 22, 1 MiB blocks" "$(mib "$(stat -c %s "$W/rust22.sqfs")")"
+printf '%-52s %10s\n' "ostree archive objects" "$(mib "$ost")"
+printf '\n%-52s %10s\n' "gen1 -> gen2 (MiB)" ""
+printf '%-52s %10s\n' "imaged endpoint, objects as stored" "$(mib $((b1 - b0)))"
+printf '%-52s %10s\n' "imaged endpoint, recompressed at 19" "$(mib $((r1 - r0)))"
+printf '%-52s %10s\n' "ostree static delta (parts)" "$(mib "$delta")"
+printf '\n%-52s %10s\n' "all serving packs rebuilt at 19 (s; MiB)" "$t_repack; $(mib "$packs19")"
