@@ -221,8 +221,16 @@ fn a_prefetch_killed_with_its_mount_resumes_at_the_next_mount_and_then_works_off
     // It fetched what the first attempt had not: less than the whole 8 MiB of noise.
     let received = st["traffic"]["bytes"].as_u64().unwrap();
     assert!(received < 8 * MIB as u64, "the resumed prefetch received {received} bytes: it started over");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["prefetching"].as_array().map(Vec::len), Some(0), "{state}");
+    // The state file is written behind the mount (after the store's sync): it says so soon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("state.json")).unwrap()).unwrap();
+        if state["prefetching"].as_array().map(Vec::len) == Some(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the finished prefetch is still in the state file after 10 s: {state}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     server.kill();
     let diffs = compare_trees(&src, &mnt.point);
     assert!(diffs.is_empty(), "offline after a prefetch: {diffs:?}");
