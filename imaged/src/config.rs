@@ -54,6 +54,9 @@ pub struct Config {
     /// publish when that makes them smaller (an object's identity, its digest, is unchanged);
     /// 0 serves each object as stored. Costs CPU: level 19 runs at about 2 MB/s per core.
     pub serve_zstd_level: i32,
+    /// `[storage]`: serving packs, layouts and the signed metadata in an S3-compatible bucket
+    /// instead of `DATA/serve/` (docs/scale.md).
+    pub storage: Option<crate::backend::BucketConfig>,
 }
 
 /// The default port: unassigned by IANA, easy to remember ("IMG" on a phone keypad is 464).
@@ -82,6 +85,7 @@ impl Default for Config {
             fleet_keep_seconds: 30 * 24 * 3600,
             fleet_max_checkins: 10_000,
             serve_zstd_level: 0,
+            storage: None,
         }
     }
 }

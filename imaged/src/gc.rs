@@ -43,6 +43,9 @@ pub enum GcError {
         #[source]
         source: format::DecodeError,
     },
+    /// Removing serving layouts or packs failed.
+    #[error("serving packs: {0}")]
+    Serving(#[source] crate::serve::ServeError),
     /// Listing or deleting objects failed.
     #[error("object store at {path}: {source}")]
     Store {
@@ -162,8 +165,7 @@ pub fn collect(state: &AppState, dry_run: bool, actor: &str) -> Result<GcReport,
         state.hot_objects.forget(&garbage);
         store.remove(&garbage).map_err(store_err)?;
         // Serving layouts go with their generations, packs when no layout names them.
-        let serve_dir = state.config.data.join("serve");
-        let (layouts, packs) = state.serving.collect(&live_manifests).map_err(|source| GcError::Store { path: serve_dir, source })?;
+        let (layouts, packs) = state.serving.collect(&live_manifests).map_err(GcError::Serving)?;
         if layouts + packs > 0 {
             tracing::info!(layouts, packs, "serving layouts and packs removed");
         }

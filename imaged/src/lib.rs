@@ -4,6 +4,7 @@
 
 pub mod affected;
 pub mod audit;
+pub mod backend;
 pub mod channels;
 pub mod config;
 pub mod error;
@@ -199,6 +200,9 @@ pub enum OpenError {
     /// The rollouts could not be loaded.
     #[error(transparent)]
     Rollouts(#[from] rollouts::LoadError),
+    /// The serving packs and layouts could not be opened (the bucket, with `[storage]`).
+    #[error("serving packs and layouts: {0}")]
+    Serving(#[from] serve::ServeError),
 }
 
 /// Opens the data directory: `store/`, `meta/`, and the publishing token (generated into
@@ -257,7 +261,13 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;
     let serve_dir = config.data.join("serve");
-    let serving = serve::Serving::open(&serve_dir, config.serve_zstd_level).map_err(io(&serve_dir))?;
+    let serving = match &config.storage {
+        None => serve::Serving::open(&serve_dir, config.serve_zstd_level)?,
+        Some(bucket) => {
+            let blobs = backend::Bucket::open(bucket).map_err(serve::ServeError::from)?;
+            serve::Serving::open_in(&serve_dir, std::sync::Arc::new(blobs), config.serve_zstd_level)?
+        }
+    };
     let state = AppState::new(state::Shared {
         tuf: Arc::new(tuf),
         store: Arc::new(store),

@@ -26,6 +26,9 @@ pub fn spawn(state: &AppState) {
     }
     crate::rollouts_api::spawn(state);
     crate::serve::spawn_missing(state);
+    if state.serving.blobs().is_bucket() {
+        spawn_bucket(state);
+    }
     // Last-seen times of endpoints, kept in memory by check-ins, reach the disk in batches.
     let st = state.clone();
     tokio::spawn(async move {
@@ -144,4 +147,40 @@ pub fn collect(cfg: Config, dry_run: bool) -> Result<GcReport, CollectError> {
         }
         Err(source) => Err(CollectError::Open { data, source }),
     }
+}
+
+/// With the served repository in a bucket: every second, the signed metadata goes there once
+/// the generations it may name are served (`serve::sync_bucket_metadata`); every 30 s, a
+/// generation still without its layout (a build the bucket failed) is built again.
+fn spawn_bucket(state: &AppState) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let mut round = 0u64;
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            round += 1;
+            if round % 30 == 0 {
+                crate::serve::spawn_missing(&st);
+            }
+            let (s, sent) = (st.clone(), sent.clone());
+            match tokio::task::spawn_blocking(move || crate::serve::sync_bucket_metadata(&s, &mut sent.lock().unwrap())).await {
+                Ok(Ok(n)) => {
+                    if n > 0 || failing {
+                        tracing::info!(files = n, "signed metadata in the bucket");
+                    }
+                    failing = false;
+                }
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::error!(error = %anyhow::Error::from(e), "putting the signed metadata in the bucket failed; retrying every second");
+                    }
+                    failing = true;
+                }
+                Err(e) => tracing::error!(error = %e, "the bucket's metadata task failed"),
+            }
+        }
+    });
 }

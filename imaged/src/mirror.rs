@@ -524,7 +524,7 @@ pub async fn run(
         }
         std::thread::sleep(interval);
     })?;
-    axum::serve(listener, routes::router(site, status)).await?;
+    axum::serve(listener, routes::router(site, status)?).await?;
     Ok(())
 }
 
@@ -546,17 +546,21 @@ mod routes {
     #[derive(Clone)]
     struct Mirror {
         site: Arc<PathBuf>,
+        /// `site/v1/`: packs and layouts at the keys a server uses.
+        blobs: Arc<dyn crate::backend::Blobs>,
         status: Arc<Mutex<Status>>,
     }
 
-    pub(super) fn router(site: PathBuf, status: Arc<Mutex<Status>>) -> Router {
-        Router::new()
+    pub(super) fn router(site: PathBuf, status: Arc<Mutex<Status>>) -> std::io::Result<Router> {
+        let blobs = Arc::new(crate::backend::LocalDir::open(&site.join("v1"))?);
+        let router = Router::new()
             .route("/tuf/{*file}", get(tuf))
             .route("/v1/packs/{digest}", get(pack))
             .route("/v1/layouts/{manifest}", get(layout))
             .route("/v1/mirror", get(mirror))
             .route("/v1/fleet/{*rest}", any(not_here))
-            .with_state(Mirror { site: Arc::new(site), status })
+            .with_state(Mirror { site: Arc::new(site), blobs, status });
+        Ok(router)
     }
 
     /// The fleet's routes: 502, which an agent takes as "try the next server" (a 404 would be
@@ -572,12 +576,14 @@ mod routes {
 
     async fn pack(State(m): State<Mirror>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         let d = digest(&hex)?;
-        crate::serve::routes::serve_file(None, m.site.join("v1/packs").join(d.to_hex()), &d, &headers, "application/vnd.imaged.pack").await
+        let key = crate::serve::Serving::pack_key(&d);
+        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, &d, &headers, "application/vnd.imaged.pack").await
     }
 
     async fn layout(State(m): State<Mirror>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         let d = digest(&hex)?;
-        crate::serve::routes::serve_file(None, m.site.join("v1/layouts").join(d.to_hex()), &d, &headers, "application/vnd.imaged.layout").await
+        let key = crate::serve::Serving::layout_key(&d);
+        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, &d, &headers, "application/vnd.imaged.layout").await
     }
 
     /// `GET /tuf/{file}`: a signed file as the upstream served it.

@@ -5,17 +5,20 @@
 //! /v1/packs/{digest}` (ranges) and `GET /v1/layouts/{manifest}` serve them with immutable
 //! caching headers, so an HTTP cache in front can answer a whole site (docs/scale.md).
 //!
-//! On disk, under `DATA/serve/`: `packs/HEX`, `layouts/HEX` (the manifest's digest) and `tmp/`.
-//! A pack is renamed into place only once it is durable, and a layout only after its packs, so
+//! Packs and layouts live in the server's `Blobs` (`backend.rs`): on disk under `DATA/serve/`
+//! (`packs/HEX`, `layouts/HEX`, the manifest's digest), or in a bucket (`v1/packs/HEX`,
+//! `v1/layouts/HEX`); packs are written in the local `DATA/serve/tmp/` first. A pack is put
+//! in place only once it is durable and whole, and a layout only after its packs, so
 //! nothing half written is ever served. Packs are never rewritten: garbage collection removes
 //! a layout with its generation and a pack when no layout names it any more.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::backend::{BlobError, Blobs};
 
 use format::layout::{self, Layout, PackRef, Placed};
 use format::{record, Digest, Manifest};
@@ -52,6 +55,9 @@ pub enum ServeError {
     /// The manifest does not parse.
     #[error("manifest {0} is malformed")]
     BadManifest(Digest),
+    /// The storage of packs and layouts failed.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
     /// Writing a pack or a layout failed.
     #[error("writing {path}")]
     Io {
@@ -95,8 +101,7 @@ struct Known {
 
 /// The serving packs and layouts of a server.
 pub struct Serving {
-    packs: PathBuf,
-    layouts: PathBuf,
+    blobs: Arc<dyn Blobs>,
     tmp: PathBuf,
     known: RwLock<Known>,
     /// One build at a time: two builds must not both write an object the other lacks.
@@ -110,34 +115,34 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
 }
 
 impl Serving {
-    /// Opens `dir` (created if needed), clears what a killed build left in `tmp/` and reads every
-    /// layout; a layout that does not decode or names a missing pack is removed, to be built again.
-    /// New objects are written recompressed at zstd `level` when that makes them smaller (0: as
-    /// stored).
-    pub fn open(dir: &Path, level: i32) -> io::Result<Serving> {
-        let s = Serving {
-            packs: dir.join("packs"),
-            layouts: dir.join("layouts"),
-            tmp: dir.join("tmp"),
-            known: RwLock::new(Known::default()),
-            build: Mutex::new(()),
-            level,
-        };
-        for d in [&s.packs, &s.layouts, &s.tmp] {
-            fs::create_dir_all(d)?;
-        }
-        for e in fs::read_dir(&s.tmp)? {
-            fs::remove_file(e?.path())?;
+    /// Opens the serving packs and layouts on the server's disk, in `dir` (created if needed).
+    /// New objects are written recompressed at zstd `level` when that makes them smaller (0:
+    /// as stored).
+    pub fn open(dir: &Path, level: i32) -> Result<Serving, ServeError> {
+        let local = crate::backend::LocalDir::open(dir).map_err(io_at(dir))?;
+        Serving::open_in(dir, Arc::new(local), level)
+    }
+
+    /// Opens the serving packs and layouts kept in `blobs`, writing packs in `dir/tmp/` first:
+    /// clears what a killed build left there and reads every layout; a layout that does not
+    /// decode or names a missing pack is removed, to be built again.
+    pub fn open_in(dir: &Path, blobs: Arc<dyn Blobs>, level: i32) -> Result<Serving, ServeError> {
+        let s = Serving { blobs, tmp: dir.join("tmp"), known: RwLock::new(Known::default()), build: Mutex::new(()), level };
+        fs::create_dir_all(&s.tmp).map_err(io_at(&s.tmp))?;
+        for e in fs::read_dir(&s.tmp).map_err(io_at(&s.tmp))? {
+            let path = e.map_err(io_at(&s.tmp))?.path();
+            fs::remove_file(&path).map_err(io_at(&path))?;
         }
         let mut known = Known::default();
-        for e in fs::read_dir(&s.layouts)? {
-            let path = e?.path();
-            let Some(manifest) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<Digest>().ok()) else { continue };
-            match fs::read(&path).ok().and_then(|b| Layout::decode(&b).ok()).filter(|l| l.manifest == manifest && s.packs_present(l)) {
-                Some(l) => known.add(&l),
-                None => {
-                    tracing::warn!(layout = %path.display(), "removing a layout that does not read back; it is built again");
-                    fs::remove_file(&path)?;
+        for name in s.blobs.list("v1/layouts/")? {
+            let Ok(manifest) = name.parse::<Digest>() else { continue };
+            let key = Serving::layout_key(&manifest);
+            let l = s.blobs.read(&key)?.and_then(|b| Layout::decode(&b).ok()).filter(|l| l.manifest == manifest);
+            match l {
+                Some(l) if s.packs_present(&l)? => known.add(&l),
+                _ => {
+                    tracing::warn!(layout = %key, "removing a layout that does not read back; it is built again");
+                    s.blobs.delete(&key)?;
                 }
             }
         }
@@ -145,18 +150,28 @@ impl Serving {
         Ok(s)
     }
 
-    fn packs_present(&self, l: &Layout) -> bool {
-        l.packs.iter().all(|p| fs::metadata(self.pack_path(&p.digest)).is_ok_and(|m| m.len() == p.len))
+    fn packs_present(&self, l: &Layout) -> Result<bool, ServeError> {
+        for p in &l.packs {
+            if self.blobs.len(&Serving::pack_key(&p.digest))? != Some(p.len) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
-    /// The file of serving pack `digest`.
-    pub fn pack_path(&self, digest: &Digest) -> PathBuf {
-        self.packs.join(digest.to_hex())
+    /// Where packs and layouts are kept.
+    pub fn blobs(&self) -> &Arc<dyn Blobs> {
+        &self.blobs
     }
 
-    /// The layout file of the generation whose manifest is `manifest`.
-    pub fn layout_path(&self, manifest: &Digest) -> PathBuf {
-        self.layouts.join(manifest.to_hex())
+    /// The key of serving pack `digest`.
+    pub fn pack_key(digest: &Digest) -> String {
+        format!("v1/packs/{}", digest.to_hex())
+    }
+
+    /// The key of the layout of the generation whose manifest is `manifest`.
+    pub fn layout_key(manifest: &Digest) -> String {
+        format!("v1/layouts/{}", manifest.to_hex())
     }
 
     /// Whether `manifest` has its layout.
@@ -188,13 +203,12 @@ impl Serving {
         let mut fresh: Vec<Placed> = Vec::new();
         let mut writer: Option<NewPack> = None;
         let mut meta_end = cache::pack::PACK_MAGIC.len() as u64;
-        let mut open = HashMap::new();
         let mut compressors = HashMap::new();
         for (i, d) in order.iter().enumerate() {
             if i == metadata_count {
                 meta_end = writer.as_ref().map_or(meta_end, |w| w.pos);
             }
-            if let Some(at) = self.served(d, &mut open) {
+            if let Some(at) = self.served(d) {
                 let n = match packs.iter().position(|p| p.digest == at.pack.digest) {
                     Some(n) => n,
                     None => {
@@ -224,7 +238,7 @@ impl Serving {
             if metadata_count == order.len() {
                 meta_end = w.pos;
             }
-            let pack = w.commit(&self.packs, meta_end, *manifest)?;
+            let pack = w.commit(self.blobs.as_ref(), meta_end, *manifest)?;
             built.pack_bytes = pack.len;
             packs.push(pack);
             let n = (packs.len() - 1) as u32;
@@ -232,8 +246,7 @@ impl Serving {
         }
         let l = Layout { manifest: *manifest, packs, entries };
         let encoded = l.encode()?;
-        let path = self.layout_path(manifest);
-        cache::atomic::write_with(&path, &encoded, cache::atomic::Options::new().tmp_in(&self.tmp)).map_err(|e| ServeError::Io { path, source: e.source })?;
+        self.blobs.put(&Serving::layout_key(manifest), &encoded)?;
         let decoded = Layout::decode(&encoded)?;
         self.known.write().unwrap().add(&decoded);
         Ok(built)
@@ -241,40 +254,31 @@ impl Serving {
 
     /// Where `d` is served, if a pack holds it: the record there is read back and must name `d`
     /// (a layout keys objects by a prefix of their digest).
-    /// `open` keeps the packs opened so far by this build.
-    fn served(&self, d: &Digest, open: &mut HashMap<Digest, File>) -> Option<At> {
+    fn served(&self, d: &Digest) -> Option<At> {
         let at = *self.known.read().unwrap().at.get(&layout::prefix(d))?;
-        let file = match open.entry(at.pack.digest) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(self.pack_path(&at.pack.digest)).ok()?),
-        };
         let mut head = [0u8; record::HEADER_LEN];
-        file.read_exact_at(&mut head, at.offset).ok()?;
+        self.blobs.read_at(&Serving::pack_key(&at.pack.digest), at.offset, &mut head).ok()?;
         let h = record::Header::decode(&head);
         (h.digest == *d && h.record_len() == at.len).then_some(at)
     }
 
     /// Removes the layouts of generations not in `live` and then every pack no remaining layout
     /// names. Returns (layouts, packs) removed.
-    pub fn collect(&self, live: &HashSet<Digest>) -> io::Result<(usize, usize)> {
+    pub fn collect(&self, live: &HashSet<Digest>) -> Result<(usize, usize), ServeError> {
         let _one = self.build.lock().unwrap();
         let mut known = self.known.write().unwrap();
         let dead: Vec<Digest> = known.layouts.keys().filter(|m| !live.contains(*m)).copied().collect();
         for m in &dead {
-            match fs::remove_file(self.layout_path(m)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            self.blobs.delete(&Serving::layout_key(m))?;
             known.layouts.remove(m);
         }
         let named: HashSet<Digest> = known.layouts.values().flatten().copied().collect();
         known.at.retain(|_, at| named.contains(&at.pack.digest));
         let mut removed = 0;
-        for e in fs::read_dir(&self.packs)? {
-            let path = e?.path();
-            let Some(d) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<Digest>().ok()) else { continue };
+        for name in self.blobs.list("v1/packs/")? {
+            let Ok(d) = name.parse::<Digest>() else { continue };
             if !named.contains(&d) {
-                fs::remove_file(&path)?;
+                self.blobs.delete(&Serving::pack_key(&d))?;
                 removed += 1;
             }
         }
@@ -324,16 +328,13 @@ impl NewPack {
         Ok((start, self.pos - start))
     }
 
-    /// fsync, then rename to its digest under `packs`, then fsync the directory.
-    fn commit(mut self, packs: &Path, meta_end: u64, origin: Digest) -> Result<PackRef, ServeError> {
+    /// fsync, then put in `blobs` under its digest.
+    fn commit(mut self, blobs: &dyn Blobs, meta_end: u64, origin: Digest) -> Result<PackRef, ServeError> {
         self.out.flush().map_err(io_at(&self.tmp))?;
         cache::fault::point(cache::fault::Kind::Sync);
         self.out.get_ref().sync_all().map_err(io_at(&self.tmp))?;
         let digest = Digest(*self.hash.finalize().as_bytes());
-        let path = packs.join(digest.to_hex());
-        cache::fault::point(cache::fault::Kind::Write);
-        fs::rename(&self.tmp, &path).map_err(io_at(&path))?;
-        cache::atomic::sync_dir(packs).map_err(|e| ServeError::Io { path: packs.to_path_buf(), source: e.source })?;
+        blobs.put_file(&Serving::pack_key(&digest), &self.tmp)?;
         Ok(PackRef { digest, len: self.pos, meta_end, origin })
     }
 }
@@ -408,7 +409,8 @@ pub mod routes {
     pub async fn pack(State(state): State<AppState>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         state.require_read(&headers)?;
         let d = parse(&hex)?;
-        serve_file(Some(&state.metrics.object_bytes_sent), state.serving.pack_path(&d), &d, &headers, "application/vnd.imaged.pack").await
+        let blobs = state.serving.blobs().clone();
+        serve_blob(Some(&state.metrics.object_bytes_sent), blobs, crate::serve::Serving::pack_key(&d), &d, &headers, "application/vnd.imaged.pack").await
     }
 
     /// `GET|HEAD /v1/layouts/{manifest}`: where the objects of a generation are; 404 until its
@@ -419,24 +421,27 @@ pub mod routes {
         if !state.serving.has_layout(&d) {
             return Err(AppError::not_found(format!("no layout for manifest {d} (yet)")));
         }
-        serve_file(Some(&state.metrics.object_bytes_sent), state.serving.layout_path(&d), &d, &headers, "application/vnd.imaged.layout").await
+        let blobs = state.serving.blobs().clone();
+        serve_blob(Some(&state.metrics.object_bytes_sent), blobs, crate::serve::Serving::layout_key(&d), &d, &headers, "application/vnd.imaged.layout").await
     }
 
-    /// An immutable file named by digest `d`, whole or one `Range`, streamed from disk off the
-    /// async threads; the bytes sent are counted in `sent`.
-    pub(crate) async fn serve_file(
+    /// Immutable blob `key` named by digest `d`, whole or one `Range`, streamed off the async
+    /// threads; the bytes sent are counted in `sent`.
+    pub(crate) async fn serve_blob(
         sent: Option<&prometheus_client::metrics::counter::Counter>,
-        path: std::path::PathBuf,
+        blobs: std::sync::Arc<dyn crate::backend::Blobs>,
+        key: String,
         d: &Digest,
         headers: &HeaderMap,
         kind: &'static str,
     ) -> Result<Response, AppError> {
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(AppError::not_found(format!("no pack {d}"))),
-            Err(e) => return Err(AppError::internal("opening a served file", e)),
+        let (b, k) = (blobs.clone(), key.clone());
+        let total = match tokio::task::spawn_blocking(move || b.len(&k)).await {
+            Ok(Ok(Some(len))) => len,
+            Ok(Ok(None)) => return Err(AppError::not_found(format!("no {key}"))),
+            Ok(Err(e)) => return Err(AppError::internal("reading a served blob", e)),
+            Err(e) => return Err(AppError::internal("reading a served blob", e)),
         };
-        let total = file.metadata().map_err(|e| AppError::internal("opening a served file", e))?.len();
         let mut h = match crate::objects::immutable(headers, &format!("\"{d}\""), kind) {
             Ok(h) => h,
             Err(not_modified) => return Ok(not_modified),
@@ -460,11 +465,10 @@ pub mod routes {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
             let mut at = start;
             while at < end {
                 let mut buf = vec![0u8; (end - at).min(CHUNK) as usize];
-                let r = file.read_exact_at(&mut buf, at).map(|_| Bytes::from(buf));
+                let r = blobs.read_at(&key, at, &mut buf).map(|_| Bytes::from(buf)).map_err(std::io::Error::other);
                 let failed = r.is_err();
                 if tx.blocking_send(r).is_err() || failed {
                     return;
@@ -543,21 +547,7 @@ pub fn export_static(data: &Path, out: &Path) -> Result<Exported, ServeError> {
             *count += 1;
         }
     }
-    let (from, to) = (data.join("tuf/repo"), out.join("tuf"));
-    if !from.exists() {
-        // An unsigned server: nothing an endpoint would accept (docs/trust.md).
-        return Ok(done);
-    }
-    let mut files = Vec::new();
-    for e in fs::read_dir(&from).map_err(io_at(&from))? {
-        let Some(n) = e.ok().and_then(|e| e.file_name().into_string().ok()) else { continue };
-        if !n.ends_with(".json") || n.starts_with('.') {
-            continue;
-        }
-        let src = from.join(&n);
-        files.push((n, fs::read(&src).map_err(io_at(&src))?));
-    }
-    done.metadata = publish_metadata(files, &to)?;
+    done.metadata = publish_metadata(metadata_files(data)?, &out.join("tuf"))?;
     Ok(done)
 }
 
@@ -565,11 +555,10 @@ pub fn export_static(data: &Path, out: &Path) -> Result<Exported, ServeError> {
 /// static copy's `tuf/`): versioned files (`N.role.json`) first and only if absent, then the
 /// current ones that changed, each replaced whole, `timestamp.json` at the very end, so that a
 /// reader sees the old repository or the new one. Returns how many files were written.
-pub fn publish_metadata(mut files: Vec<(String, Vec<u8>)>, to: &Path) -> Result<u64, ServeError> {
+pub fn publish_metadata(files: Vec<(String, Vec<u8>)>, to: &Path) -> Result<u64, ServeError> {
     fs::create_dir_all(to).map_err(io_at(to))?;
-    files.sort_by_key(|(n, _)| (!n.starts_with(|c: char| c.is_ascii_digit()), n == "timestamp.json", n.clone()));
     let mut written = 0;
-    for (n, bytes) in files {
+    for (n, bytes) in in_publish_order(files) {
         let dst = to.join(&n);
         let versioned = n.starts_with(|c: char| c.is_ascii_digit());
         if versioned && dst.exists() {
@@ -578,15 +567,8 @@ pub fn publish_metadata(mut files: Vec<(String, Vec<u8>)>, to: &Path) -> Result<
         if !versioned && fs::read(&dst).is_ok_and(|b| b == bytes) {
             continue;
         }
-        // A delegated role's name is percent-encoded in its file name (`1.images%2Fapp.json`);
-        // web servers decode the request's path before they look for the file, so it is also
-        // written where they look (`1.images/app.json`).
-        let decoded = percent_decode(&n);
-        let mut targets = vec![dst];
-        if decoded != n && !decoded.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            targets.push(to.join(&decoded));
-        }
-        for dst in targets {
+        for name in names_served(&n) {
+            let dst = to.join(name);
             if let Some(dir) = dst.parent() {
                 fs::create_dir_all(dir).map_err(io_at(dir))?;
             }
@@ -595,6 +577,72 @@ pub fn publish_metadata(mut files: Vec<(String, Vec<u8>)>, to: &Path) -> Result<
         written += 1;
     }
     Ok(written)
+}
+
+/// `publish_metadata` into a bucket's `tuf/`: `sent` holds what this server already put there
+/// (by name), so only what changed is sent.
+pub fn publish_metadata_to(files: Vec<(String, Vec<u8>)>, blobs: &dyn Blobs, sent: &mut HashMap<String, Vec<u8>>) -> Result<u64, ServeError> {
+    let mut written = 0;
+    for (n, bytes) in in_publish_order(files) {
+        if sent.get(&n) == Some(&bytes) {
+            continue;
+        }
+        for name in names_served(&n) {
+            blobs.put(&format!("tuf/{name}"), &bytes)?;
+        }
+        sent.insert(n, bytes);
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Versioned files (`N.role.json`) first, then the current ones, `timestamp.json` last.
+fn in_publish_order(mut files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    files.sort_by_key(|(n, _)| (!n.starts_with(|c: char| c.is_ascii_digit()), n == "timestamp.json", n.clone()));
+    files
+}
+
+/// The names a metadata file is served under: its own, and for a delegated role (whose name is
+/// percent-encoded in the file name, `1.images%2Fapp.json`) the decoded path too, where web
+/// servers look after decoding the request's path (`1.images/app.json`).
+fn names_served(n: &str) -> Vec<String> {
+    let decoded = percent_decode(n);
+    let mut names = vec![n.to_string()];
+    if decoded != n && !decoded.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        names.push(decoded);
+    }
+    names
+}
+
+/// The signed metadata files of a server's data directory (`DATA/tuf/repo/`), by name.
+fn metadata_files(data: &Path) -> Result<Vec<(String, Vec<u8>)>, ServeError> {
+    let from = data.join("tuf/repo");
+    let mut files = Vec::new();
+    if !from.exists() {
+        // An unsigned server: nothing an endpoint would accept (docs/trust.md).
+        return Ok(files);
+    }
+    for e in fs::read_dir(&from).map_err(io_at(&from))? {
+        let Some(n) = e.ok().and_then(|e| e.file_name().into_string().ok()) else { continue };
+        if !n.ends_with(".json") || n.starts_with('.') {
+            continue;
+        }
+        let src = from.join(&n);
+        files.push((n, fs::read(&src).map_err(io_at(&src))?));
+    }
+    Ok(files)
+}
+
+/// With the serving packs in a bucket: puts the signed metadata there too, so the bucket is a
+/// whole static copy, but only while every published generation has its layout (and so its
+/// packs) in the bucket: metadata never names a generation whose objects are not there yet.
+/// Returns the files sent (0 when it must wait for a build).
+pub fn sync_bucket_metadata(state: &crate::state::AppState, sent: &mut HashMap<String, Vec<u8>>) -> Result<u64, ServeError> {
+    let generations = state.meta.generations().map_err(|e| ServeError::Io { path: state.config.data.join("meta"), source: io::Error::other(e.to_string()) })?;
+    if generations.iter().any(|g| !state.serving.has_layout(&g.manifest)) {
+        return Ok(0);
+    }
+    publish_metadata_to(metadata_files(&state.config.data)?, state.serving.blobs().as_ref(), sent)
 }
 
 /// `%XX` sequences of a file name decoded (anything else kept as it is).

@@ -735,7 +735,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     assert_eq!((built.objects, built.new_objects), (5, 3), "a and b are served from the first pack");
     assert_eq!(serving.build(&store, &two).unwrap(), Default::default(), "built once");
 
-    let layout = |m: &Digest| Layout::decode(&std::fs::read(serving.layout_path(m)).unwrap()).unwrap();
+    let layout = |m: &Digest| Layout::decode(&serving.blobs().read(&Serving::layout_key(m)).unwrap().unwrap()).unwrap();
     let (l1, l2) = (layout(&one), layout(&two));
     assert_eq!(l2.packs.len(), 2);
     assert_eq!(l2.packs[0], l1.packs[0]);
@@ -743,7 +743,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     // Every placed record is the object, byte for byte as the store frames it.
     for l in [&l1, &l2] {
         for e in &l.entries {
-            let pack = std::fs::read(serving.pack_path(&l.packs[e.pack as usize].digest)).unwrap();
+            let pack = serving.blobs().read(&Serving::pack_key(&l.packs[e.pack as usize].digest)).unwrap().unwrap();
             let rec = &pack[e.offset as usize..e.end() as usize];
             let d = Digest(rec[..32].try_into().unwrap());
             assert_eq!(format::layout::prefix(&d), e.prefix);
@@ -759,7 +759,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     let serving = Serving::open(&dir.path().join("serve"), 0).unwrap();
     assert!(serving.has_layout(&one) && serving.has_layout(&two));
     assert_eq!(serving.collect(&[two].into_iter().collect()).unwrap(), (1, 0), "gen1's pack still serves gen2");
-    assert!(!serving.layout_path(&one).exists());
+    assert!(!dir.path().join("serve/layouts").join(one.to_hex()).exists());
     assert_eq!(serving.collect(&Default::default()).unwrap(), (1, 2));
     assert_eq!(std::fs::read_dir(dir.path().join("serve/packs")).unwrap().count(), 0);
 
@@ -773,7 +773,7 @@ fn serving_packs_hold_each_object_once_and_go_when_no_layout_names_them() {
     bad[last] ^= 1;
     std::fs::write(&path, &bad).unwrap();
     assert!(matches!(serving.build(&store, &three), Err(crate::serve::ServeError::Corrupt { digest, .. }) if digest == chunk));
-    assert!(!serving.has_layout(&three) && !serving.layout_path(&three).exists());
+    assert!(!serving.has_layout(&three) && !dir.path().join("serve/layouts").join(three.to_hex()).exists());
     assert_eq!(std::fs::read_dir(dir.path().join("serve/tmp")).unwrap().count(), 0, "a failed build leaves nothing");
     assert_eq!(std::fs::read_dir(dir.path().join("serve/packs")).unwrap().count(), 0);
 }
@@ -801,9 +801,9 @@ fn serving_packs_recompress_objects_at_a_higher_level_without_changing_what_they
     let pack_len = |level: i32| {
         let serving = Serving::open(&dir.path().join(format!("serve{level}")), level).unwrap();
         serving.build(&store, &gen).unwrap();
-        let l = Layout::decode(&std::fs::read(serving.layout_path(&gen)).unwrap()).unwrap();
+        let l = Layout::decode(&serving.blobs().read(&Serving::layout_key(&gen)).unwrap().unwrap()).unwrap();
         // Every record still decodes to the object its digest names.
-        let pack = std::fs::read(serving.pack_path(&l.packs[0].digest)).unwrap();
+        let pack = serving.blobs().read(&Serving::pack_key(&l.packs[0].digest)).unwrap().unwrap();
         for e in &l.entries {
             let rec = &pack[e.offset as usize..e.end() as usize];
             let d = Digest(rec[..32].try_into().unwrap());
