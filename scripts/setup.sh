@@ -30,6 +30,12 @@ if ! command -v cargo-deb >/dev/null; then
   echo "setup: installing cargo-deb"
   cargo install cargo-deb --locked
 fi
+# Garage, S3-compatible object storage, for the e2e tests' 3-node cluster (tests/src/garage.rs;
+# GARAGE names a binary elsewhere). Building it from source takes ~17 minutes on two cores.
+if ! command -v "${GARAGE:-garage}" >/dev/null; then
+  echo "setup: installing garage"
+  cargo install garage --locked
+fi
 # python-tuf and securesystemslib from PyPI, pinned, in a virtual environment of their own
 # (tests/e2e/interop.rs runs them: IMAGED_PYENV names it).
 PYENV=${IMAGED_PYENV:-/var/tmp/imaged-pyenv}

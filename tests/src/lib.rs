@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub mod agent;
 pub mod clock;
 pub mod fleet;
+pub mod garage;
 pub mod imgctl;
 pub mod mount;
 pub mod nginx;
