@@ -577,13 +577,13 @@ mod routes {
     async fn pack(State(m): State<Mirror>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         let d = digest(&hex)?;
         let key = crate::serve::Serving::pack_key(&d);
-        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, &d, &headers, "application/vnd.imaged.pack").await
+        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, None, &d, &headers, "application/vnd.imaged.pack").await
     }
 
     async fn layout(State(m): State<Mirror>, Path(hex): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
         let d = digest(&hex)?;
         let key = crate::serve::Serving::layout_key(&d);
-        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, &d, &headers, "application/vnd.imaged.layout").await
+        crate::serve::routes::serve_blob(None, m.blobs.clone(), key, None, &d, &headers, "application/vnd.imaged.layout").await
     }
 
     /// `GET /tuf/{file}`: a signed file as the upstream served it.

@@ -290,34 +290,15 @@ fn readers_are_served_while_a_publisher_pushes_and_collects() {
     assert_eq!(assert_consistent(&t, &server), 2);
 }
 
-/// What a server started by `start_logged` wrote to stderr so far.
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
-
 /// Starts `imaged serve` on `port` (0: any), with `IMAGED_FAULT=fault` if given, so it kills
-/// itself (SIGKILL) at that point of its store's writes or syncs; waits until it listens, and
-/// keeps its stderr lines.
-fn start_logged(data: &Path, port: u16, fault: Option<&str>) -> (Server, Log) {
-    use std::io::BufRead;
+/// itself (SIGKILL) at that point of its store's writes or syncs; waits until it listens.
+fn start_logged(data: &Path, port: u16, fault: Option<&str>) -> Server {
     let mut cmd = std::process::Command::new(tests::bin("imaged"));
     cmd.args(["serve", "--data"]).arg(data).args(["--listen", &format!("127.0.0.1:{port}")]);
     if let Some(fault) = fault {
         cmd.env("IMAGED_FAULT", fault);
     }
-    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = Log::default();
-    let lines = log.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("imaged listening on ") {
-                let _ = tx.send(url.to_string());
-            }
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("imaged ({fault:?}) did not start listening"));
-    (Server { child, url, data: data.to_path_buf(), token: None }, log)
+    Server::start_command(cmd, data)
 }
 
 #[test]
@@ -343,7 +324,7 @@ fn truncated_pack_gives_errors_naming_it_to_gc_and_reads_not_panics() {
         }
     }
     assert!(!packs.is_empty(), "the push wrote packs");
-    let (server, log) = start_logged(&data, 0, None);
+    let server = start_logged(&data, 0, None);
     let objects = objects_of(&t, "img@1");
     // Reads: a batch leaves out what it cannot read; single reads fail with a server error.
     assert!(fetch_and_verify(&server, &objects) < objects.len());
@@ -354,7 +335,7 @@ fn truncated_pack_gives_errors_naming_it_to_gc_and_reads_not_panics() {
     assert_eq!(gc.status(), 500);
     assert_eq!(server_missing(&server, &objects), Vec::<String>::new(), "gc removed nothing");
     // The log names the pack; nothing panicked.
-    let log = log.lock().unwrap().join("\n");
+    let log = server.log().join("\n");
     assert!(packs.iter().any(|p| log.contains(&p.display().to_string())), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -391,7 +372,7 @@ fn kill_9_at_many_moments_of_push_and_publish() {
     let mut published_at = None;
     let mut completed = false;
     for (round, fault) in faults.into_iter().enumerate() {
-        let (mut server, _) = start_logged(&data, port, Some(fault));
+        let mut server = start_logged(&data, port, Some(fault));
         let push = std::process::Command::new(tests::bin("imgctl"))
             .arg("--store")
             .arg(&t.store)

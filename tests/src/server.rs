@@ -20,6 +20,8 @@ pub struct Server {
     pub data: PathBuf,
     /// The token its configuration sets, if any.
     pub token: Option<String>,
+    /// Its log (standard error), line by line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -59,6 +61,8 @@ impl Server {
         let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -66,10 +70,11 @@ impl Server {
                     let _ = tx.send(url.to_string());
                     sent = true;
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let url = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("imaged did not start listening within 30 s");
-        Server { child, url, data: data.to_path_buf(), token: None }
+        Server { child, url, data: data.to_path_buf(), token: None, log }
     }
 
     /// Starts `imaged mirror --from FROM --dir DIR --root ROOT --listen 127.0.0.1:0 ARGS` and
@@ -91,6 +96,11 @@ impl Server {
             assert!(std::time::Instant::now() < deadline, "the mirror did not get there in 60 s: {s}");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// The lines it has written to standard error so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Starts on any free port.
