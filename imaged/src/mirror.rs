@@ -106,6 +106,9 @@ pub enum MirrorError {
         /// Why.
         why: String,
     },
+    /// Writing the signed files into the copy failed.
+    #[error("writing the signed metadata: {0}")]
+    Publish(#[from] crate::serve::ServeError),
     /// The mirror's own disk.
     #[error("{path}: {source}")]
     Io {
@@ -225,10 +228,7 @@ pub fn sync(o: &MirrorOptions) -> Result<Synced, MirrorError> {
     let root_now = t.files()[0].1.to_vec();
     published.push((trust::sign::metadata_file("root", Some(t.root().common.version)), root_now.clone()));
     published.push(("root.json".into(), root_now));
-    done.metadata = crate::serve::publish_metadata(published, &site.join("tuf")).map_err(|e| MirrorError::Io {
-        path: site.join("tuf"),
-        source: io::Error::other(e.to_string()),
-    })?;
+    done.metadata = crate::serve::publish_metadata(published, &site.join("tuf"))?;
     files.persist(&t).map_err(|e| MirrorError::Io { path: e.path, source: e.source })?;
     done.generations = chosen.iter().map(|g| format!("{}@{}", g.image, g.n)).collect();
     Ok(done)

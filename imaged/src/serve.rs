@@ -58,6 +58,9 @@ pub enum ServeError {
     /// The storage of packs and layouts failed.
     #[error(transparent)]
     Blobs(#[from] BlobError),
+    /// Listing the published generations failed.
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
     /// Writing a pack or a layout failed.
     #[error("writing {path}")]
     Io {
@@ -661,7 +664,7 @@ fn metadata_files(data: &Path) -> Result<Vec<(String, Vec<u8>)>, ServeError> {
 /// packs) in the bucket: metadata never names a generation whose objects are not there yet.
 /// Returns the files sent (0 when it must wait for a build).
 pub fn sync_bucket_metadata(state: &crate::state::AppState, sent: &mut HashMap<String, Vec<u8>>) -> Result<u64, ServeError> {
-    let generations = state.meta.generations().map_err(|e| ServeError::Io { path: state.config.data.join("meta"), source: io::Error::other(e.to_string()) })?;
+    let generations = state.meta.generations()?;
     if generations.iter().any(|g| !state.serving.has_layout(&g.manifest)) {
         return Ok(0);
     }
