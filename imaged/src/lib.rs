@@ -261,11 +261,14 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
     let tuf = tuf::Repo::open(&config.data.join("tuf"), lifetimes)?;
     let fleet = fleet::Fleet::load(meta.clone(), config.fleet())?;
     let serve_dir = config.data.join("serve");
+    let metrics = metrics::Metrics::default();
     let serving = match &config.storage {
         None => serve::Serving::open(&serve_dir, config.serve_zstd_level)?,
         Some(bucket) => {
-            let blobs = backend::Bucket::open(bucket).map_err(serve::ServeError::from)?;
-            serve::Serving::open_in(&serve_dir, std::sync::Arc::new(blobs), config.serve_zstd_level)?
+            let blobs = Arc::new(backend::Bucket::open(bucket).map_err(serve::ServeError::from)?);
+            let cache_dir = config.data.join("bucket-cache");
+            let cached = backend::ReadThrough::open(blobs, &cache_dir, bucket.cache_bytes, metrics.bucket_cache.clone()).map_err(io(&cache_dir))?;
+            serve::Serving::open_in(&serve_dir, Arc::new(cached), config.serve_zstd_level)?
         }
     };
     let state = AppState::new(state::Shared {
@@ -278,7 +281,7 @@ pub fn open(config: Config) -> Result<(AppState, Option<std::path::PathBuf>), Op
         token: Arc::new(token),
         channel_writes: Arc::new(tokio::sync::Mutex::new(())),
         gc_lock: Arc::new(tokio::sync::RwLock::new(())),
-        metrics: Arc::new(metrics::Metrics::default()),
+        metrics: Arc::new(metrics),
         hot_objects: Arc::new(hot::HotObjects::new(config.memory_cache_bytes)),
         hot_channels: Arc::new(hot::HotChannels::default()),
         config: Arc::new(config),

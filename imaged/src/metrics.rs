@@ -129,6 +129,8 @@ pub struct Metrics {
     pub gc_bytes_freed: Counter,
     /// Generations published now (set at each scrape).
     pub generations: Gauge,
+    /// The read-through cache of a `[storage]` bucket.
+    pub bucket_cache: crate::backend::CacheCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +155,7 @@ impl Default for Metrics {
             gc_objects_removed: Counter::default(),
             gc_bytes_freed: Counter::default(),
             generations: Gauge::default(),
+            bucket_cache: Default::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests answered", m.requests.clone());
@@ -167,6 +170,9 @@ impl Default for Metrics {
         registry.register("gc_objects_removed", "Objects deleted by garbage collection", m.gc_objects_removed.clone());
         registry.register("gc_freed_bytes", "Bytes freed by garbage collection", m.gc_bytes_freed.clone());
         registry.register("generations", "Generations published now", m.generations.clone());
+        registry.register("bucket_cache_hits", "Blocks of serving packs and layouts read from the bucket cache", m.bucket_cache.hits.clone());
+        registry.register("bucket_cache_fetches", "Blocks fetched from the bucket (one ranged GET each)", m.bucket_cache.fetches.clone());
+        registry.register("bucket_cache_evictions", "Blocks evicted from the bucket cache", m.bucket_cache.evictions.clone());
         Metrics { registry, ..m }
     }
 }

@@ -1,4 +1,4 @@
-//! imaged with its served repository in a real 3-node Garage cluster: publishes gen1 and gen2 into the bucket, endpoints read them through it, and a node killed in the middle of a publish loses nothing (the rust tree: bench/scale.sh).
+//! imaged with its served repository in a real 3-node Garage cluster: publishes gen1, gen2 and the rust tree into the bucket, endpoints read them all through it, and a node killed in the middle of a publish loses nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ fn dataset(name: &str) -> PathBuf {
     dir
 }
 
+/// The block of imaged's read-through bucket cache (`imaged::backend::BLOCK`).
+const BLOCK: u64 = 4 << 20;
+
 /// The bucket's object `key` (through node `node`'s S3 API), `None` on 404.
 fn bucket_get(g: &Garage, node: usize, key: &str, scratch: &Path) -> Option<Vec<u8>> {
     let out = scratch.join("bucket-get");
@@ -24,6 +27,13 @@ fn bucket_get(g: &Garage, node: usize, key: &str, scratch: &Path) -> Option<Vec<
         "404" => None,
         other => panic!("GET {key}: {other} {}", String::from_utf8_lossy(&std::fs::read(&out).unwrap_or_default())),
     }
+}
+
+/// The server's counter `name` (`imaged_NAME_total` in `/metrics`).
+fn counter(server: &Server, name: &str) -> u64 {
+    let text = tests::client().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    let line = format!("imaged_{name}_total ");
+    text.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or_else(|| panic!("no {line}in /metrics")).trim().parse().unwrap()
 }
 
 /// The manifests of the server's generations, by label (`IMAGE@N`).
@@ -83,7 +93,13 @@ fn imaged_serves_from_a_garage_bucket_and_a_node_killed_mid_publish_loses_nothin
     let mnt = Mount::start_with(&[&server.url], "os/stable", &t.path("cache1"), &t.path("mnt1"), &["--poll-seconds", "3600"]);
     let diffs = compare_trees(&gen1, &mnt.point);
     assert!(diffs.is_empty(), "{} differences, first: {:?}", diffs.len(), diffs.first());
-    mark("gen1 read through imaged from the bucket");
+    // Through the server's read-through cache: each block of gen1's pack and layout came from
+    // the bucket once at most, and the endpoint's many ranged reads mostly hit the disk.
+    let blocks: u64 = layout.packs.iter().map(|p| p.len.div_ceil(BLOCK)).sum::<u64>() + 1;
+    let (fetches, hits) = (counter(&server, "bucket_cache_fetches"), counter(&server, "bucket_cache_hits"));
+    assert!(fetches > 0 && fetches <= blocks, "{fetches} blocks fetched from the bucket for {blocks}");
+    assert!(hits > fetches, "{hits} cache hits, {fetches} fetches");
+    mark(&format!("gen1 read through imaged from the bucket ({fetches} blocks fetched, {hits} hits)"));
 
     // gen2 is published while a Garage node is killed in the middle of it: the push, the
     // channel move and the background build all run with one node of three down.
@@ -129,4 +145,22 @@ fn imaged_serves_from_a_garage_bucket_and_a_node_killed_mid_publish_loses_nothin
     assert!(diffs.is_empty(), "{} differences, first: {:?}", diffs.len(), diffs.first());
     drop(mnt);
     mark("node 1 back; gen2 read by the first endpoint");
+
+    // The rust tree (1.4 GB, 40,000 files) goes into the bucket too, and an endpoint reads
+    // every file of it back, byte for byte.
+    let rust = dataset("rust");
+    t.import(&rust, "rust");
+    t.push_signed(&server, "rust@1");
+    ok_json(t.remote(&server, &["--json", "channel", "set", "tools/rust", "rust@1"]));
+    let m3 = manifests(&server).into_iter().find(|(l, _)| l == "rust@1").unwrap().1;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while bucket_get(&g, 2, &format!("v1/layouts/{m3}"), &scratch).is_none() {
+        assert!(Instant::now() < deadline, "the rust tree's layout never reached the bucket:\n{}", server.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    mark("the rust tree pushed and in the bucket");
+    let mnt = Mount::start_with(&[&server.url], "tools/rust", &t.path("cache3"), &t.path("mnt3"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&rust, &mnt.point);
+    assert!(diffs.is_empty(), "{} differences, first: {:?}", diffs.len(), diffs.first());
+    mark("the rust tree read whole through imaged from the bucket");
 }
