@@ -139,13 +139,15 @@ fn main() -> ExitCode {
             if once {
                 imaged::mirror::sync(&o).map_err(anyhow::Error::from).map(|done| {
                     println!(
-                        "{}: {} generations served; fetched {} packs ({} bytes), {} layouts; wrote {} metadata files",
+                        "{}: {} generations served; fetched {} packs ({} bytes), {} layouts; wrote {} metadata files; removed {} layouts, {} packs",
                         o.dir.display(),
                         done.generations.len(),
                         done.packs,
                         done.pack_bytes,
                         done.layouts,
-                        done.metadata
+                        done.metadata,
+                        done.pruned_layouts,
+                        done.pruned_packs
                     )
                 })
             } else {

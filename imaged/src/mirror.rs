@@ -11,7 +11,7 @@
 //! and any web server could. A round that fails anywhere writes no metadata: the mirror goes
 //! on serving the last good state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -56,6 +56,11 @@ pub struct Synced {
     pub layouts: u64,
     /// Signed metadata files written in this round.
     pub metadata: u64,
+    /// Layouts removed after the round: generations no longer chosen (older than the `keep`
+    /// newest of a channel, or gone from the upstream's signed metadata).
+    pub pruned_layouts: u64,
+    /// Packs removed after the round: those no remaining layout names.
+    pub pruned_packs: u64,
 }
 
 /// Why a round stopped. Nothing it fetched is served then, but for packs and layouts that
@@ -231,7 +236,49 @@ pub fn sync(o: &MirrorOptions) -> Result<Synced, MirrorError> {
     done.metadata = crate::serve::publish_metadata(published, &site.join("tuf"))?;
     files.persist(&t).map_err(|e| MirrorError::Io { path: e.path, source: e.source })?;
     done.generations = chosen.iter().map(|g| format!("{}@{}", g.image, g.n)).collect();
+    (done.pruned_layouts, done.pruned_packs) = prune(&site, &chosen.iter().map(|g| g.manifest).collect())?;
     Ok(done)
+}
+
+/// Removes from `site` the layouts of generations not in `keep`, then the packs no remaining
+/// layout names; returns how many of each. Runs after the round's metadata is written, so
+/// what the new metadata names stays; files of other names are left alone.
+fn prune(site: &Path, keep: &HashSet<Digest>) -> Result<(u64, u64), MirrorError> {
+    let names = |dir: &Path| -> Result<Vec<(Digest, PathBuf)>, MirrorError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(dir)(e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(io_at(dir))?;
+            if let Some(d) = e.file_name().to_str().and_then(|n| n.parse::<Digest>().ok()) {
+                out.push((d, e.path()));
+            }
+        }
+        Ok(out)
+    };
+    let (mut layouts, mut packs) = (0, 0);
+    let mut named = HashSet::new();
+    for (m, path) in names(&site.join("v1/layouts"))? {
+        if !keep.contains(&m) {
+            fs::remove_file(&path).map_err(io_at(&path))?;
+            layouts += 1;
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(io_at(&path))?;
+        // Checked when it was copied; one that no longer decodes keeps every pack.
+        let Ok(l) = Layout::decode(&bytes) else { return Ok((layouts, 0)) };
+        named.extend(l.packs.iter().map(|p| p.digest));
+    }
+    for (d, path) in names(&site.join("v1/packs"))? {
+        if !named.contains(&d) {
+            fs::remove_file(&path).map_err(io_at(&path))?;
+            packs += 1;
+        }
+    }
+    Ok((layouts, packs))
 }
 
 /// The generations to serve, newest of each family or channel first.
@@ -601,5 +648,47 @@ mod routes {
     /// `GET /v1/mirror`: the upstream and the last rounds.
     async fn mirror(State(m): State<Mirror>) -> Json<Status> {
         Json(m.status.lock().unwrap().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    /// A site holding the layout of generation `m` naming `packs`, and those packs.
+    fn put(site: &Path, m: u8, packs: &[u8]) {
+        let refs = packs.iter().map(|&p| layout::PackRef { digest: digest(p), len: 8, meta_end: 8, origin: digest(m) }).collect();
+        let l = Layout { manifest: digest(m), packs: refs, entries: Vec::new() };
+        for d in ["v1/layouts", "v1/packs"] {
+            fs::create_dir_all(site.join(d)).unwrap();
+        }
+        fs::write(site.join("v1/layouts").join(digest(m).to_hex()), l.encode().unwrap()).unwrap();
+        for &p in packs {
+            fs::write(site.join("v1/packs").join(digest(p).to_hex()), b"IMGP\x01\0\0\0").unwrap();
+        }
+    }
+
+    #[test]
+    fn pruning_removes_the_layouts_not_kept_and_the_packs_only_they_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path();
+        put(site, 1, &[11]);
+        put(site, 2, &[11, 12]); // gen 2 shares gen 1's pack
+        put(site, 3, &[13]);
+        fs::write(site.join("v1/packs/README"), b"not a pack").unwrap();
+        assert_eq!(prune(site, &HashSet::from([digest(2)])).unwrap(), (2, 1));
+        let left = |d: &str| {
+            let mut v: Vec<String> = fs::read_dir(site.join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(left("v1/layouts"), [digest(2).to_hex()]);
+        assert_eq!(left("v1/packs"), [digest(11).to_hex(), digest(12).to_hex(), "README".to_string()]);
+        // Nothing more to remove the second time.
+        assert_eq!(prune(site, &HashSet::from([digest(2)])).unwrap(), (0, 0));
     }
 }

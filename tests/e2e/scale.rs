@@ -222,6 +222,27 @@ fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_
     let mirror = Server::mirror(&upstream.url, &t.path("mirror"), &root, &["--interval", "1"]);
     let served = |s: &serde_json::Value, g: &str| s["last_synced"]["generations"].as_array().is_some_and(|a| a.iter().any(|x| x == g));
     mirror.mirror_status(|s| served(s, "app@1"));
+    // A partial mirror: one channel, its current generation only, one round at a time.
+    let partial = |from: &str| {
+        let out = std::process::Command::new(tests::bin("imaged"))
+            .args(["mirror", "--from", from, "--dir"])
+            .arg(t.path("partial"))
+            .arg("--root")
+            .arg(&root)
+            .args(["--channel", "apps/stable", "--keep", "1", "--once"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(t.path("partial/site").join(dir)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    partial(&server.url);
+    let (partial_layouts, partial_packs) = (listed("v1/layouts"), listed("v1/packs"));
+    assert_eq!((partial_layouts.len(), partial_packs.len()), (1, 1));
 
     // An endpoint that knows only the mirror mounts and reads the generation.
     let mnt = Mount::start_with(&[&mirror.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
@@ -274,6 +295,14 @@ fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_
     // go on through the mirror, an old one switching and a new one reading from cold.
     upstream.clear_all();
     mirror.mirror_status(|s| served(s, "app@2") && s["last_error"].is_null());
+    // The partial mirror moves on to app@2 and drops app@1's layout; app@1's pack stays, as
+    // app@2's layout names it too.
+    let said = partial(&server.url);
+    assert!(said.contains("1 generations served") && said.contains("removed 1 layouts, 0 packs"), "{said}");
+    assert_eq!(listed("v1/layouts"), [m2.clone()]);
+    assert_ne!(partial_layouts, [m2.clone()]);
+    let packs = listed("v1/packs");
+    assert!(packs.len() == 2 && packs.contains(&partial_packs[0]), "{packs:?}");
     server.kill();
     assert_eq!(mnt.control("update")["generation"], "app@2");
     let diffs = compare_trees(&v2, &mnt.point);
