@@ -715,17 +715,22 @@ impl Fetcher {
             if header.check(MAX_FETCHED_OBJECT).is_err() {
                 break Err(bad(format!("announced {} bytes for object {digest}", header.len)));
             }
-            let skip = take != Take::All && !wanted.contains(&digest);
-            if skip && take == Take::Exactly {
+            let asked = take == Take::All || wanted.contains(&digest);
+            if !asked && take == Take::Exactly {
                 break Err(bad(format!("sent object {digest}, which was not asked for")));
             }
+            // A record between two asked for (a range spans gaps up to `RANGE_GAP`) is kept when
+            // a loaded layout places it, that is when it belongs to a generation this endpoint
+            // reads: it came over the link already, and is most often read soon after.
+            let neighbour = !asked && self.layouts.read().unwrap().at.contains_key(&layout::prefix(&digest));
+            let skip = !asked && !neighbour;
             let framed = match reader.read_framed(&header) {
                 Ok(framed) => framed,
                 Err(ReadRecordError::TruncatedBody { .. }) => break Err(bad(format!("the answer stopped inside object {digest}"))),
                 Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
                 Err(e) => break Err(bad(e.to_string())),
             };
-            if skip || landed.stored.contains(&digest) || (take == Take::All && self.store.contains(&digest)) {
+            if skip || landed.stored.contains(&digest) || ((take == Take::All || neighbour) && self.store.contains(&digest)) {
                 continue;
             }
             let (verified, content) = match self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) {
@@ -733,12 +738,17 @@ impl Fetcher {
                 // Compressed with a dictionary this cache lacks (a chunk first stored by another
                 // image): checked once the dictionary is here.
                 Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
-                    deferred.push((digest, framed, dict));
+                    if !neighbour {
+                        deferred.push((digest, framed, dict));
+                    }
                     continue;
                 }
+                // A neighbour that does not verify is dropped as if it had been skipped: what
+                // was asked for is judged on its own records.
+                Err(_) if neighbour => continue,
                 Err(e) => break self.stored(url, digest, Err(e)).map(|_| ()),
             };
-            let content = keep.then_some(content);
+            let content = (keep && asked).then_some(content);
             // A pack that could not take it (a full disk) is closed with what it has; the rest
             // of the answer goes loose, after the cache made room.
             if let Some(p) = pack.as_mut().filter(|p| !p.broken()) {
@@ -836,7 +846,8 @@ enum BatchError {
 enum Take {
     /// Those asked for, and any other is a bad answer (a batch request's).
     Exactly,
-    /// Those asked for, skipping the others (a range of a pack holds its neighbours too).
+    /// Those asked for, and the neighbours a loaded layout places (a range of a pack holds
+    /// them too); the others are skipped.
     Asked,
     /// Every one that verifies (a pack's metadata region).
     All,
