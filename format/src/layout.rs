@@ -14,6 +14,10 @@ use crate::Digest;
 
 /// File header: "IMGL", version 1.
 pub const MAGIC: &[u8; 8] = b"IMGL\x01\0\0\0";
+/// File header of version 2 (written only when a record is a group: [`Inner`]).
+pub const MAGIC_V2: &[u8; 8] = b"IMGL\x02\0\0\0";
+/// Most objects one group record may hold.
+pub const MAX_MEMBERS: usize = 1 << 16;
 /// Bytes a pack file starts with before its first record (`cache::pack::PACK_MAGIC`).
 pub const PACK_HEADER_LEN: u64 = 8;
 /// Most objects one layout may list.
@@ -55,6 +59,20 @@ pub struct Placed {
     pub offset: u64,
     /// Length of the whole record (header and framed bytes).
     pub len: u64,
+    /// For an object inside a group record: where its content lies in the record's decoded
+    /// content. A group record is an ordinary record whose object is several objects'
+    /// contents one after the other, compressed together; the layout places the group
+    /// (with `inner` None) and then each member at the same record.
+    pub inner: Option<Inner>,
+}
+
+/// Where a member of a group lies in the group's decoded content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inner {
+    /// Offset in the decoded content.
+    pub offset: u32,
+    /// Length: the member object's length.
+    pub len: u32,
 }
 
 impl Placed {
@@ -84,9 +102,15 @@ pub fn prefix(d: &Digest) -> u64 {
 /// Why a layout was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
-    /// Not a version 1 layout.
-    #[error("not a version 1 layout")]
+    /// Not a version 1 or 2 layout.
+    #[error("not a version 1 or 2 layout")]
     Magic,
+    /// A member of a group that does not follow its group's record, or members out of order.
+    #[error("layout entry {index} is a group member without its group")]
+    Member {
+        /// The entry's position.
+        index: usize,
+    },
     /// The compressed body does not decode.
     #[error("layout body does not decompress: {0}")]
     Compression(String),
@@ -176,10 +200,22 @@ impl Layout {
         if let Some(n) = self.packs.iter().position(|p| !(PACK_HEADER_LEN..=p.len).contains(&p.meta_end)) {
             return Err(LayoutError::OutOfPack { index: 0, pack: n as u32 });
         }
-        self.entries.sort_by_key(|e| (e.pack, e.offset));
+        self.entries.sort_by_key(|e| (e.pack, e.offset, e.inner));
         let mut end = (u32::MAX, 0u64);
+        let mut group: Option<(Placed, Inner)> = None;
         for (index, e) in self.entries.iter().enumerate() {
             let pack = self.packs.get(e.pack as usize).ok_or(LayoutError::OutOfPack { index, pack: e.pack })?;
+            if let Some(inner) = e.inner {
+                // A member: at its group's record, after the members before it.
+                match group {
+                    Some((g, last)) if g.pack == e.pack && g.offset == e.offset && g.len == e.len && last.offset + last.len <= inner.offset => {
+                        group = Some((g, inner));
+                        continue;
+                    }
+                    _ => return Err(LayoutError::Member { index }),
+                }
+            }
+            group = Some((*e, Inner { offset: 0, len: 0 }));
             let start = if end.0 == e.pack { end.1 } else { PACK_HEADER_LEN };
             if e.offset < start || e.len < 36 || e.len > MAX_RECORD {
                 return Err(LayoutError::Order { index });
@@ -198,6 +234,7 @@ impl Layout {
         me.normalize()?;
         limit("entry count", me.entries.len() as u64, MAX_ENTRIES as u64)?;
         limit("pack count", me.packs.len() as u64, MAX_PACKS as u64)?;
+        let v2 = me.entries.iter().any(|e| e.inner.is_some());
         let mut body = Vec::with_capacity(48 + me.packs.len() * 80 + me.entries.len() * 12);
         body.extend_from_slice(&me.manifest.0);
         body.extend_from_slice(&(me.packs.len() as u32).to_le_bytes());
@@ -208,7 +245,7 @@ impl Layout {
             body.extend_from_slice(&p.origin.0);
         }
         for (n, _) in me.packs.iter().enumerate() {
-            let of: Vec<&Placed> = me.entries.iter().filter(|e| e.pack as usize == n).collect();
+            let of: Vec<&Placed> = me.entries.iter().filter(|e| e.pack as usize == n && e.inner.is_none()).collect();
             body.extend_from_slice(&(of.len() as u32).to_le_bytes());
             let mut end = PACK_HEADER_LEN;
             for e in of {
@@ -216,11 +253,26 @@ impl Layout {
                 put_varint(&mut body, e.offset - end);
                 put_varint(&mut body, e.len);
                 end = e.end();
+                if v2 {
+                    // Version 2: the record's members, each a prefix and where it lies in
+                    // the decoded content (its offset after the previous member's end).
+                    let members: Vec<&Placed> = me.entries.iter().filter(|m| m.pack == e.pack && m.offset == e.offset && m.inner.is_some()).collect();
+                    limit("member count", members.len() as u64, MAX_MEMBERS as u64)?;
+                    put_varint(&mut body, members.len() as u64);
+                    let mut at = 0u64;
+                    for m in members {
+                        let inner = m.inner.expect("members have an inner place");
+                        body.extend_from_slice(&m.prefix.to_be_bytes());
+                        put_varint(&mut body, u64::from(inner.offset) - at);
+                        put_varint(&mut body, u64::from(inner.len));
+                        at = u64::from(inner.offset) + u64::from(inner.len);
+                    }
+                }
             }
         }
         let packed = zstd::bulk::compress(&body, 19).map_err(|e| LayoutError::Compression(e.to_string()))?;
         let mut out = Vec::with_capacity(12 + packed.len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(if v2 { MAGIC_V2 } else { MAGIC });
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&packed);
         Ok(out)
@@ -228,9 +280,10 @@ impl Layout {
 
     /// Reads a layout file, refusing anything malformed or past the limits before allocating.
     pub fn decode(bytes: &[u8]) -> Result<Layout, LayoutError> {
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V2) {
             return Err(LayoutError::Magic);
         }
+        let v2 = &bytes[..8] == MAGIC_V2;
         let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
         limit("body length", body_len as u64, MAX_BODY as u64)?;
         let body = zstd::bulk::decompress(&bytes[12..], body_len).map_err(|e| LayoutError::Compression(e.to_string()))?;
@@ -270,8 +323,24 @@ impl Layout {
                 if !(36..=MAX_RECORD).contains(&len) || offset.checked_add(len).is_none_or(|e| e > pack.len) {
                     return Err(LayoutError::OutOfPack { index, pack: n as u32 });
                 }
-                entries.push(Placed { prefix, pack: n as u32, offset, len });
+                entries.push(Placed { prefix, pack: n as u32, offset, len, inner: None });
                 end = offset + len;
+                if v2 {
+                    let members = r.varint()?;
+                    // Each member takes at least 10 bytes.
+                    if members > MAX_MEMBERS as u64 || members.saturating_mul(10) > r.b.len() as u64 || entries.len() as u64 + members > MAX_ENTRIES as u64 {
+                        return Err(LayoutError::TooLarge { what: "member count", value: members, limit: MAX_MEMBERS as u64 });
+                    }
+                    let mut at = 0u64;
+                    for _ in 0..members {
+                        let index = entries.len();
+                        let prefix = u64::from_be_bytes(r.take(8)?.try_into().unwrap());
+                        let start = at.checked_add(r.varint()?).filter(|s| *s <= u64::from(u32::MAX)).ok_or(LayoutError::Member { index })?;
+                        let mlen = r.varint()?;
+                        at = start.checked_add(mlen).filter(|e| *e <= u64::from(u32::MAX)).ok_or(LayoutError::Member { index })?;
+                        entries.push(Placed { prefix, pack: n as u32, offset, len, inner: Some(Inner { offset: start as u32, len: mlen as u32 }) });
+                    }
+                }
             }
         }
         if !r.b.is_empty() {

@@ -327,7 +327,7 @@ fn sample_layout() -> crate::layout::Layout {
     use crate::layout::{prefix, Layout, PackRef, Placed};
     let a = PackRef { digest: Digest::of(b"pack a"), len: 8 + 100 + 50 + 1000, meta_end: 108, origin: Digest::of(b"manifest") };
     let b = PackRef { digest: Digest::of(b"pack b"), len: 8 + 40, meta_end: 8, origin: Digest::of(b"older") };
-    let e = |name: &[u8], pack, offset, len| Placed { prefix: prefix(&Digest::of(name)), pack, offset, len };
+    let e = |name: &[u8], pack, offset, len| Placed { prefix: prefix(&Digest::of(name)), pack, offset, len, inner: None };
     Layout {
         manifest: Digest::of(b"manifest"),
         packs: vec![a, b],
@@ -390,10 +390,44 @@ fn a_layout_that_does_not_fit_its_packs_is_refused() {
 }
 
 #[test]
+fn a_layout_with_a_group_record_is_version_2_and_places_each_member_inside_it() {
+    use crate::layout::{prefix, Inner, Layout, LayoutError, Placed, MAGIC, MAGIC_V2};
+    let mut l = sample_layout();
+    // The record y (pack 0, 158..1158) is a group of three members.
+    let member = |name: &[u8], offset, len| Placed { prefix: prefix(&Digest::of(name)), pack: 0, offset: 158, len: 1000, inner: Some(Inner { offset, len }) };
+    l.entries.extend([member(b"m2", 700, 300), member(b"m0", 0, 200), member(b"m1", 200, 500)]);
+    let bytes = l.encode().unwrap();
+    assert_eq!(&bytes[..8], MAGIC_V2);
+    assert_eq!(&sample_layout().encode().unwrap()[..8], MAGIC, "no group: still version 1");
+    let back = Layout::decode(&bytes).unwrap();
+    let got: Vec<(u64, u64, Option<Inner>)> = back.entries.iter().map(|e| (e.prefix, e.offset, e.inner)).collect();
+    let p = |n: &[u8]| prefix(&Digest::of(n));
+    assert_eq!(
+        got,
+        vec![
+            (p(b"x"), 8, None),
+            (p(b"y"), 158, None),
+            (p(b"m0"), 158, Some(Inner { offset: 0, len: 200 })),
+            (p(b"m1"), 158, Some(Inner { offset: 200, len: 500 })),
+            (p(b"m2"), 158, Some(Inner { offset: 700, len: 300 })),
+            (p(b"z"), 8, None),
+        ]
+    );
+    assert!(back.entries.iter().all(|e| e.inner.is_none() || (e.len == 1000 && e.pack == 0)));
+    // A member with no group at its place, or two members overlapping, is refused.
+    let mut orphan = sample_layout();
+    orphan.entries.push(Placed { prefix: 1, pack: 0, offset: 9, len: 50, inner: Some(Inner { offset: 0, len: 5 }) });
+    assert!(matches!(orphan.encode(), Err(LayoutError::Member { .. } | LayoutError::Order { .. })));
+    let mut overlap = sample_layout();
+    overlap.entries.extend([member(b"a", 0, 200), member(b"b", 100, 200)]);
+    assert!(matches!(overlap.encode(), Err(LayoutError::Member { .. })));
+}
+
+#[test]
 fn planned_ranges_merge_close_records_and_respect_the_maximum() {
     use crate::layout::{plan, Placed, Range};
     let (p, q) = (Digest::of(b"p"), Digest::of(b"q"));
-    let at = |pack, offset, len| (pack, Placed { prefix: 0, pack: 0, offset, len });
+    let at = |pack, offset, len| (pack, Placed { prefix: 0, pack: 0, offset, len, inner: None });
     let wanted = [at(p, 1000, 100), at(p, 8, 100), at(p, 120, 100), at(q, 8, 50)];
     // Gap 20 joins 8..108 and 120..220; 1000 is too far.
     assert_eq!(

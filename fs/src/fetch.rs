@@ -25,6 +25,8 @@ pub const MAX_FETCHED_OBJECT: u64 = 64 << 20;
 pub const RANGE_GAP: u64 = 512 << 10;
 /// Longest range asked in one request.
 pub const RANGE_MAX: u64 = 16 << 20;
+/// The zstd level a member of a group record is framed at alone for the cache.
+const MEMBER_LEVEL: i32 = 1;
 /// Ranges of one fetch asked at once (each on its own connection).
 const RANGE_LANES: usize = 4;
 /// How long a server's answer that a generation has no layout (yet) is believed.
@@ -193,6 +195,8 @@ struct Layouts {
     at: HashMap<u64, (u32, u64, u32)>,
     /// The packs `at` names, each once.
     packs: Vec<Digest>,
+    /// Group record's digest prefix → where its members lie in its decoded content.
+    groups: HashMap<u64, Vec<(u32, u32)>>,
     /// Manifest → its packs with their metadata regions (pack, region end, origin manifest).
     loaded: HashMap<Digest, Vec<(Digest, u64, Digest)>>,
     /// Manifests no server had a layout for, and when that was asked.
@@ -494,7 +498,7 @@ impl Fetcher {
                 .filter_map(|d| {
                     let p = layout::prefix(d);
                     l.at.get(&p).map(|(pack, offset, len)| {
-                        (l.packs[*pack as usize], layout::Placed { prefix: p, pack: 0, offset: *offset, len: u64::from(*len) })
+                        (l.packs[*pack as usize], layout::Placed { prefix: p, pack: 0, offset: *offset, len: u64::from(*len), inner: None })
                     })
                 })
                 .collect()
@@ -703,7 +707,7 @@ impl Fetcher {
         let mut in_pack = Vec::new();
         let keep = landed.decoded.is_some();
         let mut deferred = Vec::new();
-        let ended = loop {
+        let ended = 'records: loop {
             let header = match reader.next_header() {
                 Ok(Some(header)) => header,
                 Ok(None) => break Ok(()),
@@ -715,6 +719,11 @@ impl Fetcher {
             if header.check(MAX_FETCHED_OBJECT).is_err() {
                 break Err(bad(format!("announced {} bytes for object {digest}", header.len)));
             }
+            // A group record (a loaded layout says so): several objects compressed together.
+            let members = match take {
+                Take::Exactly => None,
+                _ => self.layouts.read().unwrap().groups.get(&layout::prefix(&digest)).cloned(),
+            };
             let asked = take == Take::All || wanted.contains(&digest);
             if !asked && take == Take::Exactly {
                 break Err(bad(format!("sent object {digest}, which was not asked for")));
@@ -723,45 +732,74 @@ impl Fetcher {
             // a loaded layout places it, that is when it belongs to a generation this endpoint
             // reads: it came over the link already, and is most often read soon after.
             let neighbour = !asked && self.layouts.read().unwrap().at.contains_key(&layout::prefix(&digest));
-            let skip = !asked && !neighbour;
             let framed = match reader.read_framed(&header) {
                 Ok(framed) => framed,
                 Err(ReadRecordError::TruncatedBody { .. }) => break Err(bad(format!("the answer stopped inside object {digest}"))),
                 Err(ReadRecordError::Io { source, .. }) => break Err(BatchError::Server(RemoteError::reading(url, source))),
                 Err(e) => break Err(bad(e.to_string())),
             };
-            if skip || landed.stored.contains(&digest) || ((take == Take::All || neighbour) && self.store.contains(&digest)) {
-                continue;
-            }
-            let (verified, content) = match self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) {
-                Ok(ok) => ok,
-                // Compressed with a dictionary this cache lacks (a chunk first stored by another
-                // image): checked once the dictionary is here.
-                Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
-                    if !neighbour {
-                        deferred.push((digest, framed, dict));
+            // What this record gives: itself, or each member of a group, each with whether it
+            // was asked for and whether it is a neighbour worth keeping.
+            let items: Vec<(Digest, Vec<u8>, bool, bool)> = match members {
+                None => {
+                    if (!asked && !neighbour) || landed.stored.contains(&digest) || ((take == Take::All || neighbour) && self.store.contains(&digest)) {
+                        continue;
                     }
-                    continue;
+                    vec![(digest, framed, asked, neighbour)]
                 }
-                // A neighbour that does not verify is dropped as if it had been skipped: what
-                // was asked for is judged on its own records.
-                Err(_) if neighbour => continue,
-                Err(e) => break self.stored(url, digest, Err(e)).map(|_| ()),
+                Some(members) => {
+                    // The group is checked against its digest as a whole; each member is then
+                    // named by the digest of its own bytes, which a read looks it up by, and
+                    // kept framed alone (at a fast level: the cache holds no group).
+                    let Ok((_, content)) = self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) else {
+                        // What was asked for from it comes by the batch request, or fails there.
+                        continue;
+                    };
+                    let l = self.layouts.read().unwrap();
+                    members
+                        .iter()
+                        .filter_map(|&(offset, len)| content.get(offset as usize..offset as usize + len as usize))
+                        .filter_map(|bytes| {
+                            let d = Digest::of(bytes);
+                            let asked = take == Take::All || wanted.contains(&d);
+                            let neighbour = !asked && l.at.contains_key(&layout::prefix(&d));
+                            let wanted_here = (asked || neighbour) && !landed.stored.contains(&d) && !self.store.contains(&d);
+                            wanted_here.then(|| (d, format::object::encode(bytes, MEMBER_LEVEL), asked, neighbour))
+                        })
+                        .collect()
+                }
             };
-            let content = (keep && asked).then_some(content);
-            // A pack that could not take it (a full disk) is closed with what it has; the rest
-            // of the answer goes loose, after the cache made room.
-            if let Some(p) = pack.as_mut().filter(|p| !p.broken()) {
-                if p.append(verified).is_ok() {
-                    in_pack.push((digest, content));
-                    continue;
+            for (digest, framed, asked, neighbour) in items {
+                let (verified, content) = match self.store.verify_decoded(&digest, &framed, MAX_FETCHED_OBJECT) {
+                    Ok(ok) => ok,
+                    // Compressed with a dictionary this cache lacks (a chunk first stored by another
+                    // image): checked once the dictionary is here.
+                    Err(cache::InsertError::Invalid { source: format::object::ObjectError::NeedsDictionary(dict), .. }) => {
+                        if !neighbour {
+                            deferred.push((digest, framed, dict));
+                        }
+                        continue;
+                    }
+                    // A neighbour that does not verify is dropped as if it had been skipped: what
+                    // was asked for is judged on its own records.
+                    Err(_) if neighbour => continue,
+                    Err(e) => break 'records self.stored(url, digest, Err(e)).map(|_| ()),
+                };
+                let content = (keep && asked).then_some(content);
+                // A pack that could not take it (a full disk) is closed with what it has; the rest
+                // of the answer goes loose, after the cache made room.
+                if let Some(p) = pack.as_mut().filter(|p| !p.broken()) {
+                    if p.append(verified).is_ok() {
+                        in_pack.push((digest, content));
+                        continue;
+                    }
                 }
+                let result = self.with_room(|| self.store.insert_verified(verified)).map(|i| (i, None));
+                if let Err(e) = self.stored(url, digest, result) {
+                    break 'records Err(e);
+                }
+                landed.note(digest, content);
             }
-            let result = self.with_room(|| self.store.insert_verified(verified)).map(|i| (i, None));
-            if let Err(e) = self.stored(url, digest, result) {
-                break Err(e);
-            }
-            landed.note(digest, content);
         };
         self.bytes.fetch_add(reader.get_ref().bytes, Relaxed);
         if let Some(p) = pack {
@@ -866,10 +904,21 @@ impl Layouts {
                 }
             })
             .collect();
+        // Entries come sorted: a group record's own entry, then its members.
+        let mut group = 0;
         for e in &l.entries {
             // A record past 4 GiB is no object (decode caps them at 1 GiB): left to the batch.
             if let Ok(len) = u32::try_from(e.len) {
                 self.at.entry(e.prefix).or_insert((index[e.pack as usize], e.offset, len));
+            }
+            match e.inner {
+                None => group = e.prefix,
+                Some(inner) => {
+                    let members = self.groups.entry(group).or_default();
+                    if !members.contains(&(inner.offset, inner.len)) {
+                        members.push((inner.offset, inner.len));
+                    }
+                }
             }
         }
         self.loaded.insert(l.manifest, l.packs.iter().map(|p| (p.digest, p.meta_end, p.origin)).collect());

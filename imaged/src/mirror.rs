@@ -370,7 +370,7 @@ fn copy_generation(up: &Upstream, site: &Path, tmp: &Path, g: &Chosen, done: &mu
         at.push((part, true));
     }
     let files: Vec<File> = at.iter().map(|(p, _)| File::open(p).map_err(io_at(p))).collect::<Result<_, _>>()?;
-    let index: HashMap<u64, layout::Placed> = l.entries.iter().map(|e| (e.prefix, *e)).collect();
+    let index: HashMap<u64, layout::Placed> = l.entries.iter().filter(|e| e.inner.is_none()).map(|e| (e.prefix, *e)).collect();
     let mut dicts: HashMap<Digest, Vec<u8>> = HashMap::new();
     for (i, (path, new)) in at.iter().enumerate() {
         if *new {
@@ -379,13 +379,32 @@ fn copy_generation(up: &Upstream, site: &Path, tmp: &Path, g: &Chosen, done: &mu
     }
     // Every entry must point at a record of the object it names.
     let mut names_manifest = false;
+    // The decoded content of the last group record a member entry pointed into.
+    let mut group: Option<((u32, u64), Vec<u8>)> = None;
     for e in &l.entries {
         let file = files.get(e.pack as usize).ok_or_else(|| bad_layout(format!("entry in pack {} of {}", e.pack, l.packs.len())))?;
+        let mismatch = || bad_layout(format!("the entry at {}@{} does not match its record", e.pack, e.offset));
+        if let Some(inner) = e.inner {
+            // A member of a group record: the bytes it names inside the group must hash to it.
+            if group.as_ref().is_none_or(|(at, _)| *at != (e.pack, e.offset)) {
+                let mut rec = vec![0u8; e.len as usize];
+                file.read_exact_at(&mut rec, e.offset).map_err(|_| bad_layout(format!("an entry past the end of pack {}", e.pack)))?;
+                let h = record::Header::decode(rec[..record::HEADER_LEN].try_into().expect("a record is longer than its header"));
+                let content = object::decode(&rec[record::HEADER_LEN..], &h.digest, cache::MAX_OBJECT).map_err(|_| mismatch())?;
+                group = Some(((e.pack, e.offset), content));
+            }
+            let content = &group.as_ref().expect("just set").1;
+            let bytes = content.get(inner.offset as usize..inner.offset as usize + inner.len as usize).ok_or_else(mismatch)?;
+            if layout::prefix(&Digest::of(bytes)) != e.prefix {
+                return Err(mismatch());
+            }
+            continue;
+        }
         let mut head = [0u8; record::HEADER_LEN];
         file.read_exact_at(&mut head, e.offset).map_err(|_| bad_layout(format!("an entry past the end of pack {}", e.pack)))?;
         let h = record::Header::decode(&head);
         if layout::prefix(&h.digest) != e.prefix || h.record_len() != e.len {
-            return Err(bad_layout(format!("the entry at {}@{} does not match its record", e.pack, e.offset)));
+            return Err(mismatch());
         }
         names_manifest |= h.digest == g.manifest;
     }

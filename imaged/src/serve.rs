@@ -92,7 +92,13 @@ struct At {
     pack: PackRef,
     offset: u64,
     len: u64,
+    /// For a member of a group record: where it is in the group, and the group's prefix.
+    inner: Option<(layout::Inner, u64)>,
 }
+
+/// Decoded bytes of new data objects a group record gathers (when recompressing) before it
+/// is written: about the block size of squashfs, whose compression it is after.
+const GROUP_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct Known {
@@ -215,6 +221,8 @@ impl Serving {
         let mut writer: Option<NewPack> = None;
         let mut meta_end = cache::pack::PACK_MAGIC.len() as u64;
         let mut compressors = HashMap::new();
+        let (mut group, mut group_bytes) = (Vec::new(), 0usize);
+        let mut groups_placed = HashSet::new();
         for (i, d) in order.iter().enumerate() {
             if i == metadata_count {
                 meta_end = writer.as_ref().map_or(meta_end, |w| w.pos);
@@ -227,22 +235,45 @@ impl Serving {
                         packs.len() - 1
                     }
                 };
-                entries.push(Placed { prefix: layout::prefix(d), pack: n as u32, offset: at.offset, len: at.len });
+                let place = Placed { prefix: layout::prefix(d), pack: n as u32, offset: at.offset, len: at.len, inner: None };
+                if let Some((inner, group)) = at.inner {
+                    // A member of an earlier group: placed inside it, beside the group's own
+                    // entry (once per layout).
+                    if groups_placed.insert((n, at.offset)) {
+                        entries.push(Placed { prefix: group, ..place });
+                    }
+                    entries.push(Placed { inner: Some(inner), ..place });
+                } else {
+                    entries.push(place);
+                }
                 continue;
             }
             let framed = store.get_framed(d).map_err(|source| ServeError::Object { digest: *d, source })?;
             // Checked before it is served: a copy gone bad on this disk is not copied on.
             let data = store.decode(&framed, d, layout::MAX_RECORD).map_err(|e| ServeError::Corrupt { digest: *d, why: e.to_string() })?;
-            let framed = match self.level {
-                0 => framed,
-                level => recompressed(store, framed, &data, level, &mut compressors),
-            };
             let w = match &mut writer {
                 Some(w) => w,
                 None => writer.insert(NewPack::create(&self.tmp)?),
             };
+            if self.level > 0 && i >= metadata_count {
+                // Data recompressed: gathered into group records of about GROUP_BYTES.
+                group_bytes += data.len();
+                group.push((*d, data));
+                if group_bytes >= GROUP_BYTES {
+                    write_group(w, &mut group, self.level, &mut fresh)?;
+                    group_bytes = 0;
+                }
+                continue;
+            }
+            let framed = match self.level {
+                0 => framed,
+                level => recompressed(store, framed, &data, level, &mut compressors),
+            };
             let (offset, len) = w.append(d, &framed)?;
-            fresh.push(Placed { prefix: layout::prefix(d), pack: u32::MAX, offset, len });
+            fresh.push(Placed { prefix: layout::prefix(d), pack: u32::MAX, offset, len, inner: None });
+        }
+        if let Some(w) = writer.as_mut() {
+            write_group(w, &mut group, self.level, &mut fresh)?;
         }
         let mut built = Built { objects: order.len() as u64, new_objects: fresh.len() as u64, pack_bytes: 0 };
         if let Some(w) = writer {
@@ -277,7 +308,12 @@ impl Serving {
         let mut head = [0u8; record::HEADER_LEN];
         self.blobs.read_at(&Serving::pack_key(&at.pack.digest), at.offset, &mut head).ok()?;
         let h = record::Header::decode(&head);
-        (h.digest == *d && h.record_len() == at.len).then_some(at)
+        // A member's record is its group's.
+        let names_it = match at.inner {
+            None => h.digest == *d,
+            Some((_, group)) => layout::prefix(&h.digest) == group,
+        };
+        (names_it && h.record_len() == at.len).then_some(at)
     }
 
     /// Removes the layouts of generations not in `live` and then every pack no remaining layout
@@ -307,8 +343,17 @@ impl Serving {
 
 impl Known {
     fn add(&mut self, l: &Layout) {
+        // Entries come sorted: a group's own entry, then its members.
+        let mut group = 0;
         for e in &l.entries {
-            self.at.entry(e.prefix).or_insert(At { pack: l.packs[e.pack as usize], offset: e.offset, len: e.len });
+            let inner = match e.inner {
+                None => {
+                    group = e.prefix;
+                    None
+                }
+                Some(inner) => Some((inner, group)),
+            };
+            self.at.entry(e.prefix).or_insert(At { pack: l.packs[e.pack as usize], offset: e.offset, len: e.len, inner });
         }
         self.layouts.insert(l.manifest, l.packs.iter().map(|p| p.digest).collect());
         self.packs.extend(l.packs.iter().map(|p| (p.digest, p.len)));
@@ -365,6 +410,33 @@ impl Drop for NewPack {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// Writes the objects gathered in `group` (emptied) as one group record, recompressed at
+/// `level`, and places them in it (`fresh`); a lone object is a record of its own.
+fn write_group(w: &mut NewPack, group: &mut Vec<(Digest, Vec<u8>)>, level: i32, fresh: &mut Vec<Placed>) -> Result<(), ServeError> {
+    match group.len() {
+        0 => {}
+        1 => {
+            let (d, data) = group.pop().expect("one");
+            let (offset, len) = w.append(&d, &format::object::encode(&data, level))?;
+            fresh.push(Placed { prefix: layout::prefix(&d), pack: u32::MAX, offset, len, inner: None });
+        }
+        _ => {
+            let mut content = Vec::with_capacity(group.iter().map(|(_, b)| b.len()).sum());
+            let mut members = Vec::with_capacity(group.len());
+            for (d, data) in group.drain(..) {
+                members.push((d, layout::Inner { offset: content.len() as u32, len: data.len() as u32 }));
+                content.extend_from_slice(&data);
+            }
+            let g = Digest::of(&content);
+            let (offset, len) = w.append(&g, &format::object::encode(&content, level))?;
+            let place = Placed { prefix: layout::prefix(&g), pack: u32::MAX, offset, len, inner: None };
+            fresh.push(place);
+            fresh.extend(members.into_iter().map(|(d, inner)| Placed { prefix: layout::prefix(&d), inner: Some(inner), ..place }));
+        }
+    }
+    Ok(())
 }
 
 /// Builds the layouts of `manifests` that lack one, one after the other, in the background,

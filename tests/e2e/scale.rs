@@ -327,3 +327,57 @@ fn a_mirror_serves_the_signed_repository_refuses_what_its_upstream_tampers_with_
     let diffs = compare_trees(&v2, &cold.point);
     assert!(diffs.is_empty(), "{diffs:?}");
 }
+
+#[test]
+fn recompressed_serving_packs_group_objects_that_endpoints_and_mirrors_read_one_by_one() {
+    let t = Imgctl::new();
+    let config = t.path("imaged.toml");
+    std::fs::write(&config, "serve_zstd_level = 19\n").unwrap();
+    let server = Server::start_with(&t.path("server"), 0, Some(&config));
+    let (v1, v2) = (t.path("v1"), t.path("v2"));
+    tree(&v1, 1);
+    tree(&v2, 2);
+    t.publish(&server, &v1, "app", "apps/stable");
+    let manifests = server.wait_for_layouts();
+
+    // The data objects are gathered into group records: a version 2 layout places each one
+    // inside its group; trees and the manifest stay records of their own.
+    let http = tests::client();
+    let bytes = http.get(format!("{}/v1/layouts/{}", server.url, manifests[0])).send().unwrap().bytes().unwrap();
+    assert_eq!(&bytes[..8], format::layout::MAGIC_V2);
+    let layout = format::layout::Layout::decode(&bytes).unwrap();
+    let members = layout.entries.iter().filter(|e| e.inner.is_some()).count();
+    assert!(members >= 121, "the 121 small files and big.so's chunks are in groups: {members}");
+    assert!(layout.entries.iter().filter(|e| e.inner.is_some()).all(|e| e.offset >= layout.packs[0].meta_end), "only data is grouped");
+
+    // A cold endpoint reads everything through ranges; each member lands in its cache alone.
+    let before = requests(&server);
+    let mnt = Mount::start_with(&[&server.url], "apps/stable", &t.path("cache"), &t.path("mnt"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v1, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let after = requests(&server);
+    assert_eq!(after.get("POST /v1/objects/batch"), before.get("POST /v1/objects/batch"), "{after:?}");
+
+    // The next generation's new objects form a group of their own pack; the endpoint moves.
+    t.import(&v2, "app");
+    t.push_signed(&server, "app@2");
+    server.wait_for_layouts();
+    ok_json(t.remote(&server, &["--json", "channel", "set", "apps/stable", "app@2"]));
+    assert_eq!(mnt.control("update")["generation"], "app@2");
+    let diffs = compare_trees(&v2, &mnt.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let after = requests(&server);
+    assert_eq!(after.get("POST /v1/objects/batch"), before.get("POST /v1/objects/batch"), "{after:?}");
+    drop(mnt);
+
+    // A mirror checks that every member's bytes inside its group hash to the member, and a
+    // cold endpoint reads all of gen2 through it.
+    let root = t.path("root.json");
+    std::fs::write(&root, http.get(format!("{}/tuf/1.root.json", server.url)).send().unwrap().bytes().unwrap()).unwrap();
+    let mirror = Server::mirror(&server.url, &t.path("mirror"), &root, &["--interval", "3600"]);
+    let s = mirror.mirror_status(|s| !s["last_ok"].is_null() || !s["last_error"].is_null());
+    assert!(s["last_error"].is_null(), "{s}");
+    let cold = Mount::start_with(&[&mirror.url], "apps/stable", &t.path("cache2"), &t.path("mnt2"), &["--poll-seconds", "3600"]);
+    let diffs = compare_trees(&v2, &cold.point);
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
