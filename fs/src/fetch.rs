@@ -197,6 +197,8 @@ struct Layouts {
     packs: Vec<Digest>,
     /// Group record's digest prefix → where its members lie in its decoded content.
     groups: HashMap<u64, Vec<(u32, u32)>>,
+    /// Where group records are: (pack index, offset).
+    group_at: HashSet<(u32, u64)>,
     /// Manifest → its packs with their metadata regions (pack, region end, origin manifest).
     loaded: HashMap<Digest, Vec<(Digest, u64, Digest)>>,
     /// Manifests no server had a layout for, and when that was asked.
@@ -376,28 +378,32 @@ impl Fetcher {
     fn fetch_into(&self, digests: &[Digest], mut decoded: Option<&mut HashMap<Digest, Vec<u8>>>) -> Result<(), FetchError> {
         let deadline = Instant::now() + self.limits.deadline * 2;
         loop {
-            let (mine, theirs) = {
+            // What is in flight is keyed by the object, or for a member of a group record by
+            // the record: one fetch of a group brings all its members.
+            let keyed: Vec<(Digest, Digest)> = digests.iter().filter(|d| !self.store.contains(d)).map(|d| (*d, self.fetch_key(d))).collect();
+            let (mine, mine_keys, theirs) = {
                 let mut inflight = self.inflight.lock().unwrap();
-                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                let (mut mine, mut mine_keys, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
                 let mut seen = HashSet::new();
-                for d in digests {
-                    if !seen.insert(*d) || self.store.contains(d) {
+                for (d, key) in keyed {
+                    if !seen.insert(d) {
                         continue;
                     }
-                    if inflight.contains(d) {
-                        theirs.push(*d);
+                    if inflight.contains(&key) {
+                        theirs.push(key);
                     } else {
-                        inflight.insert(*d);
-                        mine.push(*d);
+                        inflight.insert(key);
+                        mine_keys.push(key);
+                        mine.push(d);
                     }
                 }
-                (mine, theirs)
+                (mine, mine_keys, theirs)
             };
             if !mine.is_empty() {
                 let result = self.fetch_from_servers(&mine, decoded.as_deref_mut());
                 let mut inflight = self.inflight.lock().unwrap();
-                for d in &mine {
-                    inflight.remove(d);
+                for k in &mine_keys {
+                    inflight.remove(k);
                 }
                 self.landed.notify_all();
                 drop(inflight);
@@ -418,6 +424,22 @@ impl Fetcher {
                 inflight = self.landed.wait_timeout(inflight, left).unwrap().0;
             }
             // What the other fetch did not bring (it failed) is tried again by this caller.
+        }
+    }
+
+    /// What a fetch of `d` is in flight under: `d`, or when a loaded layout places it in a
+    /// group record, a key naming that record (no digest: 0xff bytes, the pack's index and
+    /// the record's offset).
+    fn fetch_key(&self, d: &Digest) -> Digest {
+        let l = self.layouts.read().unwrap();
+        match l.at.get(&layout::prefix(d)) {
+            Some(&(pack, offset, _)) if l.group_at.contains(&(pack, offset)) => {
+                let mut k = [0xffu8; 32];
+                k[8..12].copy_from_slice(&pack.to_le_bytes());
+                k[12..20].copy_from_slice(&offset.to_le_bytes());
+                Digest(k)
+            }
+            _ => *d,
         }
     }
 
@@ -914,6 +936,7 @@ impl Layouts {
             match e.inner {
                 None => group = e.prefix,
                 Some(inner) => {
+                    self.group_at.insert((index[e.pack as usize], e.offset));
                     let members = self.groups.entry(group).or_default();
                     if !members.contains(&(inner.offset, inner.len)) {
                         members.push((inner.offset, inner.len));
